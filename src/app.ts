@@ -1,0 +1,134 @@
+/**
+ * createApp(deps) builds a fresh Express application from its dependencies. It has no
+ * side effects of its own (no listening, no files opened), so tests build one per case
+ * with a temp directory and a test key.
+ */
+import express, { type NextFunction, type Request, type Response } from 'express';
+import helmet from 'helmet';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import type { Keyring } from './crypto/keyring.js';
+import type { Db } from './db/database.js';
+import { AppError } from './errors.js';
+import { requireToken } from './http/auth.js';
+import { errorHandler } from './http/error-handler.js';
+import { requestLogger } from './http/logging.js';
+import { limiter } from './http/rate-limit.js';
+import { accountRoutes, publicAccountRoutes } from './http/routes/accounts.js';
+import { filesRoutes } from './http/routes/files.js';
+import { acceptBody } from './http/upload.js';
+import { AccountsService, SetupCode } from './services/accounts.js';
+import { PasswordHasher } from './services/passwords.js';
+import { VaultService } from './services/vault.js';
+import type { BlobStore } from './storage/blob-store.js';
+
+export interface AppDeps {
+  config: Config;
+  db: Db;
+  store: BlobStore;
+  keyring: Keyring;
+  logger: Logger;
+  setup: SetupCode;
+  /** Override the format's chunk size (tests only). */
+  chunkSize?: number;
+}
+
+export interface AppServices {
+  accounts: AccountsService;
+  vault: VaultService;
+}
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Content-Security-Policy for our own pages: nothing inline, nothing from elsewhere. */
+export const PAGE_CSP = {
+  useDefaults: false,
+  directives: {
+    defaultSrc: ["'self'"],
+    scriptSrc: ["'self'"],
+    styleSrc: ["'self'"],
+    imgSrc: ["'self'", 'data:'],
+    fontSrc: ["'self'"],
+    connectSrc: ["'self'"],
+    objectSrc: ["'none'"],
+    baseUri: ["'none'"],
+    formAction: ["'self'"],
+    frameAncestors: ["'none'"],
+  },
+};
+
+/** Builds the application and the services behind it. */
+export function createApp(deps: AppDeps): express.Express & { services: AppServices } {
+  const { config } = deps;
+  const hasher = new PasswordHasher(config.hashConcurrency);
+  const accounts = new AccountsService({ db: deps.db, hasher, tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
+  const vault = new VaultService({ db: deps.db, store: deps.store, keyring: deps.keyring, chunkSize: deps.chunkSize });
+
+  const app = express() as express.Express & { services: AppServices };
+  app.services = { accounts, vault };
+  app.disable('x-powered-by');
+  // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
+  app.set('trust proxy', config.trustProxy);
+  app.set('views', path.join(ROOT, 'views'));
+  app.set('view engine', 'ejs');
+
+  app.use(requestLogger(deps.logger));
+  // helmet's defaults add upgrade-insecure-requests, which breaks plain-HTTP use on a LAN.
+  app.use(helmet({ contentSecurityPolicy: PAGE_CSP, crossOriginEmbedderPolicy: false }));
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    try {
+      deps.db.prepare('SELECT 1').get();
+      await deps.store.checkWritable();
+      res.json({ status: 'ok' });
+    } catch (err) {
+      deps.logger.warn({ err }, 'readiness check failed');
+      throw new AppError('not_ready', 'the database or the upload store is not available');
+    }
+  });
+
+  const json = express.json({ limit: '64kb' });
+  const api = express.Router();
+  api.use((req: Request, res: Response, next: NextFunction) => {
+    if (req.is('application/json')) acceptBody(req, res);
+    json(req, res, next);
+  });
+  const auth = requireToken(accounts);
+  const window = config.rateLimitWindowMs;
+  const routeDeps = {
+    accounts,
+    vault,
+    setup: deps.setup,
+    auth,
+    limits: {
+      setup: limiter({ windowMs: window, limit: 10 }),
+      loginPerIp: limiter({ windowMs: window, limit: config.loginRateLimitPerIp, failuresOnly: true }),
+      loginPerUser: limiter({ windowMs: window, limit: config.loginRateLimit, failuresOnly: true, keyField: 'username' }),
+    },
+  };
+  api.use(publicAccountRoutes(routeDeps));
+  api.use(auth);
+  api.use(accountRoutes(routeDeps));
+  api.use(filesRoutes({ vault, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest }));
+  api.use(() => {
+    throw new AppError('not_found', 'no such API endpoint');
+  });
+  app.use('/api/v1', api);
+  app.use('/api', () => {
+    throw new AppError('not_found', 'no such API endpoint (the API lives under /api/v1)');
+  });
+
+  app.get('/', (_req, res) => {
+    res.render('index', { setupOpen: accounts.setupOpen() });
+  });
+  app.use(() => {
+    throw new AppError('not_found', 'no such page');
+  });
+  app.use(errorHandler);
+  return app;
+}

@@ -1,0 +1,157 @@
+/**
+ * Every setting is read here, once, validated, and handed inward as a plain object.
+ * A bad value throws ConfigError naming the variable and what is expected.
+ */
+import path from 'node:path';
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    expected: string,
+  ) {
+    super(`${variable}: ${expected}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface Config {
+  env: 'production' | 'development' | 'test';
+  host: string;
+  port: number;
+  dataDir: string;
+  uploadsDir: string;
+  dbFile: string;
+  masterKey: string | undefined;
+  masterKeyFile: string;
+  masterKeysPrevious: string[];
+  maxFileSize: number;
+  maxFilesPerRequest: number;
+  trustProxy: boolean | number | string;
+  logLevel: string;
+  publicUrl: string | undefined;
+  tokenDefaultTtl: number;
+  tokenMaxTtl: number;
+  hashConcurrency: number;
+  loginRateLimit: number;
+  loginRateLimitPerIp: number;
+  rateLimitWindowMs: number;
+  socketIdleTimeoutMs: number;
+  shutdownGraceMs: number;
+}
+
+const UNITS: Record<string, number> = {
+  b: 1,
+  k: 1000,
+  kb: 1000,
+  kib: 1024,
+  m: 1000 ** 2,
+  mb: 1000 ** 2,
+  mib: 1024 ** 2,
+  g: 1000 ** 3,
+  gb: 1000 ** 3,
+  gib: 1024 ** 3,
+  t: 1000 ** 4,
+  tb: 1000 ** 4,
+  tib: 1024 ** 4,
+};
+
+/** Parses "1048576", "512MiB", "2 GiB", "1.5GB" into bytes; null when malformed. */
+export function parseSize(text: string): number | null {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
+  if (!m) return null;
+  const unit = UNITS[(m[2] || 'b').toLowerCase()];
+  if (unit === undefined) return null;
+  const n = Math.floor(Number(m[1]) * unit);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, name: string, fallback: string): string {
+  const v = env[name];
+  return v === undefined || v.trim() === '' ? fallback : v.trim();
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const v = env[name];
+  if (v === undefined || v.trim() === '') return fallback;
+  if (!/^\d+$/.test(v.trim())) throw new ConfigError(name, `expected a whole number between ${min} and ${max}, got "${v}"`);
+  const n = Number(v.trim());
+  if (n < min || n > max) throw new ConfigError(name, `expected a whole number between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function size(env: Env, name: string, fallback: number, min: number): number {
+  const v = env[name];
+  if (v === undefined || v.trim() === '') return fallback;
+  const n = parseSize(v);
+  if (n === null || n < min) {
+    throw new ConfigError(name, `expected a size in bytes or with a unit (e.g. 512MiB, 2GiB), at least ${min} bytes, got "${v}"`);
+  }
+  return n;
+}
+
+function trustProxy(env: Env): boolean | number | string {
+  const v = str(env, 'TRUST_PROXY', 'false');
+  const lower = v.toLowerCase();
+  if (['false', '0', 'off', 'no'].includes(lower)) return false;
+  if (['true', 'on', 'yes'].includes(lower)) return true;
+  if (/^\d+$/.test(v)) return Number(v);
+  // Express accepts names (loopback, linklocal, uniquelocal) and comma-separated IPs/CIDRs.
+  if (/^[\w.:/, -]+$/.test(v)) return v;
+  throw new ConfigError('TRUST_PROXY', `expected false, true, a hop count, "loopback" or a list of addresses/CIDRs, got "${v}"`);
+}
+
+/** Reads and validates the whole configuration from an environment object. */
+export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config {
+  const nodeEnv = str(env, 'NODE_ENV', 'development');
+  if (!['production', 'development', 'test'].includes(nodeEnv)) {
+    throw new ConfigError('NODE_ENV', `expected production, development or test, got "${nodeEnv}"`);
+  }
+  const dataDir = path.resolve(cwd, str(env, 'DATA_DIR', 'data'));
+  const publicUrl = env.PUBLIC_URL?.trim() || undefined;
+  if (publicUrl !== undefined) {
+    let ok = false;
+    try {
+      const u = new URL(publicUrl);
+      ok = (u.protocol === 'http:' || u.protocol === 'https:') && !u.search && !u.hash;
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new ConfigError('PUBLIC_URL', `expected an absolute http(s) URL without query, got "${publicUrl}"`);
+  }
+  const logLevel = str(env, 'LOG_LEVEL', nodeEnv === 'test' ? 'silent' : 'info');
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    throw new ConfigError('LOG_LEVEL', `expected one of fatal, error, warn, info, debug, trace, silent, got "${logLevel}"`);
+  }
+  const host = str(env, 'HOST', '127.0.0.1');
+  if (!/^[\w.:-]+$/.test(host)) throw new ConfigError('HOST', `expected a host name or IP address, got "${host}"`);
+  const tokenMaxTtl = int(env, 'TOKEN_MAX_TTL', 365 * 86400, 60, 10 * 365 * 86400);
+  const tokenDefaultTtl = int(env, 'TOKEN_DEFAULT_TTL', 30 * 86400, 60, 10 * 365 * 86400);
+  if (tokenDefaultTtl > tokenMaxTtl) throw new ConfigError('TOKEN_DEFAULT_TTL', `must not exceed TOKEN_MAX_TTL (${tokenMaxTtl})`);
+  const previous = str(env, 'MASTER_KEYS_PREVIOUS', '');
+  return {
+    env: nodeEnv as Config['env'],
+    host,
+    port: int(env, 'PORT', 3000, 0, 65535),
+    dataDir,
+    uploadsDir: path.resolve(cwd, str(env, 'UPLOADS_DIR', 'uploads')),
+    dbFile: path.join(dataDir, 'sfs.db'),
+    masterKey: env.MASTER_KEY?.trim() || undefined,
+    masterKeyFile: path.resolve(cwd, str(env, 'MASTER_KEY_FILE', 'master.key')),
+    masterKeysPrevious: previous ? previous.split(',').map((s) => s.trim()).filter(Boolean) : [],
+    maxFileSize: size(env, 'MAX_FILE_SIZE', 2 * 1024 ** 3, 1),
+    maxFilesPerRequest: int(env, 'MAX_FILES_PER_REQUEST', 20, 1, 1000),
+    trustProxy: trustProxy(env),
+    logLevel,
+    publicUrl: publicUrl?.replace(/\/+$/, ''),
+    tokenDefaultTtl,
+    tokenMaxTtl,
+    hashConcurrency: int(env, 'HASH_CONCURRENCY', 2, 1, 64),
+    loginRateLimit: int(env, 'LOGIN_RATE_LIMIT', 10, 1, 100000),
+    loginRateLimitPerIp: int(env, 'LOGIN_RATE_LIMIT_PER_IP', 100, 1, 1000000),
+    rateLimitWindowMs: int(env, 'RATE_LIMIT_WINDOW_SECONDS', 900, 1, 86400) * 1000,
+    socketIdleTimeoutMs: int(env, 'SOCKET_IDLE_TIMEOUT_SECONDS', 120, 5, 3600) * 1000,
+    shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS', 10000, 0, 600000),
+  };
+}

@@ -1,0 +1,86 @@
+/** Repository for API tokens. Only SHA-256 hashes of tokens are stored. */
+import type { Db } from './database.js';
+
+export interface TokenRow {
+  id: string;
+  userId: string;
+  name: string;
+  createdAt: number;
+  expiresAt: number;
+  lastUsedAt: number | null;
+  revokedAt: number | null;
+}
+
+interface RawToken {
+  id: string;
+  user_id: string;
+  name: string;
+  created_at: number;
+  expires_at: number;
+  last_used_at: number | null;
+  revoked_at: number | null;
+}
+
+const toRow = (r: RawToken): TokenRow => ({
+  id: r.id,
+  userId: r.user_id,
+  name: r.name,
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
+  lastUsedAt: r.last_used_at,
+  revokedAt: r.revoked_at,
+});
+
+const COLUMNS = 'id, user_id, name, created_at, expires_at, last_used_at, revoked_at';
+
+export class TokensRepo {
+  constructor(private readonly db: Db) {}
+
+  insert(t: TokenRow & { tokenHash: Buffer }): void {
+    this.db
+      .prepare(
+        `INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, expires_at)
+         VALUES (@id, @userId, @name, @tokenHash, @createdAt, @expiresAt)`,
+      )
+      .run(t);
+  }
+
+  /** The live (unrevoked, unexpired) token with this hash, or undefined. */
+  activeByHash(tokenHash: Buffer, now: number): TokenRow | undefined {
+    const r = this.db
+      .prepare(`SELECT ${COLUMNS} FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ?`)
+      .get(tokenHash, now) as RawToken | undefined;
+    return r && toRow(r);
+  }
+
+  /** Records use, at most once a minute per token to keep writes off the hot path. */
+  touch(id: string, now: number): void {
+    this.db
+      .prepare('UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)')
+      .run(now, id, now - 60_000);
+  }
+
+  /** The user's tokens that are not revoked, newest first. */
+  listForUser(userId: string): TokenRow[] {
+    return (
+      this.db
+        .prepare(`SELECT ${COLUMNS} FROM api_tokens WHERE user_id = ? AND revoked_at IS NULL ORDER BY created_at DESC, id`)
+        .all(userId) as RawToken[]
+    ).map(toRow);
+  }
+
+  /** Revokes one of the user's tokens; false if there is no such live token. */
+  revoke(userId: string, id: string, now: number): boolean {
+    return (
+      this.db.prepare('UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL').run(now, id, userId)
+        .changes === 1
+    );
+  }
+
+  /** Revokes all of a user's tokens except `keepId`; returns how many were revoked. */
+  revokeAllExcept(userId: string, keepId: string | null, now: number): number {
+    return this.db
+      .prepare('UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL AND id IS NOT ?')
+      .run(now, userId, keepId).changes;
+  }
+}

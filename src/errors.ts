@@ -1,0 +1,53 @@
+/**
+ * The one error type services throw. `code` is stable and machine-readable; the HTTP
+ * status for each code is decided here, in one table, and nowhere else.
+ */
+export const ERROR_CODES = {
+  validation_error: { status: 400, title: 'Invalid request' },
+  invalid_json: { status: 400, title: 'Malformed JSON body' },
+  bad_request: { status: 400, title: 'Bad request' },
+  unauthorized: { status: 401, title: 'Authentication required' },
+  forbidden: { status: 403, title: 'Forbidden' },
+  setup_closed: { status: 409, title: 'Setup is closed' },
+  not_found: { status: 404, title: 'Not found' },
+  method_not_allowed: { status: 405, title: 'Method not allowed' },
+  conflict: { status: 409, title: 'Conflict' },
+  file_too_large: { status: 413, title: 'File too large' },
+  too_many_files: { status: 413, title: 'Too many files' },
+  payload_too_large: { status: 413, title: 'Request body too large' },
+  quota_exceeded: { status: 413, title: 'Storage quota exceeded' },
+  unsupported_media_type: { status: 415, title: 'Unsupported media type' },
+  range_not_satisfiable: { status: 416, title: 'Range not satisfiable' },
+  expectation_failed: { status: 417, title: 'Expectation failed' },
+  checksum_mismatch: { status: 422, title: 'Checksum mismatch' },
+  rate_limited: { status: 429, title: 'Too many requests' },
+  integrity_error: { status: 500, title: 'Stored data failed verification' },
+  internal_error: { status: 500, title: 'Internal server error' },
+  not_ready: { status: 503, title: 'Not ready' },
+  insufficient_storage: { status: 507, title: 'Insufficient storage' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class AppError extends Error {
+  readonly status: number;
+
+  constructor(
+    readonly code: ErrorCode,
+    /** Human-readable, safe to show to the client: never secrets, never internals. */
+    readonly detail: string,
+    /** Extra response headers (e.g. Retry-After, Content-Range). */
+    readonly headers: Record<string, string> = {},
+    /** Close the connection after answering (e.g. an upload that must not be read to its end). */
+    readonly closeConnection = false,
+  ) {
+    super(detail);
+    this.name = 'AppError';
+    this.status = ERROR_CODES[code].status;
+  }
+}
+
+/** True for an AppError with the given code. */
+export function isAppError(err: unknown, code?: ErrorCode): err is AppError {
+  return err instanceof AppError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,39 @@
+/**
+ * Bearer-token authentication for /api. Cookies are ignored here on purpose, so no
+ * cross-site request can ride on a browser session.
+ */
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { AppError } from '../errors.js';
+import type { AccountsService, Principal } from '../services/accounts.js';
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    principal?: Principal;
+  }
+}
+
+const BEARER = /^Bearer ([A-Za-z0-9_-]{1,200})$/;
+
+/** Requires a valid bearer token; sets req.principal. Missing or bad credentials give 401. */
+export function requireToken(accounts: AccountsService): RequestHandler {
+  return (req: Request, _res: Response, next: NextFunction) => {
+    const header = req.headers.authorization;
+    if (!header) throw new AppError('unauthorized', 'send an API token as "Authorization: Bearer <token>"');
+    const m = header.length <= 256 ? BEARER.exec(header) : null;
+    if (!m) throw new AppError('unauthorized', 'malformed Authorization header; expected "Bearer <token>"');
+    req.principal = accounts.authenticateToken(m[1]!);
+    next();
+  };
+}
+
+/** Requires the authenticated caller to be an admin. */
+export function requireAdmin(req: Request, _res: Response, next: NextFunction): void {
+  if (req.principal?.user.role !== 'admin') throw new AppError('forbidden', 'this needs an admin');
+  next();
+}
+
+/** The authenticated principal (only valid behind requireToken). */
+export function principal(req: Request): Principal {
+  if (!req.principal) throw new AppError('unauthorized', 'not authenticated');
+  return req.principal;
+}

@@ -1,0 +1,112 @@
+/**
+ * Serving a stored file's bytes: RFC 9110 single ranges, download headers that stop a
+ * stored page from rendering on this origin, and streaming with back-pressure where a
+ * failure after the headers cuts the connection instead of ending cleanly.
+ */
+import { create as contentDisposition } from 'content-disposition';
+import type { Request, Response } from 'express';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { FileRow } from '../db/files.js';
+import { AppError } from '../errors.js';
+import type { ByteRange, VaultService } from '../services/vault.js';
+
+export type RangeDecision = { kind: 'full' } | { kind: 'partial'; start: number; end: number } | { kind: 'unsatisfiable' };
+
+/**
+ * Interprets a Range header for a representation of `size` bytes. Malformed or invalid
+ * ranges (including reversed ones like bytes=5-1) and multi-range requests are ignored
+ * (full 200), as RFC 9110 allows; only a valid range that starts past the end is 416.
+ */
+export function parseRange(header: string | undefined, size: number): RangeDecision {
+  if (header === undefined) return { kind: 'full' };
+  const m = /^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(header);
+  if (!m) return { kind: 'full' };
+  const [, a, b] = m as unknown as [string, string, string];
+  if (a === '' && b === '') return { kind: 'full' };
+  if (a === '') {
+    // Suffix range: the last n bytes.
+    const n = Number(b);
+    if (n === 0 || size === 0) return { kind: 'unsatisfiable' };
+    return { kind: 'partial', start: Math.max(0, size - n), end: size - 1 };
+  }
+  const start = Number(a);
+  const end = b === '' ? Infinity : Number(b);
+  if (end < start) return { kind: 'full' };
+  if (start >= size) return { kind: 'unsatisfiable' };
+  return { kind: 'partial', start, end: Math.min(end, size - 1) };
+}
+
+/** Sets the headers every download carries (also on HEAD). */
+export function setDownloadHeaders(res: Response, row: FileRow): void {
+  res.setHeader('Content-Type', row.mimeType);
+  res.setHeader('Content-Disposition', contentDisposition(row.name, { type: 'attachment' }));
+  res.setHeader('ETag', `"${row.sha256.toString('hex')}"`);
+  res.setHeader('Repr-Digest', `sha-256=:${row.sha256.toString('base64')}:`);
+  res.setHeader('Accept-Ranges', 'bytes');
+  res.setHeader('X-Content-Type-Options', 'nosniff');
+  // A stored HTML or SVG file must never run as a page of this origin.
+  res.setHeader('Content-Security-Policy', "sandbox; default-src 'none'");
+  res.setHeader('Cache-Control', 'private, no-store');
+  res.setHeader('Last-Modified', new Date(row.createdAt).toUTCString());
+}
+
+/** Resolves which bytes to send, honouring If-Range (a stale validator means the full file). */
+function decideRange(req: Request, row: FileRow): RangeDecision {
+  const ifRange = req.headers['if-range'];
+  if (typeof ifRange === 'string' && ifRange.trim() !== `"${row.sha256.toString('hex')}"`) return { kind: 'full' };
+  return parseRange(req.headers.range, row.size);
+}
+
+export interface SendResult {
+  /** Plaintext bytes handed to the socket. */
+  bytesSent: number;
+  /** True when the whole planned body was written and the response finished. */
+  completed: boolean;
+  range: ByteRange;
+}
+
+/**
+ * Answers GET or HEAD for a stored file. HEAD never decrypts anything. For GET the first
+ * chunk is verified before the status line is sent, so early damage becomes a clean 500.
+ */
+export async function sendFileContent(req: Request, res: Response, vault: VaultService, row: FileRow): Promise<SendResult> {
+  const decision = decideRange(req, row);
+  if (decision.kind === 'unsatisfiable') {
+    throw new AppError('range_not_satisfiable', `the file has ${row.size} bytes`, { 'Content-Range': `bytes */${row.size}` });
+  }
+  const range: ByteRange = decision.kind === 'partial' ? { start: decision.start, end: decision.end } : { start: 0, end: row.size - 1 };
+  const length = range.end - range.start + 1;
+  setDownloadHeaders(res, row);
+  res.setHeader('Content-Length', String(length));
+  if (decision.kind === 'partial') {
+    res.status(206);
+    res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${row.size}`);
+  } else {
+    res.status(200);
+  }
+  if (req.method === 'HEAD') {
+    res.end();
+    return { bytesSent: 0, completed: true, range };
+  }
+  const plaintext = await vault.open(row, range);
+  let bytesSent = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      bytesSent += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  try {
+    await pipeline(Readable.from(plaintext, { objectMode: false, highWaterMark: 256 * 1024 }), counter, res);
+    return { bytesSent, completed: true, range };
+  } catch (err) {
+    // pipeline has destroyed the response (and so the socket): the client sees a broken transfer.
+    if ((err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
+      req.log?.info({ fileId: row.id, bytesSent }, 'client closed the download early');
+    } else {
+      req.log?.error({ err, fileId: row.id, bytesSent, code: 'integrity_error' }, 'download failed after headers were sent');
+    }
+    return { bytesSent, completed: false, range };
+  }
+}

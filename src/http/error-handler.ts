@@ -1,0 +1,68 @@
+/**
+ * The one place where errors become HTTP responses: RFC 9457 problem+json with a stable
+ * `code`. Internals (stack traces, paths, SQL) are logged with the request id, never sent.
+ */
+import type { ErrorRequestHandler, Request, Response } from 'express';
+import multer from 'multer';
+import { IntegrityError } from '../crypto/format.js';
+import { AppError, ERROR_CODES, type ErrorCode } from '../errors.js';
+
+/** Writes a problem+json response for an AppError. */
+export function sendProblem(req: Request, res: Response, err: AppError): void {
+  const body = {
+    type: `urn:sfs:problem:${err.code}`,
+    title: ERROR_CODES[err.code].title,
+    status: err.status,
+    detail: err.detail,
+    code: err.code,
+    requestId: String(req.id ?? ''),
+  };
+  for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
+  if (err.status === 401 && !res.hasHeader('WWW-Authenticate')) res.setHeader('WWW-Authenticate', 'Bearer realm="sfs"');
+  if (err.closeConnection) res.setHeader('Connection', 'close');
+  res.status(err.status).type('application/problem+json').send(JSON.stringify(body));
+}
+
+const MULTER_CODES: Record<string, [ErrorCode, string]> = {
+  LIMIT_FILE_SIZE: ['file_too_large', 'file exceeds the size limit'],
+  LIMIT_FILE_COUNT: ['too_many_files', 'too many files in one request'],
+  LIMIT_PART_COUNT: ['payload_too_large', 'too many parts in the multipart body'],
+  LIMIT_FIELD_KEY: ['payload_too_large', 'a field name is too long'],
+  LIMIT_FIELD_VALUE: ['payload_too_large', 'a field value is too long'],
+  LIMIT_FIELD_COUNT: ['payload_too_large', 'too many fields'],
+  LIMIT_UNEXPECTED_FILE: ['validation_error', 'file parts must be named "file"'],
+  MISSING_FIELD_NAME: ['validation_error', 'a multipart part has no field name'],
+};
+
+/** Turns any thrown value into an AppError; unknown errors become a bare internal_error. */
+export function toAppError(err: unknown): AppError {
+  if (err instanceof AppError) return err;
+  if (err instanceof IntegrityError) return new AppError('integrity_error', 'the stored file failed verification and was not sent');
+  if (err instanceof multer.MulterError) {
+    const [code, detail] = MULTER_CODES[err.code] ?? ['bad_request', 'malformed multipart body'];
+    return new AppError(code, err.field ? `${detail} (field "${err.field}")` : detail, {}, code !== 'validation_error');
+  }
+  const e = err as { type?: string; status?: number; code?: string };
+  // body-parser errors carry a stable `type`.
+  if (e?.type === 'entity.parse.failed') return new AppError('invalid_json', 'the request body is not valid JSON');
+  if (e?.type === 'entity.too.large') return new AppError('payload_too_large', 'the request body is too large', {}, true);
+  if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') {
+    return new AppError('unsupported_media_type', 'unsupported body encoding or charset');
+  }
+  if (e?.code === 'ENOSPC' || e?.code === 'EDQUOT') return new AppError('insufficient_storage', 'the server has no space left');
+  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) return new AppError('bad_request', 'bad request');
+  return new AppError('internal_error', 'an unexpected error occurred; quote the request id when reporting it');
+}
+
+/** Express error handler: logs, then answers problem+json, or cuts the connection if headers are gone. */
+export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
+  const app = toAppError(err);
+  if (app.status >= 500) req.log?.error({ err, code: app.code }, 'request failed');
+  else req.log?.info({ code: app.code, status: app.status }, 'request rejected');
+  if (res.headersSent) {
+    // Never end a broken response cleanly: the client must see a failed transfer.
+    res.destroy();
+    return;
+  }
+  sendProblem(req, res, app);
+};

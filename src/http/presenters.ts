@@ -1,0 +1,31 @@
+/**
+ * Shape rows into API JSON. Whitelists only: a wrapped key, a hash or a secret can never
+ * reach a response by being added to a row.
+ */
+import type { FileRow } from '../db/files.js';
+import type { TokenRow } from '../db/tokens.js';
+import type { UserRow } from '../db/users.js';
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export function presentFile(f: FileRow) {
+  return { id: f.id, name: f.name, size: f.size, mimeType: f.mimeType, sha256: f.sha256.toString('hex'), createdAt: iso(f.createdAt) };
+}
+
+export function presentUser(u: UserRow) {
+  return { id: u.id, username: u.username, role: u.role, disabled: u.disabled, quotaBytes: u.quotaBytes, createdAt: iso(u.createdAt) };
+}
+
+export function presentToken(t: TokenRow) {
+  return { id: t.id, name: t.name, createdAt: iso(t.createdAt), expiresAt: iso(t.expiresAt), lastUsedAt: iso(t.lastUsedAt) };
+}
+
+/** Opaque page cursor: base64url of "createdAt:id". */
+export function encodeCursor(c: { createdAt: number; id: string } | null): string | null {
+  return c ? Buffer.from(`${c.createdAt}:${c.id}`).toString('base64url') : null;
+}
+
+export function decodeCursor(s: string): { createdAt: number; id: string } | null {
+  const m = /^(\d{1,15}):([0-9a-f]{32})$/.exec(Buffer.from(s, 'base64url').toString('utf8'));
+  return m ? { createdAt: Number(m[1]), id: m[2]! } : null;
+}

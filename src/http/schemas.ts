@@ -1,0 +1,48 @@
+/** Request schemas: input is validated at the edge and handed inward as plain objects. */
+import { z } from 'zod';
+import { AppError } from '../errors.js';
+
+const username = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'use 1-64 letters, digits, dot, underscore or hyphen');
+// Length policy is enforced by the accounts service (one rule for API, pages and CLI).
+const password = z.string().min(1).max(1024);
+const role = z.enum(['admin', 'user']);
+
+export const setupBody = z.object({ setupCode: z.string().min(1).max(200), username, password }).strict();
+
+export const tokenCreateBody = z
+  .object({
+    username: z.string().min(1).max(64),
+    password,
+    name: z.string().trim().min(1).max(100).default('api'),
+    expiresInSeconds: z.number().int().min(60).optional(),
+  })
+  .strict();
+
+export const userCreateBody = z.object({ username, password, role: role.default('user') }).strict();
+
+export const userPatchBody = z
+  .object({
+    disabled: z.boolean().optional(),
+    role: role.optional(),
+    password: password.optional(),
+    quotaBytes: z.number().int().min(0).nullable().optional(),
+  })
+  .strict()
+  .refine((o) => Object.keys(o).length > 0, 'give at least one of disabled, role, password, quotaBytes');
+
+export const mePatchBody = z.object({ currentPassword: password, newPassword: password }).strict();
+
+export const listQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(50),
+  cursor: z.string().max(200).optional(),
+});
+
+export const idParam = z.string().regex(/^[0-9a-f]{32}$/);
+
+/** Parses `input` with `schema`, or throws validation_error naming the fields. */
+export function parse<T extends z.ZodTypeAny>(schema: T, input: unknown): z.output<T> {
+  const r = schema.safeParse(input ?? {});
+  if (r.success) return r.data;
+  const detail = r.error.issues.map((i) => `${i.path.length ? i.path.join('.') : 'body'}: ${i.message}`).join('; ');
+  throw new AppError('validation_error', detail);
+}

@@ -1,0 +1,140 @@
+/**
+ * Upload intake: a multer StorageEngine that encrypts each part as it streams (plaintext
+ * never touches disk), and the raw-body path for PUT. Both hand the vault a stream and get
+ * back staged files; the route commits rows only after the whole request was read.
+ */
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import multer, { type StorageEngine } from 'multer';
+import { AppError } from '../errors.js';
+import { chooseMimeType, cleanFileName } from '../services/filenames.js';
+import type { StagedFile, VaultService } from '../services/vault.js';
+import { toAppError } from './error-handler.js';
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    staged?: StagedFile[];
+  }
+}
+
+/** Parses a hex SHA-256 from a form field; validation_error when malformed. */
+export function parseHexSha256(value: unknown, field: string): Buffer {
+  if (typeof value !== 'string' || !/^[0-9a-fA-F]{64}$/.test(value.trim())) {
+    throw new AppError('validation_error', `${field}: expected 64 hex characters`);
+  }
+  return Buffer.from(value.trim(), 'hex');
+}
+
+/** Parses `sha-256=:<base64>:` from a Content-Digest or Repr-Digest header (RFC 9530). */
+export function parseDigestHeader(value: string | undefined, header: string): Buffer | undefined {
+  if (value === undefined) return undefined;
+  const m = /(?:^|,)\s*sha-256\s*=\s*:([A-Za-z0-9+/]+={0,2}):/i.exec(value);
+  if (!m) {
+    // Other algorithms are allowed by the RFC; we can only check sha-256.
+    if (/sha-256/i.test(value)) throw new AppError('validation_error', `${header}: malformed sha-256 value`);
+    return undefined;
+  }
+  const buf = Buffer.from(m[1]!, 'base64');
+  if (buf.length !== 32) throw new AppError('validation_error', `${header}: sha-256 must be 32 bytes`);
+  return buf;
+}
+
+class EncryptingStorage implements StorageEngine {
+  constructor(
+    private readonly vault: VaultService,
+    private readonly maxBytes: number,
+  ) {}
+
+  _handleFile(req: Request, file: Express.Multer.File, cb: (error?: unknown, info?: Partial<Express.Multer.File>) => void): void {
+    let expected: Buffer | undefined;
+    try {
+      // A `sha256` field applies to the next file part only, and only if it precedes it.
+      const body = req.body as Record<string, unknown> | undefined;
+      if (body && body.sha256 !== undefined) {
+        expected = parseHexSha256(Array.isArray(body.sha256) ? body.sha256.at(-1) : body.sha256, 'sha256');
+        delete body.sha256;
+      }
+    } catch (err) {
+      file.stream.resume();
+      cb(err);
+      return;
+    }
+    const name = cleanFileName(file.originalname);
+    this.vault
+      .ingest(file.stream, { name, mimeType: chooseMimeType(file.mimetype, name), maxBytes: this.maxBytes, expectedSha256: expected })
+      .then(
+        (staged) => {
+          (req.staged ??= []).push(staged);
+          cb(null, { size: staged.size, filename: staged.id });
+        },
+        (err) => {
+          file.stream.resume();
+          cb(err);
+        },
+      );
+  }
+
+  _removeFile(req: Request, file: Express.Multer.File, cb: (error: Error | null) => void): void {
+    const staged = req.staged?.find((s) => s.id === file.filename);
+    req.staged = req.staged?.filter((s) => s !== staged);
+    (staged ? this.vault.discard([staged]) : Promise.resolve()).then(() => cb(null), cb);
+  }
+}
+
+/**
+ * Multipart middleware: parts named `file` are encrypted as they arrive. On any failure
+ * the staged blobs are removed before the error reaches the error handler.
+ */
+export function multipartUpload(vault: VaultService, opts: { maxFileSize: number; maxFiles: number }): RequestHandler {
+  const upload = multer({
+    storage: new EncryptingStorage(vault, opts.maxFileSize),
+    defParamCharset: 'utf8',
+    limits: {
+      files: opts.maxFiles,
+      fields: 50,
+      fieldSize: 64 * 1024,
+      fieldNameSize: 200,
+      parts: opts.maxFiles + 50,
+      headerPairs: 200,
+    },
+  }).array('file', opts.maxFiles);
+  return (req: Request, res: Response, next: NextFunction) => {
+    if (!req.is('multipart/form-data')) {
+      next(new AppError('unsupported_media_type', 'send multipart/form-data with parts named "file" (or use PUT /api/v1/uploads/:name)'));
+      return;
+    }
+    acceptBody(req, res);
+    upload(req, res, (err?: unknown) => {
+      if (!err) return next();
+      const staged = req.staged ?? [];
+      req.staged = [];
+      vault.discard(staged).finally(() => next(multipartError(err)));
+    });
+  };
+}
+
+/** Multer passes busboy's parse errors through untyped; anything not ours or errno-like is malformed input. */
+function multipartError(err: unknown): unknown {
+  const e = err as { code?: unknown; syscall?: unknown };
+  if (err instanceof AppError || err instanceof multer.MulterError || typeof e?.syscall === 'string') {
+    const app = toAppError(err);
+    // Any 4xx during a multipart upload: do not read the rest of the body.
+    return app.status >= 400 && app.status < 500 ? new AppError(app.code, app.detail, app.headers, true) : err;
+  }
+  return new AppError('bad_request', 'malformed multipart body', {}, true);
+}
+
+/** Set by the server's checkContinue handler on requests that wait for `100 Continue`. */
+export const AWAITING_CONTINUE = Symbol('sfs.awaitingContinue');
+
+/**
+ * Sends `100 Continue` if the client asked for it and it was not sent yet. Called only once
+ * a request has passed authentication and size checks, so a refused upload is answered
+ * with its error instead of the body being sent.
+ */
+export function acceptBody(req: Request, res: Response): void {
+  const r = req as Request & { [AWAITING_CONTINUE]?: boolean };
+  if (r[AWAITING_CONTINUE] && !res.headersSent) {
+    r[AWAITING_CONTINUE] = false;
+    res.writeContinue();
+  }
+}

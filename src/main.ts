@@ -1,0 +1,122 @@
+/**
+ * The only module with side effects: reads configuration, loads keys, opens the database,
+ * sweeps leftovers, and listens. Any start-up problem prints one clear line and exits 1.
+ */
+import 'dotenv/config';
+import fs from 'node:fs';
+import path from 'node:path';
+import { createApp } from './app.js';
+import { ConfigError, loadConfig } from './config.js';
+import { openDatabase } from './db/database.js';
+import { createLogger } from './http/logging.js';
+import { loadKeyring } from './keyfile.js';
+import { AccountsService, SetupCode } from './services/accounts.js';
+import { KeyMismatchError, checkKeyringAgainstDb } from './services/key-check.js';
+import { PasswordHasher } from './services/passwords.js';
+import { createHttpServer } from './server.js';
+import { DiskBlobStore } from './storage/disk.js';
+
+function fail(message: string): never {
+  process.stderr.write(`\nsfs: cannot start: ${message}\n\n`);
+  process.exit(1);
+}
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+
+  let keys;
+  try {
+    keys = loadKeyring(config);
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  if (keys.generatedFile) {
+    const bar = '!'.repeat(78);
+    process.stderr.write(
+      `\n${bar}\n  A NEW MASTER KEY was generated at ${keys.generatedFile} (mode 0600).\n` +
+        `  Every stored file is unreadable without it. BACK IT UP NOW, separately from\n` +
+        `  data/ and uploads/ (a backup holding both protects nothing).\n` +
+        `  In production the server refuses to start without a key: npm run keygen.\n${bar}\n\n`,
+    );
+  }
+
+  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const db = openDatabase(config.dbFile);
+  try {
+    checkKeyringAgainstDb(db, keys.keyring);
+  } catch (err) {
+    if (err instanceof KeyMismatchError) fail(err.message);
+    throw err;
+  }
+
+  const store = new DiskBlobStore(config.uploadsDir);
+  const swept = await store.sweepTemp();
+  if (swept) logger.warn({ removed: swept }, 'removed temp files left by an interrupted run');
+
+  const setupFile = path.join(config.dataDir, 'setup-code');
+  const accounts = new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: 60, tokenMaxTtl: 60 });
+  let setup: SetupCode;
+  if (accounts.setupOpen()) {
+    setup = SetupCode.generate(setupFile);
+    process.stderr.write(
+      `\n  No account exists yet. One-time setup code: ${setup.reveal()}\n` +
+        `  (also in ${setupFile}). Create the first admin before exposing this server:\n` +
+        `  curl -X POST http://localhost:${config.port}/api/v1/setup -H 'Content-Type: application/json' \\\n` +
+        `       -d '{"setupCode":"<code>","username":"admin","password":"<at least 10 characters>"}'\n\n`,
+    );
+  } else {
+    fs.rmSync(setupFile, { force: true });
+    setup = new SetupCode(null);
+  }
+
+  const tls =
+    process.env.TLS_CERT_FILE && process.env.TLS_KEY_FILE
+      ? { cert: fs.readFileSync(process.env.TLS_CERT_FILE), key: fs.readFileSync(process.env.TLS_KEY_FILE) }
+      : undefined;
+  const app = createApp({ config, db, store, keyring: keys.keyring, logger, setup });
+  const server = createHttpServer(app, { idleTimeoutMs: config.socketIdleTimeoutMs, tls });
+
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    fail(err.code === 'EADDRINUSE' ? `port ${config.port} on ${config.host} is already in use (set PORT)` : err.message);
+  });
+  server.listen(config.port, config.host, () => {
+    const addr = server.address();
+    const port = typeof addr === 'object' && addr ? addr.port : config.port;
+    const scheme = tls ? 'https' : 'http';
+    const shown = config.host === '127.0.0.1' || config.host === '::1' ? 'localhost' : config.host;
+    logger.info({ port, host: config.host, keyId: keys.keyring.active.id }, 'listening');
+    process.stderr.write(`sfs listening on ${scheme}://${shown}:${port}\n`);
+  });
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    server.close(() => {
+      db.close();
+      process.exit(0);
+    });
+    server.closeIdleConnections();
+    setTimeout(() => {
+      logger.warn('grace period over; closing remaining connections');
+      server.closeAllConnections();
+      db.close();
+      process.exit(0);
+    }, config.shutdownGraceMs).unref();
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((err) => {
+  process.stderr.write(`sfs: fatal: ${(err as Error).message}\n`);
+  process.exit(1);
+});

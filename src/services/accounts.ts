@@ -1,0 +1,180 @@
+/** Users, passwords, the first-run setup and API tokens. */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import fs from 'node:fs';
+import type { Db } from '../db/database.js';
+import { TokensRepo, type TokenRow } from '../db/tokens.js';
+import { UsersRepo, type Role, type UserRow } from '../db/users.js';
+import { AppError } from '../errors.js';
+import { newId, secretHash } from './ids.js';
+import { MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
+
+export const TOKEN_PREFIX = 'sfs_';
+
+export interface AccountsDeps {
+  db: Db;
+  hasher: PasswordHasher;
+  tokenDefaultTtl: number;
+  tokenMaxTtl: number;
+  now?: () => number;
+}
+
+/** What a caller authenticated by a token is. */
+export interface Principal {
+  user: UserRow;
+  tokenId: string;
+}
+
+export class AccountsService {
+  readonly users: UsersRepo;
+  readonly tokens: TokensRepo;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: AccountsDeps) {
+    this.users = new UsersRepo(deps.db);
+    this.tokens = new TokensRepo(deps.db);
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** True while no user exists and the first admin can still be created. */
+  setupOpen(): boolean {
+    return this.users.count() === 0;
+  }
+
+  /**
+   * Creates a user. With `onlyIfNoUsers`, the existence check and the insert happen in one
+   * immediate transaction, so two racing setup requests cannot both create an admin.
+   */
+  async createUser(username: string, password: string, role: Role, opts: { onlyIfNoUsers?: boolean } = {}): Promise<UserRow> {
+    checkPassword(password);
+    const passwordHash = await this.deps.hasher.hash(password);
+    const now = this.now();
+    const user: UserRow = { id: newId(), username, passwordHash, role, disabled: false, quotaBytes: null, createdAt: now, updatedAt: now };
+    this.deps.db
+      .transaction(() => {
+        if (opts.onlyIfNoUsers && this.users.count() > 0) throw new AppError('setup_closed', 'setup has already been completed');
+        if (this.users.byUsername(username)) throw new AppError('conflict', `a user named "${username}" already exists`);
+        this.users.insert(user);
+      })
+      .immediate();
+    return user;
+  }
+
+  /** Checks a username and password; unknown users cost the same time as known ones. */
+  async verifyPassword(username: string, password: string): Promise<UserRow> {
+    const user = this.users.byUsername(username);
+    const ok = user ? await this.deps.hasher.verify(user.passwordHash, password) : await this.deps.hasher.verifyNothing(password);
+    if (!ok || !user || user.disabled) throw new AppError('unauthorized', 'invalid username or password');
+    return user;
+  }
+
+  /** Issues an API token; the secret is returned only here and stored as a SHA-256 hash. */
+  issueToken(user: UserRow, name: string, expiresInSeconds?: number): { row: TokenRow; token: string } {
+    const ttl = expiresInSeconds ?? this.deps.tokenDefaultTtl;
+    if (ttl > this.deps.tokenMaxTtl) {
+      throw new AppError('validation_error', `expiresInSeconds: must be at most ${this.deps.tokenMaxTtl}`);
+    }
+    const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
+    const now = this.now();
+    const row: TokenRow = { id: newId(), userId: user.id, name, createdAt: now, expiresAt: now + ttl * 1000, lastUsedAt: null, revokedAt: null };
+    this.tokens.insert({ ...row, tokenHash: secretHash(token) });
+    return { row, token };
+  }
+
+  /** Resolves a bearer token to its user; disabled users, revoked and expired tokens fail. */
+  authenticateToken(token: string): Principal {
+    if (!token.startsWith(TOKEN_PREFIX) || token.length > 200) throw new AppError('unauthorized', 'invalid or expired token');
+    const now = this.now();
+    const row = this.tokens.activeByHash(secretHash(token), now);
+    const user = row && this.users.byId(row.userId);
+    if (!row || !user || user.disabled) throw new AppError('unauthorized', 'invalid or expired token');
+    this.tokens.touch(row.id, now);
+    return { user, tokenId: row.id };
+  }
+
+  /** Changes a user's own password after checking the current one, and revokes their other tokens. */
+  async changePassword(p: Principal, currentPassword: string, newPassword: string): Promise<{ revokedTokens: number }> {
+    const ok = await this.deps.hasher.verify(p.user.passwordHash, currentPassword);
+    if (!ok) throw new AppError('forbidden', 'current password is wrong');
+    checkPassword(newPassword);
+    const hash = await this.deps.hasher.hash(newPassword);
+    const now = this.now();
+    return this.deps.db
+      .transaction(() => {
+        this.users.update(p.user.id, { passwordHash: hash }, now);
+        return { revokedTokens: this.tokens.revokeAllExcept(p.user.id, p.tokenId, now) };
+      })
+      .immediate();
+  }
+
+  /** Admin changes to a user; a new password is hashed and all the user's tokens are revoked. */
+  async adminUpdate(
+    id: string,
+    changes: { disabled?: boolean; role?: Role; password?: string; quotaBytes?: number | null },
+  ): Promise<UserRow> {
+    if (!this.users.byId(id)) throw new AppError('not_found', 'no such user');
+    let passwordHash: string | undefined;
+    if (changes.password !== undefined) {
+      checkPassword(changes.password);
+      passwordHash = await this.deps.hasher.hash(changes.password);
+    }
+    const now = this.now();
+    this.deps.db
+      .transaction(() => {
+        const current = this.users.byId(id);
+        if (!current) throw new AppError('not_found', 'no such user');
+        // Never leave the server without an active admin.
+        const losesAdmin = current.role === 'admin' && (changes.role === 'user' || changes.disabled === true);
+        if (losesAdmin) {
+          const admins = this.users.list().filter((u) => u.role === 'admin' && !u.disabled && u.id !== id);
+          if (admins.length === 0) throw new AppError('conflict', 'cannot demote or disable the last active admin');
+        }
+        this.users.update(id, { passwordHash, role: changes.role, disabled: changes.disabled, quotaBytes: changes.quotaBytes }, now);
+        if (passwordHash !== undefined) this.tokens.revokeAllExcept(id, null, now);
+      })
+      .immediate();
+    return this.users.byId(id)!;
+  }
+}
+
+/** Enforces the password policy (length only, per NIST 800-63B). */
+export function checkPassword(password: string): void {
+  if (password.length < MIN_PASSWORD_LENGTH) {
+    throw new AppError('validation_error', `password: must be at least ${MIN_PASSWORD_LENGTH} characters`);
+  }
+  if (password.length > MAX_PASSWORD_LENGTH) {
+    throw new AppError('validation_error', `password: must be at most ${MAX_PASSWORD_LENGTH} characters`);
+  }
+}
+
+/** Holds the one-time setup code; compared in constant time, gone for good once used. */
+export class SetupCode {
+  constructor(
+    private code: string | null,
+    /** The 0600 file the code was written to, deleted when the code is used. */
+    private readonly file?: string,
+  ) {}
+
+  /** Generates a code with 160 bits from the CSPRNG (base64url). */
+  static generate(file?: string): SetupCode {
+    const code = randomBytes(20).toString('base64url');
+    if (file) fs.writeFileSync(file, code + '\n', { mode: 0o600 });
+    return new SetupCode(code, file);
+  }
+
+  /** The code, to print at start-up (only while setup is open). */
+  reveal(): string | null {
+    return this.code;
+  }
+
+  /** Forgets the code and deletes its file: setup cannot be used again. */
+  consume(): void {
+    this.code = null;
+    if (this.file) fs.rmSync(this.file, { force: true });
+  }
+
+  /** True when `candidate` equals the code (constant time over the hashes). */
+  matches(candidate: string): boolean {
+    if (this.code === null) return false;
+    return timingSafeEqual(secretHash(candidate), secretHash(this.code));
+  }
+}

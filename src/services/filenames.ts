@@ -1,0 +1,41 @@
+/**
+ * Display names for uploaded files. A name is only ever shown and put in
+ * Content-Disposition; it never becomes part of a path. Hostile names are cleaned, not refused.
+ */
+import mime from 'mime-types';
+
+export const MAX_NAME_LENGTH = 255;
+
+// C0/C1 controls, DEL, and invisible format characters: bidi overrides and isolates
+// (U+202A-202E, U+2066-2069), zero-width characters, BOM, soft hyphen, line/paragraph separators.
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/gu;
+
+/** Returns a safe display name: no path parts, no control or bidi characters, NFC, at most 255 characters. */
+export function cleanFileName(raw: string | undefined | null): string {
+  let name = (raw ?? '').normalize('NFC');
+  // Keep only the last path component, for both separators.
+  name = name.split(/[\\/]/).pop() ?? '';
+  name = name.replace(UNSAFE, '').replace(/\ufffd/g, '').trim();
+  // Names made only of dots ("." or "..") mean nothing as a file name.
+  if (/^\.+$/.test(name)) name = '';
+  if ([...name].length > MAX_NAME_LENGTH) {
+    const chars = [...name];
+    const dot = name.lastIndexOf('.');
+    const ext = dot > 0 && name.length - dot <= 16 ? [...name.slice(dot)] : [];
+    name = chars.slice(0, MAX_NAME_LENGTH - ext.length).join('') + ext.join('');
+  }
+  return name || 'file';
+}
+
+const MIME_PATTERN = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$/;
+
+/**
+ * Picks the stored media type: a well-formed type the client sent (parameters dropped),
+ * else a guess from the name, else application/octet-stream.
+ */
+export function chooseMimeType(sent: string | undefined, name: string): string {
+  const base = (sent ?? '').split(';')[0]!.trim().toLowerCase();
+  if (base && base !== 'application/octet-stream' && MIME_PATTERN.test(base)) return base;
+  const guessed = mime.lookup(name);
+  return guessed || 'application/octet-stream';
+}

@@ -1,0 +1,42 @@
+/**
+ * Start-up check that the configured keyring matches the database. A wrong key must never
+ * silently wrap new files, and files must never reference a key that is not loaded.
+ */
+import type { Db } from '../db/database.js';
+import { MasterKeysRepo } from '../db/master-keys.js';
+import { Keyring } from '../crypto/keyring.js';
+
+export class KeyMismatchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'KeyMismatchError';
+  }
+}
+
+/** Throws KeyMismatchError, with advice, unless every key the database knows is consistent with the ring. */
+export function checkKeyringAgainstDb(db: Db, keyring: Keyring): void {
+  const repo = new MasterKeysRepo(db);
+  const known = repo.list();
+  const counts = repo.fileCounts();
+  for (const row of known) {
+    const key = keyring.get(row.keyId);
+    if (key && !Keyring.checkMatches(key, row.checkValue)) {
+      throw new KeyMismatchError(`master key ${row.keyId} does not match its key check value in the database; refusing to start`);
+    }
+  }
+  const missing = [...counts.entries()].filter(([id]) => !keyring.get(id));
+  if (missing.length) {
+    const list = missing.map(([id, n]) => `${id} (${n} file${n === 1 ? '' : 's'})`).join(', ');
+    throw new KeyMismatchError(
+      `the database has files wrapped under master key(s) that are not configured: ${list}. ` +
+        `Configure the right MASTER_KEY / MASTER_KEY_FILE (older keys in MASTER_KEYS_PREVIOUS); refusing to start`,
+    );
+  }
+  const live = known.filter((r) => r.retiredAt === null);
+  if (live.length > 0 && !live.some((r) => keyring.get(r.keyId))) {
+    throw new KeyMismatchError(
+      `the configured master key (${keyring.active.id}) is not one this database has used (${live.map((r) => r.keyId).join(', ')}). ` +
+        `If this is a key rotation, list the old key in MASTER_KEYS_PREVIOUS; refusing to start`,
+    );
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * The data path. Upload: plaintext stream → SHA-256 + size limit → chunked AES-256-GCM
+ * under a fresh DEK → temp blob → fsync → rename; the row (with the DEK wrapped under the
+ * active master key) is inserted only afterwards. Download: unwrap → verify each chunk →
+ * release → (full reads) verify SHA-256 before the last chunk is released.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Db } from '../db/database.js';
+import { FilesRepo, type FileRow, type PageCursor } from '../db/files.js';
+import { MasterKeysRepo } from '../db/master-keys.js';
+import { unwrapDek, wrapDek } from '../crypto/envelope.js';
+import {
+  DEFAULT_CHUNK_SIZE,
+  FORMAT_VERSION,
+  HEADER_LENGTH,
+  IntegrityError,
+  NONCE_PREFIX_LENGTH,
+  SALT_LENGTH,
+  ciphertextSize,
+} from '../crypto/format.js';
+import { Keyring } from '../crypto/keyring.js';
+import { ChunkSealer, ciphertextSpan, decryptRange } from '../crypto/stream.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import { AppError } from '../errors.js';
+import { newId } from './ids.js';
+
+export interface VaultDeps {
+  db: Db;
+  store: BlobStore;
+  keyring: Keyring;
+  chunkSize?: number;
+  now?: () => number;
+}
+
+/** An encrypted blob that is stored but has no row yet. Holds the DEK until commit or discard. */
+export interface StagedFile {
+  id: string;
+  name: string;
+  mimeType: string;
+  size: number;
+  sha256: Buffer;
+  chunkSize: number;
+  dek: Buffer;
+}
+
+export interface IngestOptions {
+  name: string;
+  mimeType: string;
+  /** Plaintext byte limit, enforced while streaming. */
+  maxBytes: number;
+  /** Client-supplied SHA-256 (32 bytes); a mismatch stores nothing. */
+  expectedSha256?: Buffer;
+  /** Called for every plaintext piece as it arrives (e.g. quota accounting); may throw to stop. */
+  onBytes?: (total: number) => void;
+}
+
+/** The plaintext range to serve; end is inclusive (an empty file is 0..-1). */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export class VaultService {
+  readonly files: FilesRepo;
+  private readonly keys: MasterKeysRepo;
+  private readonly chunkSize: number;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: VaultDeps) {
+    this.files = new FilesRepo(deps.db);
+    this.keys = new MasterKeysRepo(deps.db);
+    this.chunkSize = deps.chunkSize ?? DEFAULT_CHUNK_SIZE;
+    this.now = deps.now ?? Date.now;
+  }
+
+  /**
+   * Encrypts a plaintext stream into a new blob. Nothing is left on disk if the stream
+   * fails, exceeds `maxBytes`, or does not match `expectedSha256`.
+   */
+  async ingest(input: AsyncIterable<Buffer>, opts: IngestOptions): Promise<StagedFile> {
+    const id = newId();
+    const dek = randomBytes(32);
+    const sealer = new ChunkSealer({
+      dek,
+      fileId: Buffer.from(id, 'hex'),
+      salt: randomBytes(SALT_LENGTH),
+      noncePrefix: randomBytes(NONCE_PREFIX_LENGTH),
+      chunkSize: this.chunkSize,
+    });
+    const hash = createHash('sha256');
+    let size = 0;
+    async function* ciphertext(): AsyncGenerator<Buffer[]> {
+      yield [sealer.header];
+      for await (const data of input) {
+        size += data.length;
+        if (size > opts.maxBytes) {
+          // Stop at once: the caller answers 413 and closes the connection unread.
+          throw new AppError('file_too_large', `file exceeds the limit of ${opts.maxBytes} bytes`, {}, true);
+        }
+        opts.onBytes?.(size);
+        hash.update(data);
+        yield sealer.update(data);
+      }
+      const digest = hash.digest();
+      if (opts.expectedSha256 && !timingSafeEqual(digest, opts.expectedSha256)) {
+        throw new AppError('checksum_mismatch', 'the SHA-256 of the received bytes does not match the one supplied');
+      }
+      sha256 = digest;
+      yield sealer.finish();
+    }
+    let sha256: Buffer | undefined;
+    try {
+      const { bytes } = await this.deps.store.put(id, ciphertext());
+      if (bytes !== ciphertextSize(size, this.chunkSize)) throw new Error('blob store wrote an unexpected length');
+      return { id, name: opts.name, mimeType: opts.mimeType, size, sha256: sha256!, chunkSize: this.chunkSize, dek };
+    } catch (err) {
+      sealer.destroy();
+      dek.fill(0);
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC' || (err as NodeJS.ErrnoException).code === 'EDQUOT') {
+        throw new AppError('insufficient_storage', 'the server has no space left for this upload');
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Wraps each staged DEK under the active key and inserts all rows in one transaction.
+   * On failure the blobs are removed, so a failed request leaves nothing behind.
+   */
+  async commit(ownerId: string, staged: StagedFile[]): Promise<FileRow[]> {
+    const key = this.deps.keyring.active;
+    const now = this.now();
+    try {
+      const rows: FileRow[] = staged.map((s, i) => ({
+        id: s.id,
+        ownerId,
+        name: s.name,
+        size: s.size,
+        mimeType: s.mimeType,
+        sha256: s.sha256,
+        keyId: key.id,
+        wrappedDek: wrapDek(
+          key,
+          s.dek,
+          { fileId: s.id, size: s.size, sha256: s.sha256, formatVersion: FORMAT_VERSION, chunkSize: s.chunkSize },
+          randomBytes(12),
+        ),
+        formatVersion: FORMAT_VERSION,
+        chunkSize: s.chunkSize,
+        // Files of one request keep their order when listed newest first.
+        createdAt: now + i,
+      }));
+      this.deps.db
+        .transaction(() => {
+          this.keys.insertIfMissing(key.id, key.checkValue, now);
+          for (const r of rows) this.files.insert(r);
+        })
+        .immediate();
+      return rows;
+    } catch (err) {
+      await this.discard(staged);
+      throw err;
+    } finally {
+      for (const s of staged) s.dek.fill(0);
+    }
+  }
+
+  /** Removes staged blobs that will not be committed and wipes their DEKs. */
+  async discard(staged: StagedFile[]): Promise<void> {
+    for (const s of staged) {
+      s.dek.fill(0);
+      await this.deps.store.delete(s.id).catch(() => {});
+    }
+  }
+
+  /** The owner's file, or not_found (also for another user's file: no existence oracle). */
+  get(ownerId: string, id: string): FileRow {
+    const row = /^[0-9a-f]{32}$/.test(id) ? this.files.byIdForOwner(id, ownerId) : undefined;
+    if (!row) throw new AppError('not_found', 'no such file');
+    return row;
+  }
+
+  list(ownerId: string, limit: number, cursor: PageCursor | null): { files: FileRow[]; next: PageCursor | null } {
+    const rows = this.files.listForOwner(ownerId, limit + 1, cursor);
+    const files = rows.slice(0, limit);
+    const last = files.at(-1);
+    return { files, next: rows.length > limit && last ? { createdAt: last.createdAt, id: last.id } : null };
+  }
+
+  /** Crypto-shreds the row (wrapped DEK gone in the same transaction), then removes the blob. */
+  async delete(ownerId: string, id: string): Promise<void> {
+    this.get(ownerId, id);
+    if (!this.files.shred(id, ownerId)) throw new AppError('not_found', 'no such file');
+    try {
+      // Push the freed pages out of the WAL so the old wrapped key does not linger there.
+      this.deps.db.pragma('wal_checkpoint(TRUNCATE)');
+    } catch {
+      /* a busy checkpoint is retried by SQLite's own auto-checkpoint later */
+    }
+    await this.deps.store.delete(id);
+  }
+
+  /**
+   * Opens a verified plaintext stream of `range`. The first chunk is decrypted and verified
+   * before this resolves, so header, key or first-chunk damage surfaces as an error the
+   * caller can still answer cleanly; later damage makes the iterator throw mid-stream.
+   */
+  async open(row: FileRow, range: ByteRange): Promise<AsyncGenerator<Buffer>> {
+    const key = this.deps.keyring.get(row.keyId);
+    if (!key) throw new IntegrityError(`file is wrapped under key ${row.keyId}, which is not loaded`);
+    const dek = unwrapDek(key, row.wrappedDek, {
+      fileId: row.id,
+      size: row.size,
+      sha256: row.sha256,
+      formatVersion: row.formatVersion,
+      chunkSize: row.chunkSize,
+    });
+    try {
+      const stat = await this.deps.store.stat(row.id);
+      if (!stat) throw new IntegrityError('ciphertext is missing');
+      if (stat.size !== ciphertextSize(row.size, row.chunkSize)) {
+        throw new IntegrityError(`ciphertext length ${stat.size} does not match the recorded size`);
+      }
+      const span = ciphertextSpan(row.size, row.chunkSize, range.start, range.end);
+      const header = span.firstChunk === 0 ? undefined : await readAll(this.deps.store.getRange(row.id, 0, HEADER_LENGTH - 1));
+      const full = range.start === 0 && range.end === row.size - 1;
+      const gen = decryptRange(this.deps.store.getRange(row.id, span.from, span.to), {
+        dek,
+        fileId: Buffer.from(row.id, 'hex'),
+        chunkSize: row.chunkSize,
+        size: row.size,
+        start: range.start,
+        end: range.end,
+        header,
+        expectedSha256: full ? row.sha256 : undefined,
+      });
+      const first = await gen.next();
+      return (async function* () {
+        if (!first.done) yield first.value;
+        yield* gen;
+      })();
+    } finally {
+      // decryptRange derived its own payload key; the DEK is not needed past this point.
+      dek.fill(0);
+    }
+  }
+}
+
+async function readAll(stream: AsyncIterable<Buffer>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const p of stream) parts.push(p);
+  return Buffer.concat(parts);
+}

@@ -1,0 +1,26 @@
+/**
+ * Where ciphertext lives. The interface is deliberately narrow (put a stream, read a
+ * range, stat, delete) so an object-store backend can be added beside the disk one.
+ * A blob store only ever sees ciphertext.
+ */
+import type { Readable } from 'node:stream';
+
+export interface BlobStat {
+  size: number;
+}
+
+export interface BlobStore {
+  /**
+   * Streams batches of buffers into a new blob. Only a complete, flushed blob becomes
+   * visible under `id`; on any error nothing is left behind and the error is rethrown.
+   */
+  put(id: string, source: AsyncIterable<Buffer[]>): Promise<{ bytes: number }>;
+  /** Streams bytes [start, end] (inclusive) of a blob. */
+  getRange(id: string, start: number, end: number): Readable;
+  /** Size of a blob, or null when it does not exist. */
+  stat(id: string): Promise<BlobStat | null>;
+  /** Removes a blob; removing a missing blob is not an error. */
+  delete(id: string): Promise<void>;
+  /** Checks the store can be written (for readiness probes). */
+  checkWritable(): Promise<void>;
+}

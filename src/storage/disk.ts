@@ -1,0 +1,139 @@
+/**
+ * Local-disk blob store: uploads/<2-char prefix>/<id>.enc, written as <id>.tmp, fsynced,
+ * then renamed, so a crash never leaves a partial blob under a final name.
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import type { BlobStat, BlobStore } from './blob-store.js';
+
+const ID_PATTERN = /^[0-9a-f]{32}$/;
+const FINAL_EXT = '.enc';
+const TEMP_EXT = '.tmp';
+/** Gather small pieces into writes of about this size to save system calls. */
+const WRITE_BATCH_BYTES = 1024 * 1024;
+
+export class DiskBlobStore implements BlobStore {
+  constructor(private readonly root: string) {
+    fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+  }
+
+  /** Path of a blob; ids are validated so a path can never be steered outside the root. */
+  pathOf(id: string, ext = FINAL_EXT): string {
+    if (!ID_PATTERN.test(id)) throw new Error('invalid blob id');
+    return path.join(this.root, id.slice(0, 2), id + ext);
+  }
+
+  async put(id: string, source: AsyncIterable<Buffer[]>): Promise<{ bytes: number }> {
+    const finalPath = this.pathOf(id);
+    const tempPath = this.pathOf(id, TEMP_EXT);
+    const dir = path.dirname(finalPath);
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    const fh = await fsp.open(tempPath, 'wx', 0o600);
+    let bytes = 0;
+    let closed = false;
+    try {
+      let batch: Buffer[] = [];
+      let batchBytes = 0;
+      for await (const pieces of source) {
+        for (const p of pieces) {
+          if (p.length === 0) continue;
+          batch.push(p);
+          batchBytes += p.length;
+        }
+        if (batchBytes >= WRITE_BATCH_BYTES) {
+          await writeAll(fh, batch);
+          bytes += batchBytes;
+          batch = [];
+          batchBytes = 0;
+        }
+      }
+      if (batch.length) {
+        await writeAll(fh, batch);
+        bytes += batchBytes;
+      }
+      await fh.sync();
+      await fh.close();
+      closed = true;
+      await fsp.rename(tempPath, finalPath);
+      await syncDir(dir);
+      return { bytes };
+    } catch (err) {
+      if (!closed) await fh.close().catch(() => {});
+      await fsp.rm(tempPath, { force: true }).catch(() => {});
+      throw err;
+    }
+  }
+
+  getRange(id: string, start: number, end: number): Readable {
+    return fs.createReadStream(this.pathOf(id), { start, end, highWaterMark: 256 * 1024 });
+  }
+
+  async stat(id: string): Promise<BlobStat | null> {
+    try {
+      const st = await fsp.stat(this.pathOf(id));
+      return { size: st.size };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async delete(id: string): Promise<void> {
+    await fsp.rm(this.pathOf(id), { force: true });
+  }
+
+  async checkWritable(): Promise<void> {
+    const probe = path.join(this.root, `.probe-${process.pid}-${Date.now()}`);
+    await fsp.writeFile(probe, '', { mode: 0o600 });
+    await fsp.rm(probe, { force: true });
+  }
+
+  /** Removes temp files left by a crash (call at start-up, before serving). Returns how many. */
+  async sweepTemp(): Promise<number> {
+    let removed = 0;
+    for (const sub of await fsp.readdir(this.root, { withFileTypes: true })) {
+      if (!sub.isDirectory()) continue;
+      const dir = path.join(this.root, sub.name);
+      for (const f of await fsp.readdir(dir)) {
+        if (f.endsWith(TEMP_EXT)) {
+          await fsp.rm(path.join(dir, f), { force: true });
+          removed++;
+        }
+      }
+    }
+    return removed;
+  }
+}
+
+async function writeAll(fh: fsp.FileHandle, buffers: Buffer[]): Promise<void> {
+  let pending = buffers;
+  while (pending.length) {
+    const { bytesWritten } = await fh.writev(pending);
+    // writev may write short; drop what was written and retry the rest.
+    let left = bytesWritten;
+    const rest: Buffer[] = [];
+    for (const b of pending) {
+      if (left >= b.length) left -= b.length;
+      else {
+        rest.push(left > 0 ? b.subarray(left) : b);
+        left = 0;
+      }
+    }
+    pending = rest;
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  // Make the rename durable; not all platforms allow fsync on a directory.
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(dir, 'r');
+    await fh.sync();
+  } catch {
+    /* best effort */
+  } finally {
+    await fh?.close().catch(() => {});
+  }
+}

@@ -244,7 +244,10 @@ export async function* decryptRange(source: AsyncIterable<Buffer>, p: DecryptPar
     for (let i = span.firstChunk; i <= span.lastChunk; i++) {
       const plainLength = chunkPlainLength(i, p.size, p.chunkSize);
       const sealed = await reader.read(plainLength + TAG_LENGTH);
-      const plaintext = openChunk(key, header.noncePrefix, i, i === total - 1, sealed);
+      const lastChunk = i === total - 1;
+      const plaintext = openChunk(key, header.noncePrefix, i, lastChunk, sealed);
+      // Extra bytes after the final chunk mean the file was altered: refuse before releasing it.
+      if (lastChunk && !(await reader.atEnd())) throw new IntegrityError('unexpected bytes after the last chunk', i);
       const chunkStart = i * p.chunkSize;
       const lo = Math.max(p.start - chunkStart, 0);
       const hi = Math.min(p.end - chunkStart + 1, plaintext.length);
@@ -259,9 +262,6 @@ export async function* decryptRange(source: AsyncIterable<Buffer>, p: DecryptPar
         }
       }
       if (slice.length > 0) yield slice;
-    }
-    if (span.lastChunk === total - 1 && !(await reader.atEnd())) {
-      throw new IntegrityError('unexpected bytes after the last chunk');
     }
   } finally {
     key?.fill(0);

@@ -59,6 +59,7 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   const app = toAppError(err);
   if (app.status >= 500) req.log?.error({ err, code: app.code }, 'request failed');
   else req.log?.info({ code: app.code, status: app.status }, 'request rejected');
+  if (res.writableEnded) return; // already answered (e.g. an upload refused mid-stream)
   if (res.headersSent) {
     // Never end a broken response cleanly: the client must see a failed transfer.
     res.destroy();

@@ -8,11 +8,12 @@ import multer, { type StorageEngine } from 'multer';
 import { AppError } from '../errors.js';
 import { chooseMimeType, cleanFileName } from '../services/filenames.js';
 import type { StagedFile, VaultService } from '../services/vault.js';
-import { toAppError } from './error-handler.js';
+import { sendProblem, toAppError } from './error-handler.js';
 
 declare module 'express-serve-static-core' {
   interface Request {
-    staged?: StagedFile[];
+    staged?: (StagedFile & { seq: number })[];
+    uploadSeq?: number;
   }
 }
 
@@ -59,15 +60,25 @@ class EncryptingStorage implements StorageEngine {
       return;
     }
     const name = cleanFileName(file.originalname);
+    // Parts are encrypted concurrently; remember the order they arrived in.
+    const seq = (req.uploadSeq = (req.uploadSeq ?? 0) + 1);
     this.vault
       .ingest(file.stream, { name, mimeType: chooseMimeType(file.mimetype, name), maxBytes: this.maxBytes, expectedSha256: expected })
       .then(
         (staged) => {
-          (req.staged ??= []).push(staged);
+          (req.staged ??= []).push({ ...staged, seq });
           cb(null, { size: staged.size, filename: staged.id });
         },
-        (err) => {
+        async (err) => {
           file.stream.resume();
+          if (err instanceof AppError && err.closeConnection && req.res && !req.res.headersSent) {
+            // multer would read the whole body before reporting; answer now and let the
+            // connection close, so a client sending 50 GB is not read to the end.
+            const staged = req.staged ?? [];
+            req.staged = [];
+            await this.vault.discard(staged);
+            sendProblem(req, req.res, err);
+          }
           cb(err);
         },
       );
@@ -88,6 +99,9 @@ export function multipartUpload(vault: VaultService, opts: { maxFileSize: number
   const upload = multer({
     storage: new EncryptingStorage(vault, opts.maxFileSize),
     defParamCharset: 'utf8',
+    // Keep the raw name: busboy would turn "..", "." into "" and multer would drop the part.
+    // cleanFileName strips path components itself.
+    preservePath: true,
     limits: {
       files: opts.maxFiles,
       fields: 50,

@@ -91,7 +91,13 @@ export class VaultService {
     let size = 0;
     async function* ciphertext(): AsyncGenerator<Buffer[]> {
       yield [sealer.header];
-      for await (const data of input) {
+      // Iterate by hand: leaving a for-await early would destroy the input, and with it the
+      // socket, before the caller could answer (e.g. 413 with Connection: close).
+      const it = input[Symbol.asyncIterator]();
+      for (;;) {
+        const next = await it.next();
+        if (next.done) break;
+        const data = next.value;
         size += data.length;
         if (size > opts.maxBytes) {
           // Stop at once: the caller answers 413 and closes the connection unread.

@@ -19,7 +19,7 @@ export function filesRoutes(d: FilesRoutesDeps): Router {
   const r = Router();
 
   r.post('/files', multipartUpload(d.vault, { maxFileSize: d.maxFileSize, maxFiles: d.maxFilesPerRequest }), async (req, res) => {
-    const staged = req.staged ?? [];
+    const staged = (req.staged ?? []).sort((a, b) => a.seq - b.seq);
     req.staged = [];
     if (staged.length === 0) throw new AppError('validation_error', 'file: no file part; send one or more parts named "file"');
     const rows = await d.vault.commit(principal(req).user.id, staged);

@@ -1,0 +1,113 @@
+/** Test harness: a fresh app on a temp directory with a random test master key. */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import supertest from 'supertest';
+import { createApp } from '../src/app.js';
+import { loadConfig, type Config } from '../src/config.js';
+import { Keyring } from '../src/crypto/keyring.js';
+import { openDatabase, type Db } from '../src/db/database.js';
+import { createLogger } from '../src/http/logging.js';
+import { SetupCode } from '../src/services/accounts.js';
+import { DiskBlobStore } from '../src/storage/disk.js';
+import { Writable } from 'node:stream';
+
+export const SETUP_CODE = 'test-setup-code-0123456789';
+export const ADMIN = { username: 'admin', password: 'admin password 123' };
+
+export interface Harness {
+  dir: string;
+  config: Config;
+  db: Db;
+  store: DiskBlobStore;
+  keyring: Keyring;
+  app: ReturnType<typeof createApp>;
+  request: ReturnType<typeof supertest>;
+  logLines: string[];
+  cleanup(): void;
+}
+
+/** Builds an app on a temp dir; `env` overrides configuration variables. */
+export function makeHarness(env: Record<string, string> = {}, opts: { masterKey?: Buffer } = {}): Harness {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sfs-test-'));
+  const config = loadConfig({ NODE_ENV: 'test', DATA_DIR: 'data', UPLOADS_DIR: 'uploads', LOG_LEVEL: 'debug', ...env }, dir);
+  fs.mkdirSync(config.dataDir, { recursive: true });
+  const keyring = new Keyring(opts.masterKey ?? randomBytes(32));
+  const db = openDatabase(config.dbFile);
+  const store = new DiskBlobStore(config.uploadsDir);
+  const logLines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      logLines.push(String(chunk));
+      cb();
+    },
+  });
+  const logger = createLogger(config.logLevel, sink);
+  const app = createApp({ config, db, store, keyring, logger, setup: new SetupCode(SETUP_CODE) });
+  return {
+    dir,
+    config,
+    db,
+    store,
+    keyring,
+    app,
+    request: supertest(app),
+    logLines,
+    cleanup() {
+      db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Runs setup and returns an admin API token. */
+export async function setupAdmin(h: Harness): Promise<string> {
+  const s = await h.request.post('/api/v1/setup').send({ setupCode: SETUP_CODE, ...ADMIN });
+  if (s.status !== 201) throw new Error(`setup failed: ${s.status} ${JSON.stringify(s.body)}`);
+  return tokenFor(h, ADMIN.username, ADMIN.password);
+}
+
+/** Issues a token for an existing user. */
+export async function tokenFor(h: Harness, username: string, password: string): Promise<string> {
+  const t = await h.request.post('/api/v1/auth/tokens').send({ username, password, name: 'test' });
+  if (t.status !== 201) throw new Error(`token failed: ${t.status} ${JSON.stringify(t.body)}`);
+  return t.body.token as string;
+}
+
+/** Creates a plain user (as admin) and returns their token. */
+export async function makeUser(h: Harness, adminToken: string, username: string): Promise<string> {
+  const password = `${username} password 123`;
+  const r = await h.request.post('/api/v1/users').set('Authorization', `Bearer ${adminToken}`).send({ username, password });
+  if (r.status !== 201) throw new Error(`user create failed: ${r.status} ${JSON.stringify(r.body)}`);
+  return tokenFor(h, username, password);
+}
+
+/** Every file under a directory, recursively. */
+export function listFiles(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs.readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name));
+}
+
+/** Supertest parser that collects the raw body as a Buffer. */
+export function binaryParser(res: NodeJS.ReadableStream, cb: (err: Error | null, body: Buffer) => void): void {
+  const parts: Buffer[] = [];
+  res.on('data', (c: Buffer) => parts.push(c));
+  res.on('end', () => cb(null, Buffer.concat(parts)));
+  res.on('error', (e: Error) => cb(e, Buffer.concat(parts)));
+}
+
+/** Deterministic pseudo-random bytes (fast, reproducible test data). */
+export function pattern(size: number, seed = 1): Buffer {
+  const out = Buffer.allocUnsafe(size);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < size; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}

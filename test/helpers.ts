@@ -92,7 +92,7 @@ export function listFiles(dir: string): string[] {
 }
 
 /** Supertest parser that collects the raw body as a Buffer. */
-export function binaryParser(res: NodeJS.ReadableStream, cb: (err: Error | null, body: Buffer) => void): void {
+export function binaryParser(res: any, cb: (err: Error | null, body: Buffer) => void): void {
   const parts: Buffer[] = [];
   res.on('data', (c: Buffer) => parts.push(c));
   res.on('end', () => cb(null, Buffer.concat(parts)));

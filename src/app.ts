@@ -19,6 +19,14 @@ import { limiter } from './http/rate-limit.js';
 import { accountRoutes, publicAccountRoutes } from './http/routes/accounts.js';
 import { filesRoutes } from './http/routes/files.js';
 import { acceptBody } from './http/upload.js';
+import cookieParser from 'cookie-parser';
+import { clientOf } from './http/context.js';
+import { createCsrf } from './http/csrf.js';
+import { auditRoutes } from './http/routes/audit.js';
+import { humanSize, recipientRoutes } from './http/routes/recipient.js';
+import { shareRoutes } from './http/routes/shares.js';
+import { AuditLog } from './services/audit.js';
+import { SharesService } from './services/shares.js';
 import { AccountsService, SetupCode } from './services/accounts.js';
 import { PasswordHasher } from './services/passwords.js';
 import { VaultService } from './services/vault.js';
@@ -38,6 +46,8 @@ export interface AppDeps {
 export interface AppServices {
   accounts: AccountsService;
   vault: VaultService;
+  shares: SharesService;
+  audit: AuditLog;
 }
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -64,10 +74,26 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   const { config } = deps;
   const hasher = new PasswordHasher(config.hashConcurrency);
   const accounts = new AccountsService({ db: deps.db, hasher, tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
-  const vault = new VaultService({ db: deps.db, store: deps.store, keyring: deps.keyring, chunkSize: deps.chunkSize });
+  const vault = new VaultService({
+    db: deps.db,
+    store: deps.store,
+    keyring: deps.keyring,
+    chunkSize: deps.chunkSize,
+    defaultQuota: config.userQuotaBytes,
+  });
+  const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, headFile: config.auditHeadFile, logger: deps.logger });
+  const shares = new SharesService({
+    db: deps.db,
+    hasher,
+    keyring: deps.keyring,
+    defaultTtlSeconds: config.shareDefaultTtl,
+    maxTtlSeconds: config.shareMaxTtl,
+  });
+  // Recipients have no session: their form tokens are bound to the share link they opened.
+  const recipientCsrf = createCsrf(deps.keyring.derive('sfs/v1 recipient csrf'), 'sfs-share-csrf', (req) => String(req.params.token ?? ''));
 
   const app = express() as express.Express & { services: AppServices };
-  app.services = { accounts, vault };
+  app.services = { accounts, vault, shares, audit };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -77,6 +103,10 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   app.use(requestLogger(deps.logger));
   // helmet's defaults add upgrade-insecure-requests, which breaks plain-HTTP use on a LAN.
   app.use(helmet({ contentSecurityPolicy: PAGE_CSP, crossOriginEmbedderPolicy: false }));
+
+  app.use('/static', express.static(path.join(ROOT, 'public'), { maxAge: '365d', immutable: true, index: false }));
+  app.use(cookieParser());
+  app.locals.humanSize = humanSize;
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
@@ -100,21 +130,26 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   });
   const auth = requireToken(accounts);
   const window = config.rateLimitWindowMs;
+  const onLimited = (scope: string) => (req: Request) =>
+    audit.recordSummarised(`${scope}:${req.ip}`, { actor: 'anonymous', action: 'rate_limit.hit', outcome: 'denied', ...clientOf(req), details: { scope } });
   const routeDeps = {
     accounts,
     vault,
+    audit,
     setup: deps.setup,
     auth,
     limits: {
-      setup: limiter({ windowMs: window, limit: 10 }),
-      loginPerIp: limiter({ windowMs: window, limit: config.loginRateLimitPerIp, failuresOnly: true }),
-      loginPerUser: limiter({ windowMs: window, limit: config.loginRateLimit, failuresOnly: true, keyField: 'username' }),
+      setup: limiter({ windowMs: window, limit: 10, onLimited: onLimited('setup') }),
+      loginPerIp: limiter({ windowMs: window, limit: config.loginRateLimitPerIp, failuresOnly: true, onLimited: onLimited('login') }),
+      loginPerUser: limiter({ windowMs: window, limit: config.loginRateLimit, failuresOnly: true, keyField: 'username', onLimited: onLimited('login') }),
     },
   };
   api.use(publicAccountRoutes(routeDeps));
   api.use(auth);
   api.use(accountRoutes(routeDeps));
-  api.use(filesRoutes({ vault, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest }));
+  api.use(filesRoutes({ vault, audit, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest }));
+  api.use(shareRoutes({ vault, shares, audit, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl }));
+  api.use(auditRoutes(audit));
   api.use(() => {
     throw new AppError('not_found', 'no such API endpoint');
   });
@@ -122,6 +157,16 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   app.use('/api', () => {
     throw new AppError('not_found', 'no such API endpoint (the API lives under /api/v1)');
   });
+
+  app.use(
+    recipientRoutes({
+      vault,
+      shares,
+      audit,
+      csrf: recipientCsrf,
+      passwordLimit: { perIp: config.sharePasswordRateLimit, perShare: config.sharePasswordRateLimitPerShare, windowMs: window },
+    }),
+  );
 
   app.get('/', (_req, res) => {
     res.render('index', { setupOpen: accounts.setupOpen() });

@@ -37,6 +37,12 @@ export interface Config {
   rateLimitWindowMs: number;
   socketIdleTimeoutMs: number;
   shutdownGraceMs: number;
+  shareDefaultTtl: number;
+  shareMaxTtl: number;
+  userQuotaBytes: number | null;
+  sharePasswordRateLimit: number;
+  sharePasswordRateLimitPerShare: number;
+  auditHeadFile: string;
 }
 
 const UNITS: Record<string, number> = {
@@ -130,6 +136,11 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   const tokenDefaultTtl = int(env, 'TOKEN_DEFAULT_TTL', 30 * 86400, 60, 10 * 365 * 86400);
   if (tokenDefaultTtl > tokenMaxTtl) throw new ConfigError('TOKEN_DEFAULT_TTL', `must not exceed TOKEN_MAX_TTL (${tokenMaxTtl})`);
   const previous = str(env, 'MASTER_KEYS_PREVIOUS', '');
+  const shareMaxTtl = int(env, 'SHARE_MAX_TTL', 90 * 86400, 60, 10 * 365 * 86400);
+  const shareDefaultTtl = int(env, 'SHARE_DEFAULT_TTL', 7 * 86400, 60, 10 * 365 * 86400);
+  if (shareDefaultTtl > shareMaxTtl) throw new ConfigError('SHARE_DEFAULT_TTL', `must not exceed SHARE_MAX_TTL (${shareMaxTtl})`);
+  const quotaText = str(env, 'USER_QUOTA_BYTES', 'unlimited');
+  const userQuotaBytes = quotaText.toLowerCase() === 'unlimited' ? null : size(env, 'USER_QUOTA_BYTES', 0, 0);
   return {
     env: nodeEnv as Config['env'],
     host,
@@ -153,5 +164,11 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     rateLimitWindowMs: int(env, 'RATE_LIMIT_WINDOW_SECONDS', 900, 1, 86400) * 1000,
     socketIdleTimeoutMs: int(env, 'SOCKET_IDLE_TIMEOUT_SECONDS', 120, 5, 3600) * 1000,
     shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS', 10000, 0, 600000),
+    shareDefaultTtl,
+    shareMaxTtl,
+    userQuotaBytes,
+    sharePasswordRateLimit: int(env, 'SHARE_PASSWORD_RATE_LIMIT', 10, 1, 100000),
+    sharePasswordRateLimitPerShare: int(env, 'SHARE_PASSWORD_RATE_LIMIT_PER_SHARE', 10, 1, 100000),
+    auditHeadFile: path.join(dataDir, 'audit-head'),
   };
 }

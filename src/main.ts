@@ -80,7 +80,25 @@ async function main(): Promise<void> {
     process.env.TLS_CERT_FILE && process.env.TLS_KEY_FILE
       ? { cert: fs.readFileSync(process.env.TLS_CERT_FILE), key: fs.readFileSync(process.env.TLS_KEY_FILE) }
       : undefined;
+  if (config.trustProxy !== false && !config.publicUrl) {
+    logger.warn(
+      'TRUST_PROXY is on without PUBLIC_URL: share links are built from X-Forwarded-Host, which a client can forge. Set PUBLIC_URL.',
+    );
+    process.stderr.write('sfs: warning: TRUST_PROXY is set but PUBLIC_URL is not; set PUBLIC_URL so share links cannot be poisoned\n');
+  }
   const app = createApp({ config, db, store, keyring: keys.keyring, logger, setup });
+  // Expired shares stop working at their expiry instant anyway; the sweep marks them and
+  // drops reservations left by crashed responses.
+  const sweep = () => {
+    try {
+      const n = app.services.shares.sweep();
+      if (n) logger.info({ expired: n }, 'share sweep');
+    } catch (err) {
+      logger.warn({ err }, 'share sweep failed');
+    }
+  };
+  sweep();
+  setInterval(sweep, 10 * 60_000).unref();
   const server = createHttpServer(app, { idleTimeoutMs: config.socketIdleTimeoutMs, tls });
 
   server.on('error', (err: NodeJS.ErrnoException) => {

@@ -64,6 +64,60 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX files_key ON files(key_id);
     `,
   },
+  {
+    version: 2,
+    name: 'shares, download reservations, audit log',
+    sql: `
+      CREATE TABLE shares (
+        id             TEXT PRIMARY KEY,
+        file_id        TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        owner_id       TEXT NOT NULL REFERENCES users(id),
+        -- SHA-256 of the link token: a leaked database does not leak working links.
+        token_hash     BLOB NOT NULL UNIQUE,
+        password_hash  TEXT,
+        note           TEXT,
+        created_at     INTEGER NOT NULL,
+        expires_at     INTEGER NOT NULL,
+        max_downloads  INTEGER CHECK (max_downloads IS NULL OR max_downloads >= 1),
+        downloads      INTEGER NOT NULL DEFAULT 0,
+        bytes_served   INTEGER NOT NULL DEFAULT 0,
+        revoked_at     INTEGER,
+        expired_at     INTEGER
+      ) STRICT;
+      CREATE INDEX shares_file ON shares(file_id, created_at);
+      CREATE INDEX shares_expiry ON shares(expires_at) WHERE expired_at IS NULL AND revoked_at IS NULL;
+
+      -- Bytes (and completion slots) promised to responses in flight. They expire, so a
+      -- crash mid-download does not burn a share's budget for good.
+      CREATE TABLE share_reservations (
+        id              TEXT PRIMARY KEY,
+        share_id        TEXT NOT NULL REFERENCES shares(id) ON DELETE CASCADE,
+        bytes           INTEGER NOT NULL CHECK (bytes >= 0),
+        completion_slot INTEGER NOT NULL CHECK (completion_slot IN (0, 1)),
+        expires_at      INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX share_reservations_share ON share_reservations(share_id, expires_at);
+
+      -- Append-only, chained with an HMAC under a key derived from the master key.
+      CREATE TABLE audit_events (
+        seq         INTEGER PRIMARY KEY,
+        at          INTEGER NOT NULL,
+        actor       TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        subject_user_id TEXT,
+        file_id     TEXT,
+        share_id    TEXT,
+        ip          TEXT,
+        user_agent  TEXT,
+        outcome     TEXT NOT NULL,
+        details     TEXT NOT NULL,
+        key_id      TEXT NOT NULL,
+        mac         BLOB NOT NULL
+      ) STRICT;
+      CREATE INDEX audit_subject ON audit_events(subject_user_id, seq);
+      CREATE INDEX audit_file ON audit_events(file_id, seq);
+    `,
+  },
 ];
 
 /** Applies every migration newer than the database's user_version, each in its own transaction. */

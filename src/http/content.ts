@@ -63,20 +63,77 @@ export interface SendResult {
   bytesSent: number;
   /** True when the whole planned body was written and the response finished. */
   completed: boolean;
+  /** Set when the stored data failed verification after the headers were sent. */
+  integrityError?: boolean;
   range: ByteRange;
+}
+
+/** A hold taken before a GET response starts and released when it ends (share budgets). */
+export interface TransferHold {
+  /** Called about once a minute while the body streams. */
+  heartbeat?(): void;
+  /** Called exactly once with what was really sent. */
+  end(bytesSent: number, completed: boolean): void;
+}
+
+export interface SendOptions {
+  /**
+   * Called for GET once the range is known and before anything is sent; may throw to refuse
+   * (e.g. an exhausted share). `deliversLastByte` is true when the response ends the file.
+   */
+  begin?(range: ByteRange, length: number, deliversLastByte: boolean): TransferHold | undefined;
 }
 
 /**
  * Answers GET or HEAD for a stored file. HEAD never decrypts anything. For GET the first
  * chunk is verified before the status line is sent, so early damage becomes a clean 500.
  */
-export async function sendFileContent(req: Request, res: Response, vault: VaultService, row: FileRow): Promise<SendResult> {
+export async function sendFileContent(req: Request, res: Response, vault: VaultService, row: FileRow, opts: SendOptions = {}): Promise<SendResult> {
   const decision = decideRange(req, row);
   if (decision.kind === 'unsatisfiable') {
     throw new AppError('range_not_satisfiable', `the file has ${row.size} bytes`, { 'Content-Range': `bytes */${row.size}` });
   }
   const range: ByteRange = decision.kind === 'partial' ? { start: decision.start, end: decision.end } : { start: 0, end: row.size - 1 };
   const length = range.end - range.start + 1;
+  if (req.method === 'HEAD') {
+    writeHead(res, row, decision, range, length);
+    res.end();
+    return { bytesSent: 0, completed: true, range };
+  }
+  const hold = opts.begin?.(range, length, range.end === row.size - 1);
+  let bytesSent = 0;
+  let completed = false;
+  let integrityError = false;
+  const timer = hold?.heartbeat ? setInterval(() => hold.heartbeat!(), 60_000) : undefined;
+  try {
+    const plaintext = await vault.open(row, range);
+    writeHead(res, row, decision, range, length);
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        bytesSent += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    try {
+      await pipeline(Readable.from(plaintext, { objectMode: false, highWaterMark: 256 * 1024 }), counter, res);
+      completed = true;
+    } catch (err) {
+      // pipeline has destroyed the response (and so the socket): the client sees a broken transfer.
+      if ((err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
+        req.log?.info({ fileId: row.id, bytesSent }, 'client closed the download early');
+      } else {
+        integrityError = true;
+        req.log?.error({ err, fileId: row.id, bytesSent, code: 'integrity_error' }, 'download failed after headers were sent');
+      }
+    }
+    return { bytesSent, completed, range, integrityError };
+  } finally {
+    if (timer) clearInterval(timer);
+    hold?.end(bytesSent, completed);
+  }
+}
+
+function writeHead(res: Response, row: FileRow, decision: RangeDecision, range: ByteRange, length: number): void {
   setDownloadHeaders(res, row);
   res.setHeader('Content-Length', String(length));
   if (decision.kind === 'partial') {
@@ -84,29 +141,5 @@ export async function sendFileContent(req: Request, res: Response, vault: VaultS
     res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${row.size}`);
   } else {
     res.status(200);
-  }
-  if (req.method === 'HEAD') {
-    res.end();
-    return { bytesSent: 0, completed: true, range };
-  }
-  const plaintext = await vault.open(row, range);
-  let bytesSent = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      bytesSent += chunk.length;
-      cb(null, chunk);
-    },
-  });
-  try {
-    await pipeline(Readable.from(plaintext, { objectMode: false, highWaterMark: 256 * 1024 }), counter, res);
-    return { bytesSent, completed: true, range };
-  } catch (err) {
-    // pipeline has destroyed the response (and so the socket): the client sees a broken transfer.
-    if ((err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
-      req.log?.info({ fileId: row.id, bytesSent }, 'client closed the download early');
-    } else {
-      req.log?.error({ err, fileId: row.id, bytesSent, code: 'integrity_error' }, 'download failed after headers were sent');
-    }
-    return { bytesSent, completed: false, range };
   }
 }

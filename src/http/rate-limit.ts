@@ -1,7 +1,7 @@
 /**
- * Rate limits for password and setup-code guessing (express-rate-limit). Limits are per
- * client IP and per IP+username, never a lockout of the account itself, so an attacker
- * cannot lock out a chosen user.
+ * Rate limits for password, setup-code and share-password guessing (express-rate-limit).
+ * Limits are per client IP and per IP+username (or per share), never a lockout of the account
+ * itself, so an attacker cannot lock out a chosen user.
  */
 import type { Request, RequestHandler } from 'express';
 import { ipKeyGenerator, rateLimit } from 'express-rate-limit';
@@ -12,8 +12,16 @@ export interface LimitOptions {
   limit: number;
   /** Count only failed attempts (status >= 400). */
   failuresOnly?: boolean;
-  /** Key by IP plus this request field (lower-cased), e.g. the username. */
+  /** Count only 401 answers (wrong passwords), not other outcomes. */
+  countOnly401?: boolean;
+  /** Key by IP plus this request body field (lower-cased), e.g. the username. */
   keyField?: string;
+  /** Key by this value instead of the IP (e.g. a per-share ceiling). */
+  key?: (req: Request) => string;
+  /** Requests for which the limiter does nothing. */
+  skip?: (req: Request) => boolean;
+  /** Called on each refused request (for the audit log). */
+  onLimited?: (req: Request) => void;
 }
 
 /** A limiter answering 429 rate_limited with Retry-After. */
@@ -23,8 +31,11 @@ export function limiter(o: LimitOptions): RequestHandler {
     limit: o.limit,
     standardHeaders: 'draft-7',
     legacyHeaders: false,
-    skipSuccessfulRequests: o.failuresOnly ?? false,
+    skipSuccessfulRequests: (o.failuresOnly ?? false) || (o.countOnly401 ?? false),
+    ...(o.countOnly401 ? { requestWasSuccessful: (_req: Request, res: { statusCode: number }) => res.statusCode !== 401 } : {}),
+    ...(o.skip ? { skip: o.skip } : {}),
     keyGenerator(req: Request) {
+      if (o.key) return o.key(req);
       const ip = ipKeyGenerator(req.ip ?? 'unknown');
       if (!o.keyField) return ip;
       const v = (req.body as Record<string, unknown> | undefined)?.[o.keyField];
@@ -34,6 +45,7 @@ export function limiter(o: LimitOptions): RequestHandler {
       const reset = (req as Request & { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime?.getTime();
       const seconds = Math.max(1, Math.ceil(((reset ?? Date.now() + o.windowMs) - Date.now()) / 1000));
       req.log?.warn({ code: 'rate_limited' }, 'rate limit hit');
+      o.onLimited?.(req);
       next(new AppError('rate_limited', `too many attempts; try again in ${seconds} seconds`, { 'Retry-After': String(seconds) }));
     },
   });

@@ -7,6 +7,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import multer, { type StorageEngine } from 'multer';
 import { AppError } from '../errors.js';
 import { chooseMimeType, cleanFileName } from '../services/filenames.js';
+import type { QuotaLease } from '../services/quota.js';
 import type { StagedFile, VaultService } from '../services/vault.js';
 import { sendProblem, toAppError } from './error-handler.js';
 
@@ -43,6 +44,7 @@ class EncryptingStorage implements StorageEngine {
   constructor(
     private readonly vault: VaultService,
     private readonly maxBytes: number,
+    private readonly leaseOf?: (res: Response) => QuotaLease | undefined,
   ) {}
 
   _handleFile(req: Request, file: Express.Multer.File, cb: (error?: unknown, info?: Partial<Express.Multer.File>) => void): void {
@@ -63,7 +65,13 @@ class EncryptingStorage implements StorageEngine {
     // Parts are encrypted concurrently; remember the order they arrived in.
     const seq = (req.uploadSeq = (req.uploadSeq ?? 0) + 1);
     this.vault
-      .ingest(file.stream, { name, mimeType: chooseMimeType(file.mimetype, name), maxBytes: this.maxBytes, expectedSha256: expected })
+      .ingest(file.stream, {
+        name,
+        mimeType: chooseMimeType(file.mimetype, name),
+        maxBytes: this.maxBytes,
+        expectedSha256: expected,
+        lease: req.res ? this.leaseOf?.(req.res) : undefined,
+      })
       .then(
         (staged) => {
           (req.staged ??= []).push({ ...staged, seq });
@@ -95,9 +103,12 @@ class EncryptingStorage implements StorageEngine {
  * Multipart middleware: parts named `file` are encrypted as they arrive. On any failure
  * the staged blobs are removed before the error reaches the error handler.
  */
-export function multipartUpload(vault: VaultService, opts: { maxFileSize: number; maxFiles: number }): RequestHandler {
+export function multipartUpload(
+  vault: VaultService,
+  opts: { maxFileSize: number; maxFiles: number; lease?: (res: Response) => QuotaLease | undefined },
+): RequestHandler {
   const upload = multer({
-    storage: new EncryptingStorage(vault, opts.maxFileSize),
+    storage: new EncryptingStorage(vault, opts.maxFileSize, opts.lease),
     defParamCharset: 'utf8',
     // Keep the raw name: busboy would turn "..", "." into "" and multer would drop the part.
     // cleanFileName strips path components itself.

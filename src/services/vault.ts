@@ -23,11 +23,14 @@ import { ChunkSealer, ciphertextSpan, decryptRange } from '../crypto/stream.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { AppError } from '../errors.js';
 import { newId } from './ids.js';
+import { QuotaService, type QuotaLease } from './quota.js';
 
 export interface VaultDeps {
   db: Db;
   store: BlobStore;
   keyring: Keyring;
+  /** Per-user quota in bytes (a user's own setting wins); null for unlimited. */
+  defaultQuota?: number | null;
   chunkSize?: number;
   now?: () => number;
 }
@@ -50,8 +53,8 @@ export interface IngestOptions {
   maxBytes: number;
   /** Client-supplied SHA-256 (32 bytes); a mismatch stores nothing. */
   expectedSha256?: Buffer;
-  /** Called for every plaintext piece as it arrives (e.g. quota accounting); may throw to stop. */
-  onBytes?: (total: number) => void;
+  /** The uploader's quota hold; grows with every piece and throws to stop the upload. */
+  lease?: QuotaLease;
 }
 
 /** The plaintext range to serve; end is inclusive (an empty file is 0..-1). */
@@ -62,6 +65,7 @@ export interface ByteRange {
 
 export class VaultService {
   readonly files: FilesRepo;
+  readonly quota: QuotaService;
   private readonly keys: MasterKeysRepo;
   private readonly chunkSize: number;
   private readonly now: () => number;
@@ -71,6 +75,13 @@ export class VaultService {
     this.keys = new MasterKeysRepo(deps.db);
     this.chunkSize = deps.chunkSize ?? DEFAULT_CHUNK_SIZE;
     this.now = deps.now ?? Date.now;
+    this.quota = new QuotaService({
+      loadUsage: (userId) => this.files.usageOf(userId),
+      limitOf: (userId) => {
+        const row = deps.db.prepare('SELECT quota_bytes FROM users WHERE id = ?').get(userId) as { quota_bytes: number | null } | undefined;
+        return row?.quota_bytes ?? deps.defaultQuota ?? null;
+      },
+    });
   }
 
   /**
@@ -103,7 +114,7 @@ export class VaultService {
           // Stop at once: the caller answers 413 and closes the connection unread.
           throw new AppError('file_too_large', `file exceeds the limit of ${opts.maxBytes} bytes`, {}, true);
         }
-        opts.onBytes?.(size);
+        opts.lease?.grow(data.length);
         hash.update(data);
         yield sealer.update(data);
       }
@@ -133,7 +144,7 @@ export class VaultService {
    * Wraps each staged DEK under the active key and inserts all rows in one transaction.
    * On failure the blobs are removed, so a failed request leaves nothing behind.
    */
-  async commit(ownerId: string, staged: StagedFile[]): Promise<FileRow[]> {
+  async commit(ownerId: string, staged: StagedFile[], lease?: QuotaLease): Promise<FileRow[]> {
     const key = this.deps.keyring.active;
     const now = this.now();
     try {
@@ -162,6 +173,11 @@ export class VaultService {
           for (const r of rows) this.files.insert(r);
         })
         .immediate();
+      // Same tick as the insert: the bytes move from in flight to committed with no gap.
+      for (const r of rows) {
+        if (lease) lease.commit(r.size);
+        else this.quota.settle(ownerId, 0, r.size);
+      }
       return rows;
     } catch (err) {
       await this.discard(staged);
@@ -194,9 +210,10 @@ export class VaultService {
   }
 
   /** Crypto-shreds the row (wrapped DEK gone in the same transaction), then removes the blob. */
-  async delete(ownerId: string, id: string): Promise<void> {
-    this.get(ownerId, id);
+  async delete(ownerId: string, id: string): Promise<FileRow> {
+    const row = this.get(ownerId, id);
     if (!this.files.shred(id, ownerId)) throw new AppError('not_found', 'no such file');
+    this.quota.removed(ownerId, row.size);
     try {
       // Push the freed pages out of the WAL so the old wrapped key does not linger there.
       this.deps.db.pragma('wal_checkpoint(TRUNCATE)');
@@ -204,6 +221,7 @@ export class VaultService {
       /* a busy checkpoint is retried by SQLite's own auto-checkpoint later */
     }
     await this.deps.store.delete(id);
+    return row;
   }
 
   /**

@@ -3,12 +3,15 @@ import { Router, type RequestHandler } from 'express';
 import { AppError } from '../../errors.js';
 import type { AccountsService, SetupCode } from '../../services/accounts.js';
 import type { VaultService } from '../../services/vault.js';
+import type { AuditLog } from '../../services/audit.js';
 import { principal, requireAdmin } from '../auth.js';
+import { clientOf } from '../context.js';
 import { presentToken, presentUser } from '../presenters.js';
 import { idParam, mePatchBody, parse, setupBody, tokenCreateBody, userCreateBody, userPatchBody } from '../schemas.js';
 
 export interface AccountsRoutesDeps {
   accounts: AccountsService;
+  audit: AuditLog;
   vault: VaultService;
   setup: SetupCode;
   auth: RequestHandler;
@@ -22,17 +25,30 @@ export function publicAccountRoutes(d: AccountsRoutesDeps): Router {
   r.post('/setup', d.limits.setup, async (req, res) => {
     if (!d.accounts.setupOpen()) throw new AppError('setup_closed', 'setup has already been completed');
     const body = parse(setupBody, req.body);
-    if (!d.setup.matches(body.setupCode)) throw new AppError('forbidden', 'wrong setup code (see the server log or data/setup-code)');
+    if (!d.setup.matches(body.setupCode)) {
+      d.audit.record({ actor: 'anonymous', action: 'setup', outcome: 'failure', ...clientOf(req), details: { reason: 'wrong setup code' } });
+      throw new AppError('forbidden', 'wrong setup code (see the server log or data/setup-code)');
+    }
     const user = await d.accounts.createUser(body.username, body.password, 'admin', { onlyIfNoUsers: true });
     d.setup.consume();
+    d.audit.record({ actor: user.id, action: 'setup', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username } });
     req.log?.info({ userId: user.id }, 'setup completed: first admin created');
     res.status(201).json({ user: presentUser(user) });
   });
 
   r.post('/auth/tokens', d.limits.loginPerIp, d.limits.loginPerUser, async (req, res) => {
     const body = parse(tokenCreateBody, req.body);
-    const user = await d.accounts.verifyPassword(body.username, body.password);
+    let user;
+    try {
+      user = await d.accounts.verifyPassword(body.username, body.password);
+    } catch (err) {
+      const known = d.accounts.users.byUsername(body.username);
+      d.audit.record({ actor: 'anonymous', action: 'auth.login', outcome: 'failure', subjectUserId: known?.id ?? null, ...clientOf(req), details: { username: body.username.slice(0, 64) } });
+      throw err;
+    }
     const { row, token } = d.accounts.issueToken(user, body.name, body.expiresInSeconds);
+    d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'token' } });
+    d.audit.record({ actor: user.id, action: 'token.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: row.id, name: row.name, expiresAt: row.expiresAt } });
     res.status(201).json({ ...presentToken(row), token });
   });
 
@@ -52,23 +68,35 @@ export function accountRoutes(d: AccountsRoutesDeps): Router {
     if (!idParam.safeParse(id).success || !d.accounts.tokens.revoke(principal(req).user.id, id, Date.now())) {
       throw new AppError('not_found', 'no such token');
     }
+    const { user } = principal(req);
+    d.audit.record({ actor: user.id, action: 'token.revoke', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: id } });
     res.status(204).end();
   });
 
   r.get('/me', (req, res) => {
     const { user } = principal(req);
-    res.json({ ...presentUser(user), usageBytes: d.vault.files.usageOf(user.id) });
+    res.json({ ...presentUser(user), usageBytes: d.vault.quota.usageOf(user.id), quotaBytes: d.vault.quota.limitOf(user.id) });
   });
 
   r.patch('/me', async (req, res) => {
     const body = parse(mePatchBody, req.body);
-    const result = await d.accounts.changePassword(principal(req), body.currentPassword, body.newPassword);
+    const p = principal(req);
+    let result;
+    try {
+      result = await d.accounts.changePassword(p, body.currentPassword, body.newPassword);
+    } catch (err) {
+      d.audit.record({ actor: p.user.id, action: 'user.password_change', outcome: 'failure', subjectUserId: p.user.id, ...clientOf(req) });
+      throw err;
+    }
+    d.audit.record({ actor: p.user.id, action: 'user.password_change', outcome: 'success', subjectUserId: p.user.id, ...clientOf(req), details: { revokedTokens: result.revokedTokens } });
     res.json({ ...presentUser(d.accounts.users.byId(principal(req).user.id)!), revokedTokens: result.revokedTokens });
   });
 
   r.post('/users', requireAdmin, async (req, res) => {
     const body = parse(userCreateBody, req.body);
     const user = await d.accounts.createUser(body.username, body.password, body.role);
+    const admin = principal(req).user;
+    d.audit.record({ actor: admin.id, action: 'user.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, role: user.role } });
     res.status(201).location(`/api/v1/users/${user.id}`).json(presentUser(user));
   });
 
@@ -80,7 +108,17 @@ export function accountRoutes(d: AccountsRoutesDeps): Router {
     const id = String(req.params.id);
     if (!idParam.safeParse(id).success) throw new AppError('not_found', 'no such user');
     const body = parse(userPatchBody, req.body);
-    res.json(presentUser(await d.accounts.adminUpdate(id, body)));
+    const updated = await d.accounts.adminUpdate(id, body);
+    d.audit.record({
+      actor: principal(req).user.id,
+      action: body.disabled === true ? 'user.disable' : 'user.update',
+      outcome: 'success',
+      subjectUserId: id,
+      ...clientOf(req),
+      // What changed, never the new password itself.
+      details: { disabled: body.disabled, role: body.role, passwordReset: body.password !== undefined, quotaBytes: body.quotaBytes },
+    });
+    res.json(presentUser(updated));
   });
 
   return r;

@@ -1,16 +1,22 @@
 /** Files API: upload (multipart and raw PUT), list, metadata, content, delete. */
-import { Router, type Request, type Response } from 'express';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
+import { IntegrityError } from '../../crypto/format.js';
+import type { FileRow } from '../../db/files.js';
 import { AppError } from '../../errors.js';
+import type { AuditLog } from '../../services/audit.js';
 import { chooseMimeType, cleanFileName } from '../../services/filenames.js';
+import type { QuotaLease } from '../../services/quota.js';
 import type { VaultService } from '../../services/vault.js';
 import { principal } from '../auth.js';
 import { sendFileContent } from '../content.js';
+import { clientOf } from '../context.js';
 import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
 import { listQuery, parse } from '../schemas.js';
 import { acceptBody, multipartUpload, parseDigestHeader } from '../upload.js';
 
 export interface FilesRoutesDeps {
   vault: VaultService;
+  audit: AuditLog;
   maxFileSize: number;
   maxFilesPerRequest: number;
 }
@@ -18,13 +24,33 @@ export interface FilesRoutesDeps {
 export function filesRoutes(d: FilesRoutesDeps): Router {
   const r = Router();
 
-  r.post('/files', multipartUpload(d.vault, { maxFileSize: d.maxFileSize, maxFiles: d.maxFilesPerRequest }), async (req, res) => {
-    const staged = (req.staged ?? []).sort((a, b) => a.seq - b.seq);
-    req.staged = [];
-    if (staged.length === 0) throw new AppError('validation_error', 'file: no file part; send one or more parts named "file"');
-    const rows = await d.vault.commit(principal(req).user.id, staged);
-    res.status(201).json({ files: rows.map(presentFile) });
-  });
+  const uploaded = (req: Request, rows: FileRow[], via: string) => {
+    for (const f of rows) {
+      d.audit.record({ actor: f.ownerId, action: 'file.upload', outcome: 'success', subjectUserId: f.ownerId, fileId: f.id, ...clientOf(req), details: { size: f.size, via } });
+    }
+  };
+
+  // The quota lease is taken before multer reads the body, so every part counts as it streams.
+  const withLease: RequestHandler = (req, res, next) => {
+    const lease = d.vault.quota.lease(principal(req).user.id);
+    res.locals.lease = lease;
+    res.on('close', () => lease.release());
+    next();
+  };
+
+  r.post(
+    '/files',
+    withLease,
+    multipartUpload(d.vault, { maxFileSize: d.maxFileSize, maxFiles: d.maxFilesPerRequest, lease: (res) => res.locals.lease as QuotaLease }),
+    async (req, res) => {
+      const staged = (req.staged ?? []).sort((a, b) => a.seq - b.seq);
+      req.staged = [];
+      if (staged.length === 0) throw new AppError('validation_error', 'file: no file part; send one or more parts named "file"');
+      const rows = await d.vault.commit(principal(req).user.id, staged, res.locals.lease as QuotaLease);
+      uploaded(req, rows, 'multipart');
+      res.status(201).json({ files: rows.map(presentFile) });
+    },
+  );
 
   r.put('/uploads/:name', async (req: Request, res: Response) => {
     const declared = req.headers['content-length'];
@@ -39,10 +65,17 @@ export function filesRoutes(d: FilesRoutesDeps): Router {
     const sentType = req.headers['content-type'];
     // curl --data-binary labels bodies as form data; that says nothing about the file.
     const mimeType = chooseMimeType(sentType?.startsWith('application/x-www-form-urlencoded') ? undefined : sentType, name);
-    acceptBody(req, res);
-    const staged = await d.vault.ingest(req, { name, mimeType, maxBytes: d.maxFileSize, expectedSha256: expected });
-    const [row] = await d.vault.commit(principal(req).user.id, [staged]);
-    res.status(201).location(`/api/v1/files/${row!.id}`).json({ file: presentFile(row!) });
+    const lease = d.vault.quota.lease(principal(req).user.id);
+    try {
+      if (declared !== undefined && /^\d+$/.test(declared)) lease.check(Number(declared));
+      acceptBody(req, res);
+      const staged = await d.vault.ingest(req, { name, mimeType, maxBytes: d.maxFileSize, expectedSha256: expected, lease });
+      const [row] = await d.vault.commit(principal(req).user.id, [staged], lease);
+      uploaded(req, [row!], 'put');
+      res.status(201).location(`/api/v1/files/${row!.id}`).json({ file: presentFile(row!) });
+    } finally {
+      lease.release();
+    }
   });
 
   r.get('/files', (req, res) => {
@@ -60,13 +93,31 @@ export function filesRoutes(d: FilesRoutesDeps): Router {
   // HEAD has its own handler so Express does not run GET (and decrypt the whole file).
   const content = async (req: Request, res: Response) => {
     const row = d.vault.get(principal(req).user.id, String(req.params.id));
-    await sendFileContent(req, res, d.vault, row);
+    const record = (outcome: 'success' | 'failure', details: Record<string, unknown>) =>
+      d.audit.record({ actor: row.ownerId, action: 'file.download', outcome, subjectUserId: row.ownerId, fileId: row.id, ...clientOf(req), details });
+    let result;
+    try {
+      result = await sendFileContent(req, res, d.vault, row);
+    } catch (err) {
+      if (err instanceof IntegrityError) record('failure', { integrityError: true, bytesSent: 0 });
+      throw err;
+    }
+    if (req.method === 'GET') {
+      record(result.completed ? 'success' : 'failure', {
+        start: result.range.start,
+        end: result.range.end,
+        bytesSent: result.bytesSent,
+        completed: result.completed,
+        integrityError: result.integrityError ?? false,
+      });
+    }
   };
   r.head('/files/:id/content', content);
   r.get('/files/:id/content', content);
 
   r.delete('/files/:id', async (req, res) => {
-    await d.vault.delete(principal(req).user.id, String(req.params.id));
+    const row = await d.vault.delete(principal(req).user.id, String(req.params.id));
+    d.audit.record({ actor: row.ownerId, action: 'file.delete', outcome: 'success', subjectUserId: row.ownerId, fileId: row.id, ...clientOf(req), details: { size: row.size } });
     res.status(204).end();
   });
 

@@ -1,0 +1,87 @@
+/** Owner-side share API: create, list, revoke. */
+import { Router } from 'express';
+import { z } from 'zod';
+import type { ShareRow } from '../../db/shares.js';
+import { AppError } from '../../errors.js';
+import type { AuditLog } from '../../services/audit.js';
+import type { SharesService } from '../../services/shares.js';
+import type { VaultService } from '../../services/vault.js';
+import { principal } from '../auth.js';
+import { clientOf, publicBase } from '../context.js';
+import { parse } from '../schemas.js';
+
+export interface ShareRoutesDeps {
+  vault: VaultService;
+  shares: SharesService;
+  audit: AuditLog;
+  publicUrl: string | undefined;
+  maxTtlSeconds: number;
+}
+
+export const shareCreateBody = z
+  .object({
+    expiresInSeconds: z.number().int().min(60).optional(),
+    maxDownloads: z.number().int().min(1).max(1_000_000).nullable().optional(),
+    password: z.string().max(1024).optional(),
+    note: z.string().max(500).optional(),
+  })
+  .strict();
+
+/** Share JSON for its owner: never the token hash or password hash. */
+export function presentShare(s: ShareRow) {
+  return {
+    id: s.id,
+    fileId: s.fileId,
+    expiresAt: new Date(s.expiresAt).toISOString(),
+    maxDownloads: s.maxDownloads,
+    downloads: s.downloads,
+    bytesServed: s.bytesServed,
+    passwordProtected: s.passwordHash !== null,
+    note: s.note,
+    createdAt: new Date(s.createdAt).toISOString(),
+    revokedAt: s.revokedAt === null ? null : new Date(s.revokedAt).toISOString(),
+    status: s.revokedAt !== null ? 'revoked' : s.expiresAt <= Date.now() ? 'expired' : s.maxDownloads !== null && s.downloads >= s.maxDownloads ? 'exhausted' : 'active',
+  };
+}
+
+export function shareRoutes(d: ShareRoutesDeps): Router {
+  const r = Router();
+
+  r.post('/files/:id/shares', async (req, res) => {
+    const { user } = principal(req);
+    const file = d.vault.get(user.id, String(req.params.id));
+    const body = parse(shareCreateBody, req.body);
+    if (body.expiresInSeconds !== undefined && body.expiresInSeconds > d.maxTtlSeconds) {
+      throw new AppError('validation_error', `expiresInSeconds: must be at most ${d.maxTtlSeconds}`);
+    }
+    const { share, token } = await d.shares.create(user.id, file, body);
+    d.audit.record({
+      actor: user.id,
+      action: 'share.create',
+      outcome: 'success',
+      subjectUserId: user.id,
+      fileId: file.id,
+      shareId: share.id,
+      ...clientOf(req),
+      details: { expiresAt: share.expiresAt, maxDownloads: share.maxDownloads, passwordProtected: share.passwordHash !== null },
+    });
+    const url = `${publicBase(req, d.publicUrl)}/s/${token}`;
+    res.status(201).json({ ...presentShare(share), url, token });
+  });
+
+  r.get('/files/:id/shares', (req, res) => {
+    const { user } = principal(req);
+    const file = d.vault.get(user.id, String(req.params.id));
+    res.json({ shares: d.shares.repo.listForFile(file.id).map(presentShare) });
+  });
+
+  r.delete('/shares/:id', (req, res) => {
+    const { user } = principal(req);
+    const share = d.shares.ownedBy(user.id, String(req.params.id));
+    if (!d.shares.repo.revoke(share.id, user.id, Date.now())) throw new AppError('not_found', 'no such share');
+    d.audit.record({ actor: user.id, action: 'share.revoke', outcome: 'success', subjectUserId: user.id, fileId: share.fileId, shareId: share.id, ...clientOf(req) });
+    res.status(204).end();
+  });
+
+  return r;
+}

@@ -1,0 +1,273 @@
+/**
+ * Tamper-evident audit log. Each row stores
+ *   mac = HMAC-SHA256(k_audit, previous mac ‖ RFC 8785 canonical JSON of the row)
+ * with k_audit derived (HKDF) from the master key named in the row, so someone who can write
+ * to the database but lacks the key cannot recompute the chain. The latest head is also kept
+ * outside the database (a small file and the log), so cutting rows off the end shows.
+ * Rows never hold secrets: callers pass ids, names and outcomes only.
+ */
+import canonicalize from 'canonicalize';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import fs from 'node:fs';
+import type { Logger } from 'pino';
+import type { Db } from '../db/database.js';
+import { deriveSubkey, type Keyring } from '../crypto/keyring.js';
+
+const AUDIT_LABEL = 'sfs/v1 audit mac';
+const GENESIS: Buffer = Buffer.alloc(32);
+
+export type Outcome = 'success' | 'failure' | 'denied';
+
+export interface AuditInput {
+  /** User id, `share:<id>`, `cli`, or `anonymous`. */
+  actor: string;
+  action: string;
+  outcome: Outcome;
+  /** The user whose account or file the event concerns (for per-user views). */
+  subjectUserId?: string | null;
+  fileId?: string | null;
+  shareId?: string | null;
+  ip?: string | null;
+  userAgent?: string | null;
+  details?: Record<string, unknown>;
+}
+
+export interface AuditRow {
+  seq: number;
+  at: number;
+  actor: string;
+  action: string;
+  subjectUserId: string | null;
+  fileId: string | null;
+  shareId: string | null;
+  ip: string | null;
+  userAgent: string | null;
+  outcome: string;
+  details: Record<string, unknown>;
+  keyId: string;
+  mac: Buffer;
+}
+
+interface RawRow {
+  seq: number;
+  at: number;
+  actor: string;
+  action: string;
+  subject_user_id: string | null;
+  file_id: string | null;
+  share_id: string | null;
+  ip: string | null;
+  user_agent: string | null;
+  outcome: string;
+  details: string;
+  key_id: string;
+  mac: Buffer;
+}
+
+const toRow = (r: RawRow): AuditRow => ({
+  seq: r.seq,
+  at: r.at,
+  actor: r.actor,
+  action: r.action,
+  subjectUserId: r.subject_user_id,
+  fileId: r.file_id,
+  shareId: r.share_id,
+  ip: r.ip,
+  userAgent: r.user_agent,
+  outcome: r.outcome,
+  details: JSON.parse(r.details) as Record<string, unknown>,
+  keyId: r.key_id,
+  mac: r.mac,
+});
+
+/** The bytes a row's MAC covers (everything but the MAC itself). */
+function canonicalBytes(r: Omit<AuditRow, 'mac'>): Buffer {
+  const text = canonicalize({
+    seq: r.seq,
+    at: r.at,
+    actor: r.actor,
+    action: r.action,
+    subjectUserId: r.subjectUserId,
+    fileId: r.fileId,
+    shareId: r.shareId,
+    ip: r.ip,
+    userAgent: r.userAgent,
+    outcome: r.outcome,
+    details: r.details,
+    keyId: r.keyId,
+  });
+  if (text === undefined) throw new Error('audit row cannot be canonicalised');
+  return Buffer.from(text, 'utf8');
+}
+
+function macOf(key: Buffer, prev: Buffer, r: Omit<AuditRow, 'mac'>): Buffer {
+  return createHmac('sha256', key).update(prev).update(canonicalBytes(r)).digest();
+}
+
+function auditKey(keyring: Keyring, keyId: string): Buffer | undefined {
+  const k = keyring.get(keyId);
+  return k && deriveSubkey(k.material, AUDIT_LABEL);
+}
+
+export interface AuditHead {
+  seq: number;
+  mac: string;
+}
+
+/** Reads the chain head kept outside the database, or null if there is none. */
+export function readHead(file: string): AuditHead | null {
+  try {
+    const h = JSON.parse(fs.readFileSync(file, 'utf8')) as AuditHead;
+    return Number.isInteger(h.seq) && typeof h.mac === 'string' ? h : null;
+  } catch {
+    return null;
+  }
+}
+
+export interface AuditDeps {
+  db: Db;
+  keyring: Keyring;
+  /** File holding the latest {seq, mac}; omitted in tests that do not need it. */
+  headFile?: string;
+  logger?: Logger;
+  now?: () => number;
+}
+
+export class AuditLog {
+  private readonly now: () => number;
+  private readonly summaries = new Map<string, { writtenAt: number; suppressed: number }>();
+
+  constructor(private readonly deps: AuditDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** Appends one event. The read of the previous MAC and the insert share one immediate transaction. */
+  record(e: AuditInput): AuditRow {
+    const { db, keyring } = this.deps;
+    const keyId = keyring.active.id;
+    const key = auditKey(keyring, keyId)!;
+    const row = db
+      .transaction((): AuditRow => {
+        const last = db.prepare('SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1').get() as { seq: number; mac: Buffer } | undefined;
+        const base: Omit<AuditRow, 'mac'> = {
+          seq: (last?.seq ?? 0) + 1,
+          at: this.now(),
+          actor: e.actor,
+          action: e.action,
+          subjectUserId: e.subjectUserId ?? null,
+          fileId: e.fileId ?? null,
+          shareId: e.shareId ?? null,
+          ip: e.ip ?? null,
+          userAgent: e.userAgent ? e.userAgent.slice(0, 300) : null,
+          outcome: e.outcome,
+          details: e.details ?? {},
+          keyId,
+        };
+        const mac = macOf(key, last?.mac ?? GENESIS, base);
+        db.prepare(
+          `INSERT INTO audit_events (seq, at, actor, action, subject_user_id, file_id, share_id, ip, user_agent, outcome, details, key_id, mac)
+           VALUES (@seq, @at, @actor, @action, @subjectUserId, @fileId, @shareId, @ip, @userAgent, @outcome, @details, @keyId, @mac)`,
+        ).run({ ...base, details: JSON.stringify(base.details), mac });
+        return { ...base, mac };
+      })
+      .immediate();
+    key.fill(0);
+    this.publishHead(row);
+    return row;
+  }
+
+  /**
+   * Records repeated identical events (e.g. rate-limit hits) at most once per window per key;
+   * the next row carries how many were folded into it.
+   */
+  recordSummarised(key: string, e: AuditInput, windowMs = 60_000): AuditRow | null {
+    const now = this.now();
+    const s = this.summaries.get(key);
+    if (s && now - s.writtenAt < windowMs) {
+      s.suppressed++;
+      return null;
+    }
+    const suppressed = s?.suppressed ?? 0;
+    this.summaries.set(key, { writtenAt: now, suppressed: 0 });
+    if (this.summaries.size > 10_000) this.summaries.clear();
+    return this.record({ ...e, details: { ...e.details, repeatsSincePrevious: suppressed } });
+  }
+
+  private publishHead(row: AuditRow): void {
+    const head: AuditHead = { seq: row.seq, mac: row.mac.toString('hex') };
+    this.deps.logger?.info({ auditHead: head, action: row.action }, 'audit event');
+    const file = this.deps.headFile;
+    if (!file) return;
+    const current = readHead(file);
+    if (current && current.seq >= head.seq) return; // another writer is already ahead
+    const tmp = `${file}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(head) + '\n', { mode: 0o600 });
+    fs.renameSync(tmp, file);
+  }
+
+  /** Events newest first. `viewerId` null means everything (admins). */
+  list(opts: { viewerId: string | null; limit: number; before?: number; fileId?: string }): AuditRow[] {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (opts.viewerId !== null) {
+      where.push('(subject_user_id = ? OR actor = ?)');
+      params.push(opts.viewerId, opts.viewerId);
+    }
+    if (opts.fileId) {
+      where.push('file_id = ?');
+      params.push(opts.fileId);
+    }
+    if (opts.before !== undefined) {
+      where.push('seq < ?');
+      params.push(opts.before);
+    }
+    const sql = `SELECT * FROM audit_events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY seq DESC LIMIT ?`;
+    return (this.deps.db.prepare(sql).all(...params, opts.limit) as RawRow[]).map(toRow);
+  }
+}
+
+export type VerifyResult =
+  | { ok: true; count: number; head: AuditHead | null }
+  | { ok: false; count: number; brokenAt: number; reason: string };
+
+/**
+ * Walks the whole chain. Reports the first row whose sequence number, MAC or key does not
+ * check out, and compares the end of the chain with the head kept outside the database.
+ */
+export function verifyAuditChain(db: Db, keyring: Keyring, headFile?: string): VerifyResult {
+  let prev: Buffer = GENESIS;
+  let expectedSeq = 1;
+  let count = 0;
+  const head = headFile ? readHead(headFile) : null;
+  const keys = new Map<string, Buffer | undefined>();
+  for (const raw of db.prepare('SELECT * FROM audit_events ORDER BY seq').iterate() as IterableIterator<RawRow>) {
+    let row: AuditRow;
+    try {
+      row = toRow(raw);
+    } catch {
+      return { ok: false, count, brokenAt: raw.seq, reason: 'row details are not valid JSON' };
+    }
+    if (row.seq !== expectedSeq) {
+      return { ok: false, count, brokenAt: expectedSeq, reason: `row ${expectedSeq} is missing (next row is ${row.seq})` };
+    }
+    if (!keys.has(row.keyId)) keys.set(row.keyId, auditKey(keyring, row.keyId));
+    const key = keys.get(row.keyId);
+    if (!key) return { ok: false, count, brokenAt: row.seq, reason: `row is signed under key ${row.keyId}, which is not loaded` };
+    const { mac, ...rest } = row;
+    const expected = macOf(key, prev, rest);
+    if (mac.length !== expected.length || !timingSafeEqual(mac, expected)) {
+      return { ok: false, count, brokenAt: row.seq, reason: 'MAC does not match (row edited, reordered, or an earlier row removed)' };
+    }
+    if (head && head.seq === row.seq && head.mac !== mac.toString('hex')) {
+      return { ok: false, count, brokenAt: row.seq, reason: 'row does not match the head recorded outside the database' };
+    }
+    prev = mac;
+    expectedSeq++;
+    count++;
+  }
+  const lastSeq = expectedSeq - 1;
+  if (head && head.seq > lastSeq) {
+    return { ok: false, count, brokenAt: lastSeq + 1, reason: `chain ends at ${lastSeq} but the recorded head is ${head.seq} (rows cut off the end)` };
+  }
+  return { ok: true, count, head };
+}

@@ -6,6 +6,7 @@ import type { ErrorRequestHandler, Request, Response } from 'express';
 import multer from 'multer';
 import { IntegrityError } from '../crypto/format.js';
 import { AppError, ERROR_CODES, type ErrorCode } from '../errors.js';
+import { lingerOnClose } from './linger.js';
 
 /** Writes a problem+json response for an AppError. */
 export function sendProblem(req: Request, res: Response, err: AppError): void {
@@ -19,7 +20,10 @@ export function sendProblem(req: Request, res: Response, err: AppError): void {
   };
   for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
   if (err.status === 401 && !res.hasHeader('WWW-Authenticate')) res.setHeader('WWW-Authenticate', 'Bearer realm="sfs"');
-  if (err.closeConnection) res.setHeader('Connection', 'close');
+  if (err.closeConnection) {
+    res.setHeader('Connection', 'close');
+    lingerOnClose(req.socket);
+  }
   res.status(err.status).type('application/problem+json').send(JSON.stringify(body));
 }
 

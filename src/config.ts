@@ -43,6 +43,8 @@ export interface Config {
   sharePasswordRateLimit: number;
   sharePasswordRateLimitPerShare: number;
   auditHeadFile: string;
+  /** PEM files for serving HTTPS directly; both or neither. */
+  tls: { certFile: string; keyFile: string } | null;
 }
 
 const UNITS: Record<string, number> = {
@@ -108,6 +110,15 @@ function trustProxy(env: Env): boolean | number | string {
   throw new ConfigError('TRUST_PROXY', `expected false, true, a hop count, "loopback" or a list of addresses/CIDRs, got "${v}"`);
 }
 
+function tlsFiles(env: Env, cwd: string): Config['tls'] {
+  const cert = env.TLS_CERT_FILE?.trim();
+  const key = env.TLS_KEY_FILE?.trim();
+  if (!cert && !key) return null;
+  if (!cert) throw new ConfigError('TLS_CERT_FILE', 'must be set together with TLS_KEY_FILE');
+  if (!key) throw new ConfigError('TLS_KEY_FILE', 'must be set together with TLS_CERT_FILE');
+  return { certFile: path.resolve(cwd, cert), keyFile: path.resolve(cwd, key) };
+}
+
 /** Reads and validates the whole configuration from an environment object. */
 export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config {
   const nodeEnv = str(env, 'NODE_ENV', 'development');
@@ -170,5 +181,6 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     sharePasswordRateLimit: int(env, 'SHARE_PASSWORD_RATE_LIMIT', 10, 1, 100000),
     sharePasswordRateLimitPerShare: int(env, 'SHARE_PASSWORD_RATE_LIMIT_PER_SHARE', 10, 1, 100000),
     auditHeadFile: path.join(dataDir, 'audit-head'),
+    tls: tlsFiles(env, cwd),
   };
 }

@@ -76,10 +76,14 @@ async function main(): Promise<void> {
     setup = new SetupCode(null);
   }
 
-  const tls =
-    process.env.TLS_CERT_FILE && process.env.TLS_KEY_FILE
-      ? { cert: fs.readFileSync(process.env.TLS_CERT_FILE), key: fs.readFileSync(process.env.TLS_KEY_FILE) }
-      : undefined;
+  let tls: { cert: Buffer; key: Buffer } | undefined;
+  if (config.tls) {
+    try {
+      tls = { cert: fs.readFileSync(config.tls.certFile), key: fs.readFileSync(config.tls.keyFile) };
+    } catch (err) {
+      fail(`TLS_CERT_FILE / TLS_KEY_FILE: cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  }
   if (config.trustProxy !== false && !config.publicUrl) {
     logger.warn(
       'TRUST_PROXY is on without PUBLIC_URL: share links are built from X-Forwarded-Host, which a client can forge. Set PUBLIC_URL.',

@@ -125,6 +125,8 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   const json = express.json({ limit: '64kb' });
   const api = express.Router();
   api.use((req: Request, res: Response, next: NextFunction) => {
+    // A raw upload's body is the file, whatever its Content-Type: never parse it here.
+    if (req.method === 'PUT' && req.path.startsWith('/uploads/')) return next();
     if (req.is('application/json')) acceptBody(req, res);
     json(req, res, next);
   });

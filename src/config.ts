@@ -3,6 +3,7 @@
  * A bad value throws ConfigError naming the variable and what is expected.
  */
 import path from 'node:path';
+import proxyaddr from 'proxy-addr';
 
 export class ConfigError extends Error {
   constructor(
@@ -105,9 +106,14 @@ function trustProxy(env: Env): boolean | number | string {
   if (['false', '0', 'off', 'no'].includes(lower)) return false;
   if (['true', 'on', 'yes'].includes(lower)) return true;
   if (/^\d+$/.test(v)) return Number(v);
-  // Express accepts names (loopback, linklocal, uniquelocal) and comma-separated IPs/CIDRs.
-  if (/^[\w.:/, -]+$/.test(v)) return v;
-  throw new ConfigError('TRUST_PROXY', `expected false, true, a hop count, "loopback" or a list of addresses/CIDRs, got "${v}"`);
+  // Express accepts names (loopback, linklocal, uniquelocal) and comma-separated IPs/CIDRs;
+  // compile it now with the same library so a typo stops start-up here, naming the variable.
+  try {
+    proxyaddr.compile(v.split(',').map((x) => x.trim()));
+    return v;
+  } catch {
+    throw new ConfigError('TRUST_PROXY', `expected false, true, a hop count, "loopback" or a list of addresses/CIDRs, got "${v}"`);
+  }
 }
 
 function tlsFiles(env: Env, cwd: string): Config['tls'] {

@@ -48,7 +48,7 @@ export interface KeyringLoad {
  * the rest are previous keys (as are MASTER_KEYS_PREVIOUS). Without any key, development
  * generates one; production refuses.
  */
-export function loadKeyring(config: Config): KeyringLoad {
+export function loadKeyring(config: Config, opts: { mayGenerate?: boolean } = {}): KeyringLoad {
   let generatedFile: string | undefined;
   const keys: Buffer[] = [];
   if (config.masterKey) {
@@ -56,6 +56,13 @@ export function loadKeyring(config: Config): KeyringLoad {
   }
   if (!config.masterKey) {
     if (!fs.existsSync(config.masterKeyFile)) {
+      if (opts.mayGenerate === false) {
+        throw new ConfigError(
+          'MASTER_KEY_FILE',
+          `${config.masterKeyFile} is missing, but the database already uses a master key: restore the key file from its backup ` +
+            `(a new key could not read any stored file)`,
+        );
+      }
       if (config.env === 'production') {
         throw new ConfigError(
           'MASTER_KEY',

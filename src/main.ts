@@ -8,6 +8,8 @@ import path from 'node:path';
 import { createApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { openDatabase } from './db/database.js';
+import { FilesRepo } from './db/files.js';
+import { MasterKeysRepo } from './db/master-keys.js';
 import { createLogger } from './http/logging.js';
 import { loadKeyring } from './keyfile.js';
 import { AccountsService, SetupCode } from './services/accounts.js';
@@ -31,9 +33,12 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(config.logLevel);
 
+  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const db = openDatabase(config.dbFile);
   let keys;
   try {
-    keys = loadKeyring(config);
+    // Never generate a fresh key for a database that already used one: it would read nothing.
+    keys = loadKeyring(config, { mayGenerate: new MasterKeysRepo(db).list().length === 0 });
   } catch (err) {
     fail((err as Error).message);
   }
@@ -47,8 +52,6 @@ async function main(): Promise<void> {
     );
   }
 
-  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const db = openDatabase(config.dbFile);
   try {
     checkKeyringAgainstDb(db, keys.keyring);
   } catch (err) {
@@ -59,6 +62,18 @@ async function main(): Promise<void> {
   const store = new DiskBlobStore(config.uploadsDir);
   const swept = await store.sweepTemp();
   if (swept) logger.warn({ removed: swept }, 'removed temp files left by an interrupted run');
+  // Blobs are renamed into place before their rows are inserted; a crash in between leaves
+  // ciphertext whose DEK was never stored. Nothing is in flight yet, so any blob without a
+  // row is such a leftover and can never be read: remove it.
+  const known = new Set(new FilesRepo(db).allIds());
+  let orphans = 0;
+  for await (const e of store.entries()) {
+    if (e.kind === 'blob' && e.id && !known.has(e.id)) {
+      await store.removeEntry(e);
+      orphans++;
+    }
+  }
+  if (orphans) logger.warn({ removed: orphans }, 'removed ciphertext left without a row by an interrupted upload');
 
   const setupFile = path.join(config.dataDir, 'setup-code');
   const accounts = new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: 60, tokenMaxTtl: 60 });

@@ -30,6 +30,9 @@ describe('start-up', () => {
     ['PORT', 'abc'],
     ['MAX_FILE_SIZE', 'lots'],
     ['TRUST_PROXY', 'yes please!'],
+    ['TRUST_PROXY', 'fals'],
+    ['TRUST_PROXY', '10.0.0.0/33'],
+    ['TLS_CERT_FILE', 'cert.pem'],
     ['NODE_ENV', 'staging'],
     ['MASTER_KEY', 'dG9vIHNob3J0'],
   ])('a bad %s stops start-up with a message naming it and no stack trace', async (name, value) => {
@@ -89,6 +92,42 @@ describe('start-up', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/not configured|not one this database/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('a missing key file is not replaced by a new key when the database already used one', async () => {
+    const d = dir();
+    const c = await start(childEnv(d));
+    await childAdminToken(c);
+    // A file upload records the key in the database.
+    const t = await jsonRequest(c.port, 'POST', '/api/v1/auth/tokens', { username: 'admin', password: 'child admin password', name: 'x' });
+    await new Promise<void>((resolve) => {
+      const req = http.request({ host: '127.0.0.1', port: c.port, method: 'PUT', path: '/api/v1/uploads/a.txt', headers: { Authorization: `Bearer ${t.body.token}` } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve());
+      });
+      req.end('hello');
+    });
+    await c.stop();
+    fs.renameSync(path.join(d, 'master.key'), path.join(d, 'master.key.moved'));
+    const r = await runToExit(childEnv(d));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('MASTER_KEY_FILE');
+    expect(r.stderr).toMatch(/restore the key file/);
+    expect(r.stderr).not.toMatch(/NEW MASTER KEY/);
+    expect(fs.existsSync(path.join(d, 'master.key'))).toBe(false);
+  });
+
+  it('start-up removes temp files and ciphertext left without a row by a crash', async () => {
+    const d = dir();
+    const c = await start(childEnv(d));
+    await c.stop();
+    const sub = path.join(d, 'uploads', 'ab');
+    fs.mkdirSync(sub, { recursive: true });
+    fs.writeFileSync(path.join(sub, 'ab' + '0'.repeat(30) + '.enc'), 'orphan');
+    fs.writeFileSync(path.join(sub, 'ab' + '1'.repeat(30) + '.tmp'), 'partial');
+    const again = await start(childEnv(d));
+    expect(fs.readdirSync(sub)).toEqual([]);
+    await again.stop();
   });
 
   it('npm run keygen equivalent refuses to overwrite an existing key', async () => {

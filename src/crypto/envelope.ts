@@ -63,3 +63,34 @@ export function unwrapDek(key: MasterKey, wrapped: Buffer, binding: WrapBinding)
   }
   return dek;
 }
+
+const SECRET_LABEL = 'sfs/v1 secret wrap';
+
+function secretAad(keyId: string, name: string): Buffer {
+  return Buffer.from(JSON.stringify([SECRET_LABEL, keyId, name]), 'utf8');
+}
+
+/** Wraps a named 32-byte service secret under `key`; `nonce` must be 12 fresh random bytes. */
+export function wrapSecret(key: MasterKey, name: string, secret: Buffer, nonce: Buffer): Buffer {
+  if (secret.length !== KEY_LENGTH) throw new RangeError('secret must be 32 bytes');
+  const cipher = createCipheriv('aes-256-gcm', key.kek, nonce, { authTagLength: TAG_LENGTH });
+  cipher.setAAD(secretAad(key.id, name));
+  const ct = Buffer.concat([cipher.update(secret), cipher.final()]);
+  return Buffer.concat([nonce, ct, cipher.getAuthTag()]);
+}
+
+/** Unwraps a named service secret; throws IntegrityError if key, name or bytes do not match. */
+export function unwrapSecret(key: MasterKey, name: string, wrapped: Buffer): Buffer {
+  if (wrapped.length !== WRAPPED_DEK_LENGTH) throw new IntegrityError('wrapped secret has the wrong length');
+  const decipher = createDecipheriv('aes-256-gcm', key.kek, wrapped.subarray(0, WRAP_NONCE_LENGTH), { authTagLength: TAG_LENGTH });
+  decipher.setAAD(secretAad(key.id, name));
+  decipher.setAuthTag(wrapped.subarray(WRAP_NONCE_LENGTH + KEY_LENGTH));
+  const secret = decipher.update(wrapped.subarray(WRAP_NONCE_LENGTH, WRAP_NONCE_LENGTH + KEY_LENGTH));
+  try {
+    decipher.final();
+  } catch {
+    secret.fill(0);
+    throw new IntegrityError(`secret "${name}" does not unwrap under key ${key.id}`);
+  }
+  return secret;
+}

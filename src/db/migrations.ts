@@ -118,6 +118,20 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX audit_file ON audit_events(file_id, seq);
     `,
   },
+  {
+    version: 3,
+    name: 'wrapped service secrets',
+    sql: `
+      -- Long-lived secrets (e.g. the audit MAC root) stored wrapped under a master key, so a
+      -- key rotation rewraps them like DEKs instead of orphaning what they protect.
+      CREATE TABLE secrets (
+        name       TEXT PRIMARY KEY,
+        key_id     TEXT NOT NULL REFERENCES master_keys(key_id),
+        wrapped    BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
 ];
 
 /** Applies every migration newer than the database's user_version, each in its own transaction. */

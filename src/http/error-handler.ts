@@ -20,7 +20,9 @@ export function sendProblem(req: Request, res: Response, err: AppError): void {
   };
   for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
   if (err.status === 401 && !res.hasHeader('WWW-Authenticate')) res.setHeader('WWW-Authenticate', 'Bearer realm="sfs"');
-  if (err.closeConnection) {
+  // A request refused before its body was read: do not read (possibly gigabytes) to its end.
+  const unreadBody = !req.complete && (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0);
+  if (err.closeConnection || unreadBody) {
     res.setHeader('Connection', 'close');
     lingerOnClose(req.socket);
   }

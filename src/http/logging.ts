@@ -24,7 +24,14 @@ export function createLogger(level: string, destination?: pino.DestinationStream
 
 /** Replaces secrets that can ride in a URL with [redacted]. */
 export function redactUrl(url: string): string {
-  return url
+  let decoded = url;
+  try {
+    // Secrets can arrive percent-encoded (%73fs_...): redact the decoded form.
+    decoded = decodeURIComponent(url);
+  } catch {
+    decoded = url.replace(/%[0-9a-f]{2}/gi, '%');
+  }
+  return decoded
     .replace(/\/s\/[^/?#]+/g, '/s/[redacted]')
     .replace(/([?&](?:ticket|token|code|csrf)=)[^&#]*/gi, '$1[redacted]')
     .replace(/sfs_[A-Za-z0-9_-]+/g, 'sfs_[redacted]');

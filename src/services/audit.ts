@@ -1,19 +1,26 @@
 /**
  * Tamper-evident audit log. Each row stores
  *   mac = HMAC-SHA256(k_audit, previous mac ‖ RFC 8785 canonical JSON of the row)
- * with k_audit derived (HKDF) from the master key named in the row, so someone who can write
- * to the database but lacks the key cannot recompute the chain. The latest head is also kept
- * outside the database (a small file and the log), so cutting rows off the end shows.
- * Rows never hold secrets: callers pass ids, names and outcomes only.
+ * with k_audit = HKDF(audit root, "sfs/v1 audit mac"). The audit root is a random secret kept
+ * in the database wrapped under the master key (and rewrapped on key rotation), so someone who
+ * can write to the database but lacks the master key cannot recompute the chain, and rotating
+ * and removing an old master key does not make the old part of the chain unverifiable.
+ * The latest head is also kept outside the database (a small file and the log), so cutting
+ * rows off the end shows. Rows never hold secrets: callers pass ids, names and outcomes only.
  */
 import canonicalize from 'canonicalize';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
+import { unwrapSecret } from '../crypto/envelope.js';
 import { deriveSubkey, type Keyring } from '../crypto/keyring.js';
+import { SecretsRepo } from '../db/secrets.js';
 
 const AUDIT_LABEL = 'sfs/v1 audit mac';
+const AUDIT_ID_LABEL = 'sfs/v1 audit key id';
+/** Name of the wrapped secret the audit MAC key is derived from. */
+export const AUDIT_ROOT_SECRET = 'audit-mac-root';
 const GENESIS: Buffer = Buffer.alloc(32);
 
 export type Outcome = 'success' | 'failure' | 'denied';
@@ -104,9 +111,13 @@ function macOf(key: Buffer, prev: Buffer, r: Omit<AuditRow, 'mac'>): Buffer {
   return createHmac('sha256', key).update(prev).update(canonicalBytes(r)).digest();
 }
 
-function auditKey(keyring: Keyring, keyId: string): Buffer | undefined {
-  const k = keyring.get(keyId);
-  return k && deriveSubkey(k.material, AUDIT_LABEL);
+interface AuditKey {
+  id: string;
+  mac: Buffer;
+}
+
+function auditKeyFrom(root: Buffer): AuditKey {
+  return { id: deriveSubkey(root, AUDIT_ID_LABEL, 8).toString('hex'), mac: deriveSubkey(root, AUDIT_LABEL) };
 }
 
 export interface AuditHead {
@@ -142,10 +153,17 @@ export class AuditLog {
   }
 
   /** Appends one event. The read of the previous MAC and the insert share one immediate transaction. */
+  private key: AuditKey | undefined;
+
   record(e: AuditInput): AuditRow {
     const { db, keyring } = this.deps;
-    const keyId = keyring.active.id;
-    const key = auditKey(keyring, keyId)!;
+    if (!this.key) {
+      const root = new SecretsRepo(db).obtain(AUDIT_ROOT_SECRET, keyring);
+      this.key = auditKeyFrom(root);
+      root.fill(0);
+    }
+    const keyId = this.key.id;
+    const key = this.key.mac;
     const row = db
       .transaction((): AuditRow => {
         const last = db.prepare('SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1').get() as { seq: number; mac: Buffer } | undefined;
@@ -171,7 +189,6 @@ export class AuditLog {
         return { ...base, mac };
       })
       .immediate();
-    key.fill(0);
     this.publishHead(row);
     return row;
   }
@@ -239,7 +256,22 @@ export function verifyAuditChain(db: Db, keyring: Keyring, headFile?: string): V
   let expectedSeq = 1;
   let count = 0;
   const head = headFile ? readHead(headFile) : null;
-  const keys = new Map<string, Buffer | undefined>();
+  let key: AuditKey | undefined;
+  let keyProblem: string | undefined;
+  const stored = new SecretsRepo(db).get(AUDIT_ROOT_SECRET);
+  if (stored) {
+    const master = keyring.get(stored.keyId);
+    if (!master) keyProblem = `the audit key is wrapped under master key ${stored.keyId}, which is not loaded`;
+    else {
+      try {
+        const root = unwrapSecret(master, AUDIT_ROOT_SECRET, stored.wrapped);
+        key = auditKeyFrom(root);
+        root.fill(0);
+      } catch {
+        keyProblem = 'the audit key does not unwrap under the configured master key';
+      }
+    }
+  } else keyProblem = 'no audit key in the database';
   for (const raw of db.prepare('SELECT * FROM audit_events ORDER BY seq').iterate() as IterableIterator<RawRow>) {
     let row: AuditRow;
     try {
@@ -250,11 +282,10 @@ export function verifyAuditChain(db: Db, keyring: Keyring, headFile?: string): V
     if (row.seq !== expectedSeq) {
       return { ok: false, count, brokenAt: expectedSeq, reason: `row ${expectedSeq} is missing (next row is ${row.seq})` };
     }
-    if (!keys.has(row.keyId)) keys.set(row.keyId, auditKey(keyring, row.keyId));
-    const key = keys.get(row.keyId);
-    if (!key) return { ok: false, count, brokenAt: row.seq, reason: `row is signed under key ${row.keyId}, which is not loaded` };
+    if (!key) return { ok: false, count, brokenAt: row.seq, reason: keyProblem ?? 'no audit key' };
+    if (row.keyId !== key.id) return { ok: false, count, brokenAt: row.seq, reason: `row names audit key ${row.keyId}, not ${key.id}` };
     const { mac, ...rest } = row;
-    const expected = macOf(key, prev, rest);
+    const expected = macOf(key.mac, prev, rest);
     if (mac.length !== expected.length || !timingSafeEqual(mac, expected)) {
       return { ok: false, count, brokenAt: row.seq, reason: 'MAC does not match (row edited, reordered, or an earlier row removed)' };
     }

@@ -6,16 +6,17 @@ import mime from 'mime-types';
 
 export const MAX_NAME_LENGTH = 255;
 
-// C0/C1 controls, DEL, and invisible format characters: bidi overrides and isolates
-// (U+202A-202E, U+2066-2069), zero-width characters, BOM, soft hyphen, line/paragraph separators.
-const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/gu;
+// Controls (Cc), every invisible format character (Cf: bidi overrides and isolates, zero-width
+// characters, BOM, soft hyphen, tag characters), line/paragraph separators, and the blank
+// fillers that render as nothing (combining grapheme joiner, Hangul fillers).
+const UNSAFE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\u034f\u115f\u1160\u3164\uffa0]/gu;
 
 /** Returns a safe display name: no path parts, no control or bidi characters, NFC, at most 255 characters. */
 export function cleanFileName(raw: string | undefined | null): string {
-  let name = (raw ?? '').normalize('NFC');
   // Keep only the last path component, for both separators.
-  name = name.split(/[\\/]/).pop() ?? '';
-  name = name.replace(UNSAFE, '').replace(/\ufffd/g, '').trim();
+  let name = (raw ?? '').split(/[\\/]/).pop() ?? '';
+  // Strip first, then normalise: removing an invisible character can leave a name non-NFC.
+  name = name.replace(UNSAFE, '').replace(/\ufffd/g, '').normalize('NFC').trim();
   // Names made only of dots ("." or "..") mean nothing as a file name.
   if (/^\.+$/.test(name)) name = '';
   if ([...name].length > MAX_NAME_LENGTH) {

@@ -258,11 +258,31 @@ export class VaultService {
         header,
         expectedSha256: full ? row.sha256 : undefined,
       });
-      const first = await gen.next();
-      return (async function* () {
-        if (!first.done) yield first.value;
-        yield* gen;
-      })();
+      let first: IteratorResult<Buffer> | undefined = await gen.next();
+      // A plain iterator rather than a wrapping generator: if the consumer gives up before its
+      // first read (client gone), return()/throw() must still reach `gen` so its finally closes
+      // the ciphertext file and wipes the payload key. A wrapper generator that never started
+      // would swallow those calls and leak the file descriptor.
+      const it = {
+        next: () => {
+          const f = first;
+          first = undefined;
+          return f ? Promise.resolve(f) : gen.next();
+        },
+        return: (value) => {
+          first = undefined;
+          return gen.return(value);
+        },
+        throw: async (err) => {
+          first = undefined;
+          await gen.return(undefined);
+          throw err;
+        },
+        [Symbol.asyncIterator]() {
+          return this;
+        },
+      } as AsyncGenerator<Buffer>;
+      return it;
     } finally {
       // decryptRange derived its own payload key; the DEK is not needed past this point.
       dek.fill(0);

@@ -9,6 +9,16 @@ import type { Readable } from 'node:stream';
 import type { BlobStat, BlobStore } from './blob-store.js';
 
 const ID_PATTERN = /^[0-9a-f]{32}$/;
+
+/** A file found in the store directory. */
+export interface DiskEntry {
+  /** The blob id, or null for a file that is not named like one of ours. */
+  id: string | null;
+  kind: 'blob' | 'temp' | 'stray';
+  path: string;
+  size: number;
+  mtimeMs: number;
+}
 const FINAL_EXT = '.enc';
 const TEMP_EXT = '.tmp';
 /** Gather small pieces into writes of about this size to save system calls. */
@@ -88,6 +98,30 @@ export class DiskBlobStore implements BlobStore {
     const probe = path.join(this.root, `.probe-${process.pid}-${Date.now()}`);
     await fsp.writeFile(probe, '', { mode: 0o600 });
     await fsp.rm(probe, { force: true });
+  }
+
+  /** Every file under the root: committed blobs, temp files and anything else (strays). */
+  async *entries(): AsyncGenerator<DiskEntry> {
+    for (const sub of await fsp.readdir(this.root, { withFileTypes: true })) {
+      if (!sub.isDirectory()) continue;
+      const dir = path.join(this.root, sub.name);
+      for (const f of await fsp.readdir(dir, { withFileTypes: true })) {
+        if (!f.isFile()) continue;
+        const full = path.join(dir, f.name);
+        const st = await fsp.stat(full).catch(() => null);
+        if (!st) continue;
+        const m = /^([0-9a-f]{32})(\.enc|\.tmp)$/.exec(f.name);
+        const id = m && m[1]!.startsWith(sub.name) ? m[1]! : null;
+        const kind = !id ? 'stray' : m![2] === FINAL_EXT ? 'blob' : 'temp';
+        yield { id, kind, path: full, size: st.size, mtimeMs: st.mtimeMs };
+      }
+    }
+  }
+
+  /** Removes one entry found by entries() (gc). */
+  async removeEntry(e: DiskEntry): Promise<void> {
+    if (!e.path.startsWith(this.root + path.sep)) throw new Error('refusing to remove a path outside the store');
+    await fsp.rm(e.path, { force: true });
   }
 
   /** Removes temp files left by a crash (call at start-up, before serving). Returns how many. */

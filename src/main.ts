@@ -129,9 +129,19 @@ async function main(): Promise<void> {
     const scheme = tls ? 'https' : 'http';
     const shown = config.host === '127.0.0.1' || config.host === '::1' ? 'localhost' : config.host;
     logger.info({ port, host: config.host, keyId: keys.keyring.active.id }, 'listening');
+    // Lets "sfs restore" refuse to run under a live server.
+    fs.writeFileSync(pidFile, String(process.pid), { mode: 0o600 });
     process.stderr.write(`sfs listening on ${scheme}://${shown}:${port}\n`);
   });
 
+  const pidFile = path.join(config.dataDir, 'server.pid');
+  process.on('exit', () => {
+    try {
+      if (fs.readFileSync(pidFile, 'utf8') === String(process.pid)) fs.rmSync(pidFile, { force: true });
+    } catch {
+      /* already gone */
+    }
+  });
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;

@@ -29,8 +29,8 @@ export interface Harness {
 }
 
 /** Builds an app on a temp dir; `env` overrides configuration variables. */
-export function makeHarness(env: Record<string, string> = {}, opts: { masterKey?: Buffer } = {}): Harness {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sfs-test-'));
+export function makeHarness(env: Record<string, string> = {}, opts: { masterKey?: Buffer; dir?: string } = {}): Harness {
+  const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'sfs-test-'));
   const config = loadConfig({ NODE_ENV: 'test', DATA_DIR: 'data', UPLOADS_DIR: 'uploads', LOG_LEVEL: 'debug', ...env }, dir);
   fs.mkdirSync(config.dataDir, { recursive: true });
   const keyring = new Keyring(opts.masterKey ?? randomBytes(32));
@@ -55,7 +55,7 @@ export function makeHarness(env: Record<string, string> = {}, opts: { masterKey?
     request: supertest(app),
     logLines,
     cleanup() {
-      db.close();
+      if (this.db.open) this.db.close();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -1,42 +1,84 @@
 #!/usr/bin/env node
 /**
  * The `sfs` command line: host-side operations that read the same configuration as the
- * server. Passwords are read from a prompt or stdin, never from argv (argv is visible to
- * every user of the host through ps).
+ * server. Human output by default, `--json` for scripts, a progress bar on long work when
+ * attached to a terminal, exit 0 only on full success (1: the operation found or hit a
+ * problem, 2: usage or configuration error). Passwords come from a prompt or stdin, never
+ * from argv (argv is visible to every user of the host through ps).
  */
 import 'dotenv/config';
+import { SingleBar } from 'cli-progress';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
-import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config.js';
-import { openDatabase } from '../db/database.js';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ConfigError, loadConfig, type Config } from '../config.js';
+import type { Keyring } from '../crypto/keyring.js';
+import { openDatabase, type Db } from '../db/database.js';
 import { AppError } from '../errors.js';
-import { KeyFileExistsError, generateKeyFile } from '../keyfile.js';
+import { KeyFileExistsError, generateKeyFile, loadKeyring } from '../keyfile.js';
+import { BackupError, backup, restore } from '../ops/backup.js';
+import { gc } from '../ops/gc.js';
+import { KeyInUseError, keyStatus, retire, rotate } from '../ops/keys.js';
+import { scrub } from '../ops/scrub.js';
 import { AccountsService } from '../services/accounts.js';
+import { AuditLog, verifyAuditChain } from '../services/audit.js';
+import { KeyMismatchError, checkKeyringAgainstDb } from '../services/key-check.js';
 import { PasswordHasher } from '../services/passwords.js';
-
-const HELP: Record<string, string> = {
-  main: `Usage: sfs <command> [options]
-
-Commands:
-  key generate [--out FILE]      write a new random master key (mode 0600); never overwrites
-  user create NAME [--admin]     create a user; the password is read from a prompt or stdin
-
-Every command reads the same settings as the server (environment and .env).
-Run "sfs <command> --help" for details.`,
-  'key generate': `Usage: sfs key generate [--out FILE]
-
-Writes 32 random bytes, base64, to FILE (default: MASTER_KEY_FILE, ./master.key) with
-mode 0600. Refuses to overwrite an existing file. Back the key up apart from the data.`,
-  'user create': `Usage: sfs user create NAME [--admin]
-
-Creates a user (role "user", or "admin" with --admin). The password (at least 10
-characters) is read from the terminal without echo, or from the first line of stdin.
-Creating a user closes the first-run setup.`,
-};
+import { VaultService } from '../services/vault.js';
+import { DiskBlobStore } from '../storage/disk.js';
 
 class UsageError extends Error {}
+/** An operation that ran but did not fully succeed: its report is already printed. */
+class Unsuccessful extends Error {}
+
+interface Command {
+  usage: string;
+  summary: string;
+  options?: ParseArgsConfig['options'];
+  positionals?: [min: number, max: number];
+  run(ctx: Ctx): Promise<void>;
+}
+
+interface Ctx {
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+  json: boolean;
+  config: Config;
+  out(human: string, json: unknown): void;
+}
+
+const JSON_OPT = { json: { type: 'boolean' as const, default: false } };
+
+function progress(enabled: boolean, label: string) {
+  if (!enabled || !process.stderr.isTTY) return { update: (_d: number, _t: number) => {}, stop: () => {} };
+  const bar = new SingleBar({ format: `${label} [{bar}] {percentage}% {value}/{total}`, stream: process.stderr, hideCursor: true });
+  let started = false;
+  return {
+    update(done: number, total: number) {
+      if (!started) {
+        bar.start(total, 0);
+        started = true;
+      }
+      bar.setTotal(total);
+      bar.update(done);
+    },
+    stop: () => started && bar.stop(),
+  };
+}
+
+/** Opens the database and the keyring without ever generating a key. */
+function open(config: Config, opts: { checkKeys: boolean }): { db: Db; keyring: Keyring } {
+  if (!fs.existsSync(config.dbFile)) throw new UsageError(`no database at ${config.dbFile} (is DATA_DIR right?)`);
+  const db = openDatabase(config.dbFile);
+  const { keyring } = loadKeyring(config, { mayGenerate: false });
+  if (opts.checkKeys) checkKeyringAgainstDb(db, keyring);
+  return { db, keyring };
+}
+
+function audit(db: Db, keyring: Keyring, config: Config, action: string, outcome: 'success' | 'failure', details: Record<string, unknown>): void {
+  new AuditLog({ db, keyring, headFile: config.auditHeadFile }).record({ actor: 'cli', action, outcome, details });
+}
 
 async function readPassword(): Promise<string> {
   if (!process.stdin.isTTY) {
@@ -66,66 +108,356 @@ async function readPassword(): Promise<string> {
   return a;
 }
 
-async function run(argv: string[]): Promise<number> {
-  const [group, action, ...rest] = argv;
-  const name = `${group ?? ''} ${action ?? ''}`.trim();
-  if (!group || group === '--help' || group === '-h' || group === 'help') {
-    process.stdout.write(HELP.main + '\n');
-    return group ? 0 : 2;
+function serverPid(config: Config): number | null {
+  try {
+    const pid = Number(fs.readFileSync(path.join(config.dataDir, 'server.pid'), 'utf8').trim());
+    if (!Number.isInteger(pid) || pid <= 0) return null;
+    process.kill(pid, 0);
+    return pid;
+  } catch {
+    return null;
   }
-  if (!HELP[name]) throw new UsageError(`unknown command "${name}"\n\n${HELP.main}`);
-  if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(HELP[name] + '\n');
-    return 0;
-  }
-  const config = loadConfig();
+}
 
-  if (name === 'key generate') {
-    const { values } = parseArgs({ args: rest, options: { out: { type: 'string' } }, strict: true });
-    const file = values.out ? path.resolve(values.out) : config.masterKeyFile;
-    generateKeyFile(file);
-    process.stdout.write(`Wrote a new master key to ${file} (mode 0600).\nBack it up now, separately from data/ and uploads/.\n`);
-    return 0;
-  }
-
-  if (name === 'user create') {
-    const { values, positionals } = parseArgs({ args: rest, options: { admin: { type: 'boolean', default: false } }, allowPositionals: true, strict: true });
-    const username = positionals[0];
-    if (!username || positionals.length > 1) throw new UsageError(HELP[name]);
-    if (!/^[A-Za-z0-9._-]{1,64}$/.test(username)) throw new UsageError('NAME: use 1-64 letters, digits, dot, underscore or hyphen');
-    const password = await readPassword();
-    fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-    const db = openDatabase(config.dbFile);
-    try {
-      const accounts = new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
-      const user = await accounts.createUser(username, password, values.admin ? 'admin' : 'user');
-      // Any user closes the first-run setup; its code is useless from now on.
-      fs.rmSync(path.join(config.dataDir, 'setup-code'), { force: true });
-      process.stdout.write(`Created ${user.role} "${user.username}" (${user.id}).\n`);
-    } finally {
+const COMMANDS: Record<string, Command> = {
+  'key generate': {
+    usage: 'sfs key generate [--out FILE]',
+    summary: 'write a new random master key (mode 0600); never overwrites',
+    options: { out: { type: 'string' } },
+    async run({ values, config, out }) {
+      const file = typeof values.out === 'string' ? path.resolve(values.out) : config.masterKeyFile;
+      generateKeyFile(file);
+      out(`Wrote a new master key to ${file} (mode 0600).\nBack it up now, separately from data/ and uploads/.`, { file });
+    },
+  },
+  'key status': {
+    usage: 'sfs key status [--json]',
+    summary: 'key ids in the keyring and the database, files per key, active key, check values',
+    options: JSON_OPT,
+    async run({ config, out }) {
+      const { db, keyring } = open(config, { checkKeys: false });
+      const rows = keyStatus(db, keyring);
       db.close();
-    }
+      const lines = rows.map(
+        (r) =>
+          `${r.keyId}  ${r.active ? 'ACTIVE  ' : '        '} keyring:${r.inKeyring ? 'yes' : 'no '}  database:${r.inDatabase ? 'yes' : 'no '}  files:${String(r.files).padStart(7)}  check:${r.checkValueMatches === null ? '-' : r.checkValueMatches ? 'ok' : 'MISMATCH'}`,
+      );
+      out(lines.join('\n'), { keys: rows });
+      if (rows.some((r) => r.checkValueMatches === false || (r.files > 0 && !r.inKeyring))) throw new Unsuccessful();
+    },
+  },
+  'key rotate': {
+    usage: 'sfs key rotate [--batch N] [--json]',
+    summary: 'rewrap every data key under the active master key (safe while serving; resumable)',
+    options: { ...JSON_OPT, batch: { type: 'string' } },
+    async run({ values, config, json, out }) {
+      const { db, keyring } = open(config, { checkKeys: true });
+      let stop = false;
+      const onSignal = () => {
+        stop = true;
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      const bar = progress(!json, 'rewrapping');
+      const batchSize = values.batch === undefined ? 200 : Number(values.batch);
+      if (!Number.isInteger(batchSize) || batchSize < 1) throw new UsageError('--batch: expected a positive whole number');
+      const result = rotate(db, keyring, { batchSize, onProgress: (p) => bar.update(p.done, p.total), shouldStop: () => stop });
+      bar.stop();
+      audit(db, keyring, config, 'key.rotate', result.failed.length || result.interrupted ? 'failure' : 'success', {
+        activeKey: keyring.active.id,
+        rewrapped: result.rewrapped,
+        skipped: result.skipped,
+        failed: result.failed.length,
+        secrets: result.secrets,
+        interrupted: result.interrupted,
+      });
+      db.close();
+      const human = [
+        `Active key: ${keyring.active.id}`,
+        `Rewrapped ${result.rewrapped} file key(s) and ${result.secrets} service secret(s); ${result.skipped} changed meanwhile (skipped).`,
+        ...result.failed.map((f) => `FAILED ${f.id}: ${f.reason}`),
+        result.interrupted ? 'Interrupted: run "sfs key rotate" again to continue where it stopped.' : '',
+      ].filter(Boolean);
+      out(human.join('\n'), { activeKey: keyring.active.id, ...result });
+      if (result.failed.length || result.interrupted) throw new Unsuccessful();
+    },
+  },
+  'key retire': {
+    usage: 'sfs key retire ID [--json]',
+    summary: "remove a key's check value once no file references it",
+    options: JSON_OPT,
+    positionals: [1, 1],
+    async run({ positionals, config, out }) {
+      const id = positionals[0]!;
+      const { db, keyring } = open(config, { checkKeys: false });
+      if (id === keyring.active.id) throw new UsageError(`${id} is the active key; rotate to another key first`);
+      try {
+        const removed = retire(db, id);
+        if (removed) audit(db, keyring, config, 'key.retire', 'success', { keyId: id });
+        out(removed ? `Retired key ${id}. Remove it from the configuration once no backup you keep needs it.` : `No key ${id} in the database.`, { keyId: id, retired: removed });
+        if (!removed) throw new Unsuccessful();
+      } finally {
+        db.close();
+      }
+    },
+  },
+  verify: {
+    usage: 'sfs verify [--file ID] [--json]',
+    summary: 'scrub: verify every chunk and checksum of every stored file; report missing and orphan ciphertext',
+    options: { ...JSON_OPT, file: { type: 'string' } },
+    async run({ values, config, json, out }) {
+      const { db, keyring } = open(config, { checkKeys: true });
+      const store = new DiskBlobStore(config.uploadsDir);
+      const vault = new VaultService({ db, store, keyring });
+      const bar = progress(!json, 'verifying');
+      const report = await scrub(vault, store, { fileId: typeof values.file === 'string' ? values.file : undefined, onProgress: (d, t) => bar.update(d, t) });
+      bar.stop();
+      db.close();
+      const lines = report.entries.map((e) => {
+        const where = e.status === 'corrupt' ? (e.chunk === null || e.chunk === undefined ? ' (header, key or length)' : ` (chunk ${e.chunk})`) : '';
+        return `${e.status.toUpperCase().padEnd(7)} ${e.id}${e.name ? `  ${e.name}` : ''}${where}`;
+      });
+      lines.push(`${report.counts.ok} ok, ${report.counts.corrupt} corrupt, ${report.counts.missing} missing, ${report.counts.orphan} orphan`);
+      out(lines.join('\n'), report);
+      if (!report.ok) throw new Unsuccessful();
+    },
+  },
+  gc: {
+    usage: 'sfs gc [--dry-run] [--min-age SECONDS] [--json]',
+    summary: 'delete leftover temp files and orphan ciphertext older than a safety age (default 1 hour)',
+    options: { ...JSON_OPT, 'dry-run': { type: 'boolean', default: false }, 'min-age': { type: 'string' } },
+    async run({ values, config, out }) {
+      const { db, keyring } = open(config, { checkKeys: false });
+      const minAge = values['min-age'] === undefined ? 3600 : Number(values['min-age']);
+      if (!Number.isInteger(minAge) || minAge < 0) throw new UsageError('--min-age: expected seconds (a whole number)');
+      const vault = new VaultService({ db, store: new DiskBlobStore(config.uploadsDir), keyring });
+      const result = await gc(vault.files, new DiskBlobStore(config.uploadsDir), { dryRun: values['dry-run'] === true, minAgeMs: minAge * 1000 });
+      if (!result.dryRun && result.removed.length) audit(db, keyring, config, 'store.gc', 'success', { removed: result.removed.length, bytesFreed: result.bytesFreed });
+      db.close();
+      const verb = result.dryRun ? 'Would remove' : 'Removed';
+      const lines = [
+        ...result.removed.map((r) => `${verb} ${r.kind}: ${r.path}`),
+        ...result.missingRows.map((id) => `MISSING ciphertext for file ${id} (row kept; see "sfs verify")`),
+        `${verb} ${result.removed.length} file(s), ${result.bytesFreed} bytes; kept ${result.keptYoung} younger than ${minAge} s.`,
+      ];
+      out(lines.join('\n'), result);
+      if (result.missingRows.length) throw new Unsuccessful();
+    },
+  },
+  'audit verify': {
+    usage: 'sfs audit verify [--json]',
+    summary: 'walk the audit hash chain and print the first broken row',
+    options: JSON_OPT,
+    async run({ config, out }) {
+      const { db, keyring } = open(config, { checkKeys: false });
+      const r = verifyAuditChain(db, keyring, config.auditHeadFile);
+      db.close();
+      out(r.ok ? `Audit chain intact: ${r.count} event(s).` : `Audit chain BROKEN at row ${r.brokenAt}: ${r.reason} (${r.count} row(s) verified before it).`, r);
+      if (!r.ok) throw new Unsuccessful();
+    },
+  },
+  'audit export': {
+    usage: 'sfs audit export [--since ISO-TIME] > events.jsonl',
+    summary: 'write audit events as JSON lines to stdout',
+    options: { since: { type: 'string' } },
+    async run({ values, config }) {
+      const { db } = open(config, { checkKeys: false });
+      const since = typeof values.since === 'string' ? Date.parse(values.since) : 0;
+      if (Number.isNaN(since)) throw new UsageError('--since: expected an ISO 8601 time, e.g. 2026-01-31T00:00:00Z');
+      const rows = db.prepare('SELECT * FROM audit_events WHERE at >= ? ORDER BY seq').iterate(since) as IterableIterator<Record<string, unknown>>;
+      for (const r of rows) {
+        const line = {
+          seq: r.seq,
+          at: new Date(r.at as number).toISOString(),
+          actor: r.actor,
+          action: r.action,
+          outcome: r.outcome,
+          subjectUserId: r.subject_user_id,
+          fileId: r.file_id,
+          shareId: r.share_id,
+          ip: r.ip,
+          userAgent: r.user_agent,
+          details: JSON.parse(r.details as string),
+          mac: (r.mac as Buffer).toString('hex'),
+        };
+        process.stdout.write(JSON.stringify(line) + '\n');
+      }
+      db.close();
+    },
+  },
+  backup: {
+    usage: 'sfs backup DIR [--json]',
+    summary: 'consistent copy of the database and the matching ciphertext, with a manifest (never the master key)',
+    options: JSON_OPT,
+    positionals: [1, 1],
+    async run({ positionals, config, json, out }) {
+      const { db, keyring } = open(config, { checkKeys: true });
+      const bar = progress(!json, 'copying');
+      const dir = path.resolve(positionals[0]!);
+      const m = await backup(db, config.uploadsDir, dir, (d, t) => bar.update(d, t));
+      bar.stop();
+      audit(db, keyring, config, 'backup.create', 'success', { dir, files: m.files.count });
+      db.close();
+      out(
+        [
+          `Backed up ${m.files.count} file(s) (${m.files.bytes} bytes of plaintext) to ${dir}.`,
+          m.droppedRows.length ? `${m.droppedRows.length} file(s) deleted during the backup were left out.` : '',
+          'The master key is NOT in the backup: keep it (and any retired key this backup needs) safe, apart from it.',
+        ]
+          .filter(Boolean)
+          .join('\n'),
+        { dir, ...m, blobs: m.blobs.length },
+      );
+    },
+  },
+  restore: {
+    usage: 'sfs restore DIR [--json]   (stop the server first)',
+    summary: 'check a backup against the configured keys, then replace the database and uploads with it',
+    options: JSON_OPT,
+    positionals: [1, 1],
+    async run({ positionals, config, json, out }) {
+      const pid = serverPid(config);
+      if (pid) throw new UsageError(`the server is running (pid ${pid}); stop it before restoring`);
+      const { keyring } = loadKeyring(config, { mayGenerate: false });
+      const dir = path.resolve(positionals[0]!);
+      const bar = progress(!json, 'restoring');
+      const r = await restore(dir, { dbFile: config.dbFile, uploadsDir: config.uploadsDir, auditHeadFile: config.auditHeadFile }, keyring, (d, t) => bar.update(d, t));
+      bar.stop();
+      const db = openDatabase(config.dbFile);
+      audit(db, keyring, config, 'backup.restore', 'success', { dir, files: r.files });
+      db.close();
+      out(
+        [
+          `Restored ${r.files} file(s) from ${dir}.`,
+          r.previousDatabase ? `The previous database was kept as ${r.previousDatabase}` : '',
+          r.previousUploads ? `The previous uploads were kept in ${r.previousUploads}` : '',
+        ]
+          .filter(Boolean)
+          .join('\n'),
+        { dir, ...r },
+      );
+    },
+  },
+  'user create': {
+    usage: 'sfs user create NAME [--admin]',
+    summary: 'create a user; the password is read from a prompt or stdin (this closes first-run setup)',
+    options: { admin: { type: 'boolean', default: false } },
+    positionals: [1, 1],
+    async run({ positionals, values, config, out }) {
+      const username = positionals[0]!;
+      if (!/^[A-Za-z0-9._-]{1,64}$/.test(username)) throw new UsageError('NAME: use 1-64 letters, digits, dot, underscore or hyphen');
+      const password = await readPassword();
+      fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+      const db = openDatabase(config.dbFile);
+      try {
+        const accounts = new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
+        const user = await accounts.createUser(username, password, values.admin ? 'admin' : 'user');
+        // Any user closes the first-run setup; its code is useless from now on.
+        fs.rmSync(path.join(config.dataDir, 'setup-code'), { force: true });
+        out(`Created ${user.role} "${user.username}" (${user.id}).`, { id: user.id, username: user.username, role: user.role });
+      } finally {
+        db.close();
+      }
+    },
+  },
+  'user list': {
+    usage: 'sfs user list [--json]',
+    summary: 'list users',
+    options: JSON_OPT,
+    async run({ config, out }) {
+      const db = openDatabase(config.dbFile);
+      const accounts = new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: 60, tokenMaxTtl: 60 });
+      const users = accounts.users.list().map((u) => ({ id: u.id, username: u.username, role: u.role, disabled: u.disabled }));
+      db.close();
+      out(users.map((u) => `${u.username.padEnd(24)} ${u.role.padEnd(6)} ${u.disabled ? 'disabled' : 'active'}  ${u.id}`).join('\n') || '(no users)', { users });
+    },
+  },
+  'user disable': {
+    usage: 'sfs user disable NAME',
+    summary: 'disable a user (their tokens stop working at once)',
+    positionals: [1, 1],
+    async run({ positionals, config, out }) {
+      const db = openDatabase(config.dbFile);
+      try {
+        const accounts = new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: 60, tokenMaxTtl: 60 });
+        const user = accounts.users.byUsername(positionals[0]!);
+        if (!user) throw new AppError('not_found', `no user named "${positionals[0]}"`);
+        await accounts.adminUpdate(user.id, { disabled: true });
+        out(`Disabled "${user.username}".`, { id: user.id, disabled: true });
+      } finally {
+        db.close();
+      }
+    },
+  },
+  'user reset-password': {
+    usage: 'sfs user reset-password NAME',
+    summary: "set a user's password (read from a prompt or stdin); revokes their tokens",
+    positionals: [1, 1],
+    async run({ positionals, config, out }) {
+      const password = await readPassword();
+      const db = openDatabase(config.dbFile);
+      try {
+        const accounts = new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: 60, tokenMaxTtl: 60 });
+        const user = accounts.users.byUsername(positionals[0]!);
+        if (!user) throw new AppError('not_found', `no user named "${positionals[0]}"`);
+        await accounts.adminUpdate(user.id, { password });
+        out(`Password of "${user.username}" changed; their API tokens were revoked.`, { id: user.id });
+      } finally {
+        db.close();
+      }
+    },
+  },
+};
+
+function mainHelp(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));
+  return [
+    'Usage: sfs <command> [options]',
+    '',
+    'Commands:',
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Every command reads the same settings as the server (environment and .env).',
+    'Run "sfs <command> --help" for details. Exit status: 0 success, 1 problem found, 2 usage error.',
+  ].join('\n');
+}
+
+async function run(argv: string[]): Promise<number> {
+  if (argv.length === 0 || ['--help', '-h', 'help'].includes(argv[0]!)) {
+    process.stdout.write(mainHelp() + '\n');
+    return argv.length === 0 ? 2 : 0;
+  }
+  const two = `${argv[0]} ${argv[1] ?? ''}`.trim();
+  const [name, rest] = COMMANDS[two] ? [two, argv.slice(2)] : [argv[0]!, argv.slice(1)];
+  const cmd = COMMANDS[name];
+  if (!cmd) throw new UsageError(`unknown command "${argv.slice(0, 2).join(' ')}"\n\n${mainHelp()}`);
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(`Usage: ${cmd.usage}\n\n${cmd.summary}\n`);
     return 0;
   }
-  return 2;
+  const { values, positionals } = parseArgs({ args: rest, options: cmd.options ?? {}, allowPositionals: true, strict: true });
+  const [min, max] = cmd.positionals ?? [0, 0];
+  if (positionals.length < min || positionals.length > max) throw new UsageError(`usage: ${cmd.usage}`);
+  const json = values.json === true;
+  const config = loadConfig();
+  await cmd.run({
+    values: values as Ctx['values'],
+    positionals,
+    json,
+    config,
+    out: (human, data) => process.stdout.write((json ? JSON.stringify(data, null, 2) : human) + '\n'),
+  });
+  return 0;
 }
 
 run(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof UsageError || err instanceof ConfigError || err instanceof KeyFileExistsError) {
-      process.stderr.write(`sfs: ${err.message}\n`);
-      process.exit(2);
-    }
-    if (err instanceof AppError) {
-      process.stderr.write(`sfs: ${err.detail}\n`);
-      process.exit(1);
-    }
-    if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`sfs: ${(err as Error).message}\n`);
-      process.exit(2);
-    }
-    process.stderr.write(`sfs: ${(err as Error).message}\n`);
-    process.exit(1);
+    if (err instanceof Unsuccessful) process.exit(1);
+    const usage = err instanceof UsageError || err instanceof ConfigError || err instanceof KeyFileExistsError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    const known = err instanceof KeyMismatchError || err instanceof KeyInUseError || err instanceof BackupError;
+    const message = err instanceof AppError ? err.detail : (err as Error).message;
+    process.stderr.write(`sfs: ${message}\n`);
+    process.exit(usage ? 2 : known || err instanceof AppError ? 1 : 1);
   },
 );

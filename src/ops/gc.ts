@@ -1,0 +1,42 @@
+/**
+ * Garbage collection of the upload store: temp files and orphan ciphertext older than a
+ * safety age are deleted (younger ones may belong to uploads in flight); rows whose
+ * ciphertext is missing are reported, never deleted (that is for a person to decide).
+ */
+import type { FilesRepo } from '../db/files.js';
+import type { DiskBlobStore, DiskEntry } from '../storage/disk.js';
+
+export const DEFAULT_GC_AGE_MS = 60 * 60 * 1000;
+
+export interface GcResult {
+  removed: { path: string; kind: DiskEntry['kind'] | 'orphan'; size: number }[];
+  keptYoung: number;
+  missingRows: string[];
+  bytesFreed: number;
+  dryRun: boolean;
+}
+
+/** Collects garbage; with `dryRun` nothing is deleted and the result says what would be. */
+export async function gc(files: FilesRepo, store: DiskBlobStore, opts: { dryRun?: boolean; minAgeMs?: number; now?: number } = {}): Promise<GcResult> {
+  const minAge = opts.minAgeMs ?? DEFAULT_GC_AGE_MS;
+  const now = opts.now ?? Date.now();
+  const ids = new Set(files.allIds());
+  const seen = new Set<string>();
+  const result: GcResult = { removed: [], keptYoung: 0, missingRows: [], bytesFreed: 0, dryRun: opts.dryRun ?? false };
+  for await (const e of store.entries()) {
+    if (e.kind === 'blob' && e.id && ids.has(e.id)) {
+      seen.add(e.id);
+      continue;
+    }
+    // Temp files, orphan blobs and strays: garbage once old enough.
+    if (now - e.mtimeMs < minAge) {
+      result.keptYoung++;
+      continue;
+    }
+    if (!result.dryRun) await store.removeEntry(e);
+    result.removed.push({ path: e.path, kind: e.kind === 'blob' ? 'orphan' : e.kind, size: e.size });
+    result.bytesFreed += e.size;
+  }
+  for (const id of ids) if (!seen.has(id)) result.missingRows.push(id);
+  return result;
+}

@@ -1,0 +1,167 @@
+/**
+ * Master-key operations: status, rotation (rewrap every DEK and service secret under the
+ * active key, never touching ciphertext), and retiring keys nothing references any more.
+ */
+import { randomBytes } from 'node:crypto';
+import { unwrapDek, unwrapSecret, wrapDek, wrapSecret } from '../crypto/envelope.js';
+import { Keyring } from '../crypto/keyring.js';
+import type { Db } from '../db/database.js';
+import { MasterKeysRepo } from '../db/master-keys.js';
+import { SecretsRepo } from '../db/secrets.js';
+
+export interface KeyStatus {
+  keyId: string;
+  inKeyring: boolean;
+  inDatabase: boolean;
+  active: boolean;
+  files: number;
+  /** null when the key is not in both places (nothing to compare). */
+  checkValueMatches: boolean | null;
+}
+
+/** One line per key id known to the keyring or the database. */
+export function keyStatus(db: Db, keyring: Keyring): KeyStatus[] {
+  const repo = new MasterKeysRepo(db);
+  const rows = new Map(repo.list().map((r) => [r.keyId, r]));
+  const counts = repo.fileCounts();
+  const ids = [...new Set([...keyring.ids(), ...rows.keys(), ...counts.keys()])];
+  return ids.map((id) => {
+    const key = keyring.get(id);
+    const row = rows.get(id);
+    return {
+      keyId: id,
+      inKeyring: key !== undefined,
+      inDatabase: row !== undefined,
+      active: keyring.active.id === id,
+      files: counts.get(id) ?? 0,
+      checkValueMatches: key && row ? Keyring.checkMatches(key, row.checkValue) : null,
+    };
+  });
+}
+
+export interface RotateProgress {
+  done: number;
+  total: number;
+}
+
+export interface RotateResult {
+  rewrapped: number;
+  /** Files another writer changed or deleted mid-rotation (compare-and-swap lost); harmless. */
+  skipped: number;
+  /** Files whose old key is not loaded, or whose wrapped DEK did not unwrap. */
+  failed: { id: string; reason: string }[];
+  secrets: number;
+  interrupted: boolean;
+}
+
+interface RowToRewrap {
+  id: string;
+  key_id: string;
+  wrapped_dek: Buffer;
+  size: number;
+  sha256: Buffer;
+  format_version: number;
+  chunk_size: number;
+}
+
+/**
+ * Rewraps every DEK not under the active key, in batches: each batch is one transaction and
+ * each row update is a compare-and-swap on the old key id, so this is safe while the server
+ * runs, safe to interrupt (`shouldStop`) and safe to run again (it continues where it stopped).
+ */
+export function rotate(
+  db: Db,
+  keyring: Keyring,
+  opts: { batchSize?: number; onProgress?: (p: RotateProgress) => void; shouldStop?: () => boolean } = {},
+): RotateResult {
+  const active = keyring.active;
+  const batchSize = opts.batchSize ?? 200;
+  db.prepare('INSERT OR IGNORE INTO master_keys (key_id, check_value, created_at) VALUES (?, ?, ?)').run(active.id, active.checkValue, Date.now());
+  const total = (db.prepare('SELECT count(*) AS n FROM files WHERE key_id != ?').get(active.id) as { n: number }).n;
+  const result: RotateResult = { rewrapped: 0, skipped: 0, failed: [], secrets: 0, interrupted: false };
+  const failedIds = new Set<string>();
+  const select = db.prepare(
+    'SELECT id, key_id, wrapped_dek, size, sha256, format_version, chunk_size FROM files WHERE key_id != ? AND id > ? ORDER BY id LIMIT ?',
+  );
+  const cas = db.prepare('UPDATE files SET key_id = ?, wrapped_dek = ? WHERE id = ? AND key_id = ? AND wrapped_dek = ?');
+  let after = '';
+  for (;;) {
+    if (opts.shouldStop?.()) {
+      result.interrupted = true;
+      break;
+    }
+    const rows = select.all(active.id, after, batchSize) as RowToRewrap[];
+    if (rows.length === 0) break;
+    after = rows.at(-1)!.id;
+    // Crypto is synchronous, so the whole batch (unwrap, wrap, CAS update) fits in one
+    // short transaction that never spans an await.
+    db.transaction(() => {
+      for (const r of rows) {
+        const old = keyring.get(r.key_id);
+        if (!old) {
+          if (!failedIds.has(r.id)) result.failed.push({ id: r.id, reason: `key ${r.key_id} is not loaded` });
+          failedIds.add(r.id);
+          continue;
+        }
+        const binding = { fileId: r.id, size: r.size, sha256: r.sha256, formatVersion: r.format_version, chunkSize: r.chunk_size };
+        let dek: Buffer;
+        try {
+          dek = unwrapDek(old, r.wrapped_dek, binding);
+        } catch {
+          result.failed.push({ id: r.id, reason: 'wrapped key does not unwrap (row altered?)' });
+          failedIds.add(r.id);
+          continue;
+        }
+        const wrapped = wrapDek(active, dek, binding, randomBytes(12));
+        dek.fill(0);
+        if (cas.run(active.id, wrapped, r.id, r.key_id, r.wrapped_dek).changes === 1) result.rewrapped++;
+        else result.skipped++;
+      }
+    }).immediate();
+    opts.onProgress?.({ done: result.rewrapped + result.skipped + result.failed.length, total });
+  }
+  if (!result.interrupted) result.secrets = rotateSecrets(db, keyring, result);
+  return result;
+}
+
+/** Rewraps service secrets (e.g. the audit MAC root) under the active key. */
+function rotateSecrets(db: Db, keyring: Keyring, result: RotateResult): number {
+  const repo = new SecretsRepo(db);
+  let n = 0;
+  for (const s of repo.list()) {
+    if (s.keyId === keyring.active.id) continue;
+    const old = keyring.get(s.keyId);
+    if (!old) {
+      result.failed.push({ id: `secret:${s.name}`, reason: `key ${s.keyId} is not loaded` });
+      continue;
+    }
+    const secret = unwrapSecret(old, s.name, s.wrapped);
+    const wrapped = wrapSecret(keyring.active, s.name, secret, randomBytes(12));
+    secret.fill(0);
+    if (repo.rewrap(s.name, s.keyId, keyring.active.id, wrapped)) n++;
+  }
+  return n;
+}
+
+export class KeyInUseError extends Error {
+  constructor(
+    readonly keyId: string,
+    readonly files: number,
+    readonly secrets: number,
+  ) {
+    super(`key ${keyId} still wraps ${files} file(s) and ${secrets} service secret(s); run "sfs key rotate" first`);
+    this.name = 'KeyInUseError';
+  }
+}
+
+/** Removes a key's check value once no file or secret references it; throws KeyInUseError otherwise. */
+export function retire(db: Db, keyId: string): boolean {
+  return db
+    .transaction(() => {
+      const files = (db.prepare('SELECT count(*) AS n FROM files WHERE key_id = ?').get(keyId) as { n: number }).n;
+      const secrets = (db.prepare('SELECT count(*) AS n FROM secrets WHERE key_id = ?').get(keyId) as { n: number }).n;
+      if (files || secrets) throw new KeyInUseError(keyId, files, secrets);
+      return db.prepare('DELETE FROM master_keys WHERE key_id = ?').run(keyId).changes === 1;
+    })
+    .immediate();
+}

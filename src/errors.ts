@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   expectation_failed: { status: 417, title: 'Expectation failed' },
   checksum_mismatch: { status: 422, title: 'Checksum mismatch' },
   rate_limited: { status: 429, title: 'Too many requests' },
+  headers_too_large: { status: 431, title: 'Request headers too large' },
   integrity_error: { status: 500, title: 'Stored data failed verification' },
   internal_error: { status: 500, title: 'Internal server error' },
   not_ready: { status: 503, title: 'Not ready' },

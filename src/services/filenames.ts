@@ -17,8 +17,10 @@ export function cleanFileName(raw: string | undefined | null): string {
   let name = (raw ?? '').split(/[\\/]/).pop() ?? '';
   // Strip first, then normalise: removing an invisible character can leave a name non-NFC.
   name = name.replace(UNSAFE, '').replace(/\ufffd/g, '').normalize('NFC').trim();
-  // Names made only of dots ("." or "..") mean nothing as a file name.
-  if (/^\.+$/.test(name)) name = '';
+  // Windows drops trailing dots and spaces, and names made only of dots mean nothing.
+  name = name.replace(/[. ]+$/, '');
+  // Reserved device names would make the recipient's download fail (or worse) on Windows.
+  if (/^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\.|$)/i.test(name)) name = `_${name}`;
   if ([...name].length > MAX_NAME_LENGTH) {
     const chars = [...name];
     const dot = name.lastIndexOf('.');

@@ -1,0 +1,137 @@
+/**
+ * Stored data changed behind the server's back. For each case: the download fails without
+ * the client receiving a single byte of a chunk that did not verify (checked on the bytes
+ * the client got), the failure is logged as integrity_error with the request id, an audit
+ * event is written, and the scrub reports the same file.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_CHUNK_SIZE as C, HEADER_LENGTH, TAG_LENGTH, chunkOffset } from '../src/crypto/format.js';
+import { scrub } from '../src/ops/scrub.js';
+import { createHttpServer } from '../src/server.js';
+import { makeHarness, pattern, setupAdmin, type Harness } from './helpers.js';
+
+let h: Harness;
+let token: string;
+let server: http.Server;
+let port: number;
+
+beforeAll(async () => {
+  h = makeHarness();
+  token = await setupAdmin(h);
+  server = createHttpServer(h.app, { idleTimeoutMs: 30_000 });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  port = (server.address() as AddressInfo).port;
+});
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise<void>((r) => server.close(() => r()));
+  h.cleanup();
+});
+
+const SIZE = 4 * C + 1234; // chunks 0..4, the last one short
+
+async function upload(seed: number): Promise<{ id: string; content: Buffer }> {
+  const content = pattern(SIZE, seed);
+  const r = await h.request.put(`/api/v1/uploads/t${seed}.bin`).set('Authorization', `Bearer ${token}`).send(content);
+  return { id: r.body.file.id, content };
+}
+
+/** Downloads over a real socket and reports exactly what the client received. */
+function fetch(id: string): Promise<{ status: number; received: Buffer; clean: boolean; requestId: string }> {
+  return new Promise((resolve) => {
+    http.get({ host: '127.0.0.1', port, path: `/api/v1/files/${id}/content`, headers: { Authorization: `Bearer ${token}` } }, (res) => {
+      const parts: Buffer[] = [];
+      let settled = false;
+      const done = (clean: boolean) => {
+        if (settled) return;
+        settled = true;
+        resolve({ status: res.statusCode!, received: Buffer.concat(parts), clean, requestId: String(res.headers['x-request-id']) });
+      };
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('end', () => done(true));
+      res.on('aborted', () => done(false));
+      res.on('error', () => done(false));
+    });
+  });
+}
+
+const flip = (file: string, pos: number) => {
+  const b = fs.readFileSync(file);
+  b[pos]! ^= 0x10;
+  fs.writeFileSync(file, b);
+};
+const chunkBytes = (b: Buffer, i: number) => b.subarray(chunkOffset(i, C), chunkOffset(i, C) + C + TAG_LENGTH);
+
+// [case, tamper(file path, row id, helper ids), first chunk that must not reach the client]
+type Tamper = (p: string, id: string, other: { id: string; path: string }) => void;
+const cases: [string, Tamper, number][] = [
+  ['bit flipped in the header', (p) => flip(p, 20), 0],
+  ['bit flipped in the first chunk', (p) => flip(p, chunkOffset(0, C) + 7), 0],
+  ['bit flipped in a middle chunk', (p) => flip(p, chunkOffset(2, C) + 500), 2],
+  ['bit flipped in the last chunk', (p) => flip(p, chunkOffset(4, C) + 3), 4],
+  ['bit flipped in a tag', (p) => flip(p, chunkOffset(2, C) - 1), 1],
+  ['truncated at a chunk boundary', (p) => fs.truncateSync(p, chunkOffset(4, C)), 0],
+  ['truncated mid-chunk', (p) => fs.truncateSync(p, chunkOffset(2, C) + 100), 0],
+  ['bytes appended', (p) => fs.appendFileSync(p, Buffer.alloc(32)), 0],
+  [
+    'two chunks swapped',
+    (p) => {
+      const b = fs.readFileSync(p);
+      const one = Buffer.from(chunkBytes(b, 1));
+      chunkBytes(b, 2).copy(b, chunkOffset(1, C));
+      one.copy(b, chunkOffset(2, C));
+      fs.writeFileSync(p, b);
+    },
+    1,
+  ],
+  ['replaced with another file’s ciphertext', (p, _id, other) => fs.copyFileSync(other.path, p), 0],
+  ['wrapped DEK moved from another row', (_p, id, other) => h.db.prepare('UPDATE files SET wrapped_dek = (SELECT wrapped_dek FROM files WHERE id = ?) WHERE id = ?').run(other.id, id), 0],
+  ['size changed in the database', (_p, id) => h.db.prepare('UPDATE files SET size = size - 1 WHERE id = ?').run(id), 0],
+  ['checksum changed in the database', (_p, id) => h.db.prepare('UPDATE files SET sha256 = randomblob(32) WHERE id = ?').run(id), 0],
+];
+
+describe('tampered files never leak unverified bytes', () => {
+  it.each(cases)('%s', async (_name, tamper, badChunk) => {
+    const target = await upload(1);
+    const other = await upload(2);
+    tamper(h.store.pathOf(target.id), target.id, { id: other.id, path: h.store.pathOf(other.id) });
+    const r = await fetch(target.id);
+    // Either a clean 500 before any byte, or a cut connection after a verified prefix.
+    if (r.status === 500) {
+      expect(r.clean).toBe(true);
+      expect(JSON.parse(r.received.toString()).code).toBe('integrity_error');
+    } else {
+      expect(r.status).toBe(200);
+      expect(r.clean).toBe(false);
+      expect(r.received.length).toBeLessThanOrEqual(badChunk * C);
+      expect(r.received.equals(target.content.subarray(0, r.received.length))).toBe(true);
+    }
+    expect(r.received.length === SIZE && r.clean).toBe(false);
+    // Logged as an integrity error with the request id.
+    await new Promise((res) => setTimeout(res, 20));
+    expect(h.logLines.some((l) => l.includes('integrity_error') && l.includes(r.requestId))).toBe(true);
+    // An audit event records the failed download.
+    const ev = h.db.prepare("SELECT outcome, details FROM audit_events WHERE action = 'file.download' AND file_id = ? ORDER BY seq DESC LIMIT 1").get(target.id) as {
+      outcome: string;
+      details: string;
+    };
+    expect(ev.outcome).toBe('failure');
+    expect(JSON.parse(ev.details).integrityError).toBe(true);
+    // The scrub reports the same file as corrupt, and the untouched one as ok.
+    const report = await scrub(h.app.services.vault, h.store, { fileId: target.id });
+    expect(report.entries[0]!.status).toBe('corrupt');
+    const fine = await scrub(h.app.services.vault, h.store, { fileId: other.id });
+    expect(fine.entries[0]!.status).toBe('ok');
+  });
+
+  it('the header is not part of the plaintext: a flipped header yields zero file bytes', async () => {
+    const target = await upload(3);
+    flip(h.store.pathOf(target.id), HEADER_LENGTH - 2);
+    const r = await fetch(target.id);
+    expect(r.status).toBe(500);
+    expect(r.received.includes(target.content.subarray(0, 64))).toBe(false);
+  });
+});

@@ -99,6 +99,7 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   app.set('trust proxy', config.trustProxy);
   app.set('views', path.join(ROOT, 'views'));
   app.set('view engine', 'ejs');
+  app.set('stall timeout ms', config.socketIdleTimeoutMs);
 
   app.use(requestLogger(deps.logger));
   // helmet's defaults add upgrade-insecure-requests, which breaks plain-HTTP use on a LAN.

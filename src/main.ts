@@ -142,21 +142,40 @@ async function main(): Promise<void> {
       /* already gone */
     }
   });
+  // Graceful shutdown: stop accepting, let requests in flight finish (their connections
+  // close afterwards), and after SHUTDOWN_GRACE_MS cut what is left. Uploads cut short never
+  // become visible: their temp files are removed, or swept at the next start.
   let stopping = false;
+  const active = new Set<import('node:http').ServerResponse>();
+  const finish = () => {
+    server.closeAllConnections();
+    db.close();
+    logger.info('stopped');
+    process.exit(0);
+  };
+  const track = (_req: unknown, res: import('node:http').ServerResponse) => {
+    active.add(res);
+    if (stopping) res.shouldKeepAlive = false;
+    res.on('close', () => {
+      active.delete(res);
+      if (stopping && active.size === 0) setImmediate(finish);
+    });
+  };
+  server.on('request', track);
+  server.on('checkContinue', track);
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, 'shutting down');
-    server.close(() => {
-      db.close();
-      process.exit(0);
-    });
+    logger.info({ signal, inFlight: active.size }, 'shutting down');
+    server.close();
     server.closeIdleConnections();
+    for (const res of active) if (!res.headersSent) res.shouldKeepAlive = false;
+    if (active.size === 0) return void setImmediate(finish);
     setTimeout(() => {
-      logger.warn('grace period over; closing remaining connections');
+      logger.warn({ inFlight: active.size }, 'grace period over; closing remaining connections');
       server.closeAllConnections();
-      db.close();
-      process.exit(0);
+      // Give the cut requests a moment to remove their temp files.
+      setTimeout(finish, 500).unref();
     }, config.shutdownGraceMs).unref();
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));

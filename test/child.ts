@@ -13,6 +13,7 @@ export interface Child {
   port: number;
   dir: string;
   stderr: () => string;
+  stdout: () => string;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
@@ -66,7 +67,8 @@ export function startChild(env: Record<string, string>): Promise<Child> {
       proc.kill('SIGKILL');
       reject(new Error(`server did not start: ${stderr}`));
     }, 20_000);
-    proc.stdout.resume();
+    let stdout = '';
+    proc.stdout.on('data', (c) => (stdout += c));
     proc.stderr.on('data', (c) => {
       stderr += c;
       const m = /listening on https?:\/\/[^:]+:(\d+)/.exec(stderr);
@@ -77,9 +79,10 @@ export function startChild(env: Record<string, string>): Promise<Child> {
           port: Number(m[1]),
           dir,
           stderr: () => stderr,
+          stdout: () => stdout,
           stop(signal: NodeJS.Signals = 'SIGTERM') {
             return new Promise((res) => {
-              if (proc.exitCode !== null) return res(proc.exitCode);
+              if (proc.exitCode !== null || proc.signalCode !== null) return res(proc.exitCode);
               proc.once('exit', (code) => res(code));
               proc.kill(signal);
             });

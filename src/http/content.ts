@@ -11,6 +11,9 @@ import type { FileRow } from '../db/files.js';
 import { AppError } from '../errors.js';
 import type { ByteRange, VaultService } from '../services/vault.js';
 
+/** Least progress (bytes) a download must make per idle period before it is cut off. */
+const STALL_MIN_PROGRESS = 64 * 1024;
+
 export type RangeDecision = { kind: 'full' } | { kind: 'partial'; start: number; end: number } | { kind: 'unsatisfiable' };
 
 /**
@@ -105,6 +108,19 @@ export async function sendFileContent(req: Request, res: Response, vault: VaultS
   let completed = false;
   let integrityError = false;
   const timer = hold?.heartbeat ? setInterval(() => hold.heartbeat!(), 60_000) : undefined;
+  // A client that stops reading (or trickles a few bytes now and then, which TCP window
+  // probes alone can do) would hold the response and its file open for ever; the socket's
+  // idle timeout does not see a trickle. Require a chunk of progress per idle period.
+  const stallMs = Number(req.app.get('stall timeout ms')) || 120_000;
+  let mark = 0;
+  const watchdog = setInterval(() => {
+    if (bytesSent - mark < STALL_MIN_PROGRESS && !res.writableFinished) {
+      req.log?.info({ fileId: row.id, bytesSent }, 'download stalled; closing the connection');
+      res.destroy();
+    }
+    mark = bytesSent;
+  }, stallMs);
+  watchdog.unref();
   try {
     const plaintext = await vault.open(row, range);
     writeHead(res, row, decision, range, length);
@@ -128,6 +144,7 @@ export async function sendFileContent(req: Request, res: Response, vault: VaultS
     }
     return { bytesSent, completed, range, integrityError };
   } finally {
+    clearInterval(watchdog);
     if (timer) clearInterval(timer);
     hold?.end(bytesSent, completed);
   }

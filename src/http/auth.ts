@@ -22,6 +22,7 @@ export function requireToken(accounts: AccountsService): RequestHandler {
     const m = header.length <= 256 ? BEARER.exec(header) : null;
     if (!m) throw new AppError('unauthorized', 'malformed Authorization header; expected "Bearer <token>"');
     req.principal = accounts.authenticateToken(m[1]!);
+    req.log?.debug({ userId: req.principal.user.id, tokenId: req.principal.tokenId }, 'authenticated');
     next();
   };
 }

@@ -123,6 +123,7 @@ export async function sendFileContent(req: Request, res: Response, vault: VaultS
   watchdog.unref();
   try {
     const plaintext = await vault.open(row, range);
+    req.log?.debug({ fileId: row.id, keyId: row.keyId, start: range.start, end: range.end }, 'first chunk verified; streaming');
     writeHead(res, row, decision, range, length);
     const counter = new Transform({
       transform(chunk: Buffer, _enc, cb) {

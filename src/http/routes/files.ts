@@ -26,6 +26,7 @@ export function filesRoutes(d: FilesRoutesDeps): Router {
 
   const uploaded = (req: Request, rows: FileRow[], via: string) => {
     for (const f of rows) {
+      req.log?.debug({ fileId: f.id, size: f.size, keyId: f.keyId, via }, 'file stored');
       d.audit.record({ actor: f.ownerId, action: 'file.upload', outcome: 'success', subjectUserId: f.ownerId, fileId: f.id, ...clientOf(req), details: { size: f.size, via } });
     }
   };

@@ -111,3 +111,18 @@ export function pattern(size: number, seed = 1): Buffer {
   }
   return out;
 }
+
+/** Serves an app on a loopback port through the production server wrapper; close() ends every connection. */
+export async function serve(app: import('node:http').RequestListener): Promise<{ port: number; close(): Promise<void> }> {
+  const { createHttpServer } = await import('../src/server.js');
+  const server = createHttpServer(app, { idleTimeoutMs: 30_000 });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as import('node:net').AddressInfo).port,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}

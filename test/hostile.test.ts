@@ -6,27 +6,23 @@
 import { parse as parseDisposition } from 'content-disposition';
 import net from 'node:net';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHttpServer } from '../src/server.js';
-import { binaryParser, listFiles, makeHarness, pattern, setupAdmin, type Harness } from './helpers.js';
+import { binaryParser, listFiles, makeHarness, pattern, serve, setupAdmin, type Harness } from './helpers.js';
 
 let h: Harness;
 let token: string;
 let port: number;
-let server: http.Server;
+let served: Awaited<ReturnType<typeof serve>>;
 const auth = () => ({ Authorization: `Bearer ${token}` });
 
 beforeAll(async () => {
   h = makeHarness({ MAX_FILE_SIZE: '256KiB', MAX_FILES_PER_REQUEST: '5' });
   token = await setupAdmin(h);
-  server = createHttpServer(h.app, { idleTimeoutMs: 30_000 });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  port = (server.address() as AddressInfo).port;
+  served = await serve(h.app);
+  port = served.port;
 });
 afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise<void>((r) => server.close(() => r()));
+  await served.close();
   h.cleanup();
 });
 

@@ -6,28 +6,24 @@
  */
 import fs from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CHUNK_SIZE as C, HEADER_LENGTH, TAG_LENGTH, chunkOffset } from '../src/crypto/format.js';
 import { scrub } from '../src/ops/scrub.js';
-import { createHttpServer } from '../src/server.js';
-import { makeHarness, pattern, setupAdmin, type Harness } from './helpers.js';
+import { makeHarness, pattern, serve, setupAdmin, type Harness } from './helpers.js';
 
 let h: Harness;
 let token: string;
-let server: http.Server;
+let served: Awaited<ReturnType<typeof serve>>;
 let port: number;
 
 beforeAll(async () => {
   h = makeHarness();
   token = await setupAdmin(h);
-  server = createHttpServer(h.app, { idleTimeoutMs: 30_000 });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  port = (server.address() as AddressInfo).port;
+  served = await serve(h.app);
+  port = served.port;
 });
 afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise<void>((r) => server.close(() => r()));
+  await served.close();
   h.cleanup();
 });
 

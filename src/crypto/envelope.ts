@@ -35,33 +35,40 @@ function associatedData(keyId: string, b: WrapBinding): Buffer {
   );
 }
 
-/** Wraps a DEK under `key`; `nonce` must be 12 fresh random bytes supplied by the caller. */
-export function wrapDek(key: MasterKey, dek: Buffer, binding: WrapBinding, nonce: Buffer): Buffer {
-  if (dek.length !== KEY_LENGTH) throw new RangeError('DEK must be 32 bytes');
+/** AES-256-GCM seal of a 32-byte key under the KEK, bound to `aad`: nonce ‖ ciphertext ‖ tag. */
+function seal(key: MasterKey, plainKey: Buffer, aad: Buffer, nonce: Buffer): Buffer {
+  if (plainKey.length !== KEY_LENGTH) throw new RangeError('wrapped keys are 32 bytes');
   if (nonce.length !== WRAP_NONCE_LENGTH) throw new RangeError('wrap nonce must be 12 bytes');
   const cipher = createCipheriv('aes-256-gcm', key.kek, nonce, { authTagLength: TAG_LENGTH });
-  cipher.setAAD(associatedData(key.id, binding));
-  const ct = Buffer.concat([cipher.update(dek), cipher.final()]);
+  cipher.setAAD(aad);
+  const ct = Buffer.concat([cipher.update(plainKey), cipher.final()]);
   return Buffer.concat([nonce, ct, cipher.getAuthTag()]);
+}
+
+/** Opens a seal(); the key is returned only after the tag verified, else IntegrityError(`failure`). */
+function open(key: MasterKey, wrapped: Buffer, aad: Buffer, failure: string): Buffer {
+  if (wrapped.length !== WRAPPED_DEK_LENGTH) throw new IntegrityError('wrapped key has the wrong length');
+  const decipher = createDecipheriv('aes-256-gcm', key.kek, wrapped.subarray(0, WRAP_NONCE_LENGTH), { authTagLength: TAG_LENGTH });
+  decipher.setAAD(aad);
+  decipher.setAuthTag(wrapped.subarray(WRAP_NONCE_LENGTH + KEY_LENGTH));
+  const plainKey = decipher.update(wrapped.subarray(WRAP_NONCE_LENGTH, WRAP_NONCE_LENGTH + KEY_LENGTH));
+  try {
+    decipher.final();
+  } catch {
+    plainKey.fill(0);
+    throw new IntegrityError(failure);
+  }
+  return plainKey;
+}
+
+/** Wraps a DEK under `key`; `nonce` must be 12 fresh random bytes supplied by the caller. */
+export function wrapDek(key: MasterKey, dek: Buffer, binding: WrapBinding, nonce: Buffer): Buffer {
+  return seal(key, dek, associatedData(key.id, binding), nonce);
 }
 
 /** Unwraps a DEK; throws IntegrityError if the key, the binding or the wrapped bytes do not match. */
 export function unwrapDek(key: MasterKey, wrapped: Buffer, binding: WrapBinding): Buffer {
-  if (wrapped.length !== WRAPPED_DEK_LENGTH) throw new IntegrityError('wrapped key has the wrong length');
-  const nonce = wrapped.subarray(0, WRAP_NONCE_LENGTH);
-  const ct = wrapped.subarray(WRAP_NONCE_LENGTH, WRAP_NONCE_LENGTH + KEY_LENGTH);
-  const tag = wrapped.subarray(WRAP_NONCE_LENGTH + KEY_LENGTH);
-  const decipher = createDecipheriv('aes-256-gcm', key.kek, nonce, { authTagLength: TAG_LENGTH });
-  decipher.setAAD(associatedData(key.id, binding));
-  decipher.setAuthTag(tag);
-  const dek = decipher.update(ct);
-  try {
-    decipher.final();
-  } catch {
-    dek.fill(0);
-    throw new IntegrityError('wrapped key does not belong to this file or key');
-  }
-  return dek;
+  return open(key, wrapped, associatedData(key.id, binding), 'wrapped key does not belong to this file or key');
 }
 
 const SECRET_LABEL = 'sfs/v1 secret wrap';
@@ -72,25 +79,10 @@ function secretAad(keyId: string, name: string): Buffer {
 
 /** Wraps a named 32-byte service secret under `key`; `nonce` must be 12 fresh random bytes. */
 export function wrapSecret(key: MasterKey, name: string, secret: Buffer, nonce: Buffer): Buffer {
-  if (secret.length !== KEY_LENGTH) throw new RangeError('secret must be 32 bytes');
-  const cipher = createCipheriv('aes-256-gcm', key.kek, nonce, { authTagLength: TAG_LENGTH });
-  cipher.setAAD(secretAad(key.id, name));
-  const ct = Buffer.concat([cipher.update(secret), cipher.final()]);
-  return Buffer.concat([nonce, ct, cipher.getAuthTag()]);
+  return seal(key, secret, secretAad(key.id, name), nonce);
 }
 
 /** Unwraps a named service secret; throws IntegrityError if key, name or bytes do not match. */
 export function unwrapSecret(key: MasterKey, name: string, wrapped: Buffer): Buffer {
-  if (wrapped.length !== WRAPPED_DEK_LENGTH) throw new IntegrityError('wrapped secret has the wrong length');
-  const decipher = createDecipheriv('aes-256-gcm', key.kek, wrapped.subarray(0, WRAP_NONCE_LENGTH), { authTagLength: TAG_LENGTH });
-  decipher.setAAD(secretAad(key.id, name));
-  decipher.setAuthTag(wrapped.subarray(WRAP_NONCE_LENGTH + KEY_LENGTH));
-  const secret = decipher.update(wrapped.subarray(WRAP_NONCE_LENGTH, WRAP_NONCE_LENGTH + KEY_LENGTH));
-  try {
-    decipher.final();
-  } catch {
-    secret.fill(0);
-    throw new IntegrityError(`secret "${name}" does not unwrap under key ${key.id}`);
-  }
-  return secret;
+  return open(key, wrapped, secretAad(key.id, name), `secret "${name}" does not unwrap under key ${key.id}`);
 }

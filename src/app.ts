@@ -12,7 +12,10 @@ import type { Config } from './config.js';
 import type { Keyring } from './crypto/keyring.js';
 import type { Db } from './db/database.js';
 import { AppError } from './errors.js';
-import { requireToken } from './http/auth.js';
+import { ApiRoutes } from './http/api-router.js';
+import { requireAdmin, requireToken } from './http/auth.js';
+import { apiDocsRoutes } from './http/routes/docs.js';
+import { buildOpenApiDocument } from './http/openapi.js';
 import { errorHandler } from './http/error-handler.js';
 import { requestLogger } from './http/logging.js';
 import { limiter } from './http/rate-limit.js';
@@ -41,6 +44,8 @@ export interface AppDeps {
   setup: SetupCode;
   /** Override the format's chunk size (tests only). */
   chunkSize?: number;
+  /** Tests only: check every API response against the route table and report mismatches here. */
+  onContractViolation?: (message: string) => void;
 }
 
 export interface AppServices {
@@ -147,16 +152,25 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
       loginPerUser: limiter({ windowMs: window, limit: config.loginRateLimit, failuresOnly: true, keyField: 'username', onLimited: onLimited('login') }),
     },
   };
-  api.use(publicAccountRoutes(routeDeps));
+  // One route table (http/api-table.ts) builds both this router and the OpenAPI document.
+  const openapi = buildOpenApiDocument({ publicUrl: config.publicUrl, maxFileSize: config.maxFileSize });
+  const routes = new ApiRoutes({ auth, requireAdmin, onContractViolation: deps.onContractViolation });
+  publicAccountRoutes(routes, routeDeps);
+  accountRoutes(routes, routeDeps);
+  filesRoutes(routes, { vault, audit, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
+  shareRoutes(routes, { vault, shares, audit, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
+  auditRoutes(routes, audit);
+  routes.op('getOpenApi', (_req, res) => {
+    res.json(openapi);
+  });
+  api.use(routes.build());
+  // Unknown paths: unauthenticated callers still get 401 first, as before the route table.
   api.use(auth);
-  api.use(accountRoutes(routeDeps));
-  api.use(filesRoutes({ vault, audit, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest }));
-  api.use(shareRoutes({ vault, shares, audit, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl }));
-  api.use(auditRoutes(audit));
   api.use(() => {
     throw new AppError('not_found', 'no such API endpoint');
   });
   app.use('/api/v1', api);
+  app.use('/api/docs', apiDocsRoutes(config.publicUrl));
   app.use('/api', () => {
     throw new AppError('not_found', 'no such API endpoint (the API lives under /api/v1)');
   });

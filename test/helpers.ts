@@ -25,6 +25,9 @@ export interface Harness {
   app: ReturnType<typeof createApp>;
   request: ReturnType<typeof supertest>;
   logLines: string[];
+  /** API responses that differ from the route table (status not documented, body off-schema). */
+  contractViolations: string[];
+  /** Removes the temp dir; throws if any API response broke the documented contract. */
   cleanup(): void;
 }
 
@@ -44,7 +47,9 @@ export function makeHarness(env: Record<string, string> = {}, opts: { masterKey?
     },
   });
   const logger = createLogger(config.logLevel, sink);
-  const app = createApp({ config, db, store, keyring, logger, setup: new SetupCode(SETUP_CODE) });
+  // Every API response in every supertest suite is checked against the OpenAPI route table.
+  const contractViolations: string[] = [];
+  const app = createApp({ config, db, store, keyring, logger, setup: new SetupCode(SETUP_CODE), onContractViolation: (m) => contractViolations.push(m) });
   return {
     dir,
     config,
@@ -54,9 +59,13 @@ export function makeHarness(env: Record<string, string> = {}, opts: { masterKey?
     app,
     request: supertest(app),
     logLines,
+    contractViolations,
     cleanup() {
       if (this.db.open) this.db.close();
       fs.rmSync(dir, { recursive: true, force: true });
+      if (contractViolations.length) {
+        throw new Error(`responses that the OpenAPI document does not describe:\n${[...new Set(contractViolations)].join('\n')}`);
+      }
     },
   };
 }

@@ -5,18 +5,27 @@
 import type { FileRow } from '../db/files.js';
 import type { TokenRow } from '../db/tokens.js';
 import type { UserRow } from '../db/users.js';
+import type { FileMeta, Token, User } from './api-models.js';
+import type { z } from './zod.js';
 
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+function iso(ms: number): string;
+function iso(ms: number | null): string | null;
+function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
 
-export function presentFile(f: FileRow) {
+/** FileMeta for the API. */
+export function presentFile(f: FileRow): z.infer<typeof FileMeta> {
   return { id: f.id, name: f.name, size: f.size, mimeType: f.mimeType, sha256: f.sha256.toString('hex'), createdAt: iso(f.createdAt) };
 }
 
-export function presentUser(u: UserRow) {
+/** A user for the API (never the password hash). */
+export function presentUser(u: UserRow): z.infer<typeof User> {
   return { id: u.id, username: u.username, role: u.role, disabled: u.disabled, quotaBytes: u.quotaBytes, createdAt: iso(u.createdAt) };
 }
 
-export function presentToken(t: TokenRow) {
+/** A token for the API (never the secret or its hash). */
+export function presentToken(t: TokenRow): z.infer<typeof Token> {
   return { id: t.id, name: t.name, createdAt: iso(t.createdAt), expiresAt: iso(t.expiresAt), lastUsedAt: iso(t.lastUsedAt) };
 }
 
@@ -25,6 +34,7 @@ export function encodeCursor(c: { createdAt: number; id: string } | null): strin
   return c ? Buffer.from(`${c.createdAt}:${c.id}`).toString('base64url') : null;
 }
 
+/** Reads a cursor from encodeCursor; null when it is not one. */
 export function decodeCursor(s: string): { createdAt: number; id: string } | null {
   const m = /^(\d{1,15}):([0-9a-f]{32})$/.exec(Buffer.from(s, 'base64url').toString('utf8'));
   return m ? { createdAt: Number(m[1]), id: m[2]! } : null;

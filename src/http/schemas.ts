@@ -1,6 +1,10 @@
-/** Request schemas: input is validated at the edge and handed inward as plain objects. */
-import { z } from 'zod';
+/**
+ * Request schemas: input is validated at the edge and handed inward as plain objects. The
+ * route table (api-table.ts) references these same objects, so the OpenAPI document is
+ * generated from exactly what the routes validate with.
+ */
 import { AppError } from '../errors.js';
+import { z } from './zod.js';
 
 const username = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'use 1-64 letters, digits, dot, underscore or hyphen');
 // Length policy is enforced by the accounts service (one rule for API, pages and CLI).
@@ -38,6 +42,21 @@ export const listQuery = z.object({
 });
 
 export const idParam = z.string().regex(/^[0-9a-f]{32}$/);
+
+export const shareCreateBody = z
+  .object({
+    expiresInSeconds: z.number().int().min(60).optional(),
+    maxDownloads: z.number().int().min(1).max(1_000_000).nullable().optional(),
+    password: z.string().max(1024).optional(),
+    note: z.string().max(500).optional(),
+  })
+  .strict();
+
+export const auditQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+  cursor: z.string().regex(/^\d{1,15}$/, 'not a cursor from this API').optional(),
+  fileId: z.string().regex(/^[0-9a-f]{32}$/, 'not a file id').optional(),
+});
 
 /** Parses `input` with `schema`, or throws validation_error naming the fields. */
 export function parse<T extends z.ZodTypeAny>(schema: T, input: unknown): z.output<T> {

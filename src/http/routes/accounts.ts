@@ -1,10 +1,11 @@
 /** Setup, API tokens, the caller's own account, and admin user management. */
-import { Router, type RequestHandler } from 'express';
+import type { RequestHandler } from 'express';
 import { AppError } from '../../errors.js';
 import type { AccountsService, SetupCode } from '../../services/accounts.js';
 import type { VaultService } from '../../services/vault.js';
 import type { AuditLog } from '../../services/audit.js';
-import { principal, requireAdmin } from '../auth.js';
+import type { ApiRoutes } from '../api-router.js';
+import { principal } from '../auth.js';
 import { clientOf } from '../context.js';
 import { presentToken, presentUser } from '../presenters.js';
 import { idParam, mePatchBody, parse, setupBody, tokenCreateBody, userCreateBody, userPatchBody } from '../schemas.js';
@@ -19,10 +20,8 @@ export interface AccountsRoutesDeps {
 }
 
 /** Routes that do not need a token: setup and token creation (both rate-limited). */
-export function publicAccountRoutes(d: AccountsRoutesDeps): Router {
-  const r = Router();
-
-  r.post('/setup', d.limits.setup, async (req, res) => {
+export function publicAccountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
+  r.op('setup', d.limits.setup, async (req, res) => {
     if (!d.accounts.setupOpen()) throw new AppError('setup_closed', 'setup has already been completed');
     const body = parse(setupBody, req.body);
     if (!d.setup.matches(body.setupCode)) {
@@ -36,7 +35,7 @@ export function publicAccountRoutes(d: AccountsRoutesDeps): Router {
     res.status(201).json({ user: presentUser(user) });
   });
 
-  r.post('/auth/tokens', d.limits.loginPerIp, d.limits.loginPerUser, async (req, res) => {
+  r.op('createToken', d.limits.loginPerIp, d.limits.loginPerUser, async (req, res) => {
     const body = parse(tokenCreateBody, req.body);
     let user;
     try {
@@ -51,19 +50,15 @@ export function publicAccountRoutes(d: AccountsRoutesDeps): Router {
     d.audit.record({ actor: user.id, action: 'token.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: row.id, name: row.name, expiresAt: row.expiresAt } });
     res.status(201).json({ ...presentToken(row), token });
   });
-
-  return r;
 }
 
-/** Routes behind requireToken. */
-export function accountRoutes(d: AccountsRoutesDeps): Router {
-  const r = Router();
-
-  r.get('/auth/tokens', (req, res) => {
+/** Routes behind requireToken (the route table adds it, and requireAdmin for admin routes). */
+export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
+  r.op('listTokens', (req, res) => {
     res.json({ tokens: d.accounts.tokens.listForUser(principal(req).user.id).map(presentToken) });
   });
 
-  r.delete('/auth/tokens/:id', (req, res) => {
+  r.op('revokeToken', (req, res) => {
     const id = String(req.params.id);
     if (!idParam.safeParse(id).success || !d.accounts.tokens.revoke(principal(req).user.id, id, Date.now())) {
       throw new AppError('not_found', 'no such token');
@@ -73,12 +68,12 @@ export function accountRoutes(d: AccountsRoutesDeps): Router {
     res.status(204).end();
   });
 
-  r.get('/me', (req, res) => {
+  r.op('getMe', (req, res) => {
     const { user } = principal(req);
     res.json({ ...presentUser(user), usageBytes: d.vault.quota.usageOf(user.id), quotaBytes: d.vault.quota.limitOf(user.id) });
   });
 
-  r.patch('/me', async (req, res) => {
+  r.op('updateMe', async (req, res) => {
     const body = parse(mePatchBody, req.body);
     const p = principal(req);
     let result;
@@ -92,7 +87,7 @@ export function accountRoutes(d: AccountsRoutesDeps): Router {
     res.json({ ...presentUser(d.accounts.users.byId(principal(req).user.id)!), revokedTokens: result.revokedTokens });
   });
 
-  r.post('/users', requireAdmin, async (req, res) => {
+  r.op('createUser', async (req, res) => {
     const body = parse(userCreateBody, req.body);
     const user = await d.accounts.createUser(body.username, body.password, body.role);
     const admin = principal(req).user;
@@ -100,11 +95,11 @@ export function accountRoutes(d: AccountsRoutesDeps): Router {
     res.status(201).location(`/api/v1/users/${user.id}`).json(presentUser(user));
   });
 
-  r.get('/users', requireAdmin, (_req, res) => {
+  r.op('listUsers', (_req, res) => {
     res.json({ users: d.accounts.users.list().map(presentUser) });
   });
 
-  r.patch('/users/:id', requireAdmin, async (req, res) => {
+  r.op('updateUser', async (req, res) => {
     const id = String(req.params.id);
     if (!idParam.safeParse(id).success) throw new AppError('not_found', 'no such user');
     const body = parse(userPatchBody, req.body);
@@ -120,6 +115,4 @@ export function accountRoutes(d: AccountsRoutesDeps): Router {
     });
     res.json(presentUser(updated));
   });
-
-  return r;
 }

@@ -1,18 +1,13 @@
 /** GET /audit: admins see everything; users see events on their own files and account. */
-import { Router } from 'express';
-import { z } from 'zod';
 import type { AuditLog, AuditRow } from '../../services/audit.js';
+import type { AuditEvent } from '../api-models.js';
+import type { ApiRoutes } from '../api-router.js';
 import { principal } from '../auth.js';
-import { parse } from '../schemas.js';
-
-const auditQuery = z.object({
-  limit: z.coerce.number().int().min(1).max(500).default(100),
-  cursor: z.string().regex(/^\d{1,15}$/, 'not a cursor from this API').optional(),
-  fileId: z.string().regex(/^[0-9a-f]{32}$/, 'not a file id').optional(),
-});
+import { auditQuery, parse } from '../schemas.js';
+import type { z } from '../zod.js';
 
 /** Audit JSON: the event, not its MAC or key id. */
-export function presentAudit(e: AuditRow) {
+export function presentAudit(e: AuditRow): z.infer<typeof AuditEvent> {
   return {
     seq: e.seq,
     at: new Date(e.at).toISOString(),
@@ -27,9 +22,9 @@ export function presentAudit(e: AuditRow) {
   };
 }
 
-export function auditRoutes(audit: AuditLog): Router {
-  const r = Router();
-  r.get('/audit', (req, res) => {
+/** Binds the audit operation of the route table. */
+export function auditRoutes(r: ApiRoutes, audit: AuditLog): void {
+  r.op('listAudit', (req, res) => {
     const { user } = principal(req);
     const q = parse(auditQuery, req.query);
     const rows = audit.list({
@@ -41,5 +36,4 @@ export function auditRoutes(audit: AuditLog): Router {
     const page = rows.slice(0, q.limit);
     res.json({ events: page.map(presentAudit), nextCursor: rows.length > q.limit ? String(page.at(-1)!.seq) : null });
   });
-  return r;
 }

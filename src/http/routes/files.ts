@@ -1,5 +1,5 @@
 /** Files API: upload (multipart and raw PUT), list, metadata, content, delete. */
-import { Router, type Request, type RequestHandler, type Response } from 'express';
+import type { Request, RequestHandler, Response } from 'express';
 import { IntegrityError } from '../../crypto/format.js';
 import type { FileRow } from '../../db/files.js';
 import { AppError } from '../../errors.js';
@@ -7,6 +7,7 @@ import type { AuditLog } from '../../services/audit.js';
 import { chooseMimeType, cleanFileName } from '../../services/filenames.js';
 import type { QuotaLease } from '../../services/quota.js';
 import type { VaultService } from '../../services/vault.js';
+import type { ApiRoutes } from '../api-router.js';
 import { principal } from '../auth.js';
 import { sendFileContent } from '../content.js';
 import { clientOf } from '../context.js';
@@ -21,9 +22,8 @@ export interface FilesRoutesDeps {
   maxFilesPerRequest: number;
 }
 
-export function filesRoutes(d: FilesRoutesDeps): Router {
-  const r = Router();
-
+/** Binds the files operations of the route table. */
+export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
   const uploaded = (req: Request, rows: FileRow[], via: string) => {
     for (const f of rows) {
       req.log?.debug({ fileId: f.id, size: f.size, keyId: f.keyId, via }, 'file stored');
@@ -39,8 +39,8 @@ export function filesRoutes(d: FilesRoutesDeps): Router {
     next();
   };
 
-  r.post(
-    '/files',
+  r.op(
+    'uploadFiles',
     withLease,
     multipartUpload(d.vault, { maxFileSize: d.maxFileSize, maxFiles: d.maxFilesPerRequest, lease: (res) => res.locals.lease as QuotaLease }),
     async (req, res) => {
@@ -53,7 +53,7 @@ export function filesRoutes(d: FilesRoutesDeps): Router {
     },
   );
 
-  r.put('/uploads/:name', async (req: Request, res: Response) => {
+  r.op('uploadRaw', async (req: Request, res: Response) => {
     const declared = req.headers['content-length'];
     if (declared !== undefined && Number(declared) > d.maxFileSize) {
       // Refuse before reading (and instead of 100 Continue).
@@ -79,7 +79,7 @@ export function filesRoutes(d: FilesRoutesDeps): Router {
     }
   });
 
-  r.get('/files', (req, res) => {
+  r.op('listFiles', (req, res) => {
     const q = parse(listQuery, req.query);
     const cursor = q.cursor === undefined ? null : decodeCursor(q.cursor);
     if (q.cursor !== undefined && !cursor) throw new AppError('validation_error', 'cursor: not a cursor from this API');
@@ -87,7 +87,7 @@ export function filesRoutes(d: FilesRoutesDeps): Router {
     res.json({ files: page.files.map(presentFile), nextCursor: encodeCursor(page.next) });
   });
 
-  r.get('/files/:id', (req, res) => {
+  r.op('getFile', (req, res) => {
     res.json(presentFile(d.vault.get(principal(req).user.id, String(req.params.id))));
   });
 
@@ -113,14 +113,12 @@ export function filesRoutes(d: FilesRoutesDeps): Router {
       });
     }
   };
-  r.head('/files/:id/content', content);
-  r.get('/files/:id/content', content);
+  r.op('headFileContent', content);
+  r.op('getFileContent', content);
 
-  r.delete('/files/:id', async (req, res) => {
+  r.op('deleteFile', async (req, res) => {
     const row = await d.vault.delete(principal(req).user.id, String(req.params.id));
     d.audit.record({ actor: row.ownerId, action: 'file.delete', outcome: 'success', subjectUserId: row.ownerId, fileId: row.id, ...clientOf(req), details: { size: row.size } });
     res.status(204).end();
   });
-
-  return r;
 }

@@ -1,14 +1,17 @@
 /** Owner-side share API: create, list, revoke. */
-import { Router } from 'express';
-import { z } from 'zod';
 import type { ShareRow } from '../../db/shares.js';
 import { AppError } from '../../errors.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { SharesService } from '../../services/shares.js';
 import type { VaultService } from '../../services/vault.js';
+import type { Share } from '../api-models.js';
+import type { ApiRoutes } from '../api-router.js';
 import { principal } from '../auth.js';
 import { clientOf, publicBase } from '../context.js';
-import { parse } from '../schemas.js';
+import type { z } from '../zod.js';
+import { parse, shareCreateBody } from '../schemas.js';
+
+export { shareCreateBody };
 
 export interface ShareRoutesDeps {
   vault: VaultService;
@@ -18,17 +21,8 @@ export interface ShareRoutesDeps {
   maxTtlSeconds: number;
 }
 
-export const shareCreateBody = z
-  .object({
-    expiresInSeconds: z.number().int().min(60).optional(),
-    maxDownloads: z.number().int().min(1).max(1_000_000).nullable().optional(),
-    password: z.string().max(1024).optional(),
-    note: z.string().max(500).optional(),
-  })
-  .strict();
-
 /** Share JSON for its owner: never the token hash or password hash. */
-export function presentShare(s: ShareRow) {
+export function presentShare(s: ShareRow): z.infer<typeof Share> {
   return {
     id: s.id,
     fileId: s.fileId,
@@ -44,10 +38,9 @@ export function presentShare(s: ShareRow) {
   };
 }
 
-export function shareRoutes(d: ShareRoutesDeps): Router {
-  const r = Router();
-
-  r.post('/files/:id/shares', async (req, res) => {
+/** Binds the owner-side sharing operations of the route table. */
+export function shareRoutes(r: ApiRoutes, d: ShareRoutesDeps): void {
+  r.op('createShare', async (req, res) => {
     const { user } = principal(req);
     const file = d.vault.get(user.id, String(req.params.id));
     const body = parse(shareCreateBody, req.body);
@@ -69,19 +62,17 @@ export function shareRoutes(d: ShareRoutesDeps): Router {
     res.status(201).json({ ...presentShare(share), url, token });
   });
 
-  r.get('/files/:id/shares', (req, res) => {
+  r.op('listShares', (req, res) => {
     const { user } = principal(req);
     const file = d.vault.get(user.id, String(req.params.id));
     res.json({ shares: d.shares.repo.listForFile(file.id).map(presentShare) });
   });
 
-  r.delete('/shares/:id', (req, res) => {
+  r.op('revokeShare', (req, res) => {
     const { user } = principal(req);
     const share = d.shares.ownedBy(user.id, String(req.params.id));
     if (!d.shares.repo.revoke(share.id, user.id, Date.now())) throw new AppError('not_found', 'no such share');
     d.audit.record({ actor: user.id, action: 'share.revoke', outcome: 'success', subjectUserId: user.id, fileId: share.fileId, shareId: share.id, ...clientOf(req) });
     res.status(204).end();
   });
-
-  return r;
 }

@@ -1,0 +1,140 @@
+/**
+ * Response schemas: what the presenters return, as zod. The presenters are typed with these
+ * (so the compiler catches a missing or extra field), the OpenAPI document is generated from
+ * them, and in tests every API response is checked against them (see api-router.ts).
+ * All objects are strict: a presenter that starts leaking a field fails the check.
+ */
+import { ERROR_CODES, type ErrorCode } from '../errors.js';
+import { z } from './zod.js';
+
+const time = z.string().datetime().openapi({ example: '2025-01-31T12:00:00.000Z' });
+const id = z.string().regex(/^[0-9a-f]{32}$/).openapi({ example: '3f2a6c0e9b1d4e7f8a5b2c1d0e9f8a7b' });
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/).openapi({ description: 'SHA-256 of the plaintext, lowercase hex' });
+
+export const FileMeta = z
+  .object({
+    id,
+    name: z.string().openapi({ example: 'report.pdf' }),
+    size: z.number().int().min(0).openapi({ description: 'bytes' }),
+    mimeType: z.string().openapi({ example: 'application/pdf' }),
+    sha256: sha256Hex,
+    createdAt: time,
+  })
+  .strict()
+  .openapi('FileMeta');
+
+// Objects that add fields to another are built from its field list, not with .extend():
+// extending a closed (strict) registered schema is rendered as allOf of two closed
+// schemas, which no instance can satisfy.
+const userFields = {
+  id,
+  username: z.string(),
+  role: z.enum(['admin', 'user']),
+  disabled: z.boolean(),
+  quotaBytes: z.number().int().min(0).nullable().openapi({ description: 'per-user override; null = the server default' }),
+  createdAt: time,
+};
+export const User = z.object(userFields).strict().openapi('User');
+
+export const Me = z
+  .object({
+    ...userFields,
+    quotaBytes: z.number().int().min(0).nullable().openapi({ description: 'effective quota; null = unlimited' }),
+    usageBytes: z.number().int().min(0).openapi({ description: 'bytes stored' }),
+  })
+  .strict()
+  .openapi('Me');
+
+export const MeUpdated = z
+  .object({ ...userFields, revokedTokens: z.number().int().min(0).openapi({ description: 'other tokens revoked by the change' }) })
+  .strict()
+  .openapi('MeUpdated');
+
+const tokenFields = { id, name: z.string(), createdAt: time, expiresAt: time, lastUsedAt: time.nullable() };
+export const Token = z.object(tokenFields).strict().openapi('Token');
+
+export const TokenCreated = z
+  .object({
+    ...tokenFields,
+    token: z.string().regex(/^sfs_[A-Za-z0-9_-]{43}$/).openapi({ description: 'the secret: shown only in this response' }),
+  })
+  .strict()
+  .openapi('TokenCreated');
+
+const shareFields = {
+  id,
+  fileId: id,
+  expiresAt: time,
+  maxDownloads: z.number().int().min(1).nullable().openapi({ description: 'null = unlimited' }),
+  downloads: z.number().int().min(0).openapi({ description: 'completed downloads' }),
+  bytesServed: z.number().int().min(0),
+  passwordProtected: z.boolean(),
+  note: z.string().nullable(),
+  createdAt: time,
+  revokedAt: time.nullable(),
+  status: z.enum(['active', 'revoked', 'expired', 'exhausted']),
+};
+export const Share = z.object(shareFields).strict().openapi('Share');
+
+export const ShareCreated = z
+  .object({
+    ...shareFields,
+    url: z.string().url().openapi({ description: 'the link for the recipient (built from PUBLIC_URL when set)' }),
+    token: z.string().regex(/^[A-Za-z0-9_-]{43}$/).openapi({ description: 'the link secret: shown only in this response' }),
+  })
+  .strict()
+  .openapi('ShareCreated');
+
+export const AuditEvent = z
+  .object({
+    seq: z.number().int().min(1),
+    at: time,
+    actor: z.string().openapi({ description: 'a user id, share:<id> or anonymous' }),
+    action: z.string().openapi({ example: 'file.upload' }),
+    outcome: z.string().openapi({ example: 'success' }),
+    fileId: id.nullable(),
+    shareId: id.nullable(),
+    ip: z.string().nullable(),
+    userAgent: z.string().nullable(),
+    details: z.record(z.unknown()),
+  })
+  .strict()
+  .openapi('AuditEvent');
+
+const cursor = z.string().nullable().openapi({ description: 'pass as `cursor` for the next page; null on the last page' });
+
+export const SetupDone = z.object({ user: User }).strict().openapi('SetupDone');
+export const TokenList = z.object({ tokens: z.array(Token) }).strict().openapi('TokenList');
+export const UserList = z.object({ users: z.array(User) }).strict().openapi('UserList');
+export const FilesUploaded = z.object({ files: z.array(FileMeta) }).strict().openapi('FilesUploaded');
+export const FileUploaded = z.object({ file: FileMeta }).strict().openapi('FileUploaded');
+export const FilePage = z.object({ files: z.array(FileMeta), nextCursor: cursor }).strict().openapi('FilePage');
+export const ShareList = z.object({ shares: z.array(Share) }).strict().openapi('ShareList');
+export const AuditPage = z.object({ events: z.array(AuditEvent), nextCursor: cursor }).strict().openapi('AuditPage');
+/** The OpenAPI document itself (checked only loosely here; test/openapi.test.ts validates it fully). */
+export const OpenApiDocument = z.object({ openapi: z.literal('3.1.0') }).passthrough().openapi('OpenApiDocument');
+
+const codes = Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]];
+
+const problemFields = {
+  type: z.string().openapi({ example: 'urn:sfs:problem:not_found' }),
+  title: z.string(),
+  status: z.number().int().min(400).max(599),
+  detail: z.string(),
+  code: z.enum(codes).openapi({ description: 'stable machine-readable code' }),
+  requestId: z.string().openapi({ description: 'quote it when reporting a problem; also in X-Request-Id' }),
+};
+
+/** RFC 9457 problem details, as every error is sent (see error-handler.ts). */
+export const Problem = z.object(problemFields).strict().openapi('Problem');
+
+/**
+ * The problem schema narrowed to the codes one operation can answer with for one status.
+ * A fresh object, not Problem.extend(): that would be rendered as allOf with two closed
+ * schemas, which no problem could satisfy.
+ */
+export function problemWith(only: ErrorCode[]) {
+  return z
+    .object({ ...problemFields, code: z.enum(only as [ErrorCode, ...ErrorCode[]]).openapi({ description: 'stable machine-readable code' }) })
+    .strict();
+}

@@ -1,0 +1,346 @@
+/**
+ * The one table of API routes (everything under /api/v1). The Express router is built from
+ * it (api-router.ts binds each entry's handlers by operation id and refuses unbound or unknown
+ * ones), and so is the OpenAPI document (openapi.ts), so the two cannot drift: a route that is
+ * not here cannot be served, and one that is here is documented with the very zod schemas its
+ * handler validates with.
+ */
+import type { ErrorCode } from '../errors.js';
+import * as M from './api-models.js';
+import { auditQuery, idParam, listQuery, mePatchBody, setupBody, shareCreateBody, tokenCreateBody, userCreateBody, userPatchBody } from './schemas.js';
+import { z } from './zod.js';
+
+type Schema = z.ZodTypeAny;
+
+/** What one API operation accepts and answers; see API below. */
+export interface ApiOperation {
+  method: 'get' | 'post' | 'put' | 'patch' | 'delete' | 'head';
+  /** Express path under /api/v1 (`:param` syntax). */
+  path: string;
+  tag: string;
+  summary: string;
+  description?: string;
+  /** `none`: public; `token`: a bearer token; `admin`: a bearer token of an admin. Enforced by the router. */
+  auth: 'none' | 'token' | 'admin';
+  params?: z.AnyZodObject;
+  query?: z.AnyZodObject;
+  /** Request headers worth documenting (all optional). */
+  headers?: z.AnyZodObject;
+  /**
+   * The request body. `json` bodies are parsed by the handler with exactly this schema;
+   * `multipart` and `binary` bodies are streamed (multer / raw) and the schema only describes them.
+   */
+  body?: { kind: 'json'; schema: Schema } | { kind: 'multipart'; schema: Schema } | { kind: 'binary' };
+  /** Success responses by status. Without `schema` the body is empty (204) or the file's bytes. */
+  responses: Record<number, { description: string; schema?: Schema; binary?: boolean; headers?: z.AnyZodObject }>;
+  /** Error codes the operation itself can answer with; the generic ones are added by commonErrors(). */
+  errors: ErrorCode[];
+}
+
+const fileIdParams = z.object({ id: idParam.openapi({ description: 'file id' }) });
+const shareIdParams = z.object({ id: idParam.openapi({ description: 'share id' }) });
+
+const downloadHeaders = z.object({
+  'Content-Disposition': z.string().openapi({ description: 'attachment, with an RFC 6266 filename* for any Unicode name' }),
+  'Content-Length': z.string(),
+  ETag: z.string().openapi({ description: '"<sha256 hex>"' }),
+  'Repr-Digest': z.string().openapi({ description: 'sha-256=:<base64>: (RFC 9530), the whole file' }),
+  'Accept-Ranges': z.literal('bytes'),
+  'Content-Security-Policy': z.string().openapi({ description: "sandbox; default-src 'none'" }),
+  'Cache-Control': z.string(),
+});
+const partialHeaders = downloadHeaders.extend({ 'Content-Range': z.string().openapi({ description: 'bytes START-END/SIZE' }) });
+const rangeHeaders = z.object({
+  Range: z.string().optional().openapi({ description: 'one range: bytes=a-b, bytes=a- or bytes=-n; others are ignored (200)' }),
+  'If-Range': z.string().optional().openapi({ description: 'the ETag; a stale one yields the full file' }),
+});
+const location = z.object({ Location: z.string().openapi({ description: 'URL of the new resource' }) });
+
+const multipartFiles = z
+  .object({
+    sha256: z
+      .string()
+      .regex(/^[0-9a-fA-F]{64}$/)
+      .optional()
+      .openapi({ description: 'hex SHA-256 of the file part that FOLLOWS this field; a mismatch is 422 and stores nothing' }),
+    file: z.array(z.string().openapi({ format: 'binary' })).min(1).openapi({ description: 'one or more file parts (MAX_FILES_PER_REQUEST, default 20)' }),
+  })
+  .openapi('MultipartFiles');
+
+const uploadErrors: ErrorCode[] = ['file_too_large', 'quota_exceeded', 'checksum_mismatch', 'insufficient_storage', 'validation_error', 'bad_request'];
+
+/** Every API operation, by operation id. Order is the order routes are matched and documented. */
+export const API = {
+  // --- Setup and tokens (no token needed) ---
+  setup: {
+    method: 'post',
+    path: '/setup',
+    tag: 'Setup and tokens',
+    summary: 'Create the first admin with the one-time setup code',
+    description: 'Only while no user exists. The code is printed at first start and written to data/setup-code. Rate-limited.',
+    auth: 'none',
+    body: { kind: 'json', schema: setupBody },
+    responses: { 201: { description: 'the first admin was created; setup is now closed for good', schema: M.SetupDone } },
+    errors: ['validation_error', 'forbidden', 'setup_closed', 'rate_limited'],
+  },
+  createToken: {
+    method: 'post',
+    path: '/auth/tokens',
+    tag: 'Setup and tokens',
+    summary: 'Get an API token with a username and password',
+    description: 'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username.',
+    auth: 'none',
+    body: { kind: 'json', schema: tokenCreateBody },
+    responses: { 201: { description: 'the new token', schema: M.TokenCreated } },
+    errors: ['validation_error', 'unauthorized', 'rate_limited'],
+  },
+  // --- The caller's own account ---
+  listTokens: {
+    method: 'get',
+    path: '/auth/tokens',
+    tag: 'Account',
+    summary: 'List your API tokens (no secrets)',
+    auth: 'token',
+    responses: { 200: { description: 'your tokens, with lastUsedAt', schema: M.TokenList } },
+    errors: [],
+  },
+  revokeToken: {
+    method: 'delete',
+    path: '/auth/tokens/:id',
+    tag: 'Account',
+    summary: 'Revoke one of your API tokens',
+    auth: 'token',
+    params: z.object({ id: idParam.openapi({ description: 'token id' }) }),
+    responses: { 204: { description: 'revoked' } },
+    errors: ['not_found'],
+  },
+  getMe: {
+    method: 'get',
+    path: '/me',
+    tag: 'Account',
+    summary: 'Who am I, with storage use and quota',
+    auth: 'token',
+    responses: { 200: { description: 'the caller', schema: M.Me } },
+    errors: [],
+  },
+  updateMe: {
+    method: 'patch',
+    path: '/me',
+    tag: 'Account',
+    summary: 'Change your password (revokes your other tokens)',
+    auth: 'token',
+    body: { kind: 'json', schema: mePatchBody },
+    responses: { 200: { description: 'changed', schema: M.MeUpdated } },
+    errors: ['validation_error', 'forbidden'],
+  },
+  // --- Admin: users ---
+  createUser: {
+    method: 'post',
+    path: '/users',
+    tag: 'Users (admin)',
+    summary: 'Create a user',
+    auth: 'admin',
+    body: { kind: 'json', schema: userCreateBody },
+    responses: { 201: { description: 'created', schema: M.User, headers: location } },
+    errors: ['validation_error', 'conflict'],
+  },
+  listUsers: {
+    method: 'get',
+    path: '/users',
+    tag: 'Users (admin)',
+    summary: 'List users',
+    auth: 'admin',
+    responses: { 200: { description: 'all users', schema: M.UserList } },
+    errors: [],
+  },
+  updateUser: {
+    method: 'patch',
+    path: '/users/:id',
+    tag: 'Users (admin)',
+    summary: 'Disable, change role, reset password or set quota',
+    description: "A disabled user's tokens stop working at once. The last active admin cannot be demoted or disabled.",
+    auth: 'admin',
+    params: z.object({ id: idParam.openapi({ description: 'user id' }) }),
+    body: { kind: 'json', schema: userPatchBody },
+    responses: { 200: { description: 'the updated user', schema: M.User } },
+    errors: ['validation_error', 'not_found', 'conflict'],
+  },
+  // --- Files ---
+  uploadFiles: {
+    method: 'post',
+    path: '/files',
+    tag: 'Files',
+    summary: 'Upload one or more files (multipart/form-data, parts named "file")',
+    description:
+      'Each part is encrypted as it streams. Over MAX_FILE_SIZE or the quota the upload is stopped at once with 413 and ' +
+      '`Connection: close`; a failed upload leaves nothing behind.',
+    auth: 'token',
+    body: { kind: 'multipart', schema: multipartFiles },
+    responses: { 201: { description: 'stored', schema: M.FilesUploaded } },
+    errors: [...uploadErrors, 'too_many_files', 'payload_too_large', 'unsupported_media_type'],
+  },
+  uploadRaw: {
+    method: 'put',
+    path: '/uploads/:name',
+    tag: 'Files',
+    summary: 'Upload one file as the raw request body (curl -T)',
+    description:
+      'The name comes from the path (`curl -T report.pdf $BASE/api/v1/uploads/` appends it). A Content-Length over the limit ' +
+      'is refused before the body is read, also instead of `100 Continue`.',
+    auth: 'token',
+    params: z.object({ name: z.string().min(1).openapi({ description: 'file name (cleaned, never used as a path)' }) }),
+    headers: z.object({
+      'Content-Digest': z.string().optional().openapi({ description: 'sha-256=:<base64>: checked against the received bytes (422 on mismatch)' }),
+      'Repr-Digest': z.string().optional().openapi({ description: 'same as Content-Digest' }),
+    }),
+    body: { kind: 'binary' },
+    responses: { 201: { description: 'stored', schema: M.FileUploaded, headers: location } },
+    errors: uploadErrors,
+  },
+  listFiles: {
+    method: 'get',
+    path: '/files',
+    tag: 'Files',
+    summary: 'List your files, newest first',
+    auth: 'token',
+    query: listQuery,
+    responses: { 200: { description: 'one page', schema: M.FilePage } },
+    errors: ['validation_error'],
+  },
+  getFile: {
+    method: 'get',
+    path: '/files/:id',
+    tag: 'Files',
+    summary: "A file's metadata",
+    description: "Another user's file is 404, exactly like a missing one.",
+    auth: 'token',
+    params: fileIdParams,
+    responses: { 200: { description: 'the metadata', schema: M.FileMeta } },
+    errors: ['not_found'],
+  },
+  headFileContent: {
+    method: 'head',
+    path: '/files/:id/content',
+    tag: 'Files',
+    summary: 'Download headers only (nothing is decrypted)',
+    auth: 'token',
+    params: fileIdParams,
+    headers: rangeHeaders,
+    responses: {
+      200: { description: 'headers of the whole file', headers: downloadHeaders },
+      206: { description: 'headers of the range', headers: partialHeaders },
+    },
+    errors: ['not_found', 'range_not_satisfiable'],
+  },
+  getFileContent: {
+    method: 'get',
+    path: '/files/:id/content',
+    tag: 'Files',
+    summary: 'Download a file (Range supported)',
+    description:
+      'Every chunk is authenticated before it is sent and a full download is checked against the stored SHA-256; if anything ' +
+      'fails after the headers went out, the connection is cut (never a clean end).',
+    auth: 'token',
+    params: fileIdParams,
+    headers: rangeHeaders,
+    responses: {
+      200: { description: 'the whole file', binary: true, headers: downloadHeaders },
+      206: { description: 'the requested range', binary: true, headers: partialHeaders },
+    },
+    errors: ['not_found', 'range_not_satisfiable', 'integrity_error'],
+  },
+  deleteFile: {
+    method: 'delete',
+    path: '/files/:id',
+    tag: 'Files',
+    summary: 'Delete a file (its key is destroyed with the row) and revoke its links',
+    auth: 'token',
+    params: fileIdParams,
+    responses: { 204: { description: 'deleted' } },
+    errors: ['not_found'],
+  },
+  // --- Sharing ---
+  createShare: {
+    method: 'post',
+    path: '/files/:id/shares',
+    tag: 'Sharing',
+    summary: 'Create a share link (expiry, download limit, password)',
+    description:
+      'The recipient downloads with `GET /s/{token}/content` (no account; a password as HTTP Basic auth with any user name). ' +
+      'Defaults: 7 days (SHARE_DEFAULT_TTL), at most SHARE_MAX_TTL; maxDownloads absent or null = unlimited.',
+    auth: 'token',
+    params: fileIdParams,
+    body: { kind: 'json', schema: shareCreateBody },
+    responses: { 201: { description: 'the link; `url` and `token` are shown only here', schema: M.ShareCreated } },
+    errors: ['not_found', 'validation_error'],
+  },
+  listShares: {
+    method: 'get',
+    path: '/files/:id/shares',
+    tag: 'Sharing',
+    summary: "A file's share links (no tokens)",
+    auth: 'token',
+    params: fileIdParams,
+    responses: { 200: { description: 'the links', schema: M.ShareList } },
+    errors: ['not_found'],
+  },
+  revokeShare: {
+    method: 'delete',
+    path: '/shares/:id',
+    tag: 'Sharing',
+    summary: 'Revoke a share link at once',
+    auth: 'token',
+    params: shareIdParams,
+    responses: { 204: { description: 'revoked' } },
+    errors: ['not_found'],
+  },
+  // --- Audit ---
+  listAudit: {
+    method: 'get',
+    path: '/audit',
+    tag: 'Audit',
+    summary: 'The audit log, newest first',
+    description: 'Admins see every event; users see events on their own files and account.',
+    auth: 'token',
+    query: auditQuery,
+    responses: { 200: { description: 'one page', schema: M.AuditPage } },
+    errors: ['validation_error'],
+  },
+  // --- This document ---
+  getOpenApi: {
+    method: 'get',
+    path: '/openapi.json',
+    tag: 'Meta',
+    summary: 'This OpenAPI 3.1 document',
+    auth: 'none',
+    responses: { 200: { description: 'the document', schema: M.OpenApiDocument } },
+    errors: [],
+  },
+} as const satisfies Record<string, ApiOperation>;
+
+export type OperationId = keyof typeof API;
+
+/** The mount point of the API. */
+export const API_PREFIX = '/api/v1';
+
+/** Express `:param` path to OpenAPI `{param}` path, with the API prefix. */
+export function openApiPath(op: Pick<ApiOperation, 'path'>): string {
+  return API_PREFIX + op.path.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
+}
+
+/**
+ * Error codes every operation of its kind can answer with, in addition to its own: a bad or
+ * missing token, a non-admin, and the JSON body parser's refusals.
+ */
+export function commonErrors(op: ApiOperation): ErrorCode[] {
+  const out: ErrorCode[] = ['internal_error'];
+  if (op.auth !== 'none') out.push('unauthorized');
+  if (op.auth === 'admin') out.push('forbidden');
+  if (op.body?.kind === 'json') out.push('validation_error', 'invalid_json', 'payload_too_large', 'unsupported_media_type');
+  return out;
+}
+
+/** All error codes an operation can answer with, deduplicated. */
+export function errorsOf(op: ApiOperation): ErrorCode[] {
+  return [...new Set([...op.errors, ...commonErrors(op)])];
+}

@@ -54,6 +54,11 @@ function req(name, { method = 'GET', path: p, headers = [], body, auth, descript
 
 const folder = (name, description, item) => ({ name, description, item });
 
+// Before every request: skip ngrok's browser warning page, so a tunnel URL works as baseUrl.
+const collectionPrerequest = script(function () {
+  pm.request.headers.upsert({ key: 'ngrok-skip-browser-warning', value: '1' });
+});
+
 // ---------------------------------------------------------------------------------------------
 // The collection-level test script: helpers the request scripts call (`sfs.*`) and the
 // checks every response must pass.
@@ -571,7 +576,10 @@ const collection = {
     schema: 'https://schema.getpostman.com/json/collection/v2.1.0/collection.json',
   },
   auth: { type: 'bearer', bearer: [{ key: 'token', value: '{{token}}', type: 'string' }] },
-  event: [{ listen: 'test', script: { type: 'text/javascript', exec: collectionTest } }],
+  event: [
+    { listen: 'prerequest', script: { type: 'text/javascript', exec: collectionPrerequest } },
+    { listen: 'test', script: { type: 'text/javascript', exec: collectionTest } },
+  ],
   variable: ['token', 'tokenId', 'fileId', 'rawFileId', 'nextCursor', 'shareId', 'shareToken', 'share2Id', 'share2Token', 'goneDetail', 'usageBefore'].map((key) => ({ key, value: '' })),
   item: [setup, files, sharing, errors, cleanup],
 };

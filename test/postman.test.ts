@@ -109,6 +109,8 @@ describe('newman against a live server', () => {
     expect(r.run.stats.assertions.total).toBeGreaterThanOrEqual(all.length * 5);
     // Every request had its own assertions run (not only the collection-wide ones).
     for (const e of r.run.executions) expect(e.assertions.length, e.item.name).toBeGreaterThan(3);
+    // Every request carried the header that skips ngrok's browser warning (collection pre-request script).
+    for (const e of r.run.executions) expect(e.request.header.some((h: any) => h.key === 'ngrok-skip-browser-warning'), e.item.name).toBe(true);
     // The run cleaned up: both uploads deleted, nothing left in the store.
     expect(listFiles(path.join(dir, 'uploads'))).toEqual([]);
   });

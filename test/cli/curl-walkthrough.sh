@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Runs the README's "Using curl" commands, verbatim, with the real curl against a live server,
+# and stops at the first unexpected status, checksum or value ("not ok - ..." on stderr,
+# exit 1). Each README command appears below exactly as written there, prefixed by
+# `check STATUS` (which adds -D to record the headers and checks the final status);
+# test/curl-walkthrough.test.ts checks that, starts a server, and runs this script.
+#
+#   BASE=http://127.0.0.1:3000 SFS_DATA_DIR=/path/to/data test/cli/curl-walkthrough.sh
+#
+# Needs curl (7.82+ for --json), jq, sha256sum, openssl, cmp. Use it on a fresh server: it
+# performs the first-run setup.
+set -euo pipefail
+: "${BASE:?set BASE to the server URL, e.g. http://127.0.0.1:3000}"
+: "${SFS_DATA_DIR:?set SFS_DATA_DIR to the server data directory (holding setup-code)}"
+
+for tool in curl jq sha256sum openssl cmp; do
+  command -v "$tool" >/dev/null || { echo "not ok - $tool is needed (apt-get install $tool)" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+# The README runs in the server's directory, where data/setup-code is.
+mkdir "$WORK/owner" "$WORK/downloads" "$WORK/recipient"
+ln -s "$SFS_DATA_DIR" "$WORK/owner/data"
+cd "$WORK/owner"
+
+n=0
+ok() { n=$((n + 1)); echo "ok $n - $*"; }
+fail() { echo "not ok - $*" >&2; exit 1; }
+
+# check STATUS curl ARGS...: runs the command with -D added, passes its output through, and
+# fails unless the final HTTP status is STATUS. The headers stay in $WORK/headers.
+check() {
+  local want=$1
+  shift
+  "$@" -D "$WORK/headers" || fail "curl exited $?: $(redact "$*")"
+  local got
+  got=$(awk '/^HTTP\//{ s = $2 } END { print s }' "$WORK/headers")
+  [ "$got" = "$want" ] || fail "expected HTTP $want, got ${got:-no answer}: $(redact "$*")"
+}
+# redact TEXT: the API token replaced by $TOKEN, so failure messages do not show it.
+redact() { if [ -n "${TOKEN:-}" ]; then echo "${1//$TOKEN/\$TOKEN}"; else echo "$1"; fi; }
+# header NAME: a header of the last checked response.
+header() { grep -i "^$1:" "$WORK/headers" | tail -1 | cut -d' ' -f2- | tr -d '\r'; }
+# same A B WHAT: fails unless A equals B.
+same() { [ "$1" = "$2" ] || fail "$3: expected '$2', got '$1'"; }
+
+# Files of "your own": a report spanning several 64 KiB chunks, and a small picture.
+head -c 300000 /dev/urandom > report.pdf
+head -c 5000 /dev/urandom > scan.png
+REPORT_SHA=$(sha256sum report.pdf | cut -d' ' -f1)
+
+# ---- Set up and get a token ------------------------------------------------------------
+SETUP_CODE=$(cat data/setup-code)
+check 201 curl -sS "$BASE/api/v1/setup" --json "{\"setupCode\":\"$SETUP_CODE\",\"username\":\"admin\",\"password\":\"a long passphrase\"}" > out.json
+same "$(jq -r .user.role out.json)" admin "setup"
+ok "setup created the first admin"
+TOKEN=$(check 201 curl -sS "$BASE/api/v1/auth/tokens" --json '{"username":"admin","password":"a long passphrase","name":"laptop"}' | jq -r .token)
+[[ $TOKEN =~ ^sfs_[A-Za-z0-9_-]{43}$ ]] || fail "token: got '$TOKEN'"
+ok "got an API token"
+AUTH="Authorization: Bearer $TOKEN"
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/me" > out.json
+same "$(jq -r .username out.json)" admin "GET /me"
+ok "the token works"
+
+# ---- Upload ----------------------------------------------------------------------------
+check 201 curl -sS -H "$AUTH" -F file=@report.pdf -F file=@scan.png "$BASE/api/v1/files" > out.json
+same "$(jq -r '[.files[].name] | join(",")' out.json)" "report.pdf,scan.png" "multipart names"
+same "$(jq -r '.files[0].sha256' out.json)" "$REPORT_SHA" "multipart sha256"
+ok "multipart upload of two files"
+check 201 curl -sS -H "$AUTH" -F sha256=$(sha256sum report.pdf | cut -d' ' -f1) -F file=@report.pdf "$BASE/api/v1/files" > out.json
+ok "multipart upload with a checked sha256"
+# The same command with a wrong sha256 is refused and stores nothing.
+check 422 curl -sS -H "$AUTH" -F sha256=$(sha256sum scan.png | cut -d' ' -f1) -F file=@report.pdf "$BASE/api/v1/files" > out.json
+same "$(jq -r .code out.json)" checksum_mismatch "wrong sha256"
+ok "a wrong sha256 is a 422"
+FILE_ID=$(check 201 curl -sS -H "$AUTH" -T report.pdf "$BASE/api/v1/uploads/" | jq -r .file.id)
+[[ $FILE_ID =~ ^[0-9a-f]{32}$ ]] || fail "raw upload: file id '$FILE_ID'"
+same "$(header Location)" "/api/v1/files/$FILE_ID" "raw upload Location"
+ok "raw upload with -T"
+check 201 curl -sS -H "$AUTH" -T report.pdf -H "Content-Digest: sha-256=:$(openssl dgst -sha256 -binary report.pdf | base64):" "$BASE/api/v1/uploads/" > out.json
+ok "raw upload with a checked Content-Digest"
+
+# ---- List and look up --------------------------------------------------------------------
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/files?limit=20" > out.json
+same "$(jq '.files | length' out.json)" 5 "files listed"
+same "$(jq -r '.files[1].id' out.json)" "$FILE_ID" "newest first"
+ok "list"
+CURSOR=$(check 200 curl -sS -H "$AUTH" "$BASE/api/v1/files?limit=1" | jq -r .nextCursor)
+[ -n "$CURSOR" ] && [ "$CURSOR" != null ] || fail "no cursor"
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/files?limit=1&cursor=$CURSOR" > out.json
+same "$(jq -r '.files[0].id' out.json)" "$FILE_ID" "second page"
+ok "cursor paging"
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/files/$FILE_ID" > out.json
+same "$(jq -r '[.name, .size, .sha256] | join(" ")' out.json)" "report.pdf 300000 $REPORT_SHA" "metadata"
+ok "metadata"
+
+# ---- Download and verify -----------------------------------------------------------------
+cd "$WORK/downloads"
+check 200 curl -sS -H "$AUTH" -OJ "$BASE/api/v1/files/$FILE_ID/content"
+cmp report.pdf ../owner/report.pdf || fail "-OJ download differs from the upload"
+ok "download with -OJ, byte for byte"
+check 200 curl -sS -I -H "$AUTH" "$BASE/api/v1/files/$FILE_ID/content" > head.txt
+same "$(header Content-Length)" 300000 "HEAD Content-Length"
+same "$(header ETag)" "\"$REPORT_SHA\"" "ETag"
+ok "headers with -I"
+echo "$(check 200 curl -sS -H "$AUTH" "$BASE/api/v1/files/$FILE_ID" | jq -r .sha256)  report.pdf" | sha256sum -c - > /dev/null
+ok "sha256sum -c against the metadata"
+DIGEST=$(check 200 curl -sS -I -H "$AUTH" "$BASE/api/v1/files/$FILE_ID/content" | grep -i '^repr-digest' | cut -d' ' -f2- | tr -d '\r')
+same "$DIGEST" "$(echo "sha-256=:$(openssl dgst -sha256 -binary report.pdf | base64):")" "Repr-Digest"
+ok "Repr-Digest matches openssl"
+
+# ---- Resume or fetch a slice ---------------------------------------------------------------
+head -c 100000 ../owner/report.pdf > report.pdf   # an interrupted download
+check 206 curl -sS -H "$AUTH" -C - -o report.pdf "$BASE/api/v1/files/$FILE_ID/content"
+same "$(header Content-Range)" "bytes 100000-299999/300000" "resume Content-Range"
+cmp report.pdf ../owner/report.pdf || fail "resumed download differs"
+ok "resume with -C -"
+check 206 curl -sS -H "$AUTH" --range 0-1023 -o first-kib.bin "$BASE/api/v1/files/$FILE_ID/content"
+cmp first-kib.bin <(head -c 1024 ../owner/report.pdf) || fail "range differs"
+ok "a slice with --range"
+
+# ---- Share -------------------------------------------------------------------------------------
+cd "$WORK/owner"
+SHARE=$(check 201 curl -sS -H "$AUTH" "$BASE/api/v1/files/$FILE_ID/shares" --json '{"expiresInSeconds":86400,"maxDownloads":3,"password":"tell them by phone","note":"for Dr. Lee"}')
+SHARE_URL=$(echo "$SHARE" | jq -r .url)
+SHARE_ID=$(echo "$SHARE" | jq -r .id)
+same "$SHARE_URL" "$BASE/s/$(echo "$SHARE" | jq -r .token)" "share url"
+ok "share link created"
+cd "$WORK/recipient"
+check 401 curl -sS -OJ "$SHARE_URL/content" -o /dev/null
+check 401 curl -sS -u ':not the password' "$SHARE_URL/content" -o /dev/null
+ok "no or a wrong password is a 401"
+check 200 curl -sS -u ':tell them by phone' -OJ "$SHARE_URL/content"
+cmp report.pdf ../owner/report.pdf || fail "recipient download differs"
+ok "recipient download with -u :password"
+head -c 250000 ../owner/report.pdf > report.pdf
+check 206 curl -sS -u ':tell them by phone' -C - -o report.pdf "$SHARE_URL/content"
+cmp report.pdf ../owner/report.pdf || fail "recipient resume differs"
+ok "recipient resume with -C -"
+cd "$WORK/owner"
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/files/$FILE_ID/shares" > out.json
+same "$(jq -r '.shares[0] | "\(.downloads)/\(.maxDownloads) \(.status)"' out.json)" "2/3 active" "share downloads"
+ok "the owner sees 2 of 3 downloads"
+check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/shares/$SHARE_ID"
+check 404 curl -sS -u ':tell them by phone' "$SHARE_URL/content" -o /dev/null
+ok "a revoked link is a 404"
+
+# ---- Delete -------------------------------------------------------------------------------------
+check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/files/$FILE_ID"
+check 404 curl -sS -H "$AUTH" "$BASE/api/v1/files/$FILE_ID" -o /dev/null
+ok "delete, then 404"
+
+# ---- Audit log, tokens, users --------------------------------------------------------------------
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/audit?limit=50" > out.json
+jq -e '[.events[].action] | index("share.download") and index("file.delete")' out.json > /dev/null || fail "audit lacks events"
+ok "audit log"
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/audit?fileId=$FILE_ID" > out.json
+same "$(jq -r '[.events[].fileId] | unique | join(",")' out.json)" "$FILE_ID" "audit by file"
+ok "audit log of one file"
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/auth/tokens" > out.json
+same "$(jq -r '.tokens[0].name' out.json)" laptop "token list"
+OLD_TOKEN_ID=$(check 201 curl -sS "$BASE/api/v1/auth/tokens" --json '{"username":"admin","password":"a long passphrase","name":"old laptop"}' | jq -r .id)
+check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/auth/tokens/$OLD_TOKEN_ID"
+ok "tokens listed, created and revoked"
+USER_ID=$(check 201 curl -sS -H "$AUTH" "$BASE/api/v1/users" --json '{"username":"bob","password":"bob passphrase","role":"user"}' | jq -r .id)
+BOB=$(check 201 curl -sS "$BASE/api/v1/auth/tokens" --json '{"username":"bob","password":"bob passphrase"}' | jq -r .token)
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/users" > out.json
+same "$(jq -r '[.users[].username] | sort | join(",")' out.json)" "admin,bob" "users"
+check 200 curl -sS -H "$AUTH" -X PATCH "$BASE/api/v1/users/$USER_ID" --json '{"quotaBytes":1073741824}' > out.json
+same "$(jq -r .quotaBytes out.json)" 1073741824 "quota"
+check 200 curl -sS -H "$AUTH" -X PATCH "$BASE/api/v1/users/$USER_ID" --json '{"disabled":true}' > out.json
+check 401 curl -sS -H "Authorization: Bearer $BOB" "$BASE/api/v1/me" -o /dev/null
+ok "users created, changed and disabled (the token stops working)"
+check 200 curl -sS -H "$AUTH" -X PATCH "$BASE/api/v1/me" --json '{"currentPassword":"a long passphrase","newPassword":"another long passphrase"}' > out.json
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/me" -o /dev/null
+check 401 curl -sS "$BASE/api/v1/auth/tokens" --json '{"username":"admin","password":"a long passphrase"}' -o /dev/null
+ok "password changed; the old one is refused"
+
+# ---- "Expose it with ngrok": the header for ngrok's browser warning (no tunnel here, so
+# the server's own address stands in for the tunnel URL) ----------------------------------------
+PUBLIC_URL=$BASE
+check 200 curl -sS -H 'ngrok-skip-browser-warning: 1' -H "$AUTH" "$PUBLIC_URL/api/v1/me" > out.json
+same "$(jq -r .username out.json)" admin "with the ngrok header"
+ok "the ngrok-skip-browser-warning header is harmless"
+
+# ---- Health and the API description ------------------------------------------------------------
+check 200 curl -sS "$BASE/healthz" > out.json
+check 200 curl -sS "$BASE/readyz" > out.json
+check 200 curl -sS "$BASE/api/v1/openapi.json" -o openapi.json
+same "$(jq -r .openapi openapi.json)" 3.1.0 "openapi version"
+ok "health and the OpenAPI document"
+
+echo "# $n checks passed"

@@ -15,7 +15,7 @@ import { AppError } from './errors.js';
 import { ApiRoutes } from './http/api-router.js';
 import { requireAdmin, requireToken } from './http/auth.js';
 import { apiDocsRoutes } from './http/routes/docs.js';
-import { buildOpenApiDocument } from './http/openapi.js';
+import { openApiJson } from './http/openapi.js';
 import { errorHandler } from './http/error-handler.js';
 import { requestLogger } from './http/logging.js';
 import { limiter } from './http/rate-limit.js';
@@ -153,7 +153,7 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
     },
   };
   // One route table (http/api-table.ts) builds both this router and the OpenAPI document.
-  const openapi = buildOpenApiDocument({ publicUrl: config.publicUrl, maxFileSize: config.maxFileSize });
+  const openapi = openApiJson({ publicUrl: config.publicUrl, maxFileSize: config.maxFileSize });
   const routes = new ApiRoutes({ auth, requireAdmin, onContractViolation: deps.onContractViolation });
   publicAccountRoutes(routes, routeDeps);
   accountRoutes(routes, routeDeps);
@@ -161,7 +161,7 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   shareRoutes(routes, { vault, shares, audit, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
   auditRoutes(routes, audit);
   routes.op('getOpenApi', (_req, res) => {
-    res.json(openapi);
+    res.type('application/json').send(openapi);
   });
   api.use(routes.build());
   // Unknown paths: unauthenticated callers still get 401 first, as before the route table.

@@ -12,6 +12,7 @@ async function forward(config: ForwardConfig): Promise<TunnelListener> {
   return ngrok.forward(config);
 }
 
+/** Opens the tunnel and waits for the server; user errors become one line and exit 1. */
 async function main(): Promise<void> {
   let tunnel;
   try {

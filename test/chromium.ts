@@ -8,9 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium, type BrowserContext } from 'playwright-core';
 
-/** The Chromium executable: CHROMIUM_PATH, or Debian's. Undefined when there is none. */
-export const CHROMIUM_PATH = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find(
-  (p): p is string => !!p && fs.existsSync(p),
+/** The Chromium executable: CHROMIUM_PATH when set (and only that), else Debian's. Undefined when there is none. */
+export const CHROMIUM_PATH = (process.env.CHROMIUM_PATH ? [process.env.CHROMIUM_PATH] : ['/usr/bin/chromium', '/usr/bin/chromium-browser']).find((p) =>
+  fs.existsSync(p),
 );
 
 /** True when browser tests can run; prints why not (once per suite) or throws under REQUIRE_BROWSER=1. */

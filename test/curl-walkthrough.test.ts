@@ -55,6 +55,7 @@ function walkthrough(c: Child): Promise<{ code: number | null; stdout: string; s
   });
 }
 
+/** Starts the built server on a temp dir (stopped after the file's tests). */
 async function server(extra: Record<string, string> = {}): Promise<Child> {
   const d = tempDir();
   dirs.push(d);

@@ -25,6 +25,7 @@ const TABLE = API as Record<OperationId, ApiOperation>;
 const key = (method: string, path: string) => `${method.toUpperCase()} ${path}`;
 type Doc = ReturnType<typeof buildOpenApiDocument>;
 
+/** Validates a document against the OpenAPI schema; on success also returns it with $refs resolved. */
 async function validated(doc: unknown): Promise<{ valid: boolean; errors?: unknown; version?: string; resolved?: Doc }> {
   const v = new Validator();
   const res = await v.validate(structuredClone(doc) as Parameters<Validator['validate']>[0]);

@@ -18,6 +18,7 @@ afterEach(() => {
 
 const FORGED = { 'X-Forwarded-For': '203.0.113.7', 'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'evil.example' };
 
+/** A fresh app (with `env`), its admin's auth header and one uploaded file. */
 async function init(env: Record<string, string> = {}) {
   h = makeHarness({ LOGIN_RATE_LIMIT_PER_IP: '3', LOGIN_RATE_LIMIT: '100', ...env });
   const token = await setupAdmin(h);

@@ -21,6 +21,7 @@ afterAll(async () => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
+/** A temp dir removed after the file's tests. */
 function dir(): string {
   const d = tempDir();
   dirs.push(d);

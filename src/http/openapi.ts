@@ -102,3 +102,19 @@ export function buildOpenApiDocument(o: OpenApiOptions = {}, table: Record<strin
     tags: [...new Set(Object.values(table).map((op) => op.tag))].map((name) => ({ name })),
   });
 }
+
+const cache = new Map<string, string>();
+
+/**
+ * The document as JSON text, built once per set of options: it depends on nothing else, and
+ * building it takes tens of milliseconds, which every app instance (every test) would pay.
+ */
+export function openApiJson(o: OpenApiOptions = {}): string {
+  const key = JSON.stringify([o.publicUrl ?? null, o.maxFileSize ?? null]);
+  let text = cache.get(key);
+  if (text === undefined) {
+    text = JSON.stringify(buildOpenApiDocument(o));
+    cache.set(key, text);
+  }
+  return text;
+}

@@ -8,6 +8,7 @@ import type { UserRow } from '../db/users.js';
 import type { FileMeta, Token, User } from './api-models.js';
 import type { z } from './zod.js';
 
+/** ISO 8601 time of a millisecond timestamp (null stays null). */
 function iso(ms: number): string;
 function iso(ms: number | null): string | null;
 function iso(ms: number | null): string | null {

@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { API } from '../src/http/api-table.js';
 import { childEnv, startChild, tempDir, type Child } from './child.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -74,6 +75,18 @@ describe('README and walkthrough script stay in step', () => {
       expect(text, needle).toContain(needle);
     }
     expect(using.length).toBeGreaterThanOrEqual(35);
+  });
+
+  it('"Using curl" has a command for every operation of the API', () => {
+    const using = readmeBlocks().filter((b) => b.section === 'Using curl').flatMap((b) => commands(b.code));
+    // How curl expresses each method in these commands.
+    const method: Record<string, RegExp> = { get: /^(?!.* -X )(?!.* --json )(?!.* -[FTI] )/, head: / -I /, post: / --json | -F /, put: / -T /, patch: / -X PATCH /, delete: / -X DELETE / };
+    for (const [id, op] of Object.entries(API)) {
+      // The path with each :param written as a shell variable; PUT /uploads/:name as curl -T's trailing slash.
+      const p = op.path.replace(/:name$/, '').replace(/:\w+/g, '\\$[A-Z_]+').replace(/\./g, '\\.');
+      const url = new RegExp(`"\\$BASE/api/v1${p}(\\?[^"]*)?"`);
+      expect(using.some((c) => /\bcurl\b/.test(c) && url.test(c) && method[op.method]!.test(` ${c.replace(/^.*?\bcurl\b/, 'curl')} `)), id).toBe(true);
+    }
   });
 
   it('every curl command in a README code block appears verbatim in the script', () => {

@@ -33,6 +33,11 @@ import { SharesService } from './services/shares.js';
 import { AccountsService, SetupCode } from './services/accounts.js';
 import { PasswordHasher } from './services/passwords.js';
 import { VaultService } from './services/vault.js';
+import { WebSessions } from './services/sessions.js';
+import { pageRoutes } from './http/pages/index.js';
+import { exactSize, humanDuration, humanTime, relativeTime, shortHash } from './http/pages/format.js';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
 import type { BlobStore } from './storage/blob-store.js';
 
 export interface AppDeps {
@@ -53,6 +58,7 @@ export interface AppServices {
   vault: VaultService;
   shares: SharesService;
   audit: AuditLog;
+  sessions: WebSessions;
 }
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -73,6 +79,21 @@ export const PAGE_CSP = {
     frameAncestors: ["'none'"],
   },
 };
+
+const assetVersions = new Map<string, string>();
+
+/**
+ * URL of a file in public/ with a content hash in the query: assets are cached for a year,
+ * so a changed file must get a new URL.
+ */
+function assetUrl(name: string): string {
+  let v = assetVersions.get(name);
+  if (v === undefined) {
+    v = createHash('sha256').update(fs.readFileSync(path.join(ROOT, 'public', name))).digest('hex').slice(0, 10);
+    assetVersions.set(name, v);
+  }
+  return `/static/${name}?v=${v}`;
+}
 
 /** Builds the application and the services behind it. */
 export function createApp(deps: AppDeps): express.Express & { services: AppServices } {
@@ -97,8 +118,12 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   // Recipients have no session: their form tokens are bound to the share link they opened.
   const recipientCsrf = createCsrf(deps.keyring.derive('sfs/v1 recipient csrf'), 'sfs-share-csrf', (req) => String(req.params.token ?? ''));
 
+  const sessions = new WebSessions({ db: deps.db, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
+  // Page forms: bound to the session once signed in; before that (sign-in, setup) to the cookie alone.
+  const pageCsrf = createCsrf(deps.keyring.derive('sfs/v1 page csrf'), 'sfs-csrf', (req) => (req.session?.uid ? req.sessionID : 'anonymous'));
+
   const app = express() as express.Express & { services: AppServices };
-  app.services = { accounts, vault, shares, audit };
+  app.services = { accounts, vault, shares, audit, sessions };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -112,7 +137,7 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
 
   app.use('/static', express.static(path.join(ROOT, 'public'), { maxAge: '365d', immutable: true, index: false }));
   app.use(cookieParser());
-  app.locals.humanSize = humanSize;
+  Object.assign(app.locals, { humanSize, humanTime, relativeTime, humanDuration, shortHash, exactSize, asset: assetUrl });
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
@@ -146,6 +171,7 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
     audit,
     setup: deps.setup,
     auth,
+    sessions,
     limits: {
       setup: limiter({ windowMs: window, limit: 10, onLimited: onLimited('setup') }),
       loginPerIp: limiter({ windowMs: window, limit: config.loginRateLimitPerIp, failuresOnly: true, onLimited: onLimited('login') }),
@@ -185,9 +211,21 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
     }),
   );
 
-  app.get('/', (_req, res) => {
-    res.render('index', { setupOpen: accounts.setupOpen() });
-  });
+  app.use(
+    pageRoutes({
+      config,
+      db: deps.db,
+      keyring: deps.keyring,
+      accounts,
+      vault,
+      shares,
+      audit,
+      sessions,
+      setup: deps.setup,
+      csrf: pageCsrf,
+      limits: routeDeps.limits,
+    }),
+  );
   app.use(() => {
     throw new AppError('not_found', 'no such page');
   });

@@ -44,6 +44,10 @@ export interface Config {
   sharePasswordRateLimit: number;
   sharePasswordRateLimitPerShare: number;
   auditHeadFile: string;
+  /** Browser sessions end after this long without a request... */
+  sessionIdleMs: number;
+  /** ...and this long after sign-in, whatever happens. */
+  sessionMaxMs: number;
   /** PEM files for serving HTTPS directly; both or neither. */
   tls: { certFile: string; keyFile: string } | null;
 }
@@ -156,6 +160,9 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   const shareMaxTtl = int(env, 'SHARE_MAX_TTL', 90 * 86400, 60, 10 * 365 * 86400);
   const shareDefaultTtl = int(env, 'SHARE_DEFAULT_TTL', 7 * 86400, 60, 10 * 365 * 86400);
   if (shareDefaultTtl > shareMaxTtl) throw new ConfigError('SHARE_DEFAULT_TTL', `must not exceed SHARE_MAX_TTL (${shareMaxTtl})`);
+  const sessionIdle = int(env, 'SESSION_IDLE_TIMEOUT_SECONDS', 2 * 3600, 60, 30 * 86400);
+  const sessionMax = int(env, 'SESSION_MAX_AGE_SECONDS', 24 * 3600, 60, 90 * 86400);
+  if (sessionIdle > sessionMax) throw new ConfigError('SESSION_IDLE_TIMEOUT_SECONDS', `must not exceed SESSION_MAX_AGE_SECONDS (${sessionMax})`);
   const quotaText = str(env, 'USER_QUOTA_BYTES', 'unlimited');
   const userQuotaBytes = quotaText.toLowerCase() === 'unlimited' ? null : size(env, 'USER_QUOTA_BYTES', 0, 0);
   return {
@@ -187,6 +194,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     sharePasswordRateLimit: int(env, 'SHARE_PASSWORD_RATE_LIMIT', 10, 1, 100000),
     sharePasswordRateLimitPerShare: int(env, 'SHARE_PASSWORD_RATE_LIMIT_PER_SHARE', 10, 1, 100000),
     auditHeadFile: path.join(dataDir, 'audit-head'),
+    sessionIdleMs: sessionIdle * 1000,
+    sessionMaxMs: sessionMax * 1000,
     tls: tlsFiles(env, cwd),
   };
 }

@@ -82,7 +82,8 @@ async function main(): Promise<void> {
     setup = SetupCode.generate(setupFile);
     process.stderr.write(
       `\n  No account exists yet. One-time setup code: ${setup.reveal()}\n` +
-        `  (also in ${setupFile}). Create the first admin before exposing this server:\n` +
+        `  (also in ${setupFile}). Create the first admin before exposing this server,\n` +
+        `  in a browser at http://localhost:${config.port}/setup, or with:\n` +
         `  curl -X POST http://localhost:${config.port}/api/v1/setup -H 'Content-Type: application/json' \\\n` +
         `       -d '{"setupCode":"<code>","username":"admin","password":"<at least 10 characters>"}'\n\n`,
     );
@@ -106,12 +107,14 @@ async function main(): Promise<void> {
     process.stderr.write('sfs: warning: TRUST_PROXY is set but PUBLIC_URL is not; set PUBLIC_URL so share links cannot be poisoned\n');
   }
   const app = createApp({ config, db, store, keyring: keys.keyring, logger, setup });
-  // Expired shares stop working at their expiry instant anyway; the sweep marks them and
-  // drops reservations left by crashed responses.
+  // Expired shares and sessions stop working at their expiry instant anyway; the sweep marks
+  // the shares, drops reservations left by crashed responses, and deletes dead sessions.
   const sweep = () => {
     try {
       const n = app.services.shares.sweep();
       if (n) logger.info({ expired: n }, 'share sweep');
+      const ended = app.services.sessions.sweep();
+      if (ended) logger.info({ ended }, 'session sweep');
     } catch (err) {
       logger.warn({ err }, 'share sweep failed');
     }

@@ -278,7 +278,8 @@ describe('errors and security headers', () => {
 
   it('pages carry a strict CSP without upgrade-insecure-requests, and no x-powered-by', async () => {
     h = makeHarness();
-    const r = await h.request.get('/');
+    // "/" now sends a fresh server to its setup page.
+    const r = await h.request.get('/setup');
     expect(r.status).toBe(200);
     const csp = r.headers['content-security-policy'];
     expect(csp).toContain("script-src 'self'");

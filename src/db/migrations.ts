@@ -132,6 +132,23 @@ export const MIGRATIONS: Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 4,
+    name: 'browser sessions',
+    sql: `
+      -- Laid out as connect-session-knex expects (sid, sess, expired), created here so the
+      -- store never alters the schema itself. sid holds the SHA-256 of the cookie's session
+      -- id, so a leaked database holds no working session.
+      CREATE TABLE sessions (
+        sid     TEXT PRIMARY KEY,
+        sess    TEXT NOT NULL,
+        expired TEXT NOT NULL
+      ) STRICT;
+      CREATE INDEX sessions_expired ON sessions(expired);
+      -- "List my sessions" and "end every session of this user".
+      CREATE INDEX sessions_user ON sessions(json_extract(sess, '$.uid'));
+    `,
+  },
 ];
 
 /** Applies every migration newer than the database's user_version, each in its own transaction. */

@@ -71,5 +71,58 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
     res.destroy();
     return;
   }
-  sendProblem(req, res, app);
+  sendError(req, res, app);
 };
+
+/**
+ * True when an error should be answered with a page rather than problem+json: never under
+ * /api, and elsewhere only when the client prefers HTML (a browser; curl and scripts that
+ * send no preference, or ask for JSON, get problem+json).
+ */
+export function wantsErrorPage(req: Request): boolean {
+  if (/^\/api(\/|$)/.test(req.originalUrl)) return false;
+  return req.accepts(['application/json', 'text/html']) === 'text/html';
+}
+
+/** Answers an AppError as a friendly page or as problem+json (see wantsErrorPage). */
+export function sendError(req: Request, res: Response, err: AppError): void {
+  if (!wantsErrorPage(req)) return sendProblem(req, res, err);
+  for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
+  if (err.closeConnection) {
+    res.setHeader('Connection', 'close');
+    lingerOnClose(req.socket);
+  }
+  res.setHeader('Cache-Control', 'no-store');
+  const requestId = String(req.id ?? '');
+  res.status(err.status).render('error', { ...errorPageText(err), status: err.status, requestId }, (renderErr: Error | null, html?: string) => {
+    if (renderErr) {
+      req.log?.error({ err: renderErr }, 'error page failed to render');
+      res.type('text/plain').send(`${err.status} ${ERROR_CODES[err.code].title} (request ${requestId})`);
+      return;
+    }
+    res.type('html').send(html);
+  });
+}
+
+/** Heading and message of an error page: the safe detail for 4xx, never internals for 5xx. */
+function errorPageText(err: AppError): { heading: string; message: string } {
+  if (err.status >= 500) {
+    return {
+      heading: 'Something went wrong on our side',
+      message: 'Nothing you did caused this. Try again in a moment; if it keeps happening, tell the administrator the reference below.',
+    };
+  }
+  switch (err.code) {
+    case 'not_found':
+      return { heading: 'Page not found', message: 'There is nothing at this address. It may have been mistyped, or the file or link was deleted.' };
+    case 'csrf_invalid':
+      return { heading: 'This form has expired', message: 'The form was open too long or did not come from this site. Go back, reload the page and try again.' };
+    case 'file_too_large':
+    case 'too_many_files':
+    case 'payload_too_large':
+    case 'quota_exceeded':
+      return { heading: ERROR_CODES[err.code].title, message: `The upload was stopped: ${err.detail}. Nothing was stored.` };
+    default:
+      return { heading: ERROR_CODES[err.code].title, message: err.detail.charAt(0).toUpperCase() + err.detail.slice(1) + '.' };
+  }
+}

@@ -33,7 +33,7 @@ export function redactUrl(url: string): string {
   }
   return decoded
     .replace(/\/s\/[^/?#]+/g, '/s/[redacted]')
-    .replace(/([?&](?:ticket|token|code|csrf)=)[^&#]*/gi, '$1[redacted]')
+    .replace(/([?&](?:ticket|token|code|_?csrf)=)[^&#]*/gi, '$1[redacted]')
     .replace(/sfs_[A-Za-z0-9_-]+/g, 'sfs_[redacted]');
 }
 

@@ -9,7 +9,7 @@ import { AppError } from '../errors.js';
 import { chooseMimeType, cleanFileName } from '../services/filenames.js';
 import type { QuotaLease } from '../services/quota.js';
 import type { StagedFile, VaultService } from '../services/vault.js';
-import { sendProblem, toAppError } from './error-handler.js';
+import { sendError, toAppError } from './error-handler.js';
 
 declare module 'express-serve-static-core' {
   interface Request {
@@ -85,7 +85,7 @@ class EncryptingStorage implements StorageEngine {
             const staged = req.staged ?? [];
             req.staged = [];
             await this.vault.discard(staged);
-            sendProblem(req, req.res, err);
+            sendError(req, req.res, err);
           }
           cb(err);
         },

@@ -18,10 +18,10 @@ export interface AccountsDeps {
   now?: () => number;
 }
 
-/** What a caller authenticated by a token is. */
+/** What a caller authenticated by a token (or, with tokenId null, by a page session) is. */
 export interface Principal {
   user: UserRow;
-  tokenId: string;
+  tokenId: string | null;
 }
 
 export class AccountsService {
@@ -91,7 +91,7 @@ export class AccountsService {
     return { user, tokenId: row.id };
   }
 
-  /** Changes a user's own password after checking the current one, and revokes their other tokens. */
+  /** Changes a user's own password after checking the current one, and revokes their other tokens (all of them from a page). */
   async changePassword(p: Principal, currentPassword: string, newPassword: string): Promise<{ revokedTokens: number }> {
     const ok = await this.deps.hasher.verify(p.user.passwordHash, currentPassword);
     if (!ok) throw new AppError('forbidden', 'current password is wrong');

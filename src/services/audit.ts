@@ -222,10 +222,16 @@ export class AuditLog {
     fs.renameSync(tmp, file);
   }
 
-  /** Events newest first. `viewerId` null means everything (admins). */
-  list(opts: { viewerId: string | null; limit: number; before?: number; fileId?: string }): AuditRow[] {
+  /** Events newest first. `viewerId` null means everything (admins); the other fields narrow it down. */
+  list(opts: { viewerId: string | null; limit: number; before?: number; fileId?: string; action?: string; outcome?: string; actor?: string }): AuditRow[] {
     const where: string[] = [];
     const params: unknown[] = [];
+    for (const [column, value] of [['action', opts.action], ['outcome', opts.outcome], ['actor', opts.actor]] as const) {
+      if (value) {
+        where.push(`${column} = ?`);
+        params.push(value);
+      }
+    }
     if (opts.viewerId !== null) {
       where.push('(subject_user_id = ? OR actor = ?)');
       params.push(opts.viewerId, opts.viewerId);
@@ -240,6 +246,11 @@ export class AuditLog {
     }
     const sql = `SELECT * FROM audit_events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY seq DESC LIMIT ?`;
     return (this.deps.db.prepare(sql).all(...params, opts.limit) as RawRow[]).map(toRow);
+  }
+
+  /** The distinct actions recorded so far (for the admin page's filter). */
+  actions(): string[] {
+    return (this.deps.db.prepare('SELECT DISTINCT action FROM audit_events ORDER BY action').all() as { action: string }[]).map((r) => r.action);
   }
 }
 

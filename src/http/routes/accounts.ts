@@ -5,6 +5,7 @@ import type { AccountsService, SetupCode } from '../../services/accounts.js';
 import type { VaultService } from '../../services/vault.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { ApiRoutes } from '../api-router.js';
+import type { WebSessions } from '../../services/sessions.js';
 import { principal } from '../auth.js';
 import { clientOf } from '../context.js';
 import { presentToken, presentUser } from '../presenters.js';
@@ -16,6 +17,8 @@ export interface AccountsRoutesDeps {
   vault: VaultService;
   setup: SetupCode;
   auth: RequestHandler;
+  /** Browser sessions, ended on a password change or when a user is disabled. */
+  sessions?: WebSessions;
   limits: { setup: RequestHandler; loginPerIp: RequestHandler; loginPerUser: RequestHandler };
 }
 
@@ -83,7 +86,8 @@ export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
       d.audit.record({ actor: p.user.id, action: 'user.password_change', outcome: 'failure', subjectUserId: p.user.id, ...clientOf(req) });
       throw err;
     }
-    d.audit.record({ actor: p.user.id, action: 'user.password_change', outcome: 'success', subjectUserId: p.user.id, ...clientOf(req), details: { revokedTokens: result.revokedTokens } });
+    const endedSessions = d.sessions?.endAllForUser(p.user.id) ?? 0;
+    d.audit.record({ actor: p.user.id, action: 'user.password_change', outcome: 'success', subjectUserId: p.user.id, ...clientOf(req), details: { revokedTokens: result.revokedTokens, endedSessions } });
     res.json({ ...presentUser(d.accounts.users.byId(principal(req).user.id)!), revokedTokens: result.revokedTokens });
   });
 
@@ -104,6 +108,7 @@ export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
     if (!idParam.safeParse(id).success) throw new AppError('not_found', 'no such user');
     const body = parse(userPatchBody, req.body);
     const updated = await d.accounts.adminUpdate(id, body);
+    if (body.disabled === true || body.password !== undefined) d.sessions?.endAllForUser(id);
     d.audit.record({
       actor: principal(req).user.id,
       action: body.disabled === true ? 'user.disable' : 'user.update',

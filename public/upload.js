@@ -1,0 +1,148 @@
+// Upload page: drag and drop or pick files; each file goes up in its own XMLHttpRequest
+// (a streaming fetch reports no upload progress), with a progress bar, speed, time left,
+// a cancel button and, once stored, the SHA-256 the server computed. Without JavaScript
+// the same form posts normally and the server redirects back with the results.
+'use strict';
+(function () {
+  const form = document.getElementById('upload-form');
+  const input = document.getElementById('file');
+  const zone = document.getElementById('dropzone');
+  const queue = document.getElementById('queue');
+  const section = document.getElementById('queue-section');
+  const template = document.getElementById('upload-row');
+  if (!form || !input || !zone || !queue || !template || !window.XMLHttpRequest || !window.FormData) return;
+  input.required = false;
+
+  const UNITS = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  function humanSize(n) {
+    let v = n;
+    let i = 0;
+    while (v >= 1024 && i < UNITS.length - 1) {
+      v /= 1024;
+      i++;
+    }
+    return i === 0 ? n + (n === 1 ? ' byte' : ' bytes') : v.toFixed(v < 10 ? 1 : 0) + ' ' + UNITS[i];
+  }
+  function humanSeconds(s) {
+    if (!isFinite(s)) return '';
+    if (s < 60) return Math.max(1, Math.round(s)) + ' s left';
+    if (s < 3600) return Math.round(s / 60) + ' min left';
+    return (s / 3600).toFixed(1) + ' h left';
+  }
+  function csrfToken() {
+    return new URL(form.action, location.href).searchParams.get('_csrf') || '';
+  }
+
+  function upload(file) {
+    const row = template.content.firstElementChild.cloneNode(true);
+    const q = (sel) => row.querySelector(sel);
+    const bar = q('.upload-progress');
+    const percent = q('.upload-percent');
+    const speed = q('.upload-speed');
+    const eta = q('.upload-eta');
+    const result = q('.upload-result');
+    const cancel = q('.upload-cancel');
+    q('.upload-name').textContent = file.name;
+    q('.upload-size').textContent = humanSize(file.size);
+    bar.setAttribute('aria-label', 'Upload of ' + file.name);
+    cancel.setAttribute('aria-label', 'Cancel the upload of ' + file.name);
+    section.hidden = false;
+    queue.appendChild(row);
+
+    const xhr = new XMLHttpRequest();
+    const samples = [];
+    function show(loaded, total) {
+      const pct = total ? Math.floor((loaded / total) * 100) : 100;
+      bar.value = pct;
+      percent.textContent = pct + '%';
+      const now = performance.now();
+      samples.push([now, loaded]);
+      while (samples.length > 2 && now - samples[0][0] > 3000) samples.shift();
+      const [t0, b0] = samples[0];
+      if (now - t0 > 250) {
+        const rate = ((loaded - b0) * 1000) / (now - t0);
+        speed.textContent = humanSize(Math.round(rate)) + '/s';
+        eta.textContent = loaded < total && rate > 0 ? humanSeconds((total - loaded) / rate) : '';
+      }
+    }
+    function finish(kind, message) {
+      row.classList.add(kind === 'done' ? 'is-done' : 'is-failed');
+      cancel.remove();
+      eta.textContent = '';
+      result.textContent = message;
+    }
+    xhr.upload.addEventListener('progress', (e) => show(e.loaded, e.lengthComputable ? e.total : file.size));
+    xhr.upload.addEventListener('load', () => {
+      bar.value = 100;
+      percent.textContent = '100%';
+      eta.textContent = 'encrypting and checking…';
+    });
+    xhr.addEventListener('load', () => {
+      let body = null;
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch (_) {
+        body = null;
+      }
+      if (xhr.status === 201 && body && body.files && body.files[0]) {
+        const stored = body.files[0];
+        bar.value = 100;
+        percent.textContent = '100%';
+        finish('done', '');
+        result.append('Stored. SHA-256 ');
+        const code = document.createElement('code');
+        code.className = 'hash upload-sha';
+        code.textContent = stored.sha256;
+        result.append(code, ' ');
+        const copy = document.createElement('button');
+        copy.type = 'button';
+        copy.className = 'button ghost tiny';
+        copy.dataset.copy = stored.sha256;
+        copy.textContent = 'Copy';
+        copy.setAttribute('aria-label', 'Copy the SHA-256 of ' + file.name);
+        const link = document.createElement('a');
+        link.href = '/files/' + stored.id;
+        link.textContent = 'Share';
+        result.append(copy, ' ', link);
+      } else if (xhr.status === 401) {
+        finish('failed', 'Your session has ended. Sign in again, then retry.');
+      } else {
+        finish('failed', 'Not stored: ' + ((body && body.detail) || 'the server answered ' + xhr.status) + '.');
+      }
+    });
+    xhr.addEventListener('error', () => finish('failed', 'Not stored: the connection failed.'));
+    xhr.addEventListener('abort', () => finish('failed', 'Cancelled. Nothing was stored.'));
+    cancel.addEventListener('click', () => xhr.abort());
+
+    const data = new FormData();
+    data.append('file', file, file.name);
+    xhr.open('POST', form.action);
+    xhr.setRequestHeader('Accept', 'application/json');
+    xhr.setRequestHeader('X-CSRF-Token', csrfToken());
+    xhr.send(data);
+  }
+
+  function start(files) {
+    for (const f of Array.from(files)) upload(f);
+  }
+
+  input.addEventListener('change', () => {
+    start(input.files);
+    input.value = '';
+  });
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    if (input.files && input.files.length) start(input.files);
+  });
+  ['dragenter', 'dragover'].forEach((type) =>
+    zone.addEventListener(type, (e) => {
+      e.preventDefault();
+      zone.classList.add('dragging');
+    }),
+  );
+  ['dragleave', 'drop'].forEach((type) => zone.addEventListener(type, () => zone.classList.remove('dragging')));
+  zone.addEventListener('drop', (e) => {
+    e.preventDefault();
+    if (e.dataTransfer && e.dataTransfer.files.length) start(e.dataTransfer.files);
+  });
+})();

@@ -1,0 +1,115 @@
+/** The account page (password, storage, sessions) and the API tokens page. */
+import { Router, type Request, type Response } from 'express';
+import { clientOf, publicBase } from '../context.js';
+import { formError } from './auth-pages.js';
+import { requireUser, signIn, signOut, webUser } from './auth.js';
+import { humanDuration } from './format.js';
+import type { PagesDeps } from './index.js';
+import { MIN_PASSWORD_LENGTH } from '../../services/passwords.js';
+
+/** Token lifetimes offered on the tokens page (those above TOKEN_MAX_TTL are left out). */
+const TOKEN_EXPIRY_CHOICES = [86400, 7 * 86400, 30 * 86400, 90 * 86400, 365 * 86400];
+
+const field = (req: Request, name: string): string => {
+  const v = (req.body as Record<string, unknown> | undefined)?.[name];
+  return typeof v === 'string' ? v : '';
+};
+
+export function accountPages(d: PagesDeps): Router {
+  const r = Router();
+  const { config } = d;
+
+  const renderAccount = (req: Request, res: Response, status = 200, passwordError: string | null = null) => {
+    const user = webUser(req);
+    res.status(status).render('account', {
+      title: 'Your account',
+      nav: 'account',
+      usage: d.vault.quota.usageOf(user.id),
+      quota: d.vault.quota.limitOf(user.id),
+      sessions: d.sessions.listForUser(user.id),
+      currentKey: res.locals.sessionKey,
+      passwordError,
+      minPassword: MIN_PASSWORD_LENGTH,
+    });
+  };
+
+  r.get('/account', requireUser, (req, res) => renderAccount(req, res));
+
+  r.post('/account/password', requireUser, async (req, res) => {
+    const user = webUser(req);
+    if (field(req, 'newPassword') !== field(req, 'confirm')) return void renderAccount(req, res, 400, 'The two new passwords do not match.');
+    let result;
+    try {
+      result = await d.accounts.changePassword({ user, tokenId: null }, field(req, 'currentPassword'), field(req, 'newPassword'));
+    } catch (err) {
+      d.audit.record({ actor: user.id, action: 'user.password_change', outcome: 'failure', subjectUserId: user.id, ...clientOf(req), details: { via: 'page' } });
+      const message = formError(err);
+      return void renderAccount(req, res, 400, message === 'Current password is wrong.' ? 'Your current password is not right.' : message);
+    }
+    // Every other session ends; this one continues under a fresh id.
+    const endedSessions = d.sessions.endAllForUser(user.id);
+    await signIn(req, user);
+    d.audit.record({
+      actor: user.id,
+      action: 'user.password_change',
+      outcome: 'success',
+      subjectUserId: user.id,
+      ...clientOf(req),
+      details: { revokedTokens: result.revokedTokens, endedSessions: endedSessions - 1, via: 'page' },
+    });
+    res.redirect(303, '/account?msg=password-changed');
+  });
+
+  r.post('/account/sessions/:key/end', requireUser, async (req, res) => {
+    const user = webUser(req);
+    const key = String(req.params.key);
+    const ended = /^[0-9a-f]{64}$/.test(key) && d.sessions.end(user.id, key);
+    if (ended) d.audit.record({ actor: user.id, action: 'session.end', outcome: 'success', subjectUserId: user.id, ...clientOf(req) });
+    if (key === res.locals.sessionKey) {
+      await signOut(req);
+      return void res.redirect(303, '/login?msg=signed-out');
+    }
+    res.redirect(303, '/account?msg=session-ended');
+  });
+
+  const tokenChoices = () => TOKEN_EXPIRY_CHOICES.filter((s) => s <= config.tokenMaxTtl).map((s) => ({ seconds: s, label: humanDuration(s) }));
+
+  const renderTokens = (req: Request, res: Response, extra: Record<string, unknown> = {}, status = 200) => {
+    res.status(status).render('tokens', {
+      title: 'API tokens',
+      nav: 'tokens',
+      tokens: d.accounts.tokens.listForUser(webUser(req).id),
+      choices: tokenChoices(),
+      defaultExpiry: TOKEN_EXPIRY_CHOICES.filter((s) => s <= config.tokenDefaultTtl).at(-1) ?? tokenChoices()[0]?.seconds,
+      newToken: null,
+      formError: null,
+      baseUrl: publicBase(req, config.publicUrl),
+      ...extra,
+    });
+  };
+
+  r.get('/tokens', requireUser, (req, res) => renderTokens(req, res));
+
+  r.post('/tokens', requireUser, (req, res) => {
+    const user = webUser(req);
+    const name = field(req, 'name').trim() || 'api';
+    const expires = Number(field(req, 'expires'));
+    if (name.length > 100) return void renderTokens(req, res, { formError: 'The name can have at most 100 characters.' }, 400);
+    if (!tokenChoices().some((c) => c.seconds === expires)) return void renderTokens(req, res, { formError: 'Choose how long the token should work.' }, 400);
+    const { row, token } = d.accounts.issueToken(user, name, expires);
+    d.audit.record({ actor: user.id, action: 'token.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: row.id, name: row.name, expiresAt: row.expiresAt, via: 'page' } });
+    // Shown in this response only; the database keeps a hash.
+    renderTokens(req, res, { newToken: { name: row.name, token } }, 201);
+  });
+
+  r.post('/tokens/:id/revoke', requireUser, (req, res) => {
+    const user = webUser(req);
+    const id = String(req.params.id);
+    if (/^[0-9a-f]{32}$/.test(id) && d.accounts.tokens.revoke(user.id, id, Date.now())) {
+      d.audit.record({ actor: user.id, action: 'token.revoke', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: id, via: 'page' } });
+    }
+    res.redirect(303, '/tokens?msg=token-revoked');
+  });
+
+  return r;
+}

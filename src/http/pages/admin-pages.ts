@@ -1,0 +1,128 @@
+/** Admin pages: users (create, disable, reset password, quota) and the audit log. */
+import { Router, type Request, type Response } from 'express';
+import { parseSize } from '../../config.js';
+import type { Role } from '../../db/users.js';
+import { AppError } from '../../errors.js';
+import { verifyAuditChain } from '../../services/audit.js';
+import { clientOf } from '../context.js';
+import { formError } from './auth-pages.js';
+import { requireAdminUser, requireUser, webUser } from './auth.js';
+import type { PagesDeps } from './index.js';
+
+const AUDIT_PAGE = 50;
+const USERNAME = /^[A-Za-z0-9._-]{1,64}$/;
+
+const field = (req: Request, name: string): string => {
+  const v = (req.body as Record<string, unknown> | undefined)?.[name];
+  return typeof v === 'string' ? v : '';
+};
+const query = (req: Request, name: string): string => {
+  const v = req.query[name];
+  return typeof v === 'string' ? v.trim().slice(0, 100) : '';
+};
+
+export function adminPages(d: PagesDeps): Router {
+  const r = Router();
+  r.use('/admin', requireUser, requireAdminUser);
+
+  const renderUsers = (req: Request, res: Response, status = 200, error: string | null = null, form = { username: '', role: 'user' }) => {
+    const users = d.accounts.users.list().map((u) => ({ ...u, usage: d.vault.quota.usageOf(u.id), limit: d.vault.quota.limitOf(u.id) }));
+    res.status(status).render('admin-users', { title: 'Users', nav: 'users', users, error, form, defaultQuota: d.config.userQuotaBytes, me: webUser(req).id });
+  };
+
+  r.get('/admin/users', (req, res) => renderUsers(req, res));
+
+  r.post('/admin/users', async (req, res) => {
+    const admin = webUser(req);
+    const form = { username: field(req, 'username').trim(), role: field(req, 'role') === 'admin' ? 'admin' : 'user' };
+    if (!USERNAME.test(form.username)) return void renderUsers(req, res, 400, 'Use 1-64 letters, digits, dots, underscores or hyphens for the name.', form);
+    let user;
+    try {
+      user = await d.accounts.createUser(form.username, field(req, 'password'), form.role as Role);
+    } catch (err) {
+      return void renderUsers(req, res, 400, formError(err), form);
+    }
+    d.audit.record({ actor: admin.id, action: 'user.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, role: user.role, via: 'page' } });
+    res.redirect(303, '/admin/users?msg=user-created');
+  });
+
+  r.post('/admin/users/:id', async (req, res) => {
+    const admin = webUser(req);
+    const id = String(req.params.id);
+    const target = /^[0-9a-f]{32}$/.test(id) ? d.accounts.users.byId(id) : undefined;
+    if (!target) throw new AppError('not_found', 'no such user');
+    const changes: { disabled?: boolean; password?: string; quotaBytes?: number | null; role?: Role } = {};
+    switch (field(req, 'op')) {
+      case 'disable':
+        changes.disabled = true;
+        break;
+      case 'enable':
+        changes.disabled = false;
+        break;
+      case 'role':
+        changes.role = field(req, 'role') === 'admin' ? 'admin' : 'user';
+        break;
+      case 'password':
+        changes.password = field(req, 'password');
+        break;
+      case 'quota': {
+        const text = field(req, 'quota').trim();
+        const bytes = text === '' ? null : parseSize(text);
+        if (text !== '' && bytes === null) return void renderUsers(req, res, 400, `"${text.slice(0, 40)}" is not a size. Use e.g. 500MiB or 10GiB, or leave it empty for the default.`);
+        changes.quotaBytes = bytes;
+        break;
+      }
+      default:
+        return void renderUsers(req, res, 400, 'Unknown action.');
+    }
+    try {
+      await d.accounts.adminUpdate(id, changes);
+    } catch (err) {
+      return void renderUsers(req, res, 400, formError(err));
+    }
+    // A disabled user or a reset password ends the user's sessions at once.
+    if (changes.disabled === true || changes.password !== undefined) d.sessions.endAllForUser(id);
+    d.audit.record({
+      actor: admin.id,
+      action: changes.disabled === true ? 'user.disable' : 'user.update',
+      outcome: 'success',
+      subjectUserId: id,
+      ...clientOf(req),
+      details: { disabled: changes.disabled, role: changes.role, passwordReset: changes.password !== undefined, quotaBytes: changes.quotaBytes, via: 'page' },
+    });
+    if (id === admin.id && changes.password !== undefined) return void res.redirect(303, '/login?msg=signed-out');
+    res.redirect(303, '/admin/users?msg=user-updated');
+  });
+
+  r.get('/admin/audit', (req, res) => {
+    const filters = { action: query(req, 'action'), outcome: query(req, 'outcome'), actor: query(req, 'actor'), fileId: query(req, 'fileId') };
+    const before = /^\d{1,15}$/.test(query(req, 'before')) ? Number(query(req, 'before')) : undefined;
+    // The actor filter takes a user name as well as a raw actor (user id, share:<id>, anonymous).
+    const actorUser = filters.actor ? d.accounts.users.byUsername(filters.actor) : undefined;
+    const rows = d.audit.list({
+      viewerId: null,
+      limit: AUDIT_PAGE + 1,
+      before,
+      action: filters.action || undefined,
+      outcome: filters.outcome || undefined,
+      actor: actorUser?.id ?? (filters.actor || undefined),
+      fileId: /^[0-9a-f]{32}$/.test(filters.fileId) ? filters.fileId : undefined,
+    });
+    const events = rows.slice(0, AUDIT_PAGE);
+    const names = new Map(d.accounts.users.list().map((u) => [u.id, u.username]));
+    const nextQuery = rows.length > AUDIT_PAGE ? new URLSearchParams({ ...filters, before: String(events.at(-1)!.seq) }).toString() : null;
+    res.render('admin-audit', {
+      title: 'Audit log',
+      nav: 'audit',
+      chain: verifyAuditChain(d.db, d.keyring, d.config.auditHeadFile),
+      events,
+      names,
+      filters,
+      actions: d.audit.actions(),
+      nextQuery,
+      paged: before !== undefined,
+    });
+  });
+
+  return r;
+}

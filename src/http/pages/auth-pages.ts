@@ -1,0 +1,100 @@
+/** First-run setup, sign-in and sign-out pages. */
+import { Router, type Request, type Response } from 'express';
+import { AppError, isAppError } from '../../errors.js';
+import { MIN_PASSWORD_LENGTH } from '../../services/passwords.js';
+import { clientOf } from '../context.js';
+import { safeNext, signIn, signOut } from './auth.js';
+import type { PagesDeps } from './index.js';
+
+const USERNAME = /^[A-Za-z0-9._-]{1,64}$/;
+
+const field = (req: Request, name: string): string => {
+  const v = (req.body as Record<string, unknown> | undefined)?.[name];
+  return typeof v === 'string' ? v : '';
+};
+
+/** /setup (only while no user exists), /login and POST /logout. */
+export function authPages(d: PagesDeps): Router {
+  const r = Router();
+
+  const renderSetup = (res: Response, status: number, error: string | null, username = '') =>
+    res.status(status).render('setup', { title: 'Set up', error, username, minPassword: MIN_PASSWORD_LENGTH });
+
+  r.get('/setup', (_req, res) => {
+    if (!d.accounts.setupOpen()) return void res.redirect(303, '/login');
+    renderSetup(res, 200, null);
+  });
+
+  r.post('/setup', d.limits.setup, async (req, res) => {
+    if (!d.accounts.setupOpen()) return void res.redirect(303, '/login');
+    const username = field(req, 'username').trim();
+    const password = field(req, 'password');
+    if (!d.setup.matches(field(req, 'setupCode').trim())) {
+      d.audit.record({ actor: 'anonymous', action: 'setup', outcome: 'failure', ...clientOf(req), details: { reason: 'wrong setup code', via: 'page' } });
+      return void renderSetup(res, 403, 'That setup code is not right. It is in the server log and in data/setup-code.', username);
+    }
+    if (!USERNAME.test(username)) return void renderSetup(res, 400, 'Use 1-64 letters, digits, dots, underscores or hyphens for the name.', username);
+    if (password !== field(req, 'confirm')) return void renderSetup(res, 400, 'The two passwords do not match.', username);
+    let user;
+    try {
+      user = await d.accounts.createUser(username, password, 'admin', { onlyIfNoUsers: true });
+    } catch (err) {
+      if (isAppError(err, 'validation_error')) return void renderSetup(res, 400, pageText(err.detail), username);
+      throw err;
+    }
+    d.setup.consume();
+    d.audit.record({ actor: user.id, action: 'setup', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, via: 'page' } });
+    req.log?.info({ userId: user.id }, 'setup completed from the setup page');
+    await signIn(req, user);
+    res.redirect(303, '/?msg=welcome');
+  });
+
+  const renderLogin = (req: Request, res: Response, status: number, error: string | null, username = '') =>
+    res.status(status).render('login', { title: 'Sign in', error, username, next: safeNext(req.query.next ?? field(req, 'next')) });
+
+  r.get('/login', (req, res) => {
+    if (d.accounts.setupOpen()) return void res.redirect(303, '/setup');
+    if (req.webUser) return void res.redirect(303, safeNext(req.query.next));
+    renderLogin(req, res, 200, null);
+  });
+
+  r.post('/login', d.limits.loginPerIp, d.limits.loginPerUser, async (req, res) => {
+    const username = field(req, 'username').trim();
+    let user;
+    try {
+      user = await d.accounts.verifyPassword(username, field(req, 'password'));
+    } catch (err) {
+      if (!isAppError(err, 'unauthorized')) throw err;
+      const known = d.accounts.users.byUsername(username);
+      d.audit.record({ actor: 'anonymous', action: 'auth.login', outcome: 'failure', subjectUserId: known?.id ?? null, ...clientOf(req), details: { username: username.slice(0, 64), via: 'page' } });
+      return void renderLogin(req, res, 401, 'Wrong username or password.', username);
+    }
+    await signIn(req, user);
+    d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'page' } });
+    res.redirect(303, safeNext(field(req, 'next')));
+  });
+
+  r.post('/logout', async (req, res) => {
+    if (req.webUser) {
+      d.audit.record({ actor: req.webUser.id, action: 'auth.logout', outcome: 'success', subjectUserId: req.webUser.id, ...clientOf(req) });
+    }
+    await signOut(req);
+    res.clearCookie(req.secure ? '__Host-sfs-session' : 'sfs-session', { path: '/', secure: req.secure, httpOnly: true, sameSite: 'lax' });
+    res.redirect(303, '/login?msg=signed-out');
+  });
+
+  return r;
+}
+
+/** "password: must be at least 10 characters" -> "The password must be at least 10 characters." */
+export function pageText(detail: string): string {
+  const m = /^(\w+): (.*)$/.exec(detail);
+  const text = m ? `The ${m[1]} ${m[2]}` : detail;
+  return text.charAt(0).toUpperCase() + text.slice(1) + (text.endsWith('.') ? '' : '.');
+}
+
+/** Turns a service's validation or conflict error into a message for the form; rethrows anything else. */
+export function formError(err: unknown): string {
+  if (isAppError(err, 'validation_error') || isAppError(err, 'conflict') || isAppError(err, 'forbidden')) return pageText((err as AppError).detail);
+  throw err;
+}

@@ -1,0 +1,199 @@
+/** The upload page, the files list, a file's page with its links, downloads and deletion. */
+import { Router, type Request, type RequestHandler, type Response } from 'express';
+import QRCode from 'qrcode';
+import { IntegrityError } from '../../crypto/format.js';
+import type { FileRow } from '../../db/files.js';
+import type { ShareRow } from '../../db/shares.js';
+import { AppError } from '../../errors.js';
+import type { QuotaLease } from '../../services/quota.js';
+import { sendFileContent } from '../content.js';
+import { clientOf, publicBase } from '../context.js';
+import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
+import { presentShare } from '../routes/shares.js';
+import { multipartUpload } from '../upload.js';
+import { formError } from './auth-pages.js';
+import { requireUser, wantsJson, webUser } from './auth.js';
+import { humanDuration } from './format.js';
+import type { PagesDeps } from './index.js';
+
+const PAGE_SIZE = 20;
+/** Link lifetimes offered on the share form (those above SHARE_MAX_TTL are left out). */
+const EXPIRY_CHOICES = [3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400, 90 * 86400];
+
+const field = (req: Request, name: string): string => {
+  const v = (req.body as Record<string, unknown> | undefined)?.[name];
+  return typeof v === 'string' ? v : '';
+};
+
+export function filePages(d: PagesDeps): Router {
+  const r = Router();
+  const { config } = d;
+
+  const uploaded = (req: Request, rows: FileRow[]) => {
+    for (const f of rows) {
+      d.audit.record({ actor: f.ownerId, action: 'file.upload', outcome: 'success', subjectUserId: f.ownerId, fileId: f.id, ...clientOf(req), details: { size: f.size, via: 'page' } });
+    }
+  };
+
+  r.get('/', (req, res) => {
+    if (d.accounts.setupOpen()) return void res.redirect(303, '/setup');
+    if (!req.webUser) return void res.redirect(303, '/login');
+    const user = req.webUser;
+    // After a form upload (no JavaScript) the page lists what just arrived.
+    const ids = typeof req.query.uploaded === 'string' ? req.query.uploaded.split(',').slice(0, config.maxFilesPerRequest) : [];
+    const justUploaded = ids.map((id) => d.vault.files.byIdForOwner(id, user.id)).filter((f): f is FileRow => f !== undefined);
+    res.render('upload', {
+      title: 'Upload',
+      nav: 'upload',
+      justUploaded,
+      usage: d.vault.quota.usageOf(user.id),
+      quota: d.vault.quota.limitOf(user.id),
+      maxFileSize: config.maxFileSize,
+      maxFiles: config.maxFilesPerRequest,
+      // multer has not read the body when the CSRF check runs, so the token rides in the URL.
+      uploadAction: `/upload?_csrf=${encodeURIComponent(String(res.locals.csrfToken))}`,
+    });
+  });
+
+  const withLease: RequestHandler = (req, res, next) => {
+    const lease = d.vault.quota.lease(webUser(req).id);
+    res.locals.lease = lease;
+    res.on('close', () => lease.release());
+    next();
+  };
+
+  r.post(
+    '/upload',
+    requireUser,
+    withLease,
+    multipartUpload(d.vault, { maxFileSize: config.maxFileSize, maxFiles: config.maxFilesPerRequest, lease: (res) => res.locals.lease as QuotaLease }),
+    async (req, res) => {
+      const staged = (req.staged ?? []).sort((a, b) => a.seq - b.seq);
+      req.staged = [];
+      if (staged.length === 0) throw new AppError('validation_error', 'choose at least one file to upload');
+      const rows = await d.vault.commit(webUser(req).id, staged, res.locals.lease as QuotaLease);
+      uploaded(req, rows);
+      if (wantsJson(req)) return void res.status(201).json({ files: rows.map(presentFile) });
+      res.redirect(303, `/?uploaded=${rows.map((f) => f.id).join(',')}`);
+    },
+  );
+
+  r.get('/files', requireUser, (req, res) => {
+    const raw = typeof req.query.cursor === 'string' ? req.query.cursor : undefined;
+    const cursor = raw === undefined ? null : decodeCursor(raw);
+    if (raw !== undefined && !cursor) throw new AppError('not_found', 'no such page of files');
+    const page = d.vault.list(webUser(req).id, PAGE_SIZE, cursor);
+    res.render('files', { title: 'Your files', nav: 'files', files: page.files, nextCursor: encodeCursor(page.next), paged: cursor !== null });
+  });
+
+  const renderFile = async (req: Request, res: Response, file: FileRow, extra: Record<string, unknown> = {}, status = 200) => {
+    const shares = d.shares.repo.listForFile(file.id).map((s: ShareRow) => presentShare(s));
+    const expiryChoices = EXPIRY_CHOICES.filter((s) => s <= config.shareMaxTtl).map((s) => ({ seconds: s, label: humanDuration(s) }));
+    if (!expiryChoices.some((c) => c.seconds === config.shareDefaultTtl) && config.shareDefaultTtl <= config.shareMaxTtl) {
+      expiryChoices.push({ seconds: config.shareDefaultTtl, label: humanDuration(config.shareDefaultTtl) });
+      expiryChoices.sort((a, b) => a.seconds - b.seconds);
+    }
+    res.status(status).render('file', {
+      title: file.name,
+      nav: 'files',
+      file,
+      sha256: file.sha256.toString('hex'),
+      shares,
+      expiryChoices,
+      defaultExpiry: config.shareDefaultTtl,
+      form: { maxDownloads: '', note: '', expires: String(config.shareDefaultTtl) },
+      formError: null,
+      newShare: null,
+      ...extra,
+    });
+  };
+
+  r.get('/files/:id', requireUser, async (req, res) => {
+    await renderFile(req, res, d.vault.get(webUser(req).id, String(req.params.id)));
+  });
+
+  r.post('/files/:id/shares', requireUser, async (req, res) => {
+    const user = webUser(req);
+    const file = d.vault.get(user.id, String(req.params.id));
+    const form = { expires: field(req, 'expires'), maxDownloads: field(req, 'maxDownloads').trim(), note: field(req, 'note').trim() };
+    const fail = (message: string) => renderFile(req, res, file, { form, formError: message }, 400);
+    const expires = Number(form.expires);
+    if (!Number.isInteger(expires) || expires < 60 || expires > config.shareMaxTtl) return void (await fail('Choose how long the link should work.'));
+    let maxDownloads: number | null = null;
+    if (form.maxDownloads !== '') {
+      maxDownloads = Number(form.maxDownloads);
+      if (!Number.isInteger(maxDownloads) || maxDownloads < 1 || maxDownloads > 1_000_000) {
+        return void (await fail('Maximum downloads must be a whole number from 1 to 1,000,000, or empty for no limit.'));
+      }
+    }
+    if (form.note.length > 500) return void (await fail('The note can have at most 500 characters.'));
+    let created;
+    try {
+      created = await d.shares.create(user.id, file, { expiresInSeconds: expires, maxDownloads, password: field(req, 'password'), note: form.note || undefined });
+    } catch (err) {
+      return void (await fail(formError(err)));
+    }
+    const { share, token } = created;
+    d.audit.record({
+      actor: user.id,
+      action: 'share.create',
+      outcome: 'success',
+      subjectUserId: user.id,
+      fileId: file.id,
+      shareId: share.id,
+      ...clientOf(req),
+      details: { expiresAt: share.expiresAt, maxDownloads: share.maxDownloads, passwordProtected: share.passwordHash !== null, via: 'page' },
+    });
+    const url = `${publicBase(req, config.publicUrl)}/s/${token}`;
+    // The link exists only in this response: it is rendered here, never stored or redirected to.
+    const svg = await QRCode.toString(url, { type: 'svg', errorCorrectionLevel: 'M', margin: 1 });
+    const qrSvg = svg.replace('<svg ', '<svg role="img" aria-label="QR code of the new link" class="qr-code" ');
+    await renderFile(req, res, file, { newShare: { url, qrSvg, passwordProtected: share.passwordHash !== null, expiresAt: share.expiresAt } }, 201);
+  });
+
+  r.post('/shares/:id/revoke', requireUser, (req, res) => {
+    const user = webUser(req);
+    const share = d.shares.ownedBy(user.id, String(req.params.id));
+    if (d.shares.repo.revoke(share.id, user.id, Date.now())) {
+      d.audit.record({ actor: user.id, action: 'share.revoke', outcome: 'success', subjectUserId: user.id, fileId: share.fileId, shareId: share.id, ...clientOf(req), details: { via: 'page' } });
+    }
+    res.redirect(303, `/files/${share.fileId}?msg=revoked`);
+  });
+
+  r.post('/files/:id/delete', requireUser, async (req, res) => {
+    const user = webUser(req);
+    const file = d.vault.get(user.id, String(req.params.id));
+    // Without JavaScript there is no confirm() dialog: ask on a page first.
+    if (field(req, 'confirm') !== 'yes') return void res.render('confirm-delete', { title: `Delete ${file.name}?`, nav: 'files', file });
+    const row = await d.vault.delete(user.id, file.id);
+    d.audit.record({ actor: row.ownerId, action: 'file.delete', outcome: 'success', subjectUserId: row.ownerId, fileId: row.id, ...clientOf(req), details: { size: row.size, via: 'page' } });
+    res.redirect(303, '/files?msg=deleted');
+  });
+
+  // HEAD has its own handler so Express does not run GET (and decrypt the whole file).
+  const download: RequestHandler = async (req, res) => {
+    const row = d.vault.get(webUser(req).id, String(req.params.id));
+    const record = (outcome: 'success' | 'failure', details: Record<string, unknown>) =>
+      d.audit.record({ actor: row.ownerId, action: 'file.download', outcome, subjectUserId: row.ownerId, fileId: row.id, ...clientOf(req), details: { ...details, via: 'page' } });
+    let result;
+    try {
+      result = await sendFileContent(req, res, d.vault, row);
+    } catch (err) {
+      if (err instanceof IntegrityError) record('failure', { integrityError: true, bytesSent: 0 });
+      throw err;
+    }
+    if (req.method === 'GET') {
+      record(result.completed ? 'success' : 'failure', {
+        start: result.range.start,
+        end: result.range.end,
+        bytesSent: result.bytesSent,
+        completed: result.completed,
+        integrityError: result.integrityError ?? false,
+      });
+    }
+  };
+  r.head('/files/:id/download', requireUser, download);
+  r.get('/files/:id/download', requireUser, download);
+
+  return r;
+}

@@ -1,0 +1,83 @@
+/**
+ * The owner's web pages. They sit beside the API, not on top of it: a page never calls
+ * /api (which takes bearer tokens only); its routes use a cookie session plus a CSRF token
+ * and call the same services the API routes call.
+ */
+import express, { Router, type RequestHandler } from 'express';
+import type { Config } from '../../config.js';
+import type { Keyring } from '../../crypto/keyring.js';
+import type { Db } from '../../db/database.js';
+import { AppError } from '../../errors.js';
+import type { AccountsService, SetupCode } from '../../services/accounts.js';
+import type { AuditLog } from '../../services/audit.js';
+import type { WebSessions } from '../../services/sessions.js';
+import type { SharesService } from '../../services/shares.js';
+import type { VaultService } from '../../services/vault.js';
+import type { Csrf } from '../csrf.js';
+import { accountPages } from './account-pages.js';
+import { adminPages } from './admin-pages.js';
+import { loadUser } from './auth.js';
+import { authPages } from './auth-pages.js';
+import { filePages } from './file-pages.js';
+import { sessionMiddleware } from './session.js';
+
+export interface PagesDeps {
+  config: Config;
+  db: Db;
+  keyring: Keyring;
+  accounts: AccountsService;
+  vault: VaultService;
+  shares: SharesService;
+  audit: AuditLog;
+  sessions: WebSessions;
+  setup: SetupCode;
+  csrf: Csrf;
+  limits: { setup: RequestHandler; loginPerIp: RequestHandler; loginPerUser: RequestHandler };
+}
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** Flash messages are fixed texts picked by a code in the query, so nothing a link carries is reflected. */
+export const MESSAGES: Record<string, string> = {
+  welcome: 'Your admin account is ready. Upload a first file below.',
+  'signed-out': 'You are signed out.',
+  'session-ended': 'That session has been ended.',
+  'password-changed': 'Your password has been changed. Your other sessions and your API tokens were ended.',
+  deleted: 'The file was deleted, and its links stopped working.',
+  revoked: 'The link was revoked. It stopped working at once.',
+  'token-revoked': 'The token was revoked.',
+  'user-created': 'The user was created.',
+  'user-updated': 'The user was updated.',
+};
+
+/** Every page route, behind the session, the user loader and the CSRF check. */
+export function pageRoutes(d: PagesDeps): Router {
+  const r = Router();
+  r.use(sessionMiddleware({ db: d.db, secret: d.keyring.derive('sfs/v1 session cookie'), idleMs: d.config.sessionIdleMs }));
+  r.use(loadUser(d.accounts, d.config.sessionMaxMs));
+  // Only urlencoded bodies are parsed here; multipart uploads are streamed by multer later.
+  r.use(express.urlencoded({ extended: false, limit: '64kb', parameterLimit: 50 }));
+  r.use((req, res, next) => {
+    if (!SAFE_METHODS.has(req.method)) {
+      try {
+        d.csrf.check(req);
+      } catch (err) {
+        // A refused upload must not be read to its end: answer and close.
+        if (req.is('multipart/form-data') && err instanceof AppError) throw new AppError(err.code, err.detail, err.headers, true);
+        throw err;
+      }
+    }
+    // Pages are personal: never cached by the browser or a proxy.
+    res.setHeader('Cache-Control', 'no-store');
+    res.locals.csrfToken = d.csrf.token(req, res);
+    res.locals.path = req.path;
+    const code = typeof req.query.msg === 'string' ? req.query.msg : '';
+    res.locals.message = MESSAGES[code] ?? null;
+    next();
+  });
+  r.use(authPages(d));
+  r.use(filePages(d));
+  r.use(accountPages(d));
+  r.use(adminPages(d));
+  return r;
+}

@@ -1,0 +1,108 @@
+/**
+ * Cookie sessions for the pages: express-session with the connect-session-knex store.
+ *
+ * - The store runs through knex over the app's own better-sqlite3 handle (a knex client
+ *   whose "connection" is that handle), so there is no second connection to open, tune or
+ *   close; the table comes from migration 3 and the store never creates or sweeps anything
+ *   itself (main.ts sweeps with the other housekeeping).
+ * - The store is keyed by the SHA-256 of the session id, so the database holds no working
+ *   session id.
+ * - Cookies are HttpOnly, SameSite=Lax, and Secure (with a __Host- name) whenever the request
+ *   is HTTPS, directly or through a trusted proxy; idle timeout through a rolling cookie and
+ *   store expiry, absolute timeout checked on every request (see pages/auth.ts).
+ */
+import { ConnectSessionKnexStore } from 'connect-session-knex';
+import session, { Store, type SessionData } from 'express-session';
+import type { RequestHandler } from 'express';
+import knex from 'knex';
+import { createRequire } from 'node:module';
+import type { Db } from '../../db/database.js';
+import { WebSessions, type SessionFacts } from '../../services/sessions.js';
+
+declare module 'express-session' {
+  // eslint-disable-next-line @typescript-eslint/no-empty-object-type
+  interface SessionData extends SessionFacts {}
+}
+
+type Callback = (err?: unknown, value?: unknown) => void;
+
+/** knex's better-sqlite3 dialect, handed our open database instead of opening its own. */
+function sharedHandleClient(db: Db): unknown {
+  const require = createRequire(import.meta.url);
+  // knex has no exports map; this is the dialect class `client: 'better-sqlite3'` loads.
+  const BetterSqlite3Client = require('knex/lib/dialects/better-sqlite3/index.js') as new (config: unknown) => object;
+  return class SharedBetterSqlite3Client extends BetterSqlite3Client {
+    async acquireRawConnection(): Promise<Db> {
+      return db;
+    }
+    async destroyRawConnection(): Promise<void> {
+      // The app owns the handle and closes it.
+    }
+  };
+}
+
+/**
+ * Wraps the store so rows are keyed by SHA-256(session id). connect-session-knex both calls
+ * back and returns a promise that rejects on error (and its touch() never calls back on
+ * error), so errors are routed to the callback exactly once and never left unhandled.
+ */
+class HashedIdStore extends Store {
+  constructor(private readonly inner: ConnectSessionKnexStore) {
+    super();
+  }
+
+  override get(sid: string, cb: (err: unknown, s?: SessionData | null) => void): void {
+    this.inner.get(WebSessions.keyOf(sid), cb).catch(() => {});
+  }
+
+  override set(sid: string, s: SessionData, cb?: Callback): void {
+    this.inner.set(WebSessions.keyOf(sid), s, cb).catch(() => {});
+  }
+
+  override destroy(sid: string, cb?: Callback): void {
+    this.inner.destroy(WebSessions.keyOf(sid), cb).catch(() => {});
+  }
+
+  override touch(sid: string, s: SessionData, cb?: Callback): void {
+    this.inner.touch(WebSessions.keyOf(sid), s, () => cb?.()).catch((err: unknown) => cb?.(err));
+  }
+}
+
+export interface SessionOptions {
+  db: Db;
+  /** Cookie signing secret, derived from the master key. */
+  secret: Buffer;
+  idleMs: number;
+}
+
+/** Session middleware; picks the Secure/__Host- cookie for HTTPS requests and the plain one otherwise. */
+export function sessionMiddleware(o: SessionOptions): RequestHandler {
+  let handlers: { secure: RequestHandler; plain: RequestHandler } | undefined;
+  // Built on the first page request: the store checks for its table as soon as it exists,
+  // and an app that only ever serves the API (or is closed at once, as in tests) needs none.
+  const build = () => {
+    const k = knex({ client: sharedHandleClient(o.db) as never, connection: { filename: '' }, useNullAsDefault: true, pool: { min: 0, max: 1 } });
+    const inner = new ConnectSessionKnexStore({ knex: k, tableName: 'sessions', createTable: false, cleanupInterval: 0 });
+    // A failed table check reaches every later call through its callback; do not also leave it unhandled.
+    inner.ready.catch(() => {});
+    const store = new HashedIdStore(inner);
+    return { secure: make(store, true), plain: make(store, false) };
+  };
+  const make = (store: Store, secure: boolean) =>
+    session({
+      name: secure ? '__Host-sfs-session' : 'sfs-session',
+      secret: o.secret.toString('base64'),
+      store,
+      resave: false,
+      // No row and no cookie until someone signs in.
+      saveUninitialized: false,
+      // Every request pushes the idle deadline out (cookie and store expiry).
+      rolling: true,
+      unset: 'destroy',
+      cookie: { httpOnly: true, sameSite: 'lax', secure, path: '/', maxAge: o.idleMs },
+    });
+  return (req, res, next) => {
+    handlers ??= build();
+    (req.secure ? handlers.secure : handlers.plain)(req, res, next);
+  };
+}

@@ -1,8 +1,21 @@
 import { defineConfig } from 'vitest/config';
+import { findChromium, SKIP_LINE } from './test/browser/chromium.js';
+
+// The browser suite needs Debian's Chromium. Without one it is left out with one clear
+// line, unless REQUIRE_BROWSER=1 (CI installs Chromium), where a missing one is a failure.
+const exclude: string[] = [];
+if (!findChromium()) {
+  if (process.env.REQUIRE_BROWSER === '1') {
+    throw new Error(`REQUIRE_BROWSER=1 but no Chromium was found: ${SKIP_LINE.split(': ')[1]}`);
+  }
+  exclude.push('test/browser/**');
+  console.log(`\n  ${SKIP_LINE}\n`);
+}
 
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    exclude: ['**/node_modules/**', ...exclude],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',

@@ -151,6 +151,11 @@ export function filePages(d: PagesDeps): Router {
     await renderFile(req, res, file, { newShare: { url, qrSvg, passwordProtected: share.passwordHash !== null, expiresAt: share.expiresAt } }, 201);
   });
 
+  // The address bar shows this URL after a link was created; coming back to it goes to the file.
+  r.get('/files/:id/shares', requireUser, (req, res) => {
+    res.redirect(303, `/files/${d.vault.get(webUser(req).id, String(req.params.id)).id}`);
+  });
+
   r.post('/shares/:id/revoke', requireUser, (req, res) => {
     const user = webUser(req);
     const share = d.shares.ownedBy(user.id, String(req.params.id));

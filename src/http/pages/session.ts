@@ -85,8 +85,9 @@ export function sessionMiddleware(o: SessionOptions): RequestHandler {
     const inner = new ConnectSessionKnexStore({ knex: k, tableName: 'sessions', createTable: false, cleanupInterval: 0 });
     // A failed table check reaches every later call through its callback; do not also leave it unhandled.
     inner.ready.catch(() => {});
-    const store = new HashedIdStore(inner);
-    return { secure: make(store, true), plain: make(store, false) };
+    // One wrapper per middleware: express-session installs its generate() (which carries
+    // the cookie options, Secure included) on the store object it is given.
+    return { secure: make(new HashedIdStore(inner), true), plain: make(new HashedIdStore(inner), false) };
   };
   const make = (store: Store, secure: boolean) =>
     session({

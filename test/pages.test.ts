@@ -1,0 +1,298 @@
+/**
+ * Page routes without a browser (supertest): session cookies and timeouts, CSRF, the API
+ * ignoring sessions, uploads through the encrypting pipeline, and friendly error pages.
+ * The Chromium suite (test/browser) covers what a person sees and does.
+ */
+import fs from 'node:fs';
+import supertest from 'supertest';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSessions } from '../src/services/sessions.js';
+import { ADMIN, listFiles, makeHarness, makeUser, setupAdmin, type Harness } from './helpers.js';
+
+let h: Harness;
+afterEach(() => h?.cleanup());
+
+type Agent = ReturnType<typeof supertest.agent>;
+const HTML = { Accept: 'text/html' };
+
+/** The CSRF token of the first form on a page. */
+async function csrfFrom(agent: Agent, path: string): Promise<string> {
+  const r = await agent.get(path).set(HTML);
+  const m = /name="_csrf" value="([^"]+)"/.exec(r.text);
+  if (!m) throw new Error(`no CSRF token on ${path} (${r.status})`);
+  return m[1]!;
+}
+
+/** Signs in through the login form; returns the agent (with its cookies) and the response. */
+async function signIn(username = ADMIN.username, password = ADMIN.password, agent: Agent = supertest.agent(h.app)) {
+  const _csrf = await csrfFrom(agent, '/login');
+  const r = await agent.post('/login').type('form').set(HTML).send({ _csrf, username, password, next: '/files' });
+  return { agent, r };
+}
+
+function sessionCookie(setCookie: string[] | string | undefined, name = 'sfs-session'): string | undefined {
+  const all = Array.isArray(setCookie) ? setCookie : setCookie ? [setCookie] : [];
+  return all.find((c) => c.startsWith(`${name}=`));
+}
+
+const rows = () => h.db.prepare('SELECT sid, sess, expired FROM sessions').all() as { sid: string; sess: string; expired: string }[];
+
+describe('sessions', () => {
+  it('sign-in sets an HttpOnly, SameSite=Lax cookie; the database keeps only a hash of the id', async () => {
+    h = makeHarness();
+    await setupAdmin(h);
+    const { r } = await signIn();
+    expect(r.status).toBe(303);
+    expect(r.headers.location).toBe('/files');
+    const cookie = sessionCookie(r.headers['set-cookie'])!;
+    expect(cookie).toMatch(/; HttpOnly/);
+    expect(cookie).toMatch(/; SameSite=Lax/);
+    expect(cookie).not.toMatch(/; Secure/);
+    expect(cookie).toMatch(/; Expires=/);
+    // The cookie is s:<id>.<signature>; the row is keyed by SHA-256(id).
+    const id = decodeURIComponent(cookie.split(';')[0]!.split('=')[1]!).slice(2).split('.')[0]!;
+    const stored = rows();
+    expect(stored).toHaveLength(1);
+    expect(stored[0]!.sid).toBe(WebSessions.keyOf(id));
+    expect(JSON.stringify(stored)).not.toContain(id);
+  });
+
+  it('is Secure with a __Host- name when the request came over HTTPS through a trusted proxy', async () => {
+    h = makeHarness({ TRUST_PROXY: 'loopback' });
+    await setupAdmin(h);
+    const agent = supertest.agent(h.app);
+    const page = await agent.get('/login').set('X-Forwarded-Proto', 'https');
+    const _csrf = /name="_csrf" value="([^"]+)"/.exec(page.text)![1]!;
+    const csrfCookie = (page.headers['set-cookie'] as unknown as string[]).find((c) => c.startsWith('__Host-sfs-csrf='))!;
+    const r = await supertest(h.app)
+      .post('/login')
+      .set('X-Forwarded-Proto', 'https')
+      .set('Cookie', csrfCookie.split(';')[0]!)
+      .type('form')
+      .send({ _csrf, username: ADMIN.username, password: ADMIN.password });
+    expect(r.status).toBe(303);
+    const cookie = sessionCookie(r.headers['set-cookie'], '__Host-sfs-session')!;
+    expect(cookie).toMatch(/; Secure/);
+    expect(cookie).toMatch(/; Path=\//);
+    expect(cookie).not.toMatch(/Domain=/);
+    // Without the trusted proxy's word the same request is plain HTTP.
+    h.cleanup();
+    h = makeHarness();
+    await setupAdmin(h);
+    const plain = await supertest(h.app).get('/login').set('X-Forwarded-Proto', 'https');
+    expect(String(plain.headers['set-cookie'])).not.toContain('__Host-');
+  });
+
+  it('signing in again issues a new session id and the old one stops working', async () => {
+    h = makeHarness();
+    await setupAdmin(h);
+    const { agent, r } = await signIn();
+    const first = sessionCookie(r.headers['set-cookie'])!.split(';')[0]!;
+    // Signing in over a live session (the login form posted from another tab).
+    const _csrf = await csrfFrom(agent, '/files');
+    const again = await agent.post('/login').type('form').send({ _csrf, username: ADMIN.username, password: ADMIN.password });
+    expect(again.status).toBe(303);
+    const second = sessionCookie(again.headers['set-cookie'])!.split(';')[0]!;
+    expect(second).not.toBe(first);
+    const old = await supertest(h.app).get('/files').set('Cookie', first).set(HTML);
+    expect(old.status).toBe(303);
+    expect(old.headers.location).toBe('/login?next=%2Ffiles');
+    expect((await supertest(h.app).get('/files').set('Cookie', second)).status).toBe(200);
+  });
+
+  it('ends after the idle timeout and after the absolute timeout, whatever the activity', async () => {
+    h = makeHarness();
+    await setupAdmin(h);
+    const { agent } = await signIn();
+    expect((await agent.get('/files')).status).toBe(200);
+    // Idle: the store's expiry (pushed forward by every request) has passed.
+    h.db.prepare('UPDATE sessions SET expired = ?').run(new Date(Date.now() - 1000).toISOString());
+    expect((await agent.get('/files')).headers.location).toMatch(/^\/login/);
+
+    const fresh = await signIn();
+    expect((await fresh.agent.get('/files')).status).toBe(200);
+    expect(h.app.services.sessions.sweep()).toBe(1);
+    expect(rows()).toHaveLength(1);
+    // Absolute: signed in longer ago than SESSION_MAX_AGE_SECONDS (24 h), even if active a second ago.
+    h.db.prepare(`UPDATE sessions SET sess = json_set(sess, '$.createdAt', ?)`).run(Date.now() - 24 * 3600_000 - 1000);
+    const r = await fresh.agent.get('/files');
+    expect(r.status).toBe(303);
+    expect(r.headers.location).toMatch(/^\/login/);
+    expect(rows()).toHaveLength(0);
+  });
+
+  it('a disabled user and a reset password end the sessions at once (from the API too)', async () => {
+    h = makeHarness();
+    const admin = await setupAdmin(h);
+    await makeUser(h, admin, 'bob');
+    const bob = (await signIn('bob', 'bob password 123')).agent;
+    expect((await bob.get('/files')).status).toBe(200);
+    const bobId = h.app.services.accounts.users.byUsername('bob')!.id;
+    const r = await h.request.patch(`/api/v1/users/${bobId}`).set('Authorization', `Bearer ${admin}`).send({ disabled: true });
+    expect(r.status).toBe(200);
+    expect((await bob.get('/files')).headers.location).toMatch(/^\/login/);
+    expect((await signIn('bob', 'bob password 123')).r.status).toBe(401);
+  });
+
+  it('the account page lists sessions and ends another one; a password change ends the rest and the API tokens', async () => {
+    h = makeHarness();
+    const token = await setupAdmin(h);
+    const laptop = (await signIn()).agent;
+    const phone = (await signIn()).agent;
+    const page = await laptop.get('/account');
+    expect(page.text.match(/<form method="post" action="\/account\/sessions\//g)).toHaveLength(2);
+    expect(page.text).toContain('this browser');
+    // The row marked "this browser" carries the laptop's key; end the other one.
+    const keys = [...page.text.matchAll(/<tr>([\s\S]*?)<\/tr>/g)]
+      .map((m) => ({ current: m[1]!.includes('this browser'), key: /\/account\/sessions\/([0-9a-f]{64})\/end/.exec(m[1]!)?.[1] }))
+      .filter((k) => k.key);
+    expect(keys.map((k) => k.current).sort()).toEqual([false, true]);
+    const other = keys.find((k) => !k.current)!.key!;
+    const _csrf = /name="_csrf" value="([^"]+)"/.exec(page.text)![1]!;
+    const end = await laptop.post(`/account/sessions/${other}/end`).type('form').send({ _csrf });
+    expect(end.status).toBe(303);
+    expect(end.headers.location).toBe('/account?msg=session-ended');
+    expect((await laptop.get('/files')).status).toBe(200);
+    expect((await phone.get('/files')).headers.location).toMatch(/^\/login/);
+    const survivor = laptop;
+
+    const third = (await signIn()).agent;
+    const csrf2 = await csrfFrom(survivor, '/account');
+    const change = await survivor
+      .post('/account/password')
+      .type('form')
+      .send({ _csrf: csrf2, currentPassword: ADMIN.password, newPassword: 'a brand new password', confirm: 'a brand new password' });
+    expect(change.status).toBe(303);
+    expect(change.headers.location).toBe('/account?msg=password-changed');
+    expect((await survivor.get('/files')).status).toBe(200);
+    expect((await third.get('/files')).headers.location).toMatch(/^\/login/);
+    expect((await h.request.get('/api/v1/me').set('Authorization', `Bearer ${token}`)).status).toBe(401);
+  });
+
+  it('the API ignores the session cookie', async () => {
+    h = makeHarness();
+    await setupAdmin(h);
+    const { agent } = await signIn();
+    const r = await agent.get('/api/v1/me');
+    expect(r.status).toBe(401);
+    expect(r.headers['content-type']).toContain('application/problem+json');
+  });
+
+  it('follows ?next= only to local paths', async () => {
+    h = makeHarness();
+    await setupAdmin(h);
+    for (const next of ['//evil.example/x', 'https://evil.example/', '/\\evil.example']) {
+      const agent = supertest.agent(h.app);
+      const _csrf = await csrfFrom(agent, '/login');
+      const r = await agent.post('/login').type('form').send({ _csrf, username: ADMIN.username, password: ADMIN.password, next });
+      expect(r.headers.location, next).toBe('/');
+    }
+  });
+});
+
+describe('CSRF and page errors', () => {
+  it('a state-changing POST without a valid token is refused with 403 and changes nothing', async () => {
+    h = makeHarness();
+    const token = await setupAdmin(h);
+    const { agent } = await signIn();
+    const html = await agent.post('/tokens').type('form').set(HTML).send({ name: 'x', expires: '86400' });
+    expect(html.status).toBe(403);
+    expect(html.headers['content-type']).toContain('text/html');
+    expect(html.text).toContain('This form has expired');
+    const wrong = await agent.post('/tokens').type('form').send({ _csrf: 'forged', name: 'x', expires: '86400' });
+    expect(wrong.status).toBe(403);
+    expect(wrong.body.code).toBe('csrf_invalid');
+    // A token from another session does not work either.
+    const other = (await signIn()).agent;
+    const foreign = await csrfFrom(other, '/tokens');
+    expect((await agent.post('/tokens').type('form').send({ _csrf: foreign, name: 'x', expires: '86400' })).status).toBe(403);
+    const list = await h.request.get('/api/v1/auth/tokens').set('Authorization', `Bearer ${token}`);
+    expect(list.body.tokens).toHaveLength(1);
+  });
+
+  it('an upload without the token in the URL or header is refused before anything is stored', async () => {
+    h = makeHarness();
+    await setupAdmin(h);
+    const { agent } = await signIn();
+    const r = await agent.post('/upload').set('Accept', 'application/json').attach('file', Buffer.alloc(100_000, 1), 'a.bin');
+    expect(r.status).toBe(403);
+    expect(r.headers.connection).toBe('close');
+    expect(h.db.prepare('SELECT count(*) AS n FROM files').get()).toEqual({ n: 0 });
+    expect(listFiles(h.config.uploadsDir)).toEqual([]);
+  });
+
+  it('page uploads go through the encrypting pipeline: the plaintext is never on disk', async () => {
+    h = makeHarness();
+    await setupAdmin(h);
+    const { agent } = await signIn();
+    const _csrf = await csrfFrom(agent, '/');
+    const marker = 'PAGE-UPLOAD-MARKER-7d1f0c';
+    const json = await agent.post(`/upload?_csrf=${encodeURIComponent(_csrf)}`).set('Accept', 'application/json').attach('file', Buffer.from(`${marker}\n`.repeat(2000)), 'm.txt');
+    expect(json.status).toBe(201);
+    expect(json.body.files[0]).toMatchObject({ name: 'm.txt', size: (marker.length + 1) * 2000 });
+    // The form without JavaScript: same route, token in a header this time, redirect back.
+    const form = await agent.post('/upload').set('X-CSRF-Token', _csrf).set(HTML).attach('file', Buffer.from(marker), 'n.txt');
+    expect(form.status).toBe(303);
+    expect(form.headers.location).toMatch(/^\/\?uploaded=[0-9a-f]{32}$/);
+    const back = await agent.get(form.headers.location);
+    expect(back.text).toContain('n.txt');
+    h.db.pragma('wal_checkpoint(FULL)');
+    for (const f of [...listFiles(h.config.uploadsDir), ...listFiles(h.config.dataDir)]) {
+      expect(fs.readFileSync(f).includes(Buffer.from(marker)), f).toBe(false);
+    }
+    const audit = h.db.prepare(`SELECT count(*) AS n FROM audit_events WHERE action = 'file.upload' AND json_extract(details, '$.via') = 'page'`).get();
+    expect(audit).toEqual({ n: 2 });
+  });
+
+  it('413 and 404 are friendly pages for browsers and stay problem+json for scripts', async () => {
+    h = makeHarness({ MAX_FILE_SIZE: '1KiB' });
+    await setupAdmin(h);
+    const { agent } = await signIn();
+    const _csrf = await csrfFrom(agent, '/');
+    const big = await agent.post(`/upload?_csrf=${encodeURIComponent(_csrf)}`).set(HTML).attach('file', Buffer.alloc(64 * 1024, 7), 'big.bin');
+    expect(big.status).toBe(413);
+    expect(big.headers['content-type']).toContain('text/html');
+    expect(big.text).toContain('File too large');
+    expect(big.text).toContain('Nothing was stored');
+    const missing = await agent.get('/files/0123456789abcdef0123456789abcdef').set(HTML);
+    expect(missing.status).toBe(404);
+    expect(missing.text).toContain('Page not found');
+    const script = await supertest(h.app).get('/nowhere');
+    expect(script.status).toBe(404);
+    expect(script.headers['content-type']).toContain('application/problem+json');
+    const api = await supertest(h.app).get('/api/v1/nowhere').set(HTML);
+    expect(api.headers['content-type']).toContain('application/problem+json');
+  });
+
+  it('a 500 page shows a reference and no internals', async () => {
+    h = makeHarness();
+    await setupAdmin(h);
+    const { agent } = await signIn();
+    const _csrf = await csrfFrom(agent, '/');
+    const up = await agent.post(`/upload?_csrf=${encodeURIComponent(_csrf)}`).set('Accept', 'application/json').attach('file', Buffer.alloc(5000, 3), 'x.bin');
+    const id = up.body.files[0].id as string;
+    // Damage the first chunk on disk: the download fails verification before any byte is sent.
+    const blob = listFiles(h.config.uploadsDir).find((f) => f.includes(id))!;
+    const bytes = fs.readFileSync(blob);
+    bytes[bytes.length - 20]! ^= 0xff;
+    fs.writeFileSync(blob, bytes);
+    const r = await agent.get(`/files/${id}/download`).set(HTML);
+    expect(r.status).toBe(500);
+    expect(r.text).toContain('Something went wrong on our side');
+    expect(r.text).toContain(String(r.headers['x-request-id']));
+    expect(r.text).not.toMatch(/IntegrityError|at .*\.js|\/src\//);
+  });
+
+  it('admin pages are for admins; setup closes once done', async () => {
+    h = makeHarness();
+    const admin = await setupAdmin(h);
+    await makeUser(h, admin, 'carol');
+    const { agent } = await signIn('carol', 'carol password 123');
+    const r = await agent.get('/admin/users').set(HTML);
+    expect(r.status).toBe(403);
+    expect(r.text).toContain('for administrators');
+    const setup = await agent.get('/setup');
+    expect(setup.status).toBe(303);
+    expect(setup.headers.location).toBe('/login');
+  });
+});

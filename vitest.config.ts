@@ -1,12 +1,12 @@
 import { defineConfig } from 'vitest/config';
-import { findChromium, SKIP_LINE } from './test/browser/chromium.js';
+import { REQUIRED_LINE, SKIP_LINE, findChromium } from './test/browser/chromium.js';
 
 // The browser suite needs Debian's Chromium. Without one it is left out with one clear
 // line, unless REQUIRE_BROWSER=1 (CI installs Chromium), where a missing one is a failure.
 const exclude: string[] = [];
 if (!findChromium()) {
   if (process.env.REQUIRE_BROWSER === '1') {
-    throw new Error(`REQUIRE_BROWSER=1 but no Chromium was found: ${SKIP_LINE.split(': ')[1]}`);
+    throw new Error(REQUIRED_LINE);
   }
   exclude.push('test/browser/**');
   console.log(`\n  ${SKIP_LINE}\n`);

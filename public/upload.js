@@ -103,6 +103,7 @@
         const link = document.createElement('a');
         link.href = '/files/' + stored.id;
         link.textContent = 'Share';
+        link.setAttribute('aria-label', 'Share ' + file.name);
         result.append(copy, ' ', link);
       } else if (xhr.status === 401) {
         finish('failed', 'Your session has ended. Sign in again, then retry.');

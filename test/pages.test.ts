@@ -260,6 +260,11 @@ describe('CSRF and page errors', () => {
     const script = await supertest(h.app).get('/nowhere');
     expect(script.status).toBe(404);
     expect(script.headers['content-type']).toContain('application/problem+json');
+    const deadLink = `/s/${'A'.repeat(43)}/content`;
+    const gone = await supertest(h.app).get(deadLink).set(HTML);
+    expect(gone.status).toBe(404);
+    expect(gone.text).toContain('This link is not available');
+    expect((await supertest(h.app).get(deadLink)).headers['content-type']).toContain('application/problem+json');
     const api = await supertest(h.app).get('/api/v1/nowhere').set(HTML);
     expect(api.headers['content-type']).toContain('application/problem+json');
   });

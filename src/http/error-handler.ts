@@ -94,7 +94,9 @@ export function sendError(req: Request, res: Response, err: AppError): void {
   }
   res.setHeader('Cache-Control', 'no-store');
   const requestId = String(req.id ?? '');
-  res.status(err.status).render('error', { ...errorPageText(err), status: err.status, requestId }, (renderErr: Error | null, html?: string) => {
+  // A dead share link looks the same from its page and from its download address.
+  const view = err.code === 'not_found' && req.path.startsWith('/s/') ? 'share-missing' : 'error';
+  res.status(err.status).render(view, { ...errorPageText(err), status: err.status, requestId }, (renderErr: Error | null, html?: string) => {
     if (renderErr) {
       req.log?.error({ err: renderErr }, 'error page failed to render');
       res.type('text/plain').send(`${err.status} ${ERROR_CODES[err.code].title} (request ${requestId})`);

@@ -29,5 +29,10 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-export const SKIP_LINE =
-  'browser suite skipped: no Chromium found (install it with "apt-get install -y chromium", or set CHROMIUM_PATH)';
+const INSTALL = 'install it with "apt-get install -y chromium", or set CHROMIUM_PATH';
+
+/** The one line `npm test` prints when it leaves the browser suite out. */
+export const SKIP_LINE = `browser suite skipped: no Chromium found (${INSTALL})`;
+
+/** Why a run with REQUIRE_BROWSER=1 fails without a Chromium. */
+export const REQUIRED_LINE = `REQUIRE_BROWSER=1 but no Chromium was found (${INSTALL})`;

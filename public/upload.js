@@ -33,6 +33,18 @@
     return new URL(form.action, location.href).searchParams.get('_csrf') || '';
   }
 
+  // Keep the storage summary current as files are stored.
+  function addUsage(bytes) {
+    const box = document.getElementById('storage');
+    if (!box) return;
+    const usage = Number(box.dataset.usage || 0) + bytes;
+    box.dataset.usage = String(usage);
+    const used = box.querySelector('.storage-used');
+    if (used) used.textContent = humanSize(usage);
+    const meter = box.querySelector('meter');
+    if (meter) meter.value = usage;
+  }
+
   function upload(file) {
     const row = template.content.firstElementChild.cloneNode(true);
     const q = (sel) => row.querySelector(sel);
@@ -86,6 +98,7 @@
       }
       if (xhr.status === 201 && body && body.files && body.files[0]) {
         const stored = body.files[0];
+        addUsage(stored.size);
         bar.value = 100;
         percent.textContent = '100%';
         finish('done', '');

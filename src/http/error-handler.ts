@@ -107,24 +107,24 @@ export function sendError(req: Request, res: Response, err: AppError): void {
 }
 
 /** Heading and message of an error page: the safe detail for 4xx, never internals for 5xx. */
-function errorPageText(err: AppError): { heading: string; message: string } {
+function errorPageText(err: AppError): { heading: string; text: string } {
   if (err.status >= 500) {
     return {
       heading: 'Something went wrong on our side',
-      message: 'Nothing you did caused this. Try again in a moment; if it keeps happening, tell the administrator the reference below.',
+      text: 'Nothing you did caused this. Try again in a moment; if it keeps happening, tell the administrator the reference below.',
     };
   }
   switch (err.code) {
     case 'not_found':
-      return { heading: 'Page not found', message: 'There is nothing at this address. It may have been mistyped, or the file or link was deleted.' };
+      return { heading: 'Page not found', text: 'There is nothing at this address. It may have been mistyped, or the file or link was deleted.' };
     case 'csrf_invalid':
-      return { heading: 'This form has expired', message: 'The form was open too long or did not come from this site. Go back, reload the page and try again.' };
+      return { heading: 'This form has expired', text: 'The form was open too long or did not come from this site. Go back, reload the page and try again.' };
     case 'file_too_large':
     case 'too_many_files':
     case 'payload_too_large':
     case 'quota_exceeded':
-      return { heading: ERROR_CODES[err.code].title, message: `The upload was stopped: ${err.detail}. Nothing was stored.` };
+      return { heading: ERROR_CODES[err.code].title, text: `The upload was stopped: ${err.detail}. Nothing was stored.` };
     default:
-      return { heading: ERROR_CODES[err.code].title, message: err.detail.charAt(0).toUpperCase() + err.detail.slice(1) + '.' };
+      return { heading: ERROR_CODES[err.code].title, text: err.detail.charAt(0).toUpperCase() + err.detail.slice(1) + '.' };
   }
 }

@@ -153,6 +153,7 @@ describe('owner and recipient in Chromium', () => {
       await expect(row.locator('.upload-sha').textContent()).resolves.toBe(sha(f.buffer));
     }
     expect(await page.locator('.upload-row.is-failed').count()).toBe(0);
+    await expect(page.locator('.storage-used').textContent()).resolves.toBe('3.7 MiB');
     const seen = await page.evaluate(() => (window as unknown as { seen: Record<string, number[]> }).seen);
     expect(Object.keys(seen).sort()).toEqual([`Upload of ${files.photo.name}`, `Upload of ${files.report.name}`]);
     for (const values of Object.values(seen)) expect(values.at(-1)).toBe(100);
@@ -352,6 +353,7 @@ describe('owner and recipient in Chromium', () => {
     const res = await page.goto(`${base}/no/such/page`);
     expect(res!.status()).toBe(404);
     await expect(page.getByRole('heading', { level: 1 }).textContent()).resolves.toBe('Page not found');
+    await expect(page.locator('main').innerText()).resolves.toMatch(/^404\s+Page not found\s+There is nothing at this address/);
     await shot(page, 'not-found');
     const api = await page.request.get(`${base}/api/v1/nothing`);
     expect(api.headers()['content-type']).toContain('application/problem+json');

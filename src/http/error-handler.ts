@@ -8,6 +8,16 @@ import { IntegrityError } from '../crypto/format.js';
 import { AppError, ERROR_CODES, type ErrorCode } from '../errors.js';
 import { lingerOnClose } from './linger.js';
 
+/** Closes the connection after the answer when the error says so or the body was never read. */
+function closeIfUnread(req: Request, res: Response, err: AppError): void {
+  // A request refused before its body was read: do not read (possibly gigabytes) to its end.
+  const unreadBody = !req.complete && (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0);
+  if (err.closeConnection || unreadBody) {
+    res.setHeader('Connection', 'close');
+    lingerOnClose(req.socket);
+  }
+}
+
 /** Writes a problem+json response for an AppError. */
 export function sendProblem(req: Request, res: Response, err: AppError): void {
   const body = {
@@ -20,12 +30,7 @@ export function sendProblem(req: Request, res: Response, err: AppError): void {
   };
   for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
   if (err.status === 401 && !res.hasHeader('WWW-Authenticate')) res.setHeader('WWW-Authenticate', 'Bearer realm="sfs"');
-  // A request refused before its body was read: do not read (possibly gigabytes) to its end.
-  const unreadBody = !req.complete && (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0);
-  if (err.closeConnection || unreadBody) {
-    res.setHeader('Connection', 'close');
-    lingerOnClose(req.socket);
-  }
+  closeIfUnread(req, res, err);
   res.status(err.status).type('application/problem+json').send(JSON.stringify(body));
 }
 
@@ -88,10 +93,7 @@ export function wantsErrorPage(req: Request): boolean {
 export function sendError(req: Request, res: Response, err: AppError): void {
   if (!wantsErrorPage(req)) return sendProblem(req, res, err);
   for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
-  if (err.closeConnection) {
-    res.setHeader('Connection', 'close');
-    lingerOnClose(req.socket);
-  }
+  closeIfUnread(req, res, err);
   res.setHeader('Cache-Control', 'no-store');
   const requestId = String(req.id ?? '');
   // A dead share link looks the same from its page and from its download address.

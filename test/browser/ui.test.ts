@@ -10,19 +10,17 @@
 import { AxeBuilder } from '@axe-core/playwright';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN, SETUP_CODE, makeHarness, type Harness } from '../helpers.js';
+import { ADMIN, SETUP_CODE, makeHarness, serve, type Harness } from '../helpers.js';
 import { CHROMIUM_ARGS, findChromium } from './chromium.js';
 
 const SHOTS = path.resolve(import.meta.dirname, '..', '..', 'test-results', 'screenshots');
 const SHARE_PASSWORD = 'tell them by phone';
 
 let h: Harness;
-let server: http.Server;
+let server: Awaited<ReturnType<typeof serve>>;
 let base: string;
 let browser: Browser;
 let owner: BrowserContext;
@@ -75,9 +73,8 @@ async function signIn(p: Page, username: string, password: string): Promise<void
 beforeAll(async () => {
   fs.mkdirSync(SHOTS, { recursive: true });
   h = makeHarness({ LOG_LEVEL: 'warn' });
-  server = http.createServer(h.app);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  server = await serve(h.app);
+  base = `http://127.0.0.1:${server.port}`;
   browser = await chromium.launch({ executablePath: findChromium()!, args: CHROMIUM_ARGS, headless: true });
   owner = await newContext({ viewport: { width: 1200, height: 800 } });
   page = await owner.newPage();
@@ -85,8 +82,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
-  server?.closeAllConnections();
-  await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+  await server?.close();
   h?.cleanup();
 });
 

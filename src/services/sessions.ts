@@ -33,6 +33,7 @@ export interface WebSessionsDeps {
   now?: () => number;
 }
 
+/** Reads and ends browser sessions in the `sessions` table, by user. */
 export class WebSessions {
   private readonly now: () => number;
 

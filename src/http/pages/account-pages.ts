@@ -15,6 +15,7 @@ const field = (req: Request, name: string): string => {
   return typeof v === 'string' ? v : '';
 };
 
+/** /account (password, storage, sessions) and /tokens (API tokens, each shown once). */
 export function accountPages(d: PagesDeps): Router {
   const r = Router();
   const { config } = d;

@@ -21,6 +21,7 @@ const query = (req: Request, name: string): string => {
   return typeof v === 'string' ? v.trim().slice(0, 100) : '';
 };
 
+/** /admin/users and /admin/audit, for admins only. */
 export function adminPages(d: PagesDeps): Router {
   const r = Router();
   r.use('/admin', requireUser, requireAdminUser);

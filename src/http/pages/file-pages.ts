@@ -25,6 +25,7 @@ const field = (req: Request, name: string): string => {
   return typeof v === 'string' ? v : '';
 };
 
+/** Upload (XHR and plain form), the files list, a file's page with its links, owner downloads and deletion. */
 export function filePages(d: PagesDeps): Router {
   const r = Router();
   const { config } = d;

@@ -157,6 +157,33 @@ describe('owner and recipient in Chromium', () => {
     await shot(page, 'upload');
   });
 
+  it('on a slow line the bar shows percent, speed and time left, and Cancel stores nothing', async () => {
+    const cdp = await owner.newCDPSession(page);
+    await cdp.send('Network.enable');
+    // About 256 KiB/s up: a 2 MiB file takes several seconds.
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 20, downloadThroughput: -1, uploadThroughput: 256 * 1024 });
+    try {
+      await page.goto(`${base}/`);
+      const big = { name: 'slow.bin', mimeType: 'application/octet-stream', buffer: randomBytes(2 * 1024 * 1024) };
+      await page.getByLabel('Files to upload').setInputFiles([big]);
+      const row = page.locator('.upload-row').first();
+      await expect.poll(() => row.locator('.upload-speed').textContent(), { timeout: 10_000 }).toMatch(/^\d+(\.\d)? (KiB|MiB)\/s$/);
+      await expect.poll(() => row.locator('.upload-eta').textContent(), { timeout: 10_000 }).toMatch(/^\d+ s left$|^\d+ min left$/);
+      const pct = Number((await row.locator('.upload-percent').textContent())!.replace('%', ''));
+      expect(pct).toBeGreaterThan(0);
+      expect(pct).toBeLessThan(100);
+      await shot(page, 'upload-in-progress');
+      await page.getByRole('button', { name: 'Cancel the upload of slow.bin' }).click();
+      await expect(row.locator('.upload-result').textContent()).resolves.toBe('Cancelled. Nothing was stored.');
+    } finally {
+      await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+      await cdp.detach();
+    }
+    // The server saw the aborted request and kept nothing of it.
+    await expect.poll(() => h.db.prepare(`SELECT count(*) AS n FROM files WHERE name = 'slow.bin'`).get(), { timeout: 5000 }).toEqual({ n: 0 });
+    expect(h.db.prepare('SELECT count(*) AS n FROM files').get()).toEqual({ n: 2 });
+  });
+
   it('the files list shows both, newest first, with human sizes and checksums', async () => {
     await page.getByRole('link', { name: 'Files', exact: true }).click();
     await page.waitForURL(`${base}/files`);

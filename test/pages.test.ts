@@ -299,5 +299,21 @@ describe('CSRF and page errors', () => {
     const setup = await agent.get('/setup');
     expect(setup.status).toBe(303);
     expect(setup.headers.location).toBe('/login');
+
+    // The admin disables carol from the users page: her open session ends at once.
+    const adminAgent = (await signIn()).agent;
+    const _csrf = await csrfFrom(adminAgent, '/admin/users');
+    const carolId = h.app.services.accounts.users.byUsername('carol')!.id;
+    const quota = await adminAgent.post(`/admin/users/${carolId}`).type('form').send({ _csrf, op: 'quota', quota: 'lots' });
+    expect(quota.status).toBe(400);
+    expect(quota.text).toContain('is not a size');
+    const off = await adminAgent.post(`/admin/users/${carolId}`).type('form').send({ _csrf, op: 'disable' });
+    expect(off.headers.location).toBe('/admin/users?msg=user-updated');
+    expect((await agent.get('/files')).headers.location).toMatch(/^\/login/);
+    // The last active admin cannot disable themselves.
+    const adminId = h.app.services.accounts.users.byUsername(ADMIN.username)!.id;
+    const self = await adminAgent.post(`/admin/users/${adminId}`).type('form').send({ _csrf, op: 'disable' });
+    expect(self.status).toBe(400);
+    expect(self.text).toContain('last active admin');
   });
 });

@@ -52,16 +52,13 @@ export function adminPages(d: PagesDeps): Router {
     const id = String(req.params.id);
     const target = /^[0-9a-f]{32}$/.test(id) ? d.accounts.users.byId(id) : undefined;
     if (!target) throw new AppError('not_found', 'no such user');
-    const changes: { disabled?: boolean; password?: string; quotaBytes?: number | null; role?: Role } = {};
+    const changes: { disabled?: boolean; password?: string; quotaBytes?: number | null } = {};
     switch (field(req, 'op')) {
       case 'disable':
         changes.disabled = true;
         break;
       case 'enable':
         changes.disabled = false;
-        break;
-      case 'role':
-        changes.role = field(req, 'role') === 'admin' ? 'admin' : 'user';
         break;
       case 'password':
         changes.password = field(req, 'password');
@@ -89,7 +86,7 @@ export function adminPages(d: PagesDeps): Router {
       outcome: 'success',
       subjectUserId: id,
       ...clientOf(req),
-      details: { disabled: changes.disabled, role: changes.role, passwordReset: changes.password !== undefined, quotaBytes: changes.quotaBytes, via: 'page' },
+      details: { disabled: changes.disabled, passwordReset: changes.password !== undefined, quotaBytes: changes.quotaBytes, via: 'page' },
     });
     if (id === admin.id && changes.password !== undefined) return void res.redirect(303, '/login?msg=signed-out');
     res.redirect(303, '/admin/users?msg=user-updated');

@@ -1,7 +1,7 @@
 /**
  * Finding and launching Debian's Chromium for browser tests (playwright-core, no browser
- * download). Without a Chromium the browser tests are skipped with one printed line, unless
- * REQUIRE_BROWSER=1 (CI), where a missing browser is a failure.
+ * download). Without a Chromium the browser tests are skipped and vitest.config.ts prints one
+ * line saying so, unless REQUIRE_BROWSER=1 (CI), where a missing browser is a failure.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -13,15 +13,33 @@ export const CHROMIUM_PATH = (process.env.CHROMIUM_PATH ? [process.env.CHROMIUM_
   fs.existsSync(p),
 );
 
-/** True when browser tests can run; prints why not (once per suite) or throws under REQUIRE_BROWSER=1. */
+const INSTALL = 'apt-get install -y chromium, or set CHROMIUM_PATH';
+
+/** The one line a run without Chromium prints (from vitest.config.ts, once for all browser suites). */
+export const SKIP_LINE = `SKIPPED browser suites (web UI, API docs): no Chromium found (${INSTALL})`;
+
+/** True when browser tests can run; throws under REQUIRE_BROWSER=1 when they cannot. */
 export function browserAvailable(suite: string): boolean {
   if (CHROMIUM_PATH) return true;
   if (process.env.REQUIRE_BROWSER === '1') {
-    throw new Error(`${suite}: REQUIRE_BROWSER=1 but no Chromium found (apt-get install -y chromium, or set CHROMIUM_PATH)`);
+    throw new Error(`${suite}: REQUIRE_BROWSER=1 but no Chromium found (${INSTALL})`);
   }
-  process.stdout.write(`SKIPPED ${suite}: no Chromium found (apt-get install -y chromium, or set CHROMIUM_PATH)\n`);
   return false;
 }
+
+/**
+ * Flags known to work in this sandbox. Playwright adds --headless itself and gives each
+ * launch a new, empty profile (--user-data-dir) of its own.
+ */
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 /** Launches Chromium headless with a fresh profile; close() also removes the profile. */
 export async function launchChromium(): Promise<{ context: BrowserContext; close(): Promise<void> }> {
@@ -29,15 +47,7 @@ export async function launchChromium(): Promise<{ context: BrowserContext; close
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM_PATH,
     headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
+    args: CHROMIUM_ARGS,
   });
   return {
     context,

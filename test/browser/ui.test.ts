@@ -14,7 +14,7 @@ import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN, SETUP_CODE, makeHarness, serve, type Harness } from '../helpers.js';
-import { CHROMIUM_ARGS, findChromium } from './chromium.js';
+import { CHROMIUM_ARGS, CHROMIUM_PATH, browserAvailable } from '../chromium.js';
 
 const SHOTS = path.resolve(import.meta.dirname, '..', '..', 'test-results', 'screenshots');
 const SHARE_PASSWORD = 'tell them by phone';
@@ -70,23 +70,23 @@ async function signIn(p: Page, username: string, password: string): Promise<void
   await p.waitForURL((u) => !u.pathname.startsWith('/login'));
 }
 
-beforeAll(async () => {
-  fs.mkdirSync(SHOTS, { recursive: true });
-  h = makeHarness({ LOG_LEVEL: 'warn' });
-  server = await serve(h.app);
-  base = `http://127.0.0.1:${server.port}`;
-  browser = await chromium.launch({ executablePath: findChromium()!, args: CHROMIUM_ARGS, headless: true });
-  owner = await newContext({ viewport: { width: 1200, height: 800 } });
-  page = await owner.newPage();
-});
+describe.runIf(browserAvailable('web UI browser suite'))('owner and recipient in Chromium', () => {
+  beforeAll(async () => {
+    fs.mkdirSync(SHOTS, { recursive: true });
+    h = makeHarness({ LOG_LEVEL: 'warn' });
+    server = await serve(h.app);
+    base = `http://127.0.0.1:${server.port}`;
+    browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS, headless: true });
+    owner = await newContext({ viewport: { width: 1200, height: 800 } });
+    page = await owner.newPage();
+  });
 
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-  h?.cleanup();
-});
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+    h?.cleanup();
+  });
 
-describe('owner and recipient in Chromium', () => {
   it('a fresh server sends the visitor to setup; the one-time code creates the admin and signs in', async () => {
     await page.goto(`${base}/`);
     expect(new URL(page.url()).pathname).toBe('/setup');

@@ -84,7 +84,9 @@
       result.textContent = message;
     }
     xhr.upload.addEventListener('progress', (e) => show(e.loaded, e.lengthComputable ? e.total : file.size));
+    let sent = false;
     xhr.upload.addEventListener('load', () => {
+      sent = true;
       bar.value = 100;
       percent.textContent = '100%';
       eta.textContent = 'encrypting and checking…';
@@ -125,7 +127,10 @@
       }
     });
     xhr.addEventListener('error', () => finish('failed', 'Not stored: the connection failed.'));
-    xhr.addEventListener('abort', () => finish('failed', 'Cancelled. Nothing was stored.'));
+    // Once every byte is sent the server may already be storing it: say so rather than promise.
+    xhr.addEventListener('abort', () =>
+      finish('failed', sent ? 'Cancelled after the last byte was sent; check your files to see whether it was stored.' : 'Cancelled. Nothing was stored.'),
+    );
     cancel.addEventListener('click', () => xhr.abort());
 
     const data = new FormData();

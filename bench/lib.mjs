@@ -79,15 +79,36 @@ export function resetPeak(pid) {
 }
 
 const TICKS = 100; // USER_HZ on Linux
-/** CPU seconds (user + system) a process has used so far, from /proc/PID/stat. */
+/** CPU seconds a process (all its threads) has used so far in user and kernel mode, from /proc/PID/stat. */
 export function cpuOf(pid) {
   try {
     const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / TICKS;
+    return { user: Number(f[11]) / TICKS, sys: Number(f[12]) / TICKS };
+  } catch {
+    return { user: NaN, sys: NaN };
+  }
+}
+
+/** Busy CPU seconds of the whole machine so far (all cores, from /proc/stat; idle and iowait excluded). */
+export function machineBusy() {
+  try {
+    const f = /^cpu\s+(.+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'))[1].split(/\s+/).map(Number);
+    // user nice system idle iowait irq softirq steal
+    return (f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] ?? 0)) / TICKS;
   } catch {
     return NaN;
   }
+}
+
+/** CPU seconds used so far by a set of processes (and their threads). */
+export function cpuOfAll(pids) {
+  let t = 0;
+  for (const pid of pids) {
+    const c = cpuOf(pid);
+    t += c.user + c.sys;
+  }
+  return t;
 }
 
 export function median(xs) {

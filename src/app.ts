@@ -107,7 +107,7 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
     chunkSize: deps.chunkSize,
     defaultQuota: config.userQuotaBytes,
   });
-  const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, headFile: config.auditHeadFile, logger: deps.logger });
+  const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, headFile: config.auditHeadFile, logger: deps.logger, asyncHead: true });
   const shares = new SharesService({
     db: deps.db,
     hasher,

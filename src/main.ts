@@ -152,9 +152,12 @@ async function main(): Promise<void> {
   const active = new Set<import('node:http').ServerResponse>();
   const finish = () => {
     server.closeAllConnections();
-    db.close();
-    logger.info('stopped');
-    process.exit(0);
+    // The audit head file is written asynchronously: let the last write land first.
+    void app.services.audit.flush().finally(() => {
+      db.close();
+      logger.info('stopped');
+      process.exit(0);
+    });
   };
   const track = (_req: unknown, res: import('node:http').ServerResponse) => {
     active.add(res);

@@ -1,5 +1,5 @@
 /** Repository for file rows: metadata plus the DEK wrapped under a master key. */
-import type { Db } from './database.js';
+import { stmt, type Db } from './database.js';
 
 export interface FileRow {
   id: string;
@@ -53,8 +53,7 @@ export class FilesRepo {
   constructor(private readonly db: Db) {}
 
   insert(f: FileRow): void {
-    this.db
-      .prepare(
+    stmt(this.db, 
         `INSERT INTO files (id, owner_id, name, size, mime_type, sha256, key_id, wrapped_dek, format_version, chunk_size, created_at)
          VALUES (@id, @ownerId, @name, @size, @mimeType, @sha256, @keyId, @wrappedDek, @formatVersion, @chunkSize, @createdAt)`,
       )
@@ -63,31 +62,30 @@ export class FilesRepo {
 
   /** The file if it exists and belongs to `ownerId`; another user's file is indistinguishable from none. */
   byIdForOwner(id: string, ownerId: string): FileRow | undefined {
-    const r = this.db.prepare('SELECT * FROM files WHERE id = ? AND owner_id = ?').get(id, ownerId) as RawFile | undefined;
+    const r = stmt(this.db, 'SELECT * FROM files WHERE id = ? AND owner_id = ?').get(id, ownerId) as RawFile | undefined;
     return r && toRow(r);
   }
 
   byId(id: string): FileRow | undefined {
-    const r = this.db.prepare('SELECT * FROM files WHERE id = ?').get(id) as RawFile | undefined;
+    const r = stmt(this.db, 'SELECT * FROM files WHERE id = ?').get(id) as RawFile | undefined;
     return r && toRow(r);
   }
 
   /** One page of the owner's files, newest first, strictly after `cursor`. */
   listForOwner(ownerId: string, limit: number, cursor: PageCursor | null): FileRow[] {
     const rows = cursor
-      ? this.db
-          .prepare(
+      ? stmt(this.db, 
             `SELECT * FROM files WHERE owner_id = ? AND (created_at < ? OR (created_at = ? AND id < ?))
              ORDER BY created_at DESC, id DESC LIMIT ?`,
           )
           .all(ownerId, cursor.createdAt, cursor.createdAt, cursor.id, limit)
-      : this.db.prepare('SELECT * FROM files WHERE owner_id = ? ORDER BY created_at DESC, id DESC LIMIT ?').all(ownerId, limit);
+      : stmt(this.db, 'SELECT * FROM files WHERE owner_id = ? ORDER BY created_at DESC, id DESC LIMIT ?').all(ownerId, limit);
     return (rows as RawFile[]).map(toRow);
   }
 
   /** Bytes stored by a user (plaintext sizes). */
   usageOf(ownerId: string): number {
-    return (this.db.prepare('SELECT coalesce(sum(size), 0) AS n FROM files WHERE owner_id = ?').get(ownerId) as { n: number }).n;
+    return (stmt(this.db, 'SELECT coalesce(sum(size), 0) AS n FROM files WHERE owner_id = ?').get(ownerId) as { n: number }).n;
   }
 
   /**
@@ -96,17 +94,16 @@ export class FilesRepo {
    */
   shred(id: string, ownerId: string): boolean {
     return this.db.transaction(() => {
-      const wiped = this.db
-        .prepare('UPDATE files SET wrapped_dek = zeroblob(length(wrapped_dek)) WHERE id = ? AND owner_id = ?')
+      const wiped = stmt(this.db, 'UPDATE files SET wrapped_dek = zeroblob(length(wrapped_dek)) WHERE id = ? AND owner_id = ?')
         .run(id, ownerId).changes;
       if (wiped !== 1) return false;
-      this.db.prepare('DELETE FROM files WHERE id = ? AND owner_id = ?').run(id, ownerId);
+      stmt(this.db, 'DELETE FROM files WHERE id = ? AND owner_id = ?').run(id, ownerId);
       return true;
     }).immediate();
   }
 
   /** All file ids (for scrubbing and garbage collection). */
   allIds(): string[] {
-    return (this.db.prepare('SELECT id FROM files').all() as { id: string }[]).map((r) => r.id);
+    return (stmt(this.db, 'SELECT id FROM files').all() as { id: string }[]).map((r) => r.id);
   }
 }

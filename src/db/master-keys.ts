@@ -1,5 +1,5 @@
 /** Repository for master-key check values and the key ids files reference. */
-import type { Db } from './database.js';
+import { stmt, type Db } from './database.js';
 
 export interface MasterKeyRow {
   keyId: string;
@@ -13,7 +13,7 @@ export class MasterKeysRepo {
 
   list(): MasterKeyRow[] {
     return (
-      this.db.prepare('SELECT key_id, check_value, created_at, retired_at FROM master_keys ORDER BY created_at').all() as {
+      stmt(this.db, 'SELECT key_id, check_value, created_at, retired_at FROM master_keys ORDER BY created_at').all() as {
         key_id: string;
         check_value: Buffer;
         created_at: number;
@@ -24,12 +24,12 @@ export class MasterKeysRepo {
 
   /** Records a key's check value the first time it is used; a no-op afterwards. */
   insertIfMissing(keyId: string, checkValue: Buffer, now: number): void {
-    this.db.prepare('INSERT OR IGNORE INTO master_keys (key_id, check_value, created_at) VALUES (?, ?, ?)').run(keyId, checkValue, now);
+    stmt(this.db, 'INSERT OR IGNORE INTO master_keys (key_id, check_value, created_at) VALUES (?, ?, ?)').run(keyId, checkValue, now);
   }
 
   /** Key ids referenced by files, with counts. */
   fileCounts(): Map<string, number> {
-    const rows = this.db.prepare('SELECT key_id, count(*) AS n FROM files GROUP BY key_id').all() as { key_id: string; n: number }[];
+    const rows = stmt(this.db, 'SELECT key_id, count(*) AS n FROM files GROUP BY key_id').all() as { key_id: string; n: number }[];
     return new Map(rows.map((r) => [r.key_id, r.n]));
   }
 }

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { unwrapSecret, wrapSecret } from '../crypto/envelope.js';
 import { IntegrityError } from '../crypto/format.js';
 import type { Keyring } from '../crypto/keyring.js';
-import type { Db } from './database.js';
+import { stmt, type Db } from './database.js';
 
 export interface SecretRow {
   name: string;
@@ -15,21 +15,21 @@ export class SecretsRepo {
   constructor(private readonly db: Db) {}
 
   get(name: string): SecretRow | undefined {
-    const r = this.db.prepare('SELECT name, key_id, wrapped FROM secrets WHERE name = ?').get(name) as
+    const r = stmt(this.db, 'SELECT name, key_id, wrapped FROM secrets WHERE name = ?').get(name) as
       | { name: string; key_id: string; wrapped: Buffer }
       | undefined;
     return r && { name: r.name, keyId: r.key_id, wrapped: r.wrapped };
   }
 
   list(): SecretRow[] {
-    return (this.db.prepare('SELECT name, key_id, wrapped FROM secrets ORDER BY name').all() as { name: string; key_id: string; wrapped: Buffer }[]).map(
+    return (stmt(this.db, 'SELECT name, key_id, wrapped FROM secrets ORDER BY name').all() as { name: string; key_id: string; wrapped: Buffer }[]).map(
       (r) => ({ name: r.name, keyId: r.key_id, wrapped: r.wrapped }),
     );
   }
 
   /** Replaces a secret's wrapping only if it is still under `oldKeyId` (compare-and-swap). */
   rewrap(name: string, oldKeyId: string, newKeyId: string, wrapped: Buffer): boolean {
-    return this.db.prepare('UPDATE secrets SET key_id = ?, wrapped = ? WHERE name = ? AND key_id = ?').run(newKeyId, wrapped, name, oldKeyId).changes === 1;
+    return stmt(this.db, 'UPDATE secrets SET key_id = ?, wrapped = ? WHERE name = ? AND key_id = ?').run(newKeyId, wrapped, name, oldKeyId).changes === 1;
   }
 
   /**
@@ -47,8 +47,8 @@ export class SecretsRepo {
     const active = keyring.active;
     this.db
       .transaction(() => {
-        this.db.prepare('INSERT OR IGNORE INTO master_keys (key_id, check_value, created_at) VALUES (?, ?, ?)').run(active.id, active.checkValue, now);
-        this.db.prepare('INSERT OR IGNORE INTO secrets (name, key_id, wrapped, created_at) VALUES (?, ?, ?, ?)').run(
+        stmt(this.db, 'INSERT OR IGNORE INTO master_keys (key_id, check_value, created_at) VALUES (?, ?, ?)').run(active.id, active.checkValue, now);
+        stmt(this.db, 'INSERT OR IGNORE INTO secrets (name, key_id, wrapped, created_at) VALUES (?, ?, ?, ?)').run(
           name,
           active.id,
           wrapSecret(active, name, secret, randomBytes(12)),

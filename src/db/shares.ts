@@ -1,5 +1,5 @@
 /** Repository for share links and the download reservations against them. */
-import type { Db } from './database.js';
+import { stmt, type Db } from './database.js';
 
 export interface ShareRow {
   id: string;
@@ -53,8 +53,7 @@ export class SharesRepo {
   constructor(private readonly db: Db) {}
 
   insert(s: ShareRow & { tokenHash: Buffer }): void {
-    this.db
-      .prepare(
+    stmt(this.db, 
         `INSERT INTO shares (id, file_id, owner_id, token_hash, password_hash, note, created_at, expires_at, max_downloads)
          VALUES (@id, @fileId, @ownerId, @tokenHash, @passwordHash, @note, @createdAt, @expiresAt, @maxDownloads)`,
       )
@@ -62,48 +61,45 @@ export class SharesRepo {
   }
 
   byTokenHash(hash: Buffer): ShareRow | undefined {
-    const r = this.db.prepare(`SELECT ${COLUMNS} FROM shares WHERE token_hash = ?`).get(hash) as RawShare | undefined;
+    const r = stmt(this.db, `SELECT ${COLUMNS} FROM shares WHERE token_hash = ?`).get(hash) as RawShare | undefined;
     return r && toRow(r);
   }
 
   byId(id: string): ShareRow | undefined {
-    const r = this.db.prepare(`SELECT ${COLUMNS} FROM shares WHERE id = ?`).get(id) as RawShare | undefined;
+    const r = stmt(this.db, `SELECT ${COLUMNS} FROM shares WHERE id = ?`).get(id) as RawShare | undefined;
     return r && toRow(r);
   }
 
   listForFile(fileId: string): ShareRow[] {
-    return (this.db.prepare(`SELECT ${COLUMNS} FROM shares WHERE file_id = ? ORDER BY created_at DESC, id`).all(fileId) as RawShare[]).map(toRow);
+    return (stmt(this.db, `SELECT ${COLUMNS} FROM shares WHERE file_id = ? ORDER BY created_at DESC, id`).all(fileId) as RawShare[]).map(toRow);
   }
 
   /** Revokes the owner's share; false if there is no such live share. */
   revoke(id: string, ownerId: string, now: number): boolean {
-    return this.db.prepare('UPDATE shares SET revoked_at = ? WHERE id = ? AND owner_id = ? AND revoked_at IS NULL').run(now, id, ownerId).changes === 1;
+    return stmt(this.db, 'UPDATE shares SET revoked_at = ? WHERE id = ? AND owner_id = ? AND revoked_at IS NULL').run(now, id, ownerId).changes === 1;
   }
 
   /** Bytes and completion slots held by unexpired reservations. */
   inFlight(shareId: string, now: number): { bytes: number; slots: number } {
-    return this.db
-      .prepare('SELECT coalesce(sum(bytes), 0) AS bytes, coalesce(sum(completion_slot), 0) AS slots FROM share_reservations WHERE share_id = ? AND expires_at > ?')
+    return stmt(this.db, 'SELECT coalesce(sum(bytes), 0) AS bytes, coalesce(sum(completion_slot), 0) AS slots FROM share_reservations WHERE share_id = ? AND expires_at > ?')
       .get(shareId, now) as { bytes: number; slots: number };
   }
 
   insertReservation(r: { id: string; shareId: string; bytes: number; completionSlot: boolean; expiresAt: number }): void {
-    this.db
-      .prepare('INSERT INTO share_reservations (id, share_id, bytes, completion_slot, expires_at) VALUES (?, ?, ?, ?, ?)')
+    stmt(this.db, 'INSERT INTO share_reservations (id, share_id, bytes, completion_slot, expires_at) VALUES (?, ?, ?, ?, ?)')
       .run(r.id, r.shareId, r.bytes, r.completionSlot ? 1 : 0, r.expiresAt);
   }
 
   extendReservation(id: string, expiresAt: number): void {
-    this.db.prepare('UPDATE share_reservations SET expires_at = ? WHERE id = ?').run(expiresAt, id);
+    stmt(this.db, 'UPDATE share_reservations SET expires_at = ? WHERE id = ?').run(expiresAt, id);
   }
 
   /** Ends a reservation: adds what was really sent, and a download if the response completed. */
   settle(id: string, shareId: string, bytesSent: number, countDownload: boolean): void {
     this.db
       .transaction(() => {
-        this.db.prepare('DELETE FROM share_reservations WHERE id = ?').run(id);
-        this.db
-          .prepare('UPDATE shares SET bytes_served = bytes_served + ?, downloads = downloads + ? WHERE id = ?')
+        stmt(this.db, 'DELETE FROM share_reservations WHERE id = ?').run(id);
+        stmt(this.db, 'UPDATE shares SET bytes_served = bytes_served + ?, downloads = downloads + ? WHERE id = ?')
           .run(bytesSent, countDownload ? 1 : 0, shareId);
       })
       .immediate();
@@ -113,8 +109,8 @@ export class SharesRepo {
   sweep(now: number): number {
     return this.db
       .transaction(() => {
-        this.db.prepare('DELETE FROM share_reservations WHERE expires_at <= ?').run(now);
-        return this.db.prepare('UPDATE shares SET expired_at = ? WHERE expired_at IS NULL AND revoked_at IS NULL AND expires_at <= ?').run(now, now).changes;
+        stmt(this.db, 'DELETE FROM share_reservations WHERE expires_at <= ?').run(now);
+        return stmt(this.db, 'UPDATE shares SET expired_at = ? WHERE expired_at IS NULL AND revoked_at IS NULL AND expires_at <= ?').run(now, now).changes;
       })
       .immediate();
   }

@@ -1,5 +1,5 @@
 /** Repository for API tokens. Only SHA-256 hashes of tokens are stored. */
-import type { Db } from './database.js';
+import { stmt, type Db } from './database.js';
 
 export interface TokenRow {
   id: string;
@@ -37,8 +37,7 @@ export class TokensRepo {
   constructor(private readonly db: Db) {}
 
   insert(t: TokenRow & { tokenHash: Buffer }): void {
-    this.db
-      .prepare(
+    stmt(this.db, 
         `INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, expires_at)
          VALUES (@id, @userId, @name, @tokenHash, @createdAt, @expiresAt)`,
       )
@@ -47,24 +46,21 @@ export class TokensRepo {
 
   /** The live (unrevoked, unexpired) token with this hash, or undefined. */
   activeByHash(tokenHash: Buffer, now: number): TokenRow | undefined {
-    const r = this.db
-      .prepare(`SELECT ${COLUMNS} FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ?`)
+    const r = stmt(this.db, `SELECT ${COLUMNS} FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ?`)
       .get(tokenHash, now) as RawToken | undefined;
     return r && toRow(r);
   }
 
   /** Records use, at most once a minute per token to keep writes off the hot path. */
   touch(id: string, now: number): void {
-    this.db
-      .prepare('UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)')
+    stmt(this.db, 'UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)')
       .run(now, id, now - 60_000);
   }
 
   /** The user's tokens that are not revoked, newest first. */
   listForUser(userId: string): TokenRow[] {
     return (
-      this.db
-        .prepare(`SELECT ${COLUMNS} FROM api_tokens WHERE user_id = ? AND revoked_at IS NULL ORDER BY created_at DESC, id`)
+      stmt(this.db, `SELECT ${COLUMNS} FROM api_tokens WHERE user_id = ? AND revoked_at IS NULL ORDER BY created_at DESC, id`)
         .all(userId) as RawToken[]
     ).map(toRow);
   }
@@ -72,15 +68,14 @@ export class TokensRepo {
   /** Revokes one of the user's tokens; false if there is no such live token. */
   revoke(userId: string, id: string, now: number): boolean {
     return (
-      this.db.prepare('UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL').run(now, id, userId)
+      stmt(this.db, 'UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL').run(now, id, userId)
         .changes === 1
     );
   }
 
   /** Revokes all of a user's tokens except `keepId`; returns how many were revoked. */
   revokeAllExcept(userId: string, keepId: string | null, now: number): number {
-    return this.db
-      .prepare('UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL AND id IS NOT ?')
+    return stmt(this.db, 'UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL AND id IS NOT ?')
       .run(now, userId, keepId).changes;
   }
 }

@@ -1,5 +1,5 @@
 /** Repository for the users table. */
-import type { Db } from './database.js';
+import { stmt, type Db } from './database.js';
 
 export type Role = 'admin' | 'user';
 
@@ -42,24 +42,23 @@ export class UsersRepo {
 
   /** Number of users; setup is open only while this is 0. */
   count(): number {
-    return (this.db.prepare('SELECT count(*) AS n FROM users').get() as { n: number }).n;
+    return (stmt(this.db, 'SELECT count(*) AS n FROM users').get() as { n: number }).n;
   }
 
   byId(id: string): UserRow | undefined {
-    return toRow(this.db.prepare('SELECT * FROM users WHERE id = ?').get(id) as RawUser | undefined);
+    return toRow(stmt(this.db, 'SELECT * FROM users WHERE id = ?').get(id) as RawUser | undefined);
   }
 
   byUsername(username: string): UserRow | undefined {
-    return toRow(this.db.prepare('SELECT * FROM users WHERE username = ?').get(username) as RawUser | undefined);
+    return toRow(stmt(this.db, 'SELECT * FROM users WHERE username = ?').get(username) as RawUser | undefined);
   }
 
   list(): UserRow[] {
-    return (this.db.prepare('SELECT * FROM users ORDER BY created_at, id').all() as RawUser[]).map((r) => toRow(r)!);
+    return (stmt(this.db, 'SELECT * FROM users ORDER BY created_at, id').all() as RawUser[]).map((r) => toRow(r)!);
   }
 
   insert(u: UserRow): void {
-    this.db
-      .prepare(
+    stmt(this.db, 
         `INSERT INTO users (id, username, password_hash, role, disabled, quota_bytes, created_at, updated_at)
          VALUES (@id, @username, @passwordHash, @role, @disabled, @quotaBytes, @createdAt, @updatedAt)`,
       )
@@ -75,6 +74,6 @@ export class UsersRepo {
     if (changes.disabled !== undefined) (sets.push('disabled = @disabled'), (params.disabled = changes.disabled ? 1 : 0));
     if (changes.quotaBytes !== undefined) (sets.push('quota_bytes = @quotaBytes'), (params.quotaBytes = changes.quotaBytes));
     sets.push('updated_at = @now');
-    return this.db.prepare(`UPDATE users SET ${sets.join(', ')} WHERE id = @id`).run(params).changes === 1;
+    return stmt(this.db, `UPDATE users SET ${sets.join(', ')} WHERE id = @id`).run(params).changes === 1;
   }
 }

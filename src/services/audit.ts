@@ -11,8 +11,9 @@
 import canonicalize from 'canonicalize';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import type { Logger } from 'pino';
-import type { Db } from '../db/database.js';
+import { stmt, type Db } from '../db/database.js';
 import { unwrapSecret } from '../crypto/envelope.js';
 import { deriveSubkey, type Keyring } from '../crypto/keyring.js';
 import { SecretsRepo } from '../db/secrets.js';
@@ -135,9 +136,33 @@ export function readHead(file: string): AuditHead | null {
   }
 }
 
+/** Writes the head unless another writer is already ahead (temp file + rename). */
+function writeHeadSync(file: string, head: AuditHead): void {
+  const current = readHead(file);
+  if (current && current.seq >= head.seq) return;
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(head) + '\n', { mode: 0o600 });
+  fs.renameSync(tmp, file);
+}
+
+async function writeHeadAsync(file: string, head: AuditHead): Promise<void> {
+  let current: AuditHead | null = null;
+  try {
+    current = JSON.parse(await fsp.readFile(file, 'utf8')) as AuditHead;
+  } catch {
+    current = null;
+  }
+  if (current && Number.isInteger(current.seq) && current.seq >= head.seq) return;
+  const tmp = `${file}.${process.pid}.tmp`;
+  await fsp.writeFile(tmp, JSON.stringify(head) + '\n', { mode: 0o600 });
+  await fsp.rename(tmp, file);
+}
+
 export interface AuditDeps {
   db: Db;
   keyring: Keyring;
+  /** Write the head file asynchronously (the server); the CLI writes it before it exits. */
+  asyncHead?: boolean;
   /** File holding the latest {seq, mac}; omitted in tests that do not need it. */
   headFile?: string;
   logger?: Logger;
@@ -166,7 +191,7 @@ export class AuditLog {
     const key = this.key.mac;
     const row = db
       .transaction((): AuditRow => {
-        const last = db.prepare('SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1').get() as { seq: number; mac: Buffer } | undefined;
+        const last = stmt(db, 'SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1').get() as { seq: number; mac: Buffer } | undefined;
         const base: Omit<AuditRow, 'mac'> = {
           seq: (last?.seq ?? 0) + 1,
           at: this.now(),
@@ -182,7 +207,8 @@ export class AuditLog {
           keyId,
         };
         const mac = macOf(key, last?.mac ?? GENESIS, base);
-        db.prepare(
+        stmt(
+          db,
           `INSERT INTO audit_events (seq, at, actor, action, subject_user_id, file_id, share_id, ip, user_agent, outcome, details, key_id, mac)
            VALUES (@seq, @at, @actor, @action, @subjectUserId, @fileId, @shareId, @ip, @userAgent, @outcome, @details, @keyId, @mac)`,
         ).run({ ...base, details: JSON.stringify(base.details), mac });
@@ -210,16 +236,38 @@ export class AuditLog {
     return this.record({ ...e, details: { ...e.details, repeatsSincePrevious: suppressed } });
   }
 
+  private pendingHead: AuditHead | null = null;
+  private headWrite: Promise<void> | null = null;
+
   private publishHead(row: AuditRow): void {
     const head: AuditHead = { seq: row.seq, mac: row.mac.toString('hex') };
     this.deps.logger?.info({ auditHead: head, action: row.action }, 'audit event');
     const file = this.deps.headFile;
     if (!file) return;
-    const current = readHead(file);
-    if (current && current.seq >= head.seq) return; // another writer is already ahead
-    const tmp = `${file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(head) + '\n', { mode: 0o600 });
-    fs.renameSync(tmp, file);
+    if (!this.deps.asyncHead) return writeHeadSync(file, head);
+    // The server writes the head file off the event loop: one write in flight, the newest
+    // head wins. (A crash can lose the last head of that short window; the log has it too.)
+    this.pendingHead = head;
+    this.headWrite ??= this.drainHeads(file).finally(() => {
+      this.headWrite = null;
+    });
+  }
+
+  private async drainHeads(file: string): Promise<void> {
+    while (this.pendingHead) {
+      const head = this.pendingHead;
+      this.pendingHead = null;
+      try {
+        await writeHeadAsync(file, head);
+      } catch (err) {
+        this.deps.logger?.warn({ err }, 'could not write the audit head file');
+      }
+    }
+  }
+
+  /** Resolves once the head file reflects every event recorded so far. */
+  async flush(): Promise<void> {
+    while (this.headWrite) await this.headWrite;
   }
 
   /** Events newest first. `viewerId` null means everything (admins); the other fields narrow it down. */

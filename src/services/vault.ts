@@ -5,7 +5,7 @@
  * release → (full reads) verify SHA-256 before the last chunk is released.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Db } from '../db/database.js';
+import { stmt, type Db } from '../db/database.js';
 import { FilesRepo, type FileRow, type PageCursor } from '../db/files.js';
 import { MasterKeysRepo } from '../db/master-keys.js';
 import { unwrapDek, wrapDek } from '../crypto/envelope.js';
@@ -78,7 +78,7 @@ export class VaultService {
     this.quota = new QuotaService({
       loadUsage: (userId) => this.files.usageOf(userId),
       limitOf: (userId) => {
-        const row = deps.db.prepare('SELECT quota_bytes FROM users WHERE id = ?').get(userId) as { quota_bytes: number | null } | undefined;
+        const row = stmt(deps.db, 'SELECT quota_bytes FROM users WHERE id = ?').get(userId) as { quota_bytes: number | null } | undefined;
         return row?.quota_bytes ?? deps.defaultQuota ?? null;
       },
     });

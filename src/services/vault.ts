@@ -25,6 +25,9 @@ import { AppError } from '../errors.js';
 import { newId } from './ids.js';
 import { QuotaService, type QuotaLease } from './quota.js';
 
+/** Blobs up to this size are read whole in one go. */
+const SMALL_BLOB = 256 * 1024;
+
 export interface VaultDeps {
   db: Db;
   store: BlobStore;
@@ -240,15 +243,29 @@ export class VaultService {
       chunkSize: row.chunkSize,
     });
     try {
-      const stat = await this.deps.store.stat(row.id);
-      if (!stat) throw new IntegrityError('ciphertext is missing');
-      if (stat.size !== ciphertextSize(row.size, row.chunkSize)) {
-        throw new IntegrityError(`ciphertext length ${stat.size} does not match the recorded size`);
-      }
+      const expected = ciphertextSize(row.size, row.chunkSize);
       const span = ciphertextSpan(row.size, row.chunkSize, range.start, range.end);
-      const header = span.firstChunk === 0 ? undefined : await readAll(this.deps.store.getRange(row.id, 0, HEADER_LENGTH - 1));
+      let header: Buffer | undefined;
+      let source: AsyncIterable<Buffer>;
+      if (expected <= SMALL_BLOB) {
+        // Small files (most of them): one open + read + close instead of stat and streams.
+        const all = await this.deps.store.readSmall(row.id, expected);
+        if (!all) throw new IntegrityError('ciphertext is missing');
+        if (all.length !== expected) throw new IntegrityError(`ciphertext length ${all.length} does not match the recorded size`);
+        if (span.firstChunk !== 0) header = all.subarray(0, HEADER_LENGTH);
+        const slice = all.subarray(span.from, span.to + 1);
+        source = (async function* () {
+          yield slice;
+        })();
+      } else {
+        const stat = await this.deps.store.stat(row.id);
+        if (!stat) throw new IntegrityError('ciphertext is missing');
+        if (stat.size !== expected) throw new IntegrityError(`ciphertext length ${stat.size} does not match the recorded size`);
+        header = span.firstChunk === 0 ? undefined : await readAll(this.deps.store.getRange(row.id, 0, HEADER_LENGTH - 1));
+        source = this.deps.store.getRange(row.id, span.from, span.to);
+      }
       const full = range.start === 0 && range.end === row.size - 1;
-      const gen = decryptRange(this.deps.store.getRange(row.id, span.from, span.to), {
+      const gen = decryptRange(source, {
         dek,
         fileId: Buffer.from(row.id, 'hex'),
         chunkSize: row.chunkSize,

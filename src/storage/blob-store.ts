@@ -17,6 +17,11 @@ export interface BlobStore {
   put(id: string, source: AsyncIterable<Buffer[]>): Promise<{ bytes: number }>;
   /** Streams bytes [start, end] (inclusive) of a blob. */
   getRange(id: string, start: number, end: number): Readable;
+  /**
+   * Reads a whole small blob in one go (for blobs up to a few hundred KiB: no stat, no
+   * stream); returns up to `expected + 1` bytes so a longer blob shows, or null if missing.
+   */
+  readSmall(id: string, expected: number): Promise<Buffer | null>;
   /** Size of a blob, or null when it does not exist. */
   stat(id: string): Promise<BlobStat | null>;
   /** Removes a blob; removing a missing blob is not an error. */

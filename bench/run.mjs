@@ -365,8 +365,6 @@ async function main() {
         MASTER_KEY_FILE: path.join(tempRoot, 'no-such-master.key'),
         LOG_LEVEL: 'warn',
         MAX_FILE_SIZE: '4GiB',
-        // As `npm start` runs it: glibc returns large freed blocks (argon2's 19 MiB) to the OS.
-        MALLOC_MMAP_THRESHOLD_: '1048576',
       },
       /listening on https?:\/\/[^:\s]+:(\d+)/,
     );

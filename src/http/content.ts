@@ -5,7 +5,8 @@
  */
 import { create as contentDisposition } from 'content-disposition';
 import type { Request, Response } from 'express';
-import { finished } from 'node:stream/promises';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { FileRow } from '../db/files.js';
 import { AppError } from '../errors.js';
 import type { ByteRange, VaultService } from '../services/vault.js';
@@ -124,42 +125,17 @@ export async function sendFileContent(req: Request, res: Response, vault: VaultS
     const plaintext = await vault.open(row, range);
     req.log?.debug({ fileId: row.id, keyId: row.keyId, start: range.start, end: range.end }, 'first chunk verified; streaming');
     writeHead(res, row, decision, range, length);
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        bytesSent += chunk.length;
+        cb(null, chunk);
+      },
+    });
     try {
-      // Written straight to the response (no stream pipeline in between): the chunks
-      // decrypted from one file read leave in one writev, and back-pressure is 'drain'.
-      let corked = false;
-      const uncork = () => {
-        if (corked) {
-          corked = false;
-          res.uncork();
-        }
-      };
-      try {
-        for await (const chunk of plaintext) {
-          if (res.destroyed) throw prematureClose();
-          bytesSent += chunk.length;
-          if (!corked) {
-            corked = true;
-            res.cork();
-            process.nextTick(uncork);
-          }
-          if (!res.write(chunk)) {
-            uncork();
-            await drained(res);
-          }
-        }
-        uncork();
-        res.end();
-        // Resolves once the last byte is handed to the socket; rejects if it closed first.
-        await finished(res);
-      } catch (err) {
-        // Never end a broken response cleanly: destroying it cuts the connection.
-        res.destroy();
-        throw err;
-      }
+      await pipeline(Readable.from(plaintext, { objectMode: false, highWaterMark: 256 * 1024 }), counter, res);
       completed = true;
     } catch (err) {
-      // The response (and so the socket) is destroyed: the client sees a broken transfer.
+      // pipeline has destroyed the response (and so the socket): the client sees a broken transfer.
       if ((err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
         req.log?.info({ fileId: row.id, bytesSent }, 'client closed the download early');
       } else {
@@ -184,24 +160,4 @@ function writeHead(res: Response, row: FileRow, decision: RangeDecision, range: 
   } else {
     res.status(200);
   }
-}
-
-function prematureClose(): Error {
-  return Object.assign(new Error('the client closed the connection'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
-}
-
-/** Resolves on 'drain'; rejects if the response closes first. */
-function drained(res: Response): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = (err?: Error) => {
-      res.off('drain', onDrain);
-      res.off('close', onClose);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onDrain = () => done();
-    const onClose = () => done(prematureClose());
-    res.on('drain', onDrain);
-    res.on('close', onClose);
-  });
 }

@@ -23,7 +23,7 @@ const FINAL_EXT = '.enc';
 const TEMP_EXT = '.tmp';
 /** Gather small pieces into writes of about this size to save system calls. */
 const WRITE_BATCH_BYTES = 1024 * 1024;
-const READ_BYTES = 16 * (64 * 1024 + 16);
+const READ_BYTES = 256 * 1024;
 
 export class DiskBlobStore implements BlobStore {
   /** Prefix directories known to exist, so most uploads skip a mkdir round trip. */
@@ -84,7 +84,7 @@ export class DiskBlobStore implements BlobStore {
   }
 
   getRange(id: string, start: number, end: number): Readable {
-    // About 16 sealed chunks per read: fewer chunks straddle two reads (each costs a copy).
+    // 256 KiB reads: larger reads measured slower here (more page faults per buffer).
     return fs.createReadStream(this.pathOf(id), { start, end, highWaterMark: READ_BYTES });
   }
 

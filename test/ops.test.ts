@@ -216,6 +216,8 @@ describe('sfs backup and restore', () => {
     await h.request.delete(`/api/v1/files/${before[0]!.id}`).set('Authorization', `Bearer ${token}`);
     const backedUpIds = before.map((f) => f.id).sort();
 
+    // A stopped server has flushed its audit head (main.ts does on shutdown); do the same here.
+    await h.app.services.audit.flush();
     // Restore refuses while the server runs, and with the wrong key, touching nothing.
     fs.writeFileSync(path.join(h.config.dataDir, 'server.pid'), String(process.pid));
     const live = sfs(h, [key], ['restore', dir]);

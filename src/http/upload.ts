@@ -163,3 +163,21 @@ export function acceptBody(req: Request, res: Response): void {
     res.writeContinue();
   }
 }
+
+/**
+ * Takes the uploader's quota lease before multer reads the body (so every part counts as it
+ * streams) and releases it when the response closes. Read it back with leaseOf(res).
+ */
+export function withQuotaLease(vault: VaultService, userIdOf: (req: Request) => string): RequestHandler {
+  return (req, res, next) => {
+    const lease = vault.quota.lease(userIdOf(req));
+    res.locals.lease = lease;
+    res.on('close', () => lease.release());
+    next();
+  };
+}
+
+/** The lease withQuotaLease put on this response. */
+export function leaseOf(res: Response): QuotaLease {
+  return res.locals.lease as QuotaLease;
+}

@@ -5,12 +5,12 @@ import { IntegrityError } from '../../crypto/format.js';
 import type { FileRow } from '../../db/files.js';
 import type { ShareRow } from '../../db/shares.js';
 import { AppError } from '../../errors.js';
-import type { QuotaLease } from '../../services/quota.js';
 import { sendFileContent } from '../content.js';
 import { clientOf, publicBase } from '../context.js';
 import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
 import { presentShare } from '../routes/shares.js';
-import { multipartUpload } from '../upload.js';
+import { leaseOf, multipartUpload, withQuotaLease } from '../upload.js';
+import { recordShareCreated, recordUploads } from '../events.js';
 import { formError } from './auth-pages.js';
 import { requireUser, wantsJson, webUser } from './auth.js';
 import { humanDuration } from './format.js';
@@ -30,11 +30,7 @@ export function filePages(d: PagesDeps): Router {
   const r = Router();
   const { config } = d;
 
-  const uploaded = (req: Request, rows: FileRow[]) => {
-    for (const f of rows) {
-      d.audit.record({ actor: f.ownerId, action: 'file.upload', outcome: 'success', subjectUserId: f.ownerId, fileId: f.id, ...clientOf(req), details: { size: f.size, via: 'page' } });
-    }
-  };
+  const uploaded = (req: Request, rows: FileRow[]) => recordUploads(d.audit, req, rows, 'page');
 
   r.get('/', (req, res) => {
     if (d.accounts.setupOpen()) return void res.redirect(303, '/setup');
@@ -56,23 +52,18 @@ export function filePages(d: PagesDeps): Router {
     });
   });
 
-  const withLease: RequestHandler = (req, res, next) => {
-    const lease = d.vault.quota.lease(webUser(req).id);
-    res.locals.lease = lease;
-    res.on('close', () => lease.release());
-    next();
-  };
+  const withLease = withQuotaLease(d.vault, (req) => webUser(req).id);
 
   r.post(
     '/upload',
     requireUser,
     withLease,
-    multipartUpload(d.vault, { maxFileSize: config.maxFileSize, maxFiles: config.maxFilesPerRequest, lease: (res) => res.locals.lease as QuotaLease }),
+    multipartUpload(d.vault, { maxFileSize: config.maxFileSize, maxFiles: config.maxFilesPerRequest, lease: leaseOf }),
     async (req, res) => {
       const staged = (req.staged ?? []).sort((a, b) => a.seq - b.seq);
       req.staged = [];
       if (staged.length === 0) throw new AppError('validation_error', 'choose at least one file to upload');
-      const rows = await d.vault.commit(webUser(req).id, staged, res.locals.lease as QuotaLease);
+      const rows = await d.vault.commit(webUser(req).id, staged, leaseOf(res));
       uploaded(req, rows);
       if (wantsJson(req)) return void res.status(201).json({ files: rows.map(presentFile) });
       res.redirect(303, `/?uploaded=${rows.map((f) => f.id).join(',')}`);
@@ -135,16 +126,7 @@ export function filePages(d: PagesDeps): Router {
       return void (await fail(formError(err)));
     }
     const { share, token } = created;
-    d.audit.record({
-      actor: user.id,
-      action: 'share.create',
-      outcome: 'success',
-      subjectUserId: user.id,
-      fileId: file.id,
-      shareId: share.id,
-      ...clientOf(req),
-      details: { expiresAt: share.expiresAt, maxDownloads: share.maxDownloads, passwordProtected: share.passwordHash !== null, via: 'page' },
-    });
+    recordShareCreated(d.audit, req, user.id, share, 'page');
     const url = `${publicBase(req, config.publicUrl)}/s/${token}`;
     // The link exists only in this response: it is rendered here, never stored or redirected to.
     const svg = await QRCode.toString(url, { type: 'svg', errorCorrectionLevel: 'M', margin: 1 });

@@ -1,11 +1,10 @@
 /** Files API: upload (multipart and raw PUT), list, metadata, content, delete. */
-import type { Request, RequestHandler, Response } from 'express';
+import type { Request, Response } from 'express';
 import { IntegrityError } from '../../crypto/format.js';
 import type { FileRow } from '../../db/files.js';
 import { AppError } from '../../errors.js';
 import type { AuditLog } from '../../services/audit.js';
 import { chooseMimeType, cleanFileName } from '../../services/filenames.js';
-import type { QuotaLease } from '../../services/quota.js';
 import type { VaultService } from '../../services/vault.js';
 import type { ApiRoutes } from '../api-router.js';
 import { principal } from '../auth.js';
@@ -13,7 +12,8 @@ import { sendFileContent } from '../content.js';
 import { clientOf } from '../context.js';
 import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
 import { listQuery, parse } from '../schemas.js';
-import { acceptBody, multipartUpload, parseDigestHeader } from '../upload.js';
+import { acceptBody, leaseOf, multipartUpload, parseDigestHeader, withQuotaLease } from '../upload.js';
+import { recordUploads } from '../events.js';
 
 export interface FilesRoutesDeps {
   vault: VaultService;
@@ -24,30 +24,18 @@ export interface FilesRoutesDeps {
 
 /** Binds the files operations of the route table. */
 export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
-  const uploaded = (req: Request, rows: FileRow[], via: string) => {
-    for (const f of rows) {
-      req.log?.debug({ fileId: f.id, size: f.size, keyId: f.keyId, via }, 'file stored');
-      d.audit.record({ actor: f.ownerId, action: 'file.upload', outcome: 'success', subjectUserId: f.ownerId, fileId: f.id, ...clientOf(req), details: { size: f.size, via } });
-    }
-  };
-
-  // The quota lease is taken before multer reads the body, so every part counts as it streams.
-  const withLease: RequestHandler = (req, res, next) => {
-    const lease = d.vault.quota.lease(principal(req).user.id);
-    res.locals.lease = lease;
-    res.on('close', () => lease.release());
-    next();
-  };
+  const uploaded = (req: Request, rows: FileRow[], via: string) => recordUploads(d.audit, req, rows, via);
+  const withLease = withQuotaLease(d.vault, (req) => principal(req).user.id);
 
   r.op(
     'uploadFiles',
     withLease,
-    multipartUpload(d.vault, { maxFileSize: d.maxFileSize, maxFiles: d.maxFilesPerRequest, lease: (res) => res.locals.lease as QuotaLease }),
+    multipartUpload(d.vault, { maxFileSize: d.maxFileSize, maxFiles: d.maxFilesPerRequest, lease: leaseOf }),
     async (req, res) => {
       const staged = (req.staged ?? []).sort((a, b) => a.seq - b.seq);
       req.staged = [];
       if (staged.length === 0) throw new AppError('validation_error', 'file: no file part; send one or more parts named "file"');
-      const rows = await d.vault.commit(principal(req).user.id, staged, res.locals.lease as QuotaLease);
+      const rows = await d.vault.commit(principal(req).user.id, staged, leaseOf(res));
       uploaded(req, rows, 'multipart');
       res.status(201).json({ files: rows.map(presentFile) });
     },

@@ -8,6 +8,7 @@ import type { Share } from '../api-models.js';
 import type { ApiRoutes } from '../api-router.js';
 import { principal } from '../auth.js';
 import { clientOf, publicBase } from '../context.js';
+import { recordShareCreated } from '../events.js';
 import type { z } from '../zod.js';
 import { parse, shareCreateBody } from '../schemas.js';
 
@@ -48,16 +49,7 @@ export function shareRoutes(r: ApiRoutes, d: ShareRoutesDeps): void {
       throw new AppError('validation_error', `expiresInSeconds: must be at most ${d.maxTtlSeconds}`);
     }
     const { share, token } = await d.shares.create(user.id, file, body);
-    d.audit.record({
-      actor: user.id,
-      action: 'share.create',
-      outcome: 'success',
-      subjectUserId: user.id,
-      fileId: file.id,
-      shareId: share.id,
-      ...clientOf(req),
-      details: { expiresAt: share.expiresAt, maxDownloads: share.maxDownloads, passwordProtected: share.passwordHash !== null },
-    });
+    recordShareCreated(d.audit, req, user.id, share);
     const url = `${publicBase(req, d.publicUrl)}/s/${token}`;
     res.status(201).json({ ...presentShare(share), url, token });
   });

@@ -1,16 +1,14 @@
 /** The upload page, the files list, a file's page with its links, downloads and deletion. */
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import QRCode from 'qrcode';
-import { IntegrityError } from '../../crypto/format.js';
 import type { FileRow } from '../../db/files.js';
 import type { ShareRow } from '../../db/shares.js';
 import { AppError } from '../../errors.js';
-import { sendFileContent } from '../content.js';
 import { clientOf, publicBase } from '../context.js';
 import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
 import { presentShare } from '../routes/shares.js';
 import { leaseOf, multipartUpload, withQuotaLease } from '../upload.js';
-import { recordShareCreated, recordUploads } from '../events.js';
+import { recordShareCreated, recordUploads, sendOwnerDownload } from '../events.js';
 import { formError } from './auth-pages.js';
 import { requireUser, wantsJson, webUser } from './auth.js';
 import { humanDuration } from './format.js';
@@ -160,25 +158,7 @@ export function filePages(d: PagesDeps): Router {
 
   // HEAD has its own handler so Express does not run GET (and decrypt the whole file).
   const download: RequestHandler = async (req, res) => {
-    const row = d.vault.get(webUser(req).id, String(req.params.id));
-    const record = (outcome: 'success' | 'failure', details: Record<string, unknown>) =>
-      d.audit.record({ actor: row.ownerId, action: 'file.download', outcome, subjectUserId: row.ownerId, fileId: row.id, ...clientOf(req), details: { ...details, via: 'page' } });
-    let result;
-    try {
-      result = await sendFileContent(req, res, d.vault, row);
-    } catch (err) {
-      if (err instanceof IntegrityError) record('failure', { integrityError: true, bytesSent: 0 });
-      throw err;
-    }
-    if (req.method === 'GET') {
-      record(result.completed ? 'success' : 'failure', {
-        start: result.range.start,
-        end: result.range.end,
-        bytesSent: result.bytesSent,
-        completed: result.completed,
-        integrityError: result.integrityError ?? false,
-      });
-    }
+    await sendOwnerDownload(d.audit, d.vault, req, res, d.vault.get(webUser(req).id, String(req.params.id)), 'page');
   };
   r.head('/files/:id/download', requireUser, download);
   r.get('/files/:id/download', requireUser, download);

@@ -1,6 +1,5 @@
 /** Files API: upload (multipart and raw PUT), list, metadata, content, delete. */
 import type { Request, Response } from 'express';
-import { IntegrityError } from '../../crypto/format.js';
 import type { FileRow } from '../../db/files.js';
 import { AppError } from '../../errors.js';
 import type { AuditLog } from '../../services/audit.js';
@@ -8,12 +7,11 @@ import { chooseMimeType, cleanFileName } from '../../services/filenames.js';
 import type { VaultService } from '../../services/vault.js';
 import type { ApiRoutes } from '../api-router.js';
 import { principal } from '../auth.js';
-import { sendFileContent } from '../content.js';
 import { clientOf } from '../context.js';
 import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
 import { listQuery, parse } from '../schemas.js';
 import { acceptBody, leaseOf, multipartUpload, parseDigestHeader, withQuotaLease } from '../upload.js';
-import { recordUploads } from '../events.js';
+import { recordUploads, sendOwnerDownload } from '../events.js';
 
 export interface FilesRoutesDeps {
   vault: VaultService;
@@ -81,25 +79,7 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
 
   // HEAD has its own handler so Express does not run GET (and decrypt the whole file).
   const content = async (req: Request, res: Response) => {
-    const row = d.vault.get(principal(req).user.id, String(req.params.id));
-    const record = (outcome: 'success' | 'failure', details: Record<string, unknown>) =>
-      d.audit.record({ actor: row.ownerId, action: 'file.download', outcome, subjectUserId: row.ownerId, fileId: row.id, ...clientOf(req), details });
-    let result;
-    try {
-      result = await sendFileContent(req, res, d.vault, row);
-    } catch (err) {
-      if (err instanceof IntegrityError) record('failure', { integrityError: true, bytesSent: 0 });
-      throw err;
-    }
-    if (req.method === 'GET') {
-      record(result.completed ? 'success' : 'failure', {
-        start: result.range.start,
-        end: result.range.end,
-        bytesSent: result.bytesSent,
-        completed: result.completed,
-        integrityError: result.integrityError ?? false,
-      });
-    }
+    await sendOwnerDownload(d.audit, d.vault, req, res, d.vault.get(principal(req).user.id, String(req.params.id)));
   };
   r.op('headFileContent', content);
   r.op('getFileContent', content);

@@ -277,7 +277,13 @@ describe('sfs user', () => {
     const list = sfs(h, [key], ['user', 'list', '--json']).json().users;
     expect(list.map((u: { username: string }) => u.username)).toEqual(['admin', 'gina']);
     const t = await h.request.post('/api/v1/auth/tokens').send({ username: 'gina', password: 'gina password 123' });
+    const gina = list.find((u: { username: string }) => u.username === 'gina').id as string;
+    const sessions = () => (h.db.prepare("SELECT count(*) AS n FROM sessions WHERE json_extract(sess, '$.uid') = ?").get(gina) as { n: number }).n;
+    h.db.prepare('INSERT INTO sessions (sid, sess, expired) VALUES (?, ?, ?)').run('a'.repeat(64), JSON.stringify({ uid: gina, createdAt: Date.now() }), '2999-01-01T00:00:00.000Z');
+    expect(sessions()).toBe(1);
     expect(sfs(h, [key], ['user', 'reset-password', 'gina'], 'a new password 456\n').status).toBe(0);
+    // As from the API and the admin pages: a reset password ends the user's browser sessions too.
+    expect(sessions()).toBe(0);
     expect((await h.request.get('/api/v1/me').set('Authorization', `Bearer ${t.body.token}`)).status).toBe(401);
     expect((await h.request.post('/api/v1/auth/tokens').send({ username: 'gina', password: 'a new password 456' })).status).toBe(201);
     expect(sfs(h, [key], ['user', 'disable', 'gina']).status).toBe(0);

@@ -15,6 +15,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { openDatabase, type Db } from '../db/database.js';
+import { FilesRepo } from '../db/files.js';
 import { AppError } from '../errors.js';
 import { KeyFileExistsError, generateKeyFile, loadKeyring } from '../keyfile.js';
 import { BackupError, backup, restore } from '../ops/backup.js';
@@ -25,6 +26,7 @@ import { AccountsService } from '../services/accounts.js';
 import { AuditLog, verifyAuditChain } from '../services/audit.js';
 import { KeyMismatchError, checkKeyringAgainstDb } from '../services/key-check.js';
 import { PasswordHasher } from '../services/passwords.js';
+import { WebSessions } from '../services/sessions.js';
 import { VaultService } from '../services/vault.js';
 import { DiskBlobStore } from '../storage/disk.js';
 
@@ -74,6 +76,28 @@ function open(config: Config, opts: { checkKeys: boolean }): { db: Db; keyring: 
   const { keyring } = loadKeyring(config, { mayGenerate: false });
   if (opts.checkKeys) checkKeyringAgainstDb(db, keyring);
   return { db, keyring };
+}
+
+function accountsOn(db: Db, config: Config): AccountsService {
+  return new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
+}
+
+/**
+ * Applies an admin change to the named user, as the API and admin pages do: tokens are revoked
+ * by the service, and browser sessions end when the user is disabled or the password reset.
+ */
+async function changeUser(config: Config, name: string, changes: { disabled?: boolean; password?: string }): Promise<{ id: string; username: string }> {
+  const db = openDatabase(config.dbFile);
+  try {
+    const accounts = accountsOn(db, config);
+    const user = accounts.users.byUsername(name);
+    if (!user) throw new AppError('not_found', `no user named "${name}"`);
+    await accounts.adminUpdate(user.id, changes);
+    new WebSessions({ db, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs }).endAllForUser(user.id);
+    return user;
+  } finally {
+    db.close();
+  }
 }
 
 function audit(db: Db, keyring: Keyring, config: Config, action: string, outcome: 'success' | 'failure', details: Record<string, unknown>): void {
@@ -230,8 +254,7 @@ const COMMANDS: Record<string, Command> = {
       const { db, keyring } = open(config, { checkKeys: false });
       const minAge = values['min-age'] === undefined ? 3600 : Number(values['min-age']);
       if (!Number.isInteger(minAge) || minAge < 0) throw new UsageError('--min-age: expected seconds (a whole number)');
-      const vault = new VaultService({ db, store: new DiskBlobStore(config.uploadsDir), keyring });
-      const result = await gc(vault.files, new DiskBlobStore(config.uploadsDir), { dryRun: values['dry-run'] === true, minAgeMs: minAge * 1000 });
+      const result = await gc(new FilesRepo(db), new DiskBlobStore(config.uploadsDir), { dryRun: values['dry-run'] === true, minAgeMs: minAge * 1000 });
       if (!result.dryRun && result.removed.length) audit(db, keyring, config, 'store.gc', 'success', { removed: result.removed.length, bytesFreed: result.bytesFreed });
       db.close();
       const verb = result.dryRun ? 'Would remove' : 'Removed';
@@ -350,7 +373,7 @@ const COMMANDS: Record<string, Command> = {
       fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
       const db = openDatabase(config.dbFile);
       try {
-        const accounts = new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
+        const accounts = accountsOn(db, config);
         const user = await accounts.createUser(username, password, values.admin ? 'admin' : 'user');
         // Any user closes the first-run setup; its code is useless from now on.
         fs.rmSync(path.join(config.dataDir, 'setup-code'), { force: true });
@@ -366,7 +389,7 @@ const COMMANDS: Record<string, Command> = {
     options: JSON_OPT,
     async run({ config, out }) {
       const db = openDatabase(config.dbFile);
-      const accounts = new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: 60, tokenMaxTtl: 60 });
+      const accounts = accountsOn(db, config);
       const users = accounts.users.list().map((u) => ({ id: u.id, username: u.username, role: u.role, disabled: u.disabled }));
       db.close();
       out(users.map((u) => `${u.username.padEnd(24)} ${u.role.padEnd(6)} ${u.disabled ? 'disabled' : 'active'}  ${u.id}`).join('\n') || '(no users)', { users });
@@ -377,16 +400,8 @@ const COMMANDS: Record<string, Command> = {
     summary: 'disable a user (their tokens stop working at once)',
     positionals: [1, 1],
     async run({ positionals, config, out }) {
-      const db = openDatabase(config.dbFile);
-      try {
-        const accounts = new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: 60, tokenMaxTtl: 60 });
-        const user = accounts.users.byUsername(positionals[0]!);
-        if (!user) throw new AppError('not_found', `no user named "${positionals[0]}"`);
-        await accounts.adminUpdate(user.id, { disabled: true });
-        out(`Disabled "${user.username}".`, { id: user.id, disabled: true });
-      } finally {
-        db.close();
-      }
+      const user = await changeUser(config, positionals[0]!, { disabled: true });
+      out(`Disabled "${user.username}"; their tokens and browser sessions stopped working.`, { id: user.id, disabled: true });
     },
   },
   'user reset-password': {
@@ -395,16 +410,8 @@ const COMMANDS: Record<string, Command> = {
     positionals: [1, 1],
     async run({ positionals, config, out }) {
       const password = await readPassword();
-      const db = openDatabase(config.dbFile);
-      try {
-        const accounts = new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: 60, tokenMaxTtl: 60 });
-        const user = accounts.users.byUsername(positionals[0]!);
-        if (!user) throw new AppError('not_found', `no user named "${positionals[0]}"`);
-        await accounts.adminUpdate(user.id, { password });
-        out(`Password of "${user.username}" changed; their API tokens were revoked.`, { id: user.id });
-      } finally {
-        db.close();
-      }
+      const user = await changeUser(config, positionals[0]!, { password });
+      out(`Password of "${user.username}" changed; their API tokens were revoked and browser sessions ended.`, { id: user.id });
     },
   },
 };

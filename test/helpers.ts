@@ -62,7 +62,9 @@ export function makeHarness(env: Record<string, string> = {}, opts: { masterKey?
     contractViolations,
     cleanup() {
       if (this.db.open) this.db.close();
-      fs.rmSync(dir, { recursive: true, force: true });
+      // The app writes the audit head file asynchronously; a write may still be landing in
+      // data/ while the directory is removed, so let rm retry on ENOTEMPTY.
+      fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 });
       if (contractViolations.length) {
         throw new Error(`responses that the OpenAPI document does not describe:\n${[...new Set(contractViolations)].join('\n')}`);
       }

@@ -88,11 +88,11 @@ export const API = {
     path: '/auth/tokens',
     tag: 'Setup and tokens',
     summary: 'Get an API token with a username and password',
-    description: 'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username.',
+    description: 'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username (shared with password changes). A disabled account is named as such (403 account_disabled) only after its correct password.',
     auth: 'none',
     body: { kind: 'json', schema: tokenCreateBody },
     responses: { 201: { description: 'the new token', schema: M.TokenCreated } },
-    errors: ['validation_error', 'unauthorized', 'rate_limited'],
+    errors: ['validation_error', 'unauthorized', 'account_disabled', 'rate_limited'],
   },
   // --- The caller's own account ---
   listTokens: {
@@ -128,10 +128,11 @@ export const API = {
     path: '/me',
     tag: 'Account',
     summary: 'Change your password (revokes your other tokens)',
+    description: 'Wrong current passwords count against the same per-IP and per-account budgets as sign-in (429 when spent).',
     auth: 'token',
     body: { kind: 'json', schema: mePatchBody },
     responses: { 200: { description: 'changed', schema: M.MeUpdated } },
-    errors: ['validation_error', 'forbidden'],
+    errors: ['validation_error', 'forbidden', 'rate_limited'],
   },
   // --- Admin: users ---
   createUser: {

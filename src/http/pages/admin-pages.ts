@@ -5,6 +5,7 @@ import type { Role } from '../../db/users.js';
 import { AppError } from '../../errors.js';
 import { verifyAuditChain } from '../../services/audit.js';
 import { clientOf } from '../context.js';
+import { adminAction } from '../routes/accounts.js';
 import { formError } from './auth-pages.js';
 import { requireAdminUser, requireUser, webUser } from './auth.js';
 import type { PagesDeps } from './index.js';
@@ -73,8 +74,9 @@ export function adminPages(d: PagesDeps): Router {
       default:
         return void renderUsers(req, res, 400, 'Unknown action.');
     }
+    let effects;
     try {
-      await d.accounts.adminUpdate(id, changes);
+      effects = await d.accounts.adminUpdate(id, changes);
     } catch (err) {
       return void renderUsers(req, res, 400, formError(err));
     }
@@ -82,11 +84,18 @@ export function adminPages(d: PagesDeps): Router {
     if (changes.disabled === true || changes.password !== undefined) d.sessions.endAllForUser(id);
     d.audit.record({
       actor: admin.id,
-      action: changes.disabled === true ? 'user.disable' : 'user.update',
+      action: adminAction(changes),
       outcome: 'success',
       subjectUserId: id,
       ...clientOf(req),
-      details: { disabled: changes.disabled, passwordReset: changes.password !== undefined, quotaBytes: changes.quotaBytes, via: 'page' },
+      details: {
+        disabled: changes.disabled,
+        passwordReset: changes.password !== undefined,
+        quotaBytes: changes.quotaBytes,
+        revokedTokens: effects.revokedTokens,
+        revokedShares: effects.revokedShares,
+        via: 'page',
+      },
     });
     if (id === admin.id && changes.password !== undefined) return void res.redirect(303, '/login?msg=signed-out');
     res.redirect(303, '/admin/users?msg=user-updated');

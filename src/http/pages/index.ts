@@ -14,6 +14,7 @@ import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
 import type { VaultService } from '../../services/vault.js';
 import type { Csrf } from '../csrf.js';
+import type { PasswordLimits } from '../rate-limit.js';
 import { accountPages } from './account-pages.js';
 import { adminPages } from './admin-pages.js';
 import { loadUser } from './auth.js';
@@ -32,7 +33,7 @@ export interface PagesDeps {
   sessions: WebSessions;
   setup: SetupCode;
   csrf: Csrf;
-  limits: { setup: RequestHandler; loginPerIp: RequestHandler; loginPerUser: RequestHandler };
+  limits: PasswordLimits;
 }
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);

@@ -178,6 +178,7 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   const routeDeps = {
     accounts,
     vault,
+    shares,
     audit,
     setup: deps.setup,
     auth,

@@ -49,6 +49,9 @@ export const MESSAGES: Record<string, string> = {
   'token-revoked': 'The token was revoked.',
   'user-created': 'The user was created.',
   'user-updated': 'The user was updated.',
+  'user-deleted': 'The user was deleted.',
+  'link-revoked': 'The link was revoked.',
+  'links-revoked': 'Every live link of this user was revoked.',
 };
 
 /** Every page route, behind the session, the user loader and the CSRF check. */

@@ -3,6 +3,8 @@ import type { RequestHandler } from 'express';
 import { AppError, isAppError } from '../../errors.js';
 import { normalizeUsername, type AccountsService, type SetupCode } from '../../services/accounts.js';
 import type { VaultService } from '../../services/vault.js';
+import type { SharesService } from '../../services/shares.js';
+import { presentShare } from './shares.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { ApiRoutes } from '../api-router.js';
 import type { WebSessions } from '../../services/sessions.js';
@@ -16,6 +18,8 @@ export interface AccountsRoutesDeps {
   accounts: AccountsService;
   audit: AuditLog;
   vault: VaultService;
+  /** Share links, for admins revoking another user's links. */
+  shares: SharesService;
   setup: SetupCode;
   auth: RequestHandler;
   /** Browser sessions, ended on a password change or when a user is disabled. */
@@ -75,7 +79,12 @@ export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
 
   r.op('getMe', (req, res) => {
     const { user } = principal(req);
-    res.json({ ...presentUser(user), usageBytes: d.vault.quota.usageOf(user.id), quotaBytes: d.vault.quota.limitOf(user.id) });
+    res.json({
+      ...presentUser(user),
+      usageBytes: d.vault.quota.usageOf(user.id),
+      quotaBytes: d.vault.quota.limitOf(user.id),
+      passwordResetAt: user.passwordResetAt === null ? null : new Date(user.passwordResetAt).toISOString(),
+    });
   });
 
   // The current password is guessed against the same budgets as a sign-in of this account.
@@ -122,6 +131,33 @@ export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
       details: { disabled: body.disabled, role: body.role, passwordReset: body.password !== undefined, quotaBytes: body.quotaBytes, revokedTokens, revokedShares },
     });
     res.json(presentUser(updated));
+  });
+
+  const targetUser = (req: Parameters<RequestHandler>[0]) => {
+    const id = String(req.params.id);
+    const user = idParam.safeParse(id).success ? d.accounts.users.byId(id) : undefined;
+    if (!user) throw new AppError('not_found', 'no such user');
+    return user;
+  };
+
+  r.op('listUserShares', (req, res) => {
+    res.json({ shares: d.shares.repo.listForOwner(targetUser(req).id).map(presentShare) });
+  });
+
+  r.op('revokeUserShares', (req, res) => {
+    const target = targetUser(req);
+    const revoked = d.shares.repo.revokeAllForOwner(target.id, Date.now());
+    d.audit.record({ actor: principal(req).user.id, action: 'share.revoke_all', outcome: 'success', subjectUserId: target.id, ...clientOf(req), details: { revoked, by: 'admin' } });
+    res.json({ revoked });
+  });
+
+  r.op('revokeUserShare', (req, res) => {
+    const target = targetUser(req);
+    const shareId = String(req.params.shareId);
+    const share = d.shares.ownedBy(target.id, shareId);
+    if (!d.shares.repo.revoke(share.id, target.id, Date.now())) throw new AppError('not_found', 'no such share');
+    d.audit.record({ actor: principal(req).user.id, action: 'share.revoke', outcome: 'success', subjectUserId: target.id, fileId: share.fileId, shareId: share.id, ...clientOf(req), details: { by: 'admin' } });
+    res.status(204).end();
   });
 }
 

@@ -18,7 +18,7 @@ import { apiDocsRoutes } from './http/routes/docs.js';
 import { openApiJson } from './http/openapi.js';
 import { errorHandler } from './http/error-handler.js';
 import { requestLogger } from './http/logging.js';
-import { limiter } from './http/rate-limit.js';
+import { limitAccount, limiter, type PasswordLimits } from './http/rate-limit.js';
 import { accountRoutes, publicAccountRoutes } from './http/routes/accounts.js';
 import { filesRoutes } from './http/routes/files.js';
 import { acceptBody } from './http/upload.js';
@@ -165,18 +165,25 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   const window = config.rateLimitWindowMs;
   const onLimited = (scope: string) => (req: Request) =>
     audit.recordSummarised(`${scope}:${req.ip}`, { actor: 'anonymous', action: 'rate_limit.hit', outcome: 'denied', ...clientOf(req), details: { scope } });
+  // Every check of an account password (sign-in on the API and the page, and the current
+  // password of a password change) goes through these two limiters: one budget per IP and one
+  // per IP+account, whichever route the guesses arrive on.
+  const loginPerIp = limiter({ windowMs: window, limit: config.loginRateLimitPerIp, failuresOnly: true, onLimited: onLimited('login') });
+  const loginPerUser = limiter({ windowMs: window, limit: config.loginRateLimit, failuresOnly: true, perAccount: true, onLimited: onLimited('login') });
+  const passwordLimits: PasswordLimits = {
+    setup: limiter({ windowMs: window, limit: 10, onLimited: onLimited('setup') }),
+    login: [limitAccount((req) => (req.body as Record<string, unknown> | undefined)?.username), loginPerIp, loginPerUser],
+    passwordCheck: [limitAccount((req) => req.principal?.user.username ?? req.webUser?.username), loginPerIp, loginPerUser],
+  };
   const routeDeps = {
     accounts,
     vault,
+    shares,
     audit,
     setup: deps.setup,
     auth,
     sessions,
-    limits: {
-      setup: limiter({ windowMs: window, limit: 10, onLimited: onLimited('setup') }),
-      loginPerIp: limiter({ windowMs: window, limit: config.loginRateLimitPerIp, failuresOnly: true, onLimited: onLimited('login') }),
-      loginPerUser: limiter({ windowMs: window, limit: config.loginRateLimit, failuresOnly: true, keyField: 'username', onLimited: onLimited('login') }),
-    },
+    limits: passwordLimits,
   };
   // One route table (http/api-table.ts) builds both this router and the OpenAPI document.
   const openapi = openApiJson({ publicUrl: config.publicUrl, maxFileSize: config.maxFileSize });
@@ -223,7 +230,7 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
       sessions,
       setup: deps.setup,
       csrf: pageCsrf,
-      limits: routeDeps.limits,
+      limits: passwordLimits,
     }),
   );
   app.use(() => {

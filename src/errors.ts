@@ -8,6 +8,7 @@ export const ERROR_CODES = {
   bad_request: { status: 400, title: 'Bad request' },
   unauthorized: { status: 401, title: 'Authentication required' },
   forbidden: { status: 403, title: 'Forbidden' },
+  account_disabled: { status: 403, title: 'Account disabled' },
   csrf_invalid: { status: 403, title: 'Missing or invalid CSRF token' },
   setup_closed: { status: 409, title: 'Setup is closed' },
   not_found: { status: 404, title: 'Not found' },

@@ -212,7 +212,8 @@ describe('own account and admin user management', () => {
     expect(dis.status).toBe(200);
     expect(dis.body.disabled).toBe(true);
     expect((await h.request.get('/api/v1/me').set(bearer(userToken))).status).toBe(401);
-    expect((await h.request.post('/api/v1/auth/tokens').send({ username: 'carol', password: 'carol password 123' })).status).toBe(401);
+    // With the right password a disabled account is named as such (issue 11 item 18).
+    expect((await h.request.post('/api/v1/auth/tokens').send({ username: 'carol', password: 'carol password 123' })).status).toBe(403);
     const bad = await h.request.patch(`/api/v1/users/${carol.id}`).set(bearer(admin)).send({ role: 'root' });
     expect(bad.status).toBe(400);
     expect(bad.body.detail).toContain('role');

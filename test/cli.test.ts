@@ -56,7 +56,8 @@ describe('sfs user create', () => {
     expect(row).toMatchObject({ username: 'root', role: 'admin' });
     expect(row.password_hash).toMatch(/^\$argon2id\$/);
     const short = sfs(['user', 'create', 'bob'], 'short\n');
-    expect(short.status).toBe(1);
+    // A short password is invalid input: a usage/validation error (2), as the help says.
+    expect(short.status).toBe(2);
     expect(short.stderr).toContain('at least 10');
     const dup = sfs(['user', 'create', 'ROOT'], 'another long password\n');
     expect(dup.status).toBe(1);

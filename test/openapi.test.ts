@@ -219,6 +219,12 @@ describe('responses match the document', () => {
     await check('listShares', r.get(`/api/v1/files/${fid}/shares`).set(auth));
     await check('revokeShare', r.delete(`/api/v1/shares/${share.body.id}`).set(auth));
     await check('revokeShare', r.delete(`/api/v1/shares/${share.body.id}`).set(auth).set('Authorization', 'Bearer nope'));
+    await check('listUserShares', r.get(`/api/v1/users/${setup.body.user.id}/shares`).set(auth));
+    await check('listUserShares', r.get(`/api/v1/users/${'0'.repeat(32)}/shares`).set(auth));
+    const live = await r.post(`/api/v1/files/${fid}/shares`).set(auth).send({});
+    await check('revokeUserShare', r.delete(`/api/v1/users/${setup.body.user.id}/shares/${live.body.id}`).set(auth));
+    await check('revokeUserShare', r.delete(`/api/v1/users/${setup.body.user.id}/shares/${live.body.id}`).set(auth));
+    await check('revokeUserShares', r.delete(`/api/v1/users/${setup.body.user.id}/shares`).set(auth));
     await check('listAudit', r.get(`/api/v1/audit?fileId=${fid}`).set(auth));
     await check('deleteFile', r.delete(`/api/v1/files/${multi.body.files[0].id}`).set(auth));
     await check('deleteFile', r.delete(`/api/v1/files/${multi.body.files[0].id}`).set(auth));

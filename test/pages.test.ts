@@ -131,7 +131,8 @@ describe('sessions', () => {
     const r = await h.request.patch(`/api/v1/users/${bobId}`).set('Authorization', `Bearer ${admin}`).send({ disabled: true });
     expect(r.status).toBe(200);
     expect((await bob.get('/files')).headers.location).toMatch(/^\/login/);
-    expect((await signIn('bob', 'bob password 123')).r.status).toBe(401);
+    // The right password of a disabled account: refused, and named as disabled (issue 11 item 18).
+    expect((await signIn('bob', 'bob password 123')).r.status).toBe(403);
   });
 
   it('the account page lists sessions and ends another one; a password change ends the rest and the API tokens', async () => {

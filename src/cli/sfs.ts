@@ -22,7 +22,12 @@ import { BackupError, backup, restore } from '../ops/backup.js';
 import { gc } from '../ops/gc.js';
 import { KeyInUseError, keyStatus, retire, rotate } from '../ops/keys.js';
 import { scrub } from '../ops/scrub.js';
-import { AccountsService } from '../services/accounts.js';
+import { AccountsService, normalizeUsername } from '../services/accounts.js';
+import type { UserRow } from '../db/users.js';
+import { SharesRepo } from '../db/shares.js';
+import { adminAction } from '../http/routes/accounts.js';
+import { presentShare } from '../http/routes/shares.js';
+import { deleteUser } from '../services/offboarding.js';
 import { AuditLog, verifyAuditChain } from '../services/audit.js';
 import { KeyMismatchError, checkKeyringAgainstDb } from '../services/key-check.js';
 import { PasswordHasher } from '../services/passwords.js';
@@ -83,21 +88,41 @@ function accountsOn(db: Db, config: Config): AccountsService {
 }
 
 /**
- * Applies an admin change to the named user, as the API and admin pages do: tokens are revoked
- * by the service, and browser sessions end when the user is disabled or the password reset.
+ * Applies an admin change to the named user, as the API and admin pages do: tokens (and, on
+ * disable, links) are revoked by the service, browser sessions end when the user is disabled or
+ * the password reset, and the change is audited with the CLI as the actor.
  */
 async function changeUser(config: Config, name: string, changes: { disabled?: boolean; password?: string }): Promise<{ id: string; username: string }> {
-  const db = openDatabase(config.dbFile);
+  const { db, keyring } = open(config, { checkKeys: false });
   try {
     const accounts = accountsOn(db, config);
-    const user = accounts.users.byUsername(name);
-    if (!user) throw new AppError('not_found', `no user named "${name}"`);
-    await accounts.adminUpdate(user.id, changes);
+    const user = findUser(accounts, name);
+    const effects = await accounts.adminUpdate(user.id, changes);
     new WebSessions({ db, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs }).endAllForUser(user.id);
+    new AuditLog({ db, keyring, headFile: config.auditHeadFile }).record({
+      actor: 'cli',
+      action: adminAction(changes),
+      outcome: 'success',
+      subjectUserId: user.id,
+      details: { disabled: changes.disabled, passwordReset: changes.password !== undefined, revokedTokens: effects.revokedTokens, revokedShares: effects.revokedShares, via: 'cli' },
+    });
     return user;
   } finally {
     db.close();
   }
+}
+
+/** The user with this name (normalised as everywhere), or not_found. */
+function findUser(accounts: AccountsService, name: string): UserRow {
+  const user = accounts.users.byUsername(normalizeUsername(name));
+  if (!user) throw new AppError('not_found', `no user named "${name}"`);
+  return user;
+}
+
+/** The value of --user, required by the share commands. */
+function userOption(values: Ctx['values']): string {
+  if (typeof values.user !== 'string' || values.user.trim() === '') throw new UsageError('--user NAME is required');
+  return values.user;
 }
 
 function audit(db: Db, keyring: Keyring, config: Config, action: string, outcome: 'success' | 'failure', details: Record<string, unknown>): void {
@@ -397,11 +422,94 @@ const COMMANDS: Record<string, Command> = {
   },
   'user disable': {
     usage: 'sfs user disable NAME',
-    summary: 'disable a user (their tokens stop working at once)',
+    summary: 'disable a user (their tokens, sessions and links stop working for good)',
     positionals: [1, 1],
     async run({ positionals, config, out }) {
       const user = await changeUser(config, positionals[0]!, { disabled: true });
-      out(`Disabled "${user.username}"; their tokens and browser sessions stopped working.`, { id: user.id, disabled: true });
+      out(`Disabled "${user.username}"; their tokens, browser sessions and share links stopped working for good.`, { id: user.id, disabled: true });
+    },
+  },
+  'user delete': {
+    usage: 'sfs user delete NAME (--transfer-to OTHER | --delete-files) [--json]',
+    summary: "delete a user; their files go to another user or are deleted (one is required); links and tokens end",
+    options: { ...JSON_OPT, 'transfer-to': { type: 'string' }, 'delete-files': { type: 'boolean', default: false } },
+    positionals: [1, 1],
+    async run({ positionals, values, config, out }) {
+      const transferTo = typeof values['transfer-to'] === 'string' ? values['transfer-to'] : undefined;
+      const deleteFiles = values['delete-files'] === true;
+      if ((transferTo === undefined) === !deleteFiles) throw new UsageError('give exactly one of --transfer-to OTHER or --delete-files');
+      // A running server keeps quota usage in memory; it would not see the receiver's new files.
+      const pid = transferTo === undefined ? null : serverPid(config);
+      if (pid) throw new UsageError(`the server is running (pid ${pid}); use the admin users page to transfer files, or stop the server first`);
+      const { db, keyring } = open(config, { checkKeys: true });
+      try {
+        const accounts = accountsOn(db, config);
+        const user = findUser(accounts, positionals[0]!);
+        const receiver = transferTo === undefined ? undefined : findUser(accounts, transferTo);
+        const vault = new VaultService({ db, store: new DiskBlobStore(config.uploadsDir), keyring, defaultQuota: config.userQuotaBytes });
+        const log = new AuditLog({ db, keyring, headFile: config.auditHeadFile });
+        const sessions = new WebSessions({ db, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
+        const r = await deleteUser(
+          { db, accounts, vault, endSessions: (id) => sessions.endAllForUser(id), record: (e) => log.record({ ...e, actor: 'cli', details: { ...e.details, via: 'cli' } }) },
+          user.id,
+          receiver ? { transferTo: receiver.id } : { deleteFiles: true },
+        );
+        const what = receiver ? `transferred ${r.files} file(s) (${r.bytes} bytes) to "${receiver.username}"` : `deleted ${r.files} file(s) (${r.bytes} bytes)`;
+        const lines = [`Deleted user "${user.username}"; ${what}; revoked ${r.revokedShares} link(s) and ${r.revokedTokens} token(s).`];
+        if (r.receiverOverQuota) lines.push(`Note: "${receiver!.username}" is now over their quota (allowed; recorded in the audit log).`);
+        out(lines.join('\n'), r);
+      } finally {
+        db.close();
+      }
+    },
+  },
+  'share list': {
+    usage: 'sfs share list --user NAME [--json]',
+    summary: "list a user's share links (no tokens)",
+    options: { ...JSON_OPT, user: { type: 'string' } },
+    async run({ values, config, out }) {
+      const name = userOption(values);
+      const { db } = open(config, { checkKeys: false });
+      try {
+        const user = findUser(accountsOn(db, config), name);
+        const shares = new SharesRepo(db).listForOwner(user.id).map(presentShare);
+        const lines = shares.map((s) => `${s.id}  ${s.status.padEnd(9)} file ${s.fileId}  expires ${s.expiresAt}  downloads ${s.downloads}/${s.maxDownloads ?? 'unlimited'}`);
+        out(lines.join('\n') || `(no links for "${user.username}")`, { user: user.username, shares });
+      } finally {
+        db.close();
+      }
+    },
+  },
+  'share revoke': {
+    usage: 'sfs share revoke --user NAME (ID | --all) [--json]',
+    summary: "revoke one of a user's share links, or all of them",
+    options: { ...JSON_OPT, user: { type: 'string' }, all: { type: 'boolean', default: false } },
+    positionals: [0, 1],
+    async run({ positionals, values, config, out }) {
+      const name = userOption(values);
+      const id = positionals[0];
+      const all = values.all === true;
+      if ((id === undefined) === !all) throw new UsageError('give exactly one of a share ID or --all');
+      if (id !== undefined && !/^[0-9a-f]{32}$/.test(id)) throw new UsageError('ID: expected a share id (32 hex digits, see "sfs share list")');
+      const { db, keyring } = open(config, { checkKeys: false });
+      try {
+        const user = findUser(accountsOn(db, config), name);
+        const repo = new SharesRepo(db);
+        const now = Date.now();
+        const log = new AuditLog({ db, keyring, headFile: config.auditHeadFile });
+        if (all) {
+          const revoked = repo.revokeAllForOwner(user.id, now);
+          log.record({ actor: 'cli', action: 'share.revoke_all', outcome: 'success', subjectUserId: user.id, details: { revoked, by: 'admin', via: 'cli' } });
+          out(`Revoked ${revoked} link(s) of "${user.username}".`, { user: user.username, revoked });
+          return;
+        }
+        const share = repo.byId(id!);
+        if (!share || share.ownerId !== user.id || !repo.revoke(share.id, user.id, now)) throw new AppError('not_found', `"${user.username}" has no live link ${id}`);
+        log.record({ actor: 'cli', action: 'share.revoke', outcome: 'success', subjectUserId: user.id, fileId: share.fileId, shareId: share.id, details: { by: 'admin', via: 'cli' } });
+        out(`Revoked link ${share.id} of "${user.username}".`, { user: user.username, revoked: 1, id: share.id });
+      } finally {
+        db.close();
+      }
     },
   },
   'user reset-password': {
@@ -461,7 +569,14 @@ run(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
     if (err instanceof Unsuccessful) process.exit(1);
-    const usage = err instanceof UsageError || err instanceof ConfigError || err instanceof KeyFileExistsError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    // Exit 2 for anything the caller got wrong (usage, configuration, invalid input such as a
+    // short password); 1 for operations that ran into a problem (not found, conflict, damage).
+    const usage =
+      err instanceof UsageError ||
+      err instanceof ConfigError ||
+      err instanceof KeyFileExistsError ||
+      (err instanceof AppError && err.code === 'validation_error') ||
+      (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
     const known = err instanceof KeyMismatchError || err instanceof KeyInUseError || err instanceof BackupError;
     const message = err instanceof AppError ? err.detail : (err as Error).message;
     process.stderr.write(`sfs: ${message}\n`);

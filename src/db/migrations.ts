@@ -149,6 +149,15 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX sessions_user ON sessions(json_extract(sess, '$.uid'));
     `,
   },
+  {
+    version: 5,
+    name: 'admin password reset notice',
+    sql: `
+      -- When an administrator last set this user's password (null once the user chose their
+      -- own): shown to the user at sign-in and on /account, so a reset is never silent.
+      ALTER TABLE users ADD COLUMN password_reset_at INTEGER;
+    `,
+  },
 ];
 
 /** Applies every migration newer than the database's user_version, each in its own transaction. */

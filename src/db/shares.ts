@@ -49,6 +49,8 @@ const toRow = (r: RawShare): ShareRow => ({
 const COLUMNS =
   'id, file_id, owner_id, password_hash, note, created_at, expires_at, max_downloads, downloads, bytes_served, revoked_at, expired_at';
 
+const PREFIXED = COLUMNS.split(', ').map((c) => `s.${c}`).join(', ');
+
 export class SharesRepo {
   constructor(private readonly db: Db) {}
 
@@ -60,8 +62,15 @@ export class SharesRepo {
       .run(s);
   }
 
+  /**
+   * The share with this token hash, only while its owner is an enabled user: the owner's
+   * disabled flag is read in the same query, so a disabled owner's links stop at once.
+   */
   byTokenHash(hash: Buffer): ShareRow | undefined {
-    const r = stmt(this.db, `SELECT ${COLUMNS} FROM shares WHERE token_hash = ?`).get(hash) as RawShare | undefined;
+    const r = stmt(
+      this.db,
+      `SELECT ${PREFIXED} FROM shares s JOIN users u ON u.id = s.owner_id WHERE s.token_hash = ? AND u.disabled = 0`,
+    ).get(hash) as RawShare | undefined;
     return r && toRow(r);
   }
 
@@ -72,6 +81,26 @@ export class SharesRepo {
 
   listForFile(fileId: string): ShareRow[] {
     return (stmt(this.db, `SELECT ${COLUMNS} FROM shares WHERE file_id = ? ORDER BY created_at DESC, id`).all(fileId) as RawShare[]).map(toRow);
+  }
+
+  /** Every share link the user created, newest first (for admins). */
+  listForOwner(ownerId: string): ShareRow[] {
+    return (stmt(this.db, `SELECT ${COLUMNS} FROM shares WHERE owner_id = ? ORDER BY created_at DESC, id`).all(ownerId) as RawShare[]).map(toRow);
+  }
+
+  /** Revokes every live share of the owner; returns how many were revoked. */
+  revokeAllForOwner(ownerId: string, now: number): number {
+    return stmt(this.db, 'UPDATE shares SET revoked_at = ? WHERE owner_id = ? AND revoked_at IS NULL').run(now, ownerId).changes;
+  }
+
+  /** Revokes every live share of a file; returns how many were revoked. */
+  revokeAllForFile(fileId: string, now: number): number {
+    return stmt(this.db, 'UPDATE shares SET revoked_at = ? WHERE file_id = ? AND revoked_at IS NULL').run(now, fileId).changes;
+  }
+
+  /** Removes every share row of the owner (their reservations go with them); for deleting the user. */
+  deleteAllForOwner(ownerId: string): number {
+    return stmt(this.db, 'DELETE FROM shares WHERE owner_id = ?').run(ownerId).changes;
   }
 
   /** Revokes the owner's share; false if there is no such live share. */

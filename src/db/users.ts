@@ -10,6 +10,8 @@ export interface UserRow {
   role: Role;
   disabled: boolean;
   quotaBytes: number | null;
+  /** When an administrator last set the password; null once the user set their own. */
+  passwordResetAt: number | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -21,6 +23,7 @@ interface RawUser {
   role: Role;
   disabled: number;
   quota_bytes: number | null;
+  password_reset_at: number | null;
   created_at: number;
   updated_at: number;
 }
@@ -33,6 +36,7 @@ const toRow = (r: RawUser | undefined): UserRow | undefined =>
     role: r.role,
     disabled: r.disabled === 1,
     quotaBytes: r.quota_bytes,
+    passwordResetAt: r.password_reset_at ?? null,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   };
@@ -53,6 +57,11 @@ export class UsersRepo {
     return toRow(stmt(this.db, 'SELECT * FROM users WHERE username = ?').get(username) as RawUser | undefined);
   }
 
+  /** Deletes the user row (tokens go with it); false when there is no such user. */
+  delete(id: string): boolean {
+    return stmt(this.db, 'DELETE FROM users WHERE id = ?').run(id).changes === 1;
+  }
+
   list(): UserRow[] {
     return (stmt(this.db, 'SELECT * FROM users ORDER BY created_at, id').all() as RawUser[]).map((r) => toRow(r)!);
   }
@@ -66,13 +75,14 @@ export class UsersRepo {
   }
 
   /** Applies the given changes; returns false when the user does not exist. */
-  update(id: string, changes: Partial<Pick<UserRow, 'passwordHash' | 'role' | 'disabled' | 'quotaBytes'>>, now: number): boolean {
+  update(id: string, changes: Partial<Pick<UserRow, 'passwordHash' | 'role' | 'disabled' | 'quotaBytes' | 'passwordResetAt'>>, now: number): boolean {
     const sets: string[] = [];
     const params: Record<string, unknown> = { id, now };
     if (changes.passwordHash !== undefined) (sets.push('password_hash = @passwordHash'), (params.passwordHash = changes.passwordHash));
     if (changes.role !== undefined) (sets.push('role = @role'), (params.role = changes.role));
     if (changes.disabled !== undefined) (sets.push('disabled = @disabled'), (params.disabled = changes.disabled ? 1 : 0));
     if (changes.quotaBytes !== undefined) (sets.push('quota_bytes = @quotaBytes'), (params.quotaBytes = changes.quotaBytes));
+    if (changes.passwordResetAt !== undefined) (sets.push('password_reset_at = @passwordResetAt'), (params.passwordResetAt = changes.passwordResetAt));
     sets.push('updated_at = @now');
     return stmt(this.db, `UPDATE users SET ${sets.join(', ')} WHERE id = @id`).run(params).changes === 1;
   }

@@ -41,6 +41,7 @@ export const Me = z
     ...userFields,
     quotaBytes: z.number().int().min(0).nullable().openapi({ description: 'effective quota; null = unlimited' }),
     usageBytes: z.number().int().min(0).openapi({ description: 'bytes stored' }),
+    passwordResetAt: time.nullable().openapi({ description: 'when an administrator last set your password; null once you chose your own' }),
   })
   .strict()
   .openapi('Me');
@@ -110,6 +111,7 @@ export const FilesUploaded = z.object({ files: z.array(FileMeta) }).strict().ope
 export const FileUploaded = z.object({ file: FileMeta }).strict().openapi('FileUploaded');
 export const FilePage = z.object({ files: z.array(FileMeta), nextCursor: cursor }).strict().openapi('FilePage');
 export const ShareList = z.object({ shares: z.array(Share) }).strict().openapi('ShareList');
+export const SharesRevoked = z.object({ revoked: z.number().int().min(0).openapi({ description: 'links revoked by this call' }) }).strict().openapi('SharesRevoked');
 export const AuditPage = z.object({ events: z.array(AuditEvent), nextCursor: cursor }).strict().openapi('AuditPage');
 /** The OpenAPI document itself (checked only loosely here; test/openapi.test.ts validates it fully). */
 export const OpenApiDocument = z.object({ openapi: z.literal('3.1.0') }).passthrough().openapi('OpenApiDocument');

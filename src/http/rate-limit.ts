@@ -6,6 +6,27 @@
 import type { Request, RequestHandler } from 'express';
 import { ipKeyGenerator, rateLimit } from 'express-rate-limit';
 import { AppError } from '../errors.js';
+import { normalizeUsername } from '../services/accounts.js';
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    /** The account whose password this request checks (set by limitAccount, read by per-user limiters). */
+    limitAccount?: string;
+  }
+}
+
+/**
+ * Names the account whose password the request checks, before the per-user limiter runs. Login
+ * routes take it from the form or body; password-change routes from the signed-in caller, never
+ * from the body (so a guesser cannot charge their guesses to somebody else's budget).
+ */
+export function limitAccount(pick: (req: Request) => unknown): RequestHandler {
+  return (req, _res, next) => {
+    const v = pick(req);
+    req.limitAccount = typeof v === 'string' ? v : '';
+    next();
+  };
+}
 
 export interface LimitOptions {
   windowMs: number;
@@ -14,14 +35,23 @@ export interface LimitOptions {
   failuresOnly?: boolean;
   /** Count only 401 answers (wrong passwords), not other outcomes. */
   countOnly401?: boolean;
-  /** Key by IP plus this request body field (lower-cased), e.g. the username. */
-  keyField?: string;
+  /** Key by IP plus the account named by limitAccount(), normalised as for the user lookup. */
+  perAccount?: boolean;
   /** Key by this value instead of the IP (e.g. a per-share ceiling). */
   key?: (req: Request) => string;
   /** Requests for which the limiter does nothing. */
   skip?: (req: Request) => boolean;
   /** Called on each refused request (for the audit log). */
   onLimited?: (req: Request) => void;
+}
+
+/** The limiters the account routes use: setup, sign-in, and the current password of a change. */
+export interface PasswordLimits {
+  setup: RequestHandler;
+  /** Before a sign-in: the account is the one named in the body. */
+  login: RequestHandler[];
+  /** Before a password change: the account is the signed-in caller; same budgets as login. */
+  passwordCheck: RequestHandler[];
 }
 
 /** A limiter answering 429 rate_limited with Retry-After. */
@@ -37,9 +67,9 @@ export function limiter(o: LimitOptions): RequestHandler {
     keyGenerator(req: Request) {
       if (o.key) return o.key(req);
       const ip = ipKeyGenerator(req.ip ?? 'unknown');
-      if (!o.keyField) return ip;
-      const v = (req.body as Record<string, unknown> | undefined)?.[o.keyField];
-      return `${ip}|${typeof v === 'string' ? v.toLowerCase().slice(0, 64) : ''}`;
+      if (!o.perAccount) return ip;
+      // The same normalisation as the lookup: ' alice', 'ALICE' and '\talice' share one budget.
+      return `${ip}|${normalizeUsername(req.limitAccount ?? '').slice(0, 64)}`;
     },
     handler(req, _res, next) {
       const reset = (req as Request & { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime?.getTime();

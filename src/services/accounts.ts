@@ -2,6 +2,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import type { Db } from '../db/database.js';
+import { SharesRepo } from '../db/shares.js';
 import { TokensRepo, type TokenRow } from '../db/tokens.js';
 import { UsersRepo, type Role, type UserRow } from '../db/users.js';
 import { AppError } from '../errors.js';
@@ -9,6 +10,14 @@ import { newId, secretHash } from './ids.js';
 import { MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
 
 export const TOKEN_PREFIX = 'sfs_';
+
+/**
+ * The one canonical form of a username, used by the user lookup and by every rate-limit key
+ * (API and pages): trimmed, Unicode NFC, then lower-cased.
+ */
+export function normalizeUsername(name: string): string {
+  return name.trim().normalize('NFC').toLowerCase();
+}
 
 export interface AccountsDeps {
   db: Db;
@@ -48,7 +57,7 @@ export class AccountsService {
     checkPassword(password);
     const passwordHash = await this.deps.hasher.hash(password);
     const now = this.now();
-    const user: UserRow = { id: newId(), username, passwordHash, role, disabled: false, quotaBytes: null, createdAt: now, updatedAt: now };
+    const user: UserRow = { id: newId(), username, passwordHash, role, disabled: false, quotaBytes: null, passwordResetAt: null, createdAt: now, updatedAt: now };
     this.deps.db
       .transaction(() => {
         if (opts.onlyIfNoUsers && this.users.count() > 0) throw new AppError('setup_closed', 'setup has already been completed');
@@ -59,11 +68,16 @@ export class AccountsService {
     return user;
   }
 
-  /** Checks a username and password; unknown users cost the same time as known ones. */
+  /**
+   * Checks a username and password; unknown users cost the same time as known ones. A disabled
+   * account is named as such only after its correct password (account_disabled); with a wrong
+   * one the answer is the same as for any wrong password.
+   */
   async verifyPassword(username: string, password: string): Promise<UserRow> {
-    const user = this.users.byUsername(username);
+    const user = this.users.byUsername(normalizeUsername(username));
     const ok = user ? await this.deps.hasher.verify(user.passwordHash, password) : await this.deps.hasher.verifyNothing(password);
-    if (!ok || !user || user.disabled) throw new AppError('unauthorized', 'invalid username or password');
+    if (!ok || !user) throw new AppError('unauthorized', 'invalid username or password');
+    if (user.disabled) throw new AppError('account_disabled', 'this account is disabled; ask an administrator');
     return user;
   }
 
@@ -100,17 +114,22 @@ export class AccountsService {
     const now = this.now();
     return this.deps.db
       .transaction(() => {
-        this.users.update(p.user.id, { passwordHash: hash }, now);
+        // The password is the user's own again: the admin-reset notice goes away.
+        this.users.update(p.user.id, { passwordHash: hash, passwordResetAt: null }, now);
         return { revokedTokens: this.tokens.revokeAllExcept(p.user.id, p.tokenId, now) };
       })
       .immediate();
   }
 
-  /** Admin changes to a user; a new password is hashed and all the user's tokens are revoked. */
+  /**
+   * Admin changes to a user. A new password is hashed, all the user's tokens are revoked and the
+   * reset is stamped on the row (the user is told). Disabling revokes the user's tokens and share
+   * links for good: enabling the account again brings neither back (the owner makes new ones).
+   */
   async adminUpdate(
     id: string,
     changes: { disabled?: boolean; role?: Role; password?: string; quotaBytes?: number | null },
-  ): Promise<UserRow> {
+  ): Promise<AdminUpdateResult> {
     if (!this.users.byId(id)) throw new AppError('not_found', 'no such user');
     let passwordHash: string | undefined;
     if (changes.password !== undefined) {
@@ -118,7 +137,7 @@ export class AccountsService {
       passwordHash = await this.deps.hasher.hash(changes.password);
     }
     const now = this.now();
-    this.deps.db
+    const effects = this.deps.db
       .transaction(() => {
         const current = this.users.byId(id);
         if (!current) throw new AppError('not_found', 'no such user');
@@ -128,12 +147,27 @@ export class AccountsService {
           const admins = this.users.list().filter((u) => u.role === 'admin' && !u.disabled && u.id !== id);
           if (admins.length === 0) throw new AppError('conflict', 'cannot demote or disable the last active admin');
         }
-        this.users.update(id, { passwordHash, role: changes.role, disabled: changes.disabled, quotaBytes: changes.quotaBytes }, now);
-        if (passwordHash !== undefined) this.tokens.revokeAllExcept(id, null, now);
+        this.users.update(
+          id,
+          { passwordHash, role: changes.role, disabled: changes.disabled, quotaBytes: changes.quotaBytes, passwordResetAt: passwordHash === undefined ? undefined : now },
+          now,
+        );
+        let revokedTokens = 0;
+        let revokedShares = 0;
+        if (passwordHash !== undefined || changes.disabled === true) revokedTokens = this.tokens.revokeAllExcept(id, null, now);
+        if (changes.disabled === true) revokedShares = new SharesRepo(this.deps.db).revokeAllForOwner(id, now);
+        return { revokedTokens, revokedShares };
       })
       .immediate();
-    return this.users.byId(id)!;
+    return { user: this.users.byId(id)!, ...effects };
   }
+}
+
+/** What an admin change did besides the row itself (for the audit log). */
+export interface AdminUpdateResult {
+  user: UserRow;
+  revokedTokens: number;
+  revokedShares: number;
 }
 
 /** Enforces the password policy (length only, per NIST 800-63B). */

@@ -228,6 +228,28 @@ export class VaultService {
   }
 
   /**
+   * Moves a file from one owner to another (an admin's transfer of a departing user's files):
+   * a compare-and-swap on the owner, in one transaction, so a file that was deleted or moved
+   * meanwhile is left alone (false). The only place owner_id changes: anything that binds the
+   * owner into the wrapped key must rewrap it here. Quota usage moves with the bytes; the
+   * receiver may end up over their quota (an admin's decision, audited by the caller).
+   */
+  transferOwnership(fileId: string, fromUserId: string, toUserId: string): boolean {
+    const moved = this.deps.db
+      .transaction((): number | null => {
+        const row = this.files.byIdForOwner(fileId, fromUserId);
+        if (!row) return null;
+        const changed = stmt(this.deps.db, 'UPDATE files SET owner_id = ? WHERE id = ? AND owner_id = ?').run(toUserId, fileId, fromUserId).changes;
+        return changed === 1 ? row.size : null;
+      })
+      .immediate();
+    if (moved === null) return false;
+    this.quota.removed(fromUserId, moved);
+    this.quota.settle(toUserId, 0, moved);
+    return true;
+  }
+
+  /**
    * Opens a verified plaintext stream of `range`. The first chunk is decrypted and verified
    * before this resolves, so header, key or first-chunk damage surfaces as an error the
    * caller can still answer cleanly; later damage makes the iterator throw mid-stream.

@@ -169,6 +169,13 @@ check 200 curl -sS -H "$AUTH" "$BASE/api/v1/users" > out.json
 same "$(jq -r '[.users[].username] | sort | join(",")' out.json)" "admin,bob" "users"
 check 200 curl -sS -H "$AUTH" -X PATCH "$BASE/api/v1/users/$USER_ID" --json '{"quotaBytes":1073741824}' > out.json
 same "$(jq -r .quotaBytes out.json)" 1073741824 "quota"
+BOB_FILE_ID=$(check 201 curl -sS -H "Authorization: Bearer $BOB" -T report.pdf "$BASE/api/v1/uploads/" | jq -r .file.id)
+check 201 curl -sS -H "Authorization: Bearer $BOB" "$BASE/api/v1/files/$BOB_FILE_ID/shares" --json '{}' -o /dev/null
+check 201 curl -sS -H "Authorization: Bearer $BOB" "$BASE/api/v1/files/$BOB_FILE_ID/shares" --json '{}' -o /dev/null
+BOB_SHARE_ID=$(check 200 curl -sS -H "$AUTH" "$BASE/api/v1/users/$USER_ID/shares" | jq -r '.shares[0].id')
+check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/users/$USER_ID/shares/$BOB_SHARE_ID"
+check 200 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/users/$USER_ID/shares" > out.json
+same "$(jq -r .revoked out.json)" 1 "an admin revoked bob's links"
 check 200 curl -sS -H "$AUTH" -X PATCH "$BASE/api/v1/users/$USER_ID" --json '{"disabled":true}' > out.json
 check 401 curl -sS -H "Authorization: Bearer $BOB" "$BASE/api/v1/me" -o /dev/null
 ok "users created, changed and disabled (the token stops working)"

@@ -36,7 +36,8 @@ export function accountPages(d: PagesDeps): Router {
 
   r.get('/account', requireUser, (req, res) => renderAccount(req, res));
 
-  r.post('/account/password', requireUser, async (req, res) => {
+  // The current password is guessed against the same budgets as a sign-in of this account.
+  r.post('/account/password', requireUser, ...d.limits.passwordCheck, async (req, res) => {
     const user = webUser(req);
     if (field(req, 'newPassword') !== field(req, 'confirm')) return void renderAccount(req, res, 400, 'The two new passwords do not match.');
     let result;

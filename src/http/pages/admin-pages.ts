@@ -5,6 +5,9 @@ import type { Role } from '../../db/users.js';
 import { AppError } from '../../errors.js';
 import { verifyAuditChain } from '../../services/audit.js';
 import { clientOf } from '../context.js';
+import { adminAction } from '../routes/accounts.js';
+import { presentShare } from '../routes/shares.js';
+import { deleteUser } from '../../services/offboarding.js';
 import { formError } from './auth-pages.js';
 import { requireAdminUser, requireUser, webUser } from './auth.js';
 import type { PagesDeps } from './index.js';
@@ -73,8 +76,9 @@ export function adminPages(d: PagesDeps): Router {
       default:
         return void renderUsers(req, res, 400, 'Unknown action.');
     }
+    let effects;
     try {
-      await d.accounts.adminUpdate(id, changes);
+      effects = await d.accounts.adminUpdate(id, changes);
     } catch (err) {
       return void renderUsers(req, res, 400, formError(err));
     }
@@ -82,14 +86,88 @@ export function adminPages(d: PagesDeps): Router {
     if (changes.disabled === true || changes.password !== undefined) d.sessions.endAllForUser(id);
     d.audit.record({
       actor: admin.id,
-      action: changes.disabled === true ? 'user.disable' : 'user.update',
+      action: adminAction(changes),
       outcome: 'success',
       subjectUserId: id,
       ...clientOf(req),
-      details: { disabled: changes.disabled, passwordReset: changes.password !== undefined, quotaBytes: changes.quotaBytes, via: 'page' },
+      details: {
+        disabled: changes.disabled,
+        passwordReset: changes.password !== undefined,
+        quotaBytes: changes.quotaBytes,
+        revokedTokens: effects.revokedTokens,
+        revokedShares: effects.revokedShares,
+        via: 'page',
+      },
     });
     if (id === admin.id && changes.password !== undefined) return void res.redirect(303, '/login?msg=signed-out');
     res.redirect(303, '/admin/users?msg=user-updated');
+  });
+
+  const targetOf = (req: Request) => {
+    const id = String(req.params.id);
+    const target = /^[0-9a-f]{32}$/.test(id) ? d.accounts.users.byId(id) : undefined;
+    if (!target) throw new AppError('not_found', 'no such user');
+    return target;
+  };
+
+  const renderUser = (req: Request, res: Response, status = 200, error: string | null = null) => {
+    const target = targetOf(req);
+    res.status(status).render('admin-user', {
+      title: target.username,
+      nav: 'users',
+      target,
+      self: target.id === webUser(req).id,
+      shares: d.shares.repo.listForOwner(target.id).map(presentShare),
+      fileCount: (d.db.prepare('SELECT count(*) AS n FROM files WHERE owner_id = ?').get(target.id) as { n: number }).n,
+      usage: d.vault.quota.usageOf(target.id),
+      others: d.accounts.users.list().filter((u) => u.id !== target.id && !u.disabled),
+      error,
+    });
+  };
+
+  // One user's links (to revoke) and the deletion of a departing user.
+  r.get('/admin/users/:id', (req, res) => renderUser(req, res));
+
+  r.post('/admin/users/:id/shares/revoke-all', (req, res) => {
+    const target = targetOf(req);
+    const revoked = d.shares.repo.revokeAllForOwner(target.id, Date.now());
+    d.audit.record({ actor: webUser(req).id, action: 'share.revoke_all', outcome: 'success', subjectUserId: target.id, ...clientOf(req), details: { revoked, by: 'admin', via: 'page' } });
+    res.redirect(303, `/admin/users/${target.id}?msg=links-revoked`);
+  });
+
+  r.post('/admin/users/:id/shares/:shareId/revoke', (req, res) => {
+    const target = targetOf(req);
+    const share = d.shares.ownedBy(target.id, String(req.params.shareId));
+    if (d.shares.repo.revoke(share.id, target.id, Date.now())) {
+      d.audit.record({ actor: webUser(req).id, action: 'share.revoke', outcome: 'success', subjectUserId: target.id, fileId: share.fileId, shareId: share.id, ...clientOf(req), details: { by: 'admin', via: 'page' } });
+    }
+    res.redirect(303, `/admin/users/${target.id}?msg=link-revoked`);
+  });
+
+  r.post('/admin/users/:id/delete', async (req, res) => {
+    const admin = webUser(req);
+    const target = targetOf(req);
+    if (target.id === admin.id) return void renderUser(req, res, 400, 'You cannot delete your own account here.');
+    if (field(req, 'confirmName') !== target.username) return void renderUser(req, res, 400, `Type "${target.username}" to confirm.`);
+    const mode = field(req, 'files');
+    if (mode !== 'transfer' && mode !== 'delete') return void renderUser(req, res, 400, 'Choose whether to transfer or delete their files.');
+    try {
+      await deleteUser(
+        {
+          db: d.db,
+          accounts: d.accounts,
+          vault: d.vault,
+          endSessions: (id) => d.sessions.endAllForUser(id),
+          record: (e) => d.audit.record({ ...e, actor: admin.id, ...clientOf(req), details: { ...e.details, via: 'page' } }),
+        },
+        target.id,
+        mode === 'transfer' ? { transferTo: field(req, 'transferTo') } : { deleteFiles: true },
+      );
+    } catch (err) {
+      if (err instanceof AppError && err.code === 'not_found') return void renderUser(req, res, 400, 'Choose an active user to receive the files.');
+      return void renderUser(req, res, 400, formError(err));
+    }
+    res.redirect(303, '/admin/users?msg=user-deleted');
   });
 
   r.get('/admin/audit', (req, res) => {

@@ -1,6 +1,7 @@
 /** First-run setup, sign-in and sign-out pages. */
 import { Router, type Request, type Response } from 'express';
 import { AppError, isAppError } from '../../errors.js';
+import { normalizeUsername } from '../../services/accounts.js';
 import { MIN_PASSWORD_LENGTH } from '../../services/passwords.js';
 import { clientOf } from '../context.js';
 import { safeNext, signIn, signOut } from './auth.js';
@@ -58,15 +59,25 @@ export function authPages(d: PagesDeps): Router {
     renderLogin(req, res, 200, null);
   });
 
-  r.post('/login', d.limits.loginPerIp, d.limits.loginPerUser, async (req, res) => {
+  r.post('/login', ...d.limits.login, async (req, res) => {
     const username = field(req, 'username').trim();
     let user;
     try {
       user = await d.accounts.verifyPassword(username, field(req, 'password'));
     } catch (err) {
-      if (!isAppError(err, 'unauthorized')) throw err;
-      const known = d.accounts.users.byUsername(username);
-      d.audit.record({ actor: 'anonymous', action: 'auth.login', outcome: 'failure', subjectUserId: known?.id ?? null, ...clientOf(req), details: { username: username.slice(0, 64), via: 'page' } });
+      const disabled = isAppError(err, 'account_disabled');
+      if (!disabled && !isAppError(err, 'unauthorized')) throw err;
+      const known = d.accounts.users.byUsername(normalizeUsername(username));
+      d.audit.record({
+        actor: 'anonymous',
+        action: 'auth.login',
+        outcome: 'failure',
+        subjectUserId: known?.id ?? null,
+        ...clientOf(req),
+        details: { username: username.slice(0, 64), via: 'page', ...(disabled ? { reason: 'disabled' } : {}) },
+      });
+      // Only someone who knows the password learns that the account is disabled.
+      if (disabled) return void renderLogin(req, res, 403, 'This account is disabled. Ask an administrator to enable it.', username);
       return void renderLogin(req, res, 401, 'Wrong username or password.', username);
     }
     await signIn(req, user);

@@ -14,6 +14,7 @@ import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
 import type { VaultService } from '../../services/vault.js';
 import type { Csrf } from '../csrf.js';
+import type { PasswordLimits } from '../rate-limit.js';
 import { accountPages } from './account-pages.js';
 import { adminPages } from './admin-pages.js';
 import { loadUser } from './auth.js';
@@ -32,7 +33,7 @@ export interface PagesDeps {
   sessions: WebSessions;
   setup: SetupCode;
   csrf: Csrf;
-  limits: { setup: RequestHandler; loginPerIp: RequestHandler; loginPerUser: RequestHandler };
+  limits: PasswordLimits;
 }
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -48,6 +49,9 @@ export const MESSAGES: Record<string, string> = {
   'token-revoked': 'The token was revoked.',
   'user-created': 'The user was created.',
   'user-updated': 'The user was updated.',
+  'user-deleted': 'The user was deleted.',
+  'link-revoked': 'The link was revoked.',
+  'links-revoked': 'Every live link of this user was revoked.',
 };
 
 /** Every page route, behind the session, the user loader and the CSRF check. */

@@ -1,13 +1,16 @@
 /** Setup, API tokens, the caller's own account, and admin user management. */
 import type { RequestHandler } from 'express';
-import { AppError } from '../../errors.js';
-import type { AccountsService, SetupCode } from '../../services/accounts.js';
+import { AppError, isAppError } from '../../errors.js';
+import { normalizeUsername, type AccountsService, type SetupCode } from '../../services/accounts.js';
 import type { VaultService } from '../../services/vault.js';
+import type { SharesService } from '../../services/shares.js';
+import { presentShare } from './shares.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { ApiRoutes } from '../api-router.js';
 import type { WebSessions } from '../../services/sessions.js';
 import { principal } from '../auth.js';
 import { clientOf } from '../context.js';
+import type { PasswordLimits } from '../rate-limit.js';
 import { presentToken, presentUser } from '../presenters.js';
 import { idParam, mePatchBody, parse, setupBody, tokenCreateBody, userCreateBody, userPatchBody } from '../schemas.js';
 
@@ -15,11 +18,13 @@ export interface AccountsRoutesDeps {
   accounts: AccountsService;
   audit: AuditLog;
   vault: VaultService;
+  /** Share links, for admins revoking another user's links. */
+  shares: SharesService;
   setup: SetupCode;
   auth: RequestHandler;
   /** Browser sessions, ended on a password change or when a user is disabled. */
   sessions?: WebSessions;
-  limits: { setup: RequestHandler; loginPerIp: RequestHandler; loginPerUser: RequestHandler };
+  limits: PasswordLimits;
 }
 
 /** Routes that do not need a token: setup and token creation (both rate-limited). */
@@ -38,14 +43,15 @@ export function publicAccountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
     res.status(201).json({ user: presentUser(user) });
   });
 
-  r.op('createToken', d.limits.loginPerIp, d.limits.loginPerUser, async (req, res) => {
+  r.op('createToken', ...d.limits.login, async (req, res) => {
     const body = parse(tokenCreateBody, req.body);
     let user;
     try {
       user = await d.accounts.verifyPassword(body.username, body.password);
     } catch (err) {
-      const known = d.accounts.users.byUsername(body.username);
-      d.audit.record({ actor: 'anonymous', action: 'auth.login', outcome: 'failure', subjectUserId: known?.id ?? null, ...clientOf(req), details: { username: body.username.slice(0, 64) } });
+      const known = d.accounts.users.byUsername(normalizeUsername(body.username));
+      const reason = isAppError(err, 'account_disabled') ? { reason: 'disabled' } : {};
+      d.audit.record({ actor: 'anonymous', action: 'auth.login', outcome: 'failure', subjectUserId: known?.id ?? null, ...clientOf(req), details: { username: body.username.slice(0, 64), ...reason } });
       throw err;
     }
     const { row, token } = d.accounts.issueToken(user, body.name, body.expiresInSeconds);
@@ -73,10 +79,16 @@ export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
 
   r.op('getMe', (req, res) => {
     const { user } = principal(req);
-    res.json({ ...presentUser(user), usageBytes: d.vault.quota.usageOf(user.id), quotaBytes: d.vault.quota.limitOf(user.id) });
+    res.json({
+      ...presentUser(user),
+      usageBytes: d.vault.quota.usageOf(user.id),
+      quotaBytes: d.vault.quota.limitOf(user.id),
+      passwordResetAt: user.passwordResetAt === null ? null : new Date(user.passwordResetAt).toISOString(),
+    });
   });
 
-  r.op('updateMe', async (req, res) => {
+  // The current password is guessed against the same budgets as a sign-in of this account.
+  r.op('updateMe', ...d.limits.passwordCheck, async (req, res) => {
     const body = parse(mePatchBody, req.body);
     const p = principal(req);
     let result;
@@ -107,17 +119,54 @@ export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
     const id = String(req.params.id);
     if (!idParam.safeParse(id).success) throw new AppError('not_found', 'no such user');
     const body = parse(userPatchBody, req.body);
-    const updated = await d.accounts.adminUpdate(id, body);
+    const { user: updated, revokedTokens, revokedShares } = await d.accounts.adminUpdate(id, body);
     if (body.disabled === true || body.password !== undefined) d.sessions?.endAllForUser(id);
     d.audit.record({
       actor: principal(req).user.id,
-      action: body.disabled === true ? 'user.disable' : 'user.update',
+      action: adminAction(body),
       outcome: 'success',
       subjectUserId: id,
       ...clientOf(req),
       // What changed, never the new password itself.
-      details: { disabled: body.disabled, role: body.role, passwordReset: body.password !== undefined, quotaBytes: body.quotaBytes },
+      details: { disabled: body.disabled, role: body.role, passwordReset: body.password !== undefined, quotaBytes: body.quotaBytes, revokedTokens, revokedShares },
     });
     res.json(presentUser(updated));
   });
+
+  const targetUser = (req: Parameters<RequestHandler>[0]) => {
+    const id = String(req.params.id);
+    const user = idParam.safeParse(id).success ? d.accounts.users.byId(id) : undefined;
+    if (!user) throw new AppError('not_found', 'no such user');
+    return user;
+  };
+
+  r.op('listUserShares', (req, res) => {
+    res.json({ shares: d.shares.repo.listForOwner(targetUser(req).id).map(presentShare) });
+  });
+
+  r.op('revokeUserShares', (req, res) => {
+    const target = targetUser(req);
+    const revoked = d.shares.repo.revokeAllForOwner(target.id, Date.now());
+    d.audit.record({ actor: principal(req).user.id, action: 'share.revoke_all', outcome: 'success', subjectUserId: target.id, ...clientOf(req), details: { revoked, by: 'admin' } });
+    res.json({ revoked });
+  });
+
+  r.op('revokeUserShare', (req, res) => {
+    const target = targetUser(req);
+    const shareId = String(req.params.shareId);
+    const share = d.shares.ownedBy(target.id, shareId);
+    if (!d.shares.repo.revoke(share.id, target.id, Date.now())) throw new AppError('not_found', 'no such share');
+    d.audit.record({ actor: principal(req).user.id, action: 'share.revoke', outcome: 'success', subjectUserId: target.id, fileId: share.fileId, shareId: share.id, ...clientOf(req), details: { by: 'admin' } });
+    res.status(204).end();
+  });
+}
+
+/**
+ * The audit action of an admin change to a user: disabling and password resets get their own
+ * actions (a reset lets the admin sign in as the user, so it must stand out), the rest is user.update.
+ */
+export function adminAction(changes: { disabled?: boolean; password?: string }): string {
+  if (changes.disabled === true) return 'user.disable';
+  if (changes.password !== undefined) return 'user.password_reset';
+  return 'user.update';
 }

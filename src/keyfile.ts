@@ -119,18 +119,19 @@ function readKeyLines(file: string): string[] {
  * when it changed since the last look, so a flood of requests costs one stat each).
  */
 export function keyFileLoader(config: Config, db: Db, onProblem: (message: string) => void = () => {}): (keyId: string) => Buffer | undefined {
-  let seen = '';
+  // Per key id: the key file's state at the last fruitless look.
+  const seen = new Map<string, string>();
   return (keyId) => {
     if (config.masterKey) return undefined;
     let stamp: string;
     try {
       const st = fs.statSync(config.masterKeyFile);
-      stamp = `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+      stamp = `${st.ino}:${st.mode}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
     } catch {
       return undefined;
     }
-    if (stamp === seen) return undefined;
-    seen = stamp;
+    if (seen.get(keyId) === stamp) return undefined;
+    seen.set(keyId, stamp);
     const row = new MasterKeysRepo(db).list().find((r) => r.keyId === keyId);
     if (!row) return undefined;
     let lines: string[];

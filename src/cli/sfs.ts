@@ -196,6 +196,14 @@ const COMMANDS: Record<string, Command> = {
       }
       const result = rotate(db, keyring, { batchSize, onProgress: (p) => bar.update(p.done, p.total), shouldStop: () => stop });
       bar.stop();
+      audit(db, keyring, config, 'key.rotate', result.failed.length || result.interrupted ? 'failure' : 'success', {
+        activeKey: keyring.active.id,
+        rewrapped: result.rewrapped,
+        skipped: result.skipped,
+        failed: result.failed.length,
+        secrets: result.secrets,
+        interrupted: result.interrupted,
+      });
       let re: ReencryptResult | undefined;
       if (values.reencrypt && !result.interrupted && result.failed.length === 0) {
         const store = new DiskBlobStore(config.uploadsDir);
@@ -207,7 +215,6 @@ const COMMANDS: Record<string, Command> = {
           onProgress: (d, t) => rebar.update(d, t),
         });
         rebar.stop();
-        checkpointWal(db);
         audit(db, keyring, config, 'key.reencrypt', re.failed.length || re.interrupted ? 'failure' : 'success', {
           activeKey: keyring.active.id,
           reencrypted: re.reencrypted,
@@ -217,14 +224,8 @@ const COMMANDS: Record<string, Command> = {
           interrupted: re.interrupted,
         });
       }
-      audit(db, keyring, config, 'key.rotate', result.failed.length || result.interrupted ? 'failure' : 'success', {
-        activeKey: keyring.active.id,
-        rewrapped: result.rewrapped,
-        skipped: result.skipped,
-        failed: result.failed.length,
-        secrets: result.secrets,
-        interrupted: result.interrupted,
-      });
+      // Last, after the audit events: no old wrapped key (nor any page holding one) stays in the -wal file.
+      checkpointWal(db);
       db.close();
       const human = [
         `Active key: ${keyring.active.id}`,

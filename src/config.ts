@@ -25,6 +25,8 @@ export interface Config {
   masterKey: string | undefined;
   masterKeyFile: string;
   masterKeysPrevious: string[];
+  /** MASTER_KEY_NEW=1: accept an active key the database does not know yet (a deliberate rotation). */
+  acceptNewKey: boolean;
   maxFileSize: number;
   maxFilesPerRequest: number;
   trustProxy: boolean | number | string;
@@ -92,6 +94,13 @@ function int(env: Env, name: string, fallback: number, min: number, max: number)
   const n = Number(v.trim());
   if (n < min || n > max) throw new ConfigError(name, `expected a whole number between ${min} and ${max}, got ${n}`);
   return n;
+}
+
+function flag(env: Env, name: string): boolean {
+  const v = str(env, name, '0').toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  throw new ConfigError(name, `expected 1 or 0, got "${v}"`);
 }
 
 function size(env: Env, name: string, fallback: number, min: number): number {
@@ -175,6 +184,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     masterKey: env.MASTER_KEY?.trim() || undefined,
     masterKeyFile: path.resolve(cwd, str(env, 'MASTER_KEY_FILE', 'master.key')),
     masterKeysPrevious: previous ? previous.split(',').map((s) => s.trim()).filter(Boolean) : [],
+    acceptNewKey: flag(env, 'MASTER_KEY_NEW'),
     maxFileSize: size(env, 'MAX_FILE_SIZE', 2 * 1024 ** 3, 1),
     maxFilesPerRequest: int(env, 'MAX_FILES_PER_REQUEST', 20, 1, 1000),
     trustProxy: trustProxy(env),

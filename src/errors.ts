@@ -27,6 +27,8 @@ export const ERROR_CODES = {
   integrity_error: { status: 500, title: 'Stored data failed verification' },
   internal_error: { status: 500, title: 'Internal server error' },
   not_ready: { status: 503, title: 'Not ready' },
+  /** A file is wrapped under a master key this process does not hold (yet): not corruption. */
+  key_unavailable: { status: 503, title: 'Master key not available' },
   insufficient_storage: { status: 507, title: 'Insufficient storage' },
 } as const;
 

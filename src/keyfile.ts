@@ -6,7 +6,9 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, type Config } from './config.js';
-import { Keyring, parseMasterKey } from './crypto/keyring.js';
+import { Keyring, keyIdOf, parseMasterKey } from './crypto/keyring.js';
+import type { Db } from './db/database.js';
+import { MasterKeysRepo } from './db/master-keys.js';
 
 export class KeyFileExistsError extends Error {
   constructor(readonly file: string) {
@@ -72,11 +74,7 @@ export function loadKeyring(config: Config, opts: { mayGenerate?: boolean } = {}
       generateKeyFile(config.masterKeyFile);
       generatedFile = config.masterKeyFile;
     }
-    const lines = fs
-      .readFileSync(config.masterKeyFile, 'utf8')
-      .split(/\r?\n/)
-      .map((l) => l.trim())
-      .filter((l) => l && !l.startsWith('#'));
+    const lines = readKeyLines(config.masterKeyFile);
     if (lines.length === 0) throw new ConfigError('MASTER_KEY_FILE', `${config.masterKeyFile} holds no key`);
     lines.forEach((l, i) => keys.push(parseMasterKey(l, `MASTER_KEY_FILE (${config.masterKeyFile}, key line ${i + 1})`)));
   }
@@ -85,4 +83,74 @@ export function loadKeyring(config: Config, opts: { mayGenerate?: boolean } = {}
   const keyring = new Keyring(active!, previous);
   keys.forEach((k) => k.fill(0));
   return { keyring, generatedFile };
+}
+
+/**
+ * The key lines of a key file, refusing a file that group or others can access: a master key
+ * readable by another account is as good as published (e.g. `cat a b > both` under umask 022
+ * makes a 0644 file). The mode is checked on the open descriptor, so it is the file read.
+ */
+function readKeyLines(file: string): string[] {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const mode = fs.fstatSync(fd).mode & 0o777;
+    // Windows has no POSIX permission bits to check.
+    if (process.platform !== 'win32' && (mode & 0o077) !== 0) {
+      throw new ConfigError(
+        'MASTER_KEY_FILE',
+        `${file} is accessible to group or others (mode ${mode.toString(8).padStart(4, '0')}); a master key must be private: chmod 600 ${file}`,
+      );
+    }
+    return fs
+      .readFileSync(fd, 'utf8')
+      .split(/\r?\n/)
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('#'));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * For a running server: a loader that, asked for a key id the keyring lacks (a rotation ran
+ * with a key the server was not started with), re-reads the key file and returns that key
+ * only if the file now holds it and it matches the check value the database recorded for it.
+ * Returns undefined otherwise (env-configured keys cannot change; the file is re-parsed only
+ * when it changed since the last look, so a flood of requests costs one stat each).
+ */
+export function keyFileLoader(config: Config, db: Db, onProblem: (message: string) => void = () => {}): (keyId: string) => Buffer | undefined {
+  // Per key id: the key file's state at the last fruitless look.
+  const seen = new Map<string, string>();
+  return (keyId) => {
+    if (config.masterKey) return undefined;
+    let stamp: string;
+    try {
+      const st = fs.statSync(config.masterKeyFile);
+      stamp = `${st.ino}:${st.mode}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+    } catch {
+      return undefined;
+    }
+    if (seen.get(keyId) === stamp) return undefined;
+    seen.set(keyId, stamp);
+    const row = new MasterKeysRepo(db).list().find((r) => r.keyId === keyId);
+    if (!row) return undefined;
+    let lines: string[];
+    try {
+      lines = readKeyLines(config.masterKeyFile);
+    } catch (err) {
+      onProblem((err as Error).message);
+      return undefined;
+    }
+    for (const line of lines) {
+      let material: Buffer;
+      try {
+        material = parseMasterKey(line, 'MASTER_KEY_FILE');
+      } catch {
+        continue;
+      }
+      if (keyIdOf(material) === keyId && Keyring.checkMatches(new Keyring(material).active, row.checkValue)) return material;
+      material.fill(0);
+    }
+    return undefined;
+  };
 }

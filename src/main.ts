@@ -11,9 +11,9 @@ import { openDatabase } from './db/database.js';
 import { FilesRepo } from './db/files.js';
 import { MasterKeysRepo } from './db/master-keys.js';
 import { createLogger } from './http/logging.js';
-import { loadKeyring } from './keyfile.js';
+import { keyFileLoader, loadKeyring } from './keyfile.js';
 import { AccountsService, SetupCode } from './services/accounts.js';
-import { KeyMismatchError, checkKeyringAgainstDb } from './services/key-check.js';
+import { KeyMismatchError, checkKeyringAgainstDb, registerActiveKey } from './services/key-check.js';
 import { PasswordHasher } from './services/passwords.js';
 import { createHttpServer } from './server.js';
 import { DiskBlobStore } from './storage/disk.js';
@@ -52,12 +52,19 @@ async function main(): Promise<void> {
     );
   }
 
+  // A new active key must be introduced on purpose: `sfs key rotate`, this flag or MASTER_KEY_NEW=1.
+  const acceptNewKey = config.acceptNewKey || process.argv.slice(2).includes('--accept-new-key');
   try {
-    checkKeyringAgainstDb(db, keys.keyring);
+    checkKeyringAgainstDb(db, keys.keyring, { acceptNewKey });
   } catch (err) {
     if (err instanceof KeyMismatchError) fail(err.message);
     throw err;
   }
+  // Once accepted, the key is known: later starts need no flag.
+  if (acceptNewKey) registerActiveKey(db, keys.keyring);
+  // A rotation run beside this server (sfs key rotate) may wrap files under a key this process
+  // was not started with: re-read the key file for it, checked against the database.
+  keys.keyring.setLoader(keyFileLoader(config, db, (message) => logger.warn({ problem: message }, 'key file not reloaded')));
 
   const store = new DiskBlobStore(config.uploadsDir);
   const swept = await store.sweepTemp();

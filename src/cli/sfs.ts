@@ -20,7 +20,8 @@ import { AppError } from '../errors.js';
 import { KeyFileExistsError, generateKeyFile, loadKeyring } from '../keyfile.js';
 import { BackupError, backup, restore } from '../ops/backup.js';
 import { gc } from '../ops/gc.js';
-import { KeyInUseError, keyStatus, retire, rotate } from '../ops/keys.js';
+import { KeyInUseError, checkpointWal, keyStatus, retire, rotate } from '../ops/keys.js';
+import { reencrypt, type ReencryptResult } from '../ops/reencrypt.js';
 import { scrub } from '../ops/scrub.js';
 import { AccountsService, normalizeUsername } from '../services/accounts.js';
 import type { UserRow } from '../db/users.js';
@@ -74,12 +75,15 @@ function progress(enabled: boolean, label: string) {
   };
 }
 
-/** Opens the database and the keyring without ever generating a key. */
-function open(config: Config, opts: { checkKeys: boolean }): { db: Db; keyring: Keyring } {
+/**
+ * Opens the database and the keyring without ever generating a key. A new active key passes
+ * the check only for `key rotate` (which registers it) or with MASTER_KEY_NEW=1.
+ */
+function open(config: Config, opts: { checkKeys: boolean; acceptNewKey?: boolean }): { db: Db; keyring: Keyring } {
   if (!fs.existsSync(config.dbFile)) throw new UsageError(`no database at ${config.dbFile} (is DATA_DIR right?)`);
   const db = openDatabase(config.dbFile);
   const { keyring } = loadKeyring(config, { mayGenerate: false });
-  if (opts.checkKeys) checkKeyringAgainstDb(db, keyring);
+  if (opts.checkKeys) checkKeyringAgainstDb(db, keyring, { acceptNewKey: opts.acceptNewKey || config.acceptNewKey });
   return { db, keyring };
 }
 
@@ -196,11 +200,12 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   'key rotate': {
-    usage: 'sfs key rotate [--batch N] [--json]',
-    summary: 'rewrap every data key under the active master key (safe while serving; resumable)',
-    options: { ...JSON_OPT, batch: { type: 'string' } },
+    usage: 'sfs key rotate [--batch N] [--reencrypt [--max-files N]] [--json]',
+    summary: 'rewrap every data key under the active master key (safe while serving; resumable); --reencrypt: fresh keys and ciphertext',
+    options: { ...JSON_OPT, batch: { type: 'string' }, reencrypt: { type: 'boolean', default: false }, 'max-files': { type: 'string' } },
     async run({ values, config, json, out }) {
-      const { db, keyring } = open(config, { checkKeys: true });
+      // Running rotate is how a new active key is introduced: it registers the key.
+      const { db, keyring } = open(config, { checkKeys: true, acceptNewKey: true });
       let stop = false;
       const onSignal = () => {
         stop = true;
@@ -210,6 +215,10 @@ const COMMANDS: Record<string, Command> = {
       const bar = progress(!json, 'rewrapping');
       const batchSize = values.batch === undefined ? 200 : Number(values.batch);
       if (!Number.isInteger(batchSize) || batchSize < 1) throw new UsageError('--batch: expected a positive whole number');
+      const maxFiles = values['max-files'] === undefined ? undefined : Number(values['max-files']);
+      if (maxFiles !== undefined && (!values.reencrypt || !Number.isInteger(maxFiles) || maxFiles < 1)) {
+        throw new UsageError('--max-files: expected a positive whole number, with --reencrypt');
+      }
       const result = rotate(db, keyring, { batchSize, onProgress: (p) => bar.update(p.done, p.total), shouldStop: () => stop });
       bar.stop();
       audit(db, keyring, config, 'key.rotate', result.failed.length || result.interrupted ? 'failure' : 'success', {
@@ -220,15 +229,40 @@ const COMMANDS: Record<string, Command> = {
         secrets: result.secrets,
         interrupted: result.interrupted,
       });
+      let re: ReencryptResult | undefined;
+      if (values.reencrypt && !result.interrupted && result.failed.length === 0) {
+        const store = new DiskBlobStore(config.uploadsDir);
+        const rebar = progress(!json, 're-encrypting');
+        re = await reencrypt(db, new VaultService({ db, store, keyring }), store, keyring, {
+          progressFile: path.join(config.dataDir, 'reencrypt-progress'),
+          maxFiles,
+          shouldStop: () => stop,
+          onProgress: (d, t) => rebar.update(d, t),
+        });
+        rebar.stop();
+        audit(db, keyring, config, 'key.reencrypt', re.failed.length || re.interrupted ? 'failure' : 'success', {
+          activeKey: keyring.active.id,
+          reencrypted: re.reencrypted,
+          skipped: re.skipped,
+          repaired: re.repaired,
+          failed: re.failed.length,
+          interrupted: re.interrupted,
+        });
+      }
+      // Last, after the audit events: no old wrapped key (nor any page holding one) stays in the -wal file.
+      checkpointWal(db);
       db.close();
       const human = [
         `Active key: ${keyring.active.id}`,
         `Rewrapped ${result.rewrapped} file key(s) and ${result.secrets} service secret(s); ${result.skipped} changed meanwhile (skipped).`,
         ...result.failed.map((f) => `FAILED ${f.id}: ${f.reason}`),
         result.interrupted ? 'Interrupted: run "sfs key rotate" again to continue where it stopped.' : '',
+        re ? `Re-encrypted ${re.reencrypted} file(s) under fresh data keys; ${re.skipped} skipped (done earlier in this run, or changed meanwhile); ${re.repaired} repaired.` : '',
+        ...(re?.failed ?? []).map((f) => `FAILED ${f.id}: ${f.reason}`),
+        re?.interrupted ? 'Interrupted: run "sfs key rotate --reencrypt" again to continue where it stopped.' : '',
       ].filter(Boolean);
-      out(human.join('\n'), { activeKey: keyring.active.id, ...result });
-      if (result.failed.length || result.interrupted) throw new Unsuccessful();
+      out(human.join('\n'), { activeKey: keyring.active.id, ...result, ...(re ? { reencrypt: re } : {}) });
+      if (result.failed.length || result.interrupted || re?.failed.length || re?.interrupted) throw new Unsuccessful();
     },
   },
   'key retire': {

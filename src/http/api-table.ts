@@ -279,7 +279,8 @@ export const API = {
       200: { description: 'the whole file', binary: true, headers: downloadHeaders },
       206: { description: 'the requested range', binary: true, headers: partialHeaders },
     },
-    errors: ['not_found', 'range_not_satisfiable', 'integrity_error'],
+    // key_unavailable (503): the file is wrapped under a master key the server does not hold yet.
+    errors: ['not_found', 'range_not_satisfiable', 'integrity_error', 'key_unavailable'],
   },
   deleteFile: {
     method: 'delete',

@@ -121,7 +121,22 @@ export function rotate(
     opts.onProgress?.({ done: result.rewrapped + result.skipped + result.failed.length, total });
   }
   if (!result.interrupted) result.secrets = rotateSecrets(db, keyring, result);
+  checkpointWal(db);
   return result;
+}
+
+/**
+ * Copies the WAL into the database and truncates it, so the old wrapped keys a rewrite
+ * replaced do not linger in the -wal file (secure_delete clears them in the database pages).
+ * False when a reader kept it from completing (SQLite's own checkpoints finish it later).
+ */
+export function checkpointWal(db: Db): boolean {
+  try {
+    const [r] = db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+    return r?.busy === 0;
+  } catch {
+    return false;
+  }
 }
 
 /** Rewraps service secrets (e.g. the audit MAC root) under the active key. */

@@ -13,8 +13,14 @@ export class KeyMismatchError extends Error {
   }
 }
 
-/** Throws KeyMismatchError, with advice, unless every key the database knows is consistent with the ring. */
-export function checkKeyringAgainstDb(db: Db, keyring: Keyring): void {
+/**
+ * Throws KeyMismatchError, with advice, unless every key the database knows is consistent with
+ * the ring and the active key is one the database already knows. A new active key is accepted
+ * only with `acceptNewKey` (or when the database has never used a key): otherwise a random
+ * MASTER_KEY beside the right key in MASTER_KEYS_PREVIOUS would start, and wrap new files
+ * under a key nobody kept.
+ */
+export function checkKeyringAgainstDb(db: Db, keyring: Keyring, opts: { acceptNewKey?: boolean } = {}): void {
   const repo = new MasterKeysRepo(db);
   const known = repo.list();
   const counts = repo.fileCounts();
@@ -39,4 +45,16 @@ export function checkKeyringAgainstDb(db: Db, keyring: Keyring): void {
         `If this is a key rotation, list the old key in MASTER_KEYS_PREVIOUS; refusing to start`,
     );
   }
+  if (known.length > 0 && !known.some((r) => r.keyId === keyring.active.id) && !opts.acceptNewKey) {
+    throw new KeyMismatchError(
+      `the active master key (${keyring.active.id}) is new to this database (it knows ${known.map((r) => r.keyId).join(', ')}): ` +
+        `to rotate to it, run "sfs key rotate" (registers it and rewraps every file under it) or start once with --accept-new-key ` +
+        `(or MASTER_KEY_NEW=1); if you did not mean to change keys, fix MASTER_KEY / MASTER_KEY_FILE; refusing to start`,
+    );
+  }
+}
+
+/** Records the active key's check value, so a key accepted once with --accept-new-key is known from then on. */
+export function registerActiveKey(db: Db, keyring: Keyring): void {
+  new MasterKeysRepo(db).insertIfMissing(keyring.active.id, keyring.active.checkValue, Date.now());
 }

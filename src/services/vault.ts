@@ -18,7 +18,7 @@ import {
   SALT_LENGTH,
   ciphertextSize,
 } from '../crypto/format.js';
-import { Keyring } from '../crypto/keyring.js';
+import { Keyring, type MasterKey } from '../crypto/keyring.js';
 import { ChunkSealer, ciphertextSpan, decryptRange } from '../crypto/stream.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { AppError } from '../errors.js';
@@ -159,12 +159,7 @@ export class VaultService {
         mimeType: s.mimeType,
         sha256: s.sha256,
         keyId: key.id,
-        wrappedDek: wrapDek(
-          key,
-          s.dek,
-          { fileId: s.id, size: s.size, sha256: s.sha256, formatVersion: FORMAT_VERSION, chunkSize: s.chunkSize },
-          randomBytes(12),
-        ),
+        wrappedDek: this.wrapFor(key, { id: s.id, ownerId, size: s.size, sha256: s.sha256, formatVersion: FORMAT_VERSION, chunkSize: s.chunkSize }, s.dek),
         formatVersion: FORMAT_VERSION,
         chunkSize: s.chunkSize,
         // Files of one request keep their order when listed newest first.
@@ -188,6 +183,20 @@ export class VaultService {
     } finally {
       for (const s of staged) s.dek.fill(0);
     }
+  }
+
+  /**
+   * Wraps a file's DEK under `key`, bound to the row it will be stored in. The one wrap for
+   * every writer of files.wrapped_dek (uploads and `sfs key rotate --reencrypt`), so a change
+   * to the binding reaches all of them.
+   */
+  wrapFor(key: MasterKey, file: Pick<FileRow, 'id' | 'ownerId' | 'size' | 'sha256' | 'formatVersion' | 'chunkSize'>, dek: Buffer): Buffer {
+    return wrapDek(
+      key,
+      dek,
+      { fileId: file.id, size: file.size, sha256: file.sha256, formatVersion: file.formatVersion, chunkSize: file.chunkSize },
+      randomBytes(12),
+    );
   }
 
   /** Removes staged blobs that will not be committed and wipes their DEKs. */
@@ -255,8 +264,30 @@ export class VaultService {
    * caller can still answer cleanly; later damage makes the iterator throw mid-stream.
    */
   async open(row: FileRow, range: ByteRange): Promise<AsyncGenerator<Buffer>> {
-    const key = this.deps.keyring.get(row.keyId);
-    if (!key) throw new IntegrityError(`file is wrapped under key ${row.keyId}, which is not loaded`);
+    try {
+      return await this.openRow(row, range);
+    } catch (err) {
+      // `sfs key rotate --reencrypt` swaps a file's blob and row while this server runs; a
+      // request that read the row just before the swap meets the new blob. That is not damage:
+      // if the row changed meanwhile (same owner), open it again once with the current row.
+      if (!(err instanceof IntegrityError)) throw err;
+      const fresh = this.files.byId(row.id);
+      if (!fresh || fresh.ownerId !== row.ownerId || fresh.wrappedDek.equals(row.wrappedDek)) throw err;
+      return this.openRow(fresh, range);
+    }
+  }
+
+  private async openRow(row: FileRow, range: ByteRange): Promise<AsyncGenerator<Buffer>> {
+    // A key this process lacks is not corruption (e.g. "sfs key rotate" ran with a key the server
+    // was not given): try the key file again, else say so truthfully, never integrity_error.
+    const key = this.deps.keyring.resolve(row.keyId);
+    if (!key) {
+      throw new AppError(
+        'key_unavailable',
+        'this file is wrapped under a master key the server does not hold; an operator must configure that key (see key rotation)',
+        { 'Retry-After': '60' },
+      );
+    }
     const dek = unwrapDek(key, row.wrappedDek, {
       fileId: row.id,
       size: row.size,

@@ -80,6 +80,12 @@ export class VaultService {
     this.now = deps.now ?? Date.now;
     this.quota = new QuotaService({
       loadUsage: (userId) => this.files.usageOf(userId),
+      // Changes with every write through this connection (total_changes) and every commit by
+      // another one (data_version): a sum memoised under one value is still the database's.
+      dbVersion: () => {
+        const v = stmt(deps.db, 'SELECT total_changes() AS c, (SELECT data_version FROM pragma_data_version) AS v').get() as { c: number; v: number };
+        return `${v.c}:${v.v}`;
+      },
       limitOf: (userId) => {
         const row = stmt(deps.db, 'SELECT quota_bytes FROM users WHERE id = ?').get(userId) as { quota_bytes: number | null } | undefined;
         return row?.quota_bytes ?? deps.defaultQuota ?? null;
@@ -176,11 +182,9 @@ export class VaultService {
           for (const r of rows) this.files.insert(r);
         })
         .immediate();
-      // Same tick as the insert: the bytes move from in flight to committed with no gap.
-      for (const r of rows) {
-        if (lease) lease.commit(r.size);
-        else this.quota.settle(ownerId, 0, r.size);
-      }
+      // Same synchronous run as the insert: the bytes are now in the database's sum, so they
+      // stop counting as in flight before any other request can look.
+      if (lease) for (const r of rows) lease.commit(r.size);
       return rows;
     } catch (err) {
       await this.discard(staged);
@@ -216,7 +220,6 @@ export class VaultService {
   async delete(ownerId: string, id: string): Promise<FileRow> {
     const row = this.get(ownerId, id);
     if (!this.files.shred(id, ownerId)) throw new AppError('not_found', 'no such file');
-    this.quota.removed(ownerId, row.size);
     try {
       // Push the freed pages out of the WAL so the old wrapped key does not linger there.
       this.deps.db.pragma('wal_checkpoint(TRUNCATE)');

@@ -1,0 +1,106 @@
+/**
+ * Issue 11, operations items: quota usage after a restart (13), `sfs --json` output and
+ * rebuild-only-when-stale (16), one server per data directory (17), and where `sfs restore`
+ * leaves the previous state (18, part).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { makeHarness, makeUser, pattern, setupAdmin, type Harness } from './helpers.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const SFS = path.join(ROOT, 'dist', 'cli', 'sfs.js');
+const bearer = (t: string) => ({ Authorization: `Bearer ${t}` });
+
+const harnesses: Harness[] = [];
+const temps: string[] = [];
+afterEach(() => {
+  for (const h of harnesses.splice(0)) h.cleanup();
+  for (const d of temps.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function tmp(prefix: string): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  temps.push(d);
+  return d;
+}
+
+function dbSum(h: Harness, userId: string): number {
+  return (h.db.prepare('SELECT coalesce(sum(size), 0) AS n FROM files WHERE owner_id = ?').get(userId) as { n: number }).n;
+}
+
+describe('13: quota usage is the database sum plus bytes in flight, also after a restart', () => {
+  it('the first upload after a restart counts once; a quota set afterwards lets the user upload up to it; parallel uploads do not overshoot', async () => {
+    const key = randomBytes(32);
+    const first = makeHarness({}, { masterKey: key });
+    const admin = await setupAdmin(first);
+    const user = await makeUser(first, admin, 'gus');
+    expect((await first.request.put('/api/v1/uploads/a.bin').set(bearer(user)).send(pattern(300_000, 1))).status).toBe(201);
+    await first.app.services.audit.flush();
+    first.db.close();
+    expect(first.contractViolations).toEqual([]);
+
+    // A restart: a new app on the same data directory, nothing cached.
+    const h = makeHarness({}, { masterKey: key, dir: first.dir });
+    harnesses.push(h);
+    // The upload comes first: nothing has asked for this user's usage since the restart.
+    const up = await h.request.put('/api/v1/uploads/b.bin').set(bearer(user)).send(pattern(100_000, 2));
+    expect(up.status).toBe(201);
+    const me = (await h.request.get('/api/v1/me').set(bearer(user))).body;
+    expect(me.quotaBytes).toBeNull();
+    expect(dbSum(h, me.id)).toBe(400_000);
+    expect(me.usageBytes).toBe(400_000);
+
+    // The admin sets a quota the user is under: an upload that fits is accepted (it was
+    // refused when the restart's first upload had been counted twice).
+    const quota = 550_000;
+    expect((await h.request.patch(`/api/v1/users/${me.id}`).set(bearer(admin)).send({ quotaBytes: quota })).status).toBe(200);
+    expect((await h.request.put('/api/v1/uploads/c.bin').set(bearer(user)).send(pattern(100_000, 3))).status).toBe(201);
+    expect((await h.request.get('/api/v1/me').set(bearer(user))).body).toMatchObject({ usageBytes: 500_000, quotaBytes: quota });
+
+    // 50 000 bytes left: of five parallel 40 000-byte uploads at most one fits.
+    const results = await Promise.all(
+      [0, 1, 2, 3, 4].map((i) =>
+        i % 2
+          ? h.request.put(`/api/v1/uploads/p${i}.bin`).set(bearer(user)).send(pattern(40_000, 10 + i))
+          : h.request.post('/api/v1/files').set(bearer(user)).attach('file', pattern(40_000, 10 + i), `p${i}.bin`),
+      ),
+    );
+    const ok = results.filter((r) => r.status === 201).length;
+    for (const r of results) if (r.status !== 201) expect(r.body.code).toBe('quota_exceeded');
+    expect(ok).toBeLessThanOrEqual(1);
+    expect(dbSum(h, me.id)).toBe(500_000 + ok * 40_000);
+    expect(dbSum(h, me.id)).toBeLessThanOrEqual(quota);
+    expect((await h.request.get('/api/v1/me').set(bearer(user))).body.usageBytes).toBe(dbSum(h, me.id));
+    expect(h.app.services.vault.quota.inFlightOf(me.id)).toBe(0);
+    // Nothing stays held by the refused ones: exactly the room left fits, one byte more does not.
+    const room = quota - dbSum(h, me.id);
+    expect((await h.request.put('/api/v1/uploads/over.bin').set(bearer(user)).send(pattern(room + 1, 20))).status).toBe(413);
+    expect((await h.request.put('/api/v1/uploads/fit.bin').set(bearer(user)).send(pattern(room, 21))).status).toBe(201);
+    expect(dbSum(h, me.id)).toBe(quota);
+
+    // A delete frees exactly its bytes.
+    const list = (await h.request.get('/api/v1/files').set(bearer(user))).body.files as { id: string; size: number }[];
+    const a = list.find((f) => f.size === 300_000)!;
+    expect((await h.request.delete(`/api/v1/files/${a.id}`).set(bearer(user))).status).toBe(204);
+    expect((await h.request.get('/api/v1/me').set(bearer(user))).body.usageBytes).toBe(dbSum(h, me.id));
+  });
+
+  it('rows written by another connection (e.g. the CLI) are counted at once', async () => {
+    const h = makeHarness({ USER_QUOTA_BYTES: '500000' });
+    harnesses.push(h);
+    const t = await setupAdmin(h);
+    const me = (await h.request.get('/api/v1/me').set(bearer(t))).body;
+    expect((await h.request.put('/api/v1/uploads/a.bin').set(bearer(t)).send(pattern(100_000, 1))).status).toBe(201);
+    expect((await h.request.get('/api/v1/me').set(bearer(t))).body.usageBytes).toBe(100_000);
+    // Another process deletes the row (as a restore or an admin tool might): usage follows.
+    const other = new (await import('better-sqlite3')).default(h.config.dbFile);
+    other.prepare('DELETE FROM files WHERE owner_id = ?').run(me.id);
+    other.close();
+    expect((await h.request.get('/api/v1/me').set(bearer(t))).body.usageBytes).toBe(0);
+    expect((await h.request.put('/api/v1/uploads/b.bin').set(bearer(t)).send(pattern(450_000, 2))).status).toBe(201);
+  });
+});

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { childAdminToken, childEnv, runToExit, startChild, tempDir, type Child } from './child.js';
 import { makeHarness, makeUser, pattern, setupAdmin, type Harness } from './helpers.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -17,7 +18,9 @@ const bearer = (t: string) => ({ Authorization: `Bearer ${t}` });
 
 const harnesses: Harness[] = [];
 const temps: string[] = [];
-afterEach(() => {
+const children: Child[] = [];
+afterEach(async () => {
+  for (const c of children.splice(0)) await c.stop('SIGKILL');
   for (const h of harnesses.splice(0)) h.cleanup();
   for (const d of temps.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
@@ -102,5 +105,55 @@ describe('13: quota usage is the database sum plus bytes in flight, also after a
     other.close();
     expect((await h.request.get('/api/v1/me').set(bearer(t))).body.usageBytes).toBe(0);
     expect((await h.request.put('/api/v1/uploads/b.bin').set(bearer(t)).send(pattern(450_000, 2))).status).toBe(201);
+  });
+});
+
+/** Runs the built CLI with a child server's environment. */
+function sfsIn(env: Record<string, string>, args: string[]) {
+  const r = spawnSync(process.execPath, [SFS, ...args], { env, cwd: path.dirname(env.DATA_DIR!), encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('17: one process owns a data directory, by an OS lock', () => {
+  it('a second server is refused and leaves the first one alone; restore is refused while it runs; after SIGKILL the lock is free', async () => {
+    const dir = tempDir();
+    temps.push(dir);
+    const env = childEnv(dir);
+    const first = await startChild(env);
+    children.push(first);
+    const token = await childAdminToken(first);
+    const pidFile = path.join(env.DATA_DIR!, 'server.pid');
+    expect(fs.readFileSync(pidFile, 'utf8')).toBe(String(first.proc.pid));
+
+    // A second server on the same DATA_DIR (another port) refuses to start, naming the holder.
+    const second = await runToExit(env);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toContain(`sfs: cannot start: the data directory ${env.DATA_DIR} is in use: the server is running (pid ${first.proc.pid}`);
+    expect(second.stderr).not.toContain('listening');
+    // ... and on its way out it did not remove the first server's pid file.
+    expect(fs.readFileSync(pidFile, 'utf8')).toBe(String(first.proc.pid));
+    const health = await fetch(`http://127.0.0.1:${first.port}/api/v1/me`, { headers: bearer(token) });
+    expect(health.status).toBe(200);
+
+    // Backup is made while serving (as the README says); restore is refused, changing nothing.
+    const backupDir = path.join(dir, 'backup');
+    const b = sfsIn(env, ['backup', backupDir]);
+    expect(b.status, b.stderr).toBe(0);
+    const dbBefore = fs.readFileSync(path.join(env.DATA_DIR!, 'sfs.db'));
+    const live = sfsIn(env, ['restore', backupDir]);
+    expect(live.status).toBe(2);
+    expect(live.stderr).toContain(`the server is running (pid ${first.proc.pid}`);
+    expect(fs.readFileSync(path.join(env.DATA_DIR!, 'sfs.db')).equals(dbBefore)).toBe(true);
+    expect(fs.readdirSync(dir).filter((n) => n.includes('before-restore'))).toEqual([]);
+
+    // SIGKILL: no exit handler runs, the pid file stays behind, but the OS drops the lock.
+    await first.stop('SIGKILL');
+    expect(fs.existsSync(pidFile)).toBe(true);
+    const restored = sfsIn(env, ['restore', backupDir]);
+    expect(restored.status, restored.stderr).toBe(0);
+    const again = await startChild(env);
+    children.push(again);
+    expect(fs.readFileSync(pidFile, 'utf8')).toBe(String(again.proc.pid));
+    expect((await fetch(`http://127.0.0.1:${again.port}/api/v1/me`, { headers: bearer(token) })).status).toBe(200);
   });
 });

@@ -157,3 +157,104 @@ describe('17: one process owns a data directory, by an OS lock', () => {
     expect((await fetch(`http://127.0.0.1:${again.port}/api/v1/me`, { headers: bearer(token) })).status).toBe(200);
   });
 });
+
+describe('16: sfs output is safe to redirect, and dist/ is rebuilt only when stale', () => {
+  const BUILD = path.join(ROOT, 'scripts', 'build-if-stale.mjs');
+  /** The environment of a shell, without what an outer `npm test` put there. */
+  function shellEnv(h: Harness, key: Buffer): NodeJS.ProcessEnv {
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.toLowerCase().startsWith('npm_')));
+    return { ...env, DATA_DIR: h.config.dataDir, UPLOADS_DIR: h.config.uploadsDir, MASTER_KEY: key.toString('base64'), NODE_ENV: 'development' };
+  }
+
+  it('`npm run -s sfs -- audit export` is JSON lines; `npx sfs … --json` runs the package bin and prints only JSON', async () => {
+    const key = randomBytes(32);
+    const h = makeHarness({}, { masterKey: key });
+    harnesses.push(h);
+    const t = await setupAdmin(h);
+    expect((await h.request.put('/api/v1/uploads/a.txt').set(bearer(t)).send('hello')).status).toBe(201);
+    await h.app.services.audit.flush();
+
+    const exp = spawnSync('npm', ['run', '-s', 'sfs', '--', 'audit', 'export'], { cwd: ROOT, env: shellEnv(h, key), encoding: 'utf8' });
+    expect(exp.status, exp.stderr).toBe(0);
+    const lines = exp.stdout.trimEnd().split('\n');
+    expect(lines.length).toBeGreaterThanOrEqual(2);
+    const events = lines.map((l) => JSON.parse(l) as { action: string });
+    expect(events.map((e) => e.action)).toContain('file.upload');
+
+    // The bin is an executable file with a node shebang, and npx finds it in this repository.
+    const bin = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).bin.sfs as string;
+    expect(fs.readFileSync(path.join(ROOT, bin), 'utf8').startsWith('#!/usr/bin/env node\n')).toBe(true);
+    expect(spawnSync(process.execPath, [BUILD], { cwd: ROOT, encoding: 'utf8' }).status).toBe(0);
+    expect(fs.statSync(path.join(ROOT, bin)).mode & 0o111).toBe(0o111);
+    const npx = spawnSync('npx', ['--no-install', 'sfs', 'key', 'status', '--json'], { cwd: ROOT, env: shellEnv(h, key), encoding: 'utf8' });
+    expect(npx.status, npx.stderr).toBe(0);
+    expect(JSON.parse(npx.stdout).keys[0]).toMatchObject({ keyId: h.keyring.active.id, active: true });
+  });
+
+  it('the stale check builds once, then not again until a source or tsconfig.json changes; a failed build is retried', () => {
+    const dir = tmp('sfs-build-');
+    fs.mkdirSync(path.join(dir, 'src', 'sub'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'src', 'a.ts'), "#!/usr/bin/env node\nimport { b } from './sub/b.js';\nexport const a = b + 1;\n");
+    fs.writeFileSync(path.join(dir, 'src', 'sub', 'b.ts'), 'export const b: number = 1;\n');
+    fs.writeFileSync(
+      path.join(dir, 'tsconfig.json'),
+      JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', outDir: 'dist', rootDir: 'src', strict: true, types: [], lib: ['es5'], skipLibCheck: true }, include: ['src'] }),
+    );
+    fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ type: 'module', bin: { a: 'dist/a.js' } }));
+    const run = (...args: string[]) => spawnSync(process.execPath, [BUILD, ...args], { cwd: dir, encoding: 'utf8' });
+    const outB = path.join(dir, 'dist', 'sub', 'b.js');
+    // Time passing, without waiting: after each build the sources are moved two minutes and
+    // the outputs one minute into the past; an edit stamps a source with the present.
+    const age = () => {
+      const back = (sub: string, ms: number) => {
+        const at = new Date(Date.now() - ms);
+        for (const f of fs.readdirSync(path.join(dir, sub), { recursive: true, withFileTypes: true })) {
+          if (f.isFile()) fs.utimesSync(path.join(f.parentPath, f.name), at, at);
+        }
+      };
+      back('src', 120_000);
+      fs.utimesSync(path.join(dir, 'tsconfig.json'), new Date(Date.now() - 120_000), new Date(Date.now() - 120_000));
+      back('dist', 60_000);
+    };
+    const touch = (file: string) => fs.utimesSync(file, new Date(), new Date());
+
+    expect(run('--check').status).toBe(1);
+    const first = run();
+    expect(first.status, first.stderr).toBe(0);
+    expect(first.stdout).toBe('');
+    expect(first.stderr).toContain('building');
+    expect(fs.statSync(path.join(dir, 'dist', 'a.js')).mode & 0o111).toBe(0o111);
+    age();
+    const built = fs.statSync(outB).mtimeMs;
+
+    const second = run();
+    expect(second.status).toBe(0);
+    expect(second.stderr).toBe('');
+    expect(fs.statSync(outB).mtimeMs).toBe(built);
+    expect(run('--check').status).toBe(0);
+
+    touch(path.join(dir, 'src', 'sub', 'b.ts'));
+    expect(run('--check').stderr).toContain('src/sub/b.ts changed');
+    expect(run().status).toBe(0);
+    expect(fs.statSync(outB).mtimeMs).not.toBe(built);
+    expect(run('--check').status).toBe(0);
+    age();
+
+    touch(path.join(dir, 'tsconfig.json'));
+    expect(run('--check').stderr).toContain('tsconfig.json changed');
+    expect(run().status).toBe(0);
+    age();
+
+    // A type error: tsc still emits, but the next run must not call that fresh. Its errors go
+    // to stderr, never stdout. (A small lib keeps each fixture build well under a second.)
+    fs.writeFileSync(path.join(dir, 'src', 'sub', 'b.ts'), "export const b: number = 'one';\n");
+    const failed = run();
+    expect(failed.status).toBe(1);
+    expect(failed.stdout).toBe('');
+    expect(failed.stderr).toContain('TS2322');
+    expect(run('--check').stderr).toContain('the last build failed');
+    fs.writeFileSync(path.join(dir, 'src', 'sub', 'b.ts'), 'export const b: number = 2;\n');
+    expect(run().status).toBe(0);
+    expect(run('--check').status).toBe(0);
+  });
+});

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { childAdminToken, childEnv, runToExit, startChild, tempDir, type Child } from './child.js';
-import { makeHarness, makeUser, pattern, setupAdmin, type Harness } from './helpers.js';
+import { binaryParser, makeHarness, makeUser, pattern, setupAdmin, type Harness } from './helpers.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const SFS = path.join(ROOT, 'dist', 'cli', 'sfs.js');
@@ -256,5 +256,54 @@ describe('16: sfs output is safe to redirect, and dist/ is rebuilt only when sta
     fs.writeFileSync(path.join(dir, 'src', 'sub', 'b.ts'), 'export const b: number = 2;\n');
     expect(run().status).toBe(0);
     expect(run('--check').status).toBe(0);
+  });
+});
+
+describe('18: the README backup and restore procedure, as written, leaves nothing git would pick up', () => {
+  it('npm run sfs -- backup while serving, restore stopped; the moved-aside state is ignored by .gitignore', async () => {
+    const key = randomBytes(32);
+    const h = makeHarness({}, { masterKey: key });
+    harnesses.push(h);
+    // The harness directory stands for a clone: data/ and uploads/ in it, our .gitignore.
+    fs.copyFileSync(path.join(ROOT, '.gitignore'), path.join(h.dir, '.gitignore'));
+    const git = (...args: string[]) => spawnSync('git', ['-c', 'init.defaultBranch=main', ...args], { cwd: h.dir, encoding: 'utf8' });
+    expect(git('init', '-q').status).toBe(0);
+    const t = await setupAdmin(h);
+    const kept = pattern(70_000, 3);
+    const up = await h.request.put('/api/v1/uploads/kept.bin').set(bearer(t)).send(kept);
+    expect(up.status).toBe(201);
+
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.toLowerCase().startsWith('npm_')));
+    const sfsEnv = { ...env, DATA_DIR: h.config.dataDir, UPLOADS_DIR: h.config.uploadsDir, MASTER_KEY: key.toString('base64') };
+    const npmSfs = (...args: string[]) => spawnSync('npm', ['run', 'sfs', '--', ...args], { cwd: ROOT, env: sfsEnv, encoding: 'utf8' });
+    const backupDir = path.join(tmp('sfs-backups-'), 'sfs-2026-11-26');
+    const b = npmSfs('backup', backupDir);
+    expect(b.status, b.stderr).toBe(0);
+    expect(b.stdout).toContain('Backed up 1 file(s)');
+    // A change after the backup, then the server stops.
+    expect((await h.request.put('/api/v1/uploads/later.bin').set(bearer(t)).send('later')).status).toBe(201);
+    await h.app.services.audit.flush();
+    h.db.close();
+
+    const r = spawnSync('npm', ['run', '-s', 'sfs', '--', 'restore', backupDir, '--json'], { cwd: ROOT, env: sfsEnv, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const result = JSON.parse(r.stdout) as { files: number; previousDatabase: string; previousUploads: string };
+    expect(result.files).toBe(1);
+    expect(path.dirname(result.previousDatabase)).toBe(h.config.dataDir);
+    expect(path.dirname(result.previousUploads)).toBe(path.dirname(h.config.uploadsDir));
+    expect(fs.readdirSync(result.previousUploads).length).toBeGreaterThan(0);
+
+    // Every path the server and the restore left is ignored; nothing is left for "git add".
+    const leftovers = [result.previousDatabase, result.previousUploads, ...fs.readdirSync(result.previousUploads, { recursive: true }).map((f) => path.join(result.previousUploads, String(f)))];
+    for (const p of leftovers) expect(git('check-ignore', '-q', path.relative(h.dir, p)).status, p).toBe(0);
+    expect(git('status', '--porcelain', '--untracked-files=all').stdout.trim()).toBe('?? .gitignore');
+
+    // The restored state is the backup's: the later file is gone, the kept one reads back.
+    const h2 = makeHarness({}, { masterKey: key, dir: h.dir });
+    harnesses.push(h2);
+    const files = (await h2.request.get('/api/v1/files').set(bearer(t))).body.files as { id: string; name: string }[];
+    expect(files.map((f) => f.name)).toEqual(['kept.bin']);
+    const got = await h2.request.get(`/api/v1/files/${files[0]!.id}/content`).set(bearer(t)).buffer(true).parse(binaryParser);
+    expect((got.body as Buffer).equals(kept)).toBe(true);
   });
 });

@@ -15,6 +15,7 @@ import { keyFileLoader, loadKeyring } from './keyfile.js';
 import { AccountsService, SetupCode } from './services/accounts.js';
 import { KeyMismatchError, checkKeyringAgainstDb, registerActiveKey } from './services/key-check.js';
 import { PasswordHasher } from './services/passwords.js';
+import { DataDirLockedError, acquireDataDirLock, type DataDirLock } from './ops/dir-lock.js';
 import { createHttpServer } from './server.js';
 import { DiskBlobStore } from './storage/disk.js';
 
@@ -34,6 +35,17 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel);
 
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  // Before anything touches the directory: a second server would migrate, sweep "orphan"
+  // blobs of the first one's uploads in flight, and clobber its pid file. The OS lock is
+  // held until this process ends, however it ends.
+  let lock: DataDirLock;
+  try {
+    lock = acquireDataDirLock(config.dataDir, 'server');
+  } catch (err) {
+    if (err instanceof DataDirLockedError) fail(err.message);
+    throw err;
+  }
+  process.on('exit', () => lock.release());
   const db = openDatabase(config.dbFile);
   let keys;
   try {
@@ -139,13 +151,14 @@ async function main(): Promise<void> {
     const scheme = tls ? 'https' : 'http';
     const shown = config.host === '127.0.0.1' || config.host === '::1' ? 'localhost' : config.host;
     logger.info({ port, host: config.host, keyId: keys.keyring.active.id }, 'listening');
-    // Lets "sfs restore" refuse to run under a live server.
+    // Information for operators only; the data directory lock is what keeps others out.
     fs.writeFileSync(pidFile, String(process.pid), { mode: 0o600 });
     process.stderr.write(`sfs listening on ${scheme}://${shown}:${port}\n`);
   });
 
   const pidFile = path.join(config.dataDir, 'server.pid');
   process.on('exit', () => {
+    // Never remove a pid file that is not ours.
     try {
       if (fs.readFileSync(pidFile, 'utf8') === String(process.pid)) fs.rmSync(pidFile, { force: true });
     } catch {

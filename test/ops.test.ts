@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_CHUNK_SIZE as C, chunkOffset } from '../src/crypto/format.js';
 import { Keyring } from '../src/crypto/keyring.js';
 import { openDatabase } from '../src/db/database.js';
+import { acquireDataDirLock } from '../src/ops/dir-lock.js';
 import { rotate } from '../src/ops/keys.js';
 import { binaryParser, listFiles, makeHarness, pattern, setupAdmin, type Harness } from './helpers.js';
 
@@ -219,11 +220,12 @@ describe('sfs backup and restore', () => {
     // A stopped server has flushed its audit head (main.ts does on shutdown); do the same here.
     await h.app.services.audit.flush();
     // Restore refuses while the server runs, and with the wrong key, touching nothing.
-    fs.writeFileSync(path.join(h.config.dataDir, 'server.pid'), String(process.pid));
+    // (A running server holds the data directory's lock, as main.ts does.)
+    const serverLock = acquireDataDirLock(h.config.dataDir, 'server');
     const live = sfs(h, [key], ['restore', dir]);
     expect(live.status).toBe(2);
     expect(live.stderr).toContain('server is running');
-    fs.rmSync(path.join(h.config.dataDir, 'server.pid'));
+    serverLock.release();
     h.db.close();
     const dbBefore = fs.readFileSync(h.config.dbFile);
     const wrong = sfs(h, [randomBytes(32)], ['restore', dir]);

@@ -19,6 +19,7 @@ import { FilesRepo } from '../db/files.js';
 import { AppError } from '../errors.js';
 import { KeyFileExistsError, generateKeyFile, loadKeyring } from '../keyfile.js';
 import { BackupError, backup, restore } from '../ops/backup.js';
+import { DataDirLockedError, acquireDataDirLock } from '../ops/dir-lock.js';
 import { gc } from '../ops/gc.js';
 import { KeyInUseError, checkpointWal, keyStatus, retire, rotate } from '../ops/keys.js';
 import { reencrypt, type ReencryptResult } from '../ops/reencrypt.js';
@@ -159,17 +160,6 @@ async function readPassword(): Promise<string> {
   const b = await ask('Repeat password: ');
   if (a !== b) throw new UsageError('the passwords do not match');
   return a;
-}
-
-function serverPid(config: Config): number | null {
-  try {
-    const pid = Number(fs.readFileSync(path.join(config.dataDir, 'server.pid'), 'utf8').trim());
-    if (!Number.isInteger(pid) || pid <= 0) return null;
-    process.kill(pid, 0);
-    return pid;
-  } catch {
-    return null;
-  }
 }
 
 const COMMANDS: Record<string, Command> = {
@@ -398,16 +388,28 @@ const COMMANDS: Record<string, Command> = {
     options: JSON_OPT,
     positionals: [1, 1],
     async run({ positionals, config, json, out }) {
-      const pid = serverPid(config);
-      if (pid) throw new UsageError(`the server is running (pid ${pid}); stop it before restoring`);
-      const { keyring } = loadKeyring(config, { mayGenerate: false });
+      // Held for the whole restore: no server can start on the directory meanwhile, and none
+      // is running now (the OS lock cannot be left behind by a crash, unlike a pid file).
+      let lock;
+      try {
+        lock = acquireDataDirLock(config.dataDir, 'restore');
+      } catch (err) {
+        if (err instanceof DataDirLockedError) throw new UsageError(err.message);
+        throw err;
+      }
+      let r;
       const dir = path.resolve(positionals[0]!);
-      const bar = progress(!json, 'restoring');
-      const r = await restore(dir, { dbFile: config.dbFile, uploadsDir: config.uploadsDir, auditHeadFile: config.auditHeadFile }, keyring, (d, t) => bar.update(d, t));
-      bar.stop();
-      const db = openDatabase(config.dbFile);
-      audit(db, keyring, config, 'backup.restore', 'success', { dir, files: r.files });
-      db.close();
+      try {
+        const { keyring } = loadKeyring(config, { mayGenerate: false });
+        const bar = progress(!json, 'restoring');
+        r = await restore(dir, { dbFile: config.dbFile, uploadsDir: config.uploadsDir, auditHeadFile: config.auditHeadFile }, keyring, (d, t) => bar.update(d, t));
+        bar.stop();
+        const db = openDatabase(config.dbFile);
+        audit(db, keyring, config, 'backup.restore', 'success', { dir, files: r.files });
+        db.close();
+      } finally {
+        lock.release();
+      }
       out(
         [
           `Restored ${r.files} file(s) from ${dir}.`,
@@ -472,9 +474,6 @@ const COMMANDS: Record<string, Command> = {
       const transferTo = typeof values['transfer-to'] === 'string' ? values['transfer-to'] : undefined;
       const deleteFiles = values['delete-files'] === true;
       if ((transferTo === undefined) === !deleteFiles) throw new UsageError('give exactly one of --transfer-to OTHER or --delete-files');
-      // A running server keeps quota usage in memory; it would not see the receiver's new files.
-      const pid = transferTo === undefined ? null : serverPid(config);
-      if (pid) throw new UsageError(`the server is running (pid ${pid}); use the admin users page to transfer files, or stop the server first`);
       const { db, keyring } = open(config, { checkKeys: true });
       try {
         const accounts = accountsOn(db, config);

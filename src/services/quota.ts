@@ -1,16 +1,31 @@
 /**
  * Storage quotas that count bytes in flight: concurrent uploads reserve as they stream, so
- * parallel uploads cannot together overshoot. Committed usage is kept in memory (loaded
- * from the database on first use) and updated on commit and delete, in the same tick as
- * the in-flight bytes are released, so there is no window where bytes are counted nowhere.
+ * parallel uploads cannot together overshoot.
+ *
+ * A user's usage is always the database sum over their file rows plus the bytes of their
+ * uploads still streaming. Committed usage is never kept as a running total: such a total
+ * drifted (it was lazily loaded from the database after an upload's row was already
+ * inserted, then had that upload added again, so the first upload after every restart
+ * counted twice). The sum is only memoised while the database provably has not changed
+ * (see QuotaDeps.dbVersion), which keeps the per-chunk check cheap without a second truth.
+ *
+ * Atomicity comes from the event loop: a check (database sum + in flight) and the commit
+ * (row insert, then release of the in-flight bytes) are each synchronous, so no other
+ * upload can run between the parts of either and see bytes counted twice or nowhere.
  */
 import { AppError } from '../errors.js';
 
 export interface QuotaDeps {
-  /** Committed bytes of a user, from the database. */
+  /** Committed bytes of a user: the sum over their file rows in the database. */
   loadUsage(userId: string): number;
   /** The user's quota in bytes, or null for unlimited. */
   limitOf(userId: string): number | null;
+  /**
+   * A value that changes whenever the database may have changed, through this connection or
+   * any other; while it is unchanged a memoised sum is still the database's sum. Without it
+   * every check runs the sum.
+   */
+  dbVersion?(): string;
 }
 
 /** One request's hold on a user's quota. */
@@ -37,36 +52,48 @@ export class QuotaLease {
     }
   }
 
-  /** Moves `bytes` from in flight to committed (call right after the rows are inserted). */
+  /**
+   * Stops counting `bytes` as in flight because their row is now in the database. Call it in
+   * the same synchronous run as the insert, so the bytes are never counted twice or nowhere.
+   */
   commit(bytes: number): void {
     const n = Math.min(bytes, this.held);
-    this.quota.settle(this.userId, n, bytes);
+    this.quota.release(this.userId, n);
     this.held -= n;
   }
 
   /** Gives back whatever is still held (call in a finally). */
   release(): void {
-    if (this.held) this.quota.settle(this.userId, this.held, 0);
+    if (this.held) this.quota.release(this.userId, this.held);
     this.held = 0;
   }
 }
 
 export class QuotaService {
-  private readonly usage = new Map<string, number>();
   private readonly inFlight = new Map<string, number>();
+  /** Database sums, valid only for the database version they were read at. */
+  private memo = new Map<string, number>();
+  private memoVersion: string | undefined;
 
   constructor(private readonly deps: QuotaDeps) {}
 
+  /** A new hold on the user's quota for one request; the limit is read now. */
   lease(userId: string): QuotaLease {
     return new QuotaLease(this, userId, this.deps.limitOf(userId));
   }
 
-  /** Committed bytes of a user. */
+  /** Committed bytes of a user: exactly the database sum over their files. */
   usageOf(userId: string): number {
-    let u = this.usage.get(userId);
+    const version = this.deps.dbVersion?.();
+    if (version === undefined) return this.deps.loadUsage(userId);
+    if (version !== this.memoVersion) {
+      this.memo = new Map();
+      this.memoVersion = version;
+    }
+    let u = this.memo.get(userId);
     if (u === undefined) {
       u = this.deps.loadUsage(userId);
-      this.usage.set(userId, u);
+      this.memo.set(userId, u);
     }
     return u;
   }
@@ -76,11 +103,12 @@ export class QuotaService {
     return this.inFlight.get(userId) ?? 0;
   }
 
+  /** The user's effective quota in bytes, or null for unlimited. */
   limitOf(userId: string): number | null {
     return this.deps.limitOf(userId);
   }
 
-  /** @internal used by QuotaLease */
+  /** @internal used by QuotaLease: reserves `bytes` more in flight, or throws quota_exceeded. */
   take(userId: string, bytes: number, limit: number | null): void {
     const flying = (this.inFlight.get(userId) ?? 0) + bytes;
     if (limit !== null && this.usageOf(userId) + flying > limit) {
@@ -89,16 +117,10 @@ export class QuotaService {
     this.inFlight.set(userId, flying);
   }
 
-  /** @internal moves bytes from in flight to committed */
-  settle(userId: string, releasedInFlight: number, committed: number): void {
-    const flying = (this.inFlight.get(userId) ?? 0) - releasedInFlight;
+  /** @internal used by QuotaLease: stops counting `bytes` as in flight. */
+  release(userId: string, bytes: number): void {
+    const flying = (this.inFlight.get(userId) ?? 0) - bytes;
     if (flying > 0) this.inFlight.set(userId, flying);
     else this.inFlight.delete(userId);
-    if (committed) this.usage.set(userId, this.usageOf(userId) + committed);
-  }
-
-  /** Records a deletion. */
-  removed(userId: string, bytes: number): void {
-    if (this.usage.has(userId)) this.usage.set(userId, Math.max(0, this.usage.get(userId)! - bytes));
   }
 }

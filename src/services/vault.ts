@@ -80,6 +80,12 @@ export class VaultService {
     this.now = deps.now ?? Date.now;
     this.quota = new QuotaService({
       loadUsage: (userId) => this.files.usageOf(userId),
+      // Changes with every write through this connection (total_changes) and every commit by
+      // another one (data_version): a sum memoised under one value is still the database's.
+      dbVersion: () => {
+        const v = stmt(deps.db, 'SELECT total_changes() AS c, (SELECT data_version FROM pragma_data_version) AS v').get() as { c: number; v: number };
+        return `${v.c}:${v.v}`;
+      },
       limitOf: (userId) => {
         const row = stmt(deps.db, 'SELECT quota_bytes FROM users WHERE id = ?').get(userId) as { quota_bytes: number | null } | undefined;
         return row?.quota_bytes ?? deps.defaultQuota ?? null;
@@ -171,11 +177,9 @@ export class VaultService {
           for (const r of rows) this.files.insert(r);
         })
         .immediate();
-      // Same tick as the insert: the bytes move from in flight to committed with no gap.
-      for (const r of rows) {
-        if (lease) lease.commit(r.size);
-        else this.quota.settle(ownerId, 0, r.size);
-      }
+      // Same synchronous run as the insert: the bytes are now in the database's sum, so they
+      // stop counting as in flight before any other request can look.
+      if (lease) for (const r of rows) lease.commit(r.size);
       return rows;
     } catch (err) {
       await this.discard(staged);
@@ -225,7 +229,6 @@ export class VaultService {
   async delete(ownerId: string, id: string): Promise<FileRow> {
     const row = this.get(ownerId, id);
     if (!this.files.shred(id, ownerId)) throw new AppError('not_found', 'no such file');
-    this.quota.removed(ownerId, row.size);
     try {
       // Push the freed pages out of the WAL so the old wrapped key does not linger there.
       this.deps.db.pragma('wal_checkpoint(TRUNCATE)');
@@ -240,7 +243,7 @@ export class VaultService {
    * Moves a file from one owner to another (an admin's transfer of a departing user's files):
    * a compare-and-swap on the owner, in one transaction, so a file that was deleted or moved
    * meanwhile is left alone (false). The only place owner_id changes: anything that binds the
-   * owner into the wrapped key must rewrap it here. Quota usage moves with the bytes; the
+   * owner into the wrapped key must rewrap it here. Quota usage moves with the rows; the
    * receiver may end up over their quota (an admin's decision, audited by the caller).
    */
   transferOwnership(fileId: string, fromUserId: string, toUserId: string): boolean {
@@ -252,10 +255,8 @@ export class VaultService {
         return changed === 1 ? row.size : null;
       })
       .immediate();
-    if (moved === null) return false;
-    this.quota.removed(fromUserId, moved);
-    this.quota.settle(toUserId, 0, moved);
-    return true;
+    // Usage is read from the database, so the moved bytes count for the receiver at once.
+    return moved !== null;
   }
 
   /**

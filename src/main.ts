@@ -16,7 +16,11 @@ import { AccountsService, SetupCode } from './services/accounts.js';
 import { KeyMismatchError, checkKeyringAgainstDb } from './services/key-check.js';
 import { PasswordHasher } from './services/passwords.js';
 import { createHttpServer } from './server.js';
-import { DiskBlobStore } from './storage/disk.js';
+import { createBlobStore, describeStore } from './storage/index.js';
+import { S3BlobStore, StoreUnavailableError } from './storage/s3.js';
+
+/** Age after which an object-store blob without a row, or an unfinished upload, is a leftover. */
+const ORPHAN_GRACE_MS = 6 * 3600_000;
 
 function fail(message: string): never {
   process.stderr.write(`\nsfs: cannot start: ${message}\n\n`);
@@ -59,16 +63,29 @@ async function main(): Promise<void> {
     throw err;
   }
 
-  const store = new DiskBlobStore(config.uploadsDir);
-  const swept = await store.sweepTemp();
-  if (swept) logger.warn({ removed: swept }, 'removed temp files left by an interrupted run');
-  // Blobs are renamed into place before their rows are inserted; a crash in between leaves
-  // ciphertext whose DEK was never stored. Nothing is in flight yet, so any blob without a
-  // row is such a leftover and can never be read: remove it.
+  const store = createBlobStore(config);
+  if (store instanceof S3BlobStore) {
+    try {
+      await store.verifyReachable(config.storage.kind === 's3' ? (config.storage.endpoint ?? `AWS ${config.storage.region}`) : '');
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) fail(err.message);
+      throw err;
+    }
+  }
+  // On disk the data directory is ours alone, so every temp file is a crash leftover. A
+  // bucket may be shared by other instances with uploads in flight: there only leftovers
+  // older than the grace period are removed.
+  const graceMs = config.storage.kind === 's3' ? ORPHAN_GRACE_MS : 0;
+  const swept = await store.sweepTemp(graceMs);
+  if (swept) logger.warn({ removed: swept, store: describeStore(config) }, 'removed unfinished writes left by an interrupted run');
+  // Blobs are committed before their rows are inserted; a crash in between leaves
+  // ciphertext whose DEK was never stored. Any blob without a row (and past the grace
+  // period) is such a leftover and can never be read: remove it.
   const known = new Set(new FilesRepo(db).allIds());
   let orphans = 0;
+  const now = Date.now();
   for await (const e of store.entries()) {
-    if (e.kind === 'blob' && e.id && !known.has(e.id)) {
+    if (e.kind === 'blob' && e.id && !known.has(e.id) && now - e.mtimeMs >= graceMs) {
       await store.removeEntry(e);
       orphans++;
     }

@@ -28,6 +28,9 @@ function fail(message: string): never {
 }
 
 async function main(): Promise<void> {
+  // The AWS SDK warns on Node 20 that releases after January 2027 need Node 22; the lockfile
+  // pins a release that supports Node 20, so the warning is noise in every start-up log.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   let config;
   try {
     config = loadConfig();

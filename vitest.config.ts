@@ -12,6 +12,8 @@ if (!CHROMIUM_PATH) {
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Starts the real S3-compatible store (Swift) the object-store suites run against.
+    globalSetup: ['test/services/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',

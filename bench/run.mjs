@@ -9,7 +9,9 @@
  *   --quick       a small version for CI smoke checks (under a minute)
  *   --profile     run the sfs server under `node --cpu-prof` (profiles in bench/results/profiles)
  *   --no-build    skip `npm run build` (dist/ must be current)
- *   --only LIST   run only some of: format,memory,big,range,small
+ *   --only LIST   run only some of: format,memory,big,range,small,s3
+ *                 (s3: the same big transfers through an S3 bucket on a local OpenStack Swift,
+ *                 against the disk backend in the same run; needs root and Debian's swift packages)
  *   --write-docs  also refresh the generated parts of docs/benchmarks.md and bench/benchmarks.svg
  */
 import { execFileSync, fork, spawn } from 'node:child_process';
@@ -101,6 +103,9 @@ async function doCleanup() {
       } catch {}
     }
   }
+  try {
+    stopSwift();
+  } catch {}
   if (tempRoot) fs.rmSync(tempRoot, { recursive: true, force: true, maxRetries: 3 });
 }
 
@@ -320,6 +325,110 @@ function machine() {
   };
 }
 
+// ---------------------------------------------------------------- object-store backend
+const SWIFT_START = path.join(ROOT, 'test', 'services', 'start-swift-s3.sh');
+const SWIFT_STOP = path.join(ROOT, 'test', 'services', 'stop-swift-s3.sh');
+
+/**
+ * The big transfers once more through a server on STORAGE=s3 (a bucket on a local Swift),
+ * alternating with the disk-backed server in the same run, with the peak RSS of each.
+ */
+async function objectStoreRun({ client, sfs, base, big, upload, download, remove }) {
+  if (process.getuid?.() !== 0 || !fs.existsSync('/usr/bin/swift-proxy-server')) {
+    log('s3: skipped (needs root and the swift packages: apt-get install swift swift-proxy swift-account swift-container swift-object memcached)');
+    return { skipped: 'no local Swift' };
+  }
+  // Swift runs as users swift and memcache, who cannot enter the private temp root.
+  const swiftDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sfs-bench-swift-'));
+  fs.chmodSync(swiftDir, 0o755);
+  log('s3: starting OpenStack Swift (s3api) on loopback');
+  stopSwift = () => execFileSync(SWIFT_STOP, [swiftDir, '--purge'], { stdio: 'ignore' });
+  const out = execFileSync(SWIFT_START, [swiftDir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, SWIFT_S3_PORT: '18180', SWIFT_BACKEND_PORT_BASE: '16300', SWIFT_MEMCACHED_PORT: '11411' } });
+  stopSwift = () => execFileSync(SWIFT_STOP, [swiftDir, '--purge'], { stdio: 'ignore' });
+  const vars = Object.fromEntries(out.split('\n').map((l) => /^([A-Z0-9_]+)=(.*)$/.exec(l.trim())).filter(Boolean).map((m) => [m[1], m[2]]));
+  const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3');
+  const s3c = new S3Client({
+    region: vars.S3_REGION,
+    endpoint: vars.S3_ENDPOINT,
+    forcePathStyle: true,
+    credentials: { accessKeyId: vars.S3_ACCESS_KEY_ID, secretAccessKey: vars.S3_SECRET_ACCESS_KEY },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  await s3c.send(new CreateBucketCommand({ Bucket: 'sfs-bench' }));
+  const dataDir = path.join(tempRoot, 'sfs-s3-data');
+  const s3 = await startServer(
+    'sfs-s3',
+    [path.join(ROOT, 'dist', 'main.js')],
+    {
+      ...base,
+      NODE_ENV: 'production',
+      DATA_DIR: dataDir,
+      UPLOADS_DIR: path.join(tempRoot, 'sfs-s3-uploads'),
+      MASTER_KEY: randomBytes(32).toString('base64'),
+      MASTER_KEY_FILE: path.join(tempRoot, 'no-such-master.key'),
+      LOG_LEVEL: 'warn',
+      MAX_FILE_SIZE: '4GiB',
+      STORAGE: 's3',
+      S3_BUCKET: 'sfs-bench',
+      S3_ENDPOINT: vars.S3_ENDPOINT,
+      S3_REGION: vars.S3_REGION,
+      S3_FORCE_PATH_STYLE: 'true',
+      AWS_ACCESS_KEY_ID: vars.S3_ACCESS_KEY_ID,
+      AWS_SECRET_ACCESS_KEY: vars.S3_SECRET_ACCESS_KEY,
+    },
+    /listening on https?:\/\/[^:\s]+:(\d+)/,
+  );
+  const setupCode = fs.readFileSync(path.join(dataDir, 'setup-code'), 'utf8').trim();
+  const password = randomBytes(18).toString('base64url');
+  await json(`${s3.base}/api/v1/setup`, { setupCode, username: 'bench', password });
+  s3.token = (await json(`${s3.base}/api/v1/auth/tokens`, { username: 'bench', password, name: 'bench' })).token;
+  const idleRss = memoryOf(s3.pid).rss;
+  const w = await upload(s3, 'put', 'warmup', 8 * MiB);
+  await download(s3, w.id, 'warmup', 8 * MiB);
+  await remove(s3, w.id);
+
+  const pair = { disk: sfs, s3 };
+  const r = { size: big, idleRss, upload: { disk: [], s3: [] }, download: { disk: [], s3: [] } };
+  const kept = {};
+  log(`s3: ${big / MiB} MiB PUT uploads and downloads, disk and S3 backends alternating`);
+  for (let rep = 0; rep < CONFIG.uploadReps; rep++) {
+    for (const name of rep % 2 ? ['s3', 'disk'] : ['disk', 's3']) {
+      const srv = pair[name];
+      if (kept[name]) await remove(srv, kept[name]);
+      const u = await upload(srv, 'put', 'big', big);
+      r.upload[name].push(u);
+      kept[name] = u.id;
+      log(`  ${name.padEnd(5)} upload    ${mibps(big, u.seconds).toFixed(0).padStart(5)} MiB/s, peak RSS ${(u.serverPeak / MiB).toFixed(0)} MiB`);
+    }
+  }
+  for (let rep = 0; rep < CONFIG.downloadReps; rep++) {
+    for (const name of rep % 2 ? ['s3', 'disk'] : ['disk', 's3']) {
+      const d = await download(pair[name], kept[name], 'big', big);
+      r.download[name].push(d);
+      log(`  ${name.padEnd(5)} download  ${mibps(big, d.seconds).toFixed(0).padStart(5)} MiB/s, peak RSS ${(d.serverPeak / MiB).toFixed(0)} MiB`);
+    }
+  }
+  for (const name of ['disk', 's3']) if (kept[name]) await remove(pair[name], kept[name]);
+  const best = (xs) => Math.min(...xs.map((x) => x.seconds));
+  const peak = (xs) => Math.max(...xs.map((x) => x.serverPeak));
+  r.summary = {
+    uploadMiBps: { disk: mibps(big, best(r.upload.disk)), s3: mibps(big, best(r.upload.s3)) },
+    downloadMiBps: { disk: mibps(big, best(r.download.disk)), s3: mibps(big, best(r.download.s3)) },
+    peakRssMiB: { disk: peak([...r.upload.disk, ...r.download.disk]) / MiB, s3: peak([...r.upload.s3, ...r.download.s3]) / MiB },
+  };
+  const f = (x) => x.toFixed(0).padStart(6);
+  process.stderr.write(
+    `\nObject store (${big / MiB} MiB, best of ${CONFIG.uploadReps}/${CONFIG.downloadReps}; S3 = local Swift on the same two cores)\n` +
+      `              disk      s3   s3/disk\n` +
+      `  upload   ${f(r.summary.uploadMiBps.disk)}  ${f(r.summary.uploadMiBps.s3)}   ${(r.summary.uploadMiBps.s3 / r.summary.uploadMiBps.disk).toFixed(2)}   MiB/s\n` +
+      `  download ${f(r.summary.downloadMiBps.disk)}  ${f(r.summary.downloadMiBps.s3)}   ${(r.summary.downloadMiBps.s3 / r.summary.downloadMiBps.disk).toFixed(2)}   MiB/s\n` +
+      `  peak RSS ${f(r.summary.peakRssMiB.disk)}  ${f(r.summary.peakRssMiB.s3)}          MiB (s3 idle ${(idleRss / MiB).toFixed(0)} MiB)\n\n`,
+  );
+  return r;
+}
+let stopSwift = () => {};
+
 // ---------------------------------------------------------------- the run
 async function main() {
   log(`${quick ? 'quick' : 'full'} run${only ? ` (only ${[...only].join(',')})` : ''}`);
@@ -344,7 +453,7 @@ async function main() {
     results.format.otherLoad = Math.max(0, Math.round(((machineBusy() - busy) / results.format.seconds - 1) * 100) / 100);
   }
 
-  const needServers = ['memory', 'big', 'range', 'small'].some(wants);
+  const needServers = ['memory', 'big', 'range', 'small', 's3'].some(wants);
   if (needServers) {
     tempRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'sfs-bench-'));
     fs.writeFileSync(path.join(tempRoot, 'owner.pid'), String(process.pid));
@@ -461,6 +570,8 @@ async function main() {
       }
     }
     for (const s of both) if (kept[s.name]) await remove(s, kept[s.name]);
+
+    if (wants('s3')) results.s3 = await objectStoreRun({ client, sfs, base, big, upload, download, remove });
 
     if (wants('small')) {
       const c = CONFIG;

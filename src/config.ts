@@ -52,7 +52,27 @@ export interface Config {
   sessionMaxMs: number;
   /** PEM files for serving HTTPS directly; both or neither. */
   tls: { certFile: string; keyFile: string } | null;
+  /** Where ciphertext lives: UPLOADS_DIR (default) or an S3-compatible bucket. */
+  storage: StorageConfig;
 }
+
+export type StorageConfig =
+  | { kind: 'disk' }
+  | {
+      kind: 's3';
+      bucket: string;
+      /** '' or ending in '/'. */
+      prefix: string;
+      region: string;
+      endpoint: string | undefined;
+      forcePathStyle: boolean;
+      sse: { mode: 'AES256' } | { mode: 'aws:kms'; kmsKeyId?: string } | undefined;
+      partSize: number;
+      queueSize: number;
+      maxAttempts: number;
+      connectTimeoutMs: number;
+      socketTimeoutMs: number;
+    };
 
 const UNITS: Record<string, number> = {
   b: 1,
@@ -138,6 +158,61 @@ function tlsFiles(env: Env, cwd: string): Config['tls'] {
   return { certFile: path.resolve(cwd, cert), keyFile: path.resolve(cwd, key) };
 }
 
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const v = str(env, name, String(fallback)).toLowerCase();
+  if (['true', '1', 'on', 'yes'].includes(v)) return true;
+  if (['false', '0', 'off', 'no'].includes(v)) return false;
+  throw new ConfigError(name, `expected true or false, got "${env[name]}"`);
+}
+
+function storageConfig(env: Env): StorageConfig {
+  const kind = str(env, 'STORAGE', 'disk').toLowerCase();
+  if (kind === 'disk') return { kind: 'disk' };
+  if (kind !== 's3') throw new ConfigError('STORAGE', `expected disk or s3, got "${env.STORAGE}"`);
+  const bucket = str(env, 'S3_BUCKET', '');
+  // S3 bucket naming rules (3-63 lower-case letters, digits, dots, hyphens).
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+    throw new ConfigError('S3_BUCKET', bucket ? `expected a bucket name (3-63 characters: a-z, 0-9, ".", "-"), got "${bucket}"` : 'must be set when STORAGE=s3');
+  }
+  let prefix = str(env, 'S3_PREFIX', '').replace(/^\/+/, '');
+  if (prefix && !prefix.endsWith('/')) prefix += '/';
+  if (prefix.length > 512 || /[\u0000-\u001f\u007f\\]/.test(prefix)) throw new ConfigError('S3_PREFIX', 'expected a short key prefix without control characters or backslashes');
+  const endpoint = env.S3_ENDPOINT?.trim() || undefined;
+  if (endpoint !== undefined) {
+    let ok = false;
+    try {
+      const u = new URL(endpoint);
+      ok = (u.protocol === 'http:' || u.protocol === 'https:') && !u.search && !u.hash && !u.username;
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new ConfigError('S3_ENDPOINT', `expected an http(s) URL such as https://s3.example.com, got "${endpoint}"`);
+  }
+  const region = str(env, 'S3_REGION', str(env, 'AWS_REGION', 'us-east-1'));
+  if (!/^[a-z0-9-]{2,40}$/.test(region)) throw new ConfigError('S3_REGION', `expected a region name such as eu-west-1, got "${region}"`);
+  const sseText = str(env, 'S3_SSE', 'none');
+  let sse: Extract<StorageConfig, { kind: 's3' }>['sse'];
+  if (sseText === 'none') sse = undefined;
+  else if (sseText === 'AES256') sse = { mode: 'AES256' };
+  else if (sseText === 'aws:kms') sse = { mode: 'aws:kms', ...(env.S3_SSE_KMS_KEY_ID?.trim() ? { kmsKeyId: env.S3_SSE_KMS_KEY_ID.trim() } : {}) };
+  else throw new ConfigError('S3_SSE', `expected none, AES256 or aws:kms, got "${sseText}"`);
+  if (env.S3_SSE_KMS_KEY_ID?.trim() && sse?.mode !== 'aws:kms') throw new ConfigError('S3_SSE_KMS_KEY_ID', 'is only used with S3_SSE=aws:kms');
+  return {
+    kind: 's3',
+    bucket,
+    prefix,
+    region,
+    endpoint,
+    forcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', false),
+    sse,
+    partSize: size(env, 'S3_PART_SIZE', 8 * 1024 * 1024, 5 * 1024 * 1024),
+    queueSize: int(env, 'S3_PARTS_IN_FLIGHT', 2, 1, 16),
+    maxAttempts: int(env, 'S3_MAX_ATTEMPTS', 3, 1, 10),
+    connectTimeoutMs: int(env, 'S3_CONNECT_TIMEOUT_SECONDS', 5, 1, 300) * 1000,
+    socketTimeoutMs: int(env, 'S3_SOCKET_TIMEOUT_SECONDS', 120, 5, 3600) * 1000,
+  };
+}
+
 /** Reads and validates the whole configuration from an environment object. */
 export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config {
   const nodeEnv = str(env, 'NODE_ENV', 'development');
@@ -207,5 +282,6 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     sessionIdleMs: sessionIdle * 1000,
     sessionMaxMs: sessionMax * 1000,
     tls: tlsFiles(env, cwd),
+    storage: storageConfig(env),
   };
 }

@@ -17,7 +17,11 @@ import { KeyMismatchError, checkKeyringAgainstDb, registerActiveKey } from './se
 import { PasswordHasher } from './services/passwords.js';
 import { DataDirLockedError, acquireDataDirLock, type DataDirLock } from './ops/dir-lock.js';
 import { createHttpServer } from './server.js';
-import { DiskBlobStore } from './storage/disk.js';
+import { createBlobStore, describeStore } from './storage/index.js';
+import { S3BlobStore, StoreUnavailableError } from './storage/s3.js';
+
+/** Age after which an object-store blob without a row, or an unfinished upload, is a leftover. */
+const ORPHAN_GRACE_MS = 6 * 3600_000;
 
 function fail(message: string): never {
   process.stderr.write(`\nsfs: cannot start: ${message}\n\n`);
@@ -25,6 +29,9 @@ function fail(message: string): never {
 }
 
 async function main(): Promise<void> {
+  // The AWS SDK warns on Node 20 that releases after January 2027 need Node 22; the lockfile
+  // pins a release that supports Node 20, so the warning is noise in every start-up log.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   let config;
   try {
     config = loadConfig();
@@ -78,16 +85,29 @@ async function main(): Promise<void> {
   // was not started with: re-read the key file for it, checked against the database.
   keys.keyring.setLoader(keyFileLoader(config, db, (message) => logger.warn({ problem: message }, 'key file not reloaded')));
 
-  const store = new DiskBlobStore(config.uploadsDir);
-  const swept = await store.sweepTemp();
-  if (swept) logger.warn({ removed: swept }, 'removed temp files left by an interrupted run');
-  // Blobs are renamed into place before their rows are inserted; a crash in between leaves
-  // ciphertext whose DEK was never stored. Nothing is in flight yet, so any blob without a
-  // row is such a leftover and can never be read: remove it.
+  const store = createBlobStore(config);
+  if (store instanceof S3BlobStore) {
+    try {
+      await store.verifyReachable(config.storage.kind === 's3' ? (config.storage.endpoint ?? `AWS ${config.storage.region}`) : '');
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) fail(err.message);
+      throw err;
+    }
+  }
+  // On disk the data directory is ours alone, so every temp file is a crash leftover. A
+  // bucket may be shared by other instances with uploads in flight: there only leftovers
+  // older than the grace period are removed.
+  const graceMs = config.storage.kind === 's3' ? ORPHAN_GRACE_MS : 0;
+  const swept = await store.sweepTemp(graceMs);
+  if (swept) logger.warn({ removed: swept, store: describeStore(config) }, 'removed unfinished writes left by an interrupted run');
+  // Blobs are committed before their rows are inserted; a crash in between leaves
+  // ciphertext whose DEK was never stored. Any blob without a row (and past the grace
+  // period) is such a leftover and can never be read: remove it.
   const known = new Set(new FilesRepo(db).allIds());
   let orphans = 0;
+  const now = Date.now();
   for await (const e of store.entries()) {
-    if (e.kind === 'blob' && e.id && !known.has(e.id)) {
+    if (e.kind === 'blob' && e.id && !known.has(e.id) && now - e.mtimeMs >= graceMs) {
       await store.removeEntry(e);
       orphans++;
     }

@@ -11,6 +11,8 @@ import { openDatabase, type Db } from '../src/db/database.js';
 import { createLogger } from '../src/http/logging.js';
 import { SetupCode } from '../src/services/accounts.js';
 import { DiskBlobStore } from '../src/storage/disk.js';
+import type { BlobStore } from '../src/storage/blob-store.js';
+import { createBlobStore } from '../src/storage/index.js';
 import { Writable } from 'node:stream';
 
 export const SETUP_CODE = 'test-setup-code-0123456789';
@@ -20,7 +22,10 @@ export interface Harness {
   dir: string;
   config: Config;
   db: Db;
+  /** The disk store (throws when the harness runs on S3: such a test is disk-specific). */
   store: DiskBlobStore;
+  /** The configured blob store, whichever backend. */
+  blobs: BlobStore;
   keyring: Keyring;
   app: ReturnType<typeof createApp>;
   request: ReturnType<typeof supertest>;
@@ -38,7 +43,7 @@ export function makeHarness(env: Record<string, string> = {}, opts: { masterKey?
   fs.mkdirSync(config.dataDir, { recursive: true });
   const keyring = new Keyring(opts.masterKey ?? randomBytes(32));
   const db = openDatabase(config.dbFile);
-  const store = new DiskBlobStore(config.uploadsDir);
+  const blobs = createBlobStore(config);
   const logLines: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {
@@ -49,12 +54,16 @@ export function makeHarness(env: Record<string, string> = {}, opts: { masterKey?
   const logger = createLogger(config.logLevel, sink);
   // Every API response in every supertest suite is checked against the OpenAPI route table.
   const contractViolations: string[] = [];
-  const app = createApp({ config, db, store, keyring, logger, setup: new SetupCode(SETUP_CODE), onContractViolation: (m) => contractViolations.push(m) });
+  const app = createApp({ config, db, store: blobs, keyring, logger, setup: new SetupCode(SETUP_CODE), onContractViolation: (m) => contractViolations.push(m) });
   return {
     dir,
     config,
     db,
-    store,
+    get store(): DiskBlobStore {
+      if (!(blobs instanceof DiskBlobStore)) throw new Error('this check reads the disk store directly; the harness runs on S3');
+      return blobs;
+    },
+    blobs,
     keyring,
     app,
     request: supertest(app),

@@ -4,12 +4,12 @@
  * ciphertext is missing are reported, never deleted (that is for a person to decide).
  */
 import type { FilesRepo } from '../db/files.js';
-import type { DiskBlobStore, DiskEntry } from '../storage/disk.js';
+import type { BlobStore, StoreEntry } from '../storage/blob-store.js';
 
 export const DEFAULT_GC_AGE_MS = 60 * 60 * 1000;
 
 export interface GcResult {
-  removed: { path: string; kind: DiskEntry['kind'] | 'orphan'; size: number }[];
+  removed: { path: string; kind: StoreEntry['kind'] | 'orphan'; size: number }[];
   keptYoung: number;
   missingRows: string[];
   bytesFreed: number;
@@ -17,7 +17,7 @@ export interface GcResult {
 }
 
 /** Collects garbage; with `dryRun` nothing is deleted and the result says what would be. */
-export async function gc(files: FilesRepo, store: DiskBlobStore, opts: { dryRun?: boolean; minAgeMs?: number; now?: number } = {}): Promise<GcResult> {
+export async function gc(files: FilesRepo, store: BlobStore, opts: { dryRun?: boolean; minAgeMs?: number; now?: number } = {}): Promise<GcResult> {
   const minAge = opts.minAgeMs ?? DEFAULT_GC_AGE_MS;
   const now = opts.now ?? Date.now();
   const ids = new Set(files.allIds());

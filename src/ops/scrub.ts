@@ -5,7 +5,7 @@
 import { IntegrityError } from '../crypto/format.js';
 import type { FileRow } from '../db/files.js';
 import type { VaultService } from '../services/vault.js';
-import type { DiskBlobStore } from '../storage/disk.js';
+import type { BlobStore } from '../storage/blob-store.js';
 
 export type ScrubStatus = 'ok' | 'corrupt' | 'missing' | 'orphan';
 
@@ -26,7 +26,7 @@ export interface ScrubReport {
 }
 
 /** Verifies one file end to end (every chunk tag and the whole-file SHA-256). */
-export async function scrubFile(vault: VaultService, store: DiskBlobStore, row: FileRow): Promise<ScrubEntry> {
+export async function scrubFile(vault: VaultService, store: BlobStore, row: FileRow): Promise<ScrubEntry> {
   const base = { id: row.id, name: row.name, size: row.size };
   if (!(await store.stat(row.id))) return { ...base, status: 'missing', detail: 'no ciphertext for this row' };
   try {
@@ -46,7 +46,7 @@ export async function scrubFile(vault: VaultService, store: DiskBlobStore, row: 
  */
 export async function scrub(
   vault: VaultService,
-  store: DiskBlobStore,
+  store: BlobStore,
   opts: { fileId?: string; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<ScrubReport> {
   const entries: ScrubEntry[] = [];

@@ -9,6 +9,20 @@ export interface BlobStat {
   size: number;
 }
 
+/** Something found in a store: a committed blob, an unfinished write, or a stranger. */
+export interface StoreEntry {
+  /** The blob id, or null for an entry that is not named like one of ours. */
+  id: string | null;
+  /** 'temp' is an unfinished write: a disk temp file or an incomplete multipart upload. */
+  kind: 'blob' | 'temp' | 'stray';
+  /** Where it is: a file path (disk) or an object key (S3). */
+  path: string;
+  size: number;
+  mtimeMs: number;
+  /** S3 only: the multipart upload an unfinished write belongs to. */
+  uploadId?: string;
+}
+
 export interface BlobStore {
   /**
    * Streams batches of buffers into a new blob. Only a complete, flushed blob becomes
@@ -28,4 +42,10 @@ export interface BlobStore {
   delete(id: string): Promise<void>;
   /** Checks the store can be written (for readiness probes). */
   checkWritable(): Promise<void>;
+  /** Every entry in the store (blobs, unfinished writes, strays), for sweeps and gc. */
+  entries(): AsyncGenerator<StoreEntry>;
+  /** Removes one entry found by entries(). */
+  removeEntry(e: StoreEntry): Promise<void>;
+  /** Removes unfinished writes older than `olderThanMs` left by a crash; returns how many. */
+  sweepTemp(olderThanMs?: number): Promise<number>;
 }

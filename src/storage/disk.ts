@@ -6,19 +6,12 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import type { BlobStat, BlobStore } from './blob-store.js';
+import type { BlobStat, BlobStore, StoreEntry } from './blob-store.js';
 
 const ID_PATTERN = /^[0-9a-f]{32}$/;
 
 /** A file found in the store directory. */
-export interface DiskEntry {
-  /** The blob id, or null for a file that is not named like one of ours. */
-  id: string | null;
-  kind: 'blob' | 'temp' | 'stray';
-  path: string;
-  size: number;
-  mtimeMs: number;
-}
+export type DiskEntry = StoreEntry;
 const FINAL_EXT = '.enc';
 const TEMP_EXT = '.tmp';
 /** Gather small pieces into writes of about this size to save system calls. */
@@ -155,15 +148,23 @@ export class DiskBlobStore implements BlobStore {
     await fsp.rm(e.path, { force: true });
   }
 
-  /** Removes temp files left by a crash (call at start-up, before serving). Returns how many. */
-  async sweepTemp(): Promise<number> {
+  /**
+   * Removes temp files left by a crash (call at start-up, before serving). The data
+   * directory lock means no other process writes here, so the age bound is optional.
+   */
+  async sweepTemp(olderThanMs = 0, now = Date.now()): Promise<number> {
     let removed = 0;
     for (const sub of await fsp.readdir(this.root, { withFileTypes: true })) {
       if (!sub.isDirectory()) continue;
       const dir = path.join(this.root, sub.name);
       for (const f of await fsp.readdir(dir)) {
         if (f.endsWith(TEMP_EXT)) {
-          await fsp.rm(path.join(dir, f), { force: true });
+          const full = path.join(dir, f);
+          if (olderThanMs > 0) {
+            const st = await fsp.stat(full).catch(() => null);
+            if (!st || now - st.mtimeMs < olderThanMs) continue;
+          }
+          await fsp.rm(full, { force: true });
           removed++;
         }
       }

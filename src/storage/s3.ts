@@ -1,0 +1,271 @@
+/**
+ * S3-compatible object-store blob store (AWS S3, Ceph RGW, MinIO, Garage, Swift's s3api, R2):
+ * objects under `<prefix><2 hex>/<id>.enc`. Only ciphertext ever reaches it. A blob is written
+ * with a multipart upload (or one PUT when it fits in one part), so an object appears only
+ * once the whole upload completed; any failure aborts the multipart upload.
+ */
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+  type ServerSideEncryption,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import type { BlobStat, BlobStore, StoreEntry } from './blob-store.js';
+
+const ID_PATTERN = /^[0-9a-f]{32}$/;
+const KEY_PATTERN = /^([0-9a-f]{2})\/([0-9a-f]{32})\.enc$/;
+/** S3's smallest multipart part (except the last). */
+export const MIN_PART_SIZE = 5 * 1024 * 1024;
+
+export interface S3StoreOptions {
+  bucket: string;
+  /** Key prefix, '' or ending in '/'. */
+  prefix: string;
+  /** Bytes per multipart part; memory per upload is about partSize × queueSize. */
+  partSize: number;
+  /** Parts uploaded in parallel per blob. */
+  queueSize: number;
+  /** Server-side encryption requested on every object, as defence in depth on top of ours. */
+  sse?: { mode: 'AES256' } | { mode: 'aws:kms'; kmsKeyId?: string };
+}
+
+export interface S3ClientSettings {
+  region: string;
+  endpoint?: string;
+  forcePathStyle: boolean;
+  maxAttempts: number;
+  connectTimeoutMs: number;
+  socketTimeoutMs: number;
+}
+
+/**
+ * An S3 client configured deliberately: bounded retries, connect and socket timeouts, and the
+ * SDK's extra CRC checksums only where S3 requires them (every chunk is already authenticated
+ * by AES-GCM and the whole file by SHA-256; some stores, e.g. Swift's s3api, refuse the
+ * aws-chunked bodies those checksums bring). Credentials come from the standard AWS chain.
+ */
+export function createS3Client(s: S3ClientSettings): S3Client {
+  const cfg: S3ClientConfig = {
+    region: s.region,
+    forcePathStyle: s.forcePathStyle,
+    maxAttempts: s.maxAttempts,
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    requestHandler: { connectionTimeout: s.connectTimeoutMs, requestTimeout: s.socketTimeoutMs, throwOnRequestTimeout: true },
+  };
+  if (s.endpoint) cfg.endpoint = s.endpoint;
+  return new S3Client(cfg);
+}
+
+/** Why a store cannot be used, as one line an operator can act on. */
+export class StoreUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreUnavailableError';
+  }
+}
+
+/** HTTP status of an SDK error, if any. */
+function statusOf(err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+}
+
+function isNotFound(err: unknown): boolean {
+  const name = (err as { name?: string }).name;
+  return name === 'NoSuchKey' || name === 'NotFound' || statusOf(err) === 404;
+}
+
+/** Flattens the vault's batches into one stream of buffers, counting bytes. */
+async function* flatten(source: AsyncIterable<Buffer[]>, count: { bytes: number }): AsyncGenerator<Buffer> {
+  for await (const pieces of source) {
+    for (const p of pieces) {
+      if (p.length === 0) continue;
+      count.bytes += p.length;
+      yield p;
+    }
+  }
+}
+
+export class S3BlobStore implements BlobStore {
+  constructor(
+    private readonly client: S3Client,
+    private readonly opts: S3StoreOptions,
+  ) {
+    if (opts.prefix !== '' && !opts.prefix.endsWith('/')) throw new RangeError('S3 prefix must be empty or end with /');
+    if (opts.partSize < MIN_PART_SIZE) throw new RangeError(`S3 part size must be at least ${MIN_PART_SIZE} bytes`);
+  }
+
+  /** Object key of a blob; ids are validated so a key can never be steered elsewhere. */
+  keyOf(id: string): string {
+    if (!ID_PATTERN.test(id)) throw new Error('invalid blob id');
+    return `${this.opts.prefix}${id.slice(0, 2)}/${id}.enc`;
+  }
+
+  private sseParams(): { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string } {
+    const sse = this.opts.sse;
+    if (!sse) return {};
+    if (sse.mode === 'AES256') return { ServerSideEncryption: 'AES256' };
+    return { ServerSideEncryption: 'aws:kms', ...(sse.kmsKeyId ? { SSEKMSKeyId: sse.kmsKeyId } : {}) };
+  }
+
+  async put(id: string, source: AsyncIterable<Buffer[]>): Promise<{ bytes: number }> {
+    const count = { bytes: 0 };
+    const body = Readable.from(flatten(source, count), { objectMode: false, highWaterMark: 1024 * 1024 });
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.opts.bucket, Key: this.keyOf(id), Body: body, ContentType: 'application/octet-stream', ...this.sseParams() },
+      partSize: this.opts.partSize,
+      queueSize: this.opts.queueSize,
+      // Parts of a failed upload are aborted, never left for a later complete.
+      leavePartsOnError: false,
+    });
+    try {
+      await upload.done();
+      return { bytes: count.bytes };
+    } catch (err) {
+      body.destroy();
+      // done() aborts the multipart upload itself; abort again in case the failure came
+      // from the source before the SDK noticed (abort of a finished upload is harmless).
+      await upload.abort().catch(() => {});
+      throw err;
+    }
+  }
+
+  getRange(id: string, start: number, end: number): Readable {
+    const { client } = this;
+    const params = { Bucket: this.opts.bucket, Key: this.keyOf(id), Range: `bytes=${start}-${end}` };
+    async function* read(): AsyncGenerator<Buffer> {
+      const r = await client.send(new GetObjectCommand(params));
+      const body = r.Body as Readable | undefined;
+      if (!body) return;
+      for await (const chunk of body) yield chunk as Buffer;
+    }
+    return Readable.from(read(), { objectMode: false, highWaterMark: 256 * 1024 });
+  }
+
+  async readSmall(id: string, expected: number): Promise<Buffer | null> {
+    try {
+      // One byte more than expected, so a longer (appended-to) blob shows.
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: this.keyOf(id), Range: `bytes=0-${expected}` }));
+      return Buffer.from(await r.Body!.transformToByteArray());
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      // A range on an empty object is unsatisfiable: the object exists and holds nothing.
+      if (statusOf(err) === 416) return Buffer.alloc(0);
+      throw err;
+    }
+  }
+
+  async stat(id: string): Promise<BlobStat | null> {
+    try {
+      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: this.keyOf(id) }));
+      return { size: r.ContentLength ?? 0 };
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.keyOf(id) }));
+  }
+
+  async checkWritable(): Promise<void> {
+    const Key = `${this.opts.prefix}.probe/${randomBytes(8).toString('hex')}`;
+    await this.client.send(new PutObjectCommand({ Bucket: this.opts.bucket, Key, Body: Buffer.alloc(0), ...this.sseParams() }));
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key }));
+  }
+
+  /**
+   * Start-up check: the bucket exists, these credentials may use it, and it takes a write.
+   * Throws StoreUnavailableError with the reason (wrong credentials, missing bucket, host).
+   */
+  async verifyReachable(endpointLabel: string): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.opts.bucket }));
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 404) throw new StoreUnavailableError(`S3_BUCKET: bucket "${this.opts.bucket}" does not exist at ${endpointLabel}`);
+      if (status === 403 || status === 401) {
+        throw new StoreUnavailableError(`S3: access to bucket "${this.opts.bucket}" denied at ${endpointLabel} (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the instance role)`);
+      }
+      const code = (err as NodeJS.ErrnoException).code ?? (err as Error).name;
+      throw new StoreUnavailableError(`S3_ENDPOINT: cannot reach ${endpointLabel} (${status ? `HTTP ${status}` : code})`);
+    }
+    try {
+      await this.checkWritable();
+    } catch (err) {
+      throw new StoreUnavailableError(`S3: bucket "${this.opts.bucket}" at ${endpointLabel} refused a test write (${(err as Error).name})`);
+    }
+  }
+
+  /**
+   * Every object under the prefix (committed blobs and strays) and every incomplete
+   * multipart upload (kind 'temp'), with its age, for the start-up sweep and gc.
+   */
+  async *entries(): AsyncGenerator<StoreEntry> {
+    const { bucket, prefix } = this.opts;
+    let token: string | undefined;
+    do {
+      const page = await this.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+      for (const o of page.Contents ?? []) {
+        const key = o.Key!;
+        const rel = key.slice(prefix.length);
+        if (rel.startsWith('.probe/')) continue;
+        const m = KEY_PATTERN.exec(rel);
+        const id = m && m[2]!.startsWith(m[1]!) ? m[2]! : null;
+        yield { id, kind: id ? 'blob' : 'stray', path: key, size: o.Size ?? 0, mtimeMs: o.LastModified?.getTime() ?? 0 };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      const page = await this.client.send(
+        new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+      );
+      for (const u of page.Uploads ?? []) {
+        const m = KEY_PATTERN.exec(u.Key!.slice(prefix.length));
+        yield { id: m ? m[2]! : null, kind: 'temp', path: u.Key!, size: 0, mtimeMs: u.Initiated?.getTime() ?? 0, uploadId: u.UploadId };
+      }
+      if (!page.IsTruncated) break;
+      keyMarker = page.NextKeyMarker;
+      uploadIdMarker = page.NextUploadIdMarker;
+    }
+  }
+
+  /** Removes one entry found by entries(): deletes an object or aborts a multipart upload. */
+  async removeEntry(e: StoreEntry): Promise<void> {
+    if (!e.path.startsWith(this.opts.prefix)) throw new Error('refusing to remove an object outside the prefix');
+    if (e.kind === 'temp') {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.opts.bucket, Key: e.path, UploadId: e.uploadId }));
+    } else {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: e.path }));
+    }
+  }
+
+  /**
+   * Aborts multipart uploads older than `olderThanMs` (another instance may have one in
+   * flight right now: only leftovers past the grace period are aborted). Returns how many.
+   */
+  async sweepTemp(olderThanMs = 0, now = Date.now()): Promise<number> {
+    let removed = 0;
+    for await (const e of this.entries()) {
+      if (e.kind === 'temp' && now - e.mtimeMs >= olderThanMs) {
+        await this.removeEntry(e);
+        removed++;
+      }
+    }
+    return removed;
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * vitest global setup: starts OpenStack Swift's S3 API on loopback from this project's
+ * script (test/services/start-swift-s3.sh) when the Debian packages are installed and we are
+ * root, exports where it listens (SFS_TEST_S3_* and the AWS credential variables the SDK's
+ * default chain reads), and stops it after the run. Set SFS_TEST_S3_ENDPOINT (plus
+ * AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) to use a store you run yourself instead.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const DATA = process.env.SFS_TEST_SERVICES_DIR ? path.join(process.env.SFS_TEST_SERVICES_DIR, 'swift') : '/tmp/sfs-test-services/swift';
+const SWIFT_BINARIES = ['/usr/bin/swift-ring-builder', '/usr/bin/memcached', '/usr/bin/swift-proxy-server', '/usr/bin/swift-object-server'];
+
+let started = false;
+
+export function setup(): void {
+  // The lockfile pins an SDK release that supports Node 20: its Node 22 notice is noise.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  if (process.env.SFS_TEST_S3_ENDPOINT) return;
+  const missing = SWIFT_BINARIES.filter((b) => !fs.existsSync(b));
+  const why = missing.length
+    ? `no OpenStack Swift (apt-get install -y swift swift-proxy swift-account swift-container swift-object memcached)`
+    : process.getuid?.() !== 0
+      ? 'Swift is started as root (user swift / memcache); run the tests as root or set SFS_TEST_S3_ENDPOINT'
+      : '';
+  if (why) {
+    if (process.env.REQUIRE_SERVICES === '1') throw new Error(`REQUIRE_SERVICES=1 but cannot start the S3 service: ${why}`);
+    process.env.SFS_TEST_S3_MISSING = why;
+    console.log(`\n  SKIPPED object-store suites (S3 on Swift): ${why}\n`);
+    return;
+  }
+  let out: string;
+  try {
+    out = execFileSync(path.join(HERE, 'start-swift-s3.sh'), [DATA], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`could not start Swift's S3 API: ${e.stderr?.trim().split('\n').slice(-5).join(' | ') || e.message}`);
+  }
+  started = true;
+  const vars = Object.fromEntries(
+    out
+      .split('\n')
+      .map((l) => /^([A-Z0-9_]+)=(.*)$/.exec(l.trim()))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => [m[1], m[2]]),
+  ) as Record<string, string>;
+  process.env.SFS_TEST_S3_ENDPOINT = vars.S3_ENDPOINT;
+  process.env.SFS_TEST_S3_REGION = vars.S3_REGION;
+  process.env.SFS_TEST_S3_ACCESS_KEY_ID = vars.S3_ACCESS_KEY_ID;
+  process.env.SFS_TEST_S3_SECRET_ACCESS_KEY = vars.S3_SECRET_ACCESS_KEY;
+  // The SDK's default credential chain (what the server uses) reads these.
+  process.env.AWS_ACCESS_KEY_ID = vars.S3_ACCESS_KEY_ID;
+  process.env.AWS_SECRET_ACCESS_KEY = vars.S3_SECRET_ACCESS_KEY;
+}
+
+export function teardown(): void {
+  if (!started) return;
+  execFileSync(path.join(HERE, 'stop-swift-s3.sh'), [DATA], { stdio: 'ignore', timeout: 60_000 });
+}

@@ -36,6 +36,7 @@ import { PasswordHasher } from '../services/passwords.js';
 import { WebSessions } from '../services/sessions.js';
 import { VaultService } from '../services/vault.js';
 import { DiskBlobStore } from '../storage/disk.js';
+import { createBlobStore } from '../storage/index.js';
 
 class UsageError extends Error {}
 /** An operation that ran but did not fully succeed: its report is already printed. */
@@ -221,7 +222,9 @@ const COMMANDS: Record<string, Command> = {
       });
       let re: ReencryptResult | undefined;
       if (values.reencrypt && !result.interrupted && result.failed.length === 0) {
-        const store = new DiskBlobStore(config.uploadsDir);
+        const store = createBlobStore(config);
+        // Re-encryption swaps blobs in place with hard links and renames: the disk store only.
+        if (!(store instanceof DiskBlobStore)) throw new UsageError('--reencrypt works on STORAGE=disk only (for now); the rewrap above is done');
         const rebar = progress(!json, 're-encrypting');
         re = await reencrypt(db, new VaultService({ db, store, keyring }), store, keyring, {
           progressFile: path.join(config.dataDir, 'reencrypt-progress'),
@@ -280,7 +283,7 @@ const COMMANDS: Record<string, Command> = {
     options: { ...JSON_OPT, file: { type: 'string' } },
     async run({ values, config, json, out }) {
       const { db, keyring } = open(config, { checkKeys: true });
-      const store = new DiskBlobStore(config.uploadsDir);
+      const store = createBlobStore(config);
       const vault = new VaultService({ db, store, keyring });
       const bar = progress(!json, 'verifying');
       const report = await scrub(vault, store, { fileId: typeof values.file === 'string' ? values.file : undefined, onProgress: (d, t) => bar.update(d, t) });
@@ -303,7 +306,7 @@ const COMMANDS: Record<string, Command> = {
       const { db, keyring } = open(config, { checkKeys: false });
       const minAge = values['min-age'] === undefined ? 3600 : Number(values['min-age']);
       if (!Number.isInteger(minAge) || minAge < 0) throw new UsageError('--min-age: expected seconds (a whole number)');
-      const result = await gc(new FilesRepo(db), new DiskBlobStore(config.uploadsDir), { dryRun: values['dry-run'] === true, minAgeMs: minAge * 1000 });
+      const result = await gc(new FilesRepo(db), createBlobStore(config), { dryRun: values['dry-run'] === true, minAgeMs: minAge * 1000 });
       if (!result.dryRun && result.removed.length) audit(db, keyring, config, 'store.gc', 'success', { removed: result.removed.length, bytesFreed: result.bytesFreed });
       db.close();
       const verb = result.dryRun ? 'Would remove' : 'Removed';
@@ -363,6 +366,7 @@ const COMMANDS: Record<string, Command> = {
     options: JSON_OPT,
     positionals: [1, 1],
     async run({ positionals, config, json, out }) {
+      if (config.storage.kind !== 'disk') throw new UsageError('backup copies UPLOADS_DIR: with STORAGE=s3 it is not supported yet (use the bucket\'s versioning or replication meanwhile)');
       const { db, keyring } = open(config, { checkKeys: true });
       const bar = progress(!json, 'copying');
       const dir = path.resolve(positionals[0]!);
@@ -388,6 +392,7 @@ const COMMANDS: Record<string, Command> = {
     options: JSON_OPT,
     positionals: [1, 1],
     async run({ positionals, config, json, out }) {
+      if (config.storage.kind !== 'disk') throw new UsageError('restore writes UPLOADS_DIR: with STORAGE=s3 it is not supported yet');
       // Held for the whole restore: no server can start on the directory meanwhile, and none
       // is running now (the OS lock cannot be left behind by a crash, unlike a pid file).
       let lock;
@@ -479,7 +484,7 @@ const COMMANDS: Record<string, Command> = {
         const accounts = accountsOn(db, config);
         const user = findUser(accounts, positionals[0]!);
         const receiver = transferTo === undefined ? undefined : findUser(accounts, transferTo);
-        const vault = new VaultService({ db, store: new DiskBlobStore(config.uploadsDir), keyring, defaultQuota: config.userQuotaBytes });
+        const vault = new VaultService({ db, store: createBlobStore(config), keyring, defaultQuota: config.userQuotaBytes });
         const log = new AuditLog({ db, keyring, headFile: config.auditHeadFile });
         const sessions = new WebSessions({ db, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
         const r = await deleteUser(

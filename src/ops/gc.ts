@@ -28,8 +28,9 @@ export async function gc(files: FilesRepo, store: BlobStore, opts: { dryRun?: bo
       seen.add(e.id);
       continue;
     }
-    // Temp files, orphan blobs and strays: garbage once old enough.
-    if (now - e.mtimeMs < minAge) {
+    // Temp files, orphan blobs and strays: garbage once old enough. An object store's clock
+    // (and its whole-second timestamps) may be ahead of ours, so age 0 means "any age".
+    if (minAge > 0 && now - e.mtimeMs < minAge) {
       result.keptYoung++;
       continue;
     }

@@ -1,10 +1,9 @@
 /** The account page (password, storage, sessions) and the API tokens page. */
 import { Router, type Request, type Response } from 'express';
 import { clientOf, publicBase } from '../context.js';
-import { formError } from './auth-pages.js';
 import { requireUser, signIn, signOut, webUser } from './auth.js';
 import { humanDuration } from './format.js';
-import type { PagesDeps } from './index.js';
+import { formError, type PagesDeps } from './shared.js';
 import { MIN_PASSWORD_LENGTH } from '../../services/passwords.js';
 
 /** Token lifetimes offered on the tokens page (those above TOKEN_MAX_TTL are left out). */

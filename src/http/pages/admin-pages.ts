@@ -5,9 +5,8 @@ import type { Role } from '../../db/users.js';
 import { AppError } from '../../errors.js';
 import { verifyAuditChain } from '../../services/audit.js';
 import { clientOf } from '../context.js';
-import { formError } from './auth-pages.js';
 import { requireAdminUser, requireUser, webUser } from './auth.js';
-import type { PagesDeps } from './index.js';
+import { formError, type PagesDeps } from './shared.js';
 
 const AUDIT_PAGE = 50;
 const USERNAME = /^[A-Za-z0-9._-]{1,64}$/;

@@ -9,10 +9,9 @@ import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
 import { presentShare } from '../routes/shares.js';
 import { leaseOf, multipartUpload, withQuotaLease } from '../upload.js';
 import { recordShareCreated, recordUploads, sendOwnerDownload } from '../events.js';
-import { formError } from './auth-pages.js';
 import { requireUser, wantsJson, webUser } from './auth.js';
 import { humanDuration } from './format.js';
-import type { PagesDeps } from './index.js';
+import { formError, type PagesDeps } from './shared.js';
 
 const PAGE_SIZE = 20;
 /** Link lifetimes offered on the share form (those above SHARE_MAX_TTL are left out). */

@@ -13,6 +13,7 @@ import { sendFileContent } from '../content.js';
 import { clientOf } from '../context.js';
 import type { Csrf } from '../csrf.js';
 import { limiter } from '../rate-limit.js';
+import { PLACEHOLDER_NAME, verifyCommands } from '../shell-quote.js';
 
 export interface RecipientDeps {
   vault: VaultService;
@@ -87,6 +88,8 @@ export function recipientRoutes(d: RecipientDeps): Router {
       expiresHuman: new Date(s.share.expiresAt).toUTCString(),
       remaining: s.share.maxDownloads === null ? null : Math.max(0, s.share.maxDownloads - s.share.downloads),
       downloadHref: ticket ? `${base}?ticket=${encodeURIComponent(ticket)}` : base,
+      // Quoted for each shell: the name is the uploader's choice and must not run as code.
+      verify: { ...verifyCommands(s.file.name), placeholderName: PLACEHOLDER_NAME },
     });
   };
 

@@ -6,11 +6,12 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { posixQuote, powershellQuote, verifyCommands } from '../src/http/shell-quote.js';
-import { binaryParser, makeHarness, pattern, setupAdmin, type Harness } from './helpers.js';
+import { binaryParser, makeHarness, pattern, serve, setupAdmin, type Harness } from './helpers.js';
 
 let h: Harness;
 let token: string;
@@ -183,4 +184,194 @@ describe('item 2: the verify hint is quoted for each shell', () => {
     const m = /<pre class="code"[^>]*>([^<]*Get-FileHash[^<]*)<\/pre>/.exec(page.text)!;
     expect(htmlUnescape(m[1]!)).toBe(`Get-FileHash -Algorithm SHA256 -LiteralPath 'it''s ‘‘q’’ $(calc).txt'`);
   });
+});
+
+/** The href of the recipient page's Download button. */
+function downloadHref(html: string): string {
+  const m = /<a class="button[^"]*" href="(\/s\/[^"]+\/content\?ticket=[^"]+)"/.exec(html);
+  if (!m) throw new Error('no Download link with a ticket on the page');
+  return htmlUnescape(m[1]!);
+}
+
+/** A fresh recipient (own cookies) with the CSRF token of the link's password form. */
+async function recipient(linkToken: string) {
+  const agent = (await import('supertest')).default.agent(h.app);
+  const page = await agent.get(`/s/${linkToken}`);
+  expect(page.status).toBe(200);
+  const csrf = /name="_csrf" value="([^"]+)"/.exec(page.text)![1]!;
+  return { agent, unlock: (password: string) => agent.post(`/s/${linkToken}`).type('form').send({ _csrf: csrf, password }) };
+}
+
+async function downloadsOf(fileId: string, shareId: string): Promise<number> {
+  const r = await h.request.get(`/api/v1/files/${fileId}/shares`).set(auth());
+  expect(r.status).toBe(200);
+  return (r.body.shares as { id: string; downloads: number }[]).find((s) => s.id === shareId)!.downloads;
+}
+
+/** The answer every unavailable link gives, from a link that never existed. */
+async function goneAnswer() {
+  const r = await h.request.get(`/s/${'A'.repeat(43)}/content`);
+  expect(r.status).toBe(404);
+  return { status: r.status, body: { ...r.body, requestId: '' } };
+}
+
+describe('item 15: password links show the details page, and a ticket is one download', () => {
+  const PASSWORD = 'open sesame 42';
+  const MARKER = 'FILE-BYTES-MARKER-5b0e';
+
+  it('wrong password shows the error; the right one shows name, size, SHA-256, expiry and a ticket Download link, no bytes', async () => {
+    await init();
+    const content = Buffer.from(`${MARKER}\n`.repeat(5000));
+    const f = await upload(content, 'board minutes.txt');
+    const s = await share(f.id, { password: PASSWORD, maxDownloads: 3 });
+    const expiresAt = (await h.request.get(`/api/v1/files/${f.id}/shares`).set(auth())).body.shares[0].expiresAt as string;
+    const r = await recipient(s.token);
+    const wrong = await r.unlock('not the password');
+    expect(wrong.status).toBe(401);
+    expect(wrong.text).toContain('That password is not right');
+    expect(wrong.text).not.toContain(f.sha256);
+
+    const right = await r.unlock(PASSWORD);
+    expect(right.status).toBe(200);
+    expect(right.headers['content-type']).toMatch(/^text\/html/);
+    expect(right.headers['content-disposition']).toBeUndefined();
+    expect(right.text).not.toContain(MARKER);
+    // The error from the first try is gone.
+    expect(right.text).not.toContain('not right');
+    expect(right.text).toContain('board minutes.txt');
+    expect(right.text).toContain(f.sha256);
+    expect(right.text).toContain(`${content.length.toLocaleString('en')} bytes`);
+    expect(right.text).toContain(`datetime="${new Date(expiresAt).toISOString()}"`);
+    const href = downloadHref(right.text);
+    expect(href.startsWith(`/s/${s.token}/content?ticket=`)).toBe(true);
+    // Nothing was downloaded by entering the password.
+    expect(await downloadsOf(f.id, s.id)).toBe(0);
+    const got = await get(href);
+    expect(got.status).toBe(200);
+    expect((got.body as Buffer).equals(content)).toBe(true);
+  });
+
+  it('the same ticket downloaded twice, completely, counts one download; both byte-exact', async () => {
+    await init();
+    const content = pattern(300_000, 9);
+    const f = await upload(content, 'data.bin');
+    const s = await share(f.id, { password: PASSWORD, maxDownloads: 3 });
+    const href = downloadHref((await (await recipient(s.token)).unlock(PASSWORD)).text);
+    for (let i = 0; i < 2; i++) {
+      const r = await get(href);
+      expect(r.status).toBe(200);
+      expect((r.body as Buffer).equals(content)).toBe(true);
+    }
+    expect(await downloadsOf(f.id, s.id)).toBe(1);
+    // A second recipient (a new password entry) is a second download.
+    const other = downloadHref((await (await recipient(s.token)).unlock(PASSWORD)).text);
+    expect(other).not.toBe(href);
+    expect((await get(other)).status).toBe(200);
+    expect(await downloadsOf(f.id, s.id)).toBe(2);
+  });
+
+  it('a one-download link: its ticket can fetch again (also by Range); anyone else gets the gone answer', async () => {
+    await init();
+    const content = pattern(200_000, 3);
+    const f = await upload(content, 'once.bin');
+    const s = await share(f.id, { password: PASSWORD, maxDownloads: 1 });
+    const first = await recipient(s.token);
+    const latecomer = await recipient(s.token); // opened the page before the link was used up
+    const href = downloadHref((await first.unlock(PASSWORD)).text);
+    const a = await get(href);
+    expect((a.body as Buffer).equals(content)).toBe(true);
+    expect(await downloadsOf(f.id, s.id)).toBe(1);
+
+    const again = await get(href);
+    expect(again.status).toBe(200);
+    expect((again.body as Buffer).equals(content)).toBe(true);
+    const part = await get(href, { Range: 'bytes=100-199' });
+    expect(part.status).toBe(206);
+    expect((part.body as Buffer).equals(content.subarray(100, 200))).toBe(true);
+    // Its details page still opens for the ticket.
+    const details = await h.request.get(`/s/${s.token}?${href.split('?')[1]}`);
+    expect(details.status).toBe(200);
+    expect(details.text).toContain(f.sha256);
+    expect(await downloadsOf(f.id, s.id)).toBe(1);
+
+    const gone = await goneAnswer();
+    const missingPage = await h.request.get(`/s/${'A'.repeat(43)}`);
+    // A new password entry: no new ticket, the same page as for a link that never existed.
+    const late = await latecomer.unlock(PASSWORD);
+    expect(late.status).toBe(404);
+    expect(late.text).toBe(missingPage.text);
+    expect(late.text).not.toContain('ticket=');
+    // No ticket at all (Basic auth, or nothing).
+    for (const headers of [{ Authorization: `Basic ${Buffer.from(`:${PASSWORD}`).toString('base64')}` }, {}]) {
+      const r = await h.request.get(`/s/${s.token}/content`).set(headers);
+      expect({ status: r.status, body: { ...r.body, requestId: '' } }).toEqual(gone);
+    }
+    // A ticket forged with another id does not ride on the recorded one.
+    const [exp, , mac] = decodeURIComponent(href.split('ticket=')[1]!).split('.');
+    const forged = await h.request.get(`/s/${s.token}/content?ticket=${exp}.${'B'.repeat(22)}.${mac}`);
+    expect({ status: forged.status, body: { ...forged.body, requestId: '' } }).toEqual(gone);
+    expect(await downloadsOf(f.id, s.id)).toBe(1);
+  });
+
+  it('a link without a password: a second click on the same page does not spend another download', async () => {
+    await init();
+    const content = pattern(100_000, 4);
+    const f = await upload(content, 'open.bin');
+    const s = await share(f.id, { maxDownloads: 2 });
+    const page = await h.request.get(`/s/${s.token}`);
+    const href = downloadHref(page.text);
+    for (let i = 0; i < 3; i++) expect(((await get(href)).body as Buffer).equals(content)).toBe(true);
+    expect(await downloadsOf(f.id, s.id)).toBe(1);
+  });
+});
+
+describe('item 10: a stalled reader gives way on a one-download link', () => {
+  it('recipient A stalls; recipient B then gets the file byte-exact, A is cut, and the link is used up', async () => {
+    // A one-second grace at a 1 MiB/s floor, heartbeats every half second; the stall
+    // watchdog (idle period 5 s) alone would not cut A before B asks.
+    await init({ SOCKET_IDLE_TIMEOUT_SECONDS: '5', SHARE_SLOW_GRACE_SECONDS: '1', SHARE_MIN_RATE: '1MiB' });
+    const content = pattern(24 * 1024 * 1024, 11);
+    const f = await upload(content, 'big.bin');
+    const s = await share(f.id, { maxDownloads: 1 });
+    const server = await serve(h.app);
+    try {
+      // A: a raw socket that reads the first bytes and then stops reading.
+      const a = net.connect(server.port, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      const firstData = new Promise<void>((resolve) => a.once('data', () => resolve()));
+      const closed = new Promise<void>((resolve) => a.once('close', () => resolve()));
+      a.on('error', () => {});
+      let reading = false;
+      a.on('data', (c: Buffer) => {
+        chunks.push(c);
+        if (!reading) a.pause();
+      });
+      a.write(`GET /s/${s.token}/content HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
+      await firstData;
+      expect(Buffer.concat(chunks).toString('latin1')).toMatch(/^HTTP\/1\.1 200 /);
+      // Long enough for A to be slow for the grace period, well before the watchdog's second look.
+      await new Promise((r) => setTimeout(r, 3000));
+
+      // B asks and gets the whole file.
+      const b = await get(`/s/${s.token}/content`);
+      expect(b.status).toBe(200);
+      expect((b.body as Buffer).length).toBe(content.length);
+      expect((b.body as Buffer).equals(content)).toBe(true);
+
+      // A's connection has been ended: reading on, it never gets the whole body.
+      reading = true;
+      a.resume();
+      await closed;
+      const raw = Buffer.concat(chunks);
+      const headerEnd = raw.indexOf('\r\n\r\n') + 4;
+      expect(raw.length - headerEnd).toBeLessThan(content.length);
+
+      expect(await downloadsOf(f.id, s.id)).toBe(1);
+      const gone = await goneAnswer();
+      const third = await h.request.get(`/s/${s.token}/content`);
+      expect({ status: third.status, body: { ...third.body, requestId: '' } }).toEqual(gone);
+    } finally {
+      await server.close();
+    }
+  }, 30_000);
 });

@@ -375,3 +375,103 @@ describe('item 10: a stalled reader gives way on a one-download link', () => {
     }
   }, 30_000);
 });
+
+describe('item 18: a new link or token is shown on one GET after a 303, and a reload creates nothing', () => {
+  type Agent = ReturnType<typeof import('supertest').agent>;
+  const HTML = { Accept: 'text/html' };
+
+  async function csrfFrom(agent: Agent, p: string): Promise<string> {
+    const r = await agent.get(p).set(HTML);
+    const m = /name="_csrf" value="([^"]+)"/.exec(r.text);
+    if (!m) throw new Error(`no CSRF token on ${p} (${r.status})`);
+    return m[1]!;
+  }
+
+  async function signIn(): Promise<Agent> {
+    const agent = (await import('supertest')).default.agent(h.app);
+    const _csrf = await csrfFrom(agent, '/login');
+    const r = await agent.post('/login').type('form').set(HTML).send({ _csrf, username: 'admin', password: 'admin password 123' });
+    expect(r.status).toBe(303);
+    return agent;
+  }
+
+  const sessionsDump = () => JSON.stringify(h.db.prepare('SELECT * FROM sessions').all());
+
+  it('share links: POST answers 303, the GET shows the link once, a second GET shows "shown once" and no new link', async () => {
+    await init();
+    const f = await upload(Buffer.from('prg contents'), 'prg.txt');
+    const agent = await signIn();
+    const _csrf = await csrfFrom(agent, `/files/${f.id}`);
+    const created = await agent.post(`/files/${f.id}/shares`).type('form').set(HTML).send({ _csrf, expires: '3600', maxDownloads: '', note: '', password: '' });
+    expect(created.status).toBe(303);
+    const location = created.headers.location as string;
+    expect(location).toBe(`/files/${f.id}/new-link`);
+    expect(created.text).not.toMatch(/\/s\/[A-Za-z0-9_-]{43}/);
+    // The waiting link is sealed in the session row, not stored in the clear.
+    const listed = async () => (await h.request.get(`/api/v1/files/${f.id}/shares`).set(auth())).body.shares as unknown[];
+    expect(await listed()).toHaveLength(1);
+    const waiting = sessionsDump();
+    expect(waiting).toContain('oneTime');
+
+    const first = await agent.get(location).set(HTML);
+    expect(first.status).toBe(200);
+    const link = /value="https?:\/\/[^"]*\/s\/([A-Za-z0-9_-]{43})"/.exec(first.text);
+    expect(link, 'the new link is on the page').not.toBeNull();
+    expect(first.text).toContain('QR code of the new link');
+    expect((await h.request.get(`/s/${link![1]}`)).status).toBe(200);
+    expect(waiting).not.toContain(link![1]!);
+    expect(sessionsDump()).not.toContain('oneTime');
+
+    for (let i = 0; i < 2; i++) {
+      const again = await agent.get(location).set(HTML);
+      expect(again.status).toBe(200);
+      expect(again.text).not.toContain(link![1]!);
+      expect(again.text).not.toMatch(/\/s\/[A-Za-z0-9_-]{43}/);
+      expect(again.text).toContain('The new link was shown once');
+    }
+    expect(await listed()).toHaveLength(1);
+  });
+
+  it('API tokens: POST answers 303, /tokens/new shows the token once, a reload neither shows it nor creates another', async () => {
+    await init();
+    const agent = await signIn();
+    const count = async () => ((await h.request.get('/api/v1/auth/tokens').set(auth())).body.tokens as unknown[]).length;
+    expect(await count()).toBe(1);
+    const _csrf = await csrfFrom(agent, '/tokens');
+    const created = await agent.post('/tokens').type('form').set(HTML).send({ _csrf, name: 'laptop', expires: '86400' });
+    expect(created.status).toBe(303);
+    expect(created.headers.location).toBe('/tokens/new');
+    expect(created.text).not.toContain('sfs_');
+    expect(await count()).toBe(2);
+    const waiting = sessionsDump();
+    expect(waiting).toContain('oneTime');
+
+    const first = await agent.get('/tokens/new').set(HTML);
+    expect(first.status).toBe(200);
+    const m = /id="new-token" class="secret" type="text" readonly value="(sfs_[^"]+)"/.exec(first.text);
+    expect(m, 'the new token is on the page').not.toBeNull();
+    const newToken = m![1]!;
+    expect((await h.request.get('/api/v1/auth/tokens').set('Authorization', `Bearer ${newToken}`)).status).toBe(200);
+    expect(waiting).not.toContain(newToken);
+    expect(waiting).not.toContain(newToken.slice(4));
+
+    const again = await agent.get('/tokens/new').set(HTML);
+    expect(again.status).toBe(200);
+    expect(again.text).not.toContain(newToken);
+    expect(again.text).not.toContain('sfs_');
+    expect(again.text).toContain('The new token was shown once');
+    expect(await count()).toBe(2);
+  });
+
+  it('another session cannot take the waiting secret', async () => {
+    await init();
+    const mine = await signIn();
+    const theirs = await signIn();
+    const _csrf = await csrfFrom(mine, '/tokens');
+    expect((await mine.post('/tokens').type('form').set(HTML).send({ _csrf, name: 'x', expires: '86400' })).status).toBe(303);
+    const other = await theirs.get('/tokens/new').set(HTML);
+    expect(other.text).not.toContain('sfs_');
+    const own = await mine.get('/tokens/new').set(HTML);
+    expect(own.text).toMatch(/value="sfs_/);
+  });
+});

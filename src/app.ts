@@ -114,6 +114,7 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
     keyring: deps.keyring,
     defaultTtlSeconds: config.shareDefaultTtl,
     maxTtlSeconds: config.shareMaxTtl,
+    slowReader: { minBytesPerSecond: config.shareMinRate, graceMs: config.shareSlowGraceMs },
   });
   // Recipients have no session: their form tokens are bound to the share link they opened.
   const recipientCsrf = createCsrf(deps.keyring.derive('sfs/v1 recipient csrf'), 'sfs-share-csrf', (req) => String(req.params.token ?? ''));

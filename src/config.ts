@@ -45,6 +45,9 @@ export interface Config {
   userQuotaBytes: number | null;
   sharePasswordRateLimit: number;
   sharePasswordRateLimitPerShare: number;
+  /** A link download slower than this (bytes per second) for `shareSlowGraceMs` gives way to another recipient; 0: never. */
+  shareMinRate: number;
+  shareSlowGraceMs: number;
   auditHeadFile: string;
   /** Browser sessions end after this long without a request... */
   sessionIdleMs: number;
@@ -278,6 +281,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     userQuotaBytes,
     sharePasswordRateLimit: int(env, 'SHARE_PASSWORD_RATE_LIMIT', 10, 1, 100000),
     sharePasswordRateLimitPerShare: int(env, 'SHARE_PASSWORD_RATE_LIMIT_PER_SHARE', 10, 1, 100000),
+    shareMinRate: size(env, 'SHARE_MIN_RATE', 16 * 1024, 0),
+    shareSlowGraceMs: int(env, 'SHARE_SLOW_GRACE_SECONDS', 60, 1, 3600) * 1000,
     auditHeadFile: path.join(dataDir, 'audit-head'),
     sessionIdleMs: sessionIdle * 1000,
     sessionMaxMs: sessionMax * 1000,

@@ -159,7 +159,7 @@ describe('recipient', () => {
     expect(head.status).toBe(401);
   });
 
-  it('form password: CSRF required, wrong password re-renders with an error, right one redirects to a ticket URL', async () => {
+  it('form password: CSRF required, wrong password re-renders with an error, right one shows the details with a ticket download link', async () => {
     await init();
     const content = pattern(100_000, 5);
     const f = await upload(content);
@@ -175,8 +175,10 @@ describe('recipient', () => {
     expect(wrong.status).toBe(401);
     expect(wrong.text).toContain('not right');
     const right = await agent.post(`/s/${s.token}`).type('form').send({ _csrf: csrf, password: 'open sesame 42' });
-    expect(right.status).toBe(303);
-    const location = right.headers['location'] as string;
+    expect(right.status).toBe(200);
+    expect(right.text).toContain(f.sha256);
+    expect(right.text).not.toContain('not right');
+    const location = /href="(\/s\/[^"]+\/content\?ticket=[^"]+)"/.exec(right.text)![1]!;
     expect(location).toMatch(new RegExp(`^/s/${s.token}/content\\?ticket=`));
     // The ticket works without the password, for full and Range requests, from a fresh client.
     const full = await get(location);
@@ -191,6 +193,8 @@ describe('recipient', () => {
     // A forged or foreign ticket does not.
     const forged = await h.request.get(`/s/${s.token}/content?ticket=9999999999.${'A'.repeat(43)}`);
     expect(forged.status).toBe(401);
+    const forgedId = await h.request.get(`/s/${s.token}/content?ticket=9999999999.${'A'.repeat(22)}.${'A'.repeat(43)}`);
+    expect(forgedId.status).toBe(401);
     const other = await share(f.id, { password: 'other password 1' });
     const foreign = await h.request.get(`/s/${other.token}/content?${location.split('?')[1]}`);
     expect(foreign.status).toBe(401);
@@ -395,10 +399,11 @@ describe('logs', () => {
     const page = await agent.get(`/s/${s.token}`);
     const csrf = /name="_csrf" value="([^"]+)"/.exec(page.text)![1]!;
     const right = await agent.post(`/s/${s.token}`).type('form').send({ _csrf: csrf, password: 'open sesame 42' });
-    const ticket = decodeURIComponent((right.headers['location'] as string).split('ticket=')[1]!);
-    await h.request.get(right.headers['location'] as string);
+    const href = /href="(\/s\/[^"]+\/content\?ticket=[^"]+)"/.exec(right.text)![1]!;
+    const ticket = decodeURIComponent(href.split('ticket=')[1]!);
+    await h.request.get(href);
     const logs = h.logLines.join('\n');
     expect(logs).toContain('/s/[redacted]');
-    for (const secret of [s.token, ticket, ticket.split('.')[1]!, 'open sesame 42', csrf]) expect(logs).not.toContain(secret);
+    for (const secret of [s.token, ticket, ticket.split('.')[1]!, ticket.split('.')[2]!, 'open sesame 42', csrf]) expect(logs).not.toContain(secret);
   });
 });

@@ -53,9 +53,11 @@ describe('secrets stay secret', () => {
       const logOnly = [csrf, share.body.token as string];
       keep(await agent.post(`/s/${share.body.token}`).type('form').send({ _csrf: csrf, password: 'another wrong pw' }));
       const ok = await agent.post(`/s/${share.body.token}`).type('form').send({ _csrf: csrf, password: 'share secret pw 3' });
-      const ticket = decodeURIComponent((ok.headers['location'] as string).split('ticket=')[1]!);
-      secrets.push(ticket.split('.')[1]!);
-      await agent.get(ok.headers['location'] as string).buffer(true).parse(binaryParser);
+      // The details page carries the ticket in its Download link.
+      const href = /href="(\/s\/[^"]+\/content\?ticket=[^"]+)"/.exec(ok.text)![1]!;
+      const ticket = decodeURIComponent(href.split('ticket=')[1]!);
+      secrets.push(ticket.split('.')[1]!, ticket.split('.')[2]!);
+      await agent.get(href).buffer(true).parse(binaryParser);
       keep(await h.request.get(`/s/${'A'.repeat(43)}/content`));
 
       // An integrity failure, which logs an error with a stack trace.

@@ -158,6 +158,29 @@ export const MIGRATIONS: Migration[] = [
       ALTER TABLE users ADD COLUMN password_reset_at INTEGER;
     `,
   },
+  {
+    version: 6,
+    name: 'slow download reservations give way; repeat downloads of one ticket',
+    sql: `
+      -- Progress facts each response reports with its heartbeat, so any instance sharing the
+      -- database can tell a stalled holder of a completion slot from a working one.
+      ALTER TABLE share_reservations ADD COLUMN bytes_sent INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE share_reservations ADD COLUMN slow_since INTEGER;
+      ALTER TABLE share_reservations ADD COLUMN yielded INTEGER NOT NULL DEFAULT 0 CHECK (yielded IN (0, 1));
+      -- The download ticket (its random id, not a credential) a response runs under.
+      ALTER TABLE share_reservations ADD COLUMN ticket_id TEXT;
+
+      -- Tickets whose download has been counted: the same ticket may fetch the file again
+      -- until it expires without spending the link's budget a second time.
+      CREATE TABLE share_ticket_downloads (
+        share_id   TEXT NOT NULL REFERENCES shares(id) ON DELETE CASCADE,
+        ticket_id  TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (share_id, ticket_id)
+      ) STRICT;
+      CREATE INDEX share_ticket_downloads_expiry ON share_ticket_downloads(expires_at);
+    `,
+  },
 ];
 
 /** Applies every migration newer than the database's user_version, each in its own transaction. */

@@ -108,28 +108,75 @@ export class SharesRepo {
     return stmt(this.db, 'UPDATE shares SET revoked_at = ? WHERE id = ? AND owner_id = ? AND revoked_at IS NULL').run(now, id, ownerId).changes === 1;
   }
 
-  /** Bytes and completion slots held by unexpired reservations. */
-  inFlight(shareId: string, now: number): { bytes: number; slots: number } {
-    return stmt(this.db, 'SELECT coalesce(sum(bytes), 0) AS bytes, coalesce(sum(completion_slot), 0) AS slots FROM share_reservations WHERE share_id = ? AND expires_at > ?')
-      .get(shareId, now) as { bytes: number; slots: number };
+  /**
+   * Bytes and completion slots held by unexpired reservations. Responses under one ticket
+   * share one slot (they are one recipient's one download); `ticketHolds` says whether
+   * `ticketId` already holds one.
+   */
+  inFlight(shareId: string, now: number, ticketId: string | null = null): { bytes: number; slots: number; ticketHolds: boolean } {
+    const r = stmt(this.db,
+      `SELECT coalesce(sum(bytes), 0) AS bytes,
+              count(DISTINCT CASE WHEN completion_slot = 1 THEN coalesce(ticket_id, id) END) AS slots,
+              coalesce(max(completion_slot = 1 AND ticket_id = ?), 0) AS mine
+         FROM share_reservations WHERE share_id = ? AND expires_at > ?`,
+    ).get(ticketId, shareId, now) as { bytes: number; slots: number; mine: number };
+    return { bytes: r.bytes, slots: r.slots, ticketHolds: r.mine === 1 };
   }
 
-  insertReservation(r: { id: string; shareId: string; bytes: number; completionSlot: boolean; expiresAt: number }): void {
-    stmt(this.db, 'INSERT INTO share_reservations (id, share_id, bytes, completion_slot, expires_at) VALUES (?, ?, ?, ?, ?)')
-      .run(r.id, r.shareId, r.bytes, r.completionSlot ? 1 : 0, r.expiresAt);
+  insertReservation(r: { id: string; shareId: string; bytes: number; completionSlot: boolean; expiresAt: number; ticketId: string | null }): void {
+    stmt(this.db, 'INSERT INTO share_reservations (id, share_id, bytes, completion_slot, expires_at, ticket_id) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(r.id, r.shareId, r.bytes, r.completionSlot ? 1 : 0, r.expiresAt, r.ticketId);
   }
 
-  extendReservation(id: string, expiresAt: number): void {
-    stmt(this.db, 'UPDATE share_reservations SET expires_at = ? WHERE id = ?').run(expiresAt, id);
+  /**
+   * A response's heartbeat: extends the reservation and records its progress; `slow` starts
+   * (or keeps) the slow_since clock, progress stops it. False when the reservation is gone
+   * or has given way, and the response must stop.
+   */
+  heartbeat(id: string, expiresAt: number, bytesSent: number, slow: boolean, now: number): boolean {
+    return stmt(this.db,
+      `UPDATE share_reservations SET expires_at = ?, bytes_sent = ?, slow_since = CASE WHEN ? THEN coalesce(slow_since, ?) ELSE NULL END
+        WHERE id = ? AND yielded = 0 AND expires_at > ?`,
+    ).run(expiresAt, bytesSent, slow ? 1 : 0, now, id, now).changes === 1;
   }
 
-  /** Ends a reservation: adds what was really sent, and a download if the response completed. */
-  settle(id: string, shareId: string, bytesSent: number, countDownload: boolean): void {
-    this.db
+  /**
+   * Makes the share's reservations that have been slow since `slowBefore` or earlier give
+   * way: they lose their completion slot and hold only the bytes they had sent. Their
+   * responses see it at their next heartbeat and stop. Returns how many gave way.
+   */
+  yieldSlow(shareId: string, slowBefore: number, now: number): number {
+    return stmt(this.db,
+      `UPDATE share_reservations SET yielded = 1, completion_slot = 0, bytes = min(bytes, bytes_sent)
+        WHERE share_id = ? AND yielded = 0 AND expires_at > ? AND slow_since IS NOT NULL AND slow_since <= ?`,
+    ).run(shareId, now, slowBefore).changes;
+  }
+
+  /** True when this ticket's download of the share has been counted and the ticket has not expired. */
+  ticketCounted(shareId: string, ticketId: string, now: number): boolean {
+    return stmt(this.db, 'SELECT 1 FROM share_ticket_downloads WHERE share_id = ? AND ticket_id = ? AND expires_at > ?').get(shareId, ticketId, now) !== undefined;
+  }
+
+  /**
+   * Ends a reservation in one transaction: adds what was really sent, and one download when
+   * the response completed while still holding its slot (not expired, not given way) and its
+   * ticket's download was not counted already; that ticket is then recorded. Returns whether
+   * a download was counted.
+   */
+  settle(id: string, shareId: string, bytesSent: number, completed: boolean, now: number, ticket: { id: string; expiresAt: number } | null): boolean {
+    return this.db
       .transaction(() => {
+        const row = stmt(this.db, 'SELECT completion_slot, yielded, expires_at FROM share_reservations WHERE id = ?').get(id) as
+          | { completion_slot: number; yielded: number; expires_at: number }
+          | undefined;
         stmt(this.db, 'DELETE FROM share_reservations WHERE id = ?').run(id);
-        stmt(this.db, 'UPDATE shares SET bytes_served = bytes_served + ?, downloads = downloads + ? WHERE id = ?')
-          .run(bytesSent, countDownload ? 1 : 0, shareId);
+        const holds = row !== undefined && row.completion_slot === 1 && row.yielded === 0 && row.expires_at > now;
+        const count = completed && holds && !(ticket && this.ticketCounted(shareId, ticket.id, now));
+        stmt(this.db, 'UPDATE shares SET bytes_served = bytes_served + ?, downloads = downloads + ? WHERE id = ?').run(bytesSent, count ? 1 : 0, shareId);
+        if (count && ticket) {
+          stmt(this.db, 'INSERT OR REPLACE INTO share_ticket_downloads (share_id, ticket_id, expires_at) VALUES (?, ?, ?)').run(shareId, ticket.id, ticket.expiresAt);
+        }
+        return count;
       })
       .immediate();
   }
@@ -139,6 +186,7 @@ export class SharesRepo {
     return this.db
       .transaction(() => {
         stmt(this.db, 'DELETE FROM share_reservations WHERE expires_at <= ?').run(now);
+        stmt(this.db, 'DELETE FROM share_ticket_downloads WHERE expires_at <= ?').run(now);
         return stmt(this.db, 'UPDATE shares SET expired_at = ? WHERE expired_at IS NULL AND revoked_at IS NULL AND expires_at <= ?').run(now, now).changes;
       })
       .immediate();

@@ -73,8 +73,12 @@ export interface SendResult {
 
 /** A hold taken before a GET response starts and released when it ends (share budgets). */
 export interface TransferHold {
-  /** Called about once a minute while the body streams. */
-  heartbeat?(): void;
+  /**
+   * Called every `heartbeatMs` (default a minute) while the body streams, with the bytes
+   * sent so far; false means the hold was taken away and the response is cut.
+   */
+  heartbeat?(bytesSent: number): boolean;
+  heartbeatMs?: number;
   /** Called exactly once with what was really sent. */
   end(bytesSent: number, completed: boolean): void;
 }
@@ -107,7 +111,14 @@ export async function sendFileContent(req: Request, res: Response, vault: VaultS
   let bytesSent = 0;
   let completed = false;
   let integrityError = false;
-  const timer = hold?.heartbeat ? setInterval(() => hold.heartbeat!(), 60_000) : undefined;
+  const timer = hold?.heartbeat
+    ? setInterval(() => {
+        if (hold.heartbeat!(bytesSent) === false && !res.writableFinished) {
+          req.log?.info({ fileId: row.id, bytesSent }, 'download gave way to another request; closing the connection');
+          res.destroy();
+        }
+      }, hold.heartbeatMs ?? 60_000)
+    : undefined;
   // A client that stops reading (or trickles a few bytes now and then, which TCP window
   // probes alone can do) would hold the response and its file open for ever; the socket's
   // idle timeout does not see a trickle. Require a chunk of progress per idle period.

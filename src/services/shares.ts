@@ -6,6 +6,15 @@
  * (completed + in flight < N), taken atomically before it starts and counted only if it
  * completes. Every response also reserves its bytes against a ceiling of (N + 1) × size, and
  * gives back the unsent part when it ends. Reservations expire, so a crash cannot burn a budget.
+ *
+ * A response reports its progress with every heartbeat. One that has moved less than the
+ * minimum rate for the grace period gives way when another request would otherwise be
+ * refused: it loses its slot (in the same transaction that grants the new one) and stops at
+ * its next heartbeat, so a stalled reader cannot keep a one-download link from its recipient.
+ *
+ * Tickets carry a random id. When a ticket's download is counted the id is recorded on the
+ * share (in the settling transaction), and the same ticket may fetch the file again until it
+ * expires without spending the budget again, even once the link is used up for everyone else.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Db } from '../db/database.js';
@@ -21,6 +30,8 @@ const TICKET_LABEL = 'sfs/v1 share download ticket';
 export const TICKET_TTL_MS = 60 * 60 * 1000;
 /** A reservation lives this long unless the response refreshes it. */
 export const RESERVATION_TTL_MS = 5 * 60 * 1000;
+/** Longest gap between two heartbeats of a response. */
+const MAX_HEARTBEAT_MS = 60_000;
 
 export interface SharesDeps {
   db: Db;
@@ -28,6 +39,11 @@ export interface SharesDeps {
   keyring: Keyring;
   defaultTtlSeconds: number;
   maxTtlSeconds: number;
+  /**
+   * A response slower than `minBytesPerSecond` for `graceMs` gives way to another request
+   * for the same link (0 bytes per second: never).
+   */
+  slowReader?: { minBytesPerSecond: number; graceMs: number };
   now?: () => number;
 }
 
@@ -38,10 +54,22 @@ export interface ShareInput {
   note?: string;
 }
 
+/** A download ticket whose signature and expiry have been checked. */
+export interface Ticket {
+  /** Random id: what makes two downloads "the same download". */
+  id: string;
+  /** Expiry, in ms. */
+  expiresAt: number;
+}
+
 /** What a live link resolves to. */
 export interface ResolvedShare {
   share: ShareRow;
   file: FileRow;
+  /** The request's valid ticket for this share, if it carried one. */
+  ticket: Ticket | null;
+  /** True when that ticket's download was counted already: fetching again is free. */
+  repeat: boolean;
 }
 
 /** A response's hold on a share's budget; settle it exactly once. */
@@ -50,6 +78,12 @@ export interface Reservation {
   shareId: string;
   bytes: number;
   completionSlot: boolean;
+  ticket: Ticket | null;
+  /** A repeat of a counted ticket download: nothing is held and nothing is counted. */
+  repeat: boolean;
+  /** Progress at the previous heartbeat, for the rate since then. */
+  lastBytes: number;
+  lastAt: number;
 }
 
 export class SharesService {
@@ -109,13 +143,21 @@ export class SharesService {
     return null;
   }
 
-  /** Resolves a link token to a live share and its file, or null (unknown, revoked, expired, exhausted). */
-  resolve(token: string, files: { byId(id: string): FileRow | undefined }): ResolvedShare | null {
+  /**
+   * Resolves a link token to a live share and its file, or null (unknown, revoked, expired,
+   * exhausted). A used-up link still resolves for a ticket whose own download was counted.
+   */
+  resolve(token: string, files: { byId(id: string): FileRow | undefined }, ticketText?: string): ResolvedShare | null {
     if (!/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
     const share = this.repo.byTokenHash(secretHash(token));
     const file = share && files.byId(share.fileId);
-    if (!share || !file || SharesService.unavailableReason(share, file.size, this.now())) return null;
-    return { share, file };
+    if (!share || !file) return null;
+    const now = this.now();
+    const ticket = ticketText === undefined ? null : this.checkTicket(share, ticketText);
+    const repeat = ticket !== null && this.repo.ticketCounted(share.id, ticket.id, now);
+    const reason = SharesService.unavailableReason(share, file.size, now);
+    if (reason && !(reason === 'exhausted' && repeat)) return null;
+    return { share, file, ticket, repeat };
   }
 
   /** Checks a share password (constant work whether or not it matches). */
@@ -124,56 +166,93 @@ export class SharesService {
     return this.deps.hasher.verify(share.passwordHash, password);
   }
 
-  /** A signed ticket that lets the browser download this share for about an hour without the password. */
+  /**
+   * A signed ticket for one download of this share, valid for about an hour: the browser
+   * downloads (and resumes) with it without the password, and repeats of it count once.
+   */
   issueTicket(share: ShareRow): string {
     const exp = Math.floor((this.now() + TICKET_TTL_MS) / 1000);
-    return `${exp}.${this.ticketMac(share.id, exp)}`;
+    const id = randomBytes(16).toString('base64url');
+    return `${exp}.${id}.${this.ticketMac(share.id, exp, id)}`;
   }
 
-  /** True for an unexpired ticket issued for this share. */
-  checkTicket(share: ShareRow, ticket: string): boolean {
-    const m = /^(\d{1,12})\.([A-Za-z0-9_-]{43})$/.exec(ticket);
-    if (!m) return false;
+  /** The ticket, if it is unexpired and was issued for this share; otherwise null. */
+  checkTicket(share: ShareRow, ticket: string): Ticket | null {
+    const m = /^(\d{1,12})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$/.exec(ticket);
+    if (!m) return null;
     const exp = Number(m[1]);
-    if (exp * 1000 <= this.now()) return false;
-    const expected = Buffer.from(this.ticketMac(share.id, exp));
-    const given = Buffer.from(m[2]!);
-    return expected.length === given.length && timingSafeEqual(expected, given);
+    if (exp * 1000 <= this.now()) return null;
+    const expected = Buffer.from(this.ticketMac(share.id, exp, m[2]!));
+    const given = Buffer.from(m[3]!);
+    if (!(expected.length === given.length && timingSafeEqual(expected, given))) return null;
+    return { id: m[2]!, expiresAt: exp * 1000 };
   }
 
-  private ticketMac(shareId: string, exp: number): string {
-    return createHmac('sha256', this.ticketKey).update(`ticket|${shareId}|${exp}`).digest('base64url');
+  private ticketMac(shareId: string, exp: number, id: string): string {
+    return createHmac('sha256', this.ticketKey).update(`ticket|${shareId}|${exp}|${id}`).digest('base64url');
+  }
+
+  /** How often a response should report its progress (about twice per grace period, at most a minute apart). */
+  get heartbeatMs(): number {
+    const grace = this.deps.slowReader?.graceMs ?? MAX_HEARTBEAT_MS;
+    return Math.max(100, Math.min(MAX_HEARTBEAT_MS, Math.floor(grace / 2)));
   }
 
   /**
    * Reserves `bytes` of the share's budget for one response, and a completion slot when the
-   * response will deliver the file's last byte. Null when the budget cannot cover it.
+   * response will deliver the file's last byte (one slot per ticket). When the budget cannot
+   * cover it, reservations that have been slow for the grace period give way first, in the
+   * same transaction. Null when it still cannot. A repeat of a counted ticket download holds
+   * nothing.
    */
-  reserve(share: ShareRow, file: FileRow, bytes: number, deliversLastByte: boolean): Reservation | null {
+  reserve(resolved: ResolvedShare, bytes: number, deliversLastByte: boolean): Reservation | null {
+    const { share, file, ticket } = resolved;
     const now = this.now();
+    const base = { id: newId(), shareId: share.id, bytes, completionSlot: deliversLastByte, ticket, lastBytes: 0, lastAt: now };
     return this.deps.db
       .transaction((): Reservation | null => {
         const current = this.repo.byId(share.id);
-        if (!current || SharesService.unavailableReason(current, file.size, now)) return null;
-        const held = this.repo.inFlight(share.id, now);
-        if (deliversLastByte && current.maxDownloads !== null && current.downloads + held.slots >= current.maxDownloads) return null;
-        const ceiling = SharesService.ceiling(current, file.size);
-        if (ceiling !== null && current.bytesServed + held.bytes + bytes > ceiling) return null;
-        const r: Reservation = { id: newId(), shareId: share.id, bytes, completionSlot: deliversLastByte };
-        this.repo.insertReservation({ ...r, expiresAt: now + RESERVATION_TTL_MS });
-        return r;
+        if (!current) return null;
+        const reason = SharesService.unavailableReason(current, file.size, now);
+        const repeat = ticket !== null && this.repo.ticketCounted(share.id, ticket.id, now);
+        if (repeat && (reason === null || reason === 'exhausted')) return { ...base, completionSlot: false, repeat: true };
+        if (reason) return null;
+        const fits = () => {
+          const held = this.repo.inFlight(share.id, now, ticket?.id ?? null);
+          const needsSlot = deliversLastByte && current.maxDownloads !== null && !held.ticketHolds;
+          if (needsSlot && current.downloads + held.slots >= current.maxDownloads!) return false;
+          const ceiling = SharesService.ceiling(current, file.size);
+          return ceiling === null || current.bytesServed + held.bytes + bytes <= ceiling;
+        };
+        const slow = this.deps.slowReader;
+        if (!fits() && !(slow && slow.minBytesPerSecond > 0 && this.repo.yieldSlow(share.id, now - slow.graceMs, now) > 0 && fits())) return null;
+        this.repo.insertReservation({ ...base, expiresAt: now + RESERVATION_TTL_MS, ticketId: ticket?.id ?? null });
+        return { ...base, repeat: false };
       })
       .immediate();
   }
 
-  /** Keeps a long response's reservation alive. */
-  refresh(r: Reservation): void {
-    this.repo.extendReservation(r.id, this.now() + RESERVATION_TTL_MS);
+  /**
+   * A long response's heartbeat: keeps its reservation alive and reports progress. False
+   * when the reservation has given way (or expired): the response must stop.
+   */
+  refresh(r: Reservation, bytesSent: number): boolean {
+    if (r.repeat) return true;
+    const now = this.now();
+    const minRate = this.deps.slowReader?.minBytesPerSecond ?? 0;
+    const slow = minRate > 0 && (bytesSent - r.lastBytes) * 1000 < minRate * (now - r.lastAt);
+    r.lastBytes = bytesSent;
+    r.lastAt = now;
+    return this.repo.heartbeat(r.id, now + RESERVATION_TTL_MS, bytesSent, slow, now);
   }
 
-  /** Releases a reservation: records the bytes really sent, and one download if the response completed. */
-  settle(r: Reservation, bytesSent: number, completed: boolean): void {
-    this.repo.settle(r.id, r.shareId, bytesSent, r.completionSlot && completed);
+  /**
+   * Releases a reservation: records the bytes really sent, and one download if the response
+   * completed while it still held its slot. Returns whether a download was counted.
+   */
+  settle(r: Reservation, bytesSent: number, completed: boolean): boolean {
+    if (r.repeat) return false;
+    return this.repo.settle(r.id, r.shareId, bytesSent, completed, this.now(), r.ticket);
   }
 
   /** The owner's share, or not_found. */

@@ -210,12 +210,13 @@ describe.runIf(browserAvailable('web UI browser suite'))('owner and recipient in
     expect(rowText).toContain('active');
     await axe(page);
     await shot(page, 'file-new-link');
-    // The link is in this response only: coming back to the file page does not show it again.
-    expect(new URL(page.url()).pathname).toBe(`${fileUrl.pathname}/shares`);
-    await page.goto(page.url().replace(/#.*$/, ''));
-    expect(page.url()).toBe(`${fileUrl.origin}${fileUrl.pathname}`);
+    // The link is shown on one page view only (POST-redirect-GET): a reload shows neither it nor a new one.
+    expect(new URL(page.url()).pathname).toBe(`${fileUrl.pathname}/new-link`);
+    await page.reload();
     await expect(page.locator('#new-link').count()).resolves.toBe(0);
+    await expect(page.locator('main').innerText()).resolves.toContain('The new link was shown once');
     expect(await page.content()).not.toContain(link.split('/s/')[1]);
+    await expect(page.locator('.shares-table tbody tr').count()).resolves.toBe(1);
   });
 
   it('a recipient in a fresh browser: wrong password is refused, the right one downloads the same bytes', async () => {
@@ -228,11 +229,16 @@ describe.runIf(browserAvailable('web UI browser suite'))('owner and recipient in
     await shot(p, 'recipient-password');
 
     await p.getByLabel('Password').fill('not the password');
-    await p.getByRole('button', { name: 'Unlock and download' }).click();
+    await p.getByRole('button', { name: 'Unlock' }).click();
     await expect(p.getByRole('alert').textContent()).resolves.toContain('That password is not right');
 
+    // The right password opens the details page (the old error gone), then Download gets the file.
     await p.getByLabel('Password').fill(SHARE_PASSWORD);
-    const [download] = await Promise.all([p.waitForEvent('download'), p.getByRole('button', { name: 'Unlock and download' }).click()]);
+    await p.getByRole('button', { name: 'Unlock' }).click();
+    await expect(p.title()).resolves.toBe(`${files.report.name} · Secure file sharing`);
+    await expect(p.getByRole('alert').count()).resolves.toBe(0);
+    expect(await p.locator('main').innerText()).toContain(sha(files.report.buffer));
+    const [download] = await Promise.all([p.waitForEvent('download'), p.getByRole('link', { name: 'Download' }).click()]);
     expect(download.suggestedFilename()).toBe(files.report.name);
     const got = fs.readFileSync((await download.path())!);
     expect(got.equals(files.report.buffer)).toBe(true);

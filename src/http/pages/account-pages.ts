@@ -1,10 +1,10 @@
 /** The account page (password, storage, sessions) and the API tokens page. */
 import { Router, type Request, type Response } from 'express';
 import { clientOf, publicBase } from '../context.js';
-import { formError } from './auth-pages.js';
 import { requireUser, signIn, signOut, webUser } from './auth.js';
 import { humanDuration } from './format.js';
-import type { PagesDeps } from './index.js';
+import { OneTimeView } from './one-time.js';
+import { formError, type PagesDeps } from './shared.js';
 import { MIN_PASSWORD_LENGTH } from '../../services/passwords.js';
 
 /** Token lifetimes offered on the tokens page (those above TOKEN_MAX_TTL are left out). */
@@ -19,6 +19,7 @@ const field = (req: Request, name: string): string => {
 export function accountPages(d: PagesDeps): Router {
   const r = Router();
   const { config } = d;
+  const oneTime = new OneTimeView(d.keyring);
 
   const renderAccount = (req: Request, res: Response, status = 200, passwordError: string | null = null) => {
     const user = webUser(req);
@@ -84,6 +85,7 @@ export function accountPages(d: PagesDeps): Router {
       choices: tokenChoices(),
       defaultExpiry: TOKEN_EXPIRY_CHOICES.filter((s) => s <= config.tokenDefaultTtl).at(-1) ?? tokenChoices()[0]?.seconds,
       newToken: null,
+      newTokenGone: false,
       formError: null,
       baseUrl: publicBase(req, config.publicUrl),
       ...extra,
@@ -100,8 +102,15 @@ export function accountPages(d: PagesDeps): Router {
     if (!tokenChoices().some((c) => c.seconds === expires)) return void renderTokens(req, res, { formError: 'Choose how long the token should work.' }, 400);
     const { row, token } = d.accounts.issueToken(user, name, expires);
     d.audit.record({ actor: user.id, action: 'token.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: row.id, name: row.name, expiresAt: row.expiresAt, via: 'page' } });
-    // Shown in this response only; the database keeps a hash.
-    renderTokens(req, res, { newToken: { name: row.name, token } }, 201);
+    // The database keeps a hash. POST-redirect-GET: the token waits (sealed) in the session
+    // for exactly one view of /tokens/new, so a reload neither shows it again nor creates another.
+    oneTime.put(req, 'token', user.id, { name: row.name, token });
+    res.redirect(303, '/tokens/new');
+  });
+
+  r.get('/tokens/new', requireUser, (req, res) => {
+    const shown = oneTime.take<{ name: string; token: string }>(req, 'token', webUser(req).id);
+    renderTokens(req, res, shown ? { newToken: shown } : { newTokenGone: true });
   });
 
   r.post('/tokens/:id/revoke', requireUser, (req, res) => {

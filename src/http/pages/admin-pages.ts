@@ -8,9 +8,8 @@ import { clientOf } from '../context.js';
 import { adminAction } from '../routes/accounts.js';
 import { presentShare } from '../routes/shares.js';
 import { deleteUser } from '../../services/offboarding.js';
-import { formError } from './auth-pages.js';
 import { requireAdminUser, requireUser, webUser } from './auth.js';
-import type { PagesDeps } from './index.js';
+import { formError, type PagesDeps } from './shared.js';
 
 const AUDIT_PAGE = 50;
 const USERNAME = /^[A-Za-z0-9._-]{1,64}$/;

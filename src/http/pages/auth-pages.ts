@@ -1,11 +1,11 @@
 /** First-run setup, sign-in and sign-out pages. */
 import { Router, type Request, type Response } from 'express';
-import { AppError, isAppError } from '../../errors.js';
+import { isAppError } from '../../errors.js';
 import { normalizeUsername } from '../../services/accounts.js';
 import { MIN_PASSWORD_LENGTH } from '../../services/passwords.js';
 import { clientOf } from '../context.js';
 import { safeNext, signIn, signOut } from './auth.js';
-import type { PagesDeps } from './index.js';
+import { pageText, type PagesDeps } from './shared.js';
 
 const USERNAME = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -95,17 +95,4 @@ export function authPages(d: PagesDeps): Router {
   });
 
   return r;
-}
-
-/** "password: must be at least 10 characters" -> "The password must be at least 10 characters." */
-export function pageText(detail: string): string {
-  const m = /^(\w+): (.*)$/.exec(detail);
-  const text = m ? `The ${m[1]} ${m[2]}` : detail;
-  return text.charAt(0).toUpperCase() + text.slice(1) + (text.endsWith('.') ? '' : '.');
-}
-
-/** Turns a service's validation or conflict error into a message for the form; rethrows anything else. */
-export function formError(err: unknown): string {
-  if (isAppError(err, 'validation_error') || isAppError(err, 'conflict') || isAppError(err, 'forbidden')) return pageText((err as AppError).detail);
-  throw err;
 }

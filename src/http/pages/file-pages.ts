@@ -9,12 +9,19 @@ import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
 import { presentShare } from '../routes/shares.js';
 import { leaseOf, multipartUpload, withQuotaLease } from '../upload.js';
 import { recordShareCreated, recordUploads, sendOwnerDownload } from '../events.js';
-import { formError } from './auth-pages.js';
 import { requireUser, wantsJson, webUser } from './auth.js';
 import { humanDuration } from './format.js';
-import type { PagesDeps } from './index.js';
+import { OneTimeView } from './one-time.js';
+import { formError, type PagesDeps } from './shared.js';
 
 const PAGE_SIZE = 20;
+
+/** A new link as kept for its one view. */
+interface NewShare {
+  url: string;
+  passwordProtected: boolean;
+  expiresAt: number;
+}
 /** Link lifetimes offered on the share form (those above SHARE_MAX_TTL are left out). */
 const EXPIRY_CHOICES = [3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400, 90 * 86400];
 
@@ -27,6 +34,7 @@ const field = (req: Request, name: string): string => {
 export function filePages(d: PagesDeps): Router {
   const r = Router();
   const { config } = d;
+  const oneTime = new OneTimeView(d.keyring);
 
   const uploaded = (req: Request, rows: FileRow[]) => recordUploads(d.audit, req, rows, 'page');
 
@@ -94,6 +102,7 @@ export function filePages(d: PagesDeps): Router {
       form: { maxDownloads: '', note: '', expires: String(config.shareDefaultTtl) },
       formError: null,
       newShare: null,
+      newShareGone: false,
       ...extra,
     });
   };
@@ -126,13 +135,22 @@ export function filePages(d: PagesDeps): Router {
     const { share, token } = created;
     recordShareCreated(d.audit, req, user.id, share, 'page');
     const url = `${publicBase(req, config.publicUrl)}/s/${token}`;
-    // The link exists only in this response: it is rendered here, never stored or redirected to.
-    const svg = await QRCode.toString(url, { type: 'svg', errorCorrectionLevel: 'M', margin: 1 });
-    const qrSvg = svg.replace('<svg ', '<svg role="img" aria-label="QR code of the new link" class="qr-code" ');
-    await renderFile(req, res, file, { newShare: { url, qrSvg, passwordProtected: share.passwordHash !== null, expiresAt: share.expiresAt } }, 201);
+    // POST-redirect-GET: the link waits (sealed) in the session for exactly one view of the
+    // page below, so reloading that page cannot create another link or show this one again.
+    oneTime.put(req, 'share', file.id, { url, passwordProtected: share.passwordHash !== null, expiresAt: share.expiresAt } satisfies NewShare);
+    res.redirect(303, `/files/${file.id}/new-link`);
   });
 
-  // The address bar shows this URL after a link was created; coming back to it goes to the file.
+  r.get('/files/:id/new-link', requireUser, async (req, res) => {
+    const file = d.vault.get(webUser(req).id, String(req.params.id));
+    const shown = oneTime.take<NewShare>(req, 'share', file.id);
+    if (!shown) return void (await renderFile(req, res, file, { newShareGone: true }));
+    const svg = await QRCode.toString(shown.url, { type: 'svg', errorCorrectionLevel: 'M', margin: 1 });
+    const qrSvg = svg.replace('<svg ', '<svg role="img" aria-label="QR code of the new link" class="qr-code" ');
+    await renderFile(req, res, file, { newShare: { ...shown, qrSvg } });
+  });
+
+  // An older address for the page after a link was created; coming back to it goes to the file.
   r.get('/files/:id/shares', requireUser, (req, res) => {
     res.redirect(303, `/files/${d.vault.get(webUser(req).id, String(req.params.id)).id}`);
   });

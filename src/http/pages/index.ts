@@ -3,56 +3,17 @@
  * /api (which takes bearer tokens only); its routes use a cookie session plus a CSRF token
  * and call the same services the API routes call.
  */
-import express, { Router, type RequestHandler } from 'express';
-import type { Config } from '../../config.js';
-import type { Keyring } from '../../crypto/keyring.js';
-import type { Db } from '../../db/database.js';
+import express, { Router } from 'express';
 import { AppError } from '../../errors.js';
-import type { AccountsService, SetupCode } from '../../services/accounts.js';
-import type { AuditLog } from '../../services/audit.js';
-import type { WebSessions } from '../../services/sessions.js';
-import type { SharesService } from '../../services/shares.js';
-import type { VaultService } from '../../services/vault.js';
-import type { Csrf } from '../csrf.js';
-import type { PasswordLimits } from '../rate-limit.js';
 import { accountPages } from './account-pages.js';
 import { adminPages } from './admin-pages.js';
 import { loadUser } from './auth.js';
 import { authPages } from './auth-pages.js';
 import { filePages } from './file-pages.js';
 import { sessionMiddleware } from './session.js';
-
-export interface PagesDeps {
-  config: Config;
-  db: Db;
-  keyring: Keyring;
-  accounts: AccountsService;
-  vault: VaultService;
-  shares: SharesService;
-  audit: AuditLog;
-  sessions: WebSessions;
-  setup: SetupCode;
-  csrf: Csrf;
-  limits: PasswordLimits;
-}
+import { MESSAGES, type PagesDeps } from './shared.js';
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
-
-/** Flash messages are fixed texts picked by a code in the query, so nothing a link carries is reflected. */
-export const MESSAGES: Record<string, string> = {
-  welcome: 'Your admin account is ready. Upload a first file below.',
-  'signed-out': 'You are signed out.',
-  'session-ended': 'That session has been ended.',
-  'password-changed': 'Your password has been changed. Your other sessions and your API tokens were ended.',
-  deleted: 'The file was deleted, and its links stopped working.',
-  revoked: 'The link was revoked. It stopped working at once.',
-  'token-revoked': 'The token was revoked.',
-  'user-created': 'The user was created.',
-  'user-updated': 'The user was updated.',
-  'user-deleted': 'The user was deleted.',
-  'link-revoked': 'The link was revoked.',
-  'links-revoked': 'Every live link of this user was revoked.',
-};
 
 /** Every page route, behind the session, the user loader and the CSRF check. */
 export function pageRoutes(d: PagesDeps): Router {

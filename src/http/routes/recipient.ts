@@ -13,6 +13,7 @@ import { sendFileContent } from '../content.js';
 import { clientOf } from '../context.js';
 import type { Csrf } from '../csrf.js';
 import { limiter } from '../rate-limit.js';
+import { PLACEHOLDER_NAME, verifyCommands } from '../shell-quote.js';
 
 export interface RecipientDeps {
   vault: VaultService;
@@ -72,11 +73,14 @@ export function recipientRoutes(d: RecipientDeps): Router {
   // Per-share ceiling: survives an attacker spreading guesses over many addresses.
   const perShare: RequestHandler = limiter({ ...common, limit: d.passwordLimit.perShare, key: tokenKey });
 
-  const resolve = (req: Request): ResolvedShare | null => d.shares.resolve(String(req.params.token), d.vault.files);
+  const ticketOf = (req: Request): string | undefined => (typeof req.query.ticket === 'string' ? req.query.ticket : undefined);
+  const resolve = (req: Request, ticket?: string): ResolvedShare | null => d.shares.resolve(String(req.params.token), d.vault.files, ticket);
 
   const missingPage = (res: Response) => res.status(404).render('share-missing');
 
-  const renderDetails = (req: Request, res: Response, s: ResolvedShare, ticket?: string) => {
+  // The Download button always carries a ticket: a second click (or the browser's retry) is
+  // the same download and does not spend the link's budget again.
+  const renderDetails = (req: Request, res: Response, s: ResolvedShare, ticket: string) => {
     const base = `/s/${encodeURIComponent(String(req.params.token))}/content`;
     res.setHeader('Cache-Control', 'no-store');
     res.render('share', {
@@ -86,7 +90,9 @@ export function recipientRoutes(d: RecipientDeps): Router {
       expiresIso: new Date(s.share.expiresAt).toISOString(),
       expiresHuman: new Date(s.share.expiresAt).toUTCString(),
       remaining: s.share.maxDownloads === null ? null : Math.max(0, s.share.maxDownloads - s.share.downloads),
-      downloadHref: ticket ? `${base}?ticket=${encodeURIComponent(ticket)}` : base,
+      downloadHref: `${base}?ticket=${encodeURIComponent(ticket)}`,
+      // Quoted for each shell: the name is the uploader's choice and must not run as code.
+      verify: { ...verifyCommands(s.file.name), placeholderName: PLACEHOLDER_NAME },
     });
   };
 
@@ -111,20 +117,20 @@ export function recipientRoutes(d: RecipientDeps): Router {
     });
 
   r.get('/s/:token', (req, res) => {
-    const s = resolve(req);
+    const s = resolve(req, ticketOf(req));
     if (!s) return void missingPage(res);
-    const ticket = typeof req.query.ticket === 'string' ? req.query.ticket : undefined;
-    if (s.share.passwordHash && !(ticket && d.shares.checkTicket(s.share, ticket))) {
+    if (s.share.passwordHash && !s.ticket) {
       // Name, size and checksum are not shown before the password is given.
       return void renderPasswordForm(req, res, 200, null);
     }
-    renderDetails(req, res, s, ticket);
+    renderDetails(req, res, s, s.ticket ? ticketOf(req)! : d.shares.issueTicket(s.share));
   });
 
   r.post('/s/:token', express.urlencoded({ extended: false, limit: '8kb' }), (req, _res, next) => {
     d.csrf.check(req);
     next();
   }, perIp, perShare, async (req, res) => {
+    // No ticket here: a new password entry is a new recipient, who gets a new ticket.
     const s = resolve(req);
     if (!s) return void missingPage(res);
     const password = passwordOf(req) ?? '';
@@ -132,18 +138,17 @@ export function recipientRoutes(d: RecipientDeps): Router {
       passwordFailure(req, s);
       return void renderPasswordForm(req, res, 401, 'That password is not right. Try again.');
     }
-    // A signed ticket: the browser downloads with a plain, resumable GET, and the password
-    // hash is not recomputed for every Range request.
-    const ticket = d.shares.issueTicket(s.share);
-    res.redirect(303, `/s/${encodeURIComponent(String(req.params.token))}/content?ticket=${encodeURIComponent(ticket)}`);
+    // The details page (name, size, SHA-256, expiry), whose Download button carries a signed
+    // ticket: the browser downloads with a plain, resumable GET, the password hash is not
+    // recomputed for every Range request, and repeats of this download count once.
+    renderDetails(req, res, s, d.shares.issueTicket(s.share));
   });
 
   const content: RequestHandler = async (req, res) => {
-    const s = resolve(req);
+    const s = resolve(req, ticketOf(req));
     if (!s) throw new AppError('not_found', GONE);
     if (s.share.passwordHash) {
-      const ticket = typeof req.query.ticket === 'string' ? req.query.ticket : undefined;
-      if (!(ticket && d.shares.checkTicket(s.share, ticket))) {
+      if (!s.ticket) {
         const password = passwordOf(req);
         const challenge = { 'WWW-Authenticate': 'Basic realm="shared file", charset="UTF-8"' };
         if (password === undefined) throw new AppError('unauthorized', 'this link needs a password (HTTP Basic auth, any user name)', challenge);
@@ -155,10 +160,11 @@ export function recipientRoutes(d: RecipientDeps): Router {
     }
     const result = await sendFileContent(req, res, d.vault, s.file, {
       begin: (range, length, deliversLastByte) => {
-        const reservation = d.shares.reserve(s.share, s.file, length, deliversLastByte);
+        const reservation = d.shares.reserve(s, length, deliversLastByte);
         if (!reservation) throw new AppError('not_found', GONE);
         return {
-          heartbeat: () => d.shares.refresh(reservation),
+          heartbeatMs: d.shares.heartbeatMs,
+          heartbeat: (bytesSent) => d.shares.refresh(reservation, bytesSent),
           end: (bytesSent, completed) => d.shares.settle(reservation, bytesSent, completed),
         };
       },
@@ -172,7 +178,7 @@ export function recipientRoutes(d: RecipientDeps): Router {
         fileId: s.file.id,
         shareId: s.share.id,
         ...clientOf(req),
-        details: { start: result.range.start, end: result.range.end, bytesSent: result.bytesSent, completed: result.completed, integrityError: result.integrityError ?? false },
+        details: { start: result.range.start, end: result.range.end, bytesSent: result.bytesSent, completed: result.completed, integrityError: result.integrityError ?? false, repeat: s.repeat },
       });
     }
   };

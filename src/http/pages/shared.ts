@@ -1,0 +1,59 @@
+/**
+ * What every page module shares: the dependencies they are built from, the fixed flash
+ * messages, and turning a service error into form text. Kept apart from index.ts so the page
+ * modules do not import the module that imports them.
+ */
+import type { Config } from '../../config.js';
+import type { Keyring } from '../../crypto/keyring.js';
+import type { Db } from '../../db/database.js';
+import { isAppError, type AppError } from '../../errors.js';
+import type { AccountsService, SetupCode } from '../../services/accounts.js';
+import type { AuditLog } from '../../services/audit.js';
+import type { WebSessions } from '../../services/sessions.js';
+import type { SharesService } from '../../services/shares.js';
+import type { VaultService } from '../../services/vault.js';
+import type { Csrf } from '../csrf.js';
+import type { PasswordLimits } from '../rate-limit.js';
+
+export interface PagesDeps {
+  config: Config;
+  db: Db;
+  keyring: Keyring;
+  accounts: AccountsService;
+  vault: VaultService;
+  shares: SharesService;
+  audit: AuditLog;
+  sessions: WebSessions;
+  setup: SetupCode;
+  csrf: Csrf;
+  limits: PasswordLimits;
+}
+
+/** Flash messages are fixed texts picked by a code in the query, so nothing a link carries is reflected. */
+export const MESSAGES: Record<string, string> = {
+  welcome: 'Your admin account is ready. Upload a first file below.',
+  'signed-out': 'You are signed out.',
+  'session-ended': 'That session has been ended.',
+  'password-changed': 'Your password has been changed. Your other sessions and your API tokens were ended.',
+  deleted: 'The file was deleted, and its links stopped working.',
+  revoked: 'The link was revoked. It stopped working at once.',
+  'token-revoked': 'The token was revoked.',
+  'user-created': 'The user was created.',
+  'user-updated': 'The user was updated.',
+  'user-deleted': 'The user was deleted.',
+  'link-revoked': 'The link was revoked.',
+  'links-revoked': 'Every live link of this user was revoked.',
+};
+
+/** "password: must be at least 10 characters" -> "The password must be at least 10 characters." */
+export function pageText(detail: string): string {
+  const m = /^(\w+): (.*)$/.exec(detail);
+  const text = m ? `The ${m[1]} ${m[2]}` : detail;
+  return text.charAt(0).toUpperCase() + text.slice(1) + (text.endsWith('.') ? '' : '.');
+}
+
+/** Turns a service's validation or conflict error into a message for the form; rethrows anything else. */
+export function formError(err: unknown): string {
+  if (isAppError(err, 'validation_error') || isAppError(err, 'conflict') || isAppError(err, 'forbidden')) return pageText((err as AppError).detail);
+  throw err;
+}

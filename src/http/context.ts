@@ -1,5 +1,28 @@
 /** Request facts that services record (client address, user agent) and the public base URL. */
-import type { Request } from 'express';
+import type { NextFunction, Request, Response } from 'express';
+import { isIP } from 'node:net';
+
+/**
+ * Pins req.ip to a real IP address. With TRUST_PROXY set, Express takes the client address
+ * from X-Forwarded-For without checking that it is one, so `<img src=x>` would become the
+ * address in audit rows, logs and rate-limit keys (a fresh key per forged value). Anything
+ * that is not a valid IPv4/IPv6 address is replaced by the socket's address, with a warning
+ * that gives the header's length but never its (attacker-chosen, possibly huge) content.
+ */
+export function clientAddress(req: Request, _res: Response, next: NextFunction): void {
+  let ip = req.ip;
+  if (ip === undefined || isIP(ip) === 0) {
+    ip = req.socket.remoteAddress;
+    const header = req.headers['x-forwarded-for'];
+    req.log?.warn(
+      { code: 'forwarded_for_malformed', headerLength: typeof header === 'string' ? header.length : undefined, ip },
+      'X-Forwarded-For does not name a valid IP address; using the socket address',
+    );
+  }
+  // Computed once and fixed for the request: every later reader sees the same checked value.
+  Object.defineProperty(req, 'ip', { value: ip, configurable: true, enumerable: true, writable: false });
+  next();
+}
 
 /** Client address and user agent for audit rows (the address honours TRUST_PROXY only). */
 export function clientOf(req: Request): { ip: string | null; userAgent: string | null } {

@@ -23,7 +23,7 @@ import { accountRoutes, publicAccountRoutes } from './http/routes/accounts.js';
 import { filesRoutes } from './http/routes/files.js';
 import { acceptBody } from './http/upload.js';
 import cookieParser from 'cookie-parser';
-import { clientAddress, clientOf } from './http/context.js';
+import { clientOf, pinClientAddress, warnMalformedForwardedFor } from './http/context.js';
 import { smallBodyDeadline } from './http/body-deadline.js';
 import { createCsrf } from './http/csrf.js';
 import { auditRoutes } from './http/routes/audit.js';
@@ -132,8 +132,9 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   app.set('view engine', 'ejs');
   app.set('stall timeout ms', config.socketIdleTimeoutMs);
 
+  app.use(pinClientAddress);
   app.use(requestLogger(deps.logger));
-  app.use(clientAddress);
+  app.use(warnMalformedForwardedFor);
   // JSON and form bodies get a total deadline; file uploads lift it once their route is reached.
   app.use(smallBodyDeadline(config.smallBodyTimeoutMs));
   // helmet's defaults add upgrade-insecure-requests, which breaks plain-HTTP use on a LAN.

@@ -97,7 +97,8 @@ describe('1. parseRange: strict RFC 9110 single ranges, everything else ignored'
 const HOSTILE_LENGTH = 16 * 1024 - 700;
 const half = Math.floor((HOSTILE_LENGTH - 8) / 2);
 const hostileSpaces = `bytes=${' '.repeat(half)}-${' '.repeat(half)}x`;
-const hostileDigits = `bytes=0${' '.repeat(half)}-${' '.repeat(half)}9x`;
+const third = Math.floor((HOSTILE_LENGTH - 9) / 3);
+const hostileDigits = `bytes=${' '.repeat(third)}-${' '.repeat(third)}1${' '.repeat(third)}x`;
 
 describe('1. hostile headers and names are answered at once, and the event loop stays free', () => {
   it('16 KiB Range/If-Range headers, a name of dots, a Content-Digest of commas and a quota of spaces: each well under 100 ms while /healthz stays fast', async () => {
@@ -130,12 +131,13 @@ describe('1. hostile headers and names are answered at once, and the event loop 
     };
     // Warm up (first requests compile templates and JIT code paths).
     for (const [, make] of rows) await make();
+    // Soft assertions: a failure names every slow row, not just the first.
     for (const [name, make, status] of rows) {
       const [hostile, health] = await Promise.all([timed(make()), timed(h.request.get('/healthz'))]);
-      expect(hostile.status, name).toBe(status);
-      expect(health.status, name).toBe(200);
-      expect(hostile.ms, `${name}: ${hostile.ms.toFixed(1)} ms`).toBeLessThan(100);
-      expect(health.ms, `${name}: /healthz took ${health.ms.toFixed(1)} ms`).toBeLessThan(100);
+      expect.soft(hostile.status, name).toBe(status);
+      expect.soft(health.status, name).toBe(200);
+      expect.soft(hostile.ms, `${name}: ${hostile.ms.toFixed(1)} ms`).toBeLessThan(100);
+      expect.soft(health.ms, `${name}: /healthz took ${health.ms.toFixed(1)} ms`).toBeLessThan(100);
     }
   });
 

@@ -163,9 +163,10 @@ interface Trickled {
 }
 
 /** Sends `head`, then `body` in `pieces` slices `everyMs` apart; gives up after `maxMs`. */
-function trickle(port: number, head: string, body: Buffer, o: { pieces: number; everyMs: number; maxMs: number }): Promise<Trickled> {
+function trickle(port: number, head: string, body: Buffer, o: { pieces: number; everyMs: number; maxMs: number; keepSending?: boolean }): Promise<Trickled> {
   return new Promise((resolve) => {
-    const sock = net.connect(port, '127.0.0.1');
+    // keepSending: a client that ignores the server's FIN and sends the rest anyway.
+    const sock = net.connect({ port, host: '127.0.0.1', allowHalfOpen: o.keepSending === true });
     const t0 = performance.now();
     const out: Trickled = { response: '', responseAtMs: null, closedAtMs: null, sent: 0 };
     let timer: NodeJS.Timeout | undefined;
@@ -182,13 +183,14 @@ function trickle(port: number, head: string, body: Buffer, o: { pieces: number; 
     // The server's FIN (end) is the close we are looking for.
     sock.on('end', () => {
       out.closedAtMs = performance.now() - t0;
-      finish();
+      if (!o.keepSending) finish();
     });
+    sock.on('close', finish);
     sock.on('error', finish);
     const giveUp = setTimeout(finish, o.maxMs);
     const step = Math.ceil(body.length / o.pieces);
     const tick = () => {
-      if (out.closedAtMs !== null || sock.destroyed || out.sent >= body.length) return;
+      if ((out.closedAtMs !== null && !o.keepSending) || sock.destroyed || out.sent >= body.length) return;
       const piece = body.subarray(out.sent, out.sent + step);
       out.sent += piece.length;
       sock.write(piece);
@@ -238,10 +240,17 @@ describe('3. small request bodies have a total deadline; file uploads do not', (
     const { port } = await start();
     const before = (h.db.prepare('SELECT count(*) AS n FROM api_tokens').get() as { n: number }).n;
     const body = Buffer.from(JSON.stringify({ username: ADMIN.username, password: ADMIN.password, name: 'late' }));
-    // Most of the body before the deadline, the rest right after the 408.
-    const r = await trickle(port, head('POST /api/v1/auth/tokens', 'application/json', body.length), body, { pieces: 2, everyMs: DEADLINE_MS * 0.7, maxMs: DEADLINE_MS + 3000 });
+    // Half the body before the deadline, the rest right after the 408 (while the server still
+    // reads what comes, so the client sees its answer): the route must never run.
+    const r = await trickle(port, head('POST /api/v1/auth/tokens', 'application/json', body.length), body, {
+      pieces: 2,
+      everyMs: DEADLINE_MS * 0.7,
+      maxMs: DEADLINE_MS + 3000,
+      keepSending: true,
+    });
     expect(r.response).toMatch(/^HTTP\/1\.1 408 /);
-    await new Promise((res) => setTimeout(res, 200));
+    expect(r.sent).toBe(body.length);
+    expect(r.response).not.toMatch(/HTTP\/1\.1 201/);
     expect((h.db.prepare('SELECT count(*) AS n FROM api_tokens').get() as { n: number }).n).toBe(before);
   });
 

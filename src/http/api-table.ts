@@ -324,13 +324,11 @@ export const API = {
 export type OperationId = keyof typeof API;
 
 const shareTokenParams = z.object({ token: z.string().openapi({ description: 'the link secret (43 characters) from createShare' }) });
-const shareContentHeaders = rangeHeaders.extend({
-  Authorization: z.string().optional().openapi({ description: 'the link password as HTTP Basic auth with any user name (curl -u :PASSWORD)' }),
-});
 const health = z.object({ status: z.literal('ok') }).strict().openapi('Health');
 const shareContentDescription =
-  'No account needed. Unknown, revoked, expired and used-up links all answer the same 404. A password link without a ' +
-  'password, or with a wrong one, is 401 with `WWW-Authenticate: Basic`; wrong passwords are rate-limited per address and per link.';
+  'No account needed. A link with a password takes it as HTTP Basic auth with any user name (`curl -u :PASSWORD -OJ URL`); ' +
+  'without it, or with a wrong one, the answer is 401 with `WWW-Authenticate: Basic`, and wrong passwords are rate-limited ' +
+  'per address and per link. Unknown, revoked, expired and used-up links all answer the same 404.';
 
 /**
  * Routes served outside /api/v1 (the recipient download and the health checks, bound in
@@ -347,7 +345,7 @@ export const OUTSIDE_API = {
     description: shareContentDescription,
     auth: 'none',
     params: shareTokenParams,
-    headers: shareContentHeaders,
+    headers: rangeHeaders,
     responses: {
       200: { description: 'the whole file', binary: true, headers: downloadHeaders },
       206: { description: 'the requested range', binary: true, headers: partialHeaders },
@@ -363,7 +361,7 @@ export const OUTSIDE_API = {
     description: shareContentDescription,
     auth: 'none',
     params: shareTokenParams,
-    headers: shareContentHeaders,
+    headers: rangeHeaders,
     responses: {
       200: { description: 'headers of the whole file', headers: downloadHeaders },
       206: { description: 'headers of the range', headers: partialHeaders },

@@ -15,7 +15,8 @@ type Marked = Request & { [MALFORMED_FORWARDED_FOR]?: number };
  */
 export function pinClientAddress(req: Request, _res: Response, next: NextFunction): void {
   let ip = req.ip;
-  if (ip === undefined || isIP(ip) === 0) {
+  // undefined only when the socket is already gone: nothing was forged, nothing to replace.
+  if (ip !== undefined && isIP(ip) === 0) {
     ip = req.socket.remoteAddress;
     const header = req.headers['x-forwarded-for'];
     (req as Marked)[MALFORMED_FORWARDED_FOR] = typeof header === 'string' ? header.length : 0;

@@ -23,7 +23,8 @@ import { accountRoutes, publicAccountRoutes } from './http/routes/accounts.js';
 import { filesRoutes } from './http/routes/files.js';
 import { acceptBody } from './http/upload.js';
 import cookieParser from 'cookie-parser';
-import { clientOf } from './http/context.js';
+import { clientOf, pinClientAddress, warnMalformedForwardedFor } from './http/context.js';
+import { smallBodyDeadline } from './http/body-deadline.js';
 import { createCsrf } from './http/csrf.js';
 import { auditRoutes } from './http/routes/audit.js';
 import { humanSize, recipientRoutes } from './http/routes/recipient.js';
@@ -132,7 +133,11 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   app.set('view engine', 'ejs');
   app.set('stall timeout ms', config.socketIdleTimeoutMs);
 
+  app.use(pinClientAddress);
   app.use(requestLogger(deps.logger));
+  app.use(warnMalformedForwardedFor);
+  // JSON and form bodies get a total deadline; file uploads lift it once their route is reached.
+  app.use(smallBodyDeadline(config.smallBodyTimeoutMs));
   // helmet's defaults add upgrade-insecure-requests, which breaks plain-HTTP use on a LAN.
   app.use(helmet({ contentSecurityPolicy: PAGE_CSP, crossOriginEmbedderPolicy: false }));
 
@@ -140,6 +145,12 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   app.use(cookieParser());
   Object.assign(app.locals, { humanSize, humanTime, relativeTime, humanDuration, shortHash, exactSize, asset: assetUrl });
 
+  // Browsers ask for /favicon.ico on every page whatever the pages link; answer with the icon.
+  const favicon = fs.readFileSync(path.join(ROOT, 'public', 'favicon.svg'));
+  app.get('/favicon.ico', (_req, res) => {
+    res.type('image/svg+xml').setHeader('Cache-Control', 'public, max-age=86400');
+    res.send(favicon);
+  });
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });

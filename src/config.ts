@@ -39,6 +39,8 @@ export interface Config {
   loginRateLimitPerIp: number;
   rateLimitWindowMs: number;
   socketIdleTimeoutMs: number;
+  /** Total time a small (JSON or form) request body may take to arrive; file uploads are exempt. */
+  smallBodyTimeoutMs: number;
   shutdownGraceMs: number;
   shareDefaultTtl: number;
   shareMaxTtl: number;
@@ -95,7 +97,9 @@ const UNITS: Record<string, number> = {
 
 /** Parses "1048576", "512MiB", "2 GiB", "1.5GB" into bytes; null when malformed. */
 export function parseSize(text: string): number | null {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
+  // Trim first: with \s* on both sides of the optional unit, spaces could be split between
+  // them in quadratically many ways (this parses the admin page's quota field too).
+  const m = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(text.trim());
   if (!m) return null;
   const unit = UNITS[(m[2] || 'b').toLowerCase()];
   if (unit === undefined) return null;
@@ -275,6 +279,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     loginRateLimitPerIp: int(env, 'LOGIN_RATE_LIMIT_PER_IP', 100, 1, 1000000),
     rateLimitWindowMs: int(env, 'RATE_LIMIT_WINDOW_SECONDS', 900, 1, 86400) * 1000,
     socketIdleTimeoutMs: int(env, 'SOCKET_IDLE_TIMEOUT_SECONDS', 120, 5, 3600) * 1000,
+    smallBodyTimeoutMs: int(env, 'SMALL_BODY_TIMEOUT_SECONDS', 30, 1, 3600) * 1000,
     shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS', 10000, 0, 600000),
     shareDefaultTtl,
     shareMaxTtl,

@@ -9,7 +9,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
-import { API, openApiPath, type ApiOperation, type OperationId } from '../src/http/api-table.js';
+import { API, OUTSIDE_API, openApiPath, type ApiOperation, type OperationId } from '../src/http/api-table.js';
 import { ApiRoutes, checkResponse } from '../src/http/api-router.js';
 import * as M from '../src/http/api-models.js';
 import { buildOpenApiDocument } from '../src/http/openapi.js';
@@ -64,7 +64,9 @@ describe('the OpenAPI document', () => {
         if (op) documented.set(key(m, p), op);
       }
     }
-    const table = new Map(Object.entries(TABLE).map(([id, op]) => [key(op.method, openApiPath(op)), { id, op }]));
+    // The document also describes the routes served outside /api/v1 (recipient download, health checks).
+    const all: Record<string, ApiOperation> = { ...TABLE, ...OUTSIDE_API };
+    const table = new Map(Object.entries(all).map(([id, op]) => [key(op.method, openApiPath(op)), { id, op }]));
     expect([...documented.keys()].sort()).toEqual([...table.keys()].sort());
     for (const [k, { id, op }] of table) {
       const d = documented.get(k);

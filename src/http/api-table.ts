@@ -15,8 +15,10 @@ type Schema = z.ZodTypeAny;
 /** What one API operation accepts and answers; see API below. */
 export interface ApiOperation {
   method: 'get' | 'post' | 'put' | 'patch' | 'delete' | 'head';
-  /** Express path under /api/v1 (`:param` syntax). */
+  /** Express path under /api/v1 (`:param` syntax), or under `mount` when set. */
   path: string;
+  /** Set ('' = the site root) for routes served outside /api/v1 and only documented here (OUTSIDE_API). */
+  mount?: string;
   tag: string;
   summary: string;
   description?: string;
@@ -209,7 +211,7 @@ export const API = {
     auth: 'token',
     body: { kind: 'multipart', schema: multipartFiles },
     responses: { 201: { description: 'stored', schema: M.FilesUploaded } },
-    errors: [...uploadErrors, 'too_many_files', 'payload_too_large', 'unsupported_media_type'],
+    errors: [...uploadErrors, 'too_many_files', 'payload_too_large', 'unsupported_media_type', 'checksum_field_order'],
   },
   uploadRaw: {
     method: 'put',
@@ -218,7 +220,8 @@ export const API = {
     summary: 'Upload one file as the raw request body (curl -T)',
     description:
       'The name comes from the path (`curl -T report.pdf $BASE/api/v1/uploads/` appends it). A Content-Length over the limit ' +
-      'is refused before the body is read, also instead of `100 Continue`.',
+      'is refused before the body is read, also instead of `100 Continue`. Partial PUT is not supported: a request with ' +
+      '`Content-Range` is refused with 400 `partial_put_unsupported` and stores nothing.',
     auth: 'token',
     params: z.object({ name: z.string().min(1).openapi({ description: 'file name (cleaned, never used as a path)' }) }),
     headers: z.object({
@@ -227,7 +230,7 @@ export const API = {
     }),
     body: { kind: 'binary' },
     responses: { 201: { description: 'stored', schema: M.FileUploaded, headers: location } },
-    errors: uploadErrors,
+    errors: [...uploadErrors, 'partial_put_unsupported'],
   },
   listFiles: {
     method: 'get',
@@ -353,12 +356,79 @@ export const API = {
 
 export type OperationId = keyof typeof API;
 
+const shareTokenParams = z.object({ token: z.string().openapi({ description: 'the link secret (43 characters) from createShare' }) });
+const health = z.object({ status: z.literal('ok') }).strict().openapi('Health');
+const shareContentDescription =
+  'No account needed. A link with a password takes it as HTTP Basic auth with any user name (`curl -u :PASSWORD -OJ URL`); ' +
+  'without it, or with a wrong one, the answer is 401 with `WWW-Authenticate: Basic`, and wrong passwords are rate-limited ' +
+  'per address and per link. Unknown, revoked, expired and used-up links all answer the same 404.';
+
+/**
+ * Routes served outside /api/v1 (the recipient download and the health checks, bound in
+ * app.ts and routes/recipient.ts), documented in the same OpenAPI document so clients and
+ * monitoring can find them. The API router does not serve these.
+ */
+export const OUTSIDE_API = {
+  getShareContent: {
+    method: 'get',
+    mount: '',
+    path: '/s/:token/content',
+    tag: 'Recipients',
+    summary: 'Download a shared file (Range supported)',
+    description: shareContentDescription,
+    auth: 'none',
+    params: shareTokenParams,
+    headers: rangeHeaders,
+    responses: {
+      200: { description: 'the whole file', binary: true, headers: downloadHeaders },
+      206: { description: 'the requested range', binary: true, headers: partialHeaders },
+    },
+    errors: ['not_found', 'unauthorized', 'rate_limited', 'range_not_satisfiable', 'integrity_error'],
+  },
+  headShareContent: {
+    method: 'head',
+    mount: '',
+    path: '/s/:token/content',
+    tag: 'Recipients',
+    summary: 'Download headers of a shared file (nothing is decrypted, no download is counted)',
+    description: shareContentDescription,
+    auth: 'none',
+    params: shareTokenParams,
+    headers: rangeHeaders,
+    responses: {
+      200: { description: 'headers of the whole file', headers: downloadHeaders },
+      206: { description: 'headers of the range', headers: partialHeaders },
+    },
+    errors: ['not_found', 'unauthorized', 'rate_limited', 'range_not_satisfiable'],
+  },
+  healthz: {
+    method: 'get',
+    mount: '',
+    path: '/healthz',
+    tag: 'Meta',
+    summary: 'Liveness: the process answers',
+    auth: 'none',
+    responses: { 200: { description: 'alive', schema: health } },
+    errors: [],
+  },
+  readyz: {
+    method: 'get',
+    mount: '',
+    path: '/readyz',
+    tag: 'Meta',
+    summary: 'Readiness: the database answers and the upload store is writable',
+    auth: 'none',
+    responses: { 200: { description: 'ready', schema: health } },
+    errors: ['not_ready'],
+  },
+} as const satisfies Record<string, ApiOperation>;
+
 /** The mount point of the API. */
 export const API_PREFIX = '/api/v1';
 
-/** Express `:param` path to OpenAPI `{param}` path, with the API prefix. */
-export function openApiPath(op: Pick<ApiOperation, 'path'>): string {
-  return API_PREFIX + op.path.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
+/** Express `:param` path to OpenAPI `{param}` path, with the API prefix (or the operation's own mount). */
+export function openApiPath(op: Pick<ApiOperation, 'path' | 'mount'>): string {
+  return (op.mount ?? API_PREFIX) + op.path.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
 }
 
 /**
@@ -369,7 +439,7 @@ export function commonErrors(op: ApiOperation): ErrorCode[] {
   const out: ErrorCode[] = ['internal_error'];
   if (op.auth !== 'none') out.push('unauthorized');
   if (op.auth === 'admin') out.push('forbidden');
-  if (op.body?.kind === 'json') out.push('validation_error', 'invalid_json', 'payload_too_large', 'unsupported_media_type');
+  if (op.body?.kind === 'json') out.push('validation_error', 'invalid_json', 'payload_too_large', 'unsupported_media_type', 'body_timeout');
   return out;
 }
 

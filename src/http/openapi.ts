@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ERROR_CODES, type ErrorCode } from '../errors.js';
 import { Problem, problemWith } from './api-models.js';
-import { API, errorsOf, openApiPath, type ApiOperation } from './api-table.js';
+import { API, OUTSIDE_API, errorsOf, openApiPath, type ApiOperation } from './api-table.js';
 import { z } from './zod.js';
 
 const PACKAGE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json');
@@ -31,8 +31,8 @@ const DESCRIPTION = `Every file is encrypted at rest under its own key and authe
 HTTP Basic auth with any user name (\`curl -u :PASSWORD -OJ URL\`). Unknown, revoked, expired and used-up links all answer
 the same 404; a missing or wrong password is 401.`;
 
-/** Builds the OpenAPI 3.1 document for the whole API. */
-export function buildOpenApiDocument(o: OpenApiOptions = {}, table: Record<string, ApiOperation> = API) {
+/** Builds the OpenAPI 3.1 document for the whole API, with the routes outside /api/v1 that clients use (OUTSIDE_API). */
+export function buildOpenApiDocument(o: OpenApiOptions = {}, table: Record<string, ApiOperation> = { ...API, ...OUTSIDE_API }) {
   const registry = new OpenAPIRegistry();
   registry.register('Problem', Problem);
   const bearer = registry.registerComponent('securitySchemes', 'bearerToken', {

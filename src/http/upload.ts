@@ -9,6 +9,7 @@ import { AppError } from '../errors.js';
 import { chooseMimeType, cleanFileName } from '../services/filenames.js';
 import type { QuotaLease } from '../services/quota.js';
 import type { StagedFile, VaultService } from '../services/vault.js';
+import { exemptFromBodyDeadline } from './body-deadline.js';
 import { sendError, toAppError } from './error-handler.js';
 
 declare module 'express-serve-static-core' {
@@ -127,8 +128,16 @@ export function multipartUpload(
       next(new AppError('unsupported_media_type', 'send multipart/form-data with parts named "file" (or use PUT /api/v1/uploads/:name)'));
       return;
     }
+    // A file upload streams for as long as it makes progress (idle timeout), not 30 s.
+    exemptFromBodyDeadline(req);
     acceptBody(req, res);
     upload(req, res, (err?: unknown) => {
+      // A `sha256` field still unclaimed at the end came after the last file part: it
+      // checks nothing, and storing the file as if it had been verified would be a lie.
+      const body = req.body as Record<string, unknown> | undefined;
+      if (!err && body?.sha256 !== undefined) {
+        err = new AppError('checksum_field_order', 'sha256: the field must come before the file part it checks; nothing was stored');
+      }
       if (!err) return next();
       const staged = req.staged ?? [];
       req.staged = [];

@@ -10,6 +10,7 @@ import { principal } from '../auth.js';
 import { clientOf } from '../context.js';
 import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
 import { listQuery, parse } from '../schemas.js';
+import { exemptFromBodyDeadline } from '../body-deadline.js';
 import { acceptBody, leaseOf, multipartUpload, parseDigestHeader, withQuotaLease } from '../upload.js';
 import { recordUploads, sendOwnerDownload } from '../events.js';
 
@@ -40,6 +41,12 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
   );
 
   r.op('uploadRaw', async (req: Request, res: Response) => {
+    if (req.headers['content-range'] !== undefined) {
+      // RFC 9110 14.5: a server that does not support partial PUT must answer 400, or the
+      // part would be stored as a complete file. Refused before the quota lease, 100 Continue
+      // or any byte of the body is read, and the connection closes so the body is not read either.
+      throw new AppError('partial_put_unsupported', 'Content-Range on PUT is not supported: send the whole file in one request', {}, true);
+    }
     const declared = req.headers['content-length'];
     if (declared !== undefined && Number(declared) > d.maxFileSize) {
       // Refuse before reading (and instead of 100 Continue).
@@ -55,6 +62,8 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
     const lease = d.vault.quota.lease(principal(req).user.id);
     try {
       if (declared !== undefined && /^\d+$/.test(declared)) lease.check(Number(declared));
+      // The body is the file: it keeps the idle-timeout rule, not the small-body deadline.
+      exemptFromBodyDeadline(req);
       acceptBody(req, res);
       const staged = await d.vault.ingest(req, { name, mimeType, maxBytes: d.maxFileSize, expectedSha256: expected, lease });
       const [row] = await d.vault.commit(principal(req).user.id, [staged], lease);

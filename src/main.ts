@@ -12,9 +12,8 @@ import { FilesRepo } from './db/files.js';
 import { MasterKeysRepo } from './db/master-keys.js';
 import { createLogger } from './http/logging.js';
 import { loadKeyring } from './keyfile.js';
-import { AccountsService, SetupCode } from './services/accounts.js';
+import { SetupCode, setupOpenIn } from './services/accounts.js';
 import { KeyMismatchError, checkKeyringAgainstDb } from './services/key-check.js';
-import { PasswordHasher } from './services/passwords.js';
 import { createHttpServer } from './server.js';
 import { DiskBlobStore } from './storage/disk.js';
 
@@ -76,9 +75,8 @@ async function main(): Promise<void> {
   if (orphans) logger.warn({ removed: orphans }, 'removed ciphertext left without a row by an interrupted upload');
 
   const setupFile = path.join(config.dataDir, 'setup-code');
-  const accounts = new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: 60, tokenMaxTtl: 60 });
   let setup: SetupCode;
-  if (accounts.setupOpen()) {
+  if (setupOpenIn(db)) {
     setup = SetupCode.generate(setupFile);
     process.stderr.write(
       `\n  No account exists yet. One-time setup code: ${setup.reveal()}\n` +

@@ -23,6 +23,7 @@ import { gc } from '../ops/gc.js';
 import { KeyInUseError, keyStatus, retire, rotate } from '../ops/keys.js';
 import { scrub } from '../ops/scrub.js';
 import { AccountsService } from '../services/accounts.js';
+import { openIntegrity } from '../services/integrity.js';
 import { AuditLog, verifyAuditChain } from '../services/audit.js';
 import { KeyMismatchError, checkKeyringAgainstDb } from '../services/key-check.js';
 import { PasswordHasher } from '../services/passwords.js';
@@ -78,8 +79,12 @@ function open(config: Config, opts: { checkKeys: boolean }): { db: Db; keyring: 
   return { db, keyring };
 }
 
+/** Accounts on `db`; needs the master key, because user rows are sealed with a key it protects. */
 function accountsOn(db: Db, config: Config): AccountsService {
-  return new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
+  const { keyring } = loadKeyring(config, { mayGenerate: false });
+  const { keys, upgraded } = openIntegrity(db, keyring);
+  if (upgraded) audit(db, keyring, config, 'integrity.upgrade', 'success', { ...upgraded });
+  return new AccountsService({ db, integrity: keys, hasher: new PasswordHasher(1), tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
 }
 
 /**
@@ -93,7 +98,7 @@ async function changeUser(config: Config, name: string, changes: { disabled?: bo
     const user = accounts.users.byUsername(name);
     if (!user) throw new AppError('not_found', `no user named "${name}"`);
     await accounts.adminUpdate(user.id, changes);
-    new WebSessions({ db, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs }).endAllForUser(user.id);
+    new WebSessions({ db, integrity: accounts.integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs }).endAllForUser(user.id);
     return user;
   } finally {
     db.close();

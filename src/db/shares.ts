@@ -1,4 +1,9 @@
-/** Repository for share links and the download reservations against them. */
+/**
+ * Repository for share links and the download reservations against them. Links are found by
+ * the keyed hash of their token (services/integrity.ts), and each row carries a MAC over its
+ * file, owner, password and limits.
+ */
+import { shareMacFields, type IntegrityKeys } from '../services/integrity.js';
 import { stmt, type Db } from './database.js';
 
 export interface ShareRow {
@@ -50,19 +55,26 @@ const COLUMNS =
   'id, file_id, owner_id, password_hash, note, created_at, expires_at, max_downloads, downloads, bytes_served, revoked_at, expired_at';
 
 export class SharesRepo {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly keys: IntegrityKeys,
+  ) {}
 
+  /** Inserts a link with its MAC; `tokenHash` is the keyed lookup value of the token. */
   insert(s: ShareRow & { tokenHash: Buffer }): void {
     stmt(this.db, 
-        `INSERT INTO shares (id, file_id, owner_id, token_hash, password_hash, note, created_at, expires_at, max_downloads)
-         VALUES (@id, @fileId, @ownerId, @tokenHash, @passwordHash, @note, @createdAt, @expiresAt, @maxDownloads)`,
+        `INSERT INTO shares (id, file_id, owner_id, token_hash, password_hash, note, created_at, expires_at, max_downloads, row_mac)
+         VALUES (@id, @fileId, @ownerId, @tokenHash, @passwordHash, @note, @createdAt, @expiresAt, @maxDownloads, @rowMac)`,
       )
-      .run(s);
+      .run({ ...s, rowMac: this.keys.rowMac('shares', shareMacFields(s)) });
   }
 
-  byTokenHash(hash: Buffer): ShareRow | undefined {
-    const r = stmt(this.db, `SELECT ${COLUMNS} FROM shares WHERE token_hash = ?`).get(hash) as RawShare | undefined;
-    return r && toRow(r);
+  /** The link with this lookup value; `intact` is false when its file, owner, password or limits were changed without the key. */
+  byTokenHash(hash: Buffer): { share: ShareRow; intact: boolean } | undefined {
+    const r = stmt(this.db, `SELECT ${COLUMNS}, row_mac FROM shares WHERE token_hash = ?`).get(hash) as (RawShare & { row_mac: Buffer | null }) | undefined;
+    if (!r) return undefined;
+    const share = toRow(r);
+    return { share, intact: this.keys.rowMacMatches('shares', shareMacFields({ ...share, tokenHash: hash }), r.row_mac) };
   }
 
   byId(id: string): ShareRow | undefined {

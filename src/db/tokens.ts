@@ -1,4 +1,8 @@
-/** Repository for API tokens. Only SHA-256 hashes of tokens are stored. */
+/**
+ * Repository for API tokens. Only keyed hashes of tokens are stored (services/integrity.ts:
+ * HMAC(k_lookup, SHA-256(token))), and each row carries a MAC over its user and expiry.
+ */
+import { tokenMacFields, type IntegrityKeys } from '../services/integrity.js';
 import { stmt, type Db } from './database.js';
 
 export interface TokenRow {
@@ -34,21 +38,30 @@ const toRow = (r: RawToken): TokenRow => ({
 const COLUMNS = 'id, user_id, name, created_at, expires_at, last_used_at, revoked_at';
 
 export class TokensRepo {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly keys: IntegrityKeys,
+  ) {}
 
+  /** Inserts a token row with its MAC; `tokenHash` is the keyed lookup value of the token. */
   insert(t: TokenRow & { tokenHash: Buffer }): void {
     stmt(this.db, 
-        `INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, expires_at)
-         VALUES (@id, @userId, @name, @tokenHash, @createdAt, @expiresAt)`,
+        `INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, expires_at, row_mac)
+         VALUES (@id, @userId, @name, @tokenHash, @createdAt, @expiresAt, @rowMac)`,
       )
-      .run(t);
+      .run({ ...t, rowMac: this.keys.rowMac('api_tokens', tokenMacFields(t)) });
   }
 
-  /** The live (unrevoked, unexpired) token with this hash, or undefined. */
-  activeByHash(tokenHash: Buffer, now: number): TokenRow | undefined {
-    const r = stmt(this.db, `SELECT ${COLUMNS} FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ?`)
-      .get(tokenHash, now) as RawToken | undefined;
-    return r && toRow(r);
+  /**
+   * The live (unrevoked, unexpired) token with this lookup value, or undefined; `intact` is
+   * false when the row's user or expiry was changed without the key (the caller refuses it).
+   */
+  activeByHash(tokenHash: Buffer, now: number): { row: TokenRow; intact: boolean } | undefined {
+    const r = stmt(this.db, `SELECT ${COLUMNS}, row_mac FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ?`)
+      .get(tokenHash, now) as (RawToken & { row_mac: Buffer | null }) | undefined;
+    if (!r) return undefined;
+    const row = toRow(r);
+    return { row, intact: this.keys.rowMacMatches('api_tokens', tokenMacFields({ ...row, tokenHash }), r.row_mac) };
   }
 
   /** Records use, at most once a minute per token to keep writes off the hot path. */

@@ -97,6 +97,11 @@ export class QuotaService {
     if (committed) this.usage.set(userId, this.usageOf(userId) + committed);
   }
 
+  /** Records bytes that became a user's outside an upload (a transfer); a user not cached yet loads them from the database later. */
+  added(userId: string, bytes: number): void {
+    if (this.usage.has(userId)) this.usage.set(userId, this.usage.get(userId)! + bytes);
+  }
+
   /** Records a deletion. */
   removed(userId: string, bytes: number): void {
     if (this.usage.has(userId)) this.usage.set(userId, Math.max(0, this.usage.get(userId)! - bytes));

@@ -6,9 +6,9 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { stmt, type Db } from '../db/database.js';
-import { FilesRepo, type FileRow, type PageCursor } from '../db/files.js';
+import { FilesRepo, bindingOf, type FileRow, type PageCursor } from '../db/files.js';
 import { MasterKeysRepo } from '../db/master-keys.js';
-import { unwrapDek, wrapDek } from '../crypto/envelope.js';
+import { CURRENT_WRAP_VERSION, unwrapDek, wrapDek } from '../crypto/envelope.js';
 import {
   DEFAULT_CHUNK_SIZE,
   FORMAT_VERSION,
@@ -162,9 +162,11 @@ export class VaultService {
         wrappedDek: wrapDek(
           key,
           s.dek,
-          { fileId: s.id, size: s.size, sha256: s.sha256, formatVersion: FORMAT_VERSION, chunkSize: s.chunkSize },
+          // The owner is bound too: a file moved to another user by SQL no longer unwraps.
+          { wrapVersion: CURRENT_WRAP_VERSION, fileId: s.id, ownerId, size: s.size, sha256: s.sha256, formatVersion: FORMAT_VERSION, chunkSize: s.chunkSize },
           randomBytes(12),
         ),
+        wrapVersion: CURRENT_WRAP_VERSION,
         formatVersion: FORMAT_VERSION,
         chunkSize: s.chunkSize,
         // Files of one request keep their order when listed newest first.
@@ -228,6 +230,45 @@ export class VaultService {
   }
 
   /**
+   * Gives a file to another user (admin transfers): unwraps the DEK under the binding to the
+   * old owner, rewraps it under the active key bound to the new owner, and swaps owner,
+   * wrapped DEK, key id and wrap version in one compare-and-swap statement. False when the
+   * file is not `fromUserId`'s (any more) or another writer changed the row first. Throws
+   * IntegrityError when the stored wrap does not open (the row was altered).
+   */
+  transferOwnership(fileId: string, fromUserId: string, toUserId: string): boolean {
+    const row = /^[0-9a-f]{32}$/.test(fileId) ? this.files.byIdForOwner(fileId, fromUserId) : undefined;
+    if (!row) return false;
+    const old = this.deps.keyring.get(row.keyId);
+    if (!old) throw new IntegrityError(`file is wrapped under key ${row.keyId}, which is not loaded`);
+    const dek = unwrapDek(old, row.wrappedDek, bindingOf(row));
+    const active = this.deps.keyring.active;
+    let wrapped: Buffer;
+    try {
+      wrapped = wrapDek(active, dek, { ...bindingOf(row), wrapVersion: CURRENT_WRAP_VERSION, ownerId: toUserId }, randomBytes(12));
+    } finally {
+      dek.fill(0);
+    }
+    const moved = this.deps.db
+      .transaction(() => {
+        this.keys.insertIfMissing(active.id, active.checkValue, this.now());
+        return (
+          stmt(
+            this.deps.db,
+            `UPDATE files SET owner_id = ?, wrapped_dek = ?, key_id = ?, wrap_version = ?
+             WHERE id = ? AND owner_id = ? AND wrapped_dek = ?`,
+          ).run(toUserId, wrapped, active.id, CURRENT_WRAP_VERSION, row.id, fromUserId, row.wrappedDek).changes === 1
+        );
+      })
+      .immediate();
+    if (moved && fromUserId !== toUserId) {
+      this.quota.removed(fromUserId, row.size);
+      this.quota.added(toUserId, row.size);
+    }
+    return moved;
+  }
+
+  /**
    * Opens a verified plaintext stream of `range`. The first chunk is decrypted and verified
    * before this resolves, so header, key or first-chunk damage surfaces as an error the
    * caller can still answer cleanly; later damage makes the iterator throw mid-stream.
@@ -235,13 +276,7 @@ export class VaultService {
   async open(row: FileRow, range: ByteRange): Promise<AsyncGenerator<Buffer>> {
     const key = this.deps.keyring.get(row.keyId);
     if (!key) throw new IntegrityError(`file is wrapped under key ${row.keyId}, which is not loaded`);
-    const dek = unwrapDek(key, row.wrappedDek, {
-      fileId: row.id,
-      size: row.size,
-      sha256: row.sha256,
-      formatVersion: row.formatVersion,
-      chunkSize: row.chunkSize,
-    });
+    const dek = unwrapDek(key, row.wrappedDek, bindingOf(row));
     try {
       const expected = ciphertextSize(row.size, row.chunkSize);
       const span = ciphertextSpan(row.size, row.chunkSize, range.start, range.end);

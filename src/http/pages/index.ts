@@ -30,6 +30,8 @@ export interface PagesDeps {
   shares: SharesService;
   audit: AuditLog;
   sessions: WebSessions;
+  /** A stored session failed its seal (logged and audited by the app). */
+  onSessionTampered?: (key: string, uid: string | null) => void;
   setup: SetupCode;
   csrf: Csrf;
   limits: { setup: RequestHandler; loginPerIp: RequestHandler; loginPerUser: RequestHandler };
@@ -53,8 +55,16 @@ export const MESSAGES: Record<string, string> = {
 /** Every page route, behind the session, the user loader and the CSRF check. */
 export function pageRoutes(d: PagesDeps): Router {
   const r = Router();
-  r.use(sessionMiddleware({ db: d.db, secret: d.keyring.derive('sfs/v1 session cookie'), idleMs: d.config.sessionIdleMs }));
-  r.use(loadUser(d.accounts, d.config.sessionMaxMs));
+  r.use(
+    sessionMiddleware({
+      db: d.db,
+      sessions: d.sessions,
+      onTampered: d.onSessionTampered,
+      secret: d.keyring.derive('sfs/v1 session cookie'),
+      idleMs: d.config.sessionIdleMs,
+    }),
+  );
+  r.use(loadUser(d.accounts, d.sessions, d.config.sessionMaxMs));
   // Only urlencoded bodies are parsed here; multipart uploads are streamed by multer later.
   r.use(express.urlencoded({ extended: false, limit: '64kb', parameterLimit: 50 }));
   r.use((req, res, next) => {

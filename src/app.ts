@@ -121,7 +121,8 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
     defaultQuota: config.userQuotaBytes,
   });
   const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, headFile: config.auditHeadFile, logger: deps.logger, asyncHead: true });
-  if (upgraded) {
+  // A new, empty database has nothing to upgrade: no noise then.
+  if (upgraded && Object.values(upgraded).some((n) => n > 0)) {
     // Loud on purpose: on a database that already ran this version it means someone removed
     // the integrity root, and the rows were just accepted as they are (docs/security.md).
     deps.logger.warn({ upgraded }, 'integrity upgrade: stored lookups re-keyed and rows sealed under a new integrity root');

@@ -83,7 +83,7 @@ function open(config: Config, opts: { checkKeys: boolean }): { db: Db; keyring: 
 function accountsOn(db: Db, config: Config): AccountsService {
   const { keyring } = loadKeyring(config, { mayGenerate: false });
   const { keys, upgraded } = openIntegrity(db, keyring);
-  if (upgraded) audit(db, keyring, config, 'integrity.upgrade', 'success', { ...upgraded });
+  if (upgraded && Object.values(upgraded).some((n) => n > 0)) audit(db, keyring, config, 'integrity.upgrade', 'success', { ...upgraded });
   return new AccountsService({ db, integrity: keys, hasher: new PasswordHasher(1), tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
 }
 

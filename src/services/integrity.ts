@@ -29,6 +29,7 @@ import { IntegrityError } from '../crypto/format.js';
 export const INTEGRITY_ROOT_SECRET = 'integrity-root';
 const LOOKUP_LABEL = 'sfs/v1 secret lookup';
 const ROW_MAC_LABEL = 'sfs/v1 row mac';
+const SESSION_COOKIE_LABEL = 'sfs/v1 session cookie signing';
 
 /** A value a row MAC covers: strings and safe integers; booleans are written as 0/1. */
 export type MacField = string | number | boolean | null;
@@ -37,10 +38,13 @@ export type MacField = string | number | boolean | null;
 export class IntegrityKeys {
   private readonly lookupKey: Buffer;
   private readonly rowKey: Buffer;
+  /** Signs page session cookies (HKDF under its own label); survives key rotation with the root. */
+  readonly sessionCookieKey: Buffer;
 
   constructor(root: Buffer) {
     this.lookupKey = deriveSubkey(root, LOOKUP_LABEL);
     this.rowKey = deriveSubkey(root, ROW_MAC_LABEL);
+    this.sessionCookieKey = deriveSubkey(root, SESSION_COOKIE_LABEL);
   }
 
   /** The stored lookup value of a secret: HMAC(k_lookup, SHA-256(secret)). */

@@ -51,6 +51,11 @@ export class WebSessions {
     return this.deps.integrity.lookup(sid).toString('hex');
   }
 
+  /** The cookie signing secret (from the integrity root: the same before and after a key rotation). */
+  cookieSecret(): Buffer {
+    return this.deps.integrity.sessionCookieKey;
+  }
+
   /** The seal to store with a session's data under `key`. */
   seal(key: string, sess: SessionFacts): string {
     return sealSession(this.deps.integrity, key, sess);

@@ -60,7 +60,10 @@ export function pageRoutes(d: PagesDeps): Router {
       db: d.db,
       sessions: d.sessions,
       onTampered: d.onSessionTampered,
-      secret: d.keyring.derive('sfs/v1 session cookie'),
+      // Signed with a key from the integrity root, which key rotation carries along, so
+      // sessions survive `sfs key rotate`; cookies signed before this version (with a key
+      // derived from the active master key) are still accepted until they expire.
+      secret: [d.sessions.cookieSecret(), d.keyring.derive('sfs/v1 session cookie')],
       idleMs: d.config.sessionIdleMs,
     }),
   );

@@ -95,8 +95,8 @@ export interface SessionOptions {
   sessions: WebSessions;
   /** Called for a stored session whose seal fails (ids only). */
   onTampered?: (key: string, uid: string | null) => void;
-  /** Cookie signing secret, derived from the master key. */
-  secret: Buffer;
+  /** Cookie signing secrets: the first signs, any verifies (derived from keys the master key protects). */
+  secret: Buffer[];
   idleMs: number;
 }
 
@@ -121,7 +121,7 @@ export function sessionMiddleware(o: SessionOptions): RequestHandler {
   const make = (store: Store, secure: boolean) =>
     session({
       name: secure ? '__Host-sfs-session' : 'sfs-session',
-      secret: o.secret.toString('base64'),
+      secret: o.secret.map((k) => k.toString('base64')),
       store,
       resave: false,
       // No row and no cookie until someone signs in.

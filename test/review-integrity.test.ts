@@ -165,6 +165,42 @@ const FORGERIES: Forgery[] = [
     },
   },
   {
+    name: 'a revoked API token un-revoked by SQL (revoked_at cleared) → 401',
+    async run(w) {
+      const list = await api(w, w.bobToken, '/auth/tokens');
+      const id = list.body.tokens[0].id as string;
+      expect((await w.h.request.delete(`/api/v1/auth/tokens/${id}`).set('Authorization', `Bearer ${w.bobToken}`)).status).toBe(204);
+      expect((await api(w, w.bobToken, '/me')).status).toBe(401);
+      forge(w.h, (db) => db.prepare('UPDATE api_tokens SET revoked_at = NULL WHERE id = ?').run(id));
+      expect((await api(w, w.bobToken, '/me')).status).toBe(401);
+      reported(w, w.bobId);
+    },
+  },
+  {
+    name: 'a revoked link un-revoked by SQL → 404',
+    async run(w) {
+      const made = await w.h.request.post(`/api/v1/files/${w.adminFile}/shares`).set('Authorization', `Bearer ${w.adminToken}`).send({});
+      expect((await w.h.request.delete(`/api/v1/shares/${made.body.id}`).set('Authorization', `Bearer ${w.adminToken}`)).status).toBe(204);
+      forge(w.h, (db) => db.prepare('UPDATE shares SET revoked_at = NULL WHERE id = ?').run(made.body.id));
+      const r = await w.h.request.get(`/s/${made.body.token}/content`).buffer(true).parse(binaryParser);
+      expect(r.status).toBe(404);
+      expect((r.body as Buffer).includes(Buffer.from('ADMIN-ONLY'))).toBe(false);
+    },
+  },
+  {
+    name: "a one-download link's spent download reset by SQL (downloads, bytes_served = 0) → 404",
+    async run(w) {
+      const made = await w.h.request.post(`/api/v1/files/${w.adminFile}/shares`).set('Authorization', `Bearer ${w.adminToken}`).send({ maxDownloads: 1 });
+      const once = await w.h.request.get(`/s/${made.body.token}/content`).buffer(true).parse(binaryParser);
+      expect((once.body as Buffer).equals(w.secret)).toBe(true);
+      expect((await w.h.request.get(`/s/${made.body.token}/content`)).status).toBe(404);
+      forge(w.h, (db) => db.prepare('UPDATE shares SET downloads = 0, bytes_served = 0 WHERE id = ?').run(made.body.id));
+      const again = await w.h.request.get(`/s/${made.body.token}/content`).buffer(true).parse(binaryParser);
+      expect(again.status).toBe(404);
+      expect((again.body as Buffer).includes(Buffer.from('ADMIN-ONLY'))).toBe(false);
+    },
+  },
+  {
     name: "share insertion with a chosen token (sha256) for the admin's file → 404",
     async run(w) {
       const chosen = randomBytes(32).toString('base64url');

@@ -88,7 +88,37 @@ export class SharesRepo {
 
   /** Revokes the owner's share; false if there is no such live share. */
   revoke(id: string, ownerId: string, now: number): boolean {
-    return stmt(this.db, 'UPDATE shares SET revoked_at = ? WHERE id = ? AND owner_id = ? AND revoked_at IS NULL').run(now, id, ownerId).changes === 1;
+    return this.db.transaction(() => {
+      const current = this.byId(id);
+      if (!current || current.ownerId !== ownerId || current.revokedAt !== null) return false;
+      return this.write(id, { revokedAt: now });
+    })();
+  }
+
+  /**
+   * Writes changed counters or the revocation and re-seals the row, so clearing revoked_at or
+   * resetting a counter by SQL makes the link fail its MAC (undoing a change then needs a saved
+   * copy of the row from before it). A row whose MAC already fails keeps failing: it is
+   * changed, never blessed.
+   */
+  private write(id: string, change: Partial<Pick<ShareRow, 'downloads' | 'bytesServed' | 'revokedAt'>>): boolean {
+    const r = stmt(this.db, `SELECT ${COLUMNS}, token_hash, row_mac FROM shares WHERE id = ?`).get(id) as
+      | (RawShare & { token_hash: Buffer; row_mac: Buffer | null })
+      | undefined;
+    if (!r) return false;
+    const before = toRow(r);
+    const intact = this.keys.rowMacMatches('shares', shareMacFields({ ...before, tokenHash: r.token_hash }), r.row_mac);
+    const after = { ...before, ...change };
+    const mac = intact ? this.keys.rowMac('shares', shareMacFields({ ...after, tokenHash: r.token_hash })) : r.row_mac;
+    return (
+      stmt(this.db, 'UPDATE shares SET downloads = ?, bytes_served = ?, revoked_at = ?, row_mac = ? WHERE id = ?').run(
+        after.downloads,
+        after.bytesServed,
+        after.revokedAt,
+        mac,
+        id,
+      ).changes === 1
+    );
   }
 
   /** Bytes and completion slots held by unexpired reservations. */
@@ -111,8 +141,8 @@ export class SharesRepo {
     this.db
       .transaction(() => {
         stmt(this.db, 'DELETE FROM share_reservations WHERE id = ?').run(id);
-        stmt(this.db, 'UPDATE shares SET bytes_served = bytes_served + ?, downloads = downloads + ? WHERE id = ?')
-          .run(bytesSent, countDownload ? 1 : 0, shareId);
+        const current = this.byId(shareId);
+        if (current) this.write(shareId, { bytesServed: current.bytesServed + bytesSent, downloads: current.downloads + (countDownload ? 1 : 0) });
       })
       .immediate();
   }

@@ -80,15 +80,34 @@ export class TokensRepo {
 
   /** Revokes one of the user's tokens; false if there is no such live token. */
   revoke(userId: string, id: string, now: number): boolean {
-    return (
-      stmt(this.db, 'UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL').run(now, id, userId)
-        .changes === 1
-    );
+    return this.revokeWhere('id = ? AND user_id = ?', [id, userId], now) === 1;
   }
 
   /** Revokes all of a user's tokens except `keepId`; returns how many were revoked. */
   revokeAllExcept(userId: string, keepId: string | null, now: number): number {
-    return stmt(this.db, 'UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL AND id IS NOT ?')
-      .run(now, userId, keepId).changes;
+    return this.revokeWhere('user_id = ? AND id IS NOT ?', [userId, keepId], now);
+  }
+
+  /**
+   * Revokes live tokens matching `where`, re-sealing each row with its revocation time, so
+   * clearing revoked_at by SQL makes the row fail its MAC (undoing it needs a saved copy of
+   * the row from before the revocation).
+   */
+  private revokeWhere(where: string, params: unknown[], now: number): number {
+    return this.db.transaction(() => {
+      const rows = stmt(this.db, `SELECT id, user_id, token_hash, expires_at FROM api_tokens WHERE ${where} AND revoked_at IS NULL`).all(...params) as {
+        id: string;
+        user_id: string;
+        token_hash: Buffer;
+        expires_at: number;
+      }[];
+      const set = stmt(this.db, 'UPDATE api_tokens SET revoked_at = ?, row_mac = ? WHERE id = ? AND revoked_at IS NULL');
+      let n = 0;
+      for (const r of rows) {
+        const mac = this.keys.rowMac('api_tokens', tokenMacFields({ id: r.id, userId: r.user_id, tokenHash: r.token_hash, expiresAt: r.expires_at, revokedAt: now }));
+        n += set.run(now, mac, r.id).changes;
+      }
+      return n;
+    })();
   }
 }

@@ -10,9 +10,11 @@
  *   the SHA-256 lets rows of the first release (which stored the SHA-256) be re-keyed without
  *   knowing the tokens.
  * - the row key: a MAC over a canonical, length-prefixed encoding of the fields of a row that
- *   grant power (a user's role, disabled flag, password hash, quota; a token's user and
- *   expiry; a link's file, owner, password and limits; a session's user). It is checked
- *   where the row is used to authenticate, so an edited row is refused.
+ *   grant power (a user's role, disabled flag, password hash, quota; a token's user, expiry
+ *   and revocation; a link's file, owner, password, limits, counters and revocation; a
+ *   session's user and sign-in time). Every write through the repositories re-seals the row;
+ *   the MAC is checked where the row is used to authenticate, so an edited row is refused.
+ *   A MAC cannot tell an old copy of a row from the current one: see docs/security.md.
  *
  * The root is created, and every existing row re-keyed and sealed, in one transaction the
  * first time a database is opened by this version (`openIntegrity`): the root's presence is
@@ -100,12 +102,12 @@ export function userMacFields(u: { id: string; username: string; role: string; d
   return [u.id, u.username, u.role, u.disabled, u.passwordHash, u.quotaBytes];
 }
 
-/** What an API token row's MAC covers (revocation and last use are not: see docs/security.md). */
-export function tokenMacFields(t: { id: string; userId: string; tokenHash: Buffer; expiresAt: number }): MacField[] {
-  return [t.id, t.userId, t.tokenHash.toString('hex'), t.expiresAt];
+/** What an API token row's MAC covers (not its name or last use, which grant nothing). */
+export function tokenMacFields(t: { id: string; userId: string; tokenHash: Buffer; expiresAt: number; revokedAt: number | null }): MacField[] {
+  return [t.id, t.userId, t.tokenHash.toString('hex'), t.expiresAt, t.revokedAt];
 }
 
-/** What a share row's MAC covers (revocation and download counters are not: see docs/security.md). */
+/** What a share row's MAC covers (not its note or the sweep's expired_at: expiry is checked against expires_at). */
 export function shareMacFields(s: {
   id: string;
   fileId: string;
@@ -114,8 +116,11 @@ export function shareMacFields(s: {
   passwordHash: string | null;
   expiresAt: number;
   maxDownloads: number | null;
+  downloads: number;
+  bytesServed: number;
+  revokedAt: number | null;
 }): MacField[] {
-  return [s.id, s.fileId, s.ownerId, s.tokenHash.toString('hex'), s.passwordHash, s.expiresAt, s.maxDownloads];
+  return [s.id, s.fileId, s.ownerId, s.tokenHash.toString('hex'), s.passwordHash, s.expiresAt, s.maxDownloads, s.downloads, s.bytesServed, s.revokedAt];
 }
 
 /** What a session's seal covers: the store key (so a seal cannot move to another row), the user and the sign-in time. */
@@ -194,13 +199,22 @@ function upgradeRows(db: Db, keyring: Keyring, keys: IntegrityKeys): IntegrityUp
     const mac = keys.rowMac('users', userMacFields({ id: u.id, username: u.username, role: u.role, disabled: u.disabled === 1, passwordHash: u.password_hash, quotaBytes: u.quota_bytes }));
     out.users += setUser.run(mac, u.id).changes;
   }
-  const tokens = db.prepare('SELECT id, user_id, token_hash, expires_at FROM api_tokens').all() as { id: string; user_id: string; token_hash: Buffer; expires_at: number }[];
+  const tokens = db.prepare('SELECT id, user_id, token_hash, expires_at, revoked_at FROM api_tokens').all() as {
+    id: string;
+    user_id: string;
+    token_hash: Buffer;
+    expires_at: number;
+    revoked_at: number | null;
+  }[];
   const setToken = db.prepare('UPDATE api_tokens SET token_hash = ?, row_mac = ? WHERE id = ?');
   for (const t of tokens) {
     const tokenHash = keys.rekey(t.token_hash);
-    out.tokens += setToken.run(tokenHash, keys.rowMac('api_tokens', tokenMacFields({ id: t.id, userId: t.user_id, tokenHash, expiresAt: t.expires_at })), t.id).changes;
+    const mac = keys.rowMac('api_tokens', tokenMacFields({ id: t.id, userId: t.user_id, tokenHash, expiresAt: t.expires_at, revokedAt: t.revoked_at }));
+    out.tokens += setToken.run(tokenHash, mac, t.id).changes;
   }
-  const shares = db.prepare('SELECT id, file_id, owner_id, token_hash, password_hash, expires_at, max_downloads FROM shares').all() as {
+  const shares = db
+    .prepare('SELECT id, file_id, owner_id, token_hash, password_hash, expires_at, max_downloads, downloads, bytes_served, revoked_at FROM shares')
+    .all() as {
     id: string;
     file_id: string;
     owner_id: string;
@@ -208,13 +222,27 @@ function upgradeRows(db: Db, keyring: Keyring, keys: IntegrityKeys): IntegrityUp
     password_hash: string | null;
     expires_at: number;
     max_downloads: number | null;
+    downloads: number;
+    bytes_served: number;
+    revoked_at: number | null;
   }[];
   const setShare = db.prepare('UPDATE shares SET token_hash = ?, row_mac = ? WHERE id = ?');
   for (const s of shares) {
     const tokenHash = keys.rekey(s.token_hash);
     const mac = keys.rowMac(
       'shares',
-      shareMacFields({ id: s.id, fileId: s.file_id, ownerId: s.owner_id, tokenHash, passwordHash: s.password_hash, expiresAt: s.expires_at, maxDownloads: s.max_downloads }),
+      shareMacFields({
+        id: s.id,
+        fileId: s.file_id,
+        ownerId: s.owner_id,
+        tokenHash,
+        passwordHash: s.password_hash,
+        expiresAt: s.expires_at,
+        maxDownloads: s.max_downloads,
+        downloads: s.downloads,
+        bytesServed: s.bytes_served,
+        revokedAt: s.revoked_at,
+      }),
     );
     out.shares += setShare.run(tokenHash, mac, s.id).changes;
   }

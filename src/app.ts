@@ -31,7 +31,8 @@ import { humanSize, recipientRoutes } from './http/routes/recipient.js';
 import { shareRoutes } from './http/routes/shares.js';
 import { AuditLog } from './services/audit.js';
 import { SharesService } from './services/shares.js';
-import { AccountsService, SetupCode } from './services/accounts.js';
+import { AccountsService, SetupCode, type IntegrityFailure } from './services/accounts.js';
+import { openIntegrity } from './services/integrity.js';
 import { PasswordHasher } from './services/passwords.js';
 import { VaultService } from './services/vault.js';
 import { WebSessions } from './services/sessions.js';
@@ -100,7 +101,19 @@ function assetUrl(name: string): string {
 export function createApp(deps: AppDeps): express.Express & { services: AppServices } {
   const { config } = deps;
   const hasher = new PasswordHasher(config.hashConcurrency);
-  const accounts = new AccountsService({ db: deps.db, hasher, tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
+  // Before anything reads a token, link, session or user: the first start of this version
+  // re-keys the stored lookups and seals the rows (once; see services/integrity.ts).
+  const { keys: integrity, upgraded } = openIntegrity(deps.db, deps.keyring);
+  // Set below, once the audit log exists; a check can only fail on a request, after that.
+  let onIntegrityFailure: (f: IntegrityFailure) => void = () => {};
+  const accounts = new AccountsService({
+    db: deps.db,
+    integrity,
+    onIntegrityFailure: (f) => onIntegrityFailure(f),
+    hasher,
+    tokenDefaultTtl: config.tokenDefaultTtl,
+    tokenMaxTtl: config.tokenMaxTtl,
+  });
   const vault = new VaultService({
     db: deps.db,
     store: deps.store,
@@ -109,8 +122,29 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
     defaultQuota: config.userQuotaBytes,
   });
   const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, headFile: config.auditHeadFile, logger: deps.logger, asyncHead: true });
+  // A new, empty database has nothing to upgrade: no noise then.
+  if (upgraded && Object.values(upgraded).some((n) => n > 0)) {
+    // Loud on purpose: on a database that already ran this version it means someone removed
+    // the integrity root, and the rows were just accepted as they are (docs/security.md).
+    deps.logger.warn({ upgraded }, 'integrity upgrade: stored lookups re-keyed and rows sealed under a new integrity root');
+    audit.record({ actor: 'system', action: 'integrity.upgrade', outcome: 'success', details: { ...upgraded } });
+  }
+  onIntegrityFailure = (f) => {
+    // Ids only: never a token, hash or session id. The client only sees its usual 401/404.
+    deps.logger.warn({ integrity: f }, 'integrity check failed: a stored row was changed without the key; refused');
+    audit.recordSummarised(`integrity:${f.table}:${f.id}`, {
+      actor: 'system',
+      action: 'integrity.violation',
+      outcome: 'denied',
+      subjectUserId: f.userId,
+      shareId: f.table === 'shares' ? f.id : null,
+      details: { table: f.table, rowId: f.id },
+    });
+  };
   const shares = new SharesService({
     db: deps.db,
+    integrity,
+    onIntegrityFailure: (f) => onIntegrityFailure(f),
     hasher,
     keyring: deps.keyring,
     defaultTtlSeconds: config.shareDefaultTtl,
@@ -120,7 +154,7 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   // Recipients have no session: their form tokens are bound to the share link they opened.
   const recipientCsrf = createCsrf(deps.keyring.derive('sfs/v1 recipient csrf'), 'sfs-share-csrf', (req) => String(req.params.token ?? ''));
 
-  const sessions = new WebSessions({ db: deps.db, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
+  const sessions = new WebSessions({ db: deps.db, integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
   // Page forms: bound to the session once signed in; before that (sign-in, setup) to the cookie alone.
   const pageCsrf = createCsrf(deps.keyring.derive('sfs/v1 page csrf'), 'sfs-csrf', (req) => (req.session?.uid ? req.sessionID : 'anonymous'));
 
@@ -240,6 +274,7 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
       shares,
       audit,
       sessions,
+      onSessionTampered: (key: string, uid: string | null) => onIntegrityFailure({ table: 'sessions', id: key.slice(0, 16), userId: uid }),
       setup: deps.setup,
       csrf: pageCsrf,
       limits: passwordLimits,

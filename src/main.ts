@@ -12,9 +12,8 @@ import { FilesRepo } from './db/files.js';
 import { MasterKeysRepo } from './db/master-keys.js';
 import { createLogger } from './http/logging.js';
 import { keyFileLoader, loadKeyring } from './keyfile.js';
-import { AccountsService, SetupCode } from './services/accounts.js';
+import { SetupCode, setupOpenIn } from './services/accounts.js';
 import { KeyMismatchError, checkKeyringAgainstDb, registerActiveKey } from './services/key-check.js';
-import { PasswordHasher } from './services/passwords.js';
 import { DataDirLockedError, acquireDataDirLock, type DataDirLock } from './ops/dir-lock.js';
 import { createHttpServer } from './server.js';
 import { createBlobStore, describeStore } from './storage/index.js';
@@ -115,9 +114,8 @@ async function main(): Promise<void> {
   if (orphans) logger.warn({ removed: orphans }, 'removed ciphertext left without a row by an interrupted upload');
 
   const setupFile = path.join(config.dataDir, 'setup-code');
-  const accounts = new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: 60, tokenMaxTtl: 60 });
   let setup: SetupCode;
-  if (accounts.setupOpen()) {
+  if (setupOpenIn(db)) {
     setup = SetupCode.generate(setupFile);
     process.stderr.write(
       `\n  No account exists yet. One-time setup code: ${setup.reveal()}\n` +

@@ -1,7 +1,7 @@
 /** The chunked format: round trips at the edges, ranges, and one row per tampering case. */
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { unwrapDek, wrapDek } from '../src/crypto/envelope.js';
+import { unwrapDek, wrapDek, type WrapBinding } from '../src/crypto/envelope.js';
 import {
   DEFAULT_CHUNK_SIZE as C,
   HEADER_LENGTH,
@@ -241,15 +241,17 @@ describe('tampering fails without releasing a byte of the affected chunk', () =>
 describe('envelope: wrapped DEKs are bound to their row and key', () => {
   const ring = new Keyring(randomBytes(32));
   const dek = randomBytes(32);
-  const binding = { fileId: 'a'.repeat(32), size: 1234, sha256: randomBytes(32), formatVersion: 1, chunkSize: C };
+  const binding: WrapBinding = { wrapVersion: 2, fileId: 'a'.repeat(32), ownerId: 'c'.repeat(32), size: 1234, sha256: randomBytes(32), formatVersion: 1, chunkSize: C };
   const wrapped = wrapDek(ring.active, dek, binding, randomBytes(12));
 
   it('unwraps with the same key and binding', () => {
     expect(unwrapDek(ring.active, wrapped, binding).equals(dek)).toBe(true);
   });
 
-  const moved: [string, Partial<typeof binding>][] = [
+  const moved: [string, Partial<WrapBinding>][] = [
     ['moved to another row (file id)', { fileId: 'b'.repeat(32) }],
+    ['moved to another owner (wrap version 2)', { ownerId: 'd'.repeat(32) }],
+    ['relabelled as wrap version 1', { wrapVersion: 1 }],
     ['size edited', { size: 1235 }],
     ['checksum edited', { sha256: randomBytes(32) }],
     ['format version edited', { formatVersion: 2 }],

@@ -77,7 +77,8 @@ describe('sfs key', () => {
     const ciphertextBefore = files.map((f) => fs.readFileSync(h.store.pathOf(f.id)));
     const rot = sfs(h, [newKey, oldKey], ['key', 'rotate', '--json', '--batch', '3']);
     expect(rot.status, rot.stderr).toBe(0);
-    expect(rot.json()).toMatchObject({ activeKey: newId, rewrapped: 4, skipped: 0, failed: [], secrets: 1, interrupted: false });
+    // Two service secrets: the audit MAC root and the integrity root (token, link and session lookups, row MACs).
+    expect(rot.json()).toMatchObject({ activeKey: newId, rewrapped: 4, skipped: 0, failed: [], secrets: 2, interrupted: false });
     // Ciphertext is never touched.
     files.forEach((f, i) => expect(fs.readFileSync(h.store.pathOf(f.id)).equals(ciphertextBefore[i]!)).toBe(true));
     expect(sfs(h, [newKey, oldKey], ['key', 'rotate', '--json']).json()).toMatchObject({ rewrapped: 0, failed: [] });

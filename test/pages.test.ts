@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import supertest from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
-import { WebSessions } from '../src/services/sessions.js';
+import { createHash } from 'node:crypto';
 import { ADMIN, listFiles, makeHarness, makeUser, setupAdmin, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -49,11 +49,12 @@ describe('sessions', () => {
     expect(cookie).toMatch(/; SameSite=Lax/);
     expect(cookie).not.toMatch(/; Secure/);
     expect(cookie).toMatch(/; Expires=/);
-    // The cookie is s:<id>.<signature>; the row is keyed by SHA-256(id).
+    // The cookie is s:<id>.<signature>; the row is keyed by HMAC(k_lookup, SHA-256(id)), not a plain hash.
     const id = decodeURIComponent(cookie.split(';')[0]!.split('=')[1]!).slice(2).split('.')[0]!;
     const stored = rows();
     expect(stored).toHaveLength(1);
-    expect(stored[0]!.sid).toBe(WebSessions.keyOf(id));
+    expect(stored[0]!.sid).toBe(h.app.services.sessions.keyOf(id));
+    expect(stored[0]!.sid).not.toBe(createHash('sha256').update(id).digest('hex'));
     expect(JSON.stringify(stored)).not.toContain(id);
   });
 
@@ -114,7 +115,12 @@ describe('sessions', () => {
     expect(h.app.services.sessions.sweep()).toBe(1);
     expect(rows()).toHaveLength(1);
     // Absolute: signed in longer ago than SESSION_MAX_AGE_SECONDS (24 h), even if active a second ago.
-    h.db.prepare(`UPDATE sessions SET sess = json_set(sess, '$.createdAt', ?)`).run(Date.now() - 24 * 3600_000 - 1000);
+    // (Re-sealed with the app's key, as the server itself would write it: an unsealed edit is refused on its own.)
+    for (const row of rows()) {
+      const sess = { ...JSON.parse(row.sess), createdAt: Date.now() - 24 * 3600_000 - 1000 };
+      sess.seal = h.app.services.sessions.seal(row.sid, sess);
+      h.db.prepare('UPDATE sessions SET sess = ? WHERE sid = ?').run(JSON.stringify(sess), row.sid);
+    }
     const r = await fresh.agent.get('/files');
     expect(r.status).toBe(303);
     expect(r.headers.location).toMatch(/^\/login/);

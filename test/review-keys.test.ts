@@ -377,7 +377,7 @@ describe('item 12d: sfs key rotate --reencrypt', () => {
     }
     return { token, files };
   }
-  type Row = { id: string; wrapped_dek: Buffer; size: number; sha256: Buffer; format_version: number; chunk_size: number; key_id: string };
+  type Row = { id: string; owner_id: string; wrap_version: 1 | 2; wrapped_dek: Buffer; size: number; sha256: Buffer; format_version: number; chunk_size: number; key_id: string };
   const rowOf = (h: Harness, id: string) => h.db.prepare('SELECT * FROM files WHERE id = ?').get(id) as Row;
 
   it('every file gets a fresh DEK and entirely new ciphertext; downloads byte-exact; the old wrapped DEK no longer opens it; verify passes', async () => {
@@ -397,7 +397,7 @@ describe('item 12d: sfs key rotate --reencrypt', () => {
       const oldChunks = new Set(chunks(before[i]!.blob, f.content.length).map((c) => c.toString('hex')));
       for (const c of chunks(blob, f.content.length)) expect(oldChunks.has(c.toString('hex'))).toBe(false);
       // The old wrapped DEK (with the old key, e.g. from an old backup) does not open the new blob.
-      const oldDek = unwrapDek(oldMaster, oldRow.wrapped_dek, { fileId: f.id, size: oldRow.size, sha256: oldRow.sha256, formatVersion: oldRow.format_version, chunkSize: oldRow.chunk_size });
+      const oldDek = unwrapDek(oldMaster, oldRow.wrapped_dek, { wrapVersion: oldRow.wrap_version, fileId: f.id, ownerId: oldRow.owner_id, size: oldRow.size, sha256: oldRow.sha256, formatVersion: oldRow.format_version, chunkSize: oldRow.chunk_size });
       const params = { dek: oldDek, fileId: Buffer.from(f.id, 'hex'), chunkSize: C, size: f.content.length, start: 0, end: f.content.length - 1, expectedSha256: oldRow.sha256 };
       await expect(drain(decryptRange((async function* () { yield blob; })(), params))).rejects.toThrow(IntegrityError);
     }

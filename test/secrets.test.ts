@@ -68,8 +68,10 @@ describe('secrets stay secret', () => {
       keep(await h.request.get(`/api/v1/files/${fileId}/content`).set(auth));
 
       // The DEKs themselves, recovered with the key (as only the server can).
-      const rows = h.db.prepare('SELECT id, key_id, wrapped_dek, size, sha256, format_version, chunk_size FROM files').all() as {
+      const rows = h.db.prepare('SELECT id, owner_id, wrap_version, key_id, wrapped_dek, size, sha256, format_version, chunk_size FROM files').all() as {
         id: string;
+        owner_id: string;
+        wrap_version: 1 | 2;
         key_id: string;
         wrapped_dek: Buffer;
         size: number;
@@ -78,7 +80,15 @@ describe('secrets stay secret', () => {
         chunk_size: number;
       }[];
       const deks = rows.map((r) =>
-        unwrapDek(h.keyring.get(r.key_id)!, r.wrapped_dek, { fileId: r.id, size: r.size, sha256: r.sha256, formatVersion: r.format_version, chunkSize: r.chunk_size }),
+        unwrapDek(h.keyring.get(r.key_id)!, r.wrapped_dek, {
+          wrapVersion: r.wrap_version,
+          fileId: r.id,
+          ownerId: r.owner_id,
+          size: r.size,
+          sha256: r.sha256,
+          formatVersion: r.format_version,
+          chunkSize: r.chunk_size,
+        }),
       );
       expect(deks.length).toBeGreaterThan(0);
 

@@ -30,6 +30,7 @@ import { SharesRepo } from '../db/shares.js';
 import { adminAction } from '../http/routes/accounts.js';
 import { presentShare } from '../http/routes/shares.js';
 import { deleteUser } from '../services/offboarding.js';
+import { openIntegrity } from '../services/integrity.js';
 import { AuditLog, verifyAuditChain } from '../services/audit.js';
 import { KeyMismatchError, checkKeyringAgainstDb } from '../services/key-check.js';
 import { PasswordHasher } from '../services/passwords.js';
@@ -89,8 +90,12 @@ function open(config: Config, opts: { checkKeys: boolean; acceptNewKey?: boolean
   return { db, keyring };
 }
 
+/** Accounts on `db`; needs the master key, because user rows are sealed with a key it protects. */
 function accountsOn(db: Db, config: Config): AccountsService {
-  return new AccountsService({ db, hasher: new PasswordHasher(1), tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
+  const { keyring } = loadKeyring(config, { mayGenerate: false });
+  const { keys, upgraded } = openIntegrity(db, keyring);
+  if (upgraded && Object.values(upgraded).some((n) => n > 0)) audit(db, keyring, config, 'integrity.upgrade', 'success', { ...upgraded });
+  return new AccountsService({ db, integrity: keys, hasher: new PasswordHasher(1), tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
 }
 
 /**
@@ -104,7 +109,7 @@ async function changeUser(config: Config, name: string, changes: { disabled?: bo
     const accounts = accountsOn(db, config);
     const user = findUser(accounts, name);
     const effects = await accounts.adminUpdate(user.id, changes);
-    new WebSessions({ db, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs }).endAllForUser(user.id);
+    new WebSessions({ db, integrity: accounts.integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs }).endAllForUser(user.id);
     new AuditLog({ db, keyring, headFile: config.auditHeadFile }).record({
       actor: 'cli',
       action: adminAction(changes),
@@ -486,7 +491,7 @@ const COMMANDS: Record<string, Command> = {
         const receiver = transferTo === undefined ? undefined : findUser(accounts, transferTo);
         const vault = new VaultService({ db, store: createBlobStore(config), keyring, defaultQuota: config.userQuotaBytes });
         const log = new AuditLog({ db, keyring, headFile: config.auditHeadFile });
-        const sessions = new WebSessions({ db, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
+        const sessions = new WebSessions({ db, integrity: accounts.integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
         const r = await deleteUser(
           { db, accounts, vault, endSessions: (id) => sessions.endAllForUser(id), record: (e) => log.record({ ...e, actor: 'cli', details: { ...e.details, via: 'cli' } }) },
           user.id,
@@ -509,8 +514,9 @@ const COMMANDS: Record<string, Command> = {
       const name = userOption(values);
       const { db } = open(config, { checkKeys: false });
       try {
-        const user = findUser(accountsOn(db, config), name);
-        const shares = new SharesRepo(db).listForOwner(user.id).map(presentShare);
+        const accounts = accountsOn(db, config);
+        const user = findUser(accounts, name);
+        const shares = new SharesRepo(db, accounts.integrity).listForOwner(user.id).map(presentShare);
         const lines = shares.map((s) => `${s.id}  ${s.status.padEnd(9)} file ${s.fileId}  expires ${s.expiresAt}  downloads ${s.downloads}/${s.maxDownloads ?? 'unlimited'}`);
         out(lines.join('\n') || `(no links for "${user.username}")`, { user: user.username, shares });
       } finally {
@@ -531,8 +537,9 @@ const COMMANDS: Record<string, Command> = {
       if (id !== undefined && !/^[0-9a-f]{32}$/.test(id)) throw new UsageError('ID: expected a share id (32 hex digits, see "sfs share list")');
       const { db, keyring } = open(config, { checkKeys: false });
       try {
-        const user = findUser(accountsOn(db, config), name);
-        const repo = new SharesRepo(db);
+        const accounts = accountsOn(db, config);
+        const user = findUser(accounts, name);
+        const repo = new SharesRepo(db, accounts.integrity);
         const now = Date.now();
         const log = new AuditLog({ db, keyring, headFile: config.auditHeadFile });
         if (all) {

@@ -1,20 +1,31 @@
 /**
  * Envelope encryption of per-file DEKs under a master key's KEK (AES-256-GCM).
  * The associated data binds a wrapped DEK to its file row, so a wrapped key moved to
- * another row, or a row whose size or checksum was edited, fails to unwrap.
+ * another row, or a row whose size, checksum or (wrap version 2) owner was edited, fails
+ * to unwrap.
  */
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { IntegrityError, KEY_LENGTH, TAG_LENGTH } from './format.js';
 import type { MasterKey } from './keyring.js';
 
-const WRAP_LABEL = 'sfs/v1 dek wrap';
+/** Version 1 (the first release): no owner in the associated data. Still read, never written. */
+const WRAP_LABEL_V1 = 'sfs/v1 dek wrap';
+/** Version 2: the owner's user id is bound too. The label differs, so no row can be relabelled. */
+const WRAP_LABEL_V2 = 'sfs/v2 dek wrap';
+export type WrapVersion = 1 | 2;
+/** The version every new wrap uses. */
+export const CURRENT_WRAP_VERSION: WrapVersion = 2;
 const WRAP_NONCE_LENGTH = 12;
 /** nonce(12) ‖ encrypted DEK(32) ‖ tag(16) */
 export const WRAPPED_DEK_LENGTH = WRAP_NONCE_LENGTH + KEY_LENGTH + TAG_LENGTH;
 
 /** Everything about a file that its wrapped DEK is bound to. */
 export interface WrapBinding {
+  /** Which associated-data layout (the row's wrap_version). */
+  wrapVersion: WrapVersion;
   fileId: string;
+  /** The owner's user id; bound from wrap version 2 on (ignored by version 1). */
+  ownerId: string;
   size: number;
   /** Plaintext SHA-256, 32 raw bytes. */
   sha256: Buffer;
@@ -24,7 +35,12 @@ export interface WrapBinding {
 
 /** Canonical, length-prefixed associated data: no two bindings encode to the same bytes. */
 function associatedData(keyId: string, b: WrapBinding): Buffer {
-  const parts = [WRAP_LABEL, b.fileId, keyId, String(b.size), b.sha256.toString('hex'), String(b.formatVersion), String(b.chunkSize)];
+  const tail = [String(b.size), b.sha256.toString('hex'), String(b.formatVersion), String(b.chunkSize)];
+  let parts: string[];
+  if (b.wrapVersion === 1) parts = [WRAP_LABEL_V1, b.fileId, keyId, ...tail];
+  else if (b.wrapVersion === 2) parts = [WRAP_LABEL_V2, b.fileId, b.ownerId, keyId, ...tail];
+  // A row naming an unknown version was edited (the column has a CHECK, but do not trust it).
+  else throw new IntegrityError(`unknown wrap version ${String(b.wrapVersion)}`);
   return Buffer.concat(
     parts.map((p) => {
       const bytes = Buffer.from(p, 'utf8');

@@ -1,4 +1,5 @@
 /** Repository for file rows: metadata plus the DEK wrapped under a master key. */
+import type { WrapBinding, WrapVersion } from '../crypto/envelope.js';
 import { stmt, type Db } from './database.js';
 
 export interface FileRow {
@@ -11,6 +12,8 @@ export interface FileRow {
   sha256: Buffer;
   keyId: string;
   wrappedDek: Buffer;
+  /** Associated-data layout of the wrapped DEK (crypto/envelope.ts). */
+  wrapVersion: WrapVersion;
   formatVersion: number;
   chunkSize: number;
   createdAt: number;
@@ -25,6 +28,7 @@ interface RawFile {
   sha256: Buffer;
   key_id: string;
   wrapped_dek: Buffer;
+  wrap_version: number;
   format_version: number;
   chunk_size: number;
   created_at: number;
@@ -39,6 +43,7 @@ const toRow = (r: RawFile): FileRow => ({
   sha256: r.sha256,
   keyId: r.key_id,
   wrappedDek: r.wrapped_dek,
+  wrapVersion: r.wrap_version as WrapVersion,
   formatVersion: r.format_version,
   chunkSize: r.chunk_size,
   createdAt: r.created_at,
@@ -54,8 +59,8 @@ export class FilesRepo {
 
   insert(f: FileRow): void {
     stmt(this.db, 
-        `INSERT INTO files (id, owner_id, name, size, mime_type, sha256, key_id, wrapped_dek, format_version, chunk_size, created_at)
-         VALUES (@id, @ownerId, @name, @size, @mimeType, @sha256, @keyId, @wrappedDek, @formatVersion, @chunkSize, @createdAt)`,
+        `INSERT INTO files (id, owner_id, name, size, mime_type, sha256, key_id, wrapped_dek, wrap_version, format_version, chunk_size, created_at)
+         VALUES (@id, @ownerId, @name, @size, @mimeType, @sha256, @keyId, @wrappedDek, @wrapVersion, @formatVersion, @chunkSize, @createdAt)`,
       )
       .run(f);
   }
@@ -106,4 +111,9 @@ export class FilesRepo {
   allIds(): string[] {
     return (stmt(this.db, 'SELECT id FROM files').all() as { id: string }[]).map((r) => r.id);
   }
+}
+
+/** What a row's wrapped DEK is bound to (the associated data of its wrap). */
+export function bindingOf(f: Pick<FileRow, 'id' | 'ownerId' | 'size' | 'sha256' | 'wrapVersion' | 'formatVersion' | 'chunkSize'>): WrapBinding {
+  return { wrapVersion: f.wrapVersion, fileId: f.id, ownerId: f.ownerId, size: f.size, sha256: f.sha256, formatVersion: f.formatVersion, chunkSize: f.chunkSize };
 }

@@ -181,6 +181,22 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX share_ticket_downloads_expiry ON share_ticket_downloads(expires_at);
     `,
   },
+  {
+    version: 7,
+    name: 'integrity against database writers',
+    sql: `
+      -- Which associated-data layout wraps the DEK (docs/format.md): 1 = file, key, size,
+      -- checksum, format; 2 = also the owner, so moving a file to another user by SQL makes
+      -- it fail to unwrap. Old rows stay 1 until they are rewrapped (start-up upgrade, key rotate).
+      ALTER TABLE files ADD COLUMN wrap_version INTEGER NOT NULL DEFAULT 1 CHECK (wrap_version IN (1, 2));
+      -- HMAC over what grants power (services/integrity.ts), under a key only the master key
+      -- opens: a database writer cannot make a user admin, re-enable them, or set a password.
+      ALTER TABLE users ADD COLUMN integrity_mac BLOB;
+      -- The same for a token's and a link's owner, file, expiry and limits.
+      ALTER TABLE api_tokens ADD COLUMN row_mac BLOB;
+      ALTER TABLE shares ADD COLUMN row_mac BLOB;
+    `,
+  },
 ];
 
 /** Applies every migration newer than the database's user_version, each in its own transaction. */

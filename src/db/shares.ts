@@ -1,4 +1,9 @@
-/** Repository for share links and the download reservations against them. */
+/**
+ * Repository for share links and the download reservations against them. Links are found by
+ * the keyed hash of their token (services/integrity.ts), and each row carries a MAC over its
+ * file, owner, password and limits.
+ */
+import { shareMacFields, type IntegrityKeys } from '../services/integrity.js';
 import { stmt, type Db } from './database.js';
 
 export interface ShareRow {
@@ -52,26 +57,33 @@ const COLUMNS =
 const PREFIXED = COLUMNS.split(', ').map((c) => `s.${c}`).join(', ');
 
 export class SharesRepo {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly keys: IntegrityKeys,
+  ) {}
 
+  /** Inserts a link with its MAC; `tokenHash` is the keyed lookup value of the token. */
   insert(s: ShareRow & { tokenHash: Buffer }): void {
     stmt(this.db, 
-        `INSERT INTO shares (id, file_id, owner_id, token_hash, password_hash, note, created_at, expires_at, max_downloads)
-         VALUES (@id, @fileId, @ownerId, @tokenHash, @passwordHash, @note, @createdAt, @expiresAt, @maxDownloads)`,
+        `INSERT INTO shares (id, file_id, owner_id, token_hash, password_hash, note, created_at, expires_at, max_downloads, row_mac)
+         VALUES (@id, @fileId, @ownerId, @tokenHash, @passwordHash, @note, @createdAt, @expiresAt, @maxDownloads, @rowMac)`,
       )
-      .run(s);
+      .run({ ...s, rowMac: this.keys.rowMac('shares', shareMacFields(s)) });
   }
 
   /**
-   * The share with this token hash, only while its owner is an enabled user: the owner's
-   * disabled flag is read in the same query, so a disabled owner's links stop at once.
+   * The link with this lookup value, only while its owner is an enabled user (the owner's
+   * disabled flag is read in the same query, so a disabled owner's links stop at once);
+   * `intact` is false when its file, owner, password or limits were changed without the key.
    */
-  byTokenHash(hash: Buffer): ShareRow | undefined {
+  byTokenHash(hash: Buffer): { share: ShareRow; intact: boolean } | undefined {
     const r = stmt(
       this.db,
-      `SELECT ${PREFIXED} FROM shares s JOIN users u ON u.id = s.owner_id WHERE s.token_hash = ? AND u.disabled = 0`,
-    ).get(hash) as RawShare | undefined;
-    return r && toRow(r);
+      `SELECT ${PREFIXED}, s.row_mac FROM shares s JOIN users u ON u.id = s.owner_id WHERE s.token_hash = ? AND u.disabled = 0`,
+    ).get(hash) as (RawShare & { row_mac: Buffer | null }) | undefined;
+    if (!r) return undefined;
+    const share = toRow(r);
+    return { share, intact: this.keys.rowMacMatches('shares', shareMacFields({ ...share, tokenHash: hash }), r.row_mac) };
   }
 
   byId(id: string): ShareRow | undefined {
@@ -88,14 +100,27 @@ export class SharesRepo {
     return (stmt(this.db, `SELECT ${COLUMNS} FROM shares WHERE owner_id = ? ORDER BY created_at DESC, id`).all(ownerId) as RawShare[]).map(toRow);
   }
 
-  /** Revokes every live share of the owner; returns how many were revoked. */
+  /**
+   * Revokes every live share of the owner; returns how many were revoked. Each through
+   * write(), so the revocation is sealed: a raw UPDATE would leave the old MAC, which matches
+   * again once a database writer clears revoked_at.
+   */
   revokeAllForOwner(ownerId: string, now: number): number {
-    return stmt(this.db, 'UPDATE shares SET revoked_at = ? WHERE owner_id = ? AND revoked_at IS NULL').run(now, ownerId).changes;
+    return this.revokeWhere('owner_id', ownerId, now);
   }
 
-  /** Revokes every live share of a file; returns how many were revoked. */
+  /** Revokes every live share of a file (sealed, as above); returns how many were revoked. */
   revokeAllForFile(fileId: string, now: number): number {
-    return stmt(this.db, 'UPDATE shares SET revoked_at = ? WHERE file_id = ? AND revoked_at IS NULL').run(now, fileId).changes;
+    return this.revokeWhere('file_id', fileId, now);
+  }
+
+  private revokeWhere(column: 'owner_id' | 'file_id', value: string, now: number): number {
+    return this.db.transaction(() => {
+      const ids = stmt(this.db, `SELECT id FROM shares WHERE ${column} = ? AND revoked_at IS NULL`).all(value) as { id: string }[];
+      let n = 0;
+      for (const { id } of ids) if (this.write(id, { revokedAt: now })) n++;
+      return n;
+    })();
   }
 
   /** Removes every share row of the owner (their reservations go with them); for deleting the user. */
@@ -105,7 +130,37 @@ export class SharesRepo {
 
   /** Revokes the owner's share; false if there is no such live share. */
   revoke(id: string, ownerId: string, now: number): boolean {
-    return stmt(this.db, 'UPDATE shares SET revoked_at = ? WHERE id = ? AND owner_id = ? AND revoked_at IS NULL').run(now, id, ownerId).changes === 1;
+    return this.db.transaction(() => {
+      const current = this.byId(id);
+      if (!current || current.ownerId !== ownerId || current.revokedAt !== null) return false;
+      return this.write(id, { revokedAt: now });
+    })();
+  }
+
+  /**
+   * Writes changed counters or the revocation and re-seals the row, so clearing revoked_at or
+   * resetting a counter by SQL makes the link fail its MAC (undoing a change then needs a saved
+   * copy of the row from before it). A row whose MAC already fails keeps failing: it is
+   * changed, never blessed.
+   */
+  private write(id: string, change: Partial<Pick<ShareRow, 'downloads' | 'bytesServed' | 'revokedAt'>>): boolean {
+    const r = stmt(this.db, `SELECT ${COLUMNS}, token_hash, row_mac FROM shares WHERE id = ?`).get(id) as
+      | (RawShare & { token_hash: Buffer; row_mac: Buffer | null })
+      | undefined;
+    if (!r) return false;
+    const before = toRow(r);
+    const intact = this.keys.rowMacMatches('shares', shareMacFields({ ...before, tokenHash: r.token_hash }), r.row_mac);
+    const after = { ...before, ...change };
+    const mac = intact ? this.keys.rowMac('shares', shareMacFields({ ...after, tokenHash: r.token_hash })) : r.row_mac;
+    return (
+      stmt(this.db, 'UPDATE shares SET downloads = ?, bytes_served = ?, revoked_at = ?, row_mac = ? WHERE id = ?').run(
+        after.downloads,
+        after.bytesServed,
+        after.revokedAt,
+        mac,
+        id,
+      ).changes === 1
+    );
   }
 
   /**
@@ -172,7 +227,9 @@ export class SharesRepo {
         stmt(this.db, 'DELETE FROM share_reservations WHERE id = ?').run(id);
         const holds = row !== undefined && row.completion_slot === 1 && row.yielded === 0 && row.expires_at > now;
         const count = completed && holds && !(ticket && this.ticketCounted(shareId, ticket.id, now));
-        stmt(this.db, 'UPDATE shares SET bytes_served = bytes_served + ?, downloads = downloads + ? WHERE id = ?').run(bytesSent, count ? 1 : 0, shareId);
+        const current = this.byId(shareId);
+        // Through write(): the counters are sealed, so resetting them by SQL is detected.
+        if (current) this.write(shareId, { bytesServed: current.bytesServed + bytesSent, downloads: current.downloads + (count ? 1 : 0) });
         if (count && ticket) {
           stmt(this.db, 'INSERT OR REPLACE INTO share_ticket_downloads (share_id, ticket_id, expires_at) VALUES (?, ?, ?)').run(shareId, ticket.id, ticket.expiresAt);
         }

@@ -1,9 +1,11 @@
 /**
  * Master-key operations: status, rotation (rewrap every DEK and service secret under the
- * active key, never touching ciphertext), and retiring keys nothing references any more.
+ * active key, never touching ciphertext, upgrading old wraps to the current wrap version on
+ * the way), and retiring keys nothing references any more. The integrity root (lookups and
+ * row MACs) is a service secret, so rotation carries it along and nothing else changes.
  */
 import { randomBytes } from 'node:crypto';
-import { unwrapDek, unwrapSecret, wrapDek, wrapSecret } from '../crypto/envelope.js';
+import { CURRENT_WRAP_VERSION, unwrapDek, unwrapSecret, wrapDek, wrapSecret, type WrapVersion } from '../crypto/envelope.js';
 import { Keyring } from '../crypto/keyring.js';
 import type { Db } from '../db/database.js';
 import { MasterKeysRepo } from '../db/master-keys.js';
@@ -56,7 +58,9 @@ export interface RotateResult {
 
 interface RowToRewrap {
   id: string;
+  owner_id: string;
   key_id: string;
+  wrap_version: number;
   wrapped_dek: Buffer;
   size: number;
   sha256: Buffer;
@@ -65,9 +69,10 @@ interface RowToRewrap {
 }
 
 /**
- * Rewraps every DEK not under the active key, in batches: each batch is one transaction and
- * each row update is a compare-and-swap on the old key id, so this is safe while the server
- * runs, safe to interrupt (`shouldStop`) and safe to run again (it continues where it stopped).
+ * Rewraps every DEK not under the active key or not at the current wrap version (which also
+ * binds the owner), in batches: each batch is one transaction and each row update is a
+ * compare-and-swap on the old key id and wrapped DEK, so this is safe while the server runs,
+ * safe to interrupt (`shouldStop`) and safe to run again (it continues where it stopped).
  */
 export function rotate(
   db: Db,
@@ -77,20 +82,24 @@ export function rotate(
   const active = keyring.active;
   const batchSize = opts.batchSize ?? 200;
   db.prepare('INSERT OR IGNORE INTO master_keys (key_id, check_value, created_at) VALUES (?, ?, ?)').run(active.id, active.checkValue, Date.now());
-  const total = (db.prepare('SELECT count(*) AS n FROM files WHERE key_id != ?').get(active.id) as { n: number }).n;
+  const total = (db.prepare('SELECT count(*) AS n FROM files WHERE key_id != ? OR wrap_version != ?').get(active.id, CURRENT_WRAP_VERSION) as { n: number }).n;
   const result: RotateResult = { rewrapped: 0, skipped: 0, failed: [], secrets: 0, interrupted: false };
   const failedIds = new Set<string>();
   const select = db.prepare(
-    'SELECT id, key_id, wrapped_dek, size, sha256, format_version, chunk_size FROM files WHERE key_id != ? AND id > ? ORDER BY id LIMIT ?',
+    `SELECT id, owner_id, key_id, wrap_version, wrapped_dek, size, sha256, format_version, chunk_size FROM files
+     WHERE (key_id != ? OR wrap_version != ?) AND id > ? ORDER BY id LIMIT ?`,
   );
-  const cas = db.prepare('UPDATE files SET key_id = ?, wrapped_dek = ? WHERE id = ? AND key_id = ? AND wrapped_dek = ?');
+  // The owner is in the WHERE too: the new wrap binds the owner read here.
+  const cas = db.prepare(
+    'UPDATE files SET key_id = ?, wrapped_dek = ?, wrap_version = ? WHERE id = ? AND owner_id = ? AND key_id = ? AND wrapped_dek = ?',
+  );
   let after = '';
   for (;;) {
     if (opts.shouldStop?.()) {
       result.interrupted = true;
       break;
     }
-    const rows = select.all(active.id, after, batchSize) as RowToRewrap[];
+    const rows = select.all(active.id, CURRENT_WRAP_VERSION, after, batchSize) as RowToRewrap[];
     if (rows.length === 0) break;
     after = rows.at(-1)!.id;
     // Crypto is synchronous, so the whole batch (unwrap, wrap, CAS update) fits in one
@@ -103,18 +112,20 @@ export function rotate(
           failedIds.add(r.id);
           continue;
         }
-        const binding = { fileId: r.id, size: r.size, sha256: r.sha256, formatVersion: r.format_version, chunkSize: r.chunk_size };
+        const binding = { fileId: r.id, ownerId: r.owner_id, size: r.size, sha256: r.sha256, formatVersion: r.format_version, chunkSize: r.chunk_size };
         let dek: Buffer;
         try {
-          dek = unwrapDek(old, r.wrapped_dek, binding);
+          // Under the layout the row names; a version-1 row whose owner was edited still opens
+          // here (version 1 does not bind the owner): its owner is taken as it is now.
+          dek = unwrapDek(old, r.wrapped_dek, { ...binding, wrapVersion: r.wrap_version as WrapVersion });
         } catch {
           result.failed.push({ id: r.id, reason: 'wrapped key does not unwrap (row altered?)' });
           failedIds.add(r.id);
           continue;
         }
-        const wrapped = wrapDek(active, dek, binding, randomBytes(12));
+        const wrapped = wrapDek(active, dek, { ...binding, wrapVersion: CURRENT_WRAP_VERSION }, randomBytes(12));
         dek.fill(0);
-        if (cas.run(active.id, wrapped, r.id, r.key_id, r.wrapped_dek).changes === 1) result.rewrapped++;
+        if (cas.run(active.id, wrapped, CURRENT_WRAP_VERSION, r.id, r.owner_id, r.key_id, r.wrapped_dek).changes === 1) result.rewrapped++;
         else result.skipped++;
       }
     }).immediate();

@@ -14,6 +14,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { CURRENT_WRAP_VERSION } from '../crypto/envelope.js';
 import { FORMAT_VERSION, NONCE_PREFIX_LENGTH, SALT_LENGTH } from '../crypto/format.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { ChunkSealer, decryptRange } from '../crypto/stream.js';
@@ -135,8 +136,10 @@ async function reencryptOne(db: Db, vault: VaultService, store: DiskBlobStore, k
       swapped = db
         .transaction(() => {
           const changed = db
-            .prepare('UPDATE files SET key_id = ?, wrapped_dek = ?, format_version = ? WHERE id = ? AND key_id = ? AND wrapped_dek = ?')
-            .run(next.keyId, wrapped, next.formatVersion, row.id, row.keyId, row.wrappedDek).changes;
+            .prepare(
+              'UPDATE files SET key_id = ?, wrapped_dek = ?, format_version = ?, wrap_version = ? WHERE id = ? AND owner_id = ? AND key_id = ? AND wrapped_dek = ?',
+            )
+            .run(next.keyId, wrapped, next.formatVersion, CURRENT_WRAP_VERSION, row.id, row.ownerId, row.keyId, row.wrappedDek).changes;
           if (changed !== 1) return false;
           // Inside the transaction, before the commit: a failed rename rolls the row back.
           fs.renameSync(tmpPath, finalPath);

@@ -7,6 +7,7 @@ import { TokensRepo, type TokenRow } from '../db/tokens.js';
 import { UsersRepo, type Role, type UserRow } from '../db/users.js';
 import { AppError } from '../errors.js';
 import { newId, secretHash } from './ids.js';
+import type { IntegrityKeys } from './integrity.js';
 import { MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
 
 export const TOKEN_PREFIX = 'sfs_';
@@ -19,8 +20,20 @@ export function normalizeUsername(name: string): string {
   return name.trim().normalize('NFC').toLowerCase();
 }
 
+/** A stored row that failed its integrity check (ids only: never a secret). */
+export interface IntegrityFailure {
+  table: 'users' | 'api_tokens' | 'shares' | 'sessions';
+  id: string;
+  /** The user the row concerns, when known. */
+  userId: string | null;
+}
+
 export interface AccountsDeps {
   db: Db;
+  /** Keys for token lookups and user/token row MACs (services/integrity.ts openIntegrity). */
+  integrity: IntegrityKeys;
+  /** Told about every row refused for a failed MAC (the app logs a warning and audits it). */
+  onIntegrityFailure?: (f: IntegrityFailure) => void;
   hasher: PasswordHasher;
   tokenDefaultTtl: number;
   tokenMaxTtl: number;
@@ -38,9 +51,13 @@ export class AccountsService {
   readonly tokens: TokensRepo;
   private readonly now: () => number;
 
+  /** The integrity keys this service seals and checks with (for services that share the database). */
+  readonly integrity: IntegrityKeys;
+
   constructor(private readonly deps: AccountsDeps) {
-    this.users = new UsersRepo(deps.db);
-    this.tokens = new TokensRepo(deps.db);
+    this.integrity = deps.integrity;
+    this.users = new UsersRepo(deps.db, deps.integrity);
+    this.tokens = new TokensRepo(deps.db, deps.integrity);
     this.now = deps.now ?? Date.now;
   }
 
@@ -69,19 +86,41 @@ export class AccountsService {
   }
 
   /**
-   * Checks a username and password; unknown users cost the same time as known ones. A disabled
-   * account is named as such only after its correct password (account_disabled); with a wrong
-   * one the answer is the same as for any wrong password.
+   * True when the user row is intact (its MAC verifies). A failure is reported through
+   * onIntegrityFailure; callers then refuse exactly as for a wrong credential.
+   */
+  private intact(user: UserRow): boolean {
+    if (this.users.intact(user)) return true;
+    this.deps.onIntegrityFailure?.({ table: 'users', id: user.id, userId: user.id });
+    return false;
+  }
+
+  /**
+   * The user a page session names, or undefined when there is no such user, it is disabled,
+   * or its row failed its integrity check (the session is then ended).
+   */
+  sessionUser(uid: string): UserRow | undefined {
+    const user = this.users.byId(uid);
+    if (!user || !this.intact(user) || user.disabled) return undefined;
+    return user;
+  }
+
+  /**
+   * Checks a username and password; unknown users cost the same time as known ones, and a row
+   * that fails its MAC never signs in. A disabled account is named as such only after its
+   * correct password and an intact row (account_disabled); with a wrong one the answer is the
+   * same as for any wrong password.
    */
   async verifyPassword(username: string, password: string): Promise<UserRow> {
     const user = this.users.byUsername(normalizeUsername(username));
     const ok = user ? await this.deps.hasher.verify(user.passwordHash, password) : await this.deps.hasher.verifyNothing(password);
-    if (!ok || !user) throw new AppError('unauthorized', 'invalid username or password');
+    // The MAC is checked after the hash, so a tampered row costs the same time as any other.
+    if (!ok || !user || !this.intact(user)) throw new AppError('unauthorized', 'invalid username or password');
     if (user.disabled) throw new AppError('account_disabled', 'this account is disabled; ask an administrator');
     return user;
   }
 
-  /** Issues an API token; the secret is returned only here and stored as a SHA-256 hash. */
+  /** Issues an API token; the secret is returned only here and stored as its keyed hash. */
   issueToken(user: UserRow, name: string, expiresInSeconds?: number): { row: TokenRow; token: string } {
     const ttl = expiresInSeconds ?? this.deps.tokenDefaultTtl;
     if (ttl > this.deps.tokenMaxTtl) {
@@ -90,17 +129,22 @@ export class AccountsService {
     const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
     const now = this.now();
     const row: TokenRow = { id: newId(), userId: user.id, name, createdAt: now, expiresAt: now + ttl * 1000, lastUsedAt: null, revokedAt: null };
-    this.tokens.insert({ ...row, tokenHash: secretHash(token) });
+    this.tokens.insert({ ...row, tokenHash: this.deps.integrity.lookup(token) });
     return { row, token };
   }
 
-  /** Resolves a bearer token to its user; disabled users, revoked and expired tokens fail. */
+  /**
+   * Resolves a bearer token to its user; disabled users, revoked and expired tokens fail, and
+   * so do a token row or user row that fails its MAC (same 401, no details to the client).
+   */
   authenticateToken(token: string): Principal {
     if (!token.startsWith(TOKEN_PREFIX) || token.length > 200) throw new AppError('unauthorized', 'invalid or expired token');
     const now = this.now();
-    const row = this.tokens.activeByHash(secretHash(token), now);
+    const found = this.tokens.activeByHash(this.deps.integrity.lookup(token), now);
+    if (found && !found.intact) this.deps.onIntegrityFailure?.({ table: 'api_tokens', id: found.row.id, userId: found.row.userId });
+    const row = found?.intact ? found.row : undefined;
     const user = row && this.users.byId(row.userId);
-    if (!row || !user || user.disabled) throw new AppError('unauthorized', 'invalid or expired token');
+    if (!row || !user || !this.intact(user) || user.disabled) throw new AppError('unauthorized', 'invalid or expired token');
     this.tokens.touch(row.id, now);
     return { user, tokenId: row.id };
   }
@@ -144,7 +188,8 @@ export class AccountsService {
         // Never leave the server without an active admin.
         const losesAdmin = current.role === 'admin' && (changes.role === 'user' || changes.disabled === true);
         if (losesAdmin) {
-          const admins = this.users.list().filter((u) => u.role === 'admin' && !u.disabled && u.id !== id);
+          // A row that fails its MAC is no admin: it could be a database writer's forgery.
+          const admins = this.users.list().filter((u) => u.role === 'admin' && !u.disabled && u.id !== id && this.users.intact(u));
           if (admins.length === 0) throw new AppError('conflict', 'cannot demote or disable the last active admin');
         }
         this.users.update(
@@ -155,7 +200,7 @@ export class AccountsService {
         let revokedTokens = 0;
         let revokedShares = 0;
         if (passwordHash !== undefined || changes.disabled === true) revokedTokens = this.tokens.revokeAllExcept(id, null, now);
-        if (changes.disabled === true) revokedShares = new SharesRepo(this.deps.db).revokeAllForOwner(id, now);
+        if (changes.disabled === true) revokedShares = new SharesRepo(this.deps.db, this.deps.integrity).revokeAllForOwner(id, now);
         return { revokedTokens, revokedShares };
       })
       .immediate();
@@ -168,6 +213,11 @@ export interface AdminUpdateResult {
   user: UserRow;
   revokedTokens: number;
   revokedShares: number;
+}
+
+/** True while the database has no user (for start-up, before the app and its keys exist). */
+export function setupOpenIn(db: Db): boolean {
+  return (db.prepare('SELECT count(*) AS n FROM users').get() as { n: number }).n === 0;
 }
 
 /** Enforces the password policy (length only, per NIST 800-63B). */

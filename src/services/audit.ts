@@ -27,7 +27,7 @@ const GENESIS: Buffer = Buffer.alloc(32);
 export type Outcome = 'success' | 'failure' | 'denied';
 
 export interface AuditInput {
-  /** User id, `share:<id>`, `cli`, or `anonymous`. */
+  /** User id, `share:<id>`, `cli`, `system` (the server itself: integrity events), or `anonymous`. */
   actor: string;
   action: string;
   outcome: Outcome;

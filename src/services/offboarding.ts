@@ -54,7 +54,7 @@ export async function deleteUser(d: OffboardingDeps, userId: string, decision: F
   // Throws conflict for the last active admin, before anything is changed.
   const { revokedTokens, revokedShares } = await d.accounts.adminUpdate(user.id, { disabled: true });
   d.endSessions?.(user.id);
-  const shares = new SharesRepo(d.db);
+  const shares = new SharesRepo(d.db, d.accounts.integrity);
   let files = 0;
   let bytes = 0;
   for (;;) {

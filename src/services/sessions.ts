@@ -1,12 +1,14 @@
 /**
  * Browser sessions as their owner and the admins see them: list, end one, end all. The rows
  * are written by the session store (express-session + connect-session-knex, see
- * http/pages/session.ts); this module only reads and deletes them. A row's key is the
- * SHA-256 of the cookie's session id, so neither the database nor these pages ever hold a
- * working session id.
+ * http/pages/session.ts); this module only reads and deletes them. A row's key is the keyed
+ * hash of the cookie's session id (HMAC(k_lookup, SHA-256(id)), services/integrity.ts), so
+ * neither the database nor these pages ever hold a working session id, and nobody without the
+ * master key can compute the row of an id they chose. Each row's `sess` carries a seal (a MAC
+ * over the row key, the user and the sign-in time), so a row cannot be pointed at another user.
  */
 import type { Db } from '../db/database.js';
-import { secretHash } from './ids.js';
+import { sealSession, sessionSealMatches, type IntegrityKeys } from './integrity.js';
 
 /** What the store keeps in `sess` besides express-session's own cookie data. */
 export interface SessionFacts {
@@ -15,10 +17,12 @@ export interface SessionFacts {
   createdAt?: number;
   ip?: string | null;
   ua?: string | null;
+  /** MAC over the store key, uid and createdAt (hex), written by the store wrapper. */
+  seal?: string;
 }
 
 export interface SessionView {
-  /** Public handle of the session: the SHA-256 of its id (never the id itself). */
+  /** Public handle of the session: the keyed hash of its id (never the id itself). */
   key: string;
   createdAt: number;
   lastSeenAt: number;
@@ -28,6 +32,7 @@ export interface SessionView {
 
 export interface WebSessionsDeps {
   db: Db;
+  integrity: IntegrityKeys;
   idleMs: number;
   maxMs: number;
   now?: () => number;
@@ -41,9 +46,24 @@ export class WebSessions {
     this.now = deps.now ?? Date.now;
   }
 
-  /** The store key for a cookie's session id. */
-  static keyOf(sid: string): string {
-    return secretHash(sid).toString('hex');
+  /** The store key for a cookie's session id (keyed: needs the master key to compute). */
+  keyOf(sid: string): string {
+    return this.deps.integrity.lookup(sid).toString('hex');
+  }
+
+  /** The cookie signing secret (from the integrity root: the same before and after a key rotation). */
+  cookieSecret(): Buffer {
+    return this.deps.integrity.sessionCookieKey;
+  }
+
+  /** The seal to store with a session's data under `key`. */
+  seal(key: string, sess: SessionFacts): string {
+    return sealSession(this.deps.integrity, key, sess);
+  }
+
+  /** True when stored session data carries the seal for `key`. */
+  sealMatches(key: string, sess: SessionFacts): boolean {
+    return sessionSealMatches(this.deps.integrity, key, sess);
   }
 
   /** The user's live sessions, most recently used first. */
@@ -55,6 +75,8 @@ export class WebSessions {
     const out: SessionView[] = [];
     for (const r of rows) {
       const s = JSON.parse(r.sess) as SessionFacts;
+      // A row without a valid seal was written without the key: it cannot sign anyone in.
+      if (!this.sealMatches(r.sid, s)) continue;
       const createdAt = s.createdAt ?? 0;
       if (now - createdAt > this.deps.maxMs) continue;
       // The store pushes `expired` to (last request + idle timeout) on every request.

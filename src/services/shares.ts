@@ -1,5 +1,5 @@
 /**
- * Share links: unguessable tokens (stored as SHA-256), expiry, download budgets that allow
+ * Share links: unguessable tokens (stored as a keyed hash, rows MAC'd: services/integrity.ts), expiry, download budgets that allow
  * resuming, optional passwords (argon2id), and signed short-lived download tickets.
  *
  * Download budget: a response that delivers the file's last byte needs a completion slot
@@ -22,7 +22,9 @@ import type { FileRow } from '../db/files.js';
 import { SharesRepo, type ShareRow } from '../db/shares.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { AppError } from '../errors.js';
-import { newId, secretHash } from './ids.js';
+import { newId } from './ids.js';
+import type { IntegrityKeys } from './integrity.js';
+import type { IntegrityFailure } from './accounts.js';
 import type { PasswordHasher } from './passwords.js';
 import { checkPassword } from './accounts.js';
 
@@ -35,6 +37,10 @@ const MAX_HEARTBEAT_MS = 60_000;
 
 export interface SharesDeps {
   db: Db;
+  /** Keys for link lookups and link row MACs (services/integrity.ts openIntegrity). */
+  integrity: IntegrityKeys;
+  /** Told about every link refused for a failed MAC. */
+  onIntegrityFailure?: (f: IntegrityFailure) => void;
   hasher: PasswordHasher;
   keyring: Keyring;
   defaultTtlSeconds: number;
@@ -92,7 +98,7 @@ export class SharesService {
   private readonly ticketKey: Buffer;
 
   constructor(private readonly deps: SharesDeps) {
-    this.repo = new SharesRepo(deps.db);
+    this.repo = new SharesRepo(deps.db, deps.integrity);
     this.now = deps.now ?? Date.now;
     this.ticketKey = deps.keyring.derive(TICKET_LABEL);
   }
@@ -124,7 +130,7 @@ export class SharesService {
       revokedAt: null,
       expiredAt: null,
     };
-    this.repo.insert({ ...share, tokenHash: secretHash(token) });
+    this.repo.insert({ ...share, tokenHash: this.deps.integrity.lookup(token) });
     return { share, token };
   }
 
@@ -143,13 +149,21 @@ export class SharesService {
     return null;
   }
 
+  /** A stable in-memory key for a link token (rate limits): its keyed hash, so the token itself is never a map key. */
+  tokenKey(token: string): string {
+    return this.deps.integrity.lookup(token).toString('hex');
+  }
+
   /**
    * Resolves a link token to a live share and its file, or null (unknown, revoked, expired,
-   * exhausted). A used-up link still resolves for a ticket whose own download was counted.
+   * exhausted, or a row that fails its MAC). A used-up link still resolves for a ticket whose
+   * own download was counted.
    */
   resolve(token: string, files: { byId(id: string): FileRow | undefined }, ticketText?: string): ResolvedShare | null {
     if (!/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
-    const share = this.repo.byTokenHash(secretHash(token));
+    const found = this.repo.byTokenHash(this.deps.integrity.lookup(token));
+    if (found && !found.intact) this.deps.onIntegrityFailure?.({ table: 'shares', id: found.share.id, userId: found.share.ownerId });
+    const share = found?.intact ? found.share : undefined;
     const file = share && files.byId(share.fileId);
     if (!share || !file) return null;
     const now = this.now();

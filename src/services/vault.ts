@@ -6,9 +6,9 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { stmt, type Db } from '../db/database.js';
-import { FilesRepo, type FileRow, type PageCursor } from '../db/files.js';
+import { FilesRepo, bindingOf, type FileRow, type PageCursor } from '../db/files.js';
 import { MasterKeysRepo } from '../db/master-keys.js';
-import { unwrapDek, wrapDek } from '../crypto/envelope.js';
+import { CURRENT_WRAP_VERSION, unwrapDek, wrapDek } from '../crypto/envelope.js';
 import {
   DEFAULT_CHUNK_SIZE,
   FORMAT_VERSION,
@@ -165,7 +165,9 @@ export class VaultService {
         mimeType: s.mimeType,
         sha256: s.sha256,
         keyId: key.id,
+        // The owner is bound too (wrapFor): a file moved to another user by SQL no longer unwraps.
         wrappedDek: this.wrapFor(key, { id: s.id, ownerId, size: s.size, sha256: s.sha256, formatVersion: FORMAT_VERSION, chunkSize: s.chunkSize }, s.dek),
+        wrapVersion: CURRENT_WRAP_VERSION,
         formatVersion: FORMAT_VERSION,
         chunkSize: s.chunkSize,
         // Files of one request keep their order when listed newest first.
@@ -195,10 +197,19 @@ export class VaultService {
    * to the binding reaches all of them.
    */
   wrapFor(key: MasterKey, file: Pick<FileRow, 'id' | 'ownerId' | 'size' | 'sha256' | 'formatVersion' | 'chunkSize'>, dek: Buffer): Buffer {
+    // Always the current wrap version: the owner is bound, so a file moved by SQL no longer unwraps.
     return wrapDek(
       key,
       dek,
-      { fileId: file.id, size: file.size, sha256: file.sha256, formatVersion: file.formatVersion, chunkSize: file.chunkSize },
+      {
+        wrapVersion: CURRENT_WRAP_VERSION,
+        fileId: file.id,
+        ownerId: file.ownerId,
+        size: file.size,
+        sha256: file.sha256,
+        formatVersion: file.formatVersion,
+        chunkSize: file.chunkSize,
+      },
       randomBytes(12),
     );
   }
@@ -240,23 +251,40 @@ export class VaultService {
   }
 
   /**
-   * Moves a file from one owner to another (an admin's transfer of a departing user's files):
-   * a compare-and-swap on the owner, in one transaction, so a file that was deleted or moved
-   * meanwhile is left alone (false). The only place owner_id changes: anything that binds the
-   * owner into the wrapped key must rewrap it here. Quota usage moves with the rows; the
-   * receiver may end up over their quota (an admin's decision, audited by the caller).
+   * Gives a file to another user (admin transfers): unwraps the DEK under the binding to the
+   * old owner, rewraps it under the active key bound to the new owner, and swaps owner,
+   * wrapped DEK, key id and wrap version in one compare-and-swap statement. False when the
+   * file is not `fromUserId`'s (any more) or another writer changed the row first. Throws
+   * IntegrityError when the stored wrap does not open (the row was altered).
    */
   transferOwnership(fileId: string, fromUserId: string, toUserId: string): boolean {
+    const row = /^[0-9a-f]{32}$/.test(fileId) ? this.files.byIdForOwner(fileId, fromUserId) : undefined;
+    if (!row) return false;
+    const old = this.deps.keyring.get(row.keyId);
+    if (!old) throw new IntegrityError(`file is wrapped under key ${row.keyId}, which is not loaded`);
+    const dek = unwrapDek(old, row.wrappedDek, bindingOf(row));
+    const active = this.deps.keyring.active;
+    let wrapped: Buffer;
+    try {
+      wrapped = wrapDek(active, dek, { ...bindingOf(row), wrapVersion: CURRENT_WRAP_VERSION, ownerId: toUserId }, randomBytes(12));
+    } finally {
+      dek.fill(0);
+    }
     const moved = this.deps.db
-      .transaction((): number | null => {
-        const row = this.files.byIdForOwner(fileId, fromUserId);
-        if (!row) return null;
-        const changed = stmt(this.deps.db, 'UPDATE files SET owner_id = ? WHERE id = ? AND owner_id = ?').run(toUserId, fileId, fromUserId).changes;
-        return changed === 1 ? row.size : null;
+      .transaction(() => {
+        this.keys.insertIfMissing(active.id, active.checkValue, this.now());
+        return (
+          stmt(
+            this.deps.db,
+            `UPDATE files SET owner_id = ?, wrapped_dek = ?, key_id = ?, wrap_version = ?
+             WHERE id = ? AND owner_id = ? AND wrapped_dek = ?`,
+          ).run(toUserId, wrapped, active.id, CURRENT_WRAP_VERSION, row.id, fromUserId, row.wrappedDek).changes === 1
+        );
       })
       .immediate();
-    // Usage is read from the database, so the moved bytes count for the receiver at once.
-    return moved !== null;
+    // Usage is read from the database, so the moved bytes count for the receiver at once; the
+    // receiver may end up over their quota (an admin's decision, audited by the caller).
+    return moved;
   }
 
   /**
@@ -289,13 +317,7 @@ export class VaultService {
         { 'Retry-After': '60' },
       );
     }
-    const dek = unwrapDek(key, row.wrappedDek, {
-      fileId: row.id,
-      size: row.size,
-      sha256: row.sha256,
-      formatVersion: row.formatVersion,
-      chunkSize: row.chunkSize,
-    });
+    const dek = unwrapDek(key, row.wrappedDek, bindingOf(row));
     try {
       const expected = ciphertextSize(row.size, row.chunkSize);
       const span = ciphertextSpan(row.size, row.chunkSize, range.start, range.end);

@@ -6,7 +6,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { UserRow } from '../../db/users.js';
 import { AppError } from '../../errors.js';
 import type { AccountsService } from '../../services/accounts.js';
-import { WebSessions } from '../../services/sessions.js';
+import type { WebSessions } from '../../services/sessions.js';
 import { clientOf } from '../context.js';
 
 declare module 'express-serve-static-core' {
@@ -16,19 +16,20 @@ declare module 'express-serve-static-core' {
   }
 }
 
-/** Loads the session's user into req.webUser and res.locals.user; ends sessions past the absolute timeout or of a disabled user. */
-export function loadUser(accounts: AccountsService, maxMs: number, now: () => number = Date.now): RequestHandler {
+/** Loads the session's user into req.webUser and res.locals.user; ends sessions past the absolute timeout, of a disabled user, or of a user row that fails its MAC. */
+export function loadUser(accounts: AccountsService, sessions: WebSessions, maxMs: number, now: () => number = Date.now): RequestHandler {
   return (req, res, next) => {
     const s = req.session;
     if (!s?.uid) return next();
-    const user = accounts.users.byId(s.uid);
-    if (!user || user.disabled || now() - (s.createdAt ?? 0) > maxMs) {
+    // sessionUser refuses a disabled user and a user row that fails its integrity MAC.
+    const user = accounts.sessionUser(s.uid);
+    if (!user || now() - (s.createdAt ?? 0) > maxMs) {
       s.destroy(() => next());
       return;
     }
     req.webUser = user;
     res.locals.user = user;
-    res.locals.sessionKey = WebSessions.keyOf(req.sessionID);
+    res.locals.sessionKey = sessions.keyOf(req.sessionID);
     next();
   };
 }

@@ -18,8 +18,19 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 /** Every page route, behind the session, the user loader and the CSRF check. */
 export function pageRoutes(d: PagesDeps): Router {
   const r = Router();
-  r.use(sessionMiddleware({ db: d.db, secret: d.keyring.derive('sfs/v1 session cookie'), idleMs: d.config.sessionIdleMs }));
-  r.use(loadUser(d.accounts, d.config.sessionMaxMs));
+  r.use(
+    sessionMiddleware({
+      db: d.db,
+      sessions: d.sessions,
+      onTampered: d.onSessionTampered,
+      // Signed with a key from the integrity root, which key rotation carries along, so
+      // sessions survive `sfs key rotate`; cookies signed before this version (with a key
+      // derived from the active master key) are still accepted until they expire.
+      secret: [d.sessions.cookieSecret(), d.keyring.derive('sfs/v1 session cookie')],
+      idleMs: d.config.sessionIdleMs,
+    }),
+  );
+  r.use(loadUser(d.accounts, d.sessions, d.config.sessionMaxMs));
   // Only urlencoded bodies are parsed here; multipart uploads are streamed by multer later.
   r.use(express.urlencoded({ extended: false, limit: '64kb', parameterLimit: 50 }));
   r.use((req, res, next) => {

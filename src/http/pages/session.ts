@@ -5,8 +5,10 @@
  *   whose "connection" is that handle), so there is no second connection to open, tune or
  *   close; the table comes from migration 3 and the store never creates or sweeps anything
  *   itself (main.ts sweeps with the other housekeeping).
- * - The store is keyed by the SHA-256 of the session id, so the database holds no working
- *   session id.
+ * - The store is keyed by the keyed hash of the session id (WebSessions.keyOf), so the
+ *   database holds no working session id and a row for a chosen id cannot be forged; each
+ *   row's data is sealed (a MAC over key, user and sign-in time) and a row whose seal fails
+ *   is treated as no session at all.
  * - Cookies are HttpOnly, SameSite=Lax, and Secure (with a __Host- name) whenever the request
  *   is HTTPS, directly or through a trusted proxy; idle timeout through a rolling cookie and
  *   store expiry, absolute timeout checked on every request (see pages/auth.ts).
@@ -17,7 +19,7 @@ import type { RequestHandler } from 'express';
 import knex from 'knex';
 import { createRequire } from 'node:module';
 import type { Db } from '../../db/database.js';
-import { WebSessions, type SessionFacts } from '../../services/sessions.js';
+import type { WebSessions, SessionFacts } from '../../services/sessions.js';
 
 declare module 'express-session' {
   // eslint-disable-next-line @typescript-eslint/no-empty-object-type
@@ -42,36 +44,59 @@ function sharedHandleClient(db: Db): unknown {
 }
 
 /**
- * Wraps the store so rows are keyed by SHA-256(session id). connect-session-knex both calls
- * back and returns a promise that rejects on error (and its touch() never calls back on
- * error), so errors are routed to the callback exactly once and never left unhandled.
+ * Wraps the store so rows are keyed by the keyed hash of the session id and sealed.
+ * connect-session-knex both calls back and returns a promise that rejects on error (and its
+ * touch() never calls back on error), so errors are routed to the callback exactly once and
+ * never left unhandled.
  */
 class HashedIdStore extends Store {
-  constructor(private readonly inner: ConnectSessionKnexStore) {
+  constructor(
+    private readonly inner: ConnectSessionKnexStore,
+    private readonly sessions: WebSessions,
+    private readonly onTampered: (key: string, uid: string | null) => void,
+  ) {
     super();
   }
 
   override get(sid: string, cb: (err: unknown, s?: SessionData | null) => void): void {
-    this.inner.get(WebSessions.keyOf(sid), cb).catch(() => {});
+    const key = this.sessions.keyOf(sid);
+    this.inner
+      .get(key, (err: unknown, s?: SessionData | null) => {
+        if (err || !s) return cb(err, s);
+        // A row whose seal fails was written or edited without the key: no session at all.
+        if (!this.sessions.sealMatches(key, s)) {
+          this.onTampered(key, typeof s.uid === 'string' ? s.uid : null);
+          return cb(null, null);
+        }
+        cb(null, s);
+      })
+      .catch(() => {});
   }
 
   override set(sid: string, s: SessionData, cb?: Callback): void {
-    this.inner.set(WebSessions.keyOf(sid), s, cb).catch(() => {});
+    const key = this.sessions.keyOf(sid);
+    // A copy: the seal belongs to the stored row, not to req.session.
+    this.inner.set(key, { ...s, seal: this.sessions.seal(key, s) } as SessionData, cb).catch(() => {});
   }
 
   override destroy(sid: string, cb?: Callback): void {
-    this.inner.destroy(WebSessions.keyOf(sid), cb).catch(() => {});
+    this.inner.destroy(this.sessions.keyOf(sid), cb).catch(() => {});
   }
 
+  // touch() only moves the row's expiry (connect-session-knex never rewrites `sess` there).
   override touch(sid: string, s: SessionData, cb?: Callback): void {
-    this.inner.touch(WebSessions.keyOf(sid), s, () => cb?.()).catch((err: unknown) => cb?.(err));
+    this.inner.touch(this.sessions.keyOf(sid), s, () => cb?.()).catch((err: unknown) => cb?.(err));
   }
 }
 
 export interface SessionOptions {
   db: Db;
-  /** Cookie signing secret, derived from the master key. */
-  secret: Buffer;
+  /** Computes row keys and seals. */
+  sessions: WebSessions;
+  /** Called for a stored session whose seal fails (ids only). */
+  onTampered?: (key: string, uid: string | null) => void;
+  /** Cookie signing secrets: the first signs, any verifies (derived from keys the master key protects). */
+  secret: Buffer[];
   idleMs: number;
 }
 
@@ -87,12 +112,16 @@ export function sessionMiddleware(o: SessionOptions): RequestHandler {
     inner.ready.catch(() => {});
     // One wrapper per middleware: express-session installs its generate() (which carries
     // the cookie options, Secure included) on the store object it is given.
-    return { secure: make(new HashedIdStore(inner), true), plain: make(new HashedIdStore(inner), false) };
+    const onTampered = o.onTampered ?? (() => {});
+    return {
+      secure: make(new HashedIdStore(inner, o.sessions, onTampered), true),
+      plain: make(new HashedIdStore(inner, o.sessions, onTampered), false),
+    };
   };
   const make = (store: Store, secure: boolean) =>
     session({
       name: secure ? '__Host-sfs-session' : 'sfs-session',
-      secret: o.secret.toString('base64'),
+      secret: o.secret.map((k) => k.toString('base64')),
       store,
       resave: false,
       // No row and no cookie until someone signs in.

@@ -24,6 +24,8 @@ export interface PagesDeps {
   shares: SharesService;
   audit: AuditLog;
   sessions: WebSessions;
+  /** A stored session failed its seal (logged and audited by the app). */
+  onSessionTampered?: (key: string, uid: string | null) => void;
   setup: SetupCode;
   csrf: Csrf;
   limits: PasswordLimits;

@@ -6,7 +6,6 @@
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { AppError } from '../../errors.js';
 import type { AuditLog } from '../../services/audit.js';
-import { secretHash } from '../../services/ids.js';
 import type { ResolvedShare, SharesService } from '../../services/shares.js';
 import type { VaultService } from '../../services/vault.js';
 import { sendFileContent } from '../content.js';
@@ -51,7 +50,7 @@ export function humanSize(n: number): string {
 
 export function recipientRoutes(d: RecipientDeps): Router {
   const r = Router();
-  const tokenKey = (req: Request) => secretHash(String(req.params.token)).toString('hex');
+  const tokenKey = (req: Request) => d.shares.tokenKey(String(req.params.token));
 
   const onLimited = (req: Request) => {
     d.audit.recordSummarised(`share-pw:${req.ip}:${tokenKey(req)}`, {

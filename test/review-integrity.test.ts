@@ -424,10 +424,21 @@ function downgradeToFirstRelease(target: Harness, known: { tokens: string[]; sha
     }
     db.prepare("DELETE FROM secrets WHERE name = 'integrity-root'").run();
   })();
-  // The first release's schema: no wrap_version or MAC columns, schema version 4.
-  for (const [table, column] of [['files', 'wrap_version'], ['users', 'integrity_mac'], ['api_tokens', 'row_mac'], ['shares', 'row_mac']]) {
+  // The first release's schema, schema version 4: none of the columns and tables of migrations 5-7.
+  for (const [table, column] of [
+    ['files', 'wrap_version'],
+    ['users', 'integrity_mac'],
+    ['api_tokens', 'row_mac'],
+    ['shares', 'row_mac'],
+    ['users', 'password_reset_at'],
+    ['share_reservations', 'bytes_sent'],
+    ['share_reservations', 'slow_since'],
+    ['share_reservations', 'yielded'],
+    ['share_reservations', 'ticket_id'],
+  ]) {
     db.exec(`ALTER TABLE ${table} DROP COLUMN ${column}`);
   }
+  db.exec('DROP TABLE share_ticket_downloads');
   db.pragma('user_version = 4');
   db.close();
 }

@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import type { Keyring } from './crypto/keyring.js';
-import type { Db } from './db/database.js';
+import { sql } from 'kysely';
+import type { Database } from './db/database.js';
 import { AppError } from './errors.js';
 import { ApiRoutes } from './http/api-router.js';
 import { requireAdmin, requireToken } from './http/auth.js';
@@ -44,7 +45,7 @@ import type { BlobStore } from './storage/blob-store.js';
 
 export interface AppDeps {
   config: Config;
-  db: Db;
+  db: Database;
   store: BlobStore;
   keyring: Keyring;
   logger: Logger;
@@ -97,15 +98,17 @@ function assetUrl(name: string): string {
   return `/static/${name}?v=${v}`;
 }
 
-/** Builds the application and the services behind it. */
-export function createApp(deps: AppDeps): express.Express & { services: AppServices } {
+export type App = express.Express & { services: AppServices };
+
+/** Builds the application and the services behind it (after opening the integrity keys). */
+export async function createApp(deps: AppDeps): Promise<App> {
   const { config } = deps;
   const hasher = new PasswordHasher(config.hashConcurrency);
   // Before anything reads a token, link, session or user: the first start of this version
   // re-keys the stored lookups and seals the rows (once; see services/integrity.ts).
-  const { keys: integrity, upgraded } = openIntegrity(deps.db, deps.keyring);
+  const { keys: integrity, upgraded } = await openIntegrity(deps.db, deps.keyring);
   // Set below, once the audit log exists; a check can only fail on a request, after that.
-  let onIntegrityFailure: (f: IntegrityFailure) => void = () => {};
+  let onIntegrityFailure: (f: IntegrityFailure) => Promise<unknown> = async () => {};
   const accounts = new AccountsService({
     db: deps.db,
     integrity,
@@ -127,19 +130,20 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
     // Loud on purpose: on a database that already ran this version it means someone removed
     // the integrity root, and the rows were just accepted as they are (docs/security.md).
     deps.logger.warn({ upgraded }, 'integrity upgrade: stored lookups re-keyed and rows sealed under a new integrity root');
-    audit.record({ actor: 'system', action: 'integrity.upgrade', outcome: 'success', details: { ...upgraded } });
+    await audit.record({ actor: 'system', action: 'integrity.upgrade', outcome: 'success', details: { ...upgraded } });
   }
-  onIntegrityFailure = (f) => {
+  onIntegrityFailure = async (f) => {
     // Ids only: never a token, hash or session id. The client only sees its usual 401/404.
     deps.logger.warn({ integrity: f }, 'integrity check failed: a stored row was changed without the key; refused');
-    audit.recordSummarised(`integrity:${f.table}:${f.id}`, {
+    // A failed audit write is logged; the refusal stands either way.
+    await audit.recordSummarised(`integrity:${f.table}:${f.id}`, {
       actor: 'system',
       action: 'integrity.violation',
       outcome: 'denied',
       subjectUserId: f.userId,
       shareId: f.table === 'shares' ? f.id : null,
       details: { table: f.table, rowId: f.id },
-    });
+    }).catch((err: unknown) => deps.logger.warn({ err }, 'could not record an integrity violation'));
   };
   const shares = new SharesService({
     db: deps.db,
@@ -158,7 +162,7 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   // Page forms: bound to the session once signed in; before that (sign-in, setup) to the cookie alone.
   const pageCsrf = createCsrf(deps.keyring.derive('sfs/v1 page csrf'), 'sfs-csrf', (req) => (req.session?.uid ? req.sessionID : 'anonymous'));
 
-  const app = express() as express.Express & { services: AppServices };
+  const app = express() as App;
   app.services = { accounts, vault, shares, audit, sessions };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
@@ -190,7 +194,7 @@ export function createApp(deps: AppDeps): express.Express & { services: AppServi
   });
   app.get('/readyz', async (_req, res) => {
     try {
-      deps.db.prepare('SELECT 1').get();
+      await sql`SELECT 1`.execute(deps.db.kysely);
       await deps.store.checkWritable();
       res.json({ status: 'ok' });
     } catch (err) {

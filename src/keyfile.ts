@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, type Config } from './config.js';
 import { Keyring, keyIdOf, parseMasterKey } from './crypto/keyring.js';
-import type { Db } from './db/database.js';
+import type { Executor } from './db/database.js';
 import { MasterKeysRepo } from './db/master-keys.js';
 
 export class KeyFileExistsError extends Error {
@@ -118,10 +118,10 @@ function readKeyLines(file: string): string[] {
  * Returns undefined otherwise (env-configured keys cannot change; the file is re-parsed only
  * when it changed since the last look, so a flood of requests costs one stat each).
  */
-export function keyFileLoader(config: Config, db: Db, onProblem: (message: string) => void = () => {}): (keyId: string) => Buffer | undefined {
+export function keyFileLoader(config: Config, db: Executor, onProblem: (message: string) => void = () => {}): (keyId: string) => Promise<Buffer | undefined> {
   // Per key id: the key file's state at the last fruitless look.
   const seen = new Map<string, string>();
-  return (keyId) => {
+  return async (keyId) => {
     if (config.masterKey) return undefined;
     let stamp: string;
     try {
@@ -132,7 +132,7 @@ export function keyFileLoader(config: Config, db: Db, onProblem: (message: strin
     }
     if (seen.get(keyId) === stamp) return undefined;
     seen.set(keyId, stamp);
-    const row = new MasterKeysRepo(db).list().find((r) => r.keyId === keyId);
+    const row = (await new MasterKeysRepo(db).list()).find((r) => r.keyId === keyId);
     if (!row) return undefined;
     let lines: string[];
     try {

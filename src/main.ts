@@ -52,11 +52,11 @@ async function main(): Promise<void> {
     throw err;
   }
   process.on('exit', () => lock.release());
-  const db = openDatabase(config.dbFile);
+  const db = await openDatabase(config.dbFile);
   let keys;
   try {
     // Never generate a fresh key for a database that already used one: it would read nothing.
-    keys = loadKeyring(config, { mayGenerate: new MasterKeysRepo(db).list().length === 0 });
+    keys = loadKeyring(config, { mayGenerate: (await new MasterKeysRepo(db.kysely).list()).length === 0 });
   } catch (err) {
     fail((err as Error).message);
   }
@@ -73,16 +73,16 @@ async function main(): Promise<void> {
   // A new active key must be introduced on purpose: `sfs key rotate`, this flag or MASTER_KEY_NEW=1.
   const acceptNewKey = config.acceptNewKey || process.argv.slice(2).includes('--accept-new-key');
   try {
-    checkKeyringAgainstDb(db, keys.keyring, { acceptNewKey });
+    await checkKeyringAgainstDb(db.kysely, keys.keyring, { acceptNewKey });
   } catch (err) {
     if (err instanceof KeyMismatchError) fail(err.message);
     throw err;
   }
   // Once accepted, the key is known: later starts need no flag.
-  if (acceptNewKey) registerActiveKey(db, keys.keyring);
+  if (acceptNewKey) await registerActiveKey(db.kysely, keys.keyring);
   // A rotation run beside this server (sfs key rotate) may wrap files under a key this process
   // was not started with: re-read the key file for it, checked against the database.
-  keys.keyring.setLoader(keyFileLoader(config, db, (message) => logger.warn({ problem: message }, 'key file not reloaded')));
+  keys.keyring.setLoader(keyFileLoader(config, db.kysely, (message) => logger.warn({ problem: message }, 'key file not reloaded')));
 
   const store = createBlobStore(config);
   if (store instanceof S3BlobStore) {
@@ -102,7 +102,7 @@ async function main(): Promise<void> {
   // Blobs are committed before their rows are inserted; a crash in between leaves
   // ciphertext whose DEK was never stored. Any blob without a row (and past the grace
   // period) is such a leftover and can never be read: remove it.
-  const known = new Set(new FilesRepo(db).allIds());
+  const known = new Set(await new FilesRepo(db.kysely).allIds());
   let orphans = 0;
   const now = Date.now();
   for await (const e of store.entries()) {
@@ -115,7 +115,7 @@ async function main(): Promise<void> {
 
   const setupFile = path.join(config.dataDir, 'setup-code');
   let setup: SetupCode;
-  if (setupOpenIn(db)) {
+  if (await setupOpenIn(db.kysely)) {
     setup = SetupCode.generate(setupFile);
     process.stderr.write(
       `\n  No account exists yet. One-time setup code: ${setup.reveal()}\n` +
@@ -143,21 +143,21 @@ async function main(): Promise<void> {
     );
     process.stderr.write('sfs: warning: TRUST_PROXY is set but PUBLIC_URL is not; set PUBLIC_URL so share links cannot be poisoned\n');
   }
-  const app = createApp({ config, db, store, keyring: keys.keyring, logger, setup });
+  const app = await createApp({ config, db, store, keyring: keys.keyring, logger, setup });
   // Expired shares and sessions stop working at their expiry instant anyway; the sweep marks
   // the shares, drops reservations left by crashed responses, and deletes dead sessions.
-  const sweep = () => {
+  const sweep = async () => {
     try {
-      const n = app.services.shares.sweep();
+      const n = await app.services.shares.sweep();
       if (n) logger.info({ expired: n }, 'share sweep');
-      const ended = app.services.sessions.sweep();
+      const ended = await app.services.sessions.sweep();
       if (ended) logger.info({ ended }, 'session sweep');
     } catch (err) {
       logger.warn({ err }, 'share sweep failed');
     }
   };
-  sweep();
-  setInterval(sweep, 10 * 60_000).unref();
+  await sweep();
+  setInterval(() => void sweep(), 10 * 60_000).unref();
   const server = createHttpServer(app, { idleTimeoutMs: config.socketIdleTimeoutMs, tls });
 
   server.on('error', (err: NodeJS.ErrnoException) => {
@@ -191,11 +191,13 @@ async function main(): Promise<void> {
   const finish = () => {
     server.closeAllConnections();
     // The audit head file is written asynchronously: let the last write land first.
-    void app.services.audit.flush().finally(() => {
-      db.close();
-      logger.info('stopped');
-      process.exit(0);
-    });
+    void app.services.audit
+      .flush()
+      .then(() => db.close())
+      .finally(() => {
+        logger.info('stopped');
+        process.exit(0);
+      });
   };
   const track = (_req: unknown, res: import('node:http').ServerResponse) => {
     active.add(res);

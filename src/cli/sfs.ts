@@ -14,7 +14,8 @@ import readline from 'node:readline';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import type { Keyring } from '../crypto/keyring.js';
-import { openDatabase, type Db } from '../db/database.js';
+import { openDatabase, type Database } from '../db/database.js';
+import { auditRows } from '../services/audit.js';
 import { FilesRepo } from '../db/files.js';
 import { AppError } from '../errors.js';
 import { KeyFileExistsError, generateKeyFile, loadKeyring } from '../keyfile.js';
@@ -82,19 +83,19 @@ function progress(enabled: boolean, label: string) {
  * Opens the database and the keyring without ever generating a key. A new active key passes
  * the check only for `key rotate` (which registers it) or with MASTER_KEY_NEW=1.
  */
-function open(config: Config, opts: { checkKeys: boolean; acceptNewKey?: boolean }): { db: Db; keyring: Keyring } {
+async function open(config: Config, opts: { checkKeys: boolean; acceptNewKey?: boolean }): Promise<{ db: Database; keyring: Keyring }> {
   if (!fs.existsSync(config.dbFile)) throw new UsageError(`no database at ${config.dbFile} (is DATA_DIR right?)`);
-  const db = openDatabase(config.dbFile);
+  const db = await openDatabase(config.dbFile);
   const { keyring } = loadKeyring(config, { mayGenerate: false });
-  if (opts.checkKeys) checkKeyringAgainstDb(db, keyring, { acceptNewKey: opts.acceptNewKey || config.acceptNewKey });
+  if (opts.checkKeys) await checkKeyringAgainstDb(db.kysely, keyring, { acceptNewKey: opts.acceptNewKey || config.acceptNewKey });
   return { db, keyring };
 }
 
 /** Accounts on `db`; needs the master key, because user rows are sealed with a key it protects. */
-function accountsOn(db: Db, config: Config): AccountsService {
+async function accountsOn(db: Database, config: Config): Promise<AccountsService> {
   const { keyring } = loadKeyring(config, { mayGenerate: false });
-  const { keys, upgraded } = openIntegrity(db, keyring);
-  if (upgraded && Object.values(upgraded).some((n) => n > 0)) audit(db, keyring, config, 'integrity.upgrade', 'success', { ...upgraded });
+  const { keys, upgraded } = await openIntegrity(db, keyring);
+  if (upgraded && Object.values(upgraded).some((n) => n > 0)) await audit(db, keyring, config, 'integrity.upgrade', 'success', { ...upgraded });
   return new AccountsService({ db, integrity: keys, hasher: new PasswordHasher(1), tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
 }
 
@@ -104,13 +105,13 @@ function accountsOn(db: Db, config: Config): AccountsService {
  * the password reset, and the change is audited with the CLI as the actor.
  */
 async function changeUser(config: Config, name: string, changes: { disabled?: boolean; password?: string }): Promise<{ id: string; username: string }> {
-  const { db, keyring } = open(config, { checkKeys: false });
+  const { db, keyring } = await open(config, { checkKeys: false });
   try {
-    const accounts = accountsOn(db, config);
-    const user = findUser(accounts, name);
+    const accounts = await accountsOn(db, config);
+    const user = await findUser(accounts, name);
     const effects = await accounts.adminUpdate(user.id, changes);
-    new WebSessions({ db, integrity: accounts.integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs }).endAllForUser(user.id);
-    new AuditLog({ db, keyring, headFile: config.auditHeadFile }).record({
+    await new WebSessions({ db, integrity: accounts.integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs }).endAllForUser(user.id);
+    await new AuditLog({ db, keyring, headFile: config.auditHeadFile }).record({
       actor: 'cli',
       action: adminAction(changes),
       outcome: 'success',
@@ -119,13 +120,13 @@ async function changeUser(config: Config, name: string, changes: { disabled?: bo
     });
     return user;
   } finally {
-    db.close();
+    await db.close();
   }
 }
 
 /** The user with this name (normalised as everywhere), or not_found. */
-function findUser(accounts: AccountsService, name: string): UserRow {
-  const user = accounts.users.byUsername(normalizeUsername(name));
+async function findUser(accounts: AccountsService, name: string): Promise<UserRow> {
+  const user = await accounts.users.byUsername(normalizeUsername(name));
   if (!user) throw new AppError('not_found', `no user named "${name}"`);
   return user;
 }
@@ -136,8 +137,8 @@ function userOption(values: Ctx['values']): string {
   return values.user;
 }
 
-function audit(db: Db, keyring: Keyring, config: Config, action: string, outcome: 'success' | 'failure', details: Record<string, unknown>): void {
-  new AuditLog({ db, keyring, headFile: config.auditHeadFile }).record({ actor: 'cli', action, outcome, details });
+async function audit(db: Database, keyring: Keyring, config: Config, action: string, outcome: 'success' | 'failure', details: Record<string, unknown>): Promise<void> {
+  await new AuditLog({ db, keyring, headFile: config.auditHeadFile }).record({ actor: 'cli', action, outcome, details });
 }
 
 async function readPassword(): Promise<string> {
@@ -184,9 +185,9 @@ const COMMANDS: Record<string, Command> = {
     summary: 'key ids in the keyring and the database, files per key, active key, check values',
     options: JSON_OPT,
     async run({ config, out }) {
-      const { db, keyring } = open(config, { checkKeys: false });
-      const rows = keyStatus(db, keyring);
-      db.close();
+      const { db, keyring } = await open(config, { checkKeys: false });
+      const rows = await keyStatus(db, keyring);
+      await db.close();
       const lines = rows.map(
         (r) =>
           `${r.keyId}  ${r.active ? 'ACTIVE  ' : '        '} keyring:${r.inKeyring ? 'yes' : 'no '}  database:${r.inDatabase ? 'yes' : 'no '}  files:${String(r.files).padStart(7)}  check:${r.checkValueMatches === null ? '-' : r.checkValueMatches ? 'ok' : 'MISMATCH'}`,
@@ -201,7 +202,7 @@ const COMMANDS: Record<string, Command> = {
     options: { ...JSON_OPT, batch: { type: 'string' }, reencrypt: { type: 'boolean', default: false }, 'max-files': { type: 'string' } },
     async run({ values, config, json, out }) {
       // Running rotate is how a new active key is introduced: it registers the key.
-      const { db, keyring } = open(config, { checkKeys: true, acceptNewKey: true });
+      const { db, keyring } = await open(config, { checkKeys: true, acceptNewKey: true });
       let stop = false;
       const onSignal = () => {
         stop = true;
@@ -215,9 +216,9 @@ const COMMANDS: Record<string, Command> = {
       if (maxFiles !== undefined && (!values.reencrypt || !Number.isInteger(maxFiles) || maxFiles < 1)) {
         throw new UsageError('--max-files: expected a positive whole number, with --reencrypt');
       }
-      const result = rotate(db, keyring, { batchSize, onProgress: (p) => bar.update(p.done, p.total), shouldStop: () => stop });
+      const result = await rotate(db, keyring, { batchSize, onProgress: (p) => bar.update(p.done, p.total), shouldStop: () => stop });
       bar.stop();
-      audit(db, keyring, config, 'key.rotate', result.failed.length || result.interrupted ? 'failure' : 'success', {
+      await audit(db, keyring, config, 'key.rotate', result.failed.length || result.interrupted ? 'failure' : 'success', {
         activeKey: keyring.active.id,
         rewrapped: result.rewrapped,
         skipped: result.skipped,
@@ -238,7 +239,7 @@ const COMMANDS: Record<string, Command> = {
           onProgress: (d, t) => rebar.update(d, t),
         });
         rebar.stop();
-        audit(db, keyring, config, 'key.reencrypt', re.failed.length || re.interrupted ? 'failure' : 'success', {
+        await audit(db, keyring, config, 'key.reencrypt', re.failed.length || re.interrupted ? 'failure' : 'success', {
           activeKey: keyring.active.id,
           reencrypted: re.reencrypted,
           skipped: re.skipped,
@@ -248,8 +249,8 @@ const COMMANDS: Record<string, Command> = {
         });
       }
       // Last, after the audit events: no old wrapped key (nor any page holding one) stays in the -wal file.
-      checkpointWal(db);
-      db.close();
+      await checkpointWal(db);
+      await db.close();
       const human = [
         `Active key: ${keyring.active.id}`,
         `Rewrapped ${result.rewrapped} file key(s) and ${result.secrets} service secret(s); ${result.skipped} changed meanwhile (skipped).`,
@@ -270,15 +271,15 @@ const COMMANDS: Record<string, Command> = {
     positionals: [1, 1],
     async run({ positionals, config, out }) {
       const id = positionals[0]!;
-      const { db, keyring } = open(config, { checkKeys: false });
+      const { db, keyring } = await open(config, { checkKeys: false });
       if (id === keyring.active.id) throw new UsageError(`${id} is the active key; rotate to another key first`);
       try {
-        const removed = retire(db, id);
-        if (removed) audit(db, keyring, config, 'key.retire', 'success', { keyId: id });
+        const removed = await retire(db, id);
+        if (removed) await audit(db, keyring, config, 'key.retire', 'success', { keyId: id });
         out(removed ? `Retired key ${id}. Remove it from the configuration once no backup you keep needs it.` : `No key ${id} in the database.`, { keyId: id, retired: removed });
         if (!removed) throw new Unsuccessful();
       } finally {
-        db.close();
+        await db.close();
       }
     },
   },
@@ -287,13 +288,13 @@ const COMMANDS: Record<string, Command> = {
     summary: 'scrub: verify every chunk and checksum of every stored file; report missing and orphan ciphertext',
     options: { ...JSON_OPT, file: { type: 'string' } },
     async run({ values, config, json, out }) {
-      const { db, keyring } = open(config, { checkKeys: true });
+      const { db, keyring } = await open(config, { checkKeys: true });
       const store = createBlobStore(config);
       const vault = new VaultService({ db, store, keyring });
       const bar = progress(!json, 'verifying');
       const report = await scrub(vault, store, { fileId: typeof values.file === 'string' ? values.file : undefined, onProgress: (d, t) => bar.update(d, t) });
       bar.stop();
-      db.close();
+      await db.close();
       const lines = report.entries.map((e) => {
         const where = e.status === 'corrupt' ? (e.chunk === null || e.chunk === undefined ? ' (header, key or length)' : ` (chunk ${e.chunk})`) : '';
         return `${e.status.toUpperCase().padEnd(7)} ${e.id}${e.name ? `  ${e.name}` : ''}${where}`;
@@ -308,12 +309,12 @@ const COMMANDS: Record<string, Command> = {
     summary: 'delete leftover temp files and orphan ciphertext older than a safety age (default 1 hour)',
     options: { ...JSON_OPT, 'dry-run': { type: 'boolean', default: false }, 'min-age': { type: 'string' } },
     async run({ values, config, out }) {
-      const { db, keyring } = open(config, { checkKeys: false });
+      const { db, keyring } = await open(config, { checkKeys: false });
       const minAge = values['min-age'] === undefined ? 3600 : Number(values['min-age']);
       if (!Number.isInteger(minAge) || minAge < 0) throw new UsageError('--min-age: expected seconds (a whole number)');
-      const result = await gc(new FilesRepo(db), createBlobStore(config), { dryRun: values['dry-run'] === true, minAgeMs: minAge * 1000 });
-      if (!result.dryRun && result.removed.length) audit(db, keyring, config, 'store.gc', 'success', { removed: result.removed.length, bytesFreed: result.bytesFreed });
-      db.close();
+      const result = await gc(new FilesRepo(db.kysely), createBlobStore(config), { dryRun: values['dry-run'] === true, minAgeMs: minAge * 1000 });
+      if (!result.dryRun && result.removed.length) await audit(db, keyring, config, 'store.gc', 'success', { removed: result.removed.length, bytesFreed: result.bytesFreed });
+      await db.close();
       const verb = result.dryRun ? 'Would remove' : 'Removed';
       const lines = [
         ...result.removed.map((r) => `${verb} ${r.kind}: ${r.path}`),
@@ -329,9 +330,9 @@ const COMMANDS: Record<string, Command> = {
     summary: 'walk the audit hash chain and print the first broken row',
     options: JSON_OPT,
     async run({ config, out }) {
-      const { db, keyring } = open(config, { checkKeys: false });
-      const r = verifyAuditChain(db, keyring, config.auditHeadFile);
-      db.close();
+      const { db, keyring } = await open(config, { checkKeys: false });
+      const r = await verifyAuditChain(db.kysely, keyring, config.auditHeadFile);
+      await db.close();
       out(r.ok ? `Audit chain intact: ${r.count} event(s).` : `Audit chain BROKEN at row ${r.brokenAt}: ${r.reason} (${r.count} row(s) verified before it).`, r);
       if (!r.ok) throw new Unsuccessful();
     },
@@ -341,14 +342,13 @@ const COMMANDS: Record<string, Command> = {
     summary: 'write audit events as JSON lines to stdout',
     options: { since: { type: 'string' } },
     async run({ values, config }) {
-      const { db } = open(config, { checkKeys: false });
+      const { db } = await open(config, { checkKeys: false });
       const since = typeof values.since === 'string' ? Date.parse(values.since) : 0;
       if (Number.isNaN(since)) throw new UsageError('--since: expected an ISO 8601 time, e.g. 2026-01-31T00:00:00Z');
-      const rows = db.prepare('SELECT * FROM audit_events WHERE at >= ? ORDER BY seq').iterate(since) as IterableIterator<Record<string, unknown>>;
-      for (const r of rows) {
+      for await (const r of auditRows(db.kysely, since)) {
         const line = {
           seq: r.seq,
-          at: new Date(r.at as number).toISOString(),
+          at: new Date(r.at).toISOString(),
           actor: r.actor,
           action: r.action,
           outcome: r.outcome,
@@ -357,12 +357,12 @@ const COMMANDS: Record<string, Command> = {
           shareId: r.share_id,
           ip: r.ip,
           userAgent: r.user_agent,
-          details: JSON.parse(r.details as string),
-          mac: (r.mac as Buffer).toString('hex'),
+          details: JSON.parse(r.details),
+          mac: r.mac.toString('hex'),
         };
         process.stdout.write(JSON.stringify(line) + '\n');
       }
-      db.close();
+      await db.close();
     },
   },
   backup: {
@@ -372,13 +372,13 @@ const COMMANDS: Record<string, Command> = {
     positionals: [1, 1],
     async run({ positionals, config, json, out }) {
       if (config.storage.kind !== 'disk') throw new UsageError('backup copies UPLOADS_DIR: with STORAGE=s3 it is not supported yet (use the bucket\'s versioning or replication meanwhile)');
-      const { db, keyring } = open(config, { checkKeys: true });
+      const { db, keyring } = await open(config, { checkKeys: true });
       const bar = progress(!json, 'copying');
       const dir = path.resolve(positionals[0]!);
       const m = await backup(db, config.uploadsDir, dir, (d, t) => bar.update(d, t));
       bar.stop();
-      audit(db, keyring, config, 'backup.create', 'success', { dir, files: m.files.count });
-      db.close();
+      await audit(db, keyring, config, 'backup.create', 'success', { dir, files: m.files.count });
+      await db.close();
       out(
         [
           `Backed up ${m.files.count} file(s) (${m.files.bytes} bytes of plaintext) to ${dir}.`,
@@ -414,9 +414,9 @@ const COMMANDS: Record<string, Command> = {
         const bar = progress(!json, 'restoring');
         r = await restore(dir, { dbFile: config.dbFile, uploadsDir: config.uploadsDir, auditHeadFile: config.auditHeadFile }, keyring, (d, t) => bar.update(d, t));
         bar.stop();
-        const db = openDatabase(config.dbFile);
-        audit(db, keyring, config, 'backup.restore', 'success', { dir, files: r.files });
-        db.close();
+        const db = await openDatabase(config.dbFile);
+        await audit(db, keyring, config, 'backup.restore', 'success', { dir, files: r.files });
+        await db.close();
       } finally {
         lock.release();
       }
@@ -442,15 +442,15 @@ const COMMANDS: Record<string, Command> = {
       if (!/^[A-Za-z0-9._-]{1,64}$/.test(username)) throw new UsageError('NAME: use 1-64 letters, digits, dot, underscore or hyphen');
       const password = await readPassword();
       fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-      const db = openDatabase(config.dbFile);
+      const db = await openDatabase(config.dbFile);
       try {
-        const accounts = accountsOn(db, config);
+        const accounts = await accountsOn(db, config);
         const user = await accounts.createUser(username, password, values.admin ? 'admin' : 'user');
         // Any user closes the first-run setup; its code is useless from now on.
         fs.rmSync(path.join(config.dataDir, 'setup-code'), { force: true });
         out(`Created ${user.role} "${user.username}" (${user.id}).`, { id: user.id, username: user.username, role: user.role });
       } finally {
-        db.close();
+        await db.close();
       }
     },
   },
@@ -459,10 +459,10 @@ const COMMANDS: Record<string, Command> = {
     summary: 'list users',
     options: JSON_OPT,
     async run({ config, out }) {
-      const db = openDatabase(config.dbFile);
-      const accounts = accountsOn(db, config);
-      const users = accounts.users.list().map((u) => ({ id: u.id, username: u.username, role: u.role, disabled: u.disabled }));
-      db.close();
+      const db = await openDatabase(config.dbFile);
+      const accounts = await accountsOn(db, config);
+      const users = (await accounts.users.list()).map((u) => ({ id: u.id, username: u.username, role: u.role, disabled: u.disabled }));
+      await db.close();
       out(users.map((u) => `${u.username.padEnd(24)} ${u.role.padEnd(6)} ${u.disabled ? 'disabled' : 'active'}  ${u.id}`).join('\n') || '(no users)', { users });
     },
   },
@@ -484,11 +484,11 @@ const COMMANDS: Record<string, Command> = {
       const transferTo = typeof values['transfer-to'] === 'string' ? values['transfer-to'] : undefined;
       const deleteFiles = values['delete-files'] === true;
       if ((transferTo === undefined) === !deleteFiles) throw new UsageError('give exactly one of --transfer-to OTHER or --delete-files');
-      const { db, keyring } = open(config, { checkKeys: true });
+      const { db, keyring } = await open(config, { checkKeys: true });
       try {
-        const accounts = accountsOn(db, config);
-        const user = findUser(accounts, positionals[0]!);
-        const receiver = transferTo === undefined ? undefined : findUser(accounts, transferTo);
+        const accounts = await accountsOn(db, config);
+        const user = await findUser(accounts, positionals[0]!);
+        const receiver = transferTo === undefined ? undefined : await findUser(accounts, transferTo);
         const vault = new VaultService({ db, store: createBlobStore(config), keyring, defaultQuota: config.userQuotaBytes });
         const log = new AuditLog({ db, keyring, headFile: config.auditHeadFile });
         const sessions = new WebSessions({ db, integrity: accounts.integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
@@ -502,7 +502,7 @@ const COMMANDS: Record<string, Command> = {
         if (r.receiverOverQuota) lines.push(`Note: "${receiver!.username}" is now over their quota (allowed; recorded in the audit log).`);
         out(lines.join('\n'), r);
       } finally {
-        db.close();
+        await db.close();
       }
     },
   },
@@ -512,15 +512,15 @@ const COMMANDS: Record<string, Command> = {
     options: { ...JSON_OPT, user: { type: 'string' } },
     async run({ values, config, out }) {
       const name = userOption(values);
-      const { db } = open(config, { checkKeys: false });
+      const { db } = await open(config, { checkKeys: false });
       try {
-        const accounts = accountsOn(db, config);
-        const user = findUser(accounts, name);
-        const shares = new SharesRepo(db, accounts.integrity).listForOwner(user.id).map(presentShare);
+        const accounts = await accountsOn(db, config);
+        const user = await findUser(accounts, name);
+        const shares = (await new SharesRepo(db.kysely, accounts.integrity).listForOwner(user.id)).map(presentShare);
         const lines = shares.map((s) => `${s.id}  ${s.status.padEnd(9)} file ${s.fileId}  expires ${s.expiresAt}  downloads ${s.downloads}/${s.maxDownloads ?? 'unlimited'}`);
         out(lines.join('\n') || `(no links for "${user.username}")`, { user: user.username, shares });
       } finally {
-        db.close();
+        await db.close();
       }
     },
   },
@@ -535,25 +535,25 @@ const COMMANDS: Record<string, Command> = {
       const all = values.all === true;
       if ((id === undefined) === !all) throw new UsageError('give exactly one of a share ID or --all');
       if (id !== undefined && !/^[0-9a-f]{32}$/.test(id)) throw new UsageError('ID: expected a share id (32 hex digits, see "sfs share list")');
-      const { db, keyring } = open(config, { checkKeys: false });
+      const { db, keyring } = await open(config, { checkKeys: false });
       try {
-        const accounts = accountsOn(db, config);
-        const user = findUser(accounts, name);
-        const repo = new SharesRepo(db, accounts.integrity);
+        const accounts = await accountsOn(db, config);
+        const user = await findUser(accounts, name);
+        const repo = new SharesRepo(db.kysely, accounts.integrity);
         const now = Date.now();
         const log = new AuditLog({ db, keyring, headFile: config.auditHeadFile });
         if (all) {
-          const revoked = repo.revokeAllForOwner(user.id, now);
-          log.record({ actor: 'cli', action: 'share.revoke_all', outcome: 'success', subjectUserId: user.id, details: { revoked, by: 'admin', via: 'cli' } });
+          const revoked = await repo.revokeAllForOwner(user.id, now);
+          await log.record({ actor: 'cli', action: 'share.revoke_all', outcome: 'success', subjectUserId: user.id, details: { revoked, by: 'admin', via: 'cli' } });
           out(`Revoked ${revoked} link(s) of "${user.username}".`, { user: user.username, revoked });
           return;
         }
-        const share = repo.byId(id!);
-        if (!share || share.ownerId !== user.id || !repo.revoke(share.id, user.id, now)) throw new AppError('not_found', `"${user.username}" has no live link ${id}`);
-        log.record({ actor: 'cli', action: 'share.revoke', outcome: 'success', subjectUserId: user.id, fileId: share.fileId, shareId: share.id, details: { by: 'admin', via: 'cli' } });
+        const share = await repo.byId(id!);
+        if (!share || share.ownerId !== user.id || !(await repo.revoke(share.id, user.id, now))) throw new AppError('not_found', `"${user.username}" has no live link ${id}`);
+        await log.record({ actor: 'cli', action: 'share.revoke', outcome: 'success', subjectUserId: user.id, fileId: share.fileId, shareId: share.id, details: { by: 'admin', via: 'cli' } });
         out(`Revoked link ${share.id} of "${user.username}".`, { user: user.username, revoked: 1, id: share.id });
       } finally {
-        db.close();
+        await db.close();
       }
     },
   },

@@ -77,21 +77,22 @@ export class Keyring {
     return this.byId.get(id);
   }
 
-  private loader: ((id: string) => Buffer | undefined) | undefined;
+  private loader: ((id: string) => Buffer | undefined | Promise<Buffer | undefined>) | undefined;
 
   /**
    * Installs a source for keys introduced after start-up (a rotation run beside a live
    * server); the loader must only return a key it has checked against the database.
    */
-  setLoader(loader: (id: string) => Buffer | undefined): void {
+  setLoader(loader: (id: string) => Buffer | undefined | Promise<Buffer | undefined>): void {
     this.loader = loader;
   }
 
   /** The key with this id, asking the loader (and keeping what it returns, as a previous key) when it is not loaded. */
-  resolve(id: string): MasterKey | undefined {
+  async resolve(id: string): Promise<MasterKey | undefined> {
     const known = this.byId.get(id);
     if (known || !this.loader) return known;
-    const material = this.loader(id);
+    // Asynchronous: the loader checks the key against the database's check value.
+    const material = await this.loader(id);
     if (!material) return undefined;
     const mk = Keyring.load(material);
     material.fill(0);

@@ -1,15 +1,110 @@
-/** Opens the SQLite database with the pragmas the data path relies on, and migrates it. */
-import Database from 'better-sqlite3';
+/**
+ * Opens the database behind the asynchronous data layer: a Kysely query builder over one
+ * dialect. SQLite (better-sqlite3, the default) keeps the pragmas the data path relies on.
+ */
+import BetterSqlite3 from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
-import { migrate } from './migrations.js';
+import { CompiledQuery, Kysely, SqliteDialect, SqliteDriver, type DatabaseConnection, type Driver, type SqliteDialectConfig, type Transaction } from 'kysely';
+import type { Schema } from './schema.js';
+import { applyMigrations } from './migrations/index.js';
 
-export type Db = Database.Database;
+export type { Schema } from './schema.js';
 
-/** Opens (creating if needed) and migrates the database at `file`; ':memory:' works for tests. */
-export function openDatabase(file: string): Db {
+/** What repositories run queries on: the database itself or a transaction of it. */
+export type Executor = Kysely<Schema>;
+export type Trx = Transaction<Schema>;
+export type Dialect = 'sqlite';
+
+/** The raw SQLite handle (online backup, PRAGMAs, wal_checkpoint, tests). */
+export type RawSqlite = BetterSqlite3.Database;
+
+/** The application's database: the query builder, its dialect and (SQLite) the raw handle. */
+export interface Database {
+  readonly kysely: Kysely<Schema>;
+  readonly dialect: Dialect;
+  /** Only for SQLite. */
+  readonly raw: RawSqlite | undefined;
+  /**
+   * Runs `fn` in one transaction (BEGIN IMMEDIATE on SQLite) and commits, or rolls back when
+   * it throws. Keep it short and never await network or blob-store I/O inside: on SQLite the
+   * one connection is held, so every other query of this process waits meanwhile.
+   */
+  transaction<T>(fn: (trx: Trx) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+/**
+ * BEGIN IMMEDIATE instead of Kysely's deferred BEGIN: a deferred transaction that reads and
+ * then writes must upgrade its lock, and that upgrade fails at once with SQLITE_BUSY when
+ * another process (the CLI beside the server) wrote meanwhile; an immediate one waits for the
+ * write lock up front (busy_timeout) and then cannot be refused.
+ */
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+  }
+}
+
+class ImmediateSqliteDialect extends SqliteDialect {
+  constructor(private readonly cfg: SqliteDialectConfig) {
+    super(cfg);
+  }
+  override createDriver(): Driver {
+    return new ImmediateSqliteDriver(this.cfg);
+  }
+}
+
+/**
+ * better-sqlite3 compiles on every prepare(), which dominated small requests: the handle
+ * Kysely sees caches one prepared statement per SQL text.
+ */
+function cachingHandle(raw: RawSqlite): SqliteDialectConfig['database'] {
+  const cache = new Map<string, BetterSqlite3.Statement>();
+  return {
+    close: () => raw.close(),
+    prepare: (sqlText: string) => {
+      let s = cache.get(sqlText);
+      // A statement still iterating (a stream) cannot run again: prepare a fresh one then.
+      if (s && s.busy) return raw.prepare(sqlText);
+      if (!s) {
+        s = raw.prepare(sqlText);
+        if (cache.size > 500) cache.clear();
+        cache.set(sqlText, s);
+      }
+      return s;
+    },
+  } as unknown as SqliteDialectConfig['database'];
+}
+
+/** Runs `fn` inside the executor's transaction, or in a new one when it is not a transaction. */
+export function inTransaction<T>(db: Executor, fn: (trx: Trx) => Promise<T>): Promise<T> {
+  if (db.isTransaction) return fn(db as Trx);
+  return db.transaction().execute(fn);
+}
+
+/** Wraps an open better-sqlite3 handle (pragmas already set) in the asynchronous layer. */
+export function sqliteDatabase(raw: RawSqlite): Database {
+  const kysely = new Kysely<Schema>({ dialect: new ImmediateSqliteDialect({ database: cachingHandle(raw) }) });
+  let closed = false;
+  return {
+    kysely,
+    dialect: 'sqlite',
+    raw,
+    transaction: (fn) => kysely.transaction().execute(fn),
+    async close() {
+      if (closed) return;
+      closed = true;
+      await kysely.destroy();
+      if (raw.open) raw.close();
+    },
+  };
+}
+
+/** Opens (creating if needed) the SQLite file with the data path's pragmas; ':memory:' works for tests. */
+export function openSqlite(file: string): RawSqlite {
   if (file !== ':memory:') fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const db = new Database(file);
+  const db = new BetterSqlite3(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.pragma('foreign_keys = ON');
@@ -17,7 +112,19 @@ export function openDatabase(file: string): Db {
   db.pragma('secure_delete = ON');
   // Short waits only: better-sqlite3 blocks the event loop while it waits for a lock.
   db.pragma('busy_timeout = 2000');
-  migrate(db);
+  return db;
+}
+
+/** Opens (creating if needed) and migrates the database at `file`. */
+export async function openDatabase(file: string): Promise<Database> {
+  const raw = openSqlite(file);
+  const db = sqliteDatabase(raw);
+  try {
+    await applyMigrations(db);
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
   if (file !== ':memory:') {
     for (const f of [file, `${file}-wal`, `${file}-shm`]) {
       try {
@@ -30,22 +137,8 @@ export function openDatabase(file: string): Db {
   return db;
 }
 
-const statements = new WeakMap<Db, Map<string, Database.Statement>>();
-
-/**
- * A prepared statement for `sql`, compiled once per connection and reused: better-sqlite3
- * compiles on every prepare(), which dominated small requests.
- */
-export function stmt(db: Db, sql: string): Database.Statement {
-  let cache = statements.get(db);
-  if (!cache) {
-    cache = new Map();
-    statements.set(db, cache);
-  }
-  let s = cache.get(sql);
-  if (!s) {
-    s = db.prepare(sql);
-    cache.set(sql, s);
-  }
-  return s;
+/** Number of rows a write statement changed (Kysely reports a bigint). */
+export function changed(r: { numAffectedRows?: bigint; numUpdatedRows?: bigint; numDeletedRows?: bigint; numInsertedOrUpdatedRows?: bigint } | readonly { numAffectedRows?: bigint; numUpdatedRows?: bigint; numDeletedRows?: bigint; numInsertedOrUpdatedRows?: bigint }[]): number {
+  const one = Array.isArray(r) ? r[0] : r;
+  return Number(one?.numUpdatedRows ?? one?.numDeletedRows ?? one?.numAffectedRows ?? one?.numInsertedOrUpdatedRows ?? 0n);
 }

@@ -1,6 +1,7 @@
 /** Repository for file rows: metadata plus the DEK wrapped under a master key. */
 import type { WrapBinding, WrapVersion } from '../crypto/envelope.js';
-import { stmt, type Db } from './database.js';
+import { sql } from 'kysely';
+import { inTransaction, type Executor } from './database.js';
 
 export interface FileRow {
   id: string;
@@ -55,61 +56,82 @@ export interface PageCursor {
 }
 
 export class FilesRepo {
-  constructor(private readonly db: Db) {}
+  constructor(private readonly db: Executor) {}
 
-  insert(f: FileRow): void {
-    stmt(this.db, 
-        `INSERT INTO files (id, owner_id, name, size, mime_type, sha256, key_id, wrapped_dek, wrap_version, format_version, chunk_size, created_at)
-         VALUES (@id, @ownerId, @name, @size, @mimeType, @sha256, @keyId, @wrappedDek, @wrapVersion, @formatVersion, @chunkSize, @createdAt)`,
-      )
-      .run(f);
+  async insert(f: FileRow): Promise<void> {
+    await this.db
+      .insertInto('files')
+      .values({
+        id: f.id,
+        owner_id: f.ownerId,
+        name: f.name,
+        size: f.size,
+        mime_type: f.mimeType,
+        sha256: f.sha256,
+        key_id: f.keyId,
+        wrapped_dek: f.wrappedDek,
+        wrap_version: f.wrapVersion,
+        format_version: f.formatVersion,
+        chunk_size: f.chunkSize,
+        created_at: f.createdAt,
+      })
+      .execute();
   }
 
   /** The file if it exists and belongs to `ownerId`; another user's file is indistinguishable from none. */
-  byIdForOwner(id: string, ownerId: string): FileRow | undefined {
-    const r = stmt(this.db, 'SELECT * FROM files WHERE id = ? AND owner_id = ?').get(id, ownerId) as RawFile | undefined;
+  async byIdForOwner(id: string, ownerId: string): Promise<FileRow | undefined> {
+    const r = await this.db.selectFrom('files').selectAll().where('id', '=', id).where('owner_id', '=', ownerId).executeTakeFirst();
     return r && toRow(r);
   }
 
-  byId(id: string): FileRow | undefined {
-    const r = stmt(this.db, 'SELECT * FROM files WHERE id = ?').get(id) as RawFile | undefined;
+  async byId(id: string): Promise<FileRow | undefined> {
+    const r = await this.db.selectFrom('files').selectAll().where('id', '=', id).executeTakeFirst();
     return r && toRow(r);
   }
 
   /** One page of the owner's files, newest first, strictly after `cursor`. */
-  listForOwner(ownerId: string, limit: number, cursor: PageCursor | null): FileRow[] {
-    const rows = cursor
-      ? stmt(this.db, 
-            `SELECT * FROM files WHERE owner_id = ? AND (created_at < ? OR (created_at = ? AND id < ?))
-             ORDER BY created_at DESC, id DESC LIMIT ?`,
-          )
-          .all(ownerId, cursor.createdAt, cursor.createdAt, cursor.id, limit)
-      : stmt(this.db, 'SELECT * FROM files WHERE owner_id = ? ORDER BY created_at DESC, id DESC LIMIT ?').all(ownerId, limit);
-    return (rows as RawFile[]).map(toRow);
+  async listForOwner(ownerId: string, limit: number, cursor: PageCursor | null): Promise<FileRow[]> {
+    let q = this.db.selectFrom('files').selectAll().where('owner_id', '=', ownerId);
+    if (cursor) {
+      q = q.where((eb) => eb.or([eb('created_at', '<', cursor.createdAt), eb.and([eb('created_at', '=', cursor.createdAt), eb('id', '<', cursor.id)])]));
+    }
+    const rows = await q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit).execute();
+    return rows.map(toRow);
   }
 
   /** Bytes stored by a user (plaintext sizes). */
-  usageOf(ownerId: string): number {
-    return (stmt(this.db, 'SELECT coalesce(sum(size), 0) AS n FROM files WHERE owner_id = ?').get(ownerId) as { n: number }).n;
+  async usageOf(ownerId: string): Promise<number> {
+    const r = await this.db
+      .selectFrom('files')
+      .select((eb) => eb.fn.coalesce(eb.fn.sum<number>('size'), sql<number>`0`).as('n'))
+      .where('owner_id', '=', ownerId)
+      .executeTakeFirstOrThrow();
+    return Number(r.n);
+  }
+
+  /** Number of files a user owns. */
+  async countForOwner(ownerId: string): Promise<number> {
+    const r = await this.db.selectFrom('files').select((eb) => eb.fn.countAll<number>().as('n')).where('owner_id', '=', ownerId).executeTakeFirstOrThrow();
+    return Number(r.n);
   }
 
   /**
    * Crypto-shreds and removes the owner's file row in one transaction: the wrapped DEK is
    * overwritten before the row is deleted (and secure_delete zeroes the freed page).
    */
-  shred(id: string, ownerId: string): boolean {
-    return this.db.transaction(() => {
-      const wiped = stmt(this.db, 'UPDATE files SET wrapped_dek = zeroblob(length(wrapped_dek)) WHERE id = ? AND owner_id = ?')
-        .run(id, ownerId).changes;
-      if (wiped !== 1) return false;
-      stmt(this.db, 'DELETE FROM files WHERE id = ? AND owner_id = ?').run(id, ownerId);
+  shred(id: string, ownerId: string): Promise<boolean> {
+    return inTransaction(this.db, async (trx) => {
+      // sqlite-only: zeroblob(); PostgreSQL needs another way to overwrite the wrapped key in place.
+      const wiped = await sql`UPDATE files SET wrapped_dek = zeroblob(length(wrapped_dek)) WHERE id = ${id} AND owner_id = ${ownerId}`.execute(trx);
+      if (Number(wiped.numAffectedRows ?? 0n) !== 1) return false;
+      await trx.deleteFrom('files').where('id', '=', id).where('owner_id', '=', ownerId).execute();
       return true;
-    }).immediate();
+    });
   }
 
   /** All file ids (for scrubbing and garbage collection). */
-  allIds(): string[] {
-    return (stmt(this.db, 'SELECT id FROM files').all() as { id: string }[]).map((r) => r.id);
+  async allIds(): Promise<string[]> {
+    return (await this.db.selectFrom('files').select('id').execute()).map((r) => r.id);
   }
 }
 

@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { unwrapSecret, wrapSecret } from '../crypto/envelope.js';
 import { IntegrityError } from '../crypto/format.js';
 import type { Keyring } from '../crypto/keyring.js';
-import { stmt, type Db } from './database.js';
+import { inTransaction, type Executor } from './database.js';
+import { MasterKeysRepo } from './master-keys.js';
 
 export interface SecretRow {
   name: string;
@@ -12,32 +13,36 @@ export interface SecretRow {
 }
 
 export class SecretsRepo {
-  constructor(private readonly db: Db) {}
+  constructor(private readonly db: Executor) {}
 
-  get(name: string): SecretRow | undefined {
-    const r = stmt(this.db, 'SELECT name, key_id, wrapped FROM secrets WHERE name = ?').get(name) as
-      | { name: string; key_id: string; wrapped: Buffer }
-      | undefined;
+  async get(name: string): Promise<SecretRow | undefined> {
+    const r = await this.db.selectFrom('secrets').select(['name', 'key_id', 'wrapped']).where('name', '=', name).executeTakeFirst();
     return r && { name: r.name, keyId: r.key_id, wrapped: r.wrapped };
   }
 
-  list(): SecretRow[] {
-    return (stmt(this.db, 'SELECT name, key_id, wrapped FROM secrets ORDER BY name').all() as { name: string; key_id: string; wrapped: Buffer }[]).map(
-      (r) => ({ name: r.name, keyId: r.key_id, wrapped: r.wrapped }),
-    );
+  async list(): Promise<SecretRow[]> {
+    const rows = await this.db.selectFrom('secrets').select(['name', 'key_id', 'wrapped']).orderBy('name').execute();
+    return rows.map((r) => ({ name: r.name, keyId: r.key_id, wrapped: r.wrapped }));
   }
 
   /** Replaces a secret's wrapping only if it is still under `oldKeyId` (compare-and-swap). */
-  rewrap(name: string, oldKeyId: string, newKeyId: string, wrapped: Buffer): boolean {
-    return stmt(this.db, 'UPDATE secrets SET key_id = ?, wrapped = ? WHERE name = ? AND key_id = ?').run(newKeyId, wrapped, name, oldKeyId).changes === 1;
+  async rewrap(name: string, oldKeyId: string, newKeyId: string, wrapped: Buffer): Promise<boolean> {
+    const r = await this.db.updateTable('secrets').set({ key_id: newKeyId, wrapped }).where('name', '=', name).where('key_id', '=', oldKeyId).executeTakeFirst();
+    return Number(r.numUpdatedRows) === 1;
+  }
+
+  /** Number of secrets wrapped under a key. */
+  async countUnderKey(keyId: string): Promise<number> {
+    const r = await this.db.selectFrom('secrets').select((eb) => eb.fn.countAll<number>().as('n')).where('key_id', '=', keyId).executeTakeFirstOrThrow();
+    return Number(r.n);
   }
 
   /**
    * The named 32-byte secret, created (random, wrapped under the active key) on first use.
    * Throws IntegrityError when it exists under a key that is not loaded or does not unwrap.
    */
-  obtain(name: string, keyring: Keyring, now = Date.now()): Buffer {
-    const existing = this.get(name);
+  async obtain(name: string, keyring: Keyring, now = Date.now()): Promise<Buffer> {
+    const existing = await this.get(name);
     if (existing) {
       const key = keyring.get(existing.keyId);
       if (!key) throw new IntegrityError(`secret "${name}" is wrapped under master key ${existing.keyId}, which is not loaded`);
@@ -45,18 +50,13 @@ export class SecretsRepo {
     }
     const secret = randomBytes(32);
     const active = keyring.active;
-    this.db
-      .transaction(() => {
-        stmt(this.db, 'INSERT OR IGNORE INTO master_keys (key_id, check_value, created_at) VALUES (?, ?, ?)').run(active.id, active.checkValue, now);
-        stmt(this.db, 'INSERT OR IGNORE INTO secrets (name, key_id, wrapped, created_at) VALUES (?, ?, ?, ?)').run(
-          name,
-          active.id,
-          wrapSecret(active, name, secret, randomBytes(12)),
-          now,
-        );
-      })
-      .immediate();
+    const wrapped = wrapSecret(active, name, secret, randomBytes(12));
     secret.fill(0);
+    await inTransaction(this.db, async (trx) => {
+      await new MasterKeysRepo(trx).insertIfMissing(active.id, active.checkValue, now);
+      // First writer wins: a racing creator's secret is dropped here and read back below.
+      await trx.insertInto('secrets').values({ name, key_id: active.id, wrapped, created_at: now }).onConflict((oc) => oc.column('name').doNothing()).execute();
+    });
     // Another writer may have won the race: read back what is stored.
     return this.obtain(name, keyring, now);
   }

@@ -4,7 +4,8 @@
  * file, owner, password and limits.
  */
 import { shareMacFields, type IntegrityKeys } from '../services/integrity.js';
-import { stmt, type Db } from './database.js';
+import { sql } from 'kysely';
+import { inTransaction, type Executor } from './database.js';
 
 export interface ShareRow {
   id: string;
@@ -51,24 +52,44 @@ const toRow = (r: RawShare): ShareRow => ({
   expiredAt: r.expired_at,
 });
 
-const COLUMNS =
-  'id, file_id, owner_id, password_hash, note, created_at, expires_at, max_downloads, downloads, bytes_served, revoked_at, expired_at';
-
-const PREFIXED = COLUMNS.split(', ').map((c) => `s.${c}`).join(', ');
+const SELECTED = [
+  'id',
+  'file_id',
+  'owner_id',
+  'password_hash',
+  'note',
+  'created_at',
+  'expires_at',
+  'max_downloads',
+  'downloads',
+  'bytes_served',
+  'revoked_at',
+  'expired_at',
+] as const;
 
 export class SharesRepo {
   constructor(
-    private readonly db: Db,
+    private readonly db: Executor,
     private readonly keys: IntegrityKeys,
   ) {}
 
   /** Inserts a link with its MAC; `tokenHash` is the keyed lookup value of the token. */
-  insert(s: ShareRow & { tokenHash: Buffer }): void {
-    stmt(this.db, 
-        `INSERT INTO shares (id, file_id, owner_id, token_hash, password_hash, note, created_at, expires_at, max_downloads, row_mac)
-         VALUES (@id, @fileId, @ownerId, @tokenHash, @passwordHash, @note, @createdAt, @expiresAt, @maxDownloads, @rowMac)`,
-      )
-      .run({ ...s, rowMac: this.keys.rowMac('shares', shareMacFields(s)) });
+  async insert(s: ShareRow & { tokenHash: Buffer }): Promise<void> {
+    await this.db
+      .insertInto('shares')
+      .values({
+        id: s.id,
+        file_id: s.fileId,
+        owner_id: s.ownerId,
+        token_hash: s.tokenHash,
+        password_hash: s.passwordHash,
+        note: s.note,
+        created_at: s.createdAt,
+        expires_at: s.expiresAt,
+        max_downloads: s.maxDownloads,
+        row_mac: this.keys.rowMac('shares', shareMacFields(s)),
+      })
+      .execute();
   }
 
   /**
@@ -76,28 +97,33 @@ export class SharesRepo {
    * disabled flag is read in the same query, so a disabled owner's links stop at once);
    * `intact` is false when its file, owner, password or limits were changed without the key.
    */
-  byTokenHash(hash: Buffer): { share: ShareRow; intact: boolean } | undefined {
-    const r = stmt(
-      this.db,
-      `SELECT ${PREFIXED}, s.row_mac FROM shares s JOIN users u ON u.id = s.owner_id WHERE s.token_hash = ? AND u.disabled = 0`,
-    ).get(hash) as (RawShare & { row_mac: Buffer | null }) | undefined;
+  async byTokenHash(hash: Buffer): Promise<{ share: ShareRow; intact: boolean } | undefined> {
+    const r = await this.db
+      .selectFrom('shares as s')
+      .innerJoin('users as u', 'u.id', 's.owner_id')
+      .select([...SELECTED.map((c) => `s.${c}` as const), 's.row_mac'])
+      .where('s.token_hash', '=', hash)
+      .where('u.disabled', '=', 0)
+      .executeTakeFirst();
     if (!r) return undefined;
     const share = toRow(r);
     return { share, intact: this.keys.rowMacMatches('shares', shareMacFields({ ...share, tokenHash: hash }), r.row_mac) };
   }
 
-  byId(id: string): ShareRow | undefined {
-    const r = stmt(this.db, `SELECT ${COLUMNS} FROM shares WHERE id = ?`).get(id) as RawShare | undefined;
+  async byId(id: string): Promise<ShareRow | undefined> {
+    const r = await this.db.selectFrom('shares').select(SELECTED).where('id', '=', id).executeTakeFirst();
     return r && toRow(r);
   }
 
-  listForFile(fileId: string): ShareRow[] {
-    return (stmt(this.db, `SELECT ${COLUMNS} FROM shares WHERE file_id = ? ORDER BY created_at DESC, id`).all(fileId) as RawShare[]).map(toRow);
+  async listForFile(fileId: string): Promise<ShareRow[]> {
+    const rows = await this.db.selectFrom('shares').select(SELECTED).where('file_id', '=', fileId).orderBy('created_at', 'desc').orderBy('id').execute();
+    return rows.map(toRow);
   }
 
   /** Every share link the user created, newest first (for admins). */
-  listForOwner(ownerId: string): ShareRow[] {
-    return (stmt(this.db, `SELECT ${COLUMNS} FROM shares WHERE owner_id = ? ORDER BY created_at DESC, id`).all(ownerId) as RawShare[]).map(toRow);
+  async listForOwner(ownerId: string): Promise<ShareRow[]> {
+    const rows = await this.db.selectFrom('shares').select(SELECTED).where('owner_id', '=', ownerId).orderBy('created_at', 'desc').orderBy('id').execute();
+    return rows.map(toRow);
   }
 
   /**
@@ -105,62 +131,60 @@ export class SharesRepo {
    * write(), so the revocation is sealed: a raw UPDATE would leave the old MAC, which matches
    * again once a database writer clears revoked_at.
    */
-  revokeAllForOwner(ownerId: string, now: number): number {
+  revokeAllForOwner(ownerId: string, now: number): Promise<number> {
     return this.revokeWhere('owner_id', ownerId, now);
   }
 
   /** Revokes every live share of a file (sealed, as above); returns how many were revoked. */
-  revokeAllForFile(fileId: string, now: number): number {
+  revokeAllForFile(fileId: string, now: number): Promise<number> {
     return this.revokeWhere('file_id', fileId, now);
   }
 
-  private revokeWhere(column: 'owner_id' | 'file_id', value: string, now: number): number {
-    return this.db.transaction(() => {
-      const ids = stmt(this.db, `SELECT id FROM shares WHERE ${column} = ? AND revoked_at IS NULL`).all(value) as { id: string }[];
+  private revokeWhere(column: 'owner_id' | 'file_id', value: string, now: number): Promise<number> {
+    return inTransaction(this.db, async (trx) => {
+      const repo = new SharesRepo(trx, this.keys);
+      const ids = await trx.selectFrom('shares').select('id').where(column, '=', value).where('revoked_at', 'is', null).execute();
       let n = 0;
-      for (const { id } of ids) if (this.write(id, { revokedAt: now })) n++;
+      for (const { id } of ids) if (await repo.write(id, { revokedAt: now })) n++;
       return n;
-    })();
+    });
   }
 
   /** Removes every share row of the owner (their reservations go with them); for deleting the user. */
-  deleteAllForOwner(ownerId: string): number {
-    return stmt(this.db, 'DELETE FROM shares WHERE owner_id = ?').run(ownerId).changes;
+  async deleteAllForOwner(ownerId: string): Promise<number> {
+    const r = await this.db.deleteFrom('shares').where('owner_id', '=', ownerId).executeTakeFirst();
+    return Number(r.numDeletedRows);
   }
 
   /** Revokes the owner's share; false if there is no such live share. */
-  revoke(id: string, ownerId: string, now: number): boolean {
-    return this.db.transaction(() => {
-      const current = this.byId(id);
+  revoke(id: string, ownerId: string, now: number): Promise<boolean> {
+    return inTransaction(this.db, async (trx) => {
+      const repo = new SharesRepo(trx, this.keys);
+      const current = await repo.byId(id);
       if (!current || current.ownerId !== ownerId || current.revokedAt !== null) return false;
-      return this.write(id, { revokedAt: now });
-    })();
+      return repo.write(id, { revokedAt: now });
+    });
   }
 
   /**
    * Writes changed counters or the revocation and re-seals the row, so clearing revoked_at or
    * resetting a counter by SQL makes the link fail its MAC (undoing a change then needs a saved
    * copy of the row from before it). A row whose MAC already fails keeps failing: it is
-   * changed, never blessed.
+   * changed, never blessed. Call it inside a transaction (the read and the write belong together).
    */
-  private write(id: string, change: Partial<Pick<ShareRow, 'downloads' | 'bytesServed' | 'revokedAt'>>): boolean {
-    const r = stmt(this.db, `SELECT ${COLUMNS}, token_hash, row_mac FROM shares WHERE id = ?`).get(id) as
-      | (RawShare & { token_hash: Buffer; row_mac: Buffer | null })
-      | undefined;
+  private async write(id: string, change: Partial<Pick<ShareRow, 'downloads' | 'bytesServed' | 'revokedAt'>>): Promise<boolean> {
+    const r = await this.db.selectFrom('shares').select([...SELECTED, 'token_hash', 'row_mac']).where('id', '=', id).executeTakeFirst();
     if (!r) return false;
     const before = toRow(r);
     const intact = this.keys.rowMacMatches('shares', shareMacFields({ ...before, tokenHash: r.token_hash }), r.row_mac);
     const after = { ...before, ...change };
     const mac = intact ? this.keys.rowMac('shares', shareMacFields({ ...after, tokenHash: r.token_hash })) : r.row_mac;
-    return (
-      stmt(this.db, 'UPDATE shares SET downloads = ?, bytes_served = ?, revoked_at = ?, row_mac = ? WHERE id = ?').run(
-        after.downloads,
-        after.bytesServed,
-        after.revokedAt,
-        mac,
-        id,
-      ).changes === 1
-    );
+    const u = await this.db
+      .updateTable('shares')
+      .set({ downloads: after.downloads, bytes_served: after.bytesServed, revoked_at: after.revokedAt, row_mac: mac })
+      .where('id', '=', id)
+      .executeTakeFirst();
+    return Number(u.numUpdatedRows) === 1;
   }
 
   /**
@@ -168,19 +192,21 @@ export class SharesRepo {
    * share one slot (they are one recipient's one download); `ticketHolds` says whether
    * `ticketId` already holds one.
    */
-  inFlight(shareId: string, now: number, ticketId: string | null = null): { bytes: number; slots: number; ticketHolds: boolean } {
-    const r = stmt(this.db,
-      `SELECT coalesce(sum(bytes), 0) AS bytes,
-              count(DISTINCT CASE WHEN completion_slot = 1 THEN coalesce(ticket_id, id) END) AS slots,
-              coalesce(max(completion_slot = 1 AND ticket_id = ?), 0) AS mine
-         FROM share_reservations WHERE share_id = ? AND expires_at > ?`,
-    ).get(ticketId, shareId, now) as { bytes: number; slots: number; mine: number };
-    return { bytes: r.bytes, slots: r.slots, ticketHolds: r.mine === 1 };
+  async inFlight(shareId: string, now: number, ticketId: string | null = null): Promise<{ bytes: number; slots: number; ticketHolds: boolean }> {
+    const { rows } = await sql<{ bytes: number; slots: number; mine: number }>`
+      SELECT coalesce(sum(bytes), 0) AS bytes,
+             count(DISTINCT CASE WHEN completion_slot = 1 THEN coalesce(ticket_id, id) END) AS slots,
+             coalesce(max(CASE WHEN completion_slot = 1 AND ticket_id = ${ticketId} THEN 1 ELSE 0 END), 0) AS mine
+        FROM share_reservations WHERE share_id = ${shareId} AND expires_at > ${now}`.execute(this.db);
+    const r = rows[0]!;
+    return { bytes: Number(r.bytes), slots: Number(r.slots), ticketHolds: Number(r.mine) === 1 };
   }
 
-  insertReservation(r: { id: string; shareId: string; bytes: number; completionSlot: boolean; expiresAt: number; ticketId: string | null }): void {
-    stmt(this.db, 'INSERT INTO share_reservations (id, share_id, bytes, completion_slot, expires_at, ticket_id) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(r.id, r.shareId, r.bytes, r.completionSlot ? 1 : 0, r.expiresAt, r.ticketId);
+  async insertReservation(r: { id: string; shareId: string; bytes: number; completionSlot: boolean; expiresAt: number; ticketId: string | null }): Promise<void> {
+    await this.db
+      .insertInto('share_reservations')
+      .values({ id: r.id, share_id: r.shareId, bytes: r.bytes, completion_slot: r.completionSlot ? 1 : 0, expires_at: r.expiresAt, ticket_id: r.ticketId })
+      .execute();
   }
 
   /**
@@ -188,11 +214,15 @@ export class SharesRepo {
    * (or keeps) the slow_since clock, progress stops it. False when the reservation is gone
    * or has given way, and the response must stop.
    */
-  heartbeat(id: string, expiresAt: number, bytesSent: number, slow: boolean, now: number): boolean {
-    return stmt(this.db,
-      `UPDATE share_reservations SET expires_at = ?, bytes_sent = ?, slow_since = CASE WHEN ? THEN coalesce(slow_since, ?) ELSE NULL END
-        WHERE id = ? AND yielded = 0 AND expires_at > ?`,
-    ).run(expiresAt, bytesSent, slow ? 1 : 0, now, id, now).changes === 1;
+  async heartbeat(id: string, expiresAt: number, bytesSent: number, slow: boolean, now: number): Promise<boolean> {
+    const u = await this.db
+      .updateTable('share_reservations')
+      .set((eb) => ({ expires_at: expiresAt, bytes_sent: bytesSent, slow_since: slow ? eb.fn.coalesce('slow_since', eb.val(now)) : null }))
+      .where('id', '=', id)
+      .where('yielded', '=', 0)
+      .where('expires_at', '>', now)
+      .executeTakeFirst();
+    return Number(u.numUpdatedRows) === 1;
   }
 
   /**
@@ -200,16 +230,23 @@ export class SharesRepo {
    * way: they lose their completion slot and hold only the bytes they had sent. Their
    * responses see it at their next heartbeat and stop. Returns how many gave way.
    */
-  yieldSlow(shareId: string, slowBefore: number, now: number): number {
-    return stmt(this.db,
-      `UPDATE share_reservations SET yielded = 1, completion_slot = 0, bytes = min(bytes, bytes_sent)
-        WHERE share_id = ? AND yielded = 0 AND expires_at > ? AND slow_since IS NOT NULL AND slow_since <= ?`,
-    ).run(shareId, now, slowBefore).changes;
+  async yieldSlow(shareId: string, slowBefore: number, now: number): Promise<number> {
+    // sqlite-only: two-argument min() is LEAST() on PostgreSQL.
+    const r = await sql`UPDATE share_reservations SET yielded = 1, completion_slot = 0, bytes = min(bytes, bytes_sent)
+        WHERE share_id = ${shareId} AND yielded = 0 AND expires_at > ${now} AND slow_since IS NOT NULL AND slow_since <= ${slowBefore}`.execute(this.db);
+    return Number(r.numAffectedRows ?? 0n);
   }
 
   /** True when this ticket's download of the share has been counted and the ticket has not expired. */
-  ticketCounted(shareId: string, ticketId: string, now: number): boolean {
-    return stmt(this.db, 'SELECT 1 FROM share_ticket_downloads WHERE share_id = ? AND ticket_id = ? AND expires_at > ?').get(shareId, ticketId, now) !== undefined;
+  async ticketCounted(shareId: string, ticketId: string, now: number): Promise<boolean> {
+    const r = await this.db
+      .selectFrom('share_ticket_downloads')
+      .select('share_id')
+      .where('share_id', '=', shareId)
+      .where('ticket_id', '=', ticketId)
+      .where('expires_at', '>', now)
+      .executeTakeFirst();
+    return r !== undefined;
   }
 
   /**
@@ -218,34 +255,40 @@ export class SharesRepo {
    * ticket's download was not counted already; that ticket is then recorded. Returns whether
    * a download was counted.
    */
-  settle(id: string, shareId: string, bytesSent: number, completed: boolean, now: number, ticket: { id: string; expiresAt: number } | null): boolean {
-    return this.db
-      .transaction(() => {
-        const row = stmt(this.db, 'SELECT completion_slot, yielded, expires_at FROM share_reservations WHERE id = ?').get(id) as
-          | { completion_slot: number; yielded: number; expires_at: number }
-          | undefined;
-        stmt(this.db, 'DELETE FROM share_reservations WHERE id = ?').run(id);
-        const holds = row !== undefined && row.completion_slot === 1 && row.yielded === 0 && row.expires_at > now;
-        const count = completed && holds && !(ticket && this.ticketCounted(shareId, ticket.id, now));
-        const current = this.byId(shareId);
-        // Through write(): the counters are sealed, so resetting them by SQL is detected.
-        if (current) this.write(shareId, { bytesServed: current.bytesServed + bytesSent, downloads: current.downloads + (count ? 1 : 0) });
-        if (count && ticket) {
-          stmt(this.db, 'INSERT OR REPLACE INTO share_ticket_downloads (share_id, ticket_id, expires_at) VALUES (?, ?, ?)').run(shareId, ticket.id, ticket.expiresAt);
-        }
-        return count;
-      })
-      .immediate();
+  settle(id: string, shareId: string, bytesSent: number, completed: boolean, now: number, ticket: { id: string; expiresAt: number } | null): Promise<boolean> {
+    return inTransaction(this.db, async (trx) => {
+      const repo = new SharesRepo(trx, this.keys);
+      const row = await trx.selectFrom('share_reservations').select(['completion_slot', 'yielded', 'expires_at']).where('id', '=', id).executeTakeFirst();
+      await trx.deleteFrom('share_reservations').where('id', '=', id).execute();
+      const holds = row !== undefined && row.completion_slot === 1 && row.yielded === 0 && row.expires_at > now;
+      const count = completed && holds && !(ticket && (await repo.ticketCounted(shareId, ticket.id, now)));
+      const current = await repo.byId(shareId);
+      // Through write(): the counters are sealed, so resetting them by SQL is detected.
+      if (current) await repo.write(shareId, { bytesServed: current.bytesServed + bytesSent, downloads: current.downloads + (count ? 1 : 0) });
+      if (count && ticket) {
+        await trx
+          .insertInto('share_ticket_downloads')
+          .values({ share_id: shareId, ticket_id: ticket.id, expires_at: ticket.expiresAt })
+          .onConflict((oc) => oc.columns(['share_id', 'ticket_id']).doUpdateSet({ expires_at: ticket.expiresAt }))
+          .execute();
+      }
+      return count;
+    });
   }
 
   /** Marks shares past their expiry and drops stale reservations; returns how many shares expired. */
-  sweep(now: number): number {
-    return this.db
-      .transaction(() => {
-        stmt(this.db, 'DELETE FROM share_reservations WHERE expires_at <= ?').run(now);
-        stmt(this.db, 'DELETE FROM share_ticket_downloads WHERE expires_at <= ?').run(now);
-        return stmt(this.db, 'UPDATE shares SET expired_at = ? WHERE expired_at IS NULL AND revoked_at IS NULL AND expires_at <= ?').run(now, now).changes;
-      })
-      .immediate();
+  sweep(now: number): Promise<number> {
+    return inTransaction(this.db, async (trx) => {
+      await trx.deleteFrom('share_reservations').where('expires_at', '<=', now).execute();
+      await trx.deleteFrom('share_ticket_downloads').where('expires_at', '<=', now).execute();
+      const r = await trx
+        .updateTable('shares')
+        .set({ expired_at: now })
+        .where('expired_at', 'is', null)
+        .where('revoked_at', 'is', null)
+        .where('expires_at', '<=', now)
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows);
+    });
   }
 }

@@ -5,7 +5,7 @@
  */
 import { userMacFields, type IntegrityKeys } from '../services/integrity.js';
 import { AppError } from '../errors.js';
-import { stmt, type Db } from './database.js';
+import { inTransaction, type Executor } from './database.js';
 
 export type Role = 'admin' | 'user';
 
@@ -48,24 +48,28 @@ const toRow = (r: RawUser | undefined): UserRow | undefined =>
     updatedAt: r.updated_at,
   };
 
+/**
+ * The MAC each row object was read with (rows built elsewhere have none, so are never intact).
+ * Shared by every repository instance: one on a transaction reads rows another checks.
+ */
+const macs = new WeakMap<UserRow, Buffer | null>();
+
 export class UsersRepo {
-  /** The MAC each row object was read with (rows built elsewhere have none, so are never intact). */
-  private readonly macs = new WeakMap<UserRow, Buffer | null>();
 
   constructor(
-    private readonly db: Db,
+    private readonly db: Executor,
     private readonly keys: IntegrityKeys,
   ) {}
 
   private read(r: RawUser | undefined): UserRow | undefined {
     const row = toRow(r);
-    if (row) this.macs.set(row, r!.integrity_mac);
+    if (row) macs.set(row, r!.integrity_mac);
     return row;
   }
 
   /** True when this row (as read by this repository) carries a valid MAC: nobody edited it without the key. */
   intact(u: UserRow): boolean {
-    return this.keys.rowMacMatches('users', userMacFields(u), this.macs.get(u));
+    return this.keys.rowMacMatches('users', userMacFields(u), macs.get(u));
   }
 
   private macOf(u: UserRow): Buffer {
@@ -73,33 +77,46 @@ export class UsersRepo {
   }
 
   /** Number of users; setup is open only while this is 0. */
-  count(): number {
-    return (stmt(this.db, 'SELECT count(*) AS n FROM users').get() as { n: number }).n;
+  async count(): Promise<number> {
+    const r = await this.db.selectFrom('users').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    return Number(r.n);
   }
 
-  byId(id: string): UserRow | undefined {
-    return this.read(stmt(this.db, 'SELECT * FROM users WHERE id = ?').get(id) as RawUser | undefined);
+  async byId(id: string): Promise<UserRow | undefined> {
+    return this.read(await this.db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst());
   }
 
-  byUsername(username: string): UserRow | undefined {
-    return this.read(stmt(this.db, 'SELECT * FROM users WHERE username = ?').get(username) as RawUser | undefined);
+  async byUsername(username: string): Promise<UserRow | undefined> {
+    // sqlite-only: the column is COLLATE NOCASE, so this match ignores ASCII case; PostgreSQL needs lower() on both sides.
+    return this.read(await this.db.selectFrom('users').selectAll().where('username', '=', username).executeTakeFirst());
   }
 
   /** Deletes the user row (tokens go with it); false when there is no such user. */
-  delete(id: string): boolean {
-    return stmt(this.db, 'DELETE FROM users WHERE id = ?').run(id).changes === 1;
+  async delete(id: string): Promise<boolean> {
+    const r = await this.db.deleteFrom('users').where('id', '=', id).executeTakeFirst();
+    return Number(r.numDeletedRows) === 1;
   }
 
-  list(): UserRow[] {
-    return (stmt(this.db, 'SELECT * FROM users ORDER BY created_at, id').all() as RawUser[]).map((r) => this.read(r)!);
+  async list(): Promise<UserRow[]> {
+    const rows = await this.db.selectFrom('users').selectAll().orderBy('created_at').orderBy('id').execute();
+    return rows.map((r) => this.read(r)!);
   }
 
-  insert(u: UserRow): void {
-    stmt(this.db, 
-        `INSERT INTO users (id, username, password_hash, role, disabled, quota_bytes, created_at, updated_at, integrity_mac)
-         VALUES (@id, @username, @passwordHash, @role, @disabled, @quotaBytes, @createdAt, @updatedAt, @mac)`,
-      )
-      .run({ ...u, disabled: u.disabled ? 1 : 0, mac: this.macOf(u) });
+  async insert(u: UserRow): Promise<void> {
+    await this.db
+      .insertInto('users')
+      .values({
+        id: u.id,
+        username: u.username,
+        password_hash: u.passwordHash,
+        role: u.role,
+        disabled: u.disabled ? 1 : 0,
+        quota_bytes: u.quotaBytes,
+        created_at: u.createdAt,
+        updated_at: u.updatedAt,
+        integrity_mac: this.macOf(u),
+      })
+      .execute();
   }
 
   /**
@@ -107,11 +124,12 @@ export class UsersRepo {
    * integrity_error) to change a row whose MAC does not verify: re-sealing it would bless
    * whatever a database writer put there.
    */
-  update(id: string, changes: Partial<Pick<UserRow, 'passwordHash' | 'role' | 'disabled' | 'quotaBytes' | 'passwordResetAt'>>, now: number): boolean {
-    return this.db.transaction(() => {
-      const current = this.byId(id);
+  update(id: string, changes: Partial<Pick<UserRow, 'passwordHash' | 'role' | 'disabled' | 'quotaBytes' | 'passwordResetAt'>>, now: number): Promise<boolean> {
+    return inTransaction(this.db, async (trx) => {
+      const repo = new UsersRepo(trx, this.keys);
+      const current = await repo.byId(id);
       if (!current) return false;
-      if (!this.intact(current)) throw new AppError('integrity_error', 'this account failed verification; restore it from a backup');
+      if (!repo.intact(current)) throw new AppError('integrity_error', 'this account failed verification; restore it from a backup');
       const next: UserRow = {
         ...current,
         passwordHash: changes.passwordHash ?? current.passwordHash,
@@ -121,14 +139,23 @@ export class UsersRepo {
         passwordResetAt: changes.passwordResetAt !== undefined ? changes.passwordResetAt : current.passwordResetAt,
         updatedAt: now,
       };
+      const oldMac = macs.get(current);
       // Compare-and-swap on the MAC read above, so a concurrent writer cannot slip in between.
-      return (
-        stmt(
-          this.db,
-          `UPDATE users SET password_hash = @passwordHash, role = @role, disabled = @disabled, quota_bytes = @quotaBytes,
-             password_reset_at = @passwordResetAt, updated_at = @updatedAt, integrity_mac = @mac WHERE id = @id AND integrity_mac = @oldMac`,
-        ).run({ ...next, disabled: next.disabled ? 1 : 0, mac: this.macOf(next), oldMac: this.macs.get(current) }).changes === 1
-      );
-    })();
+      const r = await trx
+        .updateTable('users')
+        .set({
+          password_hash: next.passwordHash,
+          role: next.role,
+          disabled: next.disabled ? 1 : 0,
+          quota_bytes: next.quotaBytes,
+          password_reset_at: next.passwordResetAt,
+          updated_at: next.updatedAt,
+          integrity_mac: this.macOf(next),
+        })
+        .where('id', '=', id)
+        .where('integrity_mac', '=', oldMac as Buffer)
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows) === 1;
+    });
   }
 }

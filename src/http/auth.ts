@@ -16,12 +16,12 @@ const BEARER = /^Bearer ([A-Za-z0-9_-]{1,200})$/;
 
 /** Requires a valid bearer token; sets req.principal. Missing or bad credentials give 401. */
 export function requireToken(accounts: AccountsService): RequestHandler {
-  return (req: Request, _res: Response, next: NextFunction) => {
+  return async (req: Request, _res: Response, next: NextFunction) => {
     const header = req.headers.authorization;
     if (!header) throw new AppError('unauthorized', 'send an API token as "Authorization: Bearer <token>"');
     const m = header.length <= 256 ? BEARER.exec(header) : null;
     if (!m) throw new AppError('unauthorized', 'malformed Authorization header; expected "Bearer <token>"');
-    req.principal = accounts.authenticateToken(m[1]!);
+    req.principal = await accounts.authenticateToken(m[1]!);
     req.log?.debug({ userId: req.principal.user.id, tokenId: req.principal.tokenId }, 'authenticated');
     next();
   };

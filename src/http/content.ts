@@ -91,10 +91,10 @@ export interface TransferHold {
    * Called every `heartbeatMs` (default a minute) while the body streams, with the bytes
    * sent so far; false means the hold was taken away and the response is cut.
    */
-  heartbeat?(bytesSent: number): boolean;
+  heartbeat?(bytesSent: number): boolean | Promise<boolean>;
   heartbeatMs?: number;
   /** Called exactly once with what was really sent. */
-  end(bytesSent: number, completed: boolean): void;
+  end(bytesSent: number, completed: boolean): unknown;
 }
 
 export interface SendOptions {
@@ -102,7 +102,7 @@ export interface SendOptions {
    * Called for GET once the range is known and before anything is sent; may throw to refuse
    * (e.g. an exhausted share). `deliversLastByte` is true when the response ends the file.
    */
-  begin?(range: ByteRange, length: number, deliversLastByte: boolean): TransferHold | undefined;
+  begin?(range: ByteRange, length: number, deliversLastByte: boolean): TransferHold | undefined | Promise<TransferHold | undefined>;
 }
 
 /**
@@ -121,16 +121,21 @@ export async function sendFileContent(req: Request, res: Response, vault: VaultS
     res.end();
     return { bytesSent: 0, completed: true, range };
   }
-  const hold = opts.begin?.(range, length, range.end === row.size - 1);
+  const hold = await opts.begin?.(range, length, range.end === row.size - 1);
   let bytesSent = 0;
   let completed = false;
   let integrityError = false;
   const timer = hold?.heartbeat
     ? setInterval(() => {
-        if (hold.heartbeat!(bytesSent) === false && !res.writableFinished) {
-          req.log?.info({ fileId: row.id, bytesSent }, 'download gave way to another request; closing the connection');
-          res.destroy();
-        }
+        void Promise.resolve(hold.heartbeat!(bytesSent)).then(
+          (ok) => {
+            if (ok === false && !res.writableFinished) {
+              req.log?.info({ fileId: row.id, bytesSent }, 'download gave way to another request; closing the connection');
+              res.destroy();
+            }
+          },
+          (err: unknown) => req.log?.warn({ err, fileId: row.id }, 'download heartbeat failed'),
+        );
       }, hold.heartbeatMs ?? 60_000)
     : undefined;
   // A client that stops reading (or trickles a few bytes now and then, which TCP window
@@ -172,7 +177,7 @@ export async function sendFileContent(req: Request, res: Response, vault: VaultS
   } finally {
     clearInterval(watchdog);
     if (timer) clearInterval(timer);
-    hold?.end(bytesSent, completed);
+    await hold?.end(bytesSent, completed);
   }
 }
 

@@ -9,16 +9,16 @@ import { sendFileContent } from './content.js';
 import { clientOf } from './context.js';
 
 /** One `file.upload` event per stored file. */
-export function recordUploads(audit: AuditLog, req: Request, rows: FileRow[], via: string): void {
+export async function recordUploads(audit: AuditLog, req: Request, rows: FileRow[], via: string): Promise<void> {
   for (const f of rows) {
     req.log?.debug({ fileId: f.id, size: f.size, keyId: f.keyId, via }, 'file stored');
-    audit.record({ actor: f.ownerId, action: 'file.upload', outcome: 'success', subjectUserId: f.ownerId, fileId: f.id, ...clientOf(req), details: { size: f.size, via } });
+    await audit.record({ actor: f.ownerId, action: 'file.upload', outcome: 'success', subjectUserId: f.ownerId, fileId: f.id, ...clientOf(req), details: { size: f.size, via } });
   }
 }
 
 /** The `share.create` event: limits and whether a password is set, never the token or password. */
-export function recordShareCreated(audit: AuditLog, req: Request, userId: string, share: ShareRow, via?: string): void {
-  audit.record({
+export async function recordShareCreated(audit: AuditLog, req: Request, userId: string, share: ShareRow, via?: string): Promise<void> {
+  await audit.record({
     actor: userId,
     action: 'share.create',
     outcome: 'success',
@@ -49,11 +49,11 @@ export async function sendOwnerDownload(audit: AuditLog, vault: VaultService, re
   try {
     result = await sendFileContent(req, res, vault, row);
   } catch (err) {
-    if (err instanceof IntegrityError) record('failure', { integrityError: true, bytesSent: 0 });
+    if (err instanceof IntegrityError) await record('failure', { integrityError: true, bytesSent: 0 });
     throw err;
   }
   if (req.method === 'GET') {
-    record(result.completed ? 'success' : 'failure', {
+    await record(result.completed ? 'success' : 'failure', {
       start: result.range.start,
       end: result.range.end,
       bytesSent: result.bytesSent,

@@ -42,7 +42,7 @@ export interface LimitOptions {
   /** Requests for which the limiter does nothing. */
   skip?: (req: Request) => boolean;
   /** Called on each refused request (for the audit log). */
-  onLimited?: (req: Request) => void;
+  onLimited?: (req: Request) => unknown;
 }
 
 /** The limiters the account routes use: setup, sign-in, and the current password of a change. */
@@ -71,11 +71,16 @@ export function limiter(o: LimitOptions): RequestHandler {
       // The same normalisation as the lookup: ' alice', 'ALICE' and '\talice' share one budget.
       return `${ip}|${normalizeUsername(req.limitAccount ?? '').slice(0, 64)}`;
     },
-    handler(req, _res, next) {
+    async handler(req, _res, next) {
       const reset = (req as Request & { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime?.getTime();
       const seconds = Math.max(1, Math.ceil(((reset ?? Date.now() + o.windowMs) - Date.now()) / 1000));
       req.log?.warn({ code: 'rate_limited' }, 'rate limit hit');
-      o.onLimited?.(req);
+      try {
+        // Recorded before the refusal is sent, so the audit row exists once the client sees 429.
+        await o.onLimited?.(req);
+      } catch (err) {
+        req.log?.warn({ err }, 'could not record a rate-limit hit');
+      }
       next(new AppError('rate_limited', `too many attempts; try again in ${seconds} seconds`, { 'Retry-After': String(seconds) }));
     },
   });

@@ -178,8 +178,8 @@ export function acceptBody(req: Request, res: Response): void {
  * streams) and releases it when the response closes. Read it back with leaseOf(res).
  */
 export function withQuotaLease(vault: VaultService, userIdOf: (req: Request) => string): RequestHandler {
-  return (req, res, next) => {
-    const lease = vault.quota.lease(userIdOf(req));
+  return async (req, res, next) => {
+    const lease = await vault.quota.lease(userIdOf(req));
     res.locals.lease = lease;
     res.on('close', () => lease.release());
     next();

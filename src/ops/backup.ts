@@ -12,7 +12,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import { Keyring } from '../crypto/keyring.js';
-import type { Db } from '../db/database.js';
+import type { Database as AppDatabase } from '../db/database.js';
 
 export const MANIFEST = 'manifest.json';
 const DB_NAME = 'sfs.db';
@@ -71,12 +71,15 @@ async function copyWithHash(from: string, to: string): Promise<{ size: number; s
  * Writes a backup into `dir` (which must be empty or absent) while the server may be running.
  * `uploadsDir` is the live store; `onProgress` is called after each copied blob.
  */
-export async function backup(db: Db, uploadsDir: string, dir: string, onProgress?: (done: number, total: number) => void): Promise<BackupManifest> {
+export async function backup(db: AppDatabase, uploadsDir: string, dir: string, onProgress?: (done: number, total: number) => void): Promise<BackupManifest> {
+  // sqlite-only: the online backup API of the raw handle.
+  if (db.dialect !== 'sqlite' || !db.raw) throw new BackupError('backup supports the SQLite database only');
   if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) throw new BackupError(`${dir} is not empty; choose a new directory`);
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
   const dbCopy = path.join(dir, DB_NAME);
-  // Online backup: a consistent snapshot even while the server writes.
-  await db.backup(dbCopy);
+  // Online backup: a consistent snapshot even while the server writes. (This process holds
+  // no transaction meanwhile: the CLI runs nothing else on its connection.)
+  await db.raw.backup(dbCopy);
   const copy = new Database(dbCopy);
   try {
     copy.pragma('journal_mode = DELETE'); // one self-contained file

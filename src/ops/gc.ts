@@ -20,7 +20,7 @@ export interface GcResult {
 export async function gc(files: FilesRepo, store: BlobStore, opts: { dryRun?: boolean; minAgeMs?: number; now?: number } = {}): Promise<GcResult> {
   const minAge = opts.minAgeMs ?? DEFAULT_GC_AGE_MS;
   const now = opts.now ?? Date.now();
-  const ids = new Set(files.allIds());
+  const ids = new Set(await files.allIds());
   const seen = new Set<string>();
   const result: GcResult = { removed: [], keptYoung: 0, missingRows: [], bytesFreed: 0, dryRun: opts.dryRun ?? false };
   for await (const e of store.entries()) {

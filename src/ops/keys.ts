@@ -7,7 +7,8 @@
 import { randomBytes } from 'node:crypto';
 import { CURRENT_WRAP_VERSION, unwrapDek, unwrapSecret, wrapDek, wrapSecret, type WrapVersion } from '../crypto/envelope.js';
 import { Keyring } from '../crypto/keyring.js';
-import type { Db } from '../db/database.js';
+import { sql } from 'kysely';
+import type { Database } from '../db/database.js';
 import { MasterKeysRepo } from '../db/master-keys.js';
 import { SecretsRepo } from '../db/secrets.js';
 
@@ -22,10 +23,10 @@ export interface KeyStatus {
 }
 
 /** One line per key id known to the keyring or the database. */
-export function keyStatus(db: Db, keyring: Keyring): KeyStatus[] {
-  const repo = new MasterKeysRepo(db);
-  const rows = new Map(repo.list().map((r) => [r.keyId, r]));
-  const counts = repo.fileCounts();
+export async function keyStatus(db: Database, keyring: Keyring): Promise<KeyStatus[]> {
+  const repo = new MasterKeysRepo(db.kysely);
+  const rows = new Map((await repo.list()).map((r) => [r.keyId, r]));
+  const counts = await repo.fileCounts();
   const ids = [...new Set([...keyring.ids(), ...rows.keys(), ...counts.keys()])];
   return ids.map((id) => {
     const key = keyring.get(id);
@@ -74,37 +75,37 @@ interface RowToRewrap {
  * compare-and-swap on the old key id and wrapped DEK, so this is safe while the server runs,
  * safe to interrupt (`shouldStop`) and safe to run again (it continues where it stopped).
  */
-export function rotate(
-  db: Db,
+export async function rotate(
+  db: Database,
   keyring: Keyring,
   opts: { batchSize?: number; onProgress?: (p: RotateProgress) => void; shouldStop?: () => boolean } = {},
-): RotateResult {
+): Promise<RotateResult> {
   const active = keyring.active;
   const batchSize = opts.batchSize ?? 200;
-  db.prepare('INSERT OR IGNORE INTO master_keys (key_id, check_value, created_at) VALUES (?, ?, ?)').run(active.id, active.checkValue, Date.now());
-  const total = (db.prepare('SELECT count(*) AS n FROM files WHERE key_id != ? OR wrap_version != ?').get(active.id, CURRENT_WRAP_VERSION) as { n: number }).n;
+  const k = db.kysely;
+  await new MasterKeysRepo(k).insertIfMissing(active.id, active.checkValue, Date.now());
+  const stale = () =>
+    k.selectFrom('files').where((eb) => eb.or([eb('key_id', '!=', active.id), eb('wrap_version', '!=', CURRENT_WRAP_VERSION)]));
+  const total = Number((await stale().select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
   const result: RotateResult = { rewrapped: 0, skipped: 0, failed: [], secrets: 0, interrupted: false };
   const failedIds = new Set<string>();
-  const select = db.prepare(
-    `SELECT id, owner_id, key_id, wrap_version, wrapped_dek, size, sha256, format_version, chunk_size FROM files
-     WHERE (key_id != ? OR wrap_version != ?) AND id > ? ORDER BY id LIMIT ?`,
-  );
-  // The owner is in the WHERE too: the new wrap binds the owner read here.
-  const cas = db.prepare(
-    'UPDATE files SET key_id = ?, wrapped_dek = ?, wrap_version = ? WHERE id = ? AND owner_id = ? AND key_id = ? AND wrapped_dek = ?',
-  );
   let after = '';
   for (;;) {
     if (opts.shouldStop?.()) {
       result.interrupted = true;
       break;
     }
-    const rows = select.all(active.id, CURRENT_WRAP_VERSION, after, batchSize) as RowToRewrap[];
+    const rows: RowToRewrap[] = await stale()
+      .select(['id', 'owner_id', 'key_id', 'wrap_version', 'wrapped_dek', 'size', 'sha256', 'format_version', 'chunk_size'])
+      .where('id', '>', after)
+      .orderBy('id')
+      .limit(batchSize)
+      .execute();
     if (rows.length === 0) break;
     after = rows.at(-1)!.id;
-    // Crypto is synchronous, so the whole batch (unwrap, wrap, CAS update) fits in one
-    // short transaction that never spans an await.
-    db.transaction(() => {
+    // Crypto is synchronous, so the whole batch (unwrap, wrap, CAS update) fits in one short
+    // transaction that awaits only its own updates (never a network or blob-store round trip).
+    await db.transaction(async (trx) => {
       for (const r of rows) {
         const old = keyring.get(r.key_id);
         if (!old) {
@@ -125,14 +126,23 @@ export function rotate(
         }
         const wrapped = wrapDek(active, dek, { ...binding, wrapVersion: CURRENT_WRAP_VERSION }, randomBytes(12));
         dek.fill(0);
-        if (cas.run(active.id, wrapped, CURRENT_WRAP_VERSION, r.id, r.owner_id, r.key_id, r.wrapped_dek).changes === 1) result.rewrapped++;
+        // The owner is in the WHERE too: the new wrap binds the owner read here.
+        const u = await trx
+          .updateTable('files')
+          .set({ key_id: active.id, wrapped_dek: wrapped, wrap_version: CURRENT_WRAP_VERSION })
+          .where('id', '=', r.id)
+          .where('owner_id', '=', r.owner_id)
+          .where('key_id', '=', r.key_id)
+          .where('wrapped_dek', '=', r.wrapped_dek)
+          .executeTakeFirst();
+        if (Number(u.numUpdatedRows) === 1) result.rewrapped++;
         else result.skipped++;
       }
-    }).immediate();
+    });
     opts.onProgress?.({ done: result.rewrapped + result.skipped + result.failed.length, total });
   }
-  if (!result.interrupted) result.secrets = rotateSecrets(db, keyring, result);
-  checkpointWal(db);
+  if (!result.interrupted) result.secrets = await rotateSecrets(db, keyring, result);
+  await checkpointWal(db);
   return result;
 }
 
@@ -141,20 +151,22 @@ export function rotate(
  * replaced do not linger in the -wal file (secure_delete clears them in the database pages).
  * False when a reader kept it from completing (SQLite's own checkpoints finish it later).
  */
-export function checkpointWal(db: Db): boolean {
+export async function checkpointWal(db: Database): Promise<boolean> {
+  // sqlite-only: other databases have no WAL file of ours to clear.
+  if (db.dialect !== 'sqlite') return true;
   try {
-    const [r] = db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
-    return r?.busy === 0;
+    const { rows } = await sql<{ busy: number }>`PRAGMA wal_checkpoint(TRUNCATE)`.execute(db.kysely);
+    return rows[0]?.busy === 0;
   } catch {
     return false;
   }
 }
 
 /** Rewraps service secrets (e.g. the audit MAC root) under the active key. */
-function rotateSecrets(db: Db, keyring: Keyring, result: RotateResult): number {
-  const repo = new SecretsRepo(db);
+async function rotateSecrets(db: Database, keyring: Keyring, result: RotateResult): Promise<number> {
+  const repo = new SecretsRepo(db.kysely);
   let n = 0;
-  for (const s of repo.list()) {
+  for (const s of await repo.list()) {
     if (s.keyId === keyring.active.id) continue;
     const old = keyring.get(s.keyId);
     if (!old) {
@@ -164,7 +176,7 @@ function rotateSecrets(db: Db, keyring: Keyring, result: RotateResult): number {
     const secret = unwrapSecret(old, s.name, s.wrapped);
     const wrapped = wrapSecret(keyring.active, s.name, secret, randomBytes(12));
     secret.fill(0);
-    if (repo.rewrap(s.name, s.keyId, keyring.active.id, wrapped)) n++;
+    if (await repo.rewrap(s.name, s.keyId, keyring.active.id, wrapped)) n++;
   }
   return n;
 }
@@ -181,13 +193,11 @@ export class KeyInUseError extends Error {
 }
 
 /** Removes a key's check value once no file or secret references it; throws KeyInUseError otherwise. */
-export function retire(db: Db, keyId: string): boolean {
-  return db
-    .transaction(() => {
-      const files = (db.prepare('SELECT count(*) AS n FROM files WHERE key_id = ?').get(keyId) as { n: number }).n;
-      const secrets = (db.prepare('SELECT count(*) AS n FROM secrets WHERE key_id = ?').get(keyId) as { n: number }).n;
-      if (files || secrets) throw new KeyInUseError(keyId, files, secrets);
-      return db.prepare('DELETE FROM master_keys WHERE key_id = ?').run(keyId).changes === 1;
-    })
-    .immediate();
+export function retire(db: Database, keyId: string): Promise<boolean> {
+  return db.transaction(async (trx) => {
+    const files = (await new MasterKeysRepo(trx).fileCounts()).get(keyId) ?? 0;
+    const secrets = await new SecretsRepo(trx).countUnderKey(keyId);
+    if (files || secrets) throw new KeyInUseError(keyId, files, secrets);
+    return new MasterKeysRepo(trx).delete(keyId);
+  });
 }

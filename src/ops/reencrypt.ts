@@ -18,7 +18,7 @@ import { CURRENT_WRAP_VERSION } from '../crypto/envelope.js';
 import { FORMAT_VERSION, NONCE_PREFIX_LENGTH, SALT_LENGTH } from '../crypto/format.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { ChunkSealer, decryptRange } from '../crypto/stream.js';
-import type { Db } from '../db/database.js';
+import type { Database } from '../db/database.js';
 import type { FileRow } from '../db/files.js';
 import type { VaultService } from '../services/vault.js';
 import type { DiskBlobStore } from '../storage/disk.js';
@@ -43,11 +43,11 @@ export interface ReencryptOptions {
 }
 
 /** Re-encrypts every file under a fresh DEK wrapped under the active key; resumable (see above). */
-export async function reencrypt(db: Db, vault: VaultService, store: DiskBlobStore, keyring: Keyring, opts: ReencryptOptions): Promise<ReencryptResult> {
+export async function reencrypt(db: Database, vault: VaultService, store: DiskBlobStore, keyring: Keyring, opts: ReencryptOptions): Promise<ReencryptResult> {
   const progress = openProgress(opts.progressFile);
   const result: ReencryptResult = { reencrypted: 0, skipped: 0, repaired: 0, failed: [], interrupted: false };
   // Files uploaded after the run started already have a fresh DEK and fresh ciphertext.
-  const ids = (db.prepare('SELECT id FROM files WHERE created_at <= ? ORDER BY id').all(progress.startedAt) as { id: string }[]).map((r) => r.id);
+  const ids = (await db.kysely.selectFrom('files').select('id').where('created_at', '<=', progress.startedAt).orderBy('id').execute()).map((r) => r.id);
   let done = 0;
   let worked = 0;
   try {
@@ -62,7 +62,7 @@ export async function reencrypt(db: Db, vault: VaultService, store: DiskBlobStor
           result.skipped++;
         } else {
           worked++;
-          const row = vault.files.byId(id);
+          const row = await vault.files.byId(id);
           if (row && (await reencryptOne(db, vault, store, keyring, row))) {
             result.reencrypted++;
             progress.record(id);
@@ -81,7 +81,7 @@ export async function reencrypt(db: Db, vault: VaultService, store: DiskBlobStor
 }
 
 /** Returns true when the file was swapped; false when another writer changed or deleted it first. */
-async function reencryptOne(db: Db, vault: VaultService, store: DiskBlobStore, keyring: Keyring, row: FileRow): Promise<boolean> {
+async function reencryptOne(db: Database, vault: VaultService, store: DiskBlobStore, keyring: Keyring, row: FileRow): Promise<boolean> {
   const finalPath = store.pathOf(row.id);
   const tmpPath = store.pathOf(row.id, '.tmp');
   const prevPath = store.pathOf(row.id, '.prev');
@@ -133,20 +133,22 @@ async function reencryptOne(db: Db, vault: VaultService, store: DiskBlobStore, k
     let renamed = false;
     let swapped = false;
     try {
-      swapped = db
-        .transaction(() => {
-          const changed = db
-            .prepare(
-              'UPDATE files SET key_id = ?, wrapped_dek = ?, format_version = ?, wrap_version = ? WHERE id = ? AND owner_id = ? AND key_id = ? AND wrapped_dek = ?',
-            )
-            .run(next.keyId, wrapped, next.formatVersion, CURRENT_WRAP_VERSION, row.id, row.ownerId, row.keyId, row.wrappedDek).changes;
-          if (changed !== 1) return false;
-          // Inside the transaction, before the commit: a failed rename rolls the row back.
-          fs.renameSync(tmpPath, finalPath);
-          renamed = true;
-          return true;
-        })
-        .immediate();
+      swapped = await db.transaction(async (trx) => {
+        const changed = await trx
+          .updateTable('files')
+          .set({ key_id: next.keyId, wrapped_dek: wrapped, format_version: next.formatVersion, wrap_version: CURRENT_WRAP_VERSION })
+          .where('id', '=', row.id)
+          .where('owner_id', '=', row.ownerId)
+          .where('key_id', '=', row.keyId)
+          .where('wrapped_dek', '=', row.wrappedDek)
+          .executeTakeFirst();
+        if (Number(changed.numUpdatedRows) !== 1) return false;
+        // Inside the transaction, before the commit: a failed rename rolls the row back. A
+        // synchronous local rename (this runs on the disk store only), never an awaited round trip.
+        fs.renameSync(tmpPath, finalPath);
+        renamed = true;
+        return true;
+      });
     } catch (err) {
       // The commit failed after the rename: put the old ciphertext back under the old row.
       if (renamed) fs.renameSync(prevPath, finalPath);
@@ -173,7 +175,7 @@ async function reencryptOne(db: Db, vault: VaultService, store: DiskBlobStore, k
 async function repair(vault: VaultService, store: DiskBlobStore, id: string): Promise<boolean> {
   const prevPath = store.pathOf(id, '.prev');
   if (!fs.existsSync(prevPath)) return false;
-  const row = vault.files.byId(id);
+  const row = await vault.files.byId(id);
   if (row && !(await opens(vault, row))) {
     fs.renameSync(store.pathOf(id), store.pathOf(id, '.tmp'));
     fs.renameSync(prevPath, store.pathOf(id));

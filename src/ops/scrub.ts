@@ -50,10 +50,10 @@ export async function scrub(
   opts: { fileId?: string; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<ScrubReport> {
   const entries: ScrubEntry[] = [];
-  const ids = opts.fileId ? [opts.fileId] : vault.files.allIds();
+  const ids = opts.fileId ? [opts.fileId] : await vault.files.allIds();
   let done = 0;
   for (const id of ids) {
-    const row = vault.files.byId(id);
+    const row = await vault.files.byId(id);
     if (!row) entries.push({ id, status: 'missing', detail: 'no such file row' });
     else entries.push(await scrubFile(vault, store, row));
     opts.onProgress?.(++done, ids.length);

@@ -1,7 +1,7 @@
 /** Users, passwords, the first-run setup and API tokens. */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
-import type { Db } from '../db/database.js';
+import type { Database, Executor } from '../db/database.js';
 import { SharesRepo } from '../db/shares.js';
 import { TokensRepo, type TokenRow } from '../db/tokens.js';
 import { UsersRepo, type Role, type UserRow } from '../db/users.js';
@@ -29,11 +29,11 @@ export interface IntegrityFailure {
 }
 
 export interface AccountsDeps {
-  db: Db;
+  db: Database;
   /** Keys for token lookups and user/token row MACs (services/integrity.ts openIntegrity). */
   integrity: IntegrityKeys;
   /** Told about every row refused for a failed MAC (the app logs a warning and audits it). */
-  onIntegrityFailure?: (f: IntegrityFailure) => void;
+  onIntegrityFailure?: (f: IntegrityFailure) => unknown;
   hasher: PasswordHasher;
   tokenDefaultTtl: number;
   tokenMaxTtl: number;
@@ -56,14 +56,14 @@ export class AccountsService {
 
   constructor(private readonly deps: AccountsDeps) {
     this.integrity = deps.integrity;
-    this.users = new UsersRepo(deps.db, deps.integrity);
-    this.tokens = new TokensRepo(deps.db, deps.integrity);
+    this.users = new UsersRepo(deps.db.kysely, deps.integrity);
+    this.tokens = new TokensRepo(deps.db.kysely, deps.integrity);
     this.now = deps.now ?? Date.now;
   }
 
   /** True while no user exists and the first admin can still be created. */
-  setupOpen(): boolean {
-    return this.users.count() === 0;
+  async setupOpen(): Promise<boolean> {
+    return (await this.users.count()) === 0;
   }
 
   /**
@@ -75,13 +75,12 @@ export class AccountsService {
     const passwordHash = await this.deps.hasher.hash(password);
     const now = this.now();
     const user: UserRow = { id: newId(), username, passwordHash, role, disabled: false, quotaBytes: null, passwordResetAt: null, createdAt: now, updatedAt: now };
-    this.deps.db
-      .transaction(() => {
-        if (opts.onlyIfNoUsers && this.users.count() > 0) throw new AppError('setup_closed', 'setup has already been completed');
-        if (this.users.byUsername(username)) throw new AppError('conflict', `a user named "${username}" already exists`);
-        this.users.insert(user);
-      })
-      .immediate();
+    await this.deps.db.transaction(async (trx) => {
+      const users = new UsersRepo(trx, this.deps.integrity);
+      if (opts.onlyIfNoUsers && (await users.count()) > 0) throw new AppError('setup_closed', 'setup has already been completed');
+      if (await users.byUsername(username)) throw new AppError('conflict', `a user named "${username}" already exists`);
+      await users.insert(user);
+    });
     return user;
   }
 
@@ -89,9 +88,10 @@ export class AccountsService {
    * True when the user row is intact (its MAC verifies). A failure is reported through
    * onIntegrityFailure; callers then refuse exactly as for a wrong credential.
    */
-  private intact(user: UserRow): boolean {
+  private async intact(user: UserRow): Promise<boolean> {
     if (this.users.intact(user)) return true;
-    this.deps.onIntegrityFailure?.({ table: 'users', id: user.id, userId: user.id });
+    // Awaited: the failure is on record before the caller answers.
+    await this.deps.onIntegrityFailure?.({ table: 'users', id: user.id, userId: user.id });
     return false;
   }
 
@@ -99,9 +99,9 @@ export class AccountsService {
    * The user a page session names, or undefined when there is no such user, it is disabled,
    * or its row failed its integrity check (the session is then ended).
    */
-  sessionUser(uid: string): UserRow | undefined {
-    const user = this.users.byId(uid);
-    if (!user || !this.intact(user) || user.disabled) return undefined;
+  async sessionUser(uid: string): Promise<UserRow | undefined> {
+    const user = await this.users.byId(uid);
+    if (!user || !(await this.intact(user)) || user.disabled) return undefined;
     return user;
   }
 
@@ -112,16 +112,16 @@ export class AccountsService {
    * same as for any wrong password.
    */
   async verifyPassword(username: string, password: string): Promise<UserRow> {
-    const user = this.users.byUsername(normalizeUsername(username));
+    const user = await this.users.byUsername(normalizeUsername(username));
     const ok = user ? await this.deps.hasher.verify(user.passwordHash, password) : await this.deps.hasher.verifyNothing(password);
     // The MAC is checked after the hash, so a tampered row costs the same time as any other.
-    if (!ok || !user || !this.intact(user)) throw new AppError('unauthorized', 'invalid username or password');
+    if (!ok || !user || !(await this.intact(user))) throw new AppError('unauthorized', 'invalid username or password');
     if (user.disabled) throw new AppError('account_disabled', 'this account is disabled; ask an administrator');
     return user;
   }
 
   /** Issues an API token; the secret is returned only here and stored as its keyed hash. */
-  issueToken(user: UserRow, name: string, expiresInSeconds?: number): { row: TokenRow; token: string } {
+  async issueToken(user: UserRow, name: string, expiresInSeconds?: number): Promise<{ row: TokenRow; token: string }> {
     const ttl = expiresInSeconds ?? this.deps.tokenDefaultTtl;
     if (ttl > this.deps.tokenMaxTtl) {
       throw new AppError('validation_error', `expiresInSeconds: must be at most ${this.deps.tokenMaxTtl}`);
@@ -129,7 +129,7 @@ export class AccountsService {
     const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
     const now = this.now();
     const row: TokenRow = { id: newId(), userId: user.id, name, createdAt: now, expiresAt: now + ttl * 1000, lastUsedAt: null, revokedAt: null };
-    this.tokens.insert({ ...row, tokenHash: this.deps.integrity.lookup(token) });
+    await this.tokens.insert({ ...row, tokenHash: this.deps.integrity.lookup(token) });
     return { row, token };
   }
 
@@ -137,15 +137,15 @@ export class AccountsService {
    * Resolves a bearer token to its user; disabled users, revoked and expired tokens fail, and
    * so do a token row or user row that fails its MAC (same 401, no details to the client).
    */
-  authenticateToken(token: string): Principal {
+  async authenticateToken(token: string): Promise<Principal> {
     if (!token.startsWith(TOKEN_PREFIX) || token.length > 200) throw new AppError('unauthorized', 'invalid or expired token');
     const now = this.now();
-    const found = this.tokens.activeByHash(this.deps.integrity.lookup(token), now);
-    if (found && !found.intact) this.deps.onIntegrityFailure?.({ table: 'api_tokens', id: found.row.id, userId: found.row.userId });
+    const found = await this.tokens.activeByHash(this.deps.integrity.lookup(token), now);
+    if (found && !found.intact) await this.deps.onIntegrityFailure?.({ table: 'api_tokens', id: found.row.id, userId: found.row.userId });
     const row = found?.intact ? found.row : undefined;
-    const user = row && this.users.byId(row.userId);
-    if (!row || !user || !this.intact(user) || user.disabled) throw new AppError('unauthorized', 'invalid or expired token');
-    this.tokens.touch(row.id, now);
+    const user = row && (await this.users.byId(row.userId));
+    if (!row || !user || !(await this.intact(user)) || user.disabled) throw new AppError('unauthorized', 'invalid or expired token');
+    await this.tokens.touch(row.id, now);
     return { user, tokenId: row.id };
   }
 
@@ -156,13 +156,11 @@ export class AccountsService {
     checkPassword(newPassword);
     const hash = await this.deps.hasher.hash(newPassword);
     const now = this.now();
-    return this.deps.db
-      .transaction(() => {
-        // The password is the user's own again: the admin-reset notice goes away.
-        this.users.update(p.user.id, { passwordHash: hash, passwordResetAt: null }, now);
-        return { revokedTokens: this.tokens.revokeAllExcept(p.user.id, p.tokenId, now) };
-      })
-      .immediate();
+    return this.deps.db.transaction(async (trx) => {
+      // The password is the user's own again: the admin-reset notice goes away.
+      await new UsersRepo(trx, this.deps.integrity).update(p.user.id, { passwordHash: hash, passwordResetAt: null }, now);
+      return { revokedTokens: await new TokensRepo(trx, this.deps.integrity).revokeAllExcept(p.user.id, p.tokenId, now) };
+    });
   }
 
   /**
@@ -174,37 +172,36 @@ export class AccountsService {
     id: string,
     changes: { disabled?: boolean; role?: Role; password?: string; quotaBytes?: number | null },
   ): Promise<AdminUpdateResult> {
-    if (!this.users.byId(id)) throw new AppError('not_found', 'no such user');
+    if (!(await this.users.byId(id))) throw new AppError('not_found', 'no such user');
     let passwordHash: string | undefined;
     if (changes.password !== undefined) {
       checkPassword(changes.password);
       passwordHash = await this.deps.hasher.hash(changes.password);
     }
     const now = this.now();
-    const effects = this.deps.db
-      .transaction(() => {
-        const current = this.users.byId(id);
+    const effects = await this.deps.db.transaction(async (trx) => {
+        const users = new UsersRepo(trx, this.deps.integrity);
+        const current = await users.byId(id);
         if (!current) throw new AppError('not_found', 'no such user');
         // Never leave the server without an active admin.
         const losesAdmin = current.role === 'admin' && (changes.role === 'user' || changes.disabled === true);
         if (losesAdmin) {
           // A row that fails its MAC is no admin: it could be a database writer's forgery.
-          const admins = this.users.list().filter((u) => u.role === 'admin' && !u.disabled && u.id !== id && this.users.intact(u));
+          const admins = (await users.list()).filter((u) => u.role === 'admin' && !u.disabled && u.id !== id && users.intact(u));
           if (admins.length === 0) throw new AppError('conflict', 'cannot demote or disable the last active admin');
         }
-        this.users.update(
+        await users.update(
           id,
           { passwordHash, role: changes.role, disabled: changes.disabled, quotaBytes: changes.quotaBytes, passwordResetAt: passwordHash === undefined ? undefined : now },
           now,
         );
         let revokedTokens = 0;
         let revokedShares = 0;
-        if (passwordHash !== undefined || changes.disabled === true) revokedTokens = this.tokens.revokeAllExcept(id, null, now);
-        if (changes.disabled === true) revokedShares = new SharesRepo(this.deps.db, this.deps.integrity).revokeAllForOwner(id, now);
+        if (passwordHash !== undefined || changes.disabled === true) revokedTokens = await new TokensRepo(trx, this.deps.integrity).revokeAllExcept(id, null, now);
+        if (changes.disabled === true) revokedShares = await new SharesRepo(trx, this.deps.integrity).revokeAllForOwner(id, now);
         return { revokedTokens, revokedShares };
-      })
-      .immediate();
-    return { user: this.users.byId(id)!, ...effects };
+      });
+    return { user: (await this.users.byId(id))!, ...effects };
   }
 }
 
@@ -216,8 +213,9 @@ export interface AdminUpdateResult {
 }
 
 /** True while the database has no user (for start-up, before the app and its keys exist). */
-export function setupOpenIn(db: Db): boolean {
-  return (db.prepare('SELECT count(*) AS n FROM users').get() as { n: number }).n === 0;
+export async function setupOpenIn(db: Executor): Promise<boolean> {
+  const r = await db.selectFrom('users').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+  return Number(r.n) === 0;
 }
 
 /** Enforces the password policy (length only, per NIST 800-63B). */

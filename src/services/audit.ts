@@ -13,7 +13,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { stmt, type Db } from '../db/database.js';
+import type { Database, Executor } from '../db/database.js';
 import { unwrapSecret } from '../crypto/envelope.js';
 import { deriveSubkey, type Keyring } from '../crypto/keyring.js';
 import { SecretsRepo } from '../db/secrets.js';
@@ -56,7 +56,7 @@ export interface AuditRow {
   mac: Buffer;
 }
 
-interface RawRow {
+export interface RawRow {
   seq: number;
   at: number;
   actor: string;
@@ -159,7 +159,7 @@ async function writeHeadAsync(file: string, head: AuditHead): Promise<void> {
 }
 
 export interface AuditDeps {
-  db: Db;
+  db: Database;
   keyring: Keyring;
   /** Write the head file asynchronously (the server); the CLI writes it before it exits. */
   asyncHead?: boolean;
@@ -177,21 +177,23 @@ export class AuditLog {
     this.now = deps.now ?? Date.now;
   }
 
-  /** Appends one event. The read of the previous MAC and the insert share one immediate transaction. */
   private key: AuditKey | undefined;
 
-  record(e: AuditInput): AuditRow {
+  /**
+   * Appends one event. The read of the previous MAC and the insert share one (immediate)
+   * transaction, so concurrent appends, in this process or another, form one chain.
+   */
+  async record(e: AuditInput): Promise<AuditRow> {
     const { db, keyring } = this.deps;
     if (!this.key) {
-      const root = new SecretsRepo(db).obtain(AUDIT_ROOT_SECRET, keyring);
-      this.key = auditKeyFrom(root);
+      const root = await new SecretsRepo(db.kysely).obtain(AUDIT_ROOT_SECRET, keyring);
+      this.key ??= auditKeyFrom(root);
       root.fill(0);
     }
     const keyId = this.key.id;
     const key = this.key.mac;
-    const row = db
-      .transaction((): AuditRow => {
-        const last = stmt(db, 'SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1').get() as { seq: number; mac: Buffer } | undefined;
+    const row = await db.transaction(async (trx): Promise<AuditRow> => {
+        const last = await trx.selectFrom('audit_events').select(['seq', 'mac']).orderBy('seq', 'desc').limit(1).executeTakeFirst();
         const base: Omit<AuditRow, 'mac'> = {
           seq: (last?.seq ?? 0) + 1,
           at: this.now(),
@@ -207,14 +209,26 @@ export class AuditLog {
           keyId,
         };
         const mac = macOf(key, last?.mac ?? GENESIS, base);
-        stmt(
-          db,
-          `INSERT INTO audit_events (seq, at, actor, action, subject_user_id, file_id, share_id, ip, user_agent, outcome, details, key_id, mac)
-           VALUES (@seq, @at, @actor, @action, @subjectUserId, @fileId, @shareId, @ip, @userAgent, @outcome, @details, @keyId, @mac)`,
-        ).run({ ...base, details: JSON.stringify(base.details), mac });
+        await trx
+          .insertInto('audit_events')
+          .values({
+            seq: base.seq,
+            at: base.at,
+            actor: base.actor,
+            action: base.action,
+            subject_user_id: base.subjectUserId,
+            file_id: base.fileId,
+            share_id: base.shareId,
+            ip: base.ip,
+            user_agent: base.userAgent,
+            outcome: base.outcome,
+            details: JSON.stringify(base.details),
+            key_id: base.keyId,
+            mac,
+          })
+          .execute();
         return { ...base, mac };
-      })
-      .immediate();
+      });
     this.publishHead(row);
     return row;
   }
@@ -223,7 +237,7 @@ export class AuditLog {
    * Records repeated identical events (e.g. rate-limit hits) at most once per window per key;
    * the next row carries how many were folded into it.
    */
-  recordSummarised(key: string, e: AuditInput, windowMs = 60_000): AuditRow | null {
+  async recordSummarised(key: string, e: AuditInput, windowMs = 60_000): Promise<AuditRow | null> {
     const now = this.now();
     const s = this.summaries.get(key);
     if (s && now - s.writtenAt < windowMs) {
@@ -247,7 +261,8 @@ export class AuditLog {
     if (!this.deps.asyncHead) return writeHeadSync(file, head);
     // The server writes the head file off the event loop: one write in flight, the newest
     // head wins. (A crash can lose the last head of that short window; the log has it too.)
-    this.pendingHead = head;
+    // The newest head wins, even if two appends' continuations run out of order.
+    if (!this.pendingHead || head.seq > this.pendingHead.seq) this.pendingHead = head;
     this.headWrite ??= this.drainHeads(file).finally(() => {
       this.headWrite = null;
     });
@@ -271,34 +286,36 @@ export class AuditLog {
   }
 
   /** Events newest first. `viewerId` null means everything (admins); the other fields narrow it down. */
-  list(opts: { viewerId: string | null; limit: number; before?: number; fileId?: string; action?: string; outcome?: string; actor?: string }): AuditRow[] {
-    const where: string[] = [];
-    const params: unknown[] = [];
-    for (const [column, value] of [['action', opts.action], ['outcome', opts.outcome], ['actor', opts.actor]] as const) {
-      if (value) {
-        where.push(`${column} = ?`);
-        params.push(value);
-      }
-    }
-    if (opts.viewerId !== null) {
-      where.push('(subject_user_id = ? OR actor = ?)');
-      params.push(opts.viewerId, opts.viewerId);
-    }
-    if (opts.fileId) {
-      where.push('file_id = ?');
-      params.push(opts.fileId);
-    }
-    if (opts.before !== undefined) {
-      where.push('seq < ?');
-      params.push(opts.before);
-    }
-    const sql = `SELECT * FROM audit_events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY seq DESC LIMIT ?`;
-    return (this.deps.db.prepare(sql).all(...params, opts.limit) as RawRow[]).map(toRow);
+  async list(opts: { viewerId: string | null; limit: number; before?: number; fileId?: string; action?: string; outcome?: string; actor?: string }): Promise<AuditRow[]> {
+    let q = this.deps.db.kysely.selectFrom('audit_events').selectAll();
+    if (opts.action) q = q.where('action', '=', opts.action);
+    if (opts.outcome) q = q.where('outcome', '=', opts.outcome);
+    if (opts.actor) q = q.where('actor', '=', opts.actor);
+    const viewer = opts.viewerId;
+    if (viewer !== null) q = q.where((eb) => eb.or([eb('subject_user_id', '=', viewer), eb('actor', '=', viewer)]));
+    if (opts.fileId) q = q.where('file_id', '=', opts.fileId);
+    if (opts.before !== undefined) q = q.where('seq', '<', opts.before);
+    const rows = await q.orderBy('seq', 'desc').limit(opts.limit).execute();
+    return (rows as RawRow[]).map(toRow);
   }
 
   /** The distinct actions recorded so far (for the admin page's filter). */
-  actions(): string[] {
-    return (this.deps.db.prepare('SELECT DISTINCT action FROM audit_events ORDER BY action').all() as { action: string }[]).map((r) => r.action);
+  async actions(): Promise<string[]> {
+    const rows = await this.deps.db.kysely.selectFrom('audit_events').select('action').distinct().orderBy('action').execute();
+    return rows.map((r) => r.action);
+  }
+}
+
+/** Every audit row in order, read in pages (no connection or transaction held across the walk). */
+export async function* auditRows(db: Executor, since?: number): AsyncGenerator<RawRow> {
+  let after = 0;
+  for (;;) {
+    let q = db.selectFrom('audit_events').selectAll().where('seq', '>', after);
+    if (since !== undefined) q = q.where('at', '>=', since);
+    const page = (await q.orderBy('seq').limit(1000).execute()) as RawRow[];
+    for (const r of page) yield r;
+    if (page.length < 1000) return;
+    after = page.at(-1)!.seq;
   }
 }
 
@@ -310,14 +327,14 @@ export type VerifyResult =
  * Walks the whole chain. Reports the first row whose sequence number, MAC or key does not
  * check out, and compares the end of the chain with the head kept outside the database.
  */
-export function verifyAuditChain(db: Db, keyring: Keyring, headFile?: string): VerifyResult {
+export async function verifyAuditChain(db: Executor, keyring: Keyring, headFile?: string): Promise<VerifyResult> {
   let prev: Buffer = GENESIS;
   let expectedSeq = 1;
   let count = 0;
   const head = headFile ? readHead(headFile) : null;
   let key: AuditKey | undefined;
   let keyProblem: string | undefined;
-  const stored = new SecretsRepo(db).get(AUDIT_ROOT_SECRET);
+  const stored = await new SecretsRepo(db).get(AUDIT_ROOT_SECRET);
   if (stored) {
     const master = keyring.get(stored.keyId);
     if (!master) keyProblem = `the audit key is wrapped under master key ${stored.keyId}, which is not loaded`;
@@ -331,7 +348,7 @@ export function verifyAuditChain(db: Db, keyring: Keyring, headFile?: string): V
       }
     }
   } else keyProblem = 'no audit key in the database';
-  for (const raw of db.prepare('SELECT * FROM audit_events ORDER BY seq').iterate() as IterableIterator<RawRow>) {
+  for await (const raw of auditRows(db)) {
     let row: AuditRow;
     try {
       row = toRow(raw);

@@ -23,7 +23,8 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { CURRENT_WRAP_VERSION, unwrapDek, unwrapSecret, wrapDek, wrapSecret } from '../crypto/envelope.js';
 import { deriveSubkey, type Keyring } from '../crypto/keyring.js';
-import { stmt, type Db } from '../db/database.js';
+import type { Database, Trx } from '../db/database.js';
+import { MasterKeysRepo } from '../db/master-keys.js';
 import { SecretsRepo } from '../db/secrets.js';
 import { IntegrityError } from '../crypto/format.js';
 
@@ -144,10 +145,9 @@ export interface IntegrityUpgrade {
  * row, and returns what it did as `upgraded` (null on every later open).
  * Throws IntegrityError when the root exists under a key that is not loaded or does not unwrap.
  */
-export function openIntegrity(db: Db, keyring: Keyring, now = Date.now()): { keys: IntegrityKeys; upgraded: IntegrityUpgrade | null } {
-  const secrets = new SecretsRepo(db);
-  const read = (): IntegrityKeys | null => {
-    const row = secrets.get(INTEGRITY_ROOT_SECRET);
+export async function openIntegrity(db: Database, keyring: Keyring, now = Date.now()): Promise<{ keys: IntegrityKeys; upgraded: IntegrityUpgrade | null }> {
+  const read = async (secrets: SecretsRepo): Promise<IntegrityKeys | null> => {
+    const row = await secrets.get(INTEGRITY_ROOT_SECRET);
     if (!row) return null;
     const master = keyring.get(row.keyId);
     if (!master) throw new IntegrityError(`secret "${INTEGRITY_ROOT_SECRET}" is wrapped under master key ${row.keyId}, which is not loaded`);
@@ -156,27 +156,23 @@ export function openIntegrity(db: Db, keyring: Keyring, now = Date.now()): { key
     root.fill(0);
     return keys;
   };
-  const existing = read();
+  const existing = await read(new SecretsRepo(db.kysely));
   if (existing) return { keys: existing, upgraded: null };
-  return db
-    .transaction(() => {
-      // Another process may have won the race between the read above and this lock.
-      const raced = read();
-      if (raced) return { keys: raced, upgraded: null };
-      const root = randomBytes(32);
-      const active = keyring.active;
-      stmt(db, 'INSERT OR IGNORE INTO master_keys (key_id, check_value, created_at) VALUES (?, ?, ?)').run(active.id, active.checkValue, now);
-      stmt(db, 'INSERT INTO secrets (name, key_id, wrapped, created_at) VALUES (?, ?, ?, ?)').run(
-        INTEGRITY_ROOT_SECRET,
-        active.id,
-        wrapSecret(active, INTEGRITY_ROOT_SECRET, root, randomBytes(12)),
-        now,
-      );
-      const keys = new IntegrityKeys(root);
-      root.fill(0);
-      return { keys, upgraded: upgradeRows(db, keyring, keys) };
-    })
-    .immediate();
+  return db.transaction(async (trx) => {
+    // Another process may have won the race between the read above and this lock.
+    const raced = await read(new SecretsRepo(trx));
+    if (raced) return { keys: raced, upgraded: null };
+    const root = randomBytes(32);
+    const active = keyring.active;
+    await new MasterKeysRepo(trx).insertIfMissing(active.id, active.checkValue, now);
+    await trx
+      .insertInto('secrets')
+      .values({ name: INTEGRITY_ROOT_SECRET, key_id: active.id, wrapped: wrapSecret(active, INTEGRITY_ROOT_SECRET, root, randomBytes(12)), created_at: now })
+      .execute();
+    const keys = new IntegrityKeys(root);
+    root.fill(0);
+    return { keys, upgraded: await upgradeRows(trx, keyring, keys) };
+  });
 }
 
 /**
@@ -184,49 +180,24 @@ export function openIntegrity(db: Db, keyring: Keyring, now = Date.now()): { key
  * only inside openIntegrity's transaction, right after the root was created: it trusts the
  * rows as they are at that moment (there was nothing to check them against before).
  */
-function upgradeRows(db: Db, keyring: Keyring, keys: IntegrityKeys): IntegrityUpgrade {
+async function upgradeRows(db: Trx, keyring: Keyring, keys: IntegrityKeys): Promise<IntegrityUpgrade> {
   const out: IntegrityUpgrade = { users: 0, tokens: 0, shares: 0, sessions: 0, files: 0 };
-  const users = db.prepare('SELECT id, username, role, disabled, password_hash, quota_bytes FROM users').all() as {
-    id: string;
-    username: string;
-    role: string;
-    disabled: number;
-    password_hash: string;
-    quota_bytes: number | null;
-  }[];
-  const setUser = db.prepare('UPDATE users SET integrity_mac = ? WHERE id = ?');
+  const n = (r: { numUpdatedRows: bigint }) => Number(r.numUpdatedRows);
+  const users = await db.selectFrom('users').select(['id', 'username', 'role', 'disabled', 'password_hash', 'quota_bytes']).execute();
   for (const u of users) {
     const mac = keys.rowMac('users', userMacFields({ id: u.id, username: u.username, role: u.role, disabled: u.disabled === 1, passwordHash: u.password_hash, quotaBytes: u.quota_bytes }));
-    out.users += setUser.run(mac, u.id).changes;
+    out.users += n(await db.updateTable('users').set({ integrity_mac: mac }).where('id', '=', u.id).executeTakeFirst());
   }
-  const tokens = db.prepare('SELECT id, user_id, token_hash, expires_at, revoked_at FROM api_tokens').all() as {
-    id: string;
-    user_id: string;
-    token_hash: Buffer;
-    expires_at: number;
-    revoked_at: number | null;
-  }[];
-  const setToken = db.prepare('UPDATE api_tokens SET token_hash = ?, row_mac = ? WHERE id = ?');
+  const tokens = await db.selectFrom('api_tokens').select(['id', 'user_id', 'token_hash', 'expires_at', 'revoked_at']).execute();
   for (const t of tokens) {
     const tokenHash = keys.rekey(t.token_hash);
     const mac = keys.rowMac('api_tokens', tokenMacFields({ id: t.id, userId: t.user_id, tokenHash, expiresAt: t.expires_at, revokedAt: t.revoked_at }));
-    out.tokens += setToken.run(tokenHash, mac, t.id).changes;
+    out.tokens += n(await db.updateTable('api_tokens').set({ token_hash: tokenHash, row_mac: mac }).where('id', '=', t.id).executeTakeFirst());
   }
-  const shares = db
-    .prepare('SELECT id, file_id, owner_id, token_hash, password_hash, expires_at, max_downloads, downloads, bytes_served, revoked_at FROM shares')
-    .all() as {
-    id: string;
-    file_id: string;
-    owner_id: string;
-    token_hash: Buffer;
-    password_hash: string | null;
-    expires_at: number;
-    max_downloads: number | null;
-    downloads: number;
-    bytes_served: number;
-    revoked_at: number | null;
-  }[];
-  const setShare = db.prepare('UPDATE shares SET token_hash = ?, row_mac = ? WHERE id = ?');
+  const shares = await db
+    .selectFrom('shares')
+    .select(['id', 'file_id', 'owner_id', 'token_hash', 'password_hash', 'expires_at', 'max_downloads', 'downloads', 'bytes_served', 'revoked_at'])
+    .execute();
   for (const s of shares) {
     const tokenHash = keys.rekey(s.token_hash);
     const mac = keys.rowMac(
@@ -244,10 +215,9 @@ function upgradeRows(db: Db, keyring: Keyring, keys: IntegrityKeys): IntegrityUp
         revokedAt: s.revoked_at,
       }),
     );
-    out.shares += setShare.run(tokenHash, mac, s.id).changes;
+    out.shares += n(await db.updateTable('shares').set({ token_hash: tokenHash, row_mac: mac }).where('id', '=', s.id).executeTakeFirst());
   }
-  const sessions = db.prepare('SELECT sid, sess FROM sessions').all() as { sid: string; sess: string }[];
-  const setSession = db.prepare('UPDATE sessions SET sid = ?, sess = ? WHERE sid = ?');
+  const sessions = await db.selectFrom('sessions').select(['sid', 'sess']).execute();
   for (const r of sessions) {
     let sess: Record<string, unknown>;
     try {
@@ -258,14 +228,15 @@ function upgradeRows(db: Db, keyring: Keyring, keys: IntegrityKeys): IntegrityUp
     if (!/^[0-9a-f]{64}$/.test(r.sid)) continue;
     const key = keys.rekey(Buffer.from(r.sid, 'hex')).toString('hex');
     sess.seal = sealSession(keys, key, sess);
-    out.sessions += setSession.run(key, JSON.stringify(sess), r.sid).changes;
+    out.sessions += n(await db.updateTable('sessions').set({ sid: key, sess: JSON.stringify(sess) }).where('sid', '=', r.sid).executeTakeFirst());
   }
   // Wrap version 1 rows: rewrap under their own key with the owner bound. A database writer
   // cannot undo this (a version-2 wrap does not open under the version-1 layout).
-  const files = db
-    .prepare('SELECT id, owner_id, key_id, wrapped_dek, size, sha256, format_version, chunk_size FROM files WHERE wrap_version = 1')
-    .all() as { id: string; owner_id: string; key_id: string; wrapped_dek: Buffer; size: number; sha256: Buffer; format_version: number; chunk_size: number }[];
-  const setFile = db.prepare('UPDATE files SET wrapped_dek = ?, wrap_version = ? WHERE id = ? AND wrapped_dek = ?');
+  const files = await db
+    .selectFrom('files')
+    .select(['id', 'owner_id', 'key_id', 'wrapped_dek', 'size', 'sha256', 'format_version', 'chunk_size'])
+    .where('wrap_version', '=', 1)
+    .execute();
   for (const f of files) {
     const key = keyring.get(f.key_id);
     if (!key) continue; // left for `sfs key rotate`, which reports it
@@ -278,7 +249,9 @@ function upgradeRows(db: Db, keyring: Keyring, keys: IntegrityKeys): IntegrityUp
     }
     const wrapped = wrapDek(key, dek, { ...binding, wrapVersion: CURRENT_WRAP_VERSION }, randomBytes(12));
     dek.fill(0);
-    out.files += setFile.run(wrapped, CURRENT_WRAP_VERSION, f.id, f.wrapped_dek).changes;
+    out.files += n(
+      await db.updateTable('files').set({ wrapped_dek: wrapped, wrap_version: CURRENT_WRAP_VERSION }).where('id', '=', f.id).where('wrapped_dek', '=', f.wrapped_dek).executeTakeFirst(),
+    );
   }
   return out;
 }

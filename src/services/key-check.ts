@@ -2,7 +2,7 @@
  * Start-up check that the configured keyring matches the database. A wrong key must never
  * silently wrap new files, and files must never reference a key that is not loaded.
  */
-import type { Db } from '../db/database.js';
+import type { Executor } from '../db/database.js';
 import { MasterKeysRepo } from '../db/master-keys.js';
 import { Keyring } from '../crypto/keyring.js';
 
@@ -20,10 +20,10 @@ export class KeyMismatchError extends Error {
  * MASTER_KEY beside the right key in MASTER_KEYS_PREVIOUS would start, and wrap new files
  * under a key nobody kept.
  */
-export function checkKeyringAgainstDb(db: Db, keyring: Keyring, opts: { acceptNewKey?: boolean } = {}): void {
+export async function checkKeyringAgainstDb(db: Executor, keyring: Keyring, opts: { acceptNewKey?: boolean } = {}): Promise<void> {
   const repo = new MasterKeysRepo(db);
-  const known = repo.list();
-  const counts = repo.fileCounts();
+  const known = await repo.list();
+  const counts = await repo.fileCounts();
   for (const row of known) {
     const key = keyring.get(row.keyId);
     if (key && !Keyring.checkMatches(key, row.checkValue)) {
@@ -55,6 +55,6 @@ export function checkKeyringAgainstDb(db: Db, keyring: Keyring, opts: { acceptNe
 }
 
 /** Records the active key's check value, so a key accepted once with --accept-new-key is known from then on. */
-export function registerActiveKey(db: Db, keyring: Keyring): void {
-  new MasterKeysRepo(db).insertIfMissing(keyring.active.id, keyring.active.checkValue, Date.now());
+export async function registerActiveKey(db: Executor, keyring: Keyring): Promise<void> {
+  await new MasterKeysRepo(db).insertIfMissing(keyring.active.id, keyring.active.checkValue, Date.now());
 }

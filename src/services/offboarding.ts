@@ -3,7 +3,9 @@
  * the two is required, so nothing is lost or kept by accident), their links and tokens end for
  * good, and the user row goes. Shared by the admin page and `sfs user delete`.
  */
-import type { Db } from '../db/database.js';
+import type { Database } from '../db/database.js';
+import { FilesRepo } from '../db/files.js';
+import { UsersRepo } from '../db/users.js';
 import { SharesRepo } from '../db/shares.js';
 import { AppError } from '../errors.js';
 import type { AccountsService } from './accounts.js';
@@ -11,13 +13,13 @@ import type { AuditInput } from './audit.js';
 import type { VaultService } from './vault.js';
 
 export interface OffboardingDeps {
-  db: Db;
+  db: Database;
   accounts: AccountsService;
   vault: VaultService;
   /** Ends the user's browser sessions (the server's session store). */
-  endSessions?: (userId: string) => void;
+  endSessions?: (userId: string) => Promise<unknown> | void;
   /** Records one audit event; `base` (actor, client) is merged in by the caller. */
-  record: (event: Omit<AuditInput, 'actor'>) => void;
+  record: (event: Omit<AuditInput, 'actor'>) => Promise<unknown> | void;
 }
 
 export type FilesDecision = { transferTo: string } | { deleteFiles: true };
@@ -43,9 +45,9 @@ const PAGE = 200;
  * Each file moved or deleted is audited (file.transfer / file.delete) and the whole as user.delete.
  */
 export async function deleteUser(d: OffboardingDeps, userId: string, decision: FilesDecision): Promise<DeleteUserResult> {
-  const user = d.accounts.users.byId(userId);
+  const user = await d.accounts.users.byId(userId);
   if (!user) throw new AppError('not_found', 'no such user');
-  const receiver = 'transferTo' in decision ? d.accounts.users.byId(decision.transferTo) : undefined;
+  const receiver = 'transferTo' in decision ? await d.accounts.users.byId(decision.transferTo) : undefined;
   if ('transferTo' in decision) {
     if (!receiver) throw new AppError('not_found', 'no such user to transfer the files to');
     if (receiver.id === user.id) throw new AppError('validation_error', 'transferTo: must be another user');
@@ -53,38 +55,37 @@ export async function deleteUser(d: OffboardingDeps, userId: string, decision: F
   }
   // Throws conflict for the last active admin, before anything is changed.
   const { revokedTokens, revokedShares } = await d.accounts.adminUpdate(user.id, { disabled: true });
-  d.endSessions?.(user.id);
-  const shares = new SharesRepo(d.db, d.accounts.integrity);
+  await d.endSessions?.(user.id);
+  const shares = new SharesRepo(d.db.kysely, d.accounts.integrity);
   let files = 0;
   let bytes = 0;
   for (;;) {
-    const batch = d.vault.files.listForOwner(user.id, PAGE, null);
+    const batch = await d.vault.files.listForOwner(user.id, PAGE, null);
     if (batch.length === 0) break;
     for (const f of batch) {
       if (receiver) {
-        if (!d.vault.transferOwnership(f.id, user.id, receiver.id)) continue;
+        if (!(await d.vault.transferOwnership(f.id, user.id, receiver.id))) continue;
         // The links were the departing user's decisions; the receiver makes new ones.
-        shares.revokeAllForFile(f.id, Date.now());
-        d.record({ action: 'file.transfer', outcome: 'success', subjectUserId: receiver.id, fileId: f.id, details: { from: user.id, to: receiver.id, size: f.size } });
+        await shares.revokeAllForFile(f.id, Date.now());
+        await d.record({ action: 'file.transfer', outcome: 'success', subjectUserId: receiver.id, fileId: f.id, details: { from: user.id, to: receiver.id, size: f.size } });
       } else {
         await d.vault.delete(user.id, f.id).catch((err: unknown) => {
           if (!(err instanceof AppError && err.code === 'not_found')) throw err;
         });
-        d.record({ action: 'file.delete', outcome: 'success', subjectUserId: user.id, fileId: f.id, details: { size: f.size, reason: 'user deleted' } });
+        await d.record({ action: 'file.delete', outcome: 'success', subjectUserId: user.id, fileId: f.id, details: { size: f.size, reason: 'user deleted' } });
       }
       files += 1;
       bytes += f.size;
     }
   }
-  d.db
-    .transaction(() => {
-      // An upload that was already streaming when the user was disabled may have landed.
-      if (d.vault.files.listForOwner(user.id, 1, null).length) throw new AppError('conflict', 'a file arrived while deleting; run the deletion again');
-      shares.deleteAllForOwner(user.id);
-      d.accounts.users.delete(user.id);
-    })
-    .immediate();
-  const limit = receiver ? d.vault.quota.limitOf(receiver.id) : null;
+  // Database work only in here: the blobs were removed above, outside any transaction.
+  await d.db.transaction(async (trx) => {
+    // An upload that was already streaming when the user was disabled may have landed.
+    if ((await new FilesRepo(trx).listForOwner(user.id, 1, null)).length) throw new AppError('conflict', 'a file arrived while deleting; run the deletion again');
+    await new SharesRepo(trx, d.accounts.integrity).deleteAllForOwner(user.id);
+    await new UsersRepo(trx, d.accounts.integrity).delete(user.id);
+  });
+  const limit = receiver ? await d.vault.quota.limitOf(receiver.id) : null;
   const result: DeleteUserResult = {
     userId: user.id,
     username: user.username,
@@ -94,9 +95,9 @@ export async function deleteUser(d: OffboardingDeps, userId: string, decision: F
     revokedShares,
     revokedTokens,
     receiverId: receiver?.id ?? null,
-    receiverOverQuota: receiver !== undefined && limit !== null && d.vault.quota.usageOf(receiver.id) > limit,
+    receiverOverQuota: receiver !== undefined && limit !== null && (await d.vault.quota.usageOf(receiver.id)) > limit,
   };
-  d.record({
+  await d.record({
     action: 'user.delete',
     outcome: 'success',
     subjectUserId: user.id,

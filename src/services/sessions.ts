@@ -7,7 +7,8 @@
  * master key can compute the row of an id they chose. Each row's `sess` carries a seal (a MAC
  * over the row key, the user and the sign-in time), so a row cannot be pointed at another user.
  */
-import type { Db } from '../db/database.js';
+import { sql } from 'kysely';
+import type { Database } from '../db/database.js';
 import { sealSession, sessionSealMatches, type IntegrityKeys } from './integrity.js';
 
 /** What the store keeps in `sess` besides express-session's own cookie data. */
@@ -31,12 +32,16 @@ export interface SessionView {
 }
 
 export interface WebSessionsDeps {
-  db: Db;
+  db: Database;
   integrity: IntegrityKeys;
   idleMs: number;
   maxMs: number;
   now?: () => number;
 }
+
+// sqlite-only: json_extract() (indexed by migration 4); PostgreSQL reads the JSON with ->>.
+const uidOf = sql<string>`json_extract(sess, '$.uid')`;
+const createdAtOf = sql<number>`coalesce(json_extract(sess, '$.createdAt'), 0)`;
 
 /** Reads and ends browser sessions in the `sessions` table, by user. */
 export class WebSessions {
@@ -67,11 +72,14 @@ export class WebSessions {
   }
 
   /** The user's live sessions, most recently used first. */
-  listForUser(uid: string): SessionView[] {
+  async listForUser(uid: string): Promise<SessionView[]> {
     const now = this.now();
-    const rows = this.deps.db
-      .prepare(`SELECT sid, sess, expired FROM sessions WHERE json_extract(sess, '$.uid') = ? AND expired > ?`)
-      .all(uid, new Date(now).toISOString()) as { sid: string; sess: string; expired: string }[];
+    const rows = await this.deps.db.kysely
+      .selectFrom('sessions')
+      .select(['sid', 'sess', 'expired'])
+      .where(uidOf, '=', uid)
+      .where('expired', '>', new Date(now).toISOString())
+      .execute();
     const out: SessionView[] = [];
     for (const r of rows) {
       const s = JSON.parse(r.sess) as SessionFacts;
@@ -86,22 +94,25 @@ export class WebSessions {
   }
 
   /** Ends one of the user's sessions; false when there is no such session of theirs. */
-  end(uid: string, key: string): boolean {
-    return this.deps.db.prepare(`DELETE FROM sessions WHERE sid = ? AND json_extract(sess, '$.uid') = ?`).run(key, uid).changes === 1;
+  async end(uid: string, key: string): Promise<boolean> {
+    const r = await this.deps.db.kysely.deleteFrom('sessions').where('sid', '=', key).where(uidOf, '=', uid).executeTakeFirst();
+    return Number(r.numDeletedRows) === 1;
   }
 
   /** Ends every session of the user except `exceptKey`; returns how many ended. */
-  endAllForUser(uid: string, exceptKey: string | null = null): number {
-    return this.deps.db
-      .prepare(`DELETE FROM sessions WHERE json_extract(sess, '$.uid') = ? AND sid IS NOT ?`)
-      .run(uid, exceptKey).changes;
+  async endAllForUser(uid: string, exceptKey: string | null = null): Promise<number> {
+    let q = this.deps.db.kysely.deleteFrom('sessions').where(uidOf, '=', uid);
+    if (exceptKey !== null) q = q.where('sid', '!=', exceptKey);
+    return Number((await q.executeTakeFirst()).numDeletedRows);
   }
 
   /** Deletes sessions past their idle or absolute timeout (the periodic sweep). */
-  sweep(): number {
+  async sweep(): Promise<number> {
     const now = this.now();
-    return this.deps.db
-      .prepare(`DELETE FROM sessions WHERE expired <= ? OR coalesce(json_extract(sess, '$.createdAt'), 0) < ?`)
-      .run(new Date(now).toISOString(), now - this.deps.maxMs).changes;
+    const r = await this.deps.db.kysely
+      .deleteFrom('sessions')
+      .where((eb) => eb.or([eb('expired', '<=', new Date(now).toISOString()), eb(createdAtOf, '<', now - this.deps.maxMs)]))
+      .executeTakeFirst();
+    return Number(r.numDeletedRows);
   }
 }

@@ -17,7 +17,7 @@
  * expires without spending the budget again, even once the link is used up for everyone else.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Db } from '../db/database.js';
+import type { Database } from '../db/database.js';
 import type { FileRow } from '../db/files.js';
 import { SharesRepo, type ShareRow } from '../db/shares.js';
 import type { Keyring } from '../crypto/keyring.js';
@@ -36,11 +36,11 @@ export const RESERVATION_TTL_MS = 5 * 60 * 1000;
 const MAX_HEARTBEAT_MS = 60_000;
 
 export interface SharesDeps {
-  db: Db;
+  db: Database;
   /** Keys for link lookups and link row MACs (services/integrity.ts openIntegrity). */
   integrity: IntegrityKeys;
   /** Told about every link refused for a failed MAC. */
-  onIntegrityFailure?: (f: IntegrityFailure) => void;
+  onIntegrityFailure?: (f: IntegrityFailure) => unknown;
   hasher: PasswordHasher;
   keyring: Keyring;
   defaultTtlSeconds: number;
@@ -98,7 +98,7 @@ export class SharesService {
   private readonly ticketKey: Buffer;
 
   constructor(private readonly deps: SharesDeps) {
-    this.repo = new SharesRepo(deps.db, deps.integrity);
+    this.repo = new SharesRepo(deps.db.kysely, deps.integrity);
     this.now = deps.now ?? Date.now;
     this.ticketKey = deps.keyring.derive(TICKET_LABEL);
   }
@@ -130,7 +130,7 @@ export class SharesService {
       revokedAt: null,
       expiredAt: null,
     };
-    this.repo.insert({ ...share, tokenHash: this.deps.integrity.lookup(token) });
+    await this.repo.insert({ ...share, tokenHash: this.deps.integrity.lookup(token) });
     return { share, token };
   }
 
@@ -159,16 +159,16 @@ export class SharesService {
    * exhausted, or a row that fails its MAC). A used-up link still resolves for a ticket whose
    * own download was counted.
    */
-  resolve(token: string, files: { byId(id: string): FileRow | undefined }, ticketText?: string): ResolvedShare | null {
+  async resolve(token: string, files: { byId(id: string): Promise<FileRow | undefined> }, ticketText?: string): Promise<ResolvedShare | null> {
     if (!/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
-    const found = this.repo.byTokenHash(this.deps.integrity.lookup(token));
-    if (found && !found.intact) this.deps.onIntegrityFailure?.({ table: 'shares', id: found.share.id, userId: found.share.ownerId });
+    const found = await this.repo.byTokenHash(this.deps.integrity.lookup(token));
+    if (found && !found.intact) await this.deps.onIntegrityFailure?.({ table: 'shares', id: found.share.id, userId: found.share.ownerId });
     const share = found?.intact ? found.share : undefined;
-    const file = share && files.byId(share.fileId);
+    const file = share && (await files.byId(share.fileId));
     if (!share || !file) return null;
     const now = this.now();
     const ticket = ticketText === undefined ? null : this.checkTicket(share, ticketText);
-    const repeat = ticket !== null && this.repo.ticketCounted(share.id, ticket.id, now);
+    const repeat = ticket !== null && (await this.repo.ticketCounted(share.id, ticket.id, now));
     const reason = SharesService.unavailableReason(share, file.size, now);
     if (reason && !(reason === 'exhausted' && repeat)) return null;
     return { share, file, ticket, repeat };
@@ -219,38 +219,37 @@ export class SharesService {
    * same transaction. Null when it still cannot. A repeat of a counted ticket download holds
    * nothing.
    */
-  reserve(resolved: ResolvedShare, bytes: number, deliversLastByte: boolean): Reservation | null {
+  reserve(resolved: ResolvedShare, bytes: number, deliversLastByte: boolean): Promise<Reservation | null> {
     const { share, file, ticket } = resolved;
     const now = this.now();
     const base = { id: newId(), shareId: share.id, bytes, completionSlot: deliversLastByte, ticket, lastBytes: 0, lastAt: now };
-    return this.deps.db
-      .transaction((): Reservation | null => {
-        const current = this.repo.byId(share.id);
+    return this.deps.db.transaction(async (trx): Promise<Reservation | null> => {
+        const repo = new SharesRepo(trx, this.deps.integrity);
+        const current = await repo.byId(share.id);
         if (!current) return null;
         const reason = SharesService.unavailableReason(current, file.size, now);
-        const repeat = ticket !== null && this.repo.ticketCounted(share.id, ticket.id, now);
+        const repeat = ticket !== null && (await repo.ticketCounted(share.id, ticket.id, now));
         if (repeat && (reason === null || reason === 'exhausted')) return { ...base, completionSlot: false, repeat: true };
         if (reason) return null;
-        const fits = () => {
-          const held = this.repo.inFlight(share.id, now, ticket?.id ?? null);
+        const fits = async () => {
+          const held = await repo.inFlight(share.id, now, ticket?.id ?? null);
           const needsSlot = deliversLastByte && current.maxDownloads !== null && !held.ticketHolds;
           if (needsSlot && current.downloads + held.slots >= current.maxDownloads!) return false;
           const ceiling = SharesService.ceiling(current, file.size);
           return ceiling === null || current.bytesServed + held.bytes + bytes <= ceiling;
         };
         const slow = this.deps.slowReader;
-        if (!fits() && !(slow && slow.minBytesPerSecond > 0 && this.repo.yieldSlow(share.id, now - slow.graceMs, now) > 0 && fits())) return null;
-        this.repo.insertReservation({ ...base, expiresAt: now + RESERVATION_TTL_MS, ticketId: ticket?.id ?? null });
+        if (!(await fits()) && !(slow && slow.minBytesPerSecond > 0 && (await repo.yieldSlow(share.id, now - slow.graceMs, now)) > 0 && (await fits()))) return null;
+        await repo.insertReservation({ ...base, expiresAt: now + RESERVATION_TTL_MS, ticketId: ticket?.id ?? null });
         return { ...base, repeat: false };
-      })
-      .immediate();
+      });
   }
 
   /**
    * A long response's heartbeat: keeps its reservation alive and reports progress. False
    * when the reservation has given way (or expired): the response must stop.
    */
-  refresh(r: Reservation, bytesSent: number): boolean {
+  async refresh(r: Reservation, bytesSent: number): Promise<boolean> {
     if (r.repeat) return true;
     const now = this.now();
     const minRate = this.deps.slowReader?.minBytesPerSecond ?? 0;
@@ -264,20 +263,20 @@ export class SharesService {
    * Releases a reservation: records the bytes really sent, and one download if the response
    * completed while it still held its slot. Returns whether a download was counted.
    */
-  settle(r: Reservation, bytesSent: number, completed: boolean): boolean {
+  async settle(r: Reservation, bytesSent: number, completed: boolean): Promise<boolean> {
     if (r.repeat) return false;
     return this.repo.settle(r.id, r.shareId, bytesSent, completed, this.now(), r.ticket);
   }
 
   /** The owner's share, or not_found. */
-  ownedBy(ownerId: string, shareId: string): ShareRow {
-    const s = /^[0-9a-f]{32}$/.test(shareId) ? this.repo.byId(shareId) : undefined;
+  async ownedBy(ownerId: string, shareId: string): Promise<ShareRow> {
+    const s = /^[0-9a-f]{32}$/.test(shareId) ? await this.repo.byId(shareId) : undefined;
     if (!s || s.ownerId !== ownerId) throw new AppError('not_found', 'no such share');
     return s;
   }
 
   /** Marks expired shares and clears stale reservations (the periodic sweep). */
-  sweep(): number {
+  sweep(): Promise<number> {
     return this.repo.sweep(this.now());
   }
 }

@@ -5,7 +5,8 @@
  * release → (full reads) verify SHA-256 before the last chunk is released.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { stmt, type Db } from '../db/database.js';
+import { sql } from 'kysely';
+import type { Database } from '../db/database.js';
 import { FilesRepo, bindingOf, type FileRow, type PageCursor } from '../db/files.js';
 import { MasterKeysRepo } from '../db/master-keys.js';
 import { CURRENT_WRAP_VERSION, unwrapDek, wrapDek } from '../crypto/envelope.js';
@@ -29,7 +30,7 @@ import { QuotaService, type QuotaLease } from './quota.js';
 const SMALL_BLOB = 256 * 1024;
 
 export interface VaultDeps {
-  db: Db;
+  db: Database;
   store: BlobStore;
   keyring: Keyring;
   /** Per-user quota in bytes (a user's own setting wins); null for unlimited. */
@@ -74,20 +75,25 @@ export class VaultService {
   private readonly now: () => number;
 
   constructor(private readonly deps: VaultDeps) {
-    this.files = new FilesRepo(deps.db);
-    this.keys = new MasterKeysRepo(deps.db);
+    this.files = new FilesRepo(deps.db.kysely);
+    this.keys = new MasterKeysRepo(deps.db.kysely);
     this.chunkSize = deps.chunkSize ?? DEFAULT_CHUNK_SIZE;
     this.now = deps.now ?? Date.now;
     this.quota = new QuotaService({
       loadUsage: (userId) => this.files.usageOf(userId),
       // Changes with every write through this connection (total_changes) and every commit by
       // another one (data_version): a sum memoised under one value is still the database's.
-      dbVersion: () => {
-        const v = stmt(deps.db, 'SELECT total_changes() AS c, (SELECT data_version FROM pragma_data_version) AS v').get() as { c: number; v: number };
-        return `${v.c}:${v.v}`;
+      // Read through the query queue, so it never runs inside another request's transaction.
+      // sqlite-only: other dialects have no such counter, and every check runs the sum.
+      dbVersion: async () => {
+        if (deps.db.dialect !== 'sqlite') return undefined;
+        const { rows } = await sql<{ c: number; v: number }>`SELECT total_changes() AS c, (SELECT data_version FROM pragma_data_version) AS v`.execute(
+          deps.db.kysely,
+        );
+        return `${rows[0]!.c}:${rows[0]!.v}`;
       },
-      limitOf: (userId) => {
-        const row = stmt(deps.db, 'SELECT quota_bytes FROM users WHERE id = ?').get(userId) as { quota_bytes: number | null } | undefined;
+      limitOf: async (userId) => {
+        const row = await deps.db.kysely.selectFrom('users').select('quota_bytes').where('id', '=', userId).executeTakeFirst();
         return row?.quota_bytes ?? deps.defaultQuota ?? null;
       },
     });
@@ -123,7 +129,7 @@ export class VaultService {
           // Stop at once: the caller answers 413 and closes the connection unread.
           throw new AppError('file_too_large', `file exceeds the limit of ${opts.maxBytes} bytes`, {}, true);
         }
-        opts.lease?.grow(data.length);
+        await opts.lease?.grow(data.length);
         hash.update(data);
         yield sealer.update(data);
       }
@@ -173,15 +179,20 @@ export class VaultService {
         // Files of one request keep their order when listed newest first.
         createdAt: now + i,
       }));
-      this.deps.db
-        .transaction(() => {
-          this.keys.insertIfMissing(key.id, key.checkValue, now);
-          for (const r of rows) this.files.insert(r);
-        })
-        .immediate();
-      // Same synchronous run as the insert: the bytes are now in the database's sum, so they
-      // stop counting as in flight before any other request can look.
-      if (lease) for (const r of rows) lease.commit(r.size);
+      const insert = () =>
+        this.deps.db.transaction(async (trx) => {
+          await new MasterKeysRepo(trx).insertIfMissing(key.id, key.checkValue, now);
+          const files = new FilesRepo(trx);
+          for (const r of rows) await files.insert(r);
+        });
+      if (lease) {
+        // One quota step with the insert: the bytes are now in the database's sum, so they stop
+        // counting as in flight before any other upload's check can look.
+        await this.quota.exclusive(async () => {
+          await insert();
+          for (const r of rows) lease.commit(r.size);
+        });
+      } else await insert();
       return rows;
     } catch (err) {
       await this.discard(staged);
@@ -223,14 +234,14 @@ export class VaultService {
   }
 
   /** The owner's file, or not_found (also for another user's file: no existence oracle). */
-  get(ownerId: string, id: string): FileRow {
-    const row = /^[0-9a-f]{32}$/.test(id) ? this.files.byIdForOwner(id, ownerId) : undefined;
+  async get(ownerId: string, id: string): Promise<FileRow> {
+    const row = /^[0-9a-f]{32}$/.test(id) ? await this.files.byIdForOwner(id, ownerId) : undefined;
     if (!row) throw new AppError('not_found', 'no such file');
     return row;
   }
 
-  list(ownerId: string, limit: number, cursor: PageCursor | null): { files: FileRow[]; next: PageCursor | null } {
-    const rows = this.files.listForOwner(ownerId, limit + 1, cursor);
+  async list(ownerId: string, limit: number, cursor: PageCursor | null): Promise<{ files: FileRow[]; next: PageCursor | null }> {
+    const rows = await this.files.listForOwner(ownerId, limit + 1, cursor);
     const files = rows.slice(0, limit);
     const last = files.at(-1);
     return { files, next: rows.length > limit && last ? { createdAt: last.createdAt, id: last.id } : null };
@@ -238,13 +249,15 @@ export class VaultService {
 
   /** Crypto-shreds the row (wrapped DEK gone in the same transaction), then removes the blob. */
   async delete(ownerId: string, id: string): Promise<FileRow> {
-    const row = this.get(ownerId, id);
-    if (!this.files.shred(id, ownerId)) throw new AppError('not_found', 'no such file');
-    try {
-      // Push the freed pages out of the WAL so the old wrapped key does not linger there.
-      this.deps.db.pragma('wal_checkpoint(TRUNCATE)');
-    } catch {
-      /* a busy checkpoint is retried by SQLite's own auto-checkpoint later */
+    const row = await this.get(ownerId, id);
+    if (!(await this.files.shred(id, ownerId))) throw new AppError('not_found', 'no such file');
+    if (this.deps.db.dialect === 'sqlite') {
+      try {
+        // sqlite-only: push the freed pages out of the WAL so the old wrapped key does not linger there.
+        await sql`PRAGMA wal_checkpoint(TRUNCATE)`.execute(this.deps.db.kysely);
+      } catch {
+        /* a busy checkpoint is retried by SQLite's own auto-checkpoint later */
+      }
     }
     await this.deps.store.delete(id);
     return row;
@@ -257,8 +270,8 @@ export class VaultService {
    * file is not `fromUserId`'s (any more) or another writer changed the row first. Throws
    * IntegrityError when the stored wrap does not open (the row was altered).
    */
-  transferOwnership(fileId: string, fromUserId: string, toUserId: string): boolean {
-    const row = /^[0-9a-f]{32}$/.test(fileId) ? this.files.byIdForOwner(fileId, fromUserId) : undefined;
+  async transferOwnership(fileId: string, fromUserId: string, toUserId: string): Promise<boolean> {
+    const row = /^[0-9a-f]{32}$/.test(fileId) ? await this.files.byIdForOwner(fileId, fromUserId) : undefined;
     if (!row) return false;
     const old = this.deps.keyring.get(row.keyId);
     if (!old) throw new IntegrityError(`file is wrapped under key ${row.keyId}, which is not loaded`);
@@ -270,18 +283,17 @@ export class VaultService {
     } finally {
       dek.fill(0);
     }
-    const moved = this.deps.db
-      .transaction(() => {
-        this.keys.insertIfMissing(active.id, active.checkValue, this.now());
-        return (
-          stmt(
-            this.deps.db,
-            `UPDATE files SET owner_id = ?, wrapped_dek = ?, key_id = ?, wrap_version = ?
-             WHERE id = ? AND owner_id = ? AND wrapped_dek = ?`,
-          ).run(toUserId, wrapped, active.id, CURRENT_WRAP_VERSION, row.id, fromUserId, row.wrappedDek).changes === 1
-        );
-      })
-      .immediate();
+    const moved = await this.deps.db.transaction(async (trx) => {
+      await new MasterKeysRepo(trx).insertIfMissing(active.id, active.checkValue, this.now());
+      const r = await trx
+        .updateTable('files')
+        .set({ owner_id: toUserId, wrapped_dek: wrapped, key_id: active.id, wrap_version: CURRENT_WRAP_VERSION })
+        .where('id', '=', row.id)
+        .where('owner_id', '=', fromUserId)
+        .where('wrapped_dek', '=', row.wrappedDek)
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows) === 1;
+    });
     // Usage is read from the database, so the moved bytes count for the receiver at once; the
     // receiver may end up over their quota (an admin's decision, audited by the caller).
     return moved;
@@ -300,7 +312,7 @@ export class VaultService {
       // request that read the row just before the swap meets the new blob. That is not damage:
       // if the row changed meanwhile (same owner), open it again once with the current row.
       if (!(err instanceof IntegrityError)) throw err;
-      const fresh = this.files.byId(row.id);
+      const fresh = await this.files.byId(row.id);
       if (!fresh || fresh.ownerId !== row.ownerId || fresh.wrappedDek.equals(row.wrappedDek)) throw err;
       return this.openRow(fresh, range);
     }
@@ -309,7 +321,7 @@ export class VaultService {
   private async openRow(row: FileRow, range: ByteRange): Promise<AsyncGenerator<Buffer>> {
     // A key this process lacks is not corruption (e.g. "sfs key rotate" ran with a key the server
     // was not given): try the key file again, else say so truthfully, never integrity_error.
-    const key = this.deps.keyring.resolve(row.keyId);
+    const key = await this.deps.keyring.resolve(row.keyId);
     if (!key) {
       throw new AppError(
         'key_unavailable',

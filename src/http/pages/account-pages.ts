@@ -21,14 +21,14 @@ export function accountPages(d: PagesDeps): Router {
   const { config } = d;
   const oneTime = new OneTimeView(d.keyring);
 
-  const renderAccount = (req: Request, res: Response, status = 200, passwordError: string | null = null) => {
+  const renderAccount = async (req: Request, res: Response, status = 200, passwordError: string | null = null) => {
     const user = webUser(req);
     res.status(status).render('account', {
       title: 'Your account',
       nav: 'account',
-      usage: d.vault.quota.usageOf(user.id),
-      quota: d.vault.quota.limitOf(user.id),
-      sessions: d.sessions.listForUser(user.id),
+      usage: await d.vault.quota.usageOf(user.id),
+      quota: await d.vault.quota.limitOf(user.id),
+      sessions: await d.sessions.listForUser(user.id),
       currentKey: res.locals.sessionKey,
       passwordError,
       minPassword: MIN_PASSWORD_LENGTH,
@@ -40,19 +40,19 @@ export function accountPages(d: PagesDeps): Router {
   // The current password is guessed against the same budgets as a sign-in of this account.
   r.post('/account/password', requireUser, ...d.limits.passwordCheck, async (req, res) => {
     const user = webUser(req);
-    if (field(req, 'newPassword') !== field(req, 'confirm')) return void renderAccount(req, res, 400, 'The two new passwords do not match.');
+    if (field(req, 'newPassword') !== field(req, 'confirm')) return void (await renderAccount(req, res, 400, 'The two new passwords do not match.'));
     let result;
     try {
       result = await d.accounts.changePassword({ user, tokenId: null }, field(req, 'currentPassword'), field(req, 'newPassword'));
     } catch (err) {
-      d.audit.record({ actor: user.id, action: 'user.password_change', outcome: 'failure', subjectUserId: user.id, ...clientOf(req), details: { via: 'page' } });
+      await d.audit.record({ actor: user.id, action: 'user.password_change', outcome: 'failure', subjectUserId: user.id, ...clientOf(req), details: { via: 'page' } });
       const message = formError(err);
-      return void renderAccount(req, res, 400, message === 'Current password is wrong.' ? 'Your current password is not right.' : message);
+      return void (await renderAccount(req, res, 400, message === 'Current password is wrong.' ? 'Your current password is not right.' : message));
     }
     // Every other session ends; this one continues under a fresh id.
-    const endedSessions = d.sessions.endAllForUser(user.id);
+    const endedSessions = await d.sessions.endAllForUser(user.id);
     await signIn(req, user);
-    d.audit.record({
+    await d.audit.record({
       actor: user.id,
       action: 'user.password_change',
       outcome: 'success',
@@ -66,8 +66,8 @@ export function accountPages(d: PagesDeps): Router {
   r.post('/account/sessions/:key/end', requireUser, async (req, res) => {
     const user = webUser(req);
     const key = String(req.params.key);
-    const ended = /^[0-9a-f]{64}$/.test(key) && d.sessions.end(user.id, key);
-    if (ended) d.audit.record({ actor: user.id, action: 'session.end', outcome: 'success', subjectUserId: user.id, ...clientOf(req) });
+    const ended = /^[0-9a-f]{64}$/.test(key) && (await d.sessions.end(user.id, key));
+    if (ended) await d.audit.record({ actor: user.id, action: 'session.end', outcome: 'success', subjectUserId: user.id, ...clientOf(req) });
     if (key === res.locals.sessionKey) {
       await signOut(req);
       return void res.redirect(303, '/login?msg=signed-out');
@@ -77,11 +77,11 @@ export function accountPages(d: PagesDeps): Router {
 
   const tokenChoices = () => TOKEN_EXPIRY_CHOICES.filter((s) => s <= config.tokenMaxTtl).map((s) => ({ seconds: s, label: humanDuration(s) }));
 
-  const renderTokens = (req: Request, res: Response, extra: Record<string, unknown> = {}, status = 200) => {
+  const renderTokens = async (req: Request, res: Response, extra: Record<string, unknown> = {}, status = 200) => {
     res.status(status).render('tokens', {
       title: 'API tokens',
       nav: 'tokens',
-      tokens: d.accounts.tokens.listForUser(webUser(req).id),
+      tokens: await d.accounts.tokens.listForUser(webUser(req).id),
       choices: tokenChoices(),
       defaultExpiry: TOKEN_EXPIRY_CHOICES.filter((s) => s <= config.tokenDefaultTtl).at(-1) ?? tokenChoices()[0]?.seconds,
       newToken: null,
@@ -94,30 +94,30 @@ export function accountPages(d: PagesDeps): Router {
 
   r.get('/tokens', requireUser, (req, res) => renderTokens(req, res));
 
-  r.post('/tokens', requireUser, (req, res) => {
+  r.post('/tokens', requireUser, async (req, res) => {
     const user = webUser(req);
     const name = field(req, 'name').trim() || 'api';
     const expires = Number(field(req, 'expires'));
-    if (name.length > 100) return void renderTokens(req, res, { formError: 'The name can have at most 100 characters.' }, 400);
-    if (!tokenChoices().some((c) => c.seconds === expires)) return void renderTokens(req, res, { formError: 'Choose how long the token should work.' }, 400);
-    const { row, token } = d.accounts.issueToken(user, name, expires);
-    d.audit.record({ actor: user.id, action: 'token.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: row.id, name: row.name, expiresAt: row.expiresAt, via: 'page' } });
+    if (name.length > 100) return void (await renderTokens(req, res, { formError: 'The name can have at most 100 characters.' }, 400));
+    if (!tokenChoices().some((c) => c.seconds === expires)) return void (await renderTokens(req, res, { formError: 'Choose how long the token should work.' }, 400));
+    const { row, token } = await d.accounts.issueToken(user, name, expires);
+    await d.audit.record({ actor: user.id, action: 'token.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: row.id, name: row.name, expiresAt: row.expiresAt, via: 'page' } });
     // The database keeps a hash. POST-redirect-GET: the token waits (sealed) in the session
     // for exactly one view of /tokens/new, so a reload neither shows it again nor creates another.
     oneTime.put(req, 'token', user.id, { name: row.name, token });
     res.redirect(303, '/tokens/new');
   });
 
-  r.get('/tokens/new', requireUser, (req, res) => {
+  r.get('/tokens/new', requireUser, async (req, res) => {
     const shown = oneTime.take<{ name: string; token: string }>(req, 'token', webUser(req).id);
-    renderTokens(req, res, shown ? { newToken: shown } : { newTokenGone: true });
+    await renderTokens(req, res, shown ? { newToken: shown } : { newTokenGone: true });
   });
 
-  r.post('/tokens/:id/revoke', requireUser, (req, res) => {
+  r.post('/tokens/:id/revoke', requireUser, async (req, res) => {
     const user = webUser(req);
     const id = String(req.params.id);
-    if (/^[0-9a-f]{32}$/.test(id) && d.accounts.tokens.revoke(user.id, id, Date.now())) {
-      d.audit.record({ actor: user.id, action: 'token.revoke', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: id, via: 'page' } });
+    if (/^[0-9a-f]{32}$/.test(id) && (await d.accounts.tokens.revoke(user.id, id, Date.now()))) {
+      await d.audit.record({ actor: user.id, action: 'token.revoke', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: id, via: 'page' } });
     }
     res.redirect(303, '/tokens?msg=token-revoked');
   });

@@ -28,8 +28,9 @@ export function adminPages(d: PagesDeps): Router {
   const r = Router();
   r.use('/admin', requireUser, requireAdminUser);
 
-  const renderUsers = (req: Request, res: Response, status = 200, error: string | null = null, form = { username: '', role: 'user' }) => {
-    const users = d.accounts.users.list().map((u) => ({ ...u, usage: d.vault.quota.usageOf(u.id), limit: d.vault.quota.limitOf(u.id) }));
+  const renderUsers = async (req: Request, res: Response, status = 200, error: string | null = null, form = { username: '', role: 'user' }) => {
+    const users = [];
+    for (const u of await d.accounts.users.list()) users.push({ ...u, usage: await d.vault.quota.usageOf(u.id), limit: await d.vault.quota.limitOf(u.id) });
     res.status(status).render('admin-users', { title: 'Users', nav: 'users', users, error, form, defaultQuota: d.config.userQuotaBytes, me: webUser(req).id });
   };
 
@@ -38,21 +39,21 @@ export function adminPages(d: PagesDeps): Router {
   r.post('/admin/users', async (req, res) => {
     const admin = webUser(req);
     const form = { username: field(req, 'username').trim(), role: field(req, 'role') === 'admin' ? 'admin' : 'user' };
-    if (!USERNAME.test(form.username)) return void renderUsers(req, res, 400, 'Use 1-64 letters, digits, dots, underscores or hyphens for the name.', form);
+    if (!USERNAME.test(form.username)) return void await renderUsers(req, res, 400, 'Use 1-64 letters, digits, dots, underscores or hyphens for the name.', form);
     let user;
     try {
       user = await d.accounts.createUser(form.username, field(req, 'password'), form.role as Role);
     } catch (err) {
-      return void renderUsers(req, res, 400, formError(err), form);
+      return void await renderUsers(req, res, 400, formError(err), form);
     }
-    d.audit.record({ actor: admin.id, action: 'user.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, role: user.role, via: 'page' } });
+    await d.audit.record({ actor: admin.id, action: 'user.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, role: user.role, via: 'page' } });
     res.redirect(303, '/admin/users?msg=user-created');
   });
 
   r.post('/admin/users/:id', async (req, res) => {
     const admin = webUser(req);
     const id = String(req.params.id);
-    const target = /^[0-9a-f]{32}$/.test(id) ? d.accounts.users.byId(id) : undefined;
+    const target = /^[0-9a-f]{32}$/.test(id) ? await d.accounts.users.byId(id) : undefined;
     if (!target) throw new AppError('not_found', 'no such user');
     const changes: { disabled?: boolean; password?: string; quotaBytes?: number | null } = {};
     switch (field(req, 'op')) {
@@ -68,22 +69,22 @@ export function adminPages(d: PagesDeps): Router {
       case 'quota': {
         const text = field(req, 'quota').trim();
         const bytes = text === '' ? null : parseSize(text);
-        if (text !== '' && bytes === null) return void renderUsers(req, res, 400, `"${text.slice(0, 40)}" is not a size. Use e.g. 500MiB or 10GiB, or leave it empty for the default.`);
+        if (text !== '' && bytes === null) return void await renderUsers(req, res, 400, `"${text.slice(0, 40)}" is not a size. Use e.g. 500MiB or 10GiB, or leave it empty for the default.`);
         changes.quotaBytes = bytes;
         break;
       }
       default:
-        return void renderUsers(req, res, 400, 'Unknown action.');
+        return void await renderUsers(req, res, 400, 'Unknown action.');
     }
     let effects;
     try {
       effects = await d.accounts.adminUpdate(id, changes);
     } catch (err) {
-      return void renderUsers(req, res, 400, formError(err));
+      return void await renderUsers(req, res, 400, formError(err));
     }
     // A disabled user or a reset password ends the user's sessions at once.
-    if (changes.disabled === true || changes.password !== undefined) d.sessions.endAllForUser(id);
-    d.audit.record({
+    if (changes.disabled === true || changes.password !== undefined) await d.sessions.endAllForUser(id);
+    await d.audit.record({
       actor: admin.id,
       action: adminAction(changes),
       outcome: 'success',
@@ -102,24 +103,24 @@ export function adminPages(d: PagesDeps): Router {
     res.redirect(303, '/admin/users?msg=user-updated');
   });
 
-  const targetOf = (req: Request) => {
+  const targetOf = async (req: Request) => {
     const id = String(req.params.id);
-    const target = /^[0-9a-f]{32}$/.test(id) ? d.accounts.users.byId(id) : undefined;
+    const target = /^[0-9a-f]{32}$/.test(id) ? await d.accounts.users.byId(id) : undefined;
     if (!target) throw new AppError('not_found', 'no such user');
     return target;
   };
 
-  const renderUser = (req: Request, res: Response, status = 200, error: string | null = null) => {
-    const target = targetOf(req);
+  const renderUser = async (req: Request, res: Response, status = 200, error: string | null = null) => {
+    const target = await targetOf(req);
     res.status(status).render('admin-user', {
       title: target.username,
       nav: 'users',
       target,
       self: target.id === webUser(req).id,
-      shares: d.shares.repo.listForOwner(target.id).map(presentShare),
-      fileCount: (d.db.prepare('SELECT count(*) AS n FROM files WHERE owner_id = ?').get(target.id) as { n: number }).n,
-      usage: d.vault.quota.usageOf(target.id),
-      others: d.accounts.users.list().filter((u) => u.id !== target.id && !u.disabled),
+      shares: (await d.shares.repo.listForOwner(target.id)).map(presentShare),
+      fileCount: await d.vault.files.countForOwner(target.id),
+      usage: await d.vault.quota.usageOf(target.id),
+      others: (await d.accounts.users.list()).filter((u) => u.id !== target.id && !u.disabled),
       error,
     });
   };
@@ -127,29 +128,29 @@ export function adminPages(d: PagesDeps): Router {
   // One user's links (to revoke) and the deletion of a departing user.
   r.get('/admin/users/:id', (req, res) => renderUser(req, res));
 
-  r.post('/admin/users/:id/shares/revoke-all', (req, res) => {
-    const target = targetOf(req);
-    const revoked = d.shares.repo.revokeAllForOwner(target.id, Date.now());
-    d.audit.record({ actor: webUser(req).id, action: 'share.revoke_all', outcome: 'success', subjectUserId: target.id, ...clientOf(req), details: { revoked, by: 'admin', via: 'page' } });
+  r.post('/admin/users/:id/shares/revoke-all', async (req, res) => {
+    const target = await targetOf(req);
+    const revoked = await d.shares.repo.revokeAllForOwner(target.id, Date.now());
+    await d.audit.record({ actor: webUser(req).id, action: 'share.revoke_all', outcome: 'success', subjectUserId: target.id, ...clientOf(req), details: { revoked, by: 'admin', via: 'page' } });
     res.redirect(303, `/admin/users/${target.id}?msg=links-revoked`);
   });
 
-  r.post('/admin/users/:id/shares/:shareId/revoke', (req, res) => {
-    const target = targetOf(req);
-    const share = d.shares.ownedBy(target.id, String(req.params.shareId));
-    if (d.shares.repo.revoke(share.id, target.id, Date.now())) {
-      d.audit.record({ actor: webUser(req).id, action: 'share.revoke', outcome: 'success', subjectUserId: target.id, fileId: share.fileId, shareId: share.id, ...clientOf(req), details: { by: 'admin', via: 'page' } });
+  r.post('/admin/users/:id/shares/:shareId/revoke', async (req, res) => {
+    const target = await targetOf(req);
+    const share = await d.shares.ownedBy(target.id, String(req.params.shareId));
+    if (await d.shares.repo.revoke(share.id, target.id, Date.now())) {
+      await d.audit.record({ actor: webUser(req).id, action: 'share.revoke', outcome: 'success', subjectUserId: target.id, fileId: share.fileId, shareId: share.id, ...clientOf(req), details: { by: 'admin', via: 'page' } });
     }
     res.redirect(303, `/admin/users/${target.id}?msg=link-revoked`);
   });
 
   r.post('/admin/users/:id/delete', async (req, res) => {
     const admin = webUser(req);
-    const target = targetOf(req);
-    if (target.id === admin.id) return void renderUser(req, res, 400, 'You cannot delete your own account here.');
-    if (field(req, 'confirmName') !== target.username) return void renderUser(req, res, 400, `Type "${target.username}" to confirm.`);
+    const target = await targetOf(req);
+    if (target.id === admin.id) return void await renderUser(req, res, 400, 'You cannot delete your own account here.');
+    if (field(req, 'confirmName') !== target.username) return void await renderUser(req, res, 400, `Type "${target.username}" to confirm.`);
     const mode = field(req, 'files');
-    if (mode !== 'transfer' && mode !== 'delete') return void renderUser(req, res, 400, 'Choose whether to transfer or delete their files.');
+    if (mode !== 'transfer' && mode !== 'delete') return void await renderUser(req, res, 400, 'Choose whether to transfer or delete their files.');
     try {
       await deleteUser(
         {
@@ -163,18 +164,18 @@ export function adminPages(d: PagesDeps): Router {
         mode === 'transfer' ? { transferTo: field(req, 'transferTo') } : { deleteFiles: true },
       );
     } catch (err) {
-      if (err instanceof AppError && err.code === 'not_found') return void renderUser(req, res, 400, 'Choose an active user to receive the files.');
-      return void renderUser(req, res, 400, formError(err));
+      if (err instanceof AppError && err.code === 'not_found') return void await renderUser(req, res, 400, 'Choose an active user to receive the files.');
+      return void await renderUser(req, res, 400, formError(err));
     }
     res.redirect(303, '/admin/users?msg=user-deleted');
   });
 
-  r.get('/admin/audit', (req, res) => {
+  r.get('/admin/audit', async (req, res) => {
     const filters = { action: query(req, 'action'), outcome: query(req, 'outcome'), actor: query(req, 'actor'), fileId: query(req, 'fileId') };
     const before = /^\d{1,15}$/.test(query(req, 'before')) ? Number(query(req, 'before')) : undefined;
     // The actor filter takes a user name as well as a raw actor (user id, share:<id>, anonymous).
-    const actorUser = filters.actor ? d.accounts.users.byUsername(filters.actor) : undefined;
-    const rows = d.audit.list({
+    const actorUser = filters.actor ? await d.accounts.users.byUsername(filters.actor) : undefined;
+    const rows = await d.audit.list({
       viewerId: null,
       limit: AUDIT_PAGE + 1,
       before,
@@ -184,16 +185,16 @@ export function adminPages(d: PagesDeps): Router {
       fileId: /^[0-9a-f]{32}$/.test(filters.fileId) ? filters.fileId : undefined,
     });
     const events = rows.slice(0, AUDIT_PAGE);
-    const names = new Map(d.accounts.users.list().map((u) => [u.id, u.username]));
+    const names = new Map((await d.accounts.users.list()).map((u) => [u.id, u.username]));
     const nextQuery = rows.length > AUDIT_PAGE ? new URLSearchParams({ ...filters, before: String(events.at(-1)!.seq) }).toString() : null;
     res.render('admin-audit', {
       title: 'Audit log',
       nav: 'audit',
-      chain: verifyAuditChain(d.db, d.keyring, d.config.auditHeadFile),
+      chain: await verifyAuditChain(d.db.kysely, d.keyring, d.config.auditHeadFile),
       events,
       names,
       filters,
-      actions: d.audit.actions(),
+      actions: await d.audit.actions(),
       nextQuery,
       paged: before !== undefined,
     });

@@ -21,17 +21,17 @@ export function authPages(d: PagesDeps): Router {
   const renderSetup = (res: Response, status: number, error: string | null, username = '') =>
     res.status(status).render('setup', { title: 'Set up', error, username, minPassword: MIN_PASSWORD_LENGTH });
 
-  r.get('/setup', (_req, res) => {
-    if (!d.accounts.setupOpen()) return void res.redirect(303, '/login');
+  r.get('/setup', async (_req, res) => {
+    if (!(await d.accounts.setupOpen())) return void res.redirect(303, '/login');
     renderSetup(res, 200, null);
   });
 
   r.post('/setup', d.limits.setup, async (req, res) => {
-    if (!d.accounts.setupOpen()) return void res.redirect(303, '/login');
+    if (!(await d.accounts.setupOpen())) return void res.redirect(303, '/login');
     const username = field(req, 'username').trim();
     const password = field(req, 'password');
     if (!d.setup.matches(field(req, 'setupCode').trim())) {
-      d.audit.record({ actor: 'anonymous', action: 'setup', outcome: 'failure', ...clientOf(req), details: { reason: 'wrong setup code', via: 'page' } });
+      await d.audit.record({ actor: 'anonymous', action: 'setup', outcome: 'failure', ...clientOf(req), details: { reason: 'wrong setup code', via: 'page' } });
       return void renderSetup(res, 403, 'That setup code is not right. It is in the server log and in data/setup-code.', username);
     }
     if (!USERNAME.test(username)) return void renderSetup(res, 400, 'Use 1-64 letters, digits, dots, underscores or hyphens for the name.', username);
@@ -44,7 +44,7 @@ export function authPages(d: PagesDeps): Router {
       throw err;
     }
     d.setup.consume();
-    d.audit.record({ actor: user.id, action: 'setup', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, via: 'page' } });
+    await d.audit.record({ actor: user.id, action: 'setup', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, via: 'page' } });
     req.log?.info({ userId: user.id }, 'setup completed from the setup page');
     await signIn(req, user);
     res.redirect(303, '/?msg=welcome');
@@ -53,8 +53,8 @@ export function authPages(d: PagesDeps): Router {
   const renderLogin = (req: Request, res: Response, status: number, error: string | null, username = '') =>
     res.status(status).render('login', { title: 'Sign in', error, username, next: safeNext(req.query.next ?? field(req, 'next')) });
 
-  r.get('/login', (req, res) => {
-    if (d.accounts.setupOpen()) return void res.redirect(303, '/setup');
+  r.get('/login', async (req, res) => {
+    if (await d.accounts.setupOpen()) return void res.redirect(303, '/setup');
     if (req.webUser) return void res.redirect(303, safeNext(req.query.next));
     renderLogin(req, res, 200, null);
   });
@@ -67,8 +67,8 @@ export function authPages(d: PagesDeps): Router {
     } catch (err) {
       const disabled = isAppError(err, 'account_disabled');
       if (!disabled && !isAppError(err, 'unauthorized')) throw err;
-      const known = d.accounts.users.byUsername(normalizeUsername(username));
-      d.audit.record({
+      const known = await d.accounts.users.byUsername(normalizeUsername(username));
+      await d.audit.record({
         actor: 'anonymous',
         action: 'auth.login',
         outcome: 'failure',
@@ -81,13 +81,13 @@ export function authPages(d: PagesDeps): Router {
       return void renderLogin(req, res, 401, 'Wrong username or password.', username);
     }
     await signIn(req, user);
-    d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'page' } });
+    await d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'page' } });
     res.redirect(303, safeNext(field(req, 'next')));
   });
 
   r.post('/logout', async (req, res) => {
     if (req.webUser) {
-      d.audit.record({ actor: req.webUser.id, action: 'auth.logout', outcome: 'success', subjectUserId: req.webUser.id, ...clientOf(req) });
+      await d.audit.record({ actor: req.webUser.id, action: 'auth.logout', outcome: 'success', subjectUserId: req.webUser.id, ...clientOf(req) });
     }
     await signOut(req);
     res.clearCookie(req.secure ? '__Host-sfs-session' : 'sfs-session', { path: '/', secure: req.secure, httpOnly: true, sameSite: 'lax' });

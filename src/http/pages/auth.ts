@@ -18,11 +18,11 @@ declare module 'express-serve-static-core' {
 
 /** Loads the session's user into req.webUser and res.locals.user; ends sessions past the absolute timeout, of a disabled user, or of a user row that fails its MAC. */
 export function loadUser(accounts: AccountsService, sessions: WebSessions, maxMs: number, now: () => number = Date.now): RequestHandler {
-  return (req, res, next) => {
+  return async (req, res, next) => {
     const s = req.session;
     if (!s?.uid) return next();
     // sessionUser refuses a disabled user and a user row that fails its integrity MAC.
-    const user = accounts.sessionUser(s.uid);
+    const user = await accounts.sessionUser(s.uid);
     if (!user || now() - (s.createdAt ?? 0) > maxMs) {
       s.destroy(() => next());
       return;

@@ -38,19 +38,19 @@ export function filePages(d: PagesDeps): Router {
 
   const uploaded = (req: Request, rows: FileRow[]) => recordUploads(d.audit, req, rows, 'page');
 
-  r.get('/', (req, res) => {
-    if (d.accounts.setupOpen()) return void res.redirect(303, '/setup');
+  r.get('/', async (req, res) => {
+    if (await d.accounts.setupOpen()) return void res.redirect(303, '/setup');
     if (!req.webUser) return void res.redirect(303, '/login');
     const user = req.webUser;
     // After a form upload (no JavaScript) the page lists what just arrived.
     const ids = typeof req.query.uploaded === 'string' ? req.query.uploaded.split(',').slice(0, config.maxFilesPerRequest) : [];
-    const justUploaded = ids.map((id) => d.vault.files.byIdForOwner(id, user.id)).filter((f): f is FileRow => f !== undefined);
+    const justUploaded = (await Promise.all(ids.map((id) => d.vault.files.byIdForOwner(id, user.id)))).filter((f): f is FileRow => f !== undefined);
     res.render('upload', {
       title: 'Upload',
       nav: 'upload',
       justUploaded,
-      usage: d.vault.quota.usageOf(user.id),
-      quota: d.vault.quota.limitOf(user.id),
+      usage: await d.vault.quota.usageOf(user.id),
+      quota: await d.vault.quota.limitOf(user.id),
       maxFileSize: config.maxFileSize,
       maxFiles: config.maxFilesPerRequest,
       // multer has not read the body when the CSRF check runs, so the token rides in the URL.
@@ -70,22 +70,22 @@ export function filePages(d: PagesDeps): Router {
       req.staged = [];
       if (staged.length === 0) throw new AppError('validation_error', 'choose at least one file to upload');
       const rows = await d.vault.commit(webUser(req).id, staged, leaseOf(res));
-      uploaded(req, rows);
+      await uploaded(req, rows);
       if (wantsJson(req)) return void res.status(201).json({ files: rows.map(presentFile) });
       res.redirect(303, `/?uploaded=${rows.map((f) => f.id).join(',')}`);
     },
   );
 
-  r.get('/files', requireUser, (req, res) => {
+  r.get('/files', requireUser, async (req, res) => {
     const raw = typeof req.query.cursor === 'string' ? req.query.cursor : undefined;
     const cursor = raw === undefined ? null : decodeCursor(raw);
     if (raw !== undefined && !cursor) throw new AppError('not_found', 'no such page of files');
-    const page = d.vault.list(webUser(req).id, PAGE_SIZE, cursor);
+    const page = await d.vault.list(webUser(req).id, PAGE_SIZE, cursor);
     res.render('files', { title: 'Your files', nav: 'files', files: page.files, nextCursor: encodeCursor(page.next), paged: cursor !== null });
   });
 
   const renderFile = async (req: Request, res: Response, file: FileRow, extra: Record<string, unknown> = {}, status = 200) => {
-    const shares = d.shares.repo.listForFile(file.id).map((s: ShareRow) => presentShare(s));
+    const shares = (await d.shares.repo.listForFile(file.id)).map((s: ShareRow) => presentShare(s));
     const expiryChoices = EXPIRY_CHOICES.filter((s) => s <= config.shareMaxTtl).map((s) => ({ seconds: s, label: humanDuration(s) }));
     if (!expiryChoices.some((c) => c.seconds === config.shareDefaultTtl) && config.shareDefaultTtl <= config.shareMaxTtl) {
       expiryChoices.push({ seconds: config.shareDefaultTtl, label: humanDuration(config.shareDefaultTtl) });
@@ -108,12 +108,12 @@ export function filePages(d: PagesDeps): Router {
   };
 
   r.get('/files/:id', requireUser, async (req, res) => {
-    await renderFile(req, res, d.vault.get(webUser(req).id, String(req.params.id)));
+    await renderFile(req, res, await d.vault.get(webUser(req).id, String(req.params.id)));
   });
 
   r.post('/files/:id/shares', requireUser, async (req, res) => {
     const user = webUser(req);
-    const file = d.vault.get(user.id, String(req.params.id));
+    const file = await d.vault.get(user.id, String(req.params.id));
     const form = { expires: field(req, 'expires'), maxDownloads: field(req, 'maxDownloads').trim(), note: field(req, 'note').trim() };
     const fail = (message: string) => renderFile(req, res, file, { form, formError: message }, 400);
     const expires = Number(form.expires);
@@ -133,7 +133,7 @@ export function filePages(d: PagesDeps): Router {
       return void (await fail(formError(err)));
     }
     const { share, token } = created;
-    recordShareCreated(d.audit, req, user.id, share, 'page');
+    await recordShareCreated(d.audit, req, user.id, share, 'page');
     const url = `${publicBase(req, config.publicUrl)}/s/${token}`;
     // POST-redirect-GET: the link waits (sealed) in the session for exactly one view of the
     // page below, so reloading that page cannot create another link or show this one again.
@@ -142,7 +142,7 @@ export function filePages(d: PagesDeps): Router {
   });
 
   r.get('/files/:id/new-link', requireUser, async (req, res) => {
-    const file = d.vault.get(webUser(req).id, String(req.params.id));
+    const file = await d.vault.get(webUser(req).id, String(req.params.id));
     const shown = oneTime.take<NewShare>(req, 'share', file.id);
     if (!shown) return void (await renderFile(req, res, file, { newShareGone: true }));
     const svg = await QRCode.toString(shown.url, { type: 'svg', errorCorrectionLevel: 'M', margin: 1 });
@@ -151,32 +151,32 @@ export function filePages(d: PagesDeps): Router {
   });
 
   // An older address for the page after a link was created; coming back to it goes to the file.
-  r.get('/files/:id/shares', requireUser, (req, res) => {
-    res.redirect(303, `/files/${d.vault.get(webUser(req).id, String(req.params.id)).id}`);
+  r.get('/files/:id/shares', requireUser, async (req, res) => {
+    res.redirect(303, `/files/${(await d.vault.get(webUser(req).id, String(req.params.id))).id}`);
   });
 
-  r.post('/shares/:id/revoke', requireUser, (req, res) => {
+  r.post('/shares/:id/revoke', requireUser, async (req, res) => {
     const user = webUser(req);
-    const share = d.shares.ownedBy(user.id, String(req.params.id));
-    if (d.shares.repo.revoke(share.id, user.id, Date.now())) {
-      d.audit.record({ actor: user.id, action: 'share.revoke', outcome: 'success', subjectUserId: user.id, fileId: share.fileId, shareId: share.id, ...clientOf(req), details: { via: 'page' } });
+    const share = await d.shares.ownedBy(user.id, String(req.params.id));
+    if (await d.shares.repo.revoke(share.id, user.id, Date.now())) {
+      await d.audit.record({ actor: user.id, action: 'share.revoke', outcome: 'success', subjectUserId: user.id, fileId: share.fileId, shareId: share.id, ...clientOf(req), details: { via: 'page' } });
     }
     res.redirect(303, `/files/${share.fileId}?msg=revoked`);
   });
 
   r.post('/files/:id/delete', requireUser, async (req, res) => {
     const user = webUser(req);
-    const file = d.vault.get(user.id, String(req.params.id));
+    const file = await d.vault.get(user.id, String(req.params.id));
     // Without JavaScript there is no confirm() dialog: ask on a page first.
     if (field(req, 'confirm') !== 'yes') return void res.render('confirm-delete', { title: `Delete ${file.name}?`, nav: 'files', file });
     const row = await d.vault.delete(user.id, file.id);
-    d.audit.record({ actor: row.ownerId, action: 'file.delete', outcome: 'success', subjectUserId: row.ownerId, fileId: row.id, ...clientOf(req), details: { size: row.size, via: 'page' } });
+    await d.audit.record({ actor: row.ownerId, action: 'file.delete', outcome: 'success', subjectUserId: row.ownerId, fileId: row.id, ...clientOf(req), details: { size: row.size, via: 'page' } });
     res.redirect(303, '/files?msg=deleted');
   });
 
   // HEAD has its own handler so Express does not run GET (and decrypt the whole file).
   const download: RequestHandler = async (req, res) => {
-    await sendOwnerDownload(d.audit, d.vault, req, res, d.vault.get(webUser(req).id, String(req.params.id)), 'page');
+    await sendOwnerDownload(d.audit, d.vault, req, res, await d.vault.get(webUser(req).id, String(req.params.id)), 'page');
   };
   r.head('/files/:id/download', requireUser, download);
   r.get('/files/:id/download', requireUser, download);

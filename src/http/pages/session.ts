@@ -18,7 +18,7 @@ import session, { Store, type SessionData } from 'express-session';
 import type { RequestHandler } from 'express';
 import knex from 'knex';
 import { createRequire } from 'node:module';
-import type { Db } from '../../db/database.js';
+import type { RawSqlite } from '../../db/database.js';
 import type { WebSessions, SessionFacts } from '../../services/sessions.js';
 
 declare module 'express-session' {
@@ -29,12 +29,12 @@ declare module 'express-session' {
 type Callback = (err?: unknown, value?: unknown) => void;
 
 /** knex's better-sqlite3 dialect, handed our open database instead of opening its own. */
-function sharedHandleClient(db: Db): unknown {
+function sharedHandleClient(db: RawSqlite): unknown {
   const require = createRequire(import.meta.url);
   // knex has no exports map; this is the dialect class `client: 'better-sqlite3'` loads.
   const BetterSqlite3Client = require('knex/lib/dialects/better-sqlite3/index.js') as new (config: unknown) => object;
   return class SharedBetterSqlite3Client extends BetterSqlite3Client {
-    async acquireRawConnection(): Promise<Db> {
+    async acquireRawConnection(): Promise<RawSqlite> {
       return db;
     }
     async destroyRawConnection(): Promise<void> {
@@ -90,7 +90,13 @@ class HashedIdStore extends Store {
 }
 
 export interface SessionOptions {
-  db: Db;
+  /**
+   * The raw SQLite handle the data layer runs on. Shared, not a second connection: a second
+   * one would wait (blocking the event loop) for a write lock that a transaction of this same
+   * process holds across an await. Its single statements may therefore land inside such a
+   * transaction (and share its fate); phase 2 moves sessions to the shared database.
+   */
+  db: RawSqlite;
   /** Computes row keys and seals. */
   sessions: WebSessions;
   /** Called for a stored session whose seal fails (ids only). */

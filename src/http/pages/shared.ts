@@ -5,7 +5,7 @@
  */
 import type { Config } from '../../config.js';
 import type { Keyring } from '../../crypto/keyring.js';
-import type { Db } from '../../db/database.js';
+import type { Database } from '../../db/database.js';
 import { isAppError, type AppError } from '../../errors.js';
 import type { AccountsService, SetupCode } from '../../services/accounts.js';
 import type { AuditLog } from '../../services/audit.js';
@@ -17,7 +17,7 @@ import type { PasswordLimits } from '../rate-limit.js';
 
 export interface PagesDeps {
   config: Config;
-  db: Db;
+  db: Database;
   keyring: Keyring;
   accounts: AccountsService;
   vault: VaultService;

@@ -30,15 +30,15 @@ export interface AccountsRoutesDeps {
 /** Routes that do not need a token: setup and token creation (both rate-limited). */
 export function publicAccountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
   r.op('setup', d.limits.setup, async (req, res) => {
-    if (!d.accounts.setupOpen()) throw new AppError('setup_closed', 'setup has already been completed');
+    if (!(await d.accounts.setupOpen())) throw new AppError('setup_closed', 'setup has already been completed');
     const body = parse(setupBody, req.body);
     if (!d.setup.matches(body.setupCode)) {
-      d.audit.record({ actor: 'anonymous', action: 'setup', outcome: 'failure', ...clientOf(req), details: { reason: 'wrong setup code' } });
+      await d.audit.record({ actor: 'anonymous', action: 'setup', outcome: 'failure', ...clientOf(req), details: { reason: 'wrong setup code' } });
       throw new AppError('forbidden', 'wrong setup code (see the server log or data/setup-code)');
     }
     const user = await d.accounts.createUser(body.username, body.password, 'admin', { onlyIfNoUsers: true });
     d.setup.consume();
-    d.audit.record({ actor: user.id, action: 'setup', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username } });
+    await d.audit.record({ actor: user.id, action: 'setup', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username } });
     req.log?.info({ userId: user.id }, 'setup completed: first admin created');
     res.status(201).json({ user: presentUser(user) });
   });
@@ -49,40 +49,40 @@ export function publicAccountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
     try {
       user = await d.accounts.verifyPassword(body.username, body.password);
     } catch (err) {
-      const known = d.accounts.users.byUsername(normalizeUsername(body.username));
+      const known = await d.accounts.users.byUsername(normalizeUsername(body.username));
       const reason = isAppError(err, 'account_disabled') ? { reason: 'disabled' } : {};
-      d.audit.record({ actor: 'anonymous', action: 'auth.login', outcome: 'failure', subjectUserId: known?.id ?? null, ...clientOf(req), details: { username: body.username.slice(0, 64), ...reason } });
+      await d.audit.record({ actor: 'anonymous', action: 'auth.login', outcome: 'failure', subjectUserId: known?.id ?? null, ...clientOf(req), details: { username: body.username.slice(0, 64), ...reason } });
       throw err;
     }
-    const { row, token } = d.accounts.issueToken(user, body.name, body.expiresInSeconds);
-    d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'token' } });
-    d.audit.record({ actor: user.id, action: 'token.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: row.id, name: row.name, expiresAt: row.expiresAt } });
+    const { row, token } = await d.accounts.issueToken(user, body.name, body.expiresInSeconds);
+    await d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'token' } });
+    await d.audit.record({ actor: user.id, action: 'token.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: row.id, name: row.name, expiresAt: row.expiresAt } });
     res.status(201).json({ ...presentToken(row), token });
   });
 }
 
 /** Routes behind requireToken (the route table adds it, and requireAdmin for admin routes). */
 export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
-  r.op('listTokens', (req, res) => {
-    res.json({ tokens: d.accounts.tokens.listForUser(principal(req).user.id).map(presentToken) });
+  r.op('listTokens', async (req, res) => {
+    res.json({ tokens: (await d.accounts.tokens.listForUser(principal(req).user.id)).map(presentToken) });
   });
 
-  r.op('revokeToken', (req, res) => {
+  r.op('revokeToken', async (req, res) => {
     const id = String(req.params.id);
-    if (!idParam.safeParse(id).success || !d.accounts.tokens.revoke(principal(req).user.id, id, Date.now())) {
+    if (!idParam.safeParse(id).success || !(await d.accounts.tokens.revoke(principal(req).user.id, id, Date.now()))) {
       throw new AppError('not_found', 'no such token');
     }
     const { user } = principal(req);
-    d.audit.record({ actor: user.id, action: 'token.revoke', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: id } });
+    await d.audit.record({ actor: user.id, action: 'token.revoke', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: id } });
     res.status(204).end();
   });
 
-  r.op('getMe', (req, res) => {
+  r.op('getMe', async (req, res) => {
     const { user } = principal(req);
     res.json({
       ...presentUser(user),
-      usageBytes: d.vault.quota.usageOf(user.id),
-      quotaBytes: d.vault.quota.limitOf(user.id),
+      usageBytes: await d.vault.quota.usageOf(user.id),
+      quotaBytes: await d.vault.quota.limitOf(user.id),
       passwordResetAt: user.passwordResetAt === null ? null : new Date(user.passwordResetAt).toISOString(),
     });
   });
@@ -95,24 +95,24 @@ export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
     try {
       result = await d.accounts.changePassword(p, body.currentPassword, body.newPassword);
     } catch (err) {
-      d.audit.record({ actor: p.user.id, action: 'user.password_change', outcome: 'failure', subjectUserId: p.user.id, ...clientOf(req) });
+      await d.audit.record({ actor: p.user.id, action: 'user.password_change', outcome: 'failure', subjectUserId: p.user.id, ...clientOf(req) });
       throw err;
     }
-    const endedSessions = d.sessions?.endAllForUser(p.user.id) ?? 0;
-    d.audit.record({ actor: p.user.id, action: 'user.password_change', outcome: 'success', subjectUserId: p.user.id, ...clientOf(req), details: { revokedTokens: result.revokedTokens, endedSessions } });
-    res.json({ ...presentUser(d.accounts.users.byId(principal(req).user.id)!), revokedTokens: result.revokedTokens });
+    const endedSessions = (await d.sessions?.endAllForUser(p.user.id)) ?? 0;
+    await d.audit.record({ actor: p.user.id, action: 'user.password_change', outcome: 'success', subjectUserId: p.user.id, ...clientOf(req), details: { revokedTokens: result.revokedTokens, endedSessions } });
+    res.json({ ...presentUser((await d.accounts.users.byId(principal(req).user.id))!), revokedTokens: result.revokedTokens });
   });
 
   r.op('createUser', async (req, res) => {
     const body = parse(userCreateBody, req.body);
     const user = await d.accounts.createUser(body.username, body.password, body.role);
     const admin = principal(req).user;
-    d.audit.record({ actor: admin.id, action: 'user.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, role: user.role } });
+    await d.audit.record({ actor: admin.id, action: 'user.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, role: user.role } });
     res.status(201).location(`/api/v1/users/${user.id}`).json(presentUser(user));
   });
 
-  r.op('listUsers', (_req, res) => {
-    res.json({ users: d.accounts.users.list().map(presentUser) });
+  r.op('listUsers', async (_req, res) => {
+    res.json({ users: (await d.accounts.users.list()).map(presentUser) });
   });
 
   r.op('updateUser', async (req, res) => {
@@ -120,8 +120,8 @@ export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
     if (!idParam.safeParse(id).success) throw new AppError('not_found', 'no such user');
     const body = parse(userPatchBody, req.body);
     const { user: updated, revokedTokens, revokedShares } = await d.accounts.adminUpdate(id, body);
-    if (body.disabled === true || body.password !== undefined) d.sessions?.endAllForUser(id);
-    d.audit.record({
+    if (body.disabled === true || body.password !== undefined) await d.sessions?.endAllForUser(id);
+    await d.audit.record({
       actor: principal(req).user.id,
       action: adminAction(body),
       outcome: 'success',
@@ -133,30 +133,30 @@ export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
     res.json(presentUser(updated));
   });
 
-  const targetUser = (req: Parameters<RequestHandler>[0]) => {
+  const targetUser = async (req: Parameters<RequestHandler>[0]) => {
     const id = String(req.params.id);
-    const user = idParam.safeParse(id).success ? d.accounts.users.byId(id) : undefined;
+    const user = idParam.safeParse(id).success ? await d.accounts.users.byId(id) : undefined;
     if (!user) throw new AppError('not_found', 'no such user');
     return user;
   };
 
-  r.op('listUserShares', (req, res) => {
-    res.json({ shares: d.shares.repo.listForOwner(targetUser(req).id).map(presentShare) });
+  r.op('listUserShares', async (req, res) => {
+    res.json({ shares: (await d.shares.repo.listForOwner((await targetUser(req)).id)).map(presentShare) });
   });
 
-  r.op('revokeUserShares', (req, res) => {
-    const target = targetUser(req);
-    const revoked = d.shares.repo.revokeAllForOwner(target.id, Date.now());
-    d.audit.record({ actor: principal(req).user.id, action: 'share.revoke_all', outcome: 'success', subjectUserId: target.id, ...clientOf(req), details: { revoked, by: 'admin' } });
+  r.op('revokeUserShares', async (req, res) => {
+    const target = await targetUser(req);
+    const revoked = await d.shares.repo.revokeAllForOwner(target.id, Date.now());
+    await d.audit.record({ actor: principal(req).user.id, action: 'share.revoke_all', outcome: 'success', subjectUserId: target.id, ...clientOf(req), details: { revoked, by: 'admin' } });
     res.json({ revoked });
   });
 
-  r.op('revokeUserShare', (req, res) => {
-    const target = targetUser(req);
+  r.op('revokeUserShare', async (req, res) => {
+    const target = await targetUser(req);
     const shareId = String(req.params.shareId);
-    const share = d.shares.ownedBy(target.id, shareId);
-    if (!d.shares.repo.revoke(share.id, target.id, Date.now())) throw new AppError('not_found', 'no such share');
-    d.audit.record({ actor: principal(req).user.id, action: 'share.revoke', outcome: 'success', subjectUserId: target.id, fileId: share.fileId, shareId: share.id, ...clientOf(req), details: { by: 'admin' } });
+    const share = await d.shares.ownedBy(target.id, shareId);
+    if (!(await d.shares.repo.revoke(share.id, target.id, Date.now()))) throw new AppError('not_found', 'no such share');
+    await d.audit.record({ actor: principal(req).user.id, action: 'share.revoke', outcome: 'success', subjectUserId: target.id, fileId: share.fileId, shareId: share.id, ...clientOf(req), details: { by: 'admin' } });
     res.status(204).end();
   });
 }

@@ -24,10 +24,10 @@ export function presentAudit(e: AuditRow): z.infer<typeof AuditEvent> {
 
 /** Binds the audit operation of the route table. */
 export function auditRoutes(r: ApiRoutes, audit: AuditLog): void {
-  r.op('listAudit', (req, res) => {
+  r.op('listAudit', async (req, res) => {
     const { user } = principal(req);
     const q = parse(auditQuery, req.query);
-    const rows = audit.list({
+    const rows = await audit.list({
       viewerId: user.role === 'admin' ? null : user.id,
       limit: q.limit + 1,
       before: q.cursor === undefined ? undefined : Number(q.cursor),

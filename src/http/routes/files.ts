@@ -35,7 +35,7 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
       req.staged = [];
       if (staged.length === 0) throw new AppError('validation_error', 'file: no file part; send one or more parts named "file"');
       const rows = await d.vault.commit(principal(req).user.id, staged, leaseOf(res));
-      uploaded(req, rows, 'multipart');
+      await uploaded(req, rows, 'multipart');
       res.status(201).json({ files: rows.map(presentFile) });
     },
   );
@@ -59,43 +59,43 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
     const sentType = req.headers['content-type'];
     // curl --data-binary labels bodies as form data; that says nothing about the file.
     const mimeType = chooseMimeType(sentType?.startsWith('application/x-www-form-urlencoded') ? undefined : sentType, name);
-    const lease = d.vault.quota.lease(principal(req).user.id);
+    const lease = await d.vault.quota.lease(principal(req).user.id);
     try {
-      if (declared !== undefined && /^\d+$/.test(declared)) lease.check(Number(declared));
+      if (declared !== undefined && /^\d+$/.test(declared)) await lease.check(Number(declared));
       // The body is the file: it keeps the idle-timeout rule, not the small-body deadline.
       exemptFromBodyDeadline(req);
       acceptBody(req, res);
       const staged = await d.vault.ingest(req, { name, mimeType, maxBytes: d.maxFileSize, expectedSha256: expected, lease });
       const [row] = await d.vault.commit(principal(req).user.id, [staged], lease);
-      uploaded(req, [row!], 'put');
+      await uploaded(req, [row!], 'put');
       res.status(201).location(`/api/v1/files/${row!.id}`).json({ file: presentFile(row!) });
     } finally {
       lease.release();
     }
   });
 
-  r.op('listFiles', (req, res) => {
+  r.op('listFiles', async (req, res) => {
     const q = parse(listQuery, req.query);
     const cursor = q.cursor === undefined ? null : decodeCursor(q.cursor);
     if (q.cursor !== undefined && !cursor) throw new AppError('validation_error', 'cursor: not a cursor from this API');
-    const page = d.vault.list(principal(req).user.id, q.limit, cursor);
+    const page = await d.vault.list(principal(req).user.id, q.limit, cursor);
     res.json({ files: page.files.map(presentFile), nextCursor: encodeCursor(page.next) });
   });
 
-  r.op('getFile', (req, res) => {
-    res.json(presentFile(d.vault.get(principal(req).user.id, String(req.params.id))));
+  r.op('getFile', async (req, res) => {
+    res.json(presentFile(await d.vault.get(principal(req).user.id, String(req.params.id))));
   });
 
   // HEAD has its own handler so Express does not run GET (and decrypt the whole file).
   const content = async (req: Request, res: Response) => {
-    await sendOwnerDownload(d.audit, d.vault, req, res, d.vault.get(principal(req).user.id, String(req.params.id)));
+    await sendOwnerDownload(d.audit, d.vault, req, res, await d.vault.get(principal(req).user.id, String(req.params.id)));
   };
   r.op('headFileContent', content);
   r.op('getFileContent', content);
 
   r.op('deleteFile', async (req, res) => {
     const row = await d.vault.delete(principal(req).user.id, String(req.params.id));
-    d.audit.record({ actor: row.ownerId, action: 'file.delete', outcome: 'success', subjectUserId: row.ownerId, fileId: row.id, ...clientOf(req), details: { size: row.size } });
+    await d.audit.record({ actor: row.ownerId, action: 'file.delete', outcome: 'success', subjectUserId: row.ownerId, fileId: row.id, ...clientOf(req), details: { size: row.size } });
     res.status(204).end();
   });
 }

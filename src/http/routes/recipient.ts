@@ -52,8 +52,8 @@ export function recipientRoutes(d: RecipientDeps): Router {
   const r = Router();
   const tokenKey = (req: Request) => d.shares.tokenKey(String(req.params.token));
 
-  const onLimited = (req: Request) => {
-    d.audit.recordSummarised(`share-pw:${req.ip}:${tokenKey(req)}`, {
+  const onLimited = async (req: Request) => {
+    await d.audit.recordSummarised(`share-pw:${req.ip}:${tokenKey(req)}`, {
       actor: 'anonymous',
       action: 'rate_limit.hit',
       outcome: 'denied',
@@ -73,7 +73,7 @@ export function recipientRoutes(d: RecipientDeps): Router {
   const perShare: RequestHandler = limiter({ ...common, limit: d.passwordLimit.perShare, key: tokenKey });
 
   const ticketOf = (req: Request): string | undefined => (typeof req.query.ticket === 'string' ? req.query.ticket : undefined);
-  const resolve = (req: Request, ticket?: string): ResolvedShare | null => d.shares.resolve(String(req.params.token), d.vault.files, ticket);
+  const resolve = (req: Request, ticket?: string): Promise<ResolvedShare | null> => d.shares.resolve(String(req.params.token), d.vault.files, ticket);
 
   const missingPage = (res: Response) => res.status(404).render('share-missing');
 
@@ -115,8 +115,8 @@ export function recipientRoutes(d: RecipientDeps): Router {
       ...clientOf(req),
     });
 
-  r.get('/s/:token', (req, res) => {
-    const s = resolve(req, ticketOf(req));
+  r.get('/s/:token', async (req, res) => {
+    const s = await resolve(req, ticketOf(req));
     if (!s) return void missingPage(res);
     if (s.share.passwordHash && !s.ticket) {
       // Name, size and checksum are not shown before the password is given.
@@ -130,11 +130,11 @@ export function recipientRoutes(d: RecipientDeps): Router {
     next();
   }, perIp, perShare, async (req, res) => {
     // No ticket here: a new password entry is a new recipient, who gets a new ticket.
-    const s = resolve(req);
+    const s = await resolve(req);
     if (!s) return void missingPage(res);
     const password = passwordOf(req) ?? '';
     if (!(await d.shares.checkPassword(s.share, password))) {
-      passwordFailure(req, s);
+      await passwordFailure(req, s);
       return void renderPasswordForm(req, res, 401, 'That password is not right. Try again.');
     }
     // The details page (name, size, SHA-256, expiry), whose Download button carries a signed
@@ -144,7 +144,7 @@ export function recipientRoutes(d: RecipientDeps): Router {
   });
 
   const content: RequestHandler = async (req, res) => {
-    const s = resolve(req, ticketOf(req));
+    const s = await resolve(req, ticketOf(req));
     if (!s) throw new AppError('not_found', GONE);
     if (s.share.passwordHash) {
       if (!s.ticket) {
@@ -152,14 +152,14 @@ export function recipientRoutes(d: RecipientDeps): Router {
         const challenge = { 'WWW-Authenticate': 'Basic realm="shared file", charset="UTF-8"' };
         if (password === undefined) throw new AppError('unauthorized', 'this link needs a password (HTTP Basic auth, any user name)', challenge);
         if (!(await d.shares.checkPassword(s.share, password))) {
-          passwordFailure(req, s);
+          await passwordFailure(req, s);
           throw new AppError('unauthorized', 'wrong password for this link', challenge);
         }
       }
     }
     const result = await sendFileContent(req, res, d.vault, s.file, {
-      begin: (range, length, deliversLastByte) => {
-        const reservation = d.shares.reserve(s, length, deliversLastByte);
+      begin: async (range, length, deliversLastByte) => {
+        const reservation = await d.shares.reserve(s, length, deliversLastByte);
         if (!reservation) throw new AppError('not_found', GONE);
         return {
           heartbeatMs: d.shares.heartbeatMs,
@@ -169,7 +169,7 @@ export function recipientRoutes(d: RecipientDeps): Router {
       },
     });
     if (req.method === 'GET') {
-      d.audit.record({
+      await d.audit.record({
         actor: `share:${s.share.id}`,
         action: 'share.download',
         outcome: result.completed ? 'success' : 'failure',

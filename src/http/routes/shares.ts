@@ -43,28 +43,28 @@ export function presentShare(s: ShareRow): z.infer<typeof Share> {
 export function shareRoutes(r: ApiRoutes, d: ShareRoutesDeps): void {
   r.op('createShare', async (req, res) => {
     const { user } = principal(req);
-    const file = d.vault.get(user.id, String(req.params.id));
+    const file = await d.vault.get(user.id, String(req.params.id));
     const body = parse(shareCreateBody, req.body);
     if (body.expiresInSeconds !== undefined && body.expiresInSeconds > d.maxTtlSeconds) {
       throw new AppError('validation_error', `expiresInSeconds: must be at most ${d.maxTtlSeconds}`);
     }
     const { share, token } = await d.shares.create(user.id, file, body);
-    recordShareCreated(d.audit, req, user.id, share);
+    await recordShareCreated(d.audit, req, user.id, share);
     const url = `${publicBase(req, d.publicUrl)}/s/${token}`;
     res.status(201).json({ ...presentShare(share), url, token });
   });
 
-  r.op('listShares', (req, res) => {
+  r.op('listShares', async (req, res) => {
     const { user } = principal(req);
-    const file = d.vault.get(user.id, String(req.params.id));
-    res.json({ shares: d.shares.repo.listForFile(file.id).map(presentShare) });
+    const file = await d.vault.get(user.id, String(req.params.id));
+    res.json({ shares: (await d.shares.repo.listForFile(file.id)).map(presentShare) });
   });
 
-  r.op('revokeShare', (req, res) => {
+  r.op('revokeShare', async (req, res) => {
     const { user } = principal(req);
-    const share = d.shares.ownedBy(user.id, String(req.params.id));
-    if (!d.shares.repo.revoke(share.id, user.id, Date.now())) throw new AppError('not_found', 'no such share');
-    d.audit.record({ actor: user.id, action: 'share.revoke', outcome: 'success', subjectUserId: user.id, fileId: share.fileId, shareId: share.id, ...clientOf(req) });
+    const share = await d.shares.ownedBy(user.id, String(req.params.id));
+    if (!(await d.shares.repo.revoke(share.id, user.id, Date.now()))) throw new AppError('not_found', 'no such share');
+    await d.audit.record({ actor: user.id, action: 'share.revoke', outcome: 'success', subjectUserId: user.id, fileId: share.fileId, shareId: share.id, ...clientOf(req) });
     res.status(204).end();
   });
 }

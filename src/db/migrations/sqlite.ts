@@ -1,7 +1,8 @@
 /**
- * Numbered schema migrations. Each runs in one transaction with the bump of
+ * Numbered SQLite schema migrations. Each runs in one transaction with the bump of
  * PRAGMA user_version, so a database is always at exactly one known version.
- * Never edit a released migration: add a new one.
+ * Never edit a released migration: add a new one (and its PostgreSQL twin, once there is one).
+ * sqlite-only: this whole file (STRICT tables, PRAGMA user_version, json_extract index).
  */
 import type { Database } from 'better-sqlite3';
 
@@ -199,7 +200,11 @@ export const MIGRATIONS: Migration[] = [
   },
 ];
 
-/** Applies every migration newer than the database's user_version, each in its own transaction. */
+/**
+ * Applies every migration newer than the database's user_version, each in its own immediate
+ * transaction. Synchronous on the raw handle: it runs once at open, before any query of the
+ * asynchronous layer, and PRAGMA user_version has no portable form anyway.
+ */
 export function migrate(db: Database, migrations: Migration[] = MIGRATIONS): number {
   let current = db.pragma('user_version', { simple: true }) as number;
   const latest = migrations.at(-1)?.version ?? 0;

@@ -1,0 +1,134 @@
+/**
+ * The typed shape of every table, as the query builder (Kysely) sees it. Column names are the
+ * SQL ones; repositories map them to camelCase rows. Integers that hold milliseconds or byte
+ * counts are JS numbers (exact up to 2^53); blobs are Buffers.
+ */
+import type { Generated } from 'kysely';
+
+export interface UsersTable {
+  id: string;
+  username: string;
+  password_hash: string;
+  role: 'admin' | 'user';
+  disabled: Generated<number>;
+  quota_bytes: number | null;
+  created_at: number;
+  updated_at: number;
+  password_reset_at: number | null;
+  integrity_mac: Buffer | null;
+}
+
+export interface ApiTokensTable {
+  id: string;
+  user_id: string;
+  name: string;
+  token_hash: Buffer;
+  created_at: number;
+  expires_at: number;
+  last_used_at: number | null;
+  revoked_at: number | null;
+  row_mac: Buffer | null;
+}
+
+export interface MasterKeysTable {
+  key_id: string;
+  check_value: Buffer;
+  created_at: number;
+  retired_at: number | null;
+}
+
+export interface FilesTable {
+  id: string;
+  owner_id: string;
+  name: string;
+  size: number;
+  mime_type: string;
+  sha256: Buffer;
+  key_id: string;
+  wrapped_dek: Buffer;
+  format_version: number;
+  chunk_size: number;
+  created_at: number;
+  wrap_version: Generated<number>;
+}
+
+export interface SharesTable {
+  id: string;
+  file_id: string;
+  owner_id: string;
+  token_hash: Buffer;
+  password_hash: string | null;
+  note: string | null;
+  created_at: number;
+  expires_at: number;
+  max_downloads: number | null;
+  downloads: Generated<number>;
+  bytes_served: Generated<number>;
+  revoked_at: number | null;
+  expired_at: number | null;
+  row_mac: Buffer | null;
+}
+
+export interface ShareReservationsTable {
+  id: string;
+  share_id: string;
+  bytes: number;
+  completion_slot: number;
+  expires_at: number;
+  bytes_sent: Generated<number>;
+  slow_since: number | null;
+  yielded: Generated<number>;
+  ticket_id: string | null;
+}
+
+export interface ShareTicketDownloadsTable {
+  share_id: string;
+  ticket_id: string;
+  expires_at: number;
+}
+
+export interface AuditEventsTable {
+  seq: number;
+  at: number;
+  actor: string;
+  action: string;
+  subject_user_id: string | null;
+  file_id: string | null;
+  share_id: string | null;
+  ip: string | null;
+  user_agent: string | null;
+  outcome: string;
+  /** JSON text. */
+  details: string;
+  key_id: string;
+  mac: Buffer;
+}
+
+export interface SecretsTable {
+  name: string;
+  key_id: string;
+  wrapped: Buffer;
+  created_at: number;
+}
+
+/** Written by the session store (connect-session-knex); read and deleted by services/sessions.ts. */
+export interface SessionsTable {
+  sid: string;
+  /** JSON text. */
+  sess: string;
+  /** ISO 8601 text. */
+  expired: string;
+}
+
+export interface Schema {
+  users: UsersTable;
+  api_tokens: ApiTokensTable;
+  master_keys: MasterKeysTable;
+  files: FilesTable;
+  shares: SharesTable;
+  share_reservations: ShareReservationsTable;
+  share_ticket_downloads: ShareTicketDownloadsTable;
+  audit_events: AuditEventsTable;
+  secrets: SecretsTable;
+  sessions: SessionsTable;
+}

@@ -12,7 +12,7 @@ const bearer = (t: string) => ({ Authorization: `Bearer ${t}` });
 
 describe('first-run setup', () => {
   it('refuses a missing or wrong code, then creates the first admin once', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const missing = await h.request.post('/api/v1/setup').send({ username: 'admin', password: ADMIN.password });
     expect(missing.status).toBe(400);
     expect(missing.body.code).toBe('validation_error');
@@ -30,7 +30,7 @@ describe('first-run setup', () => {
   });
 
   it('two racing setup requests create exactly one admin', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const [a, b] = await Promise.all([
       h.request.post('/api/v1/setup').send({ setupCode: SETUP_CODE, username: 'alice', password: ADMIN.password }),
       h.request.post('/api/v1/setup').send({ setupCode: SETUP_CODE, username: 'bob', password: ADMIN.password }),
@@ -40,14 +40,14 @@ describe('first-run setup', () => {
   });
 
   it('rejects a short password with a message naming the field', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const r = await h.request.post('/api/v1/setup').send({ setupCode: SETUP_CODE, username: 'admin', password: 'short' });
     expect(r.status).toBe(400);
     expect(r.body.detail).toContain('password');
   });
 
   it('setup-code attempts are rate limited', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     let last = 0;
     let retryAfter: string | undefined;
     for (let i = 0; i < 12; i++) {
@@ -59,8 +59,8 @@ describe('first-run setup', () => {
     expect(Number(retryAfter)).toBeGreaterThan(0);
   });
 
-  it('the code file is deleted once used', () => {
-    h = makeHarness();
+  it('the code file is deleted once used', async () => {
+    h = await makeHarness();
     const file = path.join(h.dir, 'setup-code');
     const code = SetupCode.generate(file);
     expect(fs.statSync(file).mode & 0o777).toBe(0o600);
@@ -74,7 +74,7 @@ describe('first-run setup', () => {
 
 describe('API tokens', () => {
   it('create, use, list without secrets, revoke', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const created = await h.request.post('/api/v1/auth/tokens').send({ ...ADMIN, name: 'laptop', expiresInSeconds: 3600 });
     expect(created.status).toBe(201);
@@ -102,7 +102,7 @@ describe('API tokens', () => {
   });
 
   it('wrong password and unknown user look the same', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const wrong = await h.request.post('/api/v1/auth/tokens').send({ username: 'admin', password: 'wrong password!!' });
     const unknown = await h.request.post('/api/v1/auth/tokens').send({ username: 'ghost', password: 'wrong password!!' });
@@ -112,7 +112,7 @@ describe('API tokens', () => {
   });
 
   it('rejects an expiry beyond the maximum', async () => {
-    h = makeHarness({ TOKEN_MAX_TTL: '3600', TOKEN_DEFAULT_TTL: '600' });
+    h = await makeHarness({ TOKEN_MAX_TTL: '3600', TOKEN_DEFAULT_TTL: '600' });
     await setupAdmin(h);
     const r = await h.request.post('/api/v1/auth/tokens').send({ ...ADMIN, expiresInSeconds: 7200 });
     expect(r.status).toBe(400);
@@ -126,7 +126,7 @@ describe('API tokens', () => {
     ['unknown token', 'Bearer sfs_' + 'A'.repeat(43)],
     ['very long', 'Bearer ' + 'x'.repeat(10_000)],
   ])('401 with WWW-Authenticate for %s', async (_name, header) => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const req = h.request.get('/api/v1/files');
     const r = await (header ? req.set('Authorization', header) : req);
@@ -137,21 +137,21 @@ describe('API tokens', () => {
   });
 
   it('ignores cookies on the API', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const r = await h.request.get('/api/v1/me').set('Cookie', 'sid=whatever; session=abc');
     expect(r.status).toBe(401);
   });
 
   it('an expired token stops working', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const token = await setupAdmin(h);
     h.db.prepare('UPDATE api_tokens SET expires_at = ?').run(Date.now() - 1);
     expect((await h.request.get('/api/v1/me').set(bearer(token))).status).toBe(401);
   });
 
   it('password guessing is rate limited per IP+username with Retry-After', async () => {
-    h = makeHarness({ LOGIN_RATE_LIMIT: '3' });
+    h = await makeHarness({ LOGIN_RATE_LIMIT: '3' });
     await setupAdmin(h);
     const statuses: number[] = [];
     for (let i = 0; i < 5; i++) {
@@ -169,7 +169,7 @@ describe('API tokens', () => {
   });
 
   it('a forged X-Forwarded-For does not change the rate-limit identity when TRUST_PROXY is off', async () => {
-    h = makeHarness({ LOGIN_RATE_LIMIT: '2' });
+    h = await makeHarness({ LOGIN_RATE_LIMIT: '2' });
     await setupAdmin(h);
     const statuses: number[] = [];
     for (let i = 0; i < 4; i++) {
@@ -182,7 +182,7 @@ describe('API tokens', () => {
 
 describe('own account and admin user management', () => {
   it('PATCH /me changes the password and revokes the other tokens', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const t1 = await setupAdmin(h);
     const t2 = await tokenFor(h, ADMIN.username, ADMIN.password);
     const wrong = await h.request.patch('/api/v1/me').set(bearer(t1)).send({ currentPassword: 'not it at all', newPassword: 'a brand new password' });
@@ -197,7 +197,7 @@ describe('own account and admin user management', () => {
   });
 
   it('admins create, list and disable users; a disabled user is cut off at once', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const admin = await setupAdmin(h);
     const userToken = await makeUser(h, admin, 'carol');
     expect((await h.request.get('/api/v1/users').set(bearer(userToken))).status).toBe(403);
@@ -223,7 +223,7 @@ describe('own account and admin user management', () => {
   });
 
   it('admin password reset revokes the user tokens', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const admin = await setupAdmin(h);
     const userToken = await makeUser(h, admin, 'dave');
     const dave = (await h.request.get('/api/v1/users').set(bearer(admin))).body.users[1];
@@ -242,7 +242,7 @@ describe('errors and security headers', () => {
     ['huge JSON', (r: Harness['request']) => r.post('/api/v1/auth/tokens').send({ username: 'a', password: 'x'.repeat(200_000) }), 413, 'payload_too_large'],
     ['unknown API route without a token', (r: Harness['request']) => r.get('/api/v1/nope'), 401, 'unauthorized'],
   ] as const)('%s', async (_name, call, status, code) => {
-    h = makeHarness();
+    h = await makeHarness();
     const r = await call(h.request);
     expect(r.status).toBe(status);
     expect(r.headers['content-type']).toMatch(/^application\/problem\+json/);
@@ -251,7 +251,7 @@ describe('errors and security headers', () => {
   });
 
   it('unknown API route with a token is a 404 problem', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const token = await setupAdmin(h);
     const r = await h.request.get('/api/v1/nope').set(bearer(token));
     expect(r.status).toBe(404);
@@ -259,7 +259,7 @@ describe('errors and security headers', () => {
   });
 
   it('health and readiness', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     expect((await h.request.get('/healthz')).body).toEqual({ status: 'ok' });
     expect((await h.request.get('/readyz')).status).toBe(200);
     fs.chmodSync(h.config.uploadsDir, 0o500);
@@ -274,11 +274,11 @@ describe('errors and security headers', () => {
     const r = await h.request.get('/readyz');
     expect(r.status).toBe(503);
     expect(r.body.code).toBe('not_ready');
-    h.db = (await import('../src/db/database.js')).openDatabase(h.config.dbFile);
+    h.db = (await (await import('../src/db/database.js')).openDatabase(h.config.dbFile)).raw!;
   });
 
   it('pages carry a strict CSP without upgrade-insecure-requests, and no x-powered-by', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     // "/" now sends a fresh server to its setup page.
     const r = await h.request.get('/setup');
     expect(r.status).toBe(200);
@@ -291,7 +291,7 @@ describe('errors and security headers', () => {
   });
 
   it('logs carry request ids and never the token or password', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const token = await setupAdmin(h);
     await h.request.get('/api/v1/me').set(bearer(token));
     await h.request.get(`/api/v1/files?x=${token}`).set(bearer(token));

@@ -21,7 +21,7 @@ function csp(header: string): Map<string, string[]> {
 
 describe('/api/docs over HTTP', () => {
   it('serves the page with its own CSP: nothing inline, nothing from elsewhere', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const r = await h.request.get('/api/docs');
     expect(r.status).toBe(200);
     expect(r.headers['content-type']).toMatch(/^text\/html/);
@@ -42,13 +42,13 @@ describe('/api/docs over HTTP', () => {
   });
 
   it('lets "Try it out" reach PUBLIC_URL when it is another origin', async () => {
-    h = makeHarness({ PUBLIC_URL: 'https://files.example.org' });
+    h = await makeHarness({ PUBLIC_URL: 'https://files.example.org' });
     const r = await h.request.get('/api/docs/');
     expect(csp(r.headers['content-security-policy']).get('connect-src')).toEqual(["'self'", 'https://files.example.org']);
   });
 
   it('serves the Swagger UI assets from node_modules, and only those the page needs', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const js = await h.request.get('/api/docs/assets/swagger-ui-bundle.js');
     expect(js.status).toBe(200);
     expect(js.headers['content-type']).toMatch(/javascript/);
@@ -62,7 +62,7 @@ describe('/api/docs over HTTP', () => {
   });
 
   it('other pages keep the site-wide CSP', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const r = await h.request.get('/');
     expect(csp(r.headers['content-security-policy']).get('default-src')).toEqual(["'self'"]);
   });
@@ -76,7 +76,7 @@ describe.runIf(hasBrowser)('/api/docs in Chromium', () => {
   let token: string;
   let browser: Awaited<ReturnType<typeof launchChromium>>;
   beforeAll(async () => {
-    h = makeHarness();
+    h = await makeHarness();
     token = await setupAdmin(h);
     server = http.createServer(h.app);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

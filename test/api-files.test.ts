@@ -14,7 +14,7 @@ let token: string;
 const auth = () => ({ Authorization: `Bearer ${token}` });
 
 beforeAll(async () => {
-  h = makeHarness({ MAX_FILE_SIZE: '1MiB', MAX_FILES_PER_REQUEST: '3' });
+  h = await makeHarness({ MAX_FILE_SIZE: '1MiB', MAX_FILES_PER_REQUEST: '3' });
   token = await setupAdmin(h);
 });
 afterAll(() => h.cleanup());

@@ -13,7 +13,7 @@ const auth = () => ({ Authorization: `Bearer ${token}` });
 const basic = (password: string) => ({ Authorization: `Basic ${Buffer.from(`:${password}`).toString('base64')}` });
 
 async function init(env: Record<string, string> = {}) {
-  h = makeHarness(env);
+  h = await makeHarness(env);
   token = await setupAdmin(h);
 }
 
@@ -248,7 +248,7 @@ describe('unavailable links all look the same', () => {
     const f = await upload(Buffer.from('abc'));
     const s = await share(f.id);
     h.db.prepare('UPDATE shares SET expires_at = ? WHERE id = ?').run(Date.now() - 1, s.id);
-    expect(h.app.services.shares.sweep()).toBe(1);
+    expect(await h.app.services.shares.sweep()).toBe(1);
     expect(h.db.prepare('SELECT expired_at IS NOT NULL AS e FROM shares WHERE id = ?').get(s.id)).toEqual({ e: 1 });
   });
 });

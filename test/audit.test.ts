@@ -12,7 +12,7 @@ const actions = () => (h.db.prepare('SELECT action, outcome FROM audit_events OR
 
 describe('events', () => {
   it('records each security-relevant action, without secrets', async () => {
-    h = makeHarness({ LOGIN_RATE_LIMIT: '2' });
+    h = await makeHarness({ LOGIN_RATE_LIMIT: '2' });
     await h.request.post('/api/v1/setup').send({ setupCode: 'wrong code', ...ADMIN });
     const admin = await setupAdmin(h);
     await h.request.post('/api/v1/auth/tokens').send({ username: 'admin', password: 'wrong password!!' });
@@ -63,11 +63,11 @@ describe('events', () => {
     for (const secret of [admin, carolToken, s.body.token, ADMIN.password, 'share password 1', 'wrong password', 'guess 1 guess']) {
       expect(dump).not.toContain(secret);
     }
-    expect(verifyAuditChain(h.db, h.keyring, h.config.auditHeadFile)).toMatchObject({ ok: true });
+    expect(await verifyAuditChain(h.database.kysely, h.keyring, h.config.auditHeadFile)).toMatchObject({ ok: true });
   });
 
   it('GET /audit: admins see everything, users only their own files and account', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const admin = await setupAdmin(h);
     const bob = await makeUser(h, admin, 'bob');
     const mine = await h.request.put('/api/v1/uploads/bob.txt').set(bearer(bob)).send(Buffer.from('b'));
@@ -93,17 +93,17 @@ describe('events', () => {
 });
 
 describe('chain verification', () => {
-  function seeded(n = 6): AuditLog {
-    h = makeHarness();
-    const log = new AuditLog({ db: h.db, keyring: h.keyring, headFile: h.config.auditHeadFile });
-    for (let i = 1; i <= n; i++) log.record({ actor: 'cli', action: `test.${i}`, outcome: 'success', details: { i } });
+  async function seeded(n = 6): Promise<AuditLog> {
+    h = await makeHarness();
+    const log = new AuditLog({ db: h.database, keyring: h.keyring, headFile: h.config.auditHeadFile });
+    for (let i = 1; i <= n; i++) await log.record({ actor: 'cli', action: `test.${i}`, outcome: 'success', details: { i } });
     return log;
   }
-  const verify = () => verifyAuditChain(h.db, h.keyring, h.config.auditHeadFile);
+  const verify = () => verifyAuditChain(h.database.kysely, h.keyring, h.config.auditHeadFile);
 
-  it('an intact chain verifies and the head file matches the last row', () => {
-    seeded();
-    expect(verify()).toMatchObject({ ok: true, count: 6 });
+  it('an intact chain verifies and the head file matches the last row', async () => {
+    await seeded();
+    expect(await verify()).toMatchObject({ ok: true, count: 6 });
     expect(readHead(h.config.auditHeadFile)?.seq).toBe(6);
   });
 
@@ -114,38 +114,38 @@ describe('chain verification', () => {
     ['a deleted middle row', 'DELETE FROM audit_events WHERE seq = 3', 3],
     ['renumbered rows after a deletion', 'DELETE FROM audit_events WHERE seq = 3; UPDATE audit_events SET seq = seq - 1 WHERE seq > 3', 3],
     ['a recomputed-looking MAC', "UPDATE audit_events SET mac = randomblob(32) WHERE seq = 5", 5],
-  ])('fails at the right row for %s', (_name, sql, at) => {
-    seeded();
+  ])('fails at the right row for %s', async (_name, sql, at) => {
+    await seeded();
     h.db.exec(sql);
-    const r = verify();
+    const r = await verify();
     expect(r.ok).toBe(false);
     expect(r.ok === false && r.brokenAt).toBe(at);
   });
 
-  it('rows cut off the end are caught by the head kept outside the database', () => {
-    seeded();
+  it('rows cut off the end are caught by the head kept outside the database', async () => {
+    await seeded();
     h.db.exec('DELETE FROM audit_events WHERE seq >= 5');
-    const r = verify();
+    const r = await verify();
     expect(r).toMatchObject({ ok: false, brokenAt: 5 });
     // Without the head file the truncated chain would look fine: that is why it exists.
-    expect(verifyAuditChain(h.db, h.keyring)).toMatchObject({ ok: true, count: 4 });
+    expect(await verifyAuditChain(h.database.kysely, h.keyring)).toMatchObject({ ok: true, count: 4 });
   });
 
   it('a chain re-signed under another key does not verify', async () => {
-    seeded(3);
+    await seeded(3);
     const { Keyring } = await import('../src/crypto/keyring.js');
     const { randomBytes } = await import('node:crypto');
     const other = new Keyring(randomBytes(32));
-    expect(verifyAuditChain(h.db, other)).toMatchObject({ ok: false, brokenAt: 1 });
+    expect(await verifyAuditChain(h.database.kysely, other)).toMatchObject({ ok: false, brokenAt: 1 });
   });
 
-  it('repeated identical events are summarised', () => {
-    const log = seeded(0);
+  it('repeated identical events are summarised', async () => {
+    const log = await seeded(0);
     let t = 1_000_000;
-    const timed = new AuditLog({ db: h.db, keyring: h.keyring, now: () => t });
-    for (let i = 0; i < 50; i++) timed.recordSummarised('k', { actor: 'anonymous', action: 'rate_limit.hit', outcome: 'denied' });
+    const timed = new AuditLog({ db: h.database, keyring: h.keyring, now: () => t });
+    for (let i = 0; i < 50; i++) await timed.recordSummarised('k', { actor: 'anonymous', action: 'rate_limit.hit', outcome: 'denied' });
     t += 61_000;
-    timed.recordSummarised('k', { actor: 'anonymous', action: 'rate_limit.hit', outcome: 'denied' });
+    await timed.recordSummarised('k', { actor: 'anonymous', action: 'rate_limit.hit', outcome: 'denied' });
     const rows = h.db.prepare("SELECT details FROM audit_events WHERE action = 'rate_limit.hit'").all() as { details: string }[];
     expect(rows.map((r) => JSON.parse(r.details).repeatsSincePrevious)).toEqual([0, 49]);
     expect(log).toBeDefined();

@@ -42,7 +42,7 @@ describe('sfs key generate', () => {
 });
 
 describe('sfs user create', () => {
-  it('creates an admin from stdin, closes setup, and refuses a short password', () => {
+  it('creates an admin from stdin, closes setup, and refuses a short password', async () => {
     fs.mkdirSync(path.join(dir, 'data'), { recursive: true });
     fs.writeFileSync(path.join(dir, 'data', 'setup-code'), 'abc');
     const r = sfs(['user', 'create', 'root', '--admin'], 'a long enough password\n');
@@ -50,9 +50,9 @@ describe('sfs user create', () => {
     expect(r.stdout).toContain('Created admin "root"');
     expect(r.stdout + r.stderr).not.toContain('a long enough password');
     expect(fs.existsSync(path.join(dir, 'data', 'setup-code'))).toBe(false);
-    const db = openDatabase(path.join(dir, 'data', 'sfs.db'));
-    const row = db.prepare('SELECT username, role, password_hash FROM users').get() as { username: string; role: string; password_hash: string };
-    db.close();
+    const db = await openDatabase(path.join(dir, 'data', 'sfs.db'));
+    const row = db.raw!.prepare('SELECT username, role, password_hash FROM users').get() as { username: string; role: string; password_hash: string };
+    await db.close();
     expect(row).toMatchObject({ username: 'root', role: 'admin' });
     expect(row.password_hash).toMatch(/^\$argon2id\$/);
     const short = sfs(['user', 'create', 'bob'], 'short\n');

@@ -156,11 +156,11 @@ describe('faults', () => {
         return super.put(id, failing());
       }
     }
-    const h = makeHarness();
+    const h = await makeHarness();
     const store = new FullDisk(h.config.uploadsDir);
     const { createApp } = await import('../src/app.js');
     const { SetupCode } = await import('../src/services/accounts.js');
-    const app = createApp({ config: h.config, db: h.db, store, keyring: h.keyring, logger: (await import('../src/http/logging.js')).createLogger('silent'), setup: new SetupCode('code-123') });
+    const app = await createApp({ config: h.config, db: h.database, store, keyring: h.keyring, logger: (await import('../src/http/logging.js')).createLogger('silent'), setup: new SetupCode('code-123') });
     const supertest = (await import('supertest')).default;
     await supertest(app).post('/api/v1/setup').send({ setupCode: 'code-123', username: 'admin', password: 'admin password 123' });
     const token = (await supertest(app).post('/api/v1/auth/tokens').send({ username: 'admin', password: 'admin password 123' })).body.token;
@@ -180,7 +180,7 @@ describe('faults', () => {
   });
 
   it('another process writing the database at the same time: no lost rows, no errors to clients', async () => {
-    const h = makeHarness();
+    const h = await makeHarness();
     const token = await setupAdmin(h);
     // A second writer (as the CLI would be) hammering the same database with short transactions.
     const writer = spawn(

@@ -4,10 +4,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import supertest from 'supertest';
-import { createApp } from '../src/app.js';
+import { createApp, type App } from '../src/app.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { Keyring } from '../src/crypto/keyring.js';
-import { openDatabase, type Db } from '../src/db/database.js';
+import { openDatabase, type Database, type RawSqlite } from '../src/db/database.js';
 import { createLogger } from '../src/http/logging.js';
 import { SetupCode } from '../src/services/accounts.js';
 import { DiskBlobStore } from '../src/storage/disk.js';
@@ -21,13 +21,16 @@ export const ADMIN = { username: 'admin', password: 'admin password 123' };
 export interface Harness {
   dir: string;
   config: Config;
-  db: Db;
+  /** The raw SQLite handle under the app's database (tests read and forge rows with it). */
+  db: RawSqlite;
+  /** The app's asynchronous database (for calling repositories and ops directly). */
+  database: Database;
   /** The disk store (throws when the harness runs on S3: such a test is disk-specific). */
   store: DiskBlobStore;
   /** The configured blob store, whichever backend. */
   blobs: BlobStore;
   keyring: Keyring;
-  app: ReturnType<typeof createApp>;
+  app: App;
   request: ReturnType<typeof supertest>;
   logLines: string[];
   /** API responses that differ from the route table (status not documented, body off-schema). */
@@ -37,12 +40,13 @@ export interface Harness {
 }
 
 /** Builds an app on a temp dir; `env` overrides configuration variables. */
-export function makeHarness(env: Record<string, string> = {}, opts: { masterKey?: Buffer; dir?: string } = {}): Harness {
+export async function makeHarness(env: Record<string, string> = {}, opts: { masterKey?: Buffer; dir?: string } = {}): Promise<Harness> {
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'sfs-test-'));
   const config = loadConfig({ NODE_ENV: 'test', DATA_DIR: 'data', UPLOADS_DIR: 'uploads', LOG_LEVEL: 'debug', ...env }, dir);
   fs.mkdirSync(config.dataDir, { recursive: true });
   const keyring = new Keyring(opts.masterKey ?? randomBytes(32));
-  const db = openDatabase(config.dbFile);
+  const database = await openDatabase(config.dbFile);
+  const db = database.raw!;
   const blobs = createBlobStore(config);
   const logLines: string[] = [];
   const sink = new Writable({
@@ -54,11 +58,12 @@ export function makeHarness(env: Record<string, string> = {}, opts: { masterKey?
   const logger = createLogger(config.logLevel, sink);
   // Every API response in every supertest suite is checked against the OpenAPI route table.
   const contractViolations: string[] = [];
-  const app = createApp({ config, db, store: blobs, keyring, logger, setup: new SetupCode(SETUP_CODE), onContractViolation: (m) => contractViolations.push(m) });
-  return {
+  const app = await createApp({ config, db: database, store: blobs, keyring, logger, setup: new SetupCode(SETUP_CODE), onContractViolation: (m) => contractViolations.push(m) });
+  const harness: Harness = {
     dir,
     config,
     db,
+    database,
     get store(): DiskBlobStore {
       if (!(blobs instanceof DiskBlobStore)) throw new Error('this check reads the disk store directly; the harness runs on S3');
       return blobs;
@@ -79,6 +84,7 @@ export function makeHarness(env: Record<string, string> = {}, opts: { masterKey?
       }
     },
   };
+  return harness;
 }
 
 /** Runs setup and returns an admin API token. */

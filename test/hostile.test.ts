@@ -16,7 +16,7 @@ let served: Awaited<ReturnType<typeof serve>>;
 const auth = () => ({ Authorization: `Bearer ${token}` });
 
 beforeAll(async () => {
-  h = makeHarness({ MAX_FILE_SIZE: '256KiB', MAX_FILES_PER_REQUEST: '5' });
+  h = await makeHarness({ MAX_FILE_SIZE: '256KiB', MAX_FILES_PER_REQUEST: '5' });
   token = await setupAdmin(h);
   served = await serve(h.app);
   port = served.port;

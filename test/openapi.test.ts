@@ -34,7 +34,7 @@ async function validated(doc: unknown): Promise<{ valid: boolean; errors?: unkno
 
 describe('the OpenAPI document', () => {
   it('is served at /api/v1/openapi.json without a token and is valid OpenAPI 3.1', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const r = await h.request.get('/api/v1/openapi.json');
     expect(r.status).toBe(200);
     expect(r.headers['content-type']).toMatch(/^application\/json/);
@@ -84,7 +84,7 @@ describe('the OpenAPI document', () => {
   });
 
   it('each documented path answers exactly its documented methods (Allow), and an undocumented path is 404', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const token = await setupAdmin(h);
     const byPath = new Map<string, Set<string>>();
     for (const op of Object.values(TABLE)) {
@@ -107,11 +107,11 @@ describe('the OpenAPI document', () => {
   });
 
   it('names PUBLIC_URL as the server when set, and no host otherwise', async () => {
-    h = makeHarness({ PUBLIC_URL: 'https://files.example.org/' });
+    h = await makeHarness({ PUBLIC_URL: 'https://files.example.org/' });
     const withUrl = await h.request.get('/api/v1/openapi.json').set('Host', 'evil.example');
     expect(withUrl.body.servers).toEqual([{ url: 'https://files.example.org', description: 'PUBLIC_URL' }]);
     h.cleanup();
-    h = makeHarness();
+    h = await makeHarness();
     const without = await h.request.get('/api/v1/openapi.json').set('Host', 'evil.example');
     expect(without.body.servers).toEqual([{ url: '/', description: 'this server' }]);
     expect(JSON.stringify(without.body)).not.toContain('evil.example');
@@ -120,7 +120,7 @@ describe('the OpenAPI document', () => {
 
 describe('request schemas are the ones the routes validate with', () => {
   it('every JSON body refuses a field its documented schema does not have, naming it', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     // Setup only answers while it is open, so it goes first.
     const setupFirst = await h.request.post('/api/v1/setup').send({ notInTheSchema: 1 });
     expect(setupFirst.status).toBe(400);
@@ -145,7 +145,7 @@ describe('request schemas are the ones the routes validate with', () => {
   });
 
   it('query limits in the document are the ones enforced', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const token = await setupAdmin(h);
     const doc = buildOpenApiDocument() as any;
     for (const [path, name] of [['/api/v1/files', 'limit'], ['/api/v1/audit', 'limit']] as const) {
@@ -161,7 +161,7 @@ describe('request schemas are the ones the routes validate with', () => {
 
 describe('responses match the document', () => {
   it('a pass over every operation: each response validates against the generated JSON Schema', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const doc = (await validated(buildOpenApiDocument())).resolved!;
     const ajv = addFormats(new Ajv2020({ strict: false, allErrors: true }));
     ajv.addFormat('binary', true);

@@ -17,8 +17,8 @@ afterEach(() => {
   for (const h of harnesses.splice(0)) h.cleanup();
 });
 
-function harness(key: Buffer, dir?: Harness): Harness {
-  const h = makeHarness({}, { masterKey: key, dir: dir?.dir });
+async function harness(key: Buffer, dir?: Harness): Promise<Harness> {
+  const h = await makeHarness({}, { masterKey: key, dir: dir?.dir });
   harnesses.push(h);
   return h;
 }
@@ -59,7 +59,7 @@ describe('sfs key', () => {
   it('status, rotate (idempotent), retire; files and the audit chain survive removing the old key', async () => {
     const oldKey = randomBytes(32);
     const newKey = randomBytes(32);
-    const h = harness(oldKey);
+    const h = await harness(oldKey);
     const token = await setupAdmin(h);
     const files = await uploads(h, token, [0, 10, C + 5, 3 * C]);
     const oldId = new Keyring(oldKey).active.id;
@@ -90,7 +90,7 @@ describe('sfs key', () => {
 
     // A server with only the new key serves every file and the audit chain still verifies.
     h.db.close();
-    const h2 = harness(newKey, h);
+    const h2 = await harness(newKey, h);
     for (const f of files) expect((await download(h2, token, f.id)).equals(f.content)).toBe(true);
     const audit = sfs(h2, [newKey], ['audit', 'verify', '--json']);
     expect(audit.status, audit.stdout).toBe(0);
@@ -101,17 +101,17 @@ describe('sfs key', () => {
   it('rotation is resumable after an interruption and refuses keys it does not have', async () => {
     const oldKey = randomBytes(32);
     const newKey = randomBytes(32);
-    const h = harness(oldKey);
+    const h = await harness(oldKey);
     const token = await setupAdmin(h);
     await uploads(h, token, [1, 2, 3, 4, 5]);
     const ring = new Keyring(newKey, [oldKey]);
     let batches = 0;
-    const first = rotate(h.db, ring, { batchSize: 2, onProgress: () => batches++, shouldStop: () => batches >= 1 });
+    const first = await rotate(h.database, ring, { batchSize: 2, onProgress: () => batches++, shouldStop: () => batches >= 1 });
     expect(first).toMatchObject({ rewrapped: 2, interrupted: true });
-    const second = rotate(h.db, ring, { batchSize: 2 });
+    const second = await rotate(h.database, ring, { batchSize: 2 });
     expect(second).toMatchObject({ rewrapped: 3, interrupted: false, failed: [] });
     // Without the old key loaded, nothing can be rewrapped and the CLI says so.
-    const h2 = harness(oldKey);
+    const h2 = await harness(oldKey);
     const t2 = await setupAdmin(h2);
     await uploads(h2, t2, [1]);
     const r = sfs(h2, [newKey], ['key', 'rotate']);
@@ -123,7 +123,7 @@ describe('sfs key', () => {
 describe('sfs verify and gc', () => {
   it('reports ok, corrupt (with the chunk), missing and orphan files, and exits 1', async () => {
     const key = randomBytes(32);
-    const h = harness(key);
+    const h = await harness(key);
     const token = await setupAdmin(h);
     const [good, bad, gone] = await uploads(h, token, [3 * C, 3 * C, 100]);
     const p = h.store.pathOf(bad!.id);
@@ -152,7 +152,7 @@ describe('sfs verify and gc', () => {
 
   it('gc deletes old temp files and orphans, keeps young ones, reports missing rows, and --dry-run deletes nothing', async () => {
     const key = randomBytes(32);
-    const h = harness(key);
+    const h = await harness(key);
     const token = await setupAdmin(h);
     const [kept, lost] = await uploads(h, token, [10, 10]);
     fs.rmSync(h.store.pathOf(lost!.id));
@@ -184,7 +184,7 @@ describe('sfs verify and gc', () => {
 describe('sfs audit', () => {
   it('verify passes on an intact chain and names the first broken row; export writes JSON lines', async () => {
     const key = randomBytes(32);
-    const h = harness(key);
+    const h = await harness(key);
     const token = await setupAdmin(h);
     await uploads(h, token, [1, 2]);
     const ok = sfs(h, [key], ['audit', 'verify']);
@@ -204,7 +204,7 @@ describe('sfs audit', () => {
 describe('sfs backup and restore', () => {
   it('backup while serving, more changes, restore: the restored state equals the backup and every file verifies', async () => {
     const key = randomBytes(32);
-    const h = harness(key);
+    const h = await harness(key);
     const token = await setupAdmin(h);
     const before = await uploads(h, token, [0, 1000, 2 * C + 3]);
     const dir = path.join(h.dir, 'backup-1');
@@ -239,7 +239,7 @@ describe('sfs backup and restore', () => {
     expect(r.json().files).toBe(3);
     expect(fs.existsSync(r.json().previousDatabase)).toBe(true);
 
-    const h2 = harness(key, h);
+    const h2 = await harness(key, h);
     const ids = (h2.db.prepare('SELECT id FROM files ORDER BY id').all() as { id: string }[]).map((x) => x.id);
     expect(ids).toEqual(backedUpIds);
     expect(ids).not.toContain(later[0]!.id);
@@ -252,7 +252,7 @@ describe('sfs backup and restore', () => {
 
   it('a tampered backup is refused before anything is replaced', async () => {
     const key = randomBytes(32);
-    const h = harness(key);
+    const h = await harness(key);
     const token = await setupAdmin(h);
     const [f] = await uploads(h, token, [5000]);
     const dir = path.join(h.dir, 'backup-2');
@@ -274,7 +274,7 @@ describe('sfs backup and restore', () => {
 describe('sfs user', () => {
   it('list, disable and reset-password from the host', async () => {
     const key = randomBytes(32);
-    const h = harness(key);
+    const h = await harness(key);
     await setupAdmin(h);
     expect(sfs(h, [key], ['user', 'create', 'gina'], 'gina password 123\n').status).toBe(0);
     const list = sfs(h, [key], ['user', 'list', '--json']).json().users;
@@ -297,8 +297,8 @@ describe('sfs user', () => {
     expect(missing.stderr).toContain('no user named');
   });
 
-  it('every command has --help, and a bad option is a usage error', () => {
-    const h = harness(randomBytes(32));
+  it('every command has --help, and a bad option is a usage error', async () => {
+    const h = await harness(randomBytes(32));
     for (const cmd of [['key', 'status'], ['key', 'rotate'], ['verify'], ['gc'], ['audit', 'verify'], ['backup'], ['restore'], ['user', 'list']]) {
       const r = sfs(h, [randomBytes(32)], [...cmd, '--help']);
       expect(r.status, cmd.join(' ')).toBe(0);

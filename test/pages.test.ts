@@ -39,7 +39,7 @@ const rows = () => h.db.prepare('SELECT sid, sess, expired FROM sessions').all()
 
 describe('sessions', () => {
   it('sign-in sets an HttpOnly, SameSite=Lax cookie; the database keeps only a hash of the id', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const { r } = await signIn();
     expect(r.status).toBe(303);
@@ -59,7 +59,7 @@ describe('sessions', () => {
   });
 
   it('is Secure with a __Host- name when the request came over HTTPS through a trusted proxy', async () => {
-    h = makeHarness({ TRUST_PROXY: 'loopback' });
+    h = await makeHarness({ TRUST_PROXY: 'loopback' });
     await setupAdmin(h);
     const agent = supertest.agent(h.app);
     const page = await agent.get('/login').set('X-Forwarded-Proto', 'https');
@@ -78,14 +78,14 @@ describe('sessions', () => {
     expect(cookie).not.toMatch(/Domain=/);
     // Without the trusted proxy's word the same request is plain HTTP.
     h.cleanup();
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const plain = await supertest(h.app).get('/login').set('X-Forwarded-Proto', 'https');
     expect(String(plain.headers['set-cookie'])).not.toContain('__Host-');
   });
 
   it('signing in again issues a new session id and the old one stops working', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const { agent, r } = await signIn();
     const first = sessionCookie(r.headers['set-cookie'])!.split(';')[0]!;
@@ -102,7 +102,7 @@ describe('sessions', () => {
   });
 
   it('ends after the idle timeout and after the absolute timeout, whatever the activity', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const { agent } = await signIn();
     expect((await agent.get('/files')).status).toBe(200);
@@ -112,7 +112,7 @@ describe('sessions', () => {
 
     const fresh = await signIn();
     expect((await fresh.agent.get('/files')).status).toBe(200);
-    expect(h.app.services.sessions.sweep()).toBe(1);
+    expect(await h.app.services.sessions.sweep()).toBe(1);
     expect(rows()).toHaveLength(1);
     // Absolute: signed in longer ago than SESSION_MAX_AGE_SECONDS (24 h), even if active a second ago.
     // (Re-sealed with the app's key, as the server itself would write it: an unsealed edit is refused on its own.)
@@ -128,12 +128,12 @@ describe('sessions', () => {
   });
 
   it('a disabled user and a reset password end the sessions at once (from the API too)', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const admin = await setupAdmin(h);
     await makeUser(h, admin, 'bob');
     const bob = (await signIn('bob', 'bob password 123')).agent;
     expect((await bob.get('/files')).status).toBe(200);
-    const bobId = h.app.services.accounts.users.byUsername('bob')!.id;
+    const bobId = (await h.app.services.accounts.users.byUsername('bob'))!.id;
     const r = await h.request.patch(`/api/v1/users/${bobId}`).set('Authorization', `Bearer ${admin}`).send({ disabled: true });
     expect(r.status).toBe(200);
     expect((await bob.get('/files')).headers.location).toMatch(/^\/login/);
@@ -142,7 +142,7 @@ describe('sessions', () => {
   });
 
   it('the account page lists sessions and ends another one; a password change ends the rest and the API tokens', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const token = await setupAdmin(h);
     const laptop = (await signIn()).agent;
     const phone = (await signIn()).agent;
@@ -177,7 +177,7 @@ describe('sessions', () => {
   });
 
   it('the API ignores the session cookie', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const { agent } = await signIn();
     const r = await agent.get('/api/v1/me');
@@ -186,7 +186,7 @@ describe('sessions', () => {
   });
 
   it('follows ?next= only to local paths', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     for (const next of ['//evil.example/x', 'https://evil.example/', '/\\evil.example']) {
       const agent = supertest.agent(h.app);
@@ -199,7 +199,7 @@ describe('sessions', () => {
 
 describe('CSRF and page errors', () => {
   it('a state-changing POST without a valid token is refused with 403 and changes nothing', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const token = await setupAdmin(h);
     const { agent } = await signIn();
     const html = await agent.post('/tokens').type('form').set(HTML).send({ name: 'x', expires: '86400' });
@@ -218,7 +218,7 @@ describe('CSRF and page errors', () => {
   });
 
   it('an upload without the token in the URL or header is refused before anything is stored', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const { agent } = await signIn();
     const r = await agent.post('/upload').set('Accept', 'application/json').attach('file', Buffer.alloc(100_000, 1), 'a.bin');
@@ -229,7 +229,7 @@ describe('CSRF and page errors', () => {
   });
 
   it('page uploads go through the encrypting pipeline: the plaintext is never on disk', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const { agent } = await signIn();
     const _csrf = await csrfFrom(agent, '/');
@@ -252,7 +252,7 @@ describe('CSRF and page errors', () => {
   });
 
   it('413 and 404 are friendly pages for browsers and stay problem+json for scripts', async () => {
-    h = makeHarness({ MAX_FILE_SIZE: '1KiB' });
+    h = await makeHarness({ MAX_FILE_SIZE: '1KiB' });
     await setupAdmin(h);
     const { agent } = await signIn();
     const _csrf = await csrfFrom(agent, '/');
@@ -277,7 +277,7 @@ describe('CSRF and page errors', () => {
   });
 
   it('a 500 page shows a reference and no internals', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const { agent } = await signIn();
     const _csrf = await csrfFrom(agent, '/');
@@ -296,7 +296,7 @@ describe('CSRF and page errors', () => {
   });
 
   it('admin pages are for admins; setup closes once done', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const admin = await setupAdmin(h);
     await makeUser(h, admin, 'carol');
     const { agent } = await signIn('carol', 'carol password 123');
@@ -310,7 +310,7 @@ describe('CSRF and page errors', () => {
     // The admin disables carol from the users page: her open session ends at once.
     const adminAgent = (await signIn()).agent;
     const _csrf = await csrfFrom(adminAgent, '/admin/users');
-    const carolId = h.app.services.accounts.users.byUsername('carol')!.id;
+    const carolId = (await h.app.services.accounts.users.byUsername('carol'))!.id;
     const quota = await adminAgent.post(`/admin/users/${carolId}`).type('form').send({ _csrf, op: 'quota', quota: 'lots' });
     expect(quota.status).toBe(400);
     expect(quota.text).toContain('is not a size');
@@ -318,7 +318,7 @@ describe('CSRF and page errors', () => {
     expect(off.headers.location).toBe('/admin/users?msg=user-updated');
     expect((await agent.get('/files')).headers.location).toMatch(/^\/login/);
     // The last active admin cannot disable themselves.
-    const adminId = h.app.services.accounts.users.byUsername(ADMIN.username)!.id;
+    const adminId = (await h.app.services.accounts.users.byUsername(ADMIN.username))!.id;
     const self = await adminAgent.post(`/admin/users/${adminId}`).type('form').send({ _csrf, op: 'disable' });
     expect(self.status).toBe(400);
     expect(self.text).toContain('last active admin');

@@ -20,7 +20,7 @@ const FORGED = { 'X-Forwarded-For': '203.0.113.7', 'X-Forwarded-Proto': 'https',
 
 /** A fresh app (with `env`), its admin's auth header and one uploaded file. */
 async function init(env: Record<string, string> = {}) {
-  h = makeHarness({ LOGIN_RATE_LIMIT_PER_IP: '3', LOGIN_RATE_LIMIT: '100', ...env });
+  h = await makeHarness({ LOGIN_RATE_LIMIT_PER_IP: '3', LOGIN_RATE_LIMIT: '100', ...env });
   const token = await setupAdmin(h);
   const auth = { Authorization: `Bearer ${token}` };
   const up = await h.request.put('/api/v1/uploads/a.txt').set(auth).send('hello');

@@ -14,7 +14,7 @@ const state = () => ({
 
 describe('quotas', () => {
   it('an upload that would exceed the quota is stopped with 413 quota_exceeded and leaves nothing', async () => {
-    h = makeHarness({ USER_QUOTA_BYTES: '1MiB' });
+    h = await makeHarness({ USER_QUOTA_BYTES: '1MiB' });
     const t = await setupAdmin(h);
     const first = await h.request.post('/api/v1/files').set(bearer(t)).attach('file', pattern(600_000, 1), 'a.bin');
     expect(first.status).toBe(201);
@@ -35,7 +35,7 @@ describe('quotas', () => {
   });
 
   it('parallel uploads cannot together overshoot: bytes in flight count', async () => {
-    h = makeHarness({ USER_QUOTA_BYTES: '1MiB' });
+    h = await makeHarness({ USER_QUOTA_BYTES: '1MiB' });
     const t = await setupAdmin(h);
     const server = http.createServer(h.app);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -74,7 +74,7 @@ describe('quotas', () => {
   });
 
   it('an admin override per user wins over the default, and null restores the default', async () => {
-    h = makeHarness({ USER_QUOTA_BYTES: '100KiB' });
+    h = await makeHarness({ USER_QUOTA_BYTES: '100KiB' });
     const admin = await setupAdmin(h);
     const u = await makeUser(h, admin, 'frank');
     const frank = (await h.request.get('/api/v1/me').set(bearer(u))).body;
@@ -88,7 +88,7 @@ describe('quotas', () => {
   });
 
   it('unlimited by default', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const t = await setupAdmin(h);
     expect((await h.request.get('/api/v1/me').set(bearer(t))).body.quotaBytes).toBeNull();
   });

@@ -32,7 +32,7 @@ function openFdsUnder(dir: string): number {
 
 describe('review findings', () => {
   it('downloads aborted before the first read do not leak the ciphertext file descriptor', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const token = await setupAdmin(h);
     const up = await h.request.put('/api/v1/uploads/big.bin').set('Authorization', `Bearer ${token}`).send(pattern(3 * 1024 * 1024, 1));
     const { server, port } = await listen(h.app);
@@ -58,7 +58,7 @@ describe('review findings', () => {
   });
 
   it('a raw PUT labelled application/json stores the body as the file', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const token = await setupAdmin(h);
     const body = JSON.stringify({ big: 'x'.repeat(100_000) });
     const r = await h.request.put('/api/v1/uploads/data.json').set('Authorization', `Bearer ${token}`).set('Content-Type', 'application/json').send(body);
@@ -68,7 +68,7 @@ describe('review findings', () => {
   });
 
   it('a request refused before its body is read closes the connection instead of reading it all', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const { server, port } = await listen(h.app);
     try {

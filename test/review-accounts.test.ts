@@ -17,8 +17,8 @@ afterEach(() => {
   for (const x of harnesses.splice(0)) x.cleanup();
 });
 
-function harness(env: Record<string, string> = {}, masterKey?: Buffer): Harness {
-  const h = makeHarness(env, { masterKey });
+async function harness(env: Record<string, string> = {}, masterKey?: Buffer): Promise<Harness> {
+  const h = await makeHarness(env, { masterKey });
   harnesses.push(h);
   return h;
 }
@@ -71,7 +71,7 @@ function sfs(h: Harness, key: Buffer, args: string[], input?: string) {
 
 describe('item 4: every password check shares the login budgets', () => {
   it('wrong currentPassword on PATCH /me is limited; then even the right one is 429, and so is a login', async () => {
-    const h = harness({ LOGIN_RATE_LIMIT: '3' });
+    const h = await harness({ LOGIN_RATE_LIMIT: '3' });
     const token = await setupAdmin(h);
     for (let i = 0; i < 3; i++) {
       const r = await h.request.patch('/api/v1/me').set(bearer(token)).send({ currentPassword: `wrong guess ${i}`, newPassword: 'a brand new password' });
@@ -89,7 +89,7 @@ describe('item 4: every password check shares the login budgets', () => {
   });
 
   it('wrong sign-ins spend the budget of PATCH /me too', async () => {
-    const h = harness({ LOGIN_RATE_LIMIT: '3' });
+    const h = await harness({ LOGIN_RATE_LIMIT: '3' });
     const token = await setupAdmin(h);
     for (let i = 0; i < 3; i++) expect((await h.request.post('/api/v1/auth/tokens').send({ username: 'admin', password: `wrong guess ${i}` })).status).toBe(401);
     const r = await h.request.patch('/api/v1/me').set(bearer(token)).send({ currentPassword: ADMIN.password, newPassword: 'a brand new password' });
@@ -98,7 +98,7 @@ describe('item 4: every password check shares the login budgets', () => {
   });
 
   it('POST /account/password is limited the same way, and shares the budget with the sign-in page', async () => {
-    const h = harness({ LOGIN_RATE_LIMIT: '3' });
+    const h = await harness({ LOGIN_RATE_LIMIT: '3' });
     await setupAdmin(h);
     const { agent } = await pageLogin(h, ADMIN.username, ADMIN.password);
     const change = async (currentPassword: string) => {
@@ -113,7 +113,7 @@ describe('item 4: every password check shares the login budgets', () => {
   });
 
   it('a guesser cannot charge the password-change guesses to another name in the form', async () => {
-    const h = harness({ LOGIN_RATE_LIMIT: '2' });
+    const h = await harness({ LOGIN_RATE_LIMIT: '2' });
     await setupAdmin(h);
     const { agent } = await pageLogin(h, ADMIN.username, ADMIN.password);
     for (let i = 0; i < 2; i++) {
@@ -136,7 +136,7 @@ describe('item 5: one username normalisation for the lookup and every limiter ke
 
   it.each(Object.keys(surfaces) as (keyof typeof surfaces)[])('%s: every spelling signs in and all of them share one budget', async (surface) => {
     const attempt = surfaces[surface];
-    const h = harness({ LOGIN_RATE_LIMIT: String(variants.length) });
+    const h = await harness({ LOGIN_RATE_LIMIT: String(variants.length) });
     await setupAdmin(h);
     for (const v of variants) expect(await attempt(h, v, ADMIN.password), JSON.stringify(v)).toBe(surface === 'api' ? 201 : 303);
     for (const v of variants) expect(await attempt(h, v, 'not the password'), JSON.stringify(v)).toBe(401);
@@ -147,7 +147,7 @@ describe('item 5: one username normalisation for the lookup and every limiter ke
 
 describe('item 6: disabled owners, admin control of links, departing users', () => {
   it('a disabled owner\'s link is the same 404 as a missing link at once, and stays so after re-enabling', async () => {
-    const h = harness();
+    const h = await harness();
     const admin = await setupAdmin(h);
     const bob = await makeUser(h, admin, 'bob');
     const link = await share(h, bob, await upload(h, bob, 'b.txt', Buffer.from('bob data')));
@@ -181,7 +181,7 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
   });
 
   it('admins list and revoke any user\'s links through the API; others cannot', async () => {
-    const h = harness();
+    const h = await harness();
     const admin = await setupAdmin(h);
     const bob = await makeUser(h, admin, 'bob');
     const carol = await makeUser(h, admin, 'carol');
@@ -215,7 +215,7 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
   });
 
   it('the admin user page lists a user\'s links, revokes one, and deletes the user with a transfer', async () => {
-    const h = harness();
+    const h = await harness();
     const admin = await setupAdmin(h);
     const bob = await makeUser(h, admin, 'bob');
     await makeUser(h, admin, 'alice');
@@ -248,7 +248,7 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
 
   it('sfs share list / revoke --user, through the built CLI, audited', async () => {
     const key = randomBytes(32);
-    const h = harness({}, key);
+    const h = await harness({}, key);
     const admin = await setupAdmin(h);
     const bob = await makeUser(h, admin, 'bob');
     const file = await upload(h, bob, 'b.txt', Buffer.from('bob data'));
@@ -278,7 +278,7 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
 
   it('sfs user delete --transfer-to: the receiver has the files, byte-exact; links revoked; audited', async () => {
     const key = randomBytes(32);
-    const h = harness({}, key);
+    const h = await harness({}, key);
     const admin = await setupAdmin(h);
     const bob = await makeUser(h, admin, 'bob');
     const alice = await makeUser(h, admin, 'alice');
@@ -309,7 +309,7 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
 
   it('sfs user delete --delete-files: rows and blobs gone, audited; one of the two options is required', async () => {
     const key = randomBytes(32);
-    const h = harness({}, key);
+    const h = await harness({}, key);
     const admin = await setupAdmin(h);
     const bob = await makeUser(h, admin, 'bob');
     const ids = [await upload(h, bob, 'a.bin', pattern(70_000, 2)), await upload(h, bob, 'b.bin', pattern(10, 4))];
@@ -334,7 +334,7 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
 
 describe('item 7: disabling revokes tokens for good', () => {
   it('a token of a disabled user stays dead after the user is enabled again', async () => {
-    const h = harness();
+    const h = await harness();
     const admin = await setupAdmin(h);
     const bob = await makeUser(h, admin, 'bob');
     const bobId = userId(h, 'bob');
@@ -350,7 +350,7 @@ describe('item 7: disabling revokes tokens for good', () => {
 
 describe('item 8: an admin password reset is visible to the user and audited', () => {
   it('the user is told at sign-in, on /account and in /me, until they choose their own password', async () => {
-    const h = harness();
+    const h = await harness();
     const admin = await setupAdmin(h);
     await makeUser(h, admin, 'bob');
     const bobId = userId(h, 'bob');
@@ -383,7 +383,7 @@ describe('item 8: an admin password reset is visible to the user and audited', (
 
 describe('item 18: disabled accounts and CLI exit codes', () => {
   it('a disabled account is named only after its correct password (API and page)', async () => {
-    const h = harness();
+    const h = await harness();
     const admin = await setupAdmin(h);
     await makeUser(h, admin, 'bob');
     expect((await h.request.patch(`/api/v1/users/${userId(h, 'bob')}`).set(bearer(admin)).send({ disabled: true })).status).toBe(200);
@@ -418,7 +418,7 @@ describe('item 18: disabled accounts and CLI exit codes', () => {
   ];
   it.each(cases)('%s', async (_name, args, input, code) => {
     const key = randomBytes(32);
-    const h = harness({}, key);
+    const h = await harness({}, key);
     await setupAdmin(h);
     const r = sfs(h, key, args, input);
     expect(r.status, r.stderr).toBe(code);

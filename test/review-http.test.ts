@@ -52,7 +52,7 @@ async function csrfFrom(agent: Agent, path: string): Promise<string> {
 
 /** An admin, their API auth header, one uploaded file and a password-less share link to it. */
 async function withFileAndLink(env: Record<string, string> = {}) {
-  h = makeHarness(env);
+  h = await makeHarness(env);
   const token = await setupAdmin(h);
   const auth = { Authorization: `Bearer ${token}` };
   const content = pattern(1000, 3);
@@ -213,7 +213,7 @@ describe('3. small request bodies have a total deadline; file uploads do not', (
   const DEADLINE_MS = 1000;
 
   async function start() {
-    h = makeHarness({ SMALL_BODY_TIMEOUT_SECONDS: String(DEADLINE_MS / 1000) });
+    h = await makeHarness({ SMALL_BODY_TIMEOUT_SECONDS: String(DEADLINE_MS / 1000) });
     const token = await setupAdmin(h);
     served = await serve(h.app);
     return { token, port: served.port };
@@ -319,7 +319,7 @@ describe('9. with TRUST_PROXY set, only a valid IP address in X-Forwarded-For be
     (h.db.prepare('SELECT ip FROM audit_events WHERE action = ? ORDER BY seq DESC LIMIT 1').get(action) as { ip: string | null } | undefined)?.ip ?? null;
 
   it.each(['loopback', 'true', '1'])('TRUST_PROXY=%s: malformed values are recorded as the socket address, logged without their content', async (trust) => {
-    h = makeHarness({ TRUST_PROXY: trust, LOGIN_RATE_LIMIT_PER_IP: '100', LOGIN_RATE_LIMIT: '100' });
+    h = await makeHarness({ TRUST_PROXY: trust, LOGIN_RATE_LIMIT_PER_IP: '100', LOGIN_RATE_LIMIT: '100' });
     await setupAdmin(h);
     for (const xff of MALFORMED) {
       const before = h.logLines.length;
@@ -341,7 +341,7 @@ describe('9. with TRUST_PROXY set, only a valid IP address in X-Forwarded-For be
   });
 
   it('malformed values share the socket address rate-limit budget instead of each getting a fresh one', async () => {
-    h = makeHarness({ TRUST_PROXY: 'loopback', LOGIN_RATE_LIMIT_PER_IP: '3', LOGIN_RATE_LIMIT: '100' });
+    h = await makeHarness({ TRUST_PROXY: 'loopback', LOGIN_RATE_LIMIT_PER_IP: '3', LOGIN_RATE_LIMIT: '100' });
     await setupAdmin(h);
     const statuses: number[] = [];
     for (const [i, xff] of MALFORMED.slice(0, 5).entries()) {
@@ -355,7 +355,7 @@ describe('9. with TRUST_PROXY set, only a valid IP address in X-Forwarded-For be
   });
 
   it('the page login records the socket address for a malformed header too', async () => {
-    h = makeHarness({ TRUST_PROXY: 'loopback' });
+    h = await makeHarness({ TRUST_PROXY: 'loopback' });
     await setupAdmin(h);
     const agent = supertest.agent(h.app);
     const _csrf = await csrfFrom(agent, '/login');
@@ -397,7 +397,7 @@ describe('14. PUT with Content-Range is refused: no partial PUT', () => {
 
 describe('18. favicon, routes outside /api/v1 in the OpenAPI document, sha256 field order', () => {
   it('/favicon.ico answers with the icon, and every page links it', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const ico = await h.request.get('/favicon.ico');
     expect(ico.status).toBe(200);
     expect(ico.headers['content-type']).toMatch(/^image\/svg\+xml/);
@@ -411,7 +411,7 @@ describe('18. favicon, routes outside /api/v1 in the OpenAPI document, sha256 fi
   });
 
   it('the document lists GET/HEAD /s/{token}/content, /healthz and /readyz', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const doc = (await h.request.get('/api/v1/openapi.json')).body;
     expect(Object.keys(doc.paths['/s/{token}/content']).sort()).toEqual(['get', 'head']);
     expect(doc.paths['/s/{token}/content'].get.parameters.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(['token', 'Range', 'If-Range']));
@@ -448,7 +448,7 @@ describe('18. favicon, routes outside /api/v1 in the OpenAPI document, sha256 fi
   });
 
   it('API multipart: a sha256 field after its file part is 400 checksum_field_order and stores nothing', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     const token = await setupAdmin(h);
     const auth = { Authorization: `Bearer ${token}` };
     const one = Buffer.from('first file');
@@ -473,7 +473,7 @@ describe('18. favicon, routes outside /api/v1 in the OpenAPI document, sha256 fi
   });
 
   it('page upload: a sha256 field after its file part is refused the same way', async () => {
-    h = makeHarness();
+    h = await makeHarness();
     await setupAdmin(h);
     const agent = await signIn();
     const _csrf = await csrfFrom(agent, '/');

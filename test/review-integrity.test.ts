@@ -61,7 +61,7 @@ async function pageSignIn(target: Harness, username: string, password: string): 
 const sidOf = (cookie: string) => decodeURIComponent(cookie.split('=')[1]!).slice(2).split('.')[0]!;
 
 async function world() {
-  h = makeHarness();
+  h = await makeHarness();
   const adminToken = await setupAdmin(h);
   const bobToken = await makeUser(h, adminToken, 'bob');
   const adminId = (await h.request.get('/api/v1/me').set('Authorization', `Bearer ${adminToken}`)).body.id as string;
@@ -343,7 +343,7 @@ describe('a database writer without the master key', () => {
     const w = await world();
     await f.run(w);
     // Nothing the attacker did made the admin's file readable by anyone but the admin, or broke the audit chain.
-    expect(verifyAuditChain(w.h.db, w.h.keyring).ok).toBe(true);
+    expect((await verifyAuditChain(w.h.database.kysely, w.h.keyring)).ok).toBe(true);
   });
 
   it('the unforged world works (control: every check above can pass)', async () => {
@@ -360,8 +360,8 @@ describe('a database writer without the master key', () => {
 describe('wrap version 2 binds the owner', () => {
   it('an old (version 1) row keeps working; key rotate upgrades it; then moving it fails', async () => {
     const w = await world();
-    const files = new FilesRepo(w.h.db);
-    const row = files.byId(w.adminFile)!;
+    const files = new FilesRepo(w.h.database.kysely);
+    const row = (await files.byId(w.adminFile))!;
     expect(row.wrapVersion).toBe(CURRENT_WRAP_VERSION);
     // Make the row what the first release wrote: version 1 associated data (no owner).
     const key = w.h.keyring.get(row.keyId)!;
@@ -371,9 +371,9 @@ describe('wrap version 2 binds the owner', () => {
     expect(v1.status).toBe(200);
     expect((v1.body as Buffer).equals(w.secret)).toBe(true);
 
-    const result = rotate(w.h.db, w.h.keyring);
+    const result = await rotate(w.h.database, w.h.keyring);
     expect(result).toMatchObject({ rewrapped: 1, failed: [] });
-    expect(files.byId(w.adminFile)!.wrapVersion).toBe(2);
+    expect((await files.byId(w.adminFile))!.wrapVersion).toBe(2);
     const v2 = await api(w, w.adminToken, `/files/${w.adminFile}/content`).buffer(true).parse(binaryParser);
     expect((v2.body as Buffer).equals(w.secret)).toBe(true);
 
@@ -387,10 +387,10 @@ describe('wrap version 2 binds the owner', () => {
   it('transferOwnership rewraps for the new owner in one compare-and-swap', async () => {
     const w = await world();
     const vault = w.h.app.services.vault;
-    expect(vault.transferOwnership(w.adminFile, w.bobId, w.adminId)).toBe(false); // not bob's
-    expect(vault.transferOwnership(w.adminFile, w.adminId, w.bobId)).toBe(true);
-    expect(vault.transferOwnership(w.adminFile, w.adminId, w.bobId)).toBe(false); // already moved
-    const row = new FilesRepo(w.h.db).byId(w.adminFile)!;
+    expect(await vault.transferOwnership(w.adminFile, w.bobId, w.adminId)).toBe(false); // not bob's
+    expect(await vault.transferOwnership(w.adminFile, w.adminId, w.bobId)).toBe(true);
+    expect(await vault.transferOwnership(w.adminFile, w.adminId, w.bobId)).toBe(false); // already moved
+    const row = (await new FilesRepo(w.h.database.kysely).byId(w.adminFile))!;
     expect(row).toMatchObject({ ownerId: w.bobId, wrapVersion: 2, keyId: w.h.keyring.active.id });
     const bobGets = await api(w, w.bobToken, `/files/${w.adminFile}/content`).buffer(true).parse(binaryParser);
     expect(bobGets.status).toBe(200);
@@ -398,15 +398,18 @@ describe('wrap version 2 binds the owner', () => {
     expect((await api(w, w.adminToken, `/files/${w.adminFile}/content`)).status).toBe(404);
     // Quota follows the file: bob's usage is what the database holds for him.
     const bobBytes = (w.h.db.prepare('SELECT sum(size) AS n FROM files WHERE owner_id = ?').get(w.bobId) as { n: number }).n;
-    expect(vault.quota.usageOf(w.bobId)).toBe(bobBytes);
+    expect(await vault.quota.usageOf(w.bobId)).toBe(bobBytes);
     expect(bobBytes).toBe(w.secret.length + 'bob own file'.length);
   });
 });
 
 /** Turns a database this version wrote back into what the first release stored (it stored plain SHA-256 and no MACs). */
-function downgradeToFirstRelease(target: Harness, known: { tokens: string[]; shareTokens: string[]; sessionIds: string[] }): void {
+async function downgradeToFirstRelease(target: Harness, known: { tokens: string[]; shareTokens: string[]; sessionIds: string[] }): Promise<void> {
   const db = target.db;
-  const files = new FilesRepo(db);
+  const files = new FilesRepo(target.database.kysely);
+  // Read through the (asynchronous) repository first; the rewrite below is one synchronous transaction.
+  const fileRows: NonNullable<Awaited<ReturnType<FilesRepo['byId']>>>[] = [];
+  for (const id of await files.allIds()) fileRows.push((await files.byId(id))!);
   db.transaction(() => {
     for (const t of known.tokens) db.prepare('UPDATE api_tokens SET token_hash = ? WHERE token_hash = ?').run(sha256(t), target.app.services.accounts.integrity.lookup(t));
     for (const t of known.shareTokens) db.prepare('UPDATE shares SET token_hash = ? WHERE token_hash = ?').run(sha256(t), target.app.services.accounts.integrity.lookup(t));
@@ -416,8 +419,8 @@ function downgradeToFirstRelease(target: Harness, known: { tokens: string[]; sha
       const { seal: _seal, ...sess } = JSON.parse(row.sess);
       db.prepare('UPDATE sessions SET sid = ?, sess = ? WHERE sid = ?').run(sha256(s).toString('hex'), JSON.stringify(sess), key);
     }
-    for (const id of files.allIds()) {
-      const row = files.byId(id)!;
+    for (const row of fileRows) {
+      const id = row.id;
       const key = target.keyring.get(row.keyId)!;
       const dek = unwrapDek(key, row.wrappedDek, bindingOf(row));
       db.prepare('UPDATE files SET wrapped_dek = ? WHERE id = ?').run(wrapDek(key, dek, { ...bindingOf(row), wrapVersion: 1 }, randomBytes(12)), id);
@@ -446,7 +449,7 @@ function downgradeToFirstRelease(target: Harness, known: { tokens: string[]; sha
 describe('the one-off start-up upgrade', () => {
   it('re-keys SHA-256 rows of the first release so existing tokens, links and sessions keep working, once', async () => {
     const masterKey = randomBytes(32);
-    h = makeHarness({}, { masterKey });
+    h = await makeHarness({}, { masterKey });
     const adminToken = await setupAdmin(h);
     await makeUser(h, adminToken, 'bob');
     const bobToken = await tokenFor(h, 'bob', BOB_PASSWORD);
@@ -458,7 +461,7 @@ describe('the one-off start-up upgrade', () => {
     // The first release signed the cookie with a key derived from the master key (express-session's s:<id>.<HMAC>).
     const legacySecret = h.keyring.derive('sfs/v1 session cookie').toString('base64');
     const legacyCookie = `sfs-session=${encodeURIComponent(`s:${sid}.${createHmac('sha256', legacySecret).update(sid).digest('base64').replace(/=+$/, '')}`)}`;
-    downgradeToFirstRelease(h, { tokens: [adminToken, bobToken], shareTokens: [share.body.token], sessionIds: [sid] });
+    await downgradeToFirstRelease(h, { tokens: [adminToken, bobToken], shareTokens: [share.body.token], sessionIds: [sid] });
 
     // Check the downgrade really is the old layout: the stored value is the plain SHA-256.
     const old = new Database(h.config.dbFile);
@@ -468,7 +471,7 @@ describe('the one-off start-up upgrade', () => {
 
     const dir = h.dir;
     for (let start = 1; start <= 2; start++) {
-      const next = makeHarness({}, { masterKey, dir });
+      const next = await makeHarness({}, { masterKey, dir });
       extra.push(next);
       expect((await next.request.get('/api/v1/me').set('Authorization', `Bearer ${adminToken}`)).status).toBe(200);
       expect((await next.request.get('/api/v1/me').set('Authorization', `Bearer ${bobToken}`)).status).toBe(200);
@@ -484,7 +487,7 @@ describe('the one-off start-up upgrade', () => {
       expect(next.db.prepare('SELECT DISTINCT wrap_version AS v FROM files').all()).toEqual([{ v: 2 }]);
       // Exactly one upgrade, however many starts.
       expect(next.db.prepare("SELECT count(*) AS n FROM audit_events WHERE action = 'integrity.upgrade'").get()).toEqual({ n: 1 });
-      expect(verifyAuditChain(next.db, next.keyring).ok).toBe(true);
+      expect((await verifyAuditChain(next.database.kysely, next.keyring)).ok).toBe(true);
       next.db.close();
     }
     // The first harness owns the directory and removes it.
@@ -496,7 +499,7 @@ describe('key rotation carries the integrity root along', () => {
   it('after rotate (and with only the new key) old tokens, sessions and links work and MACs verify', async () => {
     const oldKey = randomBytes(32);
     const newKey = randomBytes(32);
-    h = makeHarness({}, { masterKey: oldKey });
+    h = await makeHarness({}, { masterKey: oldKey });
     const adminToken = await setupAdmin(h);
     await makeUser(h, adminToken, 'bob');
     const bobToken = await tokenFor(h, 'bob', BOB_PASSWORD);
@@ -504,10 +507,10 @@ describe('key rotation carries the integrity root along', () => {
     const up = await h.request.put('/api/v1/uploads/r.bin').set('Authorization', `Bearer ${bobToken}`).send(content);
     const share = await h.request.post(`/api/v1/files/${up.body.file.id}/shares`).set('Authorization', `Bearer ${bobToken}`).send({});
     const page = await pageSignIn(h, 'bob', BOB_PASSWORD);
-    const result = rotate(h.db, new Keyring(newKey, [oldKey]));
+    const result = await rotate(h.database, new Keyring(newKey, [oldKey]));
     expect(result).toMatchObject({ rewrapped: 1, failed: [], secrets: 2 });
     h.db.close();
-    const next = makeHarness({}, { masterKey: newKey, dir: h.dir });
+    const next = await makeHarness({}, { masterKey: newKey, dir: h.dir });
     extra.push(next);
     expect((await next.request.get('/api/v1/me').set('Authorization', `Bearer ${bobToken}`)).status).toBe(200);
     expect((await next.request.get('/api/v1/users').set('Authorization', `Bearer ${adminToken}`)).status).toBe(200);
@@ -517,7 +520,7 @@ describe('key rotation carries the integrity root along', () => {
     expect((await next.request.post('/api/v1/auth/tokens').send({ username: 'bob', password: BOB_PASSWORD, name: 'x' })).status).toBe(201);
     expect(next.db.prepare("SELECT count(*) AS n FROM audit_events WHERE action LIKE 'integrity.%'").get()).toEqual({ n: 0 });
     const accounts = next.app.services.accounts;
-    expect(accounts.users.list().every((u) => accounts.users.intact(u))).toBe(true);
+    expect((await accounts.users.list()).every((u) => accounts.users.intact(u))).toBe(true);
     next.db.close();
     h.contractViolations.push(...next.contractViolations);
   });

@@ -36,8 +36,8 @@ function dir(): string {
   dirs.push(d);
   return d;
 }
-function harness(key: Buffer, reuse?: Harness): Harness {
-  const h = makeHarness({}, { masterKey: key, dir: reuse?.dir });
+async function harness(key: Buffer, reuse?: Harness): Promise<Harness> {
+  const h = await makeHarness({}, { masterKey: key, dir: reuse?.dir });
   harnesses.push(h);
   return h;
 }
@@ -300,12 +300,12 @@ describe('item 12b: files wrapped under a key the server does not hold are not "
     const token = await childAdminToken(c);
     const id = await childUpload(c, token, Buffer.from('x'));
     // A row pointing at a key id the database has a check value for, but not the one of the key in the key file.
-    const db = openDatabase(path.join(d, 'data', 'sfs.db'));
+    const db = await openDatabase(path.join(d, 'data', 'sfs.db'));
     const otherKey = randomBytes(32);
     const other = new Keyring(otherKey).active;
-    db.prepare('INSERT INTO master_keys (key_id, check_value, created_at) VALUES (?, ?, 0)').run(other.id, randomBytes(32));
-    db.prepare('UPDATE files SET key_id = ? WHERE id = ?').run(other.id, id);
-    db.close();
+    db.raw!.prepare('INSERT INTO master_keys (key_id, check_value, created_at) VALUES (?, ?, 0)').run(other.id, randomBytes(32));
+    db.raw!.prepare('UPDATE files SET key_id = ? WHERE id = ?').run(other.id, id);
+    await db.close();
     writeKeyFile(keyFile, [oldKey, otherKey]);
     const r = await request(c.port, 'GET', `/api/v1/files/${id}/content`, token);
     expect(r.status).toBe(503);
@@ -315,10 +315,10 @@ describe('item 12b: files wrapped under a key the server does not hold are not "
 
   it('through the app: the status is declared in the API table and the body is problem+json key_unavailable', async () => {
     const oldKey = randomBytes(32);
-    const h = harness(oldKey);
+    const h = await harness(oldKey);
     const token = await setupAdmin(h);
     const up = await h.request.put('/api/v1/uploads/a.bin').set('Authorization', `Bearer ${token}`).send(pattern(100, 2));
-    rotate(h.db, new Keyring(randomBytes(32), [oldKey]));
+    await rotate(h.database, new Keyring(randomBytes(32), [oldKey]));
     const r = await h.request.get(`/api/v1/files/${up.body.file.id}/content`).set('Authorization', `Bearer ${token}`);
     expect(r.status).toBe(503);
     expect(r.body).toMatchObject({ code: 'key_unavailable', status: 503 });
@@ -330,7 +330,7 @@ describe('item 12c: rotation checkpoints the WAL', () => {
   it('after "sfs key rotate" the -wal file is empty and neither it nor the database holds an old wrapped DEK', async () => {
     const oldKey = randomBytes(32);
     const newKey = randomBytes(32);
-    const h = harness(oldKey);
+    const h = await harness(oldKey);
     const token = await setupAdmin(h);
     for (let i = 0; i < 5; i++) await h.request.put(`/api/v1/uploads/f${i}.bin`).set('Authorization', `Bearer ${token}`).send(pattern(100 + i, i));
     const old = (h.db.prepare('SELECT wrapped_dek FROM files').all() as { wrapped_dek: Buffer }[]).map((r) => r.wrapped_dek);
@@ -383,7 +383,7 @@ describe('item 12d: sfs key rotate --reencrypt', () => {
   it('every file gets a fresh DEK and entirely new ciphertext; downloads byte-exact; the old wrapped DEK no longer opens it; verify passes', async () => {
     const oldKey = randomBytes(32);
     const newKey = randomBytes(32);
-    const h = harness(oldKey);
+    const h = await harness(oldKey);
     const { token, files } = await filesIn(h, [0, 10, C, C + 5, 3 * C + 1]);
     const before = files.map((f) => ({ blob: fs.readFileSync(h.store.pathOf(f.id)), row: rowOf(h, f.id) }));
     const r = sfsKeys(h, [newKey, oldKey], ['key', 'rotate', '--reencrypt', '--json']);
@@ -407,7 +407,7 @@ describe('item 12d: sfs key rotate --reencrypt', () => {
     expect(fs.existsSync(path.join(h.config.dataDir, 'reencrypt-progress'))).toBe(false);
     expect(sfsKeys(h, [newKey], ['verify']).status).toBe(0);
     h.db.close();
-    const h2 = harness(newKey, h);
+    const h2 = await harness(newKey, h);
     for (const f of files) {
       const got = await h2.request.get(`/api/v1/files/${f.id}/content`).set('Authorization', `Bearer ${token}`).buffer(true).parse(binaryParser);
       expect(got.status).toBe(200);
@@ -419,7 +419,7 @@ describe('item 12d: sfs key rotate --reencrypt', () => {
   it('an interrupted run leaves every file readable; a rerun skips what was done and completes', async () => {
     const oldKey = randomBytes(32);
     const newKey = randomBytes(32);
-    const h = harness(oldKey);
+    const h = await harness(oldKey);
     const { token, files } = await filesIn(h, [1, 2, C + 3, 4, 5]);
     const first = sfsKeys(h, [newKey, oldKey], ['key', 'rotate', '--reencrypt', '--max-files', '2', '--json']);
     expect(first.status).toBe(1);
@@ -428,7 +428,7 @@ describe('item 12d: sfs key rotate --reencrypt', () => {
     const mid = files.map((f) => fs.readFileSync(h.store.pathOf(f.id)));
     // Every file still opens (an app holding both keys, as a server would after the key file changed).
     h.db.close();
-    const hb = harness(newKey, h);
+    const hb = await harness(newKey, h);
     hb.keyring.setLoader((id) => (id === new Keyring(oldKey).active.id ? Buffer.from(oldKey) : undefined));
     for (const f of files) {
       const got = await hb.request.get(`/api/v1/files/${f.id}/content`).set('Authorization', `Bearer ${token}`).buffer(true).parse(binaryParser);
@@ -450,7 +450,7 @@ describe('item 12d: sfs key rotate --reencrypt', () => {
   ])('a rerun repairs a file %s', async (_name, state) => {
     const oldKey = randomBytes(32);
     const newKey = randomBytes(32);
-    const h = harness(oldKey);
+    const h = await harness(oldKey);
     const { files } = await filesIn(h, [C + 9, 7]);
     const victim = files[0]!;
     const final = h.store.pathOf(victim.id);
@@ -470,10 +470,10 @@ describe('item 12d: sfs key rotate --reencrypt', () => {
   it('a download that read the row just before the swap still gets the file (not integrity_error)', async () => {
     const oldKey = randomBytes(32);
     const newKey = randomBytes(32);
-    const h = harness(oldKey);
+    const h = await harness(oldKey);
     const { files } = await filesIn(h, [2 * C + 1]);
     const vault = h.app.services.vault;
-    const stale = vault.files.byId(files[0]!.id)!;
+    const stale = (await vault.files.byId(files[0]!.id))!;
     h.keyring.setLoader((id) => (id === new Keyring(newKey).active.id ? Buffer.from(newKey) : undefined));
     const r = sfsKeys(h, [newKey, oldKey], ['key', 'rotate', '--reencrypt', '--json']);
     expect(r.status, r.stderr).toBe(0);

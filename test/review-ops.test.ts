@@ -38,7 +38,7 @@ function dbSum(h: Harness, userId: string): number {
 describe('13: quota usage is the database sum plus bytes in flight, also after a restart', () => {
   it('the first upload after a restart counts once; a quota set afterwards lets the user upload up to it; parallel uploads do not overshoot', async () => {
     const key = randomBytes(32);
-    const first = makeHarness({}, { masterKey: key });
+    const first = await makeHarness({}, { masterKey: key });
     const admin = await setupAdmin(first);
     const user = await makeUser(first, admin, 'gus');
     expect((await first.request.put('/api/v1/uploads/a.bin').set(bearer(user)).send(pattern(300_000, 1))).status).toBe(201);
@@ -47,7 +47,7 @@ describe('13: quota usage is the database sum plus bytes in flight, also after a
     expect(first.contractViolations).toEqual([]);
 
     // A restart: a new app on the same data directory, nothing cached.
-    const h = makeHarness({}, { masterKey: key, dir: first.dir });
+    const h = await makeHarness({}, { masterKey: key, dir: first.dir });
     harnesses.push(h);
     // The upload comes first: nothing has asked for this user's usage since the restart.
     const up = await h.request.put('/api/v1/uploads/b.bin').set(bearer(user)).send(pattern(100_000, 2));
@@ -93,7 +93,7 @@ describe('13: quota usage is the database sum plus bytes in flight, also after a
   });
 
   it('rows written by another connection (e.g. the CLI) are counted at once', async () => {
-    const h = makeHarness({ USER_QUOTA_BYTES: '500000' });
+    const h = await makeHarness({ USER_QUOTA_BYTES: '500000' });
     harnesses.push(h);
     const t = await setupAdmin(h);
     const me = (await h.request.get('/api/v1/me').set(bearer(t))).body;
@@ -168,7 +168,7 @@ describe('16: sfs output is safe to redirect, and dist/ is rebuilt only when sta
 
   it('`npm run -s sfs -- audit export` is JSON lines; `npx sfs … --json` runs the package bin and prints only JSON', async () => {
     const key = randomBytes(32);
-    const h = makeHarness({}, { masterKey: key });
+    const h = await makeHarness({}, { masterKey: key });
     harnesses.push(h);
     const t = await setupAdmin(h);
     expect((await h.request.put('/api/v1/uploads/a.txt').set(bearer(t)).send('hello')).status).toBe(201);
@@ -262,7 +262,7 @@ describe('16: sfs output is safe to redirect, and dist/ is rebuilt only when sta
 describe('18: the README backup and restore procedure, as written, leaves nothing git would pick up', () => {
   it('npm run sfs -- backup while serving, restore stopped; the moved-aside state is ignored by .gitignore', async () => {
     const key = randomBytes(32);
-    const h = makeHarness({}, { masterKey: key });
+    const h = await makeHarness({}, { masterKey: key });
     harnesses.push(h);
     // The harness directory stands for a clone: data/ and uploads/ in it, our .gitignore.
     fs.copyFileSync(path.join(ROOT, '.gitignore'), path.join(h.dir, '.gitignore'));
@@ -299,7 +299,7 @@ describe('18: the README backup and restore procedure, as written, leaves nothin
     expect(git('status', '--porcelain', '--untracked-files=all').stdout.trim()).toBe('?? .gitignore');
 
     // The restored state is the backup's: the later file is gone, the kept one reads back.
-    const h2 = makeHarness({}, { masterKey: key, dir: h.dir });
+    const h2 = await makeHarness({}, { masterKey: key, dir: h.dir });
     harnesses.push(h2);
     const files = (await h2.request.get('/api/v1/files').set(bearer(t))).body.files as { id: string; name: string }[];
     expect(files.map((f) => f.name)).toEqual(['kept.bin']);

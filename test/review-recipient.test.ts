@@ -23,7 +23,7 @@ afterEach(() => {
 const auth = () => ({ Authorization: `Bearer ${token}` });
 
 async function init(env: Record<string, string> = {}) {
-  h = makeHarness(env);
+  h = await makeHarness(env);
   token = await setupAdmin(h);
 }
 

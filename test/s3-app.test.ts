@@ -27,7 +27,7 @@ describe.runIf(S3_OK)('the application on S3 storage', () => {
   beforeAll(async () => {
     client = testS3Client();
     bucket = await freshBucket(client);
-    h = makeHarness(s3Env(bucket.name, { S3_PREFIX: 'tenant-a' }));
+    h = await makeHarness(s3Env(bucket.name, { S3_PREFIX: 'tenant-a' }));
     token = await setupAdmin(h);
   });
   afterAll(async () => {
@@ -236,7 +236,7 @@ describe.runIf(S3_OK)('the command line on S3 storage', () => {
   beforeAll(async () => {
     client = testS3Client();
     bucket = await freshBucket(client);
-    h = makeHarness(s3Env(bucket.name), { masterKey: key });
+    h = await makeHarness(s3Env(bucket.name), { masterKey: key });
     token = await setupAdmin(h);
   });
   afterAll(async () => {

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 describe('secrets stay secret', () => {
   it('nothing secret in logs, error bodies or audit rows after a full session', async () => {
     const masterKey = randomBytes(32);
-    const h = makeHarness({ LOG_LEVEL: 'trace', LOGIN_RATE_LIMIT: '3' }, { masterKey });
+    const h = await makeHarness({ LOG_LEVEL: 'trace', LOGIN_RATE_LIMIT: '3' }, { masterKey });
     const bodies: string[] = [];
     const keep = <T extends { text?: string; body?: unknown }>(r: T): T => {
       bodies.push(typeof r.text === 'string' ? r.text : JSON.stringify(r.body ?? ''));

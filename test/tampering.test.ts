@@ -17,7 +17,7 @@ let served: Awaited<ReturnType<typeof serve>>;
 let port: number;
 
 beforeAll(async () => {
-  h = makeHarness();
+  h = await makeHarness();
   token = await setupAdmin(h);
   served = await serve(h.app);
   port = served.port;

@@ -74,7 +74,7 @@ async function signIn(p: Page, username: string, password: string): Promise<void
 describe.runIf(browserAvailable('web UI browser suite'))('owner and recipient in Chromium', () => {
   beforeAll(async () => {
     fs.mkdirSync(SHOTS, { recursive: true });
-    h = makeHarness({ LOG_LEVEL: 'warn' });
+    h = await makeHarness({ LOG_LEVEL: 'warn' });
     // Counts upload requests the server is still handling, so a test can wait for them.
     server = await serve((req, res) => {
       if (req.url?.startsWith('/upload')) {
@@ -290,14 +290,14 @@ describe.runIf(browserAvailable('web UI browser suite'))('owner and recipient in
   });
 
   it('a POST without the CSRF token is refused with 403 and changes nothing', async () => {
-    const before = h.app.services.accounts.tokens.listForUser(h.app.services.accounts.users.byUsername(ADMIN.username)!.id).length;
+    const before = (await h.app.services.accounts.tokens.listForUser((await h.app.services.accounts.users.byUsername(ADMIN.username))!.id)).length;
     // The browser's own cookies (session and CSRF cookie) go along; only the token is missing.
     const res = await page.request.post(`${base}/tokens`, { form: { name: 'sneaky', expires: '86400' }, headers: { Accept: 'text/html' } });
     expect(res.status()).toBe(403);
     expect(await res.text()).toContain('This form has expired');
     const upload = await page.request.post(`${base}/upload`, { multipart: { file: { name: 'x.txt', mimeType: 'text/plain', buffer: Buffer.from('x') } } });
     expect(upload.status()).toBe(403);
-    const after = h.app.services.accounts.tokens.listForUser(h.app.services.accounts.users.byUsername(ADMIN.username)!.id).length;
+    const after = (await h.app.services.accounts.tokens.listForUser((await h.app.services.accounts.users.byUsername(ADMIN.username))!.id)).length;
     expect(after).toBe(before);
     expect(h.db.prepare('SELECT count(*) AS n FROM files').get()).toEqual({ n: 2 });
   });
@@ -391,7 +391,7 @@ describe.runIf(browserAvailable('web UI browser suite'))('owner and recipient in
     const cdp = await owner.newCDPSession(page);
     await cdp.send('Network.enable');
     await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 20, downloadThroughput: -1, uploadThroughput: 256 * 1024 });
-    const adminId = h.app.services.accounts.users.byUsername(ADMIN.username)!.id;
+    const adminId = (await h.app.services.accounts.users.byUsername(ADMIN.username))!.id;
     const seenBefore = uploads.seen;
     try {
       await page.goto(`${base}/`);

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import type { Keyring } from './crypto/keyring.js';
-import { sql } from 'kysely';
+import { sql } from './db/kysely.js';
 import type { Database } from './db/database.js';
 import { AppError } from './errors.js';
 import { ApiRoutes } from './http/api-router.js';

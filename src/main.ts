@@ -17,7 +17,6 @@ import { KeyMismatchError, checkKeyringAgainstDb, registerActiveKey } from './se
 import { DataDirLockedError, acquireDataDirLock, type DataDirLock } from './ops/dir-lock.js';
 import { createHttpServer } from './server.js';
 import { createBlobStore, describeStore } from './storage/index.js';
-import { S3BlobStore, StoreUnavailableError } from './storage/s3.js';
 
 /** Age after which an object-store blob without a row, or an unfinished upload, is a leftover. */
 const ORPHAN_GRACE_MS = 6 * 3600_000;
@@ -84,10 +83,12 @@ async function main(): Promise<void> {
   // was not started with: re-read the key file for it, checked against the database.
   keys.keyring.setLoader(keyFileLoader(config, db.kysely, (message) => logger.warn({ problem: message }, 'key file not reloaded')));
 
-  const store = createBlobStore(config);
-  if (store instanceof S3BlobStore) {
+  const store = await createBlobStore(config);
+  if (config.storage.kind === 's3') {
+    // Loaded only here: a disk server never imports the AWS SDK (see storage/index.ts).
+    const { S3BlobStore, StoreUnavailableError } = await import('./storage/s3.js');
     try {
-      await store.verifyReachable(config.storage.kind === 's3' ? (config.storage.endpoint ?? `AWS ${config.storage.region}`) : '');
+      if (store instanceof S3BlobStore) await store.verifyReachable(config.storage.endpoint ?? `AWS ${config.storage.region}`);
     } catch (err) {
       if (err instanceof StoreUnavailableError) fail(err.message);
       throw err;

@@ -47,7 +47,7 @@ export async function makeHarness(env: Record<string, string> = {}, opts: { mast
   const keyring = new Keyring(opts.masterKey ?? randomBytes(32));
   const database = await openDatabase(config.dbFile);
   const db = database.raw!;
-  const blobs = createBlobStore(config);
+  const blobs = await createBlobStore(config);
   const logLines: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {

@@ -228,7 +228,7 @@ const COMMANDS: Record<string, Command> = {
       });
       let re: ReencryptResult | undefined;
       if (values.reencrypt && !result.interrupted && result.failed.length === 0) {
-        const store = createBlobStore(config);
+        const store = await createBlobStore(config);
         // Re-encryption swaps blobs in place with hard links and renames: the disk store only.
         if (!(store instanceof DiskBlobStore)) throw new UsageError('--reencrypt works on STORAGE=disk only (for now); the rewrap above is done');
         const rebar = progress(!json, 're-encrypting');
@@ -289,7 +289,7 @@ const COMMANDS: Record<string, Command> = {
     options: { ...JSON_OPT, file: { type: 'string' } },
     async run({ values, config, json, out }) {
       const { db, keyring } = await open(config, { checkKeys: true });
-      const store = createBlobStore(config);
+      const store = await createBlobStore(config);
       const vault = new VaultService({ db, store, keyring });
       const bar = progress(!json, 'verifying');
       const report = await scrub(vault, store, { fileId: typeof values.file === 'string' ? values.file : undefined, onProgress: (d, t) => bar.update(d, t) });
@@ -312,7 +312,7 @@ const COMMANDS: Record<string, Command> = {
       const { db, keyring } = await open(config, { checkKeys: false });
       const minAge = values['min-age'] === undefined ? 3600 : Number(values['min-age']);
       if (!Number.isInteger(minAge) || minAge < 0) throw new UsageError('--min-age: expected seconds (a whole number)');
-      const result = await gc(new FilesRepo(db.kysely), createBlobStore(config), { dryRun: values['dry-run'] === true, minAgeMs: minAge * 1000 });
+      const result = await gc(new FilesRepo(db.kysely), await createBlobStore(config), { dryRun: values['dry-run'] === true, minAgeMs: minAge * 1000 });
       if (!result.dryRun && result.removed.length) await audit(db, keyring, config, 'store.gc', 'success', { removed: result.removed.length, bytesFreed: result.bytesFreed });
       await db.close();
       const verb = result.dryRun ? 'Would remove' : 'Removed';
@@ -489,7 +489,7 @@ const COMMANDS: Record<string, Command> = {
         const accounts = await accountsOn(db, config);
         const user = await findUser(accounts, positionals[0]!);
         const receiver = transferTo === undefined ? undefined : await findUser(accounts, transferTo);
-        const vault = new VaultService({ db, store: createBlobStore(config), keyring, defaultQuota: config.userQuotaBytes });
+        const vault = new VaultService({ db, store: await createBlobStore(config), keyring, defaultQuota: config.userQuotaBytes });
         const log = new AuditLog({ db, keyring, headFile: config.auditHeadFile });
         const sessions = new WebSessions({ db, integrity: accounts.integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
         const r = await deleteUser(

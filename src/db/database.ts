@@ -5,14 +5,15 @@
 import BetterSqlite3 from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CompiledQuery, Kysely, SqliteDialect, SqliteDriver, type DatabaseConnection, type Driver, type SqliteDialectConfig, type Transaction } from 'kysely';
+import type { DatabaseConnection, Driver, Kysely as KyselyType, SqliteDialectConfig, Transaction } from 'kysely';
+import { CompiledQuery, Kysely, SqliteDialect, SqliteDriver } from './kysely.js';
 import type { Schema } from './schema.js';
 import { applyMigrations } from './migrations/index.js';
 
 export type { Schema } from './schema.js';
 
 /** What repositories run queries on: the database itself or a transaction of it. */
-export type Executor = Kysely<Schema>;
+export type Executor = KyselyType<Schema>;
 export type Trx = Transaction<Schema>;
 export type Dialect = 'sqlite';
 
@@ -21,7 +22,7 @@ export type RawSqlite = BetterSqlite3.Database;
 
 /** The application's database: the query builder, its dialect and (SQLite) the raw handle. */
 export interface Database {
-  readonly kysely: Kysely<Schema>;
+  readonly kysely: KyselyType<Schema>;
   readonly dialect: Dialect;
   /** Only for SQLite. */
   readonly raw: RawSqlite | undefined;

@@ -1,6 +1,6 @@
 /** Repository for file rows: metadata plus the DEK wrapped under a master key. */
 import type { WrapBinding, WrapVersion } from '../crypto/envelope.js';
-import { sql } from 'kysely';
+import { sql } from './kysely.js';
 import { inTransaction, type Executor } from './database.js';
 
 export interface FileRow {

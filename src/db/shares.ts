@@ -4,7 +4,7 @@
  * file, owner, password and limits.
  */
 import { shareMacFields, type IntegrityKeys } from '../services/integrity.js';
-import { sql } from 'kysely';
+import { sql } from './kysely.js';
 import { inTransaction, type Executor } from './database.js';
 
 export interface ShareRow {

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { CURRENT_WRAP_VERSION, unwrapDek, unwrapSecret, wrapDek, wrapSecret, type WrapVersion } from '../crypto/envelope.js';
 import { Keyring } from '../crypto/keyring.js';
-import { sql } from 'kysely';
+import { sql } from '../db/kysely.js';
 import type { Database } from '../db/database.js';
 import { MasterKeysRepo } from '../db/master-keys.js';
 import { SecretsRepo } from '../db/secrets.js';

@@ -7,7 +7,7 @@
  * master key can compute the row of an id they chose. Each row's `sess` carries a seal (a MAC
  * over the row key, the user and the sign-in time), so a row cannot be pointed at another user.
  */
-import { sql } from 'kysely';
+import { sql } from '../db/kysely.js';
 import type { Database } from '../db/database.js';
 import { sealSession, sessionSealMatches, type IntegrityKeys } from './integrity.js';
 

@@ -5,7 +5,7 @@
  * release → (full reads) verify SHA-256 before the last chunk is released.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { sql } from 'kysely';
+import { sql } from '../db/kysely.js';
 import type { Database } from '../db/database.js';
 import { FilesRepo, bindingOf, type FileRow, type PageCursor } from '../db/files.js';
 import { MasterKeysRepo } from '../db/master-keys.js';

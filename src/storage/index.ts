@@ -2,12 +2,16 @@
 import type { Config } from '../config.js';
 import type { BlobStore } from './blob-store.js';
 import { DiskBlobStore } from './disk.js';
-import { S3BlobStore, createS3Client } from './s3.js';
 
-/** The blob store the configuration names (no network traffic until first use). */
-export function createBlobStore(config: Config): BlobStore {
+/**
+ * The blob store the configuration names (no network traffic until first use). The S3 module
+ * (and the AWS SDK, some 25 MiB of resident memory once loaded) is imported only for
+ * STORAGE=s3, so the default disk server does not carry it.
+ */
+export async function createBlobStore(config: Config): Promise<BlobStore> {
   const s = config.storage;
   if (s.kind === 'disk') return new DiskBlobStore(config.uploadsDir);
+  const { S3BlobStore, createS3Client } = await import('./s3.js');
   const client = createS3Client({
     region: s.region,
     endpoint: s.endpoint,

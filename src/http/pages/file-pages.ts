@@ -1,6 +1,5 @@
 /** The upload page, the files list, a file's page with its links, downloads and deletion. */
 import { Router, type Request, type RequestHandler, type Response } from 'express';
-import QRCode from 'qrcode';
 import type { FileRow } from '../../db/files.js';
 import type { ShareRow } from '../../db/shares.js';
 import { AppError } from '../../errors.js';
@@ -145,6 +144,8 @@ export function filePages(d: PagesDeps): Router {
     const file = await d.vault.get(webUser(req).id, String(req.params.id));
     const shown = oneTime.take<NewShare>(req, 'share', file.id);
     if (!shown) return void (await renderFile(req, res, file, { newShareGone: true }));
+    // Loaded on first use: about 10 MiB resident that an API-only server never needs.
+    const { default: QRCode } = await import('qrcode');
     const svg = await QRCode.toString(shown.url, { type: 'svg', errorCorrectionLevel: 'M', margin: 1 });
     const qrSvg = svg.replace('<svg ', '<svg role="img" aria-label="QR code of the new link" class="qr-code" ');
     await renderFile(req, res, file, { newShare: { ...shown, qrSvg } });

@@ -13,10 +13,10 @@
  *   is HTTPS, directly or through a trusted proxy; idle timeout through a rolling cookie and
  *   store expiry, absolute timeout checked on every request (see pages/auth.ts).
  */
-import { ConnectSessionKnexStore } from 'connect-session-knex';
+import type { ConnectSessionKnexStore } from 'connect-session-knex';
 import session, { Store, type SessionData } from 'express-session';
 import type { RequestHandler } from 'express';
-import knex from 'knex';
+import type { Knex } from 'knex';
 import { createRequire } from 'node:module';
 import type { RawSqlite } from '../../db/database.js';
 import type { WebSessions, SessionFacts } from '../../services/sessions.js';
@@ -112,8 +112,13 @@ export function sessionMiddleware(o: SessionOptions): RequestHandler {
   // Built on the first page request: the store checks for its table as soon as it exists,
   // and an app that only ever serves the API (or is closed at once, as in tests) needs none.
   const build = () => {
+    // knex and its session store are loaded here, on the first page request (about 15 MiB
+    // resident that a server used only through the API never carries). Both are CommonJS.
+    const require = createRequire(import.meta.url);
+    const knex = require('knex') as (config: Knex.Config) => Knex;
+    const { ConnectSessionKnexStore: StoreClass } = require('connect-session-knex') as { ConnectSessionKnexStore: typeof ConnectSessionKnexStore };
     const k = knex({ client: sharedHandleClient(o.db) as never, connection: { filename: '' }, useNullAsDefault: true, pool: { min: 0, max: 1 } });
-    const inner = new ConnectSessionKnexStore({ knex: k, tableName: 'sessions', createTable: false, cleanupInterval: 0 });
+    const inner = new StoreClass({ knex: k, tableName: 'sessions', createTable: false, cleanupInterval: 0 });
     // A failed table check reaches every later call through its callback; do not also leave it unhandled.
     inner.ready.catch(() => {});
     // One wrapper per middleware: express-session installs its generate() (which carries

@@ -209,7 +209,16 @@ export class SharesRepo {
 
   /** True when this ticket's download of the share has been counted and the ticket has not expired. */
   ticketCounted(shareId: string, ticketId: string, now: number): boolean {
-    return stmt(this.db, 'SELECT 1 FROM share_ticket_downloads WHERE share_id = ? AND ticket_id = ? AND expires_at > ?').get(shareId, ticketId, now) !== undefined;
+    return stmt(this.db, 'SELECT 1 FROM share_ticket_downloads WHERE share_id = ? AND ticket_id = ? AND expires_at > ?').get(shareId, this.countedTicketKey(shareId, ticketId), now) !== undefined;
+  }
+
+  /**
+   * How a counted ticket is recorded: a keyed hash of the link and the ticket id, so a database
+   * writer cannot record a ticket as counted (which would let an uncounted ticket of a used-up
+   * link download again). The ticket's own signed expiry still bounds its repeats.
+   */
+  private countedTicketKey(shareId: string, ticketId: string): string {
+    return this.keys.lookup(`counted ticket|${shareId}|${ticketId}`).toString('hex');
   }
 
   /**
@@ -231,7 +240,7 @@ export class SharesRepo {
         // Through write(): the counters are sealed, so resetting them by SQL is detected.
         if (current) this.write(shareId, { bytesServed: current.bytesServed + bytesSent, downloads: current.downloads + (count ? 1 : 0) });
         if (count && ticket) {
-          stmt(this.db, 'INSERT OR REPLACE INTO share_ticket_downloads (share_id, ticket_id, expires_at) VALUES (?, ?, ?)').run(shareId, ticket.id, ticket.expiresAt);
+          stmt(this.db, 'INSERT OR REPLACE INTO share_ticket_downloads (share_id, ticket_id, expires_at) VALUES (?, ?, ?)').run(shareId, this.countedTicketKey(shareId, ticket.id), ticket.expiresAt);
         }
         return count;
       })

@@ -97,9 +97,20 @@ export function encodeFields(fields: MacField[]): Buffer {
 
 // Field lists, in one place so writers and checkers cannot drift apart.
 
-/** What a user row's MAC covers: everything that decides who may sign in and with what power. */
-export function userMacFields(u: { id: string; username: string; role: string; disabled: boolean; passwordHash: string; quotaBytes: number | null }): MacField[] {
-  return [u.id, u.username, u.role, u.disabled, u.passwordHash, u.quotaBytes];
+/**
+ * What a user row's MAC covers: everything that decides who may sign in and with what power,
+ * and the admin password-reset stamp (removing it would hide a reset from the user).
+ */
+export function userMacFields(u: {
+  id: string;
+  username: string;
+  role: string;
+  disabled: boolean;
+  passwordHash: string;
+  quotaBytes: number | null;
+  passwordResetAt: number | null;
+}): MacField[] {
+  return [u.id, u.username, u.role, u.disabled, u.passwordHash, u.quotaBytes, u.passwordResetAt];
 }
 
 /** What an API token row's MAC covers (not its name or last use, which grant nothing). */
@@ -186,17 +197,18 @@ export function openIntegrity(db: Db, keyring: Keyring, now = Date.now()): { key
  */
 function upgradeRows(db: Db, keyring: Keyring, keys: IntegrityKeys): IntegrityUpgrade {
   const out: IntegrityUpgrade = { users: 0, tokens: 0, shares: 0, sessions: 0, files: 0 };
-  const users = db.prepare('SELECT id, username, role, disabled, password_hash, quota_bytes FROM users').all() as {
+  const users = db.prepare('SELECT id, username, role, disabled, password_hash, quota_bytes, password_reset_at FROM users').all() as {
     id: string;
     username: string;
     role: string;
     disabled: number;
     password_hash: string;
     quota_bytes: number | null;
+    password_reset_at: number | null;
   }[];
   const setUser = db.prepare('UPDATE users SET integrity_mac = ? WHERE id = ?');
   for (const u of users) {
-    const mac = keys.rowMac('users', userMacFields({ id: u.id, username: u.username, role: u.role, disabled: u.disabled === 1, passwordHash: u.password_hash, quotaBytes: u.quota_bytes }));
+    const mac = keys.rowMac('users', userMacFields({ id: u.id, username: u.username, role: u.role, disabled: u.disabled === 1, passwordHash: u.password_hash, quotaBytes: u.quota_bytes, passwordResetAt: u.password_reset_at ?? null }));
     out.users += setUser.run(mac, u.id).changes;
   }
   const tokens = db.prepare('SELECT id, user_id, token_hash, expires_at, revoked_at FROM api_tokens').all() as {

@@ -130,7 +130,15 @@ export class SharesService {
       revokedAt: null,
       expiredAt: null,
     };
-    this.repo.insert({ ...share, tokenHash: this.deps.integrity.lookup(token) });
+    this.deps.db
+      .transaction(() => {
+        // The password hash above is slow: an admin may have disabled the owner (revoking their
+        // links for good) meanwhile. Check in the insert's transaction, so no link outlives that.
+        const owner = this.deps.db.prepare('SELECT disabled FROM users WHERE id = ?').get(ownerId) as { disabled: number } | undefined;
+        if (!owner || owner.disabled) throw new AppError('unauthorized', 'this account was disabled; sign in again');
+        this.repo.insert({ ...share, tokenHash: this.deps.integrity.lookup(token) });
+      })
+      .immediate();
     return { share, token };
   }
 

@@ -51,7 +51,11 @@ export function accountPages(d: PagesDeps): Router {
     }
     // Every other session ends; this one continues under a fresh id.
     const endedSessions = d.sessions.endAllForUser(user.id);
-    await signIn(req, user);
+    // The password just changed: check the row as it is now (still enabled, still intact).
+    await signIn(req, user, () => {
+      const now = d.accounts.users.byId(user.id);
+      return !!now && d.accounts.stillValid(now);
+    });
     d.audit.record({
       actor: user.id,
       action: 'user.password_change',

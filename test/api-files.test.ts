@@ -36,9 +36,16 @@ async function download(id: string, headers: Record<string, string> = {}) {
 function fileRowCount(): number {
   return (h.db.prepare('SELECT count(*) AS n FROM files').get() as { n: number }).n;
 }
-const blobs = () => listFiles(h.config.uploadsDir);
+const blobs = () => h.storedBlobs();
 
 describe('upload and download', () => {
+  it('runs on the store its vitest project names (disk, or the real S3 service)', async () => {
+    expect(h.storage).toBe(process.env.SFS_TEST_STORAGE === 's3' ? 's3' : 'disk');
+    const meta = await uploadOne(pattern(10, 1), 'where.bin');
+    const where = (await h.storedBlobs()).find((b) => b.includes(meta.id))!;
+    expect(where).toMatch(h.storage === 's3' ? /^h-[0-9a-f]{12}\/[0-9a-f]{2}\/[0-9a-f]{32}\.enc$/ : /\/uploads\/[0-9a-f]{2}\/[0-9a-f]{32}\.enc$/);
+  });
+
   it.each([0, 1, C - 1, C, C + 1, 3 * C + 7])('multipart round trip of %i bytes', async (size) => {
     const content = pattern(size, size + 3);
     const meta = await uploadOne(content);
@@ -225,11 +232,10 @@ describe('ownership and deletion', () => {
 
   it('delete removes row, wrapped key and ciphertext', async () => {
     const meta = await uploadOne(pattern(100_000, 8));
-    const blob = h.store.pathOf(meta.id);
-    expect(fs.existsSync(blob)).toBe(true);
+    expect(await h.blobs.stat(meta.id)).not.toBeNull();
     const r = await h.request.delete(`/api/v1/files/${meta.id}`).set(auth());
     expect(r.status).toBe(204);
-    expect(fs.existsSync(blob)).toBe(false);
+    expect(await h.blobs.stat(meta.id)).toBeNull();
     expect(h.db.prepare('SELECT count(*) AS n FROM files WHERE id = ?').get(meta.id)).toEqual({ n: 0 });
     expect((await h.request.get(`/api/v1/files/${meta.id}`).set(auth())).status).toBe(404);
     expect((await download(meta.id)).status).toBe(404);
@@ -244,7 +250,7 @@ describe('ownership and deletion', () => {
 
 describe('refused uploads leave nothing behind', () => {
   it('multipart sha256 field that does not match gives 422 and stores nothing', async () => {
-    const before = { rows: fileRowCount(), blobs: blobs().length };
+    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
     const r = await h.request
       .post('/api/v1/files')
       .set(auth())
@@ -252,7 +258,7 @@ describe('refused uploads leave nothing behind', () => {
       .attach('file', Buffer.from('hello'), 'x.txt');
     expect(r.status).toBe(422);
     expect(r.body.code).toBe('checksum_mismatch');
-    expect({ rows: fileRowCount(), blobs: blobs().length }).toEqual(before);
+    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
   });
 
   it('multipart sha256 field that matches is accepted', async () => {
@@ -261,7 +267,7 @@ describe('refused uploads leave nothing behind', () => {
   });
 
   it('a mismatch on the second file removes the first one too', async () => {
-    const before = { rows: fileRowCount(), blobs: blobs().length };
+    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
     const r = await h.request
       .post('/api/v1/files')
       .set(auth())
@@ -269,46 +275,46 @@ describe('refused uploads leave nothing behind', () => {
       .field('sha256', 'b'.repeat(64))
       .attach('file', Buffer.from('second'), 'two.txt');
     expect(r.status).toBe(422);
-    expect({ rows: fileRowCount(), blobs: blobs().length }).toEqual(before);
+    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
   });
 
   it('PUT with a wrong Content-Digest gives 422 and stores nothing', async () => {
-    const before = { rows: fileRowCount(), blobs: blobs().length };
+    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
     const wrong = createHash('sha256').update('other').digest('base64');
     const r = await h.request.put('/api/v1/uploads/x.bin').set(auth()).set('Content-Digest', `sha-256=:${wrong}:`).send(Buffer.from('data'));
     expect(r.status).toBe(422);
     expect(r.body.code).toBe('checksum_mismatch');
-    expect({ rows: fileRowCount(), blobs: blobs().length }).toEqual(before);
+    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
     const right = createHash('sha256').update('data').digest('base64');
     const ok = await h.request.put('/api/v1/uploads/x.bin').set(auth()).set('Repr-Digest', `sha-256=:${right}:`).send(Buffer.from('data'));
     expect(ok.status).toBe(201);
   });
 
   it('over-size multipart upload gives 413 and leaves no temp file and no row', async () => {
-    const before = { rows: fileRowCount(), blobs: blobs().length };
+    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
     const r = await h.request.post('/api/v1/files').set(auth()).attach('file', pattern(1024 * 1024 + 1, 9), 'big.bin');
     expect(r.status).toBe(413);
     expect(r.body.code).toBe('file_too_large');
     expect(r.headers['connection']).toBe('close');
-    expect({ rows: fileRowCount(), blobs: blobs().length }).toEqual(before);
+    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
   });
 
   it('over-size PUT is refused from Content-Length', async () => {
-    const before = { rows: fileRowCount(), blobs: blobs().length };
+    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
     const r = await h.request.put('/api/v1/uploads/big.bin').set(auth()).send(pattern(1024 * 1024 + 1, 9));
     expect(r.status).toBe(413);
     expect(r.body.code).toBe('file_too_large');
-    expect({ rows: fileRowCount(), blobs: blobs().length }).toEqual(before);
+    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
   });
 
   it('too many files gives 413 too_many_files and stores none of them', async () => {
-    const before = { rows: fileRowCount(), blobs: blobs().length };
+    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
     let req = h.request.post('/api/v1/files').set(auth());
     for (let i = 0; i < 4; i++) req = req.attach('file', Buffer.from(`f${i}`), `f${i}.txt`);
     const r = await req;
     expect(r.status).toBe(413);
     expect(r.body.code).toBe('too_many_files');
-    expect({ rows: fileRowCount(), blobs: blobs().length }).toEqual(before);
+    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
   });
 
   it('no file part, wrong content type, and a malformed body are 4xx problems', async () => {
@@ -328,7 +334,7 @@ describe('refused uploads leave nothing behind', () => {
   });
 
   it('a client that aborts mid-upload leaves nothing behind', async () => {
-    const before = { rows: fileRowCount(), blobs: blobs().length };
+    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
     const server = http.createServer(h.app);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as AddressInfo).port;
@@ -342,9 +348,9 @@ describe('refused uploads leave nothing behind', () => {
       }, 200);
     });
     // Give the server a moment to notice the abort and clean up.
-    for (let i = 0; i < 50 && blobs().length !== before.blobs; i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 50 && (await blobs()).length !== before.blobs; i++) await new Promise((r) => setTimeout(r, 50));
     await new Promise<void>((r) => server.close(() => r()));
-    expect({ rows: fileRowCount(), blobs: blobs().length }).toEqual(before);
+    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
   });
 });
 
@@ -355,28 +361,31 @@ describe('at rest', () => {
     await uploadOne(content, 'canary.txt', 'text/plain');
     await h.request.put('/api/v1/uploads/canary2.txt').set(auth()).send(content);
     h.db.pragma('wal_checkpoint(FULL)');
+    // Everything stored: every file under data/ (and uploads/ on disk), and every blob read
+    // back through the store, which is the bucket's objects on S3.
     const files = [...listFiles(h.config.uploadsDir), ...listFiles(h.config.dataDir)];
-    expect(files.length).toBeGreaterThan(2);
+    expect(files.length).toBeGreaterThan(0);
     for (const f of files) {
       expect(fs.readFileSync(f).includes(Buffer.from(marker)), f).toBe(false);
     }
+    const ids = (h.db.prepare('SELECT id FROM files').all() as { id: string }[]).map((r) => r.id);
+    expect(ids.length).toBeGreaterThan(1);
+    for (const id of ids) expect((await h.readBlob(id)).includes(Buffer.from(marker)), id).toBe(false);
   });
 
-  it('ciphertext on disk has the expected exact size and permissions', async () => {
+  it('stored ciphertext has the expected exact size (and on disk, owner-only permissions)', async () => {
     const meta = await uploadOne(pattern(C + 1, 3));
-    const st = fs.statSync(h.store.pathOf(meta.id));
-    expect(st.size).toBe(chunkOffset(2, C) - C + 1);
-    expect(st.mode & 0o077).toBe(0);
+    expect((await h.blobs.stat(meta.id))?.size).toBe(chunkOffset(2, C) - C + 1);
+    if (h.storage === 'disk') expect(fs.statSync(h.store.pathOf(meta.id)).mode & 0o077).toBe(0);
   });
 });
 
 describe('tampered ciphertext', () => {
   it('damage in the first chunk is a clean 500 integrity_error with no file bytes', async () => {
     const meta = await uploadOne(pattern(3 * C, 11));
-    const p = h.store.pathOf(meta.id);
-    const buf = fs.readFileSync(p);
+    const buf = await h.readBlob(meta.id);
     buf[chunkOffset(0, C) + 10]! ^= 1;
-    fs.writeFileSync(p, buf);
+    await h.writeBlob(meta.id, buf);
     const r = await h.request.get(`/api/v1/files/${meta.id}/content`).set(auth());
     expect(r.status).toBe(500);
     expect(r.headers['content-type']).toMatch(/^application\/problem\+json/);
@@ -388,10 +397,9 @@ describe('tampered ciphertext', () => {
   it('damage in a later chunk cuts the connection after the verified prefix', async () => {
     const content = pattern(4 * C, 12);
     const meta = await uploadOne(content);
-    const p = h.store.pathOf(meta.id);
-    const buf = fs.readFileSync(p);
+    const buf = await h.readBlob(meta.id);
     buf[chunkOffset(2, C) + 10]! ^= 1;
-    fs.writeFileSync(p, buf);
+    await h.writeBlob(meta.id, buf);
     const server = http.createServer(h.app);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as AddressInfo).port;
@@ -431,7 +439,7 @@ describe('tampered ciphertext', () => {
   it('ciphertext of another file swapped in is refused', async () => {
     const a = await uploadOne(pattern(1000, 16));
     const b = await uploadOne(pattern(1000, 17));
-    fs.copyFileSync(h.store.pathOf(a.id), h.store.pathOf(b.id));
+    await h.writeBlob(b.id, await h.readBlob(a.id));
     const r = await h.request.get(`/api/v1/files/${b.id}/content`).set(auth());
     expect(r.status).toBe(500);
     expect(r.body.code).toBe('integrity_error');
@@ -439,7 +447,7 @@ describe('tampered ciphertext', () => {
 
   it('missing ciphertext is an integrity_error, not a crash', async () => {
     const a = await uploadOne(pattern(10, 18));
-    fs.rmSync(h.store.pathOf(a.id));
+    await h.blobs.delete(a.id);
     const r = await h.request.get(`/api/v1/files/${a.id}/content`).set(auth());
     expect(r.status).toBe(500);
     expect(r.body.code).toBe('integrity_error');

@@ -1,5 +1,5 @@
 /** Test harness: a fresh app on a temp directory with a random test master key. */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -35,14 +35,49 @@ export interface Harness {
   logLines: string[];
   /** API responses that differ from the route table (status not documented, body off-schema). */
   contractViolations: string[];
+  /** Which blob store this harness runs on (SFS_TEST_STORAGE=s3 runs the suites on S3). */
+  storage: 'disk' | 's3';
+  /** Every entry in the blob store, committed or not (disk files incl. temp files; S3 objects and unfinished multipart uploads). */
+  storedBlobs(): Promise<string[]>;
+  /** The stored ciphertext of a blob, whichever backend. */
+  readBlob(id: string): Promise<Buffer>;
+  /** Replaces a blob's stored bytes behind the server's back (tampering tests). */
+  writeBlob(id: string, bytes: Buffer): Promise<void>;
   /** Removes the temp dir; throws if any API response broke the documented contract. */
   cleanup(): void;
+}
+
+/**
+ * With SFS_TEST_STORAGE=s3 (the vitest project "s3"), every harness that does not choose its
+ * storage runs on the test S3 service: one bucket for the run, a prefix per data directory.
+ */
+function storageEnv(env: Record<string, string>, dir: string): Record<string, string> {
+  if (process.env.SFS_TEST_STORAGE !== 's3' || env.STORAGE !== undefined) return {};
+  const bucket = process.env.SFS_TEST_S3_BUCKET;
+  const endpoint = process.env.SFS_TEST_S3_ENDPOINT;
+  if (!bucket || !endpoint) throw new Error('SFS_TEST_STORAGE=s3 but the global setup started no S3 service (see test/services)');
+  return {
+    STORAGE: 's3',
+    S3_BUCKET: bucket,
+    S3_ENDPOINT: endpoint,
+    S3_REGION: process.env.SFS_TEST_S3_REGION ?? 'us-east-1',
+    S3_FORCE_PATH_STYLE: 'true',
+    S3_PART_SIZE: String(5 * 1024 * 1024),
+    // One prefix per data directory, so a second harness on the same directory (a restart) sees the same blobs.
+    S3_PREFIX: `h-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}`,
+  };
+}
+
+async function readAllStream(r: NodeJS.ReadableStream): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of r) parts.push(c as Buffer);
+  return Buffer.concat(parts);
 }
 
 /** Builds an app on a temp dir; `env` overrides configuration variables. */
 export async function makeHarness(env: Record<string, string> = {}, opts: { masterKey?: Buffer; dir?: string } = {}): Promise<Harness> {
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'sfs-test-'));
-  const config = loadConfig({ NODE_ENV: 'test', DATA_DIR: 'data', UPLOADS_DIR: 'uploads', LOG_LEVEL: 'debug', ...env }, dir);
+  const config = loadConfig({ NODE_ENV: 'test', DATA_DIR: 'data', UPLOADS_DIR: 'uploads', LOG_LEVEL: 'debug', ...storageEnv(env, dir), ...env }, dir);
   fs.mkdirSync(config.dataDir, { recursive: true });
   const keyring = new Keyring(opts.masterKey ?? randomBytes(32));
   const database = await openDatabase(config.dbFile);
@@ -69,6 +104,30 @@ export async function makeHarness(env: Record<string, string> = {}, opts: { mast
       return blobs;
     },
     blobs,
+    storage: config.storage.kind,
+    async storedBlobs() {
+      const out: string[] = [];
+      for await (const e of blobs.entries()) {
+        if (config.storage.kind === 's3') {
+          if (e.kind === 'temp') out.push(`upload:${e.path}`);
+          // Bucket listings may lag a delete (Swift updates them asynchronously): an object
+          // counts only if it is really there.
+          else if (!e.id || (await blobs.stat(e.id))) out.push(e.path);
+        } else out.push(e.path);
+      }
+      return out.sort();
+    },
+    async readBlob(id: string) {
+      const st = await blobs.stat(id);
+      if (!st) throw new Error(`no blob ${id}`);
+      return st.size === 0 ? Buffer.alloc(0) : readAllStream(blobs.getRange(id, 0, st.size - 1));
+    },
+    async writeBlob(id: string, bytes: Buffer) {
+      // Both stores replace a blob atomically on put (disk: rename over it; S3: a new object version).
+      await blobs.put(id, (async function* () {
+        yield [bytes];
+      })());
+    },
     keyring,
     app,
     request: supertest(app),

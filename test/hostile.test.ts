@@ -7,7 +7,7 @@ import { parse as parseDisposition } from 'content-disposition';
 import net from 'node:net';
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { binaryParser, listFiles, makeHarness, pattern, serve, setupAdmin, type Harness } from './helpers.js';
+import { binaryParser, makeHarness, pattern, serve, setupAdmin, type Harness } from './helpers.js';
 
 let h: Harness;
 let token: string;
@@ -26,9 +26,9 @@ afterAll(async () => {
   h.cleanup();
 });
 
-const state = () => ({
+const state = async () => ({
   rows: (h.db.prepare('SELECT count(*) AS n FROM files').get() as { n: number }).n,
-  blobs: listFiles(h.config.uploadsDir).length,
+  blobs: (await h.storedBlobs()).length,
 });
 
 /** Sends raw bytes on a socket (optionally half-closing) and returns what came back. */
@@ -97,14 +97,14 @@ describe('hostile uploads are refused and leave nothing', () => {
 
   it.each(rows)('%s', async (_name, send, status, code) => {
     // Let the previous row's aborted upload finish removing its temp file first.
-    for (let i = 0; i < 40 && listFiles(h.config.uploadsDir).some((f) => f.endsWith('.tmp')); i++) await new Promise((res) => setTimeout(res, 50));
-    const before = state();
+    for (let i = 0; i < 40 && (await h.storedBlobs()).some((f) => f.endsWith('.tmp') || f.startsWith('upload:')); i++) await new Promise((res) => setTimeout(res, 50));
+    const before = await state();
     const r = await send();
     expect(r.status).toBe(status);
     expect(r.code).toBe(code);
     // Refused uploads are cleaned up before the answer, but give an aborted stream a moment.
-    for (let i = 0; i < 100 && JSON.stringify(state()) !== JSON.stringify(before); i++) await new Promise((res) => setTimeout(res, 50));
-    expect(state()).toEqual(before);
+    for (let i = 0; i < 100 && JSON.stringify(await state()) !== JSON.stringify(before); i++) await new Promise((res) => setTimeout(res, 50));
+    expect(await state()).toEqual(before);
   });
 });
 
@@ -191,11 +191,11 @@ describe('hostile API requests', () => {
     ['a token with a bad prefix', () => h.request.get('/api/v1/me').set('Authorization', 'Bearer xyz_' + 'a'.repeat(43)), 401, 'unauthorized'],
   ];
   it.each(cases)('%s', async (_name, send, status, code) => {
-    const before = state();
+    const before = await state();
     const r = await send();
     expect(r.status).toBe(status);
     if (code) expect(r.body.code).toBe(code);
-    expect(state()).toEqual(before);
+    expect(await state()).toEqual(before);
   });
 
   const ranges: [string, string, number][] = [

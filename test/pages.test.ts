@@ -225,7 +225,7 @@ describe('CSRF and page errors', () => {
     expect(r.status).toBe(403);
     expect(r.headers.connection).toBe('close');
     expect(h.db.prepare('SELECT count(*) AS n FROM files').get()).toEqual({ n: 0 });
-    expect(listFiles(h.config.uploadsDir)).toEqual([]);
+    expect(await h.storedBlobs()).toEqual([]);
   });
 
   it('page uploads go through the encrypting pipeline: the plaintext is never on disk', async () => {
@@ -246,6 +246,10 @@ describe('CSRF and page errors', () => {
     h.db.pragma('wal_checkpoint(FULL)');
     for (const f of [...listFiles(h.config.uploadsDir), ...listFiles(h.config.dataDir)]) {
       expect(fs.readFileSync(f).includes(Buffer.from(marker)), f).toBe(false);
+    }
+    // And every blob as the store holds it (the bucket's objects on S3).
+    for (const { id } of h.db.prepare('SELECT id FROM files').all() as { id: string }[]) {
+      expect((await h.readBlob(id)).includes(Buffer.from(marker)), id).toBe(false);
     }
     const audit = h.db.prepare(`SELECT count(*) AS n FROM audit_events WHERE action = 'file.upload' AND json_extract(details, '$.via') = 'page'`).get();
     expect(audit).toEqual({ n: 2 });
@@ -283,11 +287,10 @@ describe('CSRF and page errors', () => {
     const _csrf = await csrfFrom(agent, '/');
     const up = await agent.post(`/upload?_csrf=${encodeURIComponent(_csrf)}`).set('Accept', 'application/json').attach('file', Buffer.alloc(5000, 3), 'x.bin');
     const id = up.body.files[0].id as string;
-    // Damage the first chunk on disk: the download fails verification before any byte is sent.
-    const blob = listFiles(h.config.uploadsDir).find((f) => f.includes(id))!;
-    const bytes = fs.readFileSync(blob);
+    // Damage the first chunk where it is stored: the download fails verification before any byte is sent.
+    const bytes = await h.readBlob(id);
     bytes[bytes.length - 20]! ^= 0xff;
-    fs.writeFileSync(blob, bytes);
+    await h.writeBlob(id, bytes);
     const r = await agent.get(`/files/${id}/download`).set(HTML);
     expect(r.status).toBe(500);
     expect(r.text).toContain('Something went wrong on our side');

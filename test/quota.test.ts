@@ -2,14 +2,14 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { listFiles, makeHarness, makeUser, pattern, setupAdmin, type Harness } from './helpers.js';
+import { makeHarness, makeUser, pattern, setupAdmin, type Harness } from './helpers.js';
 
 let h: Harness;
 afterEach(() => h?.cleanup());
 const bearer = (t: string) => ({ Authorization: `Bearer ${t}` });
-const state = () => ({
+const state = async () => ({
   rows: (h.db.prepare('SELECT count(*) AS n FROM files').get() as { n: number }).n,
-  blobs: listFiles(h.config.uploadsDir).length,
+  blobs: (await h.storedBlobs()).length,
 });
 
 describe('quotas', () => {
@@ -18,15 +18,15 @@ describe('quotas', () => {
     const t = await setupAdmin(h);
     const first = await h.request.post('/api/v1/files').set(bearer(t)).attach('file', pattern(600_000, 1), 'a.bin');
     expect(first.status).toBe(201);
-    const before = state();
+    const before = await state();
     const second = await h.request.post('/api/v1/files').set(bearer(t)).attach('file', pattern(600_000, 2), 'b.bin');
     expect(second.status).toBe(413);
     expect(second.body.code).toBe('quota_exceeded');
-    expect(state()).toEqual(before);
+    expect(await state()).toEqual(before);
     const put = await h.request.put('/api/v1/uploads/c.bin').set(bearer(t)).send(pattern(600_000, 3));
     expect(put.status).toBe(413);
     expect(put.body.code).toBe('quota_exceeded');
-    expect(state()).toEqual(before);
+    expect(await state()).toEqual(before);
     const me = await h.request.get('/api/v1/me').set(bearer(t));
     expect(me.body).toMatchObject({ usageBytes: 600_000, quotaBytes: 1024 * 1024 });
     // Deleting frees the space again.
@@ -66,7 +66,7 @@ describe('quotas', () => {
       expect(JSON.parse(b.body).code).toBe('quota_exceeded');
       finishA();
       expect(await a).toBe(201);
-      expect(state().rows).toBe(1);
+      expect((await state()).rows).toBe(1);
     } finally {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));

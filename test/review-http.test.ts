@@ -14,7 +14,7 @@ import { checkResponse } from '../src/http/api-router.js';
 import { OUTSIDE_API, errorsOf, type ApiOperation } from '../src/http/api-table.js';
 import { MAX_RANGE_HEADER_LENGTH, parseRange, type RangeDecision } from '../src/http/content.js';
 import { ERROR_CODES } from '../src/errors.js';
-import { ADMIN, listFiles, makeHarness, pattern, serve, setupAdmin, type Harness } from './helpers.js';
+import { ADMIN, makeHarness, pattern, serve, setupAdmin, type Harness } from './helpers.js';
 
 let h: Harness;
 let served: Awaited<ReturnType<typeof serve>> | undefined;
@@ -29,9 +29,9 @@ type Agent = ReturnType<typeof supertest.agent>;
 const HTML = { Accept: 'text/html' };
 
 /** The state an upload that is refused must leave untouched. */
-const stored = () => ({
+const stored = async () => ({
   rows: (h.db.prepare('SELECT count(*) AS n FROM files').get() as { n: number }).n,
-  onDisk: listFiles(h.config.uploadsDir).sort(),
+  onDisk: await h.storedBlobs(),
 });
 
 /** Signs in through the login form; returns the agent with its session cookie. */
@@ -369,18 +369,18 @@ describe('14. PUT with Content-Range is refused: no partial PUT', () => {
   it('400 partial_put_unsupported, and no row, blob, temp file or quota use is left', async () => {
     const { auth } = await withFileAndLink();
     const usage = async () => (await h.request.get('/api/v1/me').set(auth)).body.usageBytes as number;
-    const before = { ...stored(), usage: await usage() };
+    const before = { ...(await stored()), usage: await usage() };
     const r = await h.request.put('/api/v1/uploads/x').set(auth).set('Content-Range', 'bytes 0-99/300050').send(pattern(100, 5));
     expect(r.status).toBe(400);
     expect(r.headers['content-type']).toMatch(/^application\/problem\+json/);
     expect(r.body.code).toBe('partial_put_unsupported');
-    expect({ ...stored(), usage: await usage() }).toEqual(before);
+    expect({ ...(await stored()), usage: await usage() }).toEqual(before);
   });
 
   it('is answered before the body is read (and instead of 100 Continue), then the connection closes', async () => {
     const { auth } = await withFileAndLink();
     served = await serve(h.app);
-    const before = stored();
+    const before = await stored();
     const headText =
       `PUT /api/v1/uploads/x HTTP/1.1\r\nHost: x\r\n${auth.Authorization ? `Authorization: ${auth.Authorization}` : ''}\r\n` +
       'Content-Range: bytes 0-99/300050\r\nContent-Length: 300050\r\nExpect: 100-continue\r\n\r\n';
@@ -391,7 +391,7 @@ describe('14. PUT with Content-Range is refused: no partial PUT', () => {
     expect(r.response).toContain('"code":"partial_put_unsupported"');
     expect(r.response).toMatch(/\r\nconnection: close\r\n/i);
     expect(r.closedAtMs).not.toBeNull();
-    expect(stored()).toEqual(before);
+    expect(await stored()).toEqual(before);
   });
 });
 
@@ -453,7 +453,7 @@ describe('18. favicon, routes outside /api/v1 in the OpenAPI document, sha256 fi
     const auth = { Authorization: `Bearer ${token}` };
     const one = Buffer.from('first file');
     const two = Buffer.from('second file');
-    const before = stored();
+    const before = await stored();
     const late = await h.request.post('/api/v1/files').set(auth).attach('file', one, 'one.txt').field('sha256', sha(one));
     expect(late.status).toBe(400);
     expect(late.body.code).toBe('checksum_field_order');
@@ -461,12 +461,12 @@ describe('18. favicon, routes outside /api/v1 in the OpenAPI document, sha256 fi
     const mixed = await h.request.post('/api/v1/files').set(auth).field('sha256', sha(one)).attach('file', one, 'one.txt').attach('file', two, 'two.txt').field('sha256', sha(two));
     expect(mixed.status).toBe(400);
     expect(mixed.body.code).toBe('checksum_field_order');
-    expect(stored()).toEqual(before);
+    expect(await stored()).toEqual(before);
     // Before its file, as documented: still verified.
     const wrong = await h.request.post('/api/v1/files').set(auth).field('sha256', sha(two)).attach('file', one, 'one.txt');
     expect(wrong.status).toBe(422);
     expect(wrong.body.code).toBe('checksum_mismatch');
-    expect(stored()).toEqual(before);
+    expect(await stored()).toEqual(before);
     const right = await h.request.post('/api/v1/files').set(auth).field('sha256', sha(one)).attach('file', one, 'one.txt').field('sha256', sha(two)).attach('file', two, 'two.txt');
     expect(right.status).toBe(201);
     expect(right.body.files.map((f: { sha256: string }) => f.sha256)).toEqual([sha(one), sha(two)]);
@@ -478,10 +478,10 @@ describe('18. favicon, routes outside /api/v1 in the OpenAPI document, sha256 fi
     const agent = await signIn();
     const _csrf = await csrfFrom(agent, '/');
     const body = Buffer.from('page file');
-    const before = stored();
+    const before = await stored();
     const r = await agent.post(`/upload?_csrf=${encodeURIComponent(_csrf)}`).set('Accept', 'application/json').attach('file', body, 'p.txt').field('sha256', sha(body));
     expect(r.status).toBe(400);
     expect(r.body.code).toBe('checksum_field_order');
-    expect(stored()).toEqual(before);
+    expect(await stored()).toEqual(before);
   });
 });

@@ -415,6 +415,9 @@ describe('item 18: a new link or token is shown on one GET after a 303, and a re
     expect(await listed()).toHaveLength(1);
     const waiting = sessionsDump();
     expect(waiting).toContain('oneTime');
+    // A HEAD (a link checker, a prefetch) shows nothing and must not use up the one view.
+    expect((await agent.head(location).set(HTML)).status).toBe(200);
+    expect(sessionsDump()).toContain('oneTime');
 
     const first = await agent.get(location).set(HTML);
     expect(first.status).toBe(200);

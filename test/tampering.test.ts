@@ -4,7 +4,6 @@
  * the client got), the failure is logged as integrity_error with the request id, an audit
  * event is written, and the scrub reports the same file.
  */
-import fs from 'node:fs';
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CHUNK_SIZE as C, HEADER_LENGTH, TAG_LENGTH, chunkOffset } from '../src/crypto/format.js';
@@ -54,46 +53,50 @@ function fetch(id: string): Promise<{ status: number; received: Buffer; clean: b
   });
 }
 
-const flip = (file: string, pos: number) => {
-  const b = fs.readFileSync(file);
-  b[pos]! ^= 0x10;
-  fs.writeFileSync(file, b);
+/** A copy of `b` with one bit flipped at `pos`. */
+const flip = (b: Buffer, pos: number) => {
+  const out = Buffer.from(b);
+  out[pos]! ^= 0x10;
+  return out;
 };
 const chunkBytes = (b: Buffer, i: number) => b.subarray(chunkOffset(i, C), chunkOffset(i, C) + C + TAG_LENGTH);
 
-// [case, tamper(file path, row id, helper ids), first chunk that must not reach the client]
-type Tamper = (p: string, id: string, other: { id: string; path: string }) => void;
+// [case, tamper(stored ciphertext, row id, another file) -> new ciphertext (or null: the
+// database is changed instead), first chunk that must not reach the client]. The bytes are
+// rewritten through the harness, so the table runs on the disk store and on S3 alike.
+type Tamper = (blob: Buffer, id: string, other: { id: string; blob: Buffer }) => Buffer | null;
 const cases: [string, Tamper, number][] = [
-  ['bit flipped in the header', (p) => flip(p, 20), 0],
-  ['bit flipped in the first chunk', (p) => flip(p, chunkOffset(0, C) + 7), 0],
-  ['bit flipped in a middle chunk', (p) => flip(p, chunkOffset(2, C) + 500), 2],
-  ['bit flipped in the last chunk', (p) => flip(p, chunkOffset(4, C) + 3), 4],
-  ['bit flipped in a tag', (p) => flip(p, chunkOffset(2, C) - 1), 1],
-  ['truncated at a chunk boundary', (p) => fs.truncateSync(p, chunkOffset(4, C)), 0],
-  ['truncated mid-chunk', (p) => fs.truncateSync(p, chunkOffset(2, C) + 100), 0],
-  ['bytes appended', (p) => fs.appendFileSync(p, Buffer.alloc(32)), 0],
+  ['bit flipped in the header', (b) => flip(b, 20), 0],
+  ['bit flipped in the first chunk', (b) => flip(b, chunkOffset(0, C) + 7), 0],
+  ['bit flipped in a middle chunk', (b) => flip(b, chunkOffset(2, C) + 500), 2],
+  ['bit flipped in the last chunk', (b) => flip(b, chunkOffset(4, C) + 3), 4],
+  ['bit flipped in a tag', (b) => flip(b, chunkOffset(2, C) - 1), 1],
+  ['truncated at a chunk boundary', (b) => b.subarray(0, chunkOffset(4, C)), 0],
+  ['truncated mid-chunk', (b) => b.subarray(0, chunkOffset(2, C) + 100), 0],
+  ['bytes appended', (b) => Buffer.concat([b, Buffer.alloc(32)]), 0],
   [
     'two chunks swapped',
-    (p) => {
-      const b = fs.readFileSync(p);
-      const one = Buffer.from(chunkBytes(b, 1));
-      chunkBytes(b, 2).copy(b, chunkOffset(1, C));
-      one.copy(b, chunkOffset(2, C));
-      fs.writeFileSync(p, b);
+    (b) => {
+      const out = Buffer.from(b);
+      const one = Buffer.from(chunkBytes(out, 1));
+      chunkBytes(out, 2).copy(out, chunkOffset(1, C));
+      one.copy(out, chunkOffset(2, C));
+      return out;
     },
     1,
   ],
-  ['replaced with another file’s ciphertext', (p, _id, other) => fs.copyFileSync(other.path, p), 0],
-  ['wrapped DEK moved from another row', (_p, id, other) => h.db.prepare('UPDATE files SET wrapped_dek = (SELECT wrapped_dek FROM files WHERE id = ?) WHERE id = ?').run(other.id, id), 0],
-  ['size changed in the database', (_p, id) => h.db.prepare('UPDATE files SET size = size - 1 WHERE id = ?').run(id), 0],
-  ['checksum changed in the database', (_p, id) => h.db.prepare('UPDATE files SET sha256 = randomblob(32) WHERE id = ?').run(id), 0],
+  ['replaced with another file’s ciphertext', (_b, _id, other) => other.blob, 0],
+  ['wrapped DEK moved from another row', (_b, id, other) => (h.db.prepare('UPDATE files SET wrapped_dek = (SELECT wrapped_dek FROM files WHERE id = ?) WHERE id = ?').run(other.id, id), null), 0],
+  ['size changed in the database', (_b, id) => (h.db.prepare('UPDATE files SET size = size - 1 WHERE id = ?').run(id), null), 0],
+  ['checksum changed in the database', (_b, id) => (h.db.prepare('UPDATE files SET sha256 = randomblob(32) WHERE id = ?').run(id), null), 0],
 ];
 
 describe('tampered files never leak unverified bytes', () => {
   it.each(cases)('%s', async (_name, tamper, badChunk) => {
     const target = await upload(1);
     const other = await upload(2);
-    tamper(h.store.pathOf(target.id), target.id, { id: other.id, path: h.store.pathOf(other.id) });
+    const changed = tamper(await h.readBlob(target.id), target.id, { id: other.id, blob: await h.readBlob(other.id) });
+    if (changed) await h.writeBlob(target.id, changed);
     const r = await fetch(target.id);
     // Either a clean 500 before any byte, or a cut connection after a verified prefix.
     if (r.status === 500) {
@@ -117,15 +120,15 @@ describe('tampered files never leak unverified bytes', () => {
     expect(ev.outcome).toBe('failure');
     expect(JSON.parse(ev.details).integrityError).toBe(true);
     // The scrub reports the same file as corrupt, and the untouched one as ok.
-    const report = await scrub(h.app.services.vault, h.store, { fileId: target.id });
+    const report = await scrub(h.app.services.vault, h.blobs, { fileId: target.id });
     expect(report.entries[0]!.status).toBe('corrupt');
-    const fine = await scrub(h.app.services.vault, h.store, { fileId: other.id });
+    const fine = await scrub(h.app.services.vault, h.blobs, { fileId: other.id });
     expect(fine.entries[0]!.status).toBe('ok');
   });
 
   it('the header is not part of the plaintext: a flipped header yields zero file bytes', async () => {
     const target = await upload(3);
-    flip(h.store.pathOf(target.id), HEADER_LENGTH - 2);
+    await h.writeBlob(target.id, flip(await h.readBlob(target.id), HEADER_LENGTH - 2));
     const r = await fetch(target.id);
     expect(r.status).toBe(500);
     expect(r.received.includes(target.content.subarray(0, 64))).toBe(false);

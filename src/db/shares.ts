@@ -243,10 +243,19 @@ export class SharesRepo {
       .selectFrom('share_ticket_downloads')
       .select('share_id')
       .where('share_id', '=', shareId)
-      .where('ticket_id', '=', ticketId)
+      .where('ticket_id', '=', this.countedTicketKey(shareId, ticketId))
       .where('expires_at', '>', now)
       .executeTakeFirst();
     return r !== undefined;
+  }
+
+  /**
+   * How a counted ticket is recorded: a keyed hash of the link and the ticket id, so a database
+   * writer cannot record a ticket as counted (which would let an uncounted ticket of a used-up
+   * link download again). The ticket's own signed expiry still bounds its repeats.
+   */
+  private countedTicketKey(shareId: string, ticketId: string): string {
+    return this.keys.lookup(`counted ticket|${shareId}|${ticketId}`).toString('hex');
   }
 
   /**
@@ -268,7 +277,7 @@ export class SharesRepo {
       if (count && ticket) {
         await trx
           .insertInto('share_ticket_downloads')
-          .values({ share_id: shareId, ticket_id: ticket.id, expires_at: ticket.expiresAt })
+          .values({ share_id: shareId, ticket_id: repo.countedTicketKey(shareId, ticket.id), expires_at: ticket.expiresAt })
           .onConflict((oc) => oc.columns(['share_id', 'ticket_id']).doUpdateSet({ expires_at: ticket.expiresAt }))
           .execute();
       }

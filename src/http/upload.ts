@@ -16,6 +16,8 @@ declare module 'express-serve-static-core' {
   interface Request {
     staged?: (StagedFile & { seq: number })[];
     uploadSeq?: number;
+    /** Set once the multipart request has ended in an error and its staged blobs were discarded. */
+    uploadAbandoned?: boolean;
   }
 }
 
@@ -75,6 +77,12 @@ class EncryptingStorage implements StorageEngine {
       })
       .then(
         (staged) => {
+          // The request may have failed (client gone, malformed end) while this part was still
+          // being written, e.g. to an object store: nobody will commit or discard it, so do it now.
+          if (req.uploadAbandoned) {
+            void this.vault.discard([staged]).finally(() => cb(null, { size: staged.size, filename: staged.id }));
+            return;
+          }
           (req.staged ??= []).push({ ...staged, seq });
           cb(null, { size: staged.size, filename: staged.id });
         },
@@ -131,6 +139,15 @@ export function multipartUpload(
     // A file upload streams for as long as it makes progress (idle timeout), not 30 s.
     exemptFromBodyDeadline(req);
     acceptBody(req, res);
+    // A client that goes away mid-request may leave multer without a final callback: when the
+    // response closes, whatever is still staged (not taken by the route for commit) is
+    // discarded, and parts still being written discard themselves when they finish.
+    res.once('close', () => {
+      req.uploadAbandoned = true;
+      const left = req.staged ?? [];
+      req.staged = [];
+      if (left.length) void vault.discard(left);
+    });
     upload(req, res, (err?: unknown) => {
       // A `sha256` field still unclaimed at the end came after the last file part: it
       // checks nothing, and storing the file as if it had been verified would be a lie.
@@ -139,6 +156,7 @@ export function multipartUpload(
         err = new AppError('checksum_field_order', 'sha256: the field must come before the file part it checks; nothing was stored');
       }
       if (!err) return next();
+      req.uploadAbandoned = true;
       const staged = req.staged ?? [];
       req.staged = [];
       vault.discard(staged).finally(() => next(multipartError(err)));

@@ -120,6 +120,16 @@ export class AccountsService {
     return user;
   }
 
+  /**
+   * True while the user read before a (slow) password check is still enabled, intact and has
+   * the same password hash: an admin may have disabled them or reset the password meanwhile,
+   * revoking their tokens and sessions, and nothing issued after that may outlive it.
+   */
+  async stillValid(user: UserRow, users: UsersRepo = this.users): Promise<boolean> {
+    const fresh = await users.byId(user.id);
+    return !!fresh && !fresh.disabled && fresh.passwordHash === user.passwordHash && users.intact(fresh);
+  }
+
   /** Issues an API token; the secret is returned only here and stored as its keyed hash. */
   async issueToken(user: UserRow, name: string, expiresInSeconds?: number): Promise<{ row: TokenRow; token: string }> {
     const ttl = expiresInSeconds ?? this.deps.tokenDefaultTtl;
@@ -129,7 +139,13 @@ export class AccountsService {
     const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
     const now = this.now();
     const row: TokenRow = { id: newId(), userId: user.id, name, createdAt: now, expiresAt: now + ttl * 1000, lastUsedAt: null, revokedAt: null };
-    await this.tokens.insert({ ...row, tokenHash: this.deps.integrity.lookup(token) });
+    await this.deps.db.transaction(async (trx) => {
+      // The password was checked against a row read before the (slow) hash: an admin may have
+      // disabled the user or reset the password meanwhile, and revoked their tokens. Read it
+      // again in the insert's transaction, so a token never outlives that revocation.
+      if (!(await this.stillValid(user, new UsersRepo(trx, this.deps.integrity)))) throw new AppError('unauthorized', 'invalid username or password');
+      await new TokensRepo(trx, this.deps.integrity).insert({ ...row, tokenHash: this.deps.integrity.lookup(token) });
+    });
     return { row, token };
   }
 

@@ -98,9 +98,20 @@ export function encodeFields(fields: MacField[]): Buffer {
 
 // Field lists, in one place so writers and checkers cannot drift apart.
 
-/** What a user row's MAC covers: everything that decides who may sign in and with what power. */
-export function userMacFields(u: { id: string; username: string; role: string; disabled: boolean; passwordHash: string; quotaBytes: number | null }): MacField[] {
-  return [u.id, u.username, u.role, u.disabled, u.passwordHash, u.quotaBytes];
+/**
+ * What a user row's MAC covers: everything that decides who may sign in and with what power,
+ * and the admin password-reset stamp (removing it would hide a reset from the user).
+ */
+export function userMacFields(u: {
+  id: string;
+  username: string;
+  role: string;
+  disabled: boolean;
+  passwordHash: string;
+  quotaBytes: number | null;
+  passwordResetAt: number | null;
+}): MacField[] {
+  return [u.id, u.username, u.role, u.disabled, u.passwordHash, u.quotaBytes, u.passwordResetAt];
 }
 
 /** What an API token row's MAC covers (not its name or last use, which grant nothing). */
@@ -183,9 +194,9 @@ export async function openIntegrity(db: Database, keyring: Keyring, now = Date.n
 async function upgradeRows(db: Trx, keyring: Keyring, keys: IntegrityKeys): Promise<IntegrityUpgrade> {
   const out: IntegrityUpgrade = { users: 0, tokens: 0, shares: 0, sessions: 0, files: 0 };
   const n = (r: { numUpdatedRows: bigint }) => Number(r.numUpdatedRows);
-  const users = await db.selectFrom('users').select(['id', 'username', 'role', 'disabled', 'password_hash', 'quota_bytes']).execute();
+  const users = await db.selectFrom('users').select(['id', 'username', 'role', 'disabled', 'password_hash', 'quota_bytes', 'password_reset_at']).execute();
   for (const u of users) {
-    const mac = keys.rowMac('users', userMacFields({ id: u.id, username: u.username, role: u.role, disabled: u.disabled === 1, passwordHash: u.password_hash, quotaBytes: u.quota_bytes }));
+    const mac = keys.rowMac('users', userMacFields({ id: u.id, username: u.username, role: u.role, disabled: u.disabled === 1, passwordHash: u.password_hash, quotaBytes: u.quota_bytes, passwordResetAt: u.password_reset_at ?? null }));
     out.users += n(await db.updateTable('users').set({ integrity_mac: mac }).where('id', '=', u.id).executeTakeFirst());
   }
   const tokens = await db.selectFrom('api_tokens').select(['id', 'user_id', 'token_hash', 'expires_at', 'revoked_at']).execute();

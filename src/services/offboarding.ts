@@ -53,6 +53,16 @@ export async function deleteUser(d: OffboardingDeps, userId: string, decision: F
     if (receiver.id === user.id) throw new AppError('validation_error', 'transferTo: must be another user');
     if (receiver.disabled) throw new AppError('conflict', `"${receiver.username}" is disabled; transfer to an active user`);
   }
+  // Before anything is changed: every file's key must be at hand for a transfer (rewrapping
+  // needs it), so a missing key stops here with key_unavailable, not halfway through.
+  if (receiver) {
+    for (let cursor: { createdAt: number; id: string } | null = null; ; ) {
+      const page = await d.vault.files.listForOwner(user.id, PAGE, cursor);
+      for (const f of page) await d.vault.keyFor(f);
+      if (page.length < PAGE) break;
+      cursor = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
+    }
+  }
   // Throws conflict for the last active admin, before anything is changed.
   const { revokedTokens, revokedShares } = await d.accounts.adminUpdate(user.id, { disabled: true });
   await d.endSessions?.(user.id);

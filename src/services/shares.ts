@@ -130,7 +130,13 @@ export class SharesService {
       revokedAt: null,
       expiredAt: null,
     };
-    await this.repo.insert({ ...share, tokenHash: this.deps.integrity.lookup(token) });
+    await this.deps.db.transaction(async (trx) => {
+      // The password hash above is slow: an admin may have disabled the owner (revoking their
+      // links for good) meanwhile. Check in the insert's transaction, so no link outlives that.
+      const owner = await trx.selectFrom('users').select('disabled').where('id', '=', ownerId).executeTakeFirst();
+      if (!owner || owner.disabled) throw new AppError('unauthorized', 'this account was disabled; sign in again');
+      await new SharesRepo(trx, this.deps.integrity).insert({ ...share, tokenHash: this.deps.integrity.lookup(token) });
+    });
     return { share, token };
   }
 

@@ -264,6 +264,23 @@ export class VaultService {
   }
 
   /**
+   * The master key a row is wrapped under. A key this process lacks is not corruption (e.g.
+   * "sfs key rotate" ran with a key the server was not given): the key file is tried again,
+   * else AppError key_unavailable (503), never integrity_error.
+   */
+  async keyFor(row: Pick<FileRow, 'keyId'>): Promise<MasterKey> {
+    const key = await this.deps.keyring.resolve(row.keyId);
+    if (!key) {
+      throw new AppError(
+        'key_unavailable',
+        'this file is wrapped under a master key the server does not hold; an operator must configure that key (see key rotation)',
+        { 'Retry-After': '60' },
+      );
+    }
+    return key;
+  }
+
+  /**
    * Gives a file to another user (admin transfers): unwraps the DEK under the binding to the
    * old owner, rewraps it under the active key bound to the new owner, and swaps owner,
    * wrapped DEK, key id and wrap version in one compare-and-swap statement. False when the
@@ -273,8 +290,7 @@ export class VaultService {
   async transferOwnership(fileId: string, fromUserId: string, toUserId: string): Promise<boolean> {
     const row = /^[0-9a-f]{32}$/.test(fileId) ? await this.files.byIdForOwner(fileId, fromUserId) : undefined;
     if (!row) return false;
-    const old = this.deps.keyring.get(row.keyId);
-    if (!old) throw new IntegrityError(`file is wrapped under key ${row.keyId}, which is not loaded`);
+    const old = await this.keyFor(row);
     const dek = unwrapDek(old, row.wrappedDek, bindingOf(row));
     const active = this.deps.keyring.active;
     let wrapped: Buffer;
@@ -321,14 +337,7 @@ export class VaultService {
   private async openRow(row: FileRow, range: ByteRange): Promise<AsyncGenerator<Buffer>> {
     // A key this process lacks is not corruption (e.g. "sfs key rotate" ran with a key the server
     // was not given): try the key file again, else say so truthfully, never integrity_error.
-    const key = await this.deps.keyring.resolve(row.keyId);
-    if (!key) {
-      throw new AppError(
-        'key_unavailable',
-        'this file is wrapped under a master key the server does not hold; an operator must configure that key (see key rotation)',
-        { 'Retry-After': '60' },
-      );
-    }
+    const key = await this.keyFor(row);
     const dek = unwrapDek(key, row.wrappedDek, bindingOf(row));
     try {
       const expected = ciphertextSize(row.size, row.chunkSize);

@@ -11,15 +11,31 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const DATA = process.env.SFS_TEST_SERVICES_DIR ? path.join(process.env.SFS_TEST_SERVICES_DIR, 'swift') : '/tmp/sfs-test-services/swift';
-const SWIFT_BINARIES = ['/usr/bin/swift-ring-builder', '/usr/bin/memcached', '/usr/bin/swift-proxy-server', '/usr/bin/swift-object-server'];
+// Each run gets its own Swift (data directory and ports from the pid), so two runs on one
+// machine (two checkouts, a developer beside CI) never share one, nor stop each other's.
+const SLOT = process.pid % 900;
+const DATA = path.join(process.env.SFS_TEST_SERVICES_DIR ?? '/tmp/sfs-test-services', `swift-${process.pid}`);
+const PORTS = {
+  SWIFT_S3_PORT: String(21000 + SLOT * 5),
+  SWIFT_BACKEND_PORT_BASE: String(21001 + SLOT * 5),
+  SWIFT_MEMCACHED_PORT: String(21004 + SLOT * 5),
+};
+/** What starting Swift here needs; vitest.config.ts defines the "s3" project only when it is present. */
+export const SWIFT_BINARIES = ['/usr/bin/swift-ring-builder', '/usr/bin/memcached', '/usr/bin/swift-proxy-server', '/usr/bin/swift-object-server'];
+
+/** True when this machine can start the test S3 service (or one is given in SFS_TEST_S3_ENDPOINT). */
+export function s3CanRun(): boolean {
+  if (process.env.SFS_TEST_S3_ENDPOINT) return true;
+  return SWIFT_BINARIES.every((b) => fs.existsSync(b)) && process.getuid?.() === 0;
+}
+let sharedBucket: { remove(): Promise<void> } | undefined;
 
 let started = false;
 
-export function setup(): void {
+export async function setup(): Promise<void> {
   // The lockfile pins an SDK release that supports Node 20: its Node 22 notice is noise.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  if (process.env.SFS_TEST_S3_ENDPOINT) return;
+  if (process.env.SFS_TEST_S3_ENDPOINT) return void (await shareBucket());
   const missing = SWIFT_BINARIES.filter((b) => !fs.existsSync(b));
   const why = missing.length
     ? `no OpenStack Swift (apt-get install -y swift swift-proxy swift-account swift-container swift-object memcached)`
@@ -34,7 +50,12 @@ export function setup(): void {
   }
   let out: string;
   try {
-    out = execFileSync(path.join(HERE, 'start-swift-s3.sh'), [DATA], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+    out = execFileSync(path.join(HERE, 'start-swift-s3.sh'), [DATA], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 120_000,
+      env: { ...process.env, ...PORTS },
+    });
   } catch (err) {
     const e = err as { stderr?: string; message: string };
     throw new Error(`could not start Swift's S3 API: ${e.stderr?.trim().split('\n').slice(-5).join(' | ') || e.message}`);
@@ -54,9 +75,19 @@ export function setup(): void {
   // The SDK's default credential chain (what the server uses) reads these.
   process.env.AWS_ACCESS_KEY_ID = vars.S3_ACCESS_KEY_ID;
   process.env.AWS_SECRET_ACCESS_KEY = vars.S3_SECRET_ACCESS_KEY;
+  await shareBucket();
 }
 
-export function teardown(): void {
+/** One bucket for the suites the "s3" project runs again on S3 (each harness takes its own prefix). */
+async function shareBucket(): Promise<void> {
+  const { freshBucket, testS3Client } = await import('./services.js');
+  const b = await freshBucket(testS3Client());
+  sharedBucket = b;
+  process.env.SFS_TEST_S3_BUCKET = b.name;
+}
+
+export async function teardown(): Promise<void> {
+  await sharedBucket?.remove().catch(() => {});
   if (!started) return;
-  execFileSync(path.join(HERE, 'stop-swift-s3.sh'), [DATA], { stdio: 'ignore', timeout: 60_000 });
+  execFileSync(path.join(HERE, 'stop-swift-s3.sh'), [DATA, '--purge'], { stdio: 'ignore', timeout: 60_000 });
 }

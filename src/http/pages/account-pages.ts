@@ -51,7 +51,11 @@ export function accountPages(d: PagesDeps): Router {
     }
     // Every other session ends; this one continues under a fresh id.
     const endedSessions = await d.sessions.endAllForUser(user.id);
-    await signIn(req, user);
+    // The password just changed: check the row as it is now (still enabled, still intact).
+    await signIn(req, user, async () => {
+      const now = await d.accounts.users.byId(user.id);
+      return !!now && (await d.accounts.stillValid(now));
+    });
     await d.audit.record({
       actor: user.id,
       action: 'user.password_change',

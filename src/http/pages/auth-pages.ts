@@ -46,7 +46,7 @@ export function authPages(d: PagesDeps): Router {
     d.setup.consume();
     await d.audit.record({ actor: user.id, action: 'setup', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, via: 'page' } });
     req.log?.info({ userId: user.id }, 'setup completed from the setup page');
-    await signIn(req, user);
+    await signIn(req, user, () => d.accounts.stillValid(user));
     res.redirect(303, '/?msg=welcome');
   });
 
@@ -80,7 +80,13 @@ export function authPages(d: PagesDeps): Router {
       if (disabled) return void renderLogin(req, res, 403, 'This account is disabled. Ask an administrator to enable it.', username);
       return void renderLogin(req, res, 401, 'Wrong username or password.', username);
     }
-    await signIn(req, user);
+    try {
+      await signIn(req, user, () => d.accounts.stillValid(user));
+    } catch (err) {
+      // Disabled (or the password reset) while the password was being checked.
+      if (!isAppError(err, 'unauthorized')) throw err;
+      return void renderLogin(req, res, 401, 'Wrong username or password.', username);
+    }
     await d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'page' } });
     res.redirect(303, safeNext(field(req, 'next')));
   });

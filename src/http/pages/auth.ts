@@ -60,7 +60,7 @@ export function webUser(req: Request): UserRow {
 }
 
 /** Starts a fresh session for `user` (a new id, so a planted id cannot ride into the account). */
-export function signIn(req: Request, user: UserRow, now: () => number = Date.now): Promise<void> {
+export function signIn(req: Request, user: UserRow, stillValid: () => Promise<boolean>, now: () => number = Date.now): Promise<void> {
   return new Promise((resolve, reject) => {
     req.session.regenerate((err) => {
       if (err) return reject(err);
@@ -69,7 +69,15 @@ export function signIn(req: Request, user: UserRow, now: () => number = Date.now
       req.session.createdAt = now();
       req.session.ip = ip;
       req.session.ua = userAgent ? userAgent.slice(0, 200) : null;
-      req.session.save((e) => (e ? reject(e) : resolve()));
+      req.session.save((e) => {
+        if (e) return reject(e);
+        // Checked after the row is stored: an admin who disabled the user (or reset the
+        // password) while the hash ran has ended their sessions already, before this one existed.
+        stillValid().then((ok) => {
+          if (ok) return resolve();
+          req.session.destroy(() => reject(new AppError('unauthorized', 'invalid username or password')));
+        }, reject);
+      });
     });
   });
 }

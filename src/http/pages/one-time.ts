@@ -36,6 +36,9 @@ export class OneTimeView {
 
   /** Removes and returns the waiting payload for kind and ref, or null when it was shown already (or never kept). */
   take<T>(req: Request, kind: string, ref: string): T | null {
+    // Express answers HEAD with the GET route; a HEAD (a link checker, a prefetch) shows nothing,
+    // so it must not use up the one view.
+    if (req.method === 'HEAD') return null;
     const held = req.session?.oneTime;
     if (!held || held.kind !== kind || held.ref !== ref) return null;
     delete req.session.oneTime;

@@ -21,7 +21,7 @@ import { ChunkSealer, decryptRange } from '../crypto/stream.js';
 import type { Database } from '../db/database.js';
 import type { FileRow } from '../db/files.js';
 import type { VaultService } from '../services/vault.js';
-import type { DiskBlobStore } from '../storage/disk.js';
+import { syncDir, type DiskBlobStore } from '../storage/disk.js';
 
 export interface ReencryptResult {
   reencrypted: number;
@@ -233,17 +233,5 @@ async function writeAll(fh: fsp.FileHandle, pieces: Buffer[]): Promise<void> {
   for (const p of pieces) {
     let off = 0;
     while (off < p.length) off += (await fh.write(p, off, p.length - off)).bytesWritten;
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  let fh: fsp.FileHandle | undefined;
-  try {
-    fh = await fsp.open(dir, 'r');
-    await fh.sync();
-  } catch {
-    /* best effort: not every platform can fsync a directory */
-  } finally {
-    await fh?.close().catch(() => {});
   }
 }

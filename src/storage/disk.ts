@@ -191,7 +191,8 @@ async function writeAll(fh: fsp.FileHandle, buffers: Buffer[]): Promise<void> {
   }
 }
 
-async function syncDir(dir: string): Promise<void> {
+/** Makes renames in `dir` durable (fsync of the directory; best effort where a platform cannot). */
+export async function syncDir(dir: string): Promise<void> {
   // Make the rename durable; not all platforms allow fsync on a directory.
   let fh: fsp.FileHandle | undefined;
   try {

@@ -230,9 +230,3 @@ export async function openConfiguredDatabase(config: Pick<Config, 'dbFile' | 'da
   }
   return db;
 }
-
-/** Number of rows a write statement changed (Kysely reports a bigint). */
-export function changed(r: { numAffectedRows?: bigint; numUpdatedRows?: bigint; numDeletedRows?: bigint; numInsertedOrUpdatedRows?: bigint } | readonly { numAffectedRows?: bigint; numUpdatedRows?: bigint; numDeletedRows?: bigint; numInsertedOrUpdatedRows?: bigint }[]): number {
-  const one = Array.isArray(r) ? r[0] : r;
-  return Number(one?.numUpdatedRows ?? one?.numDeletedRows ?? one?.numAffectedRows ?? one?.numInsertedOrUpdatedRows ?? 0n);
-}

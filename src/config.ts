@@ -59,6 +59,38 @@ export interface Config {
   tls: { certFile: string; keyFile: string } | null;
   /** Where ciphertext lives: UPLOADS_DIR (default) or an S3-compatible bucket. */
   storage: StorageConfig;
+  /** Where metadata lives: the SQLite file `dbFile` (default) or PostgreSQL (DATABASE_URL). */
+  database: DatabaseConfig;
+}
+
+export type DatabaseConfig =
+  | { kind: 'sqlite' }
+  | {
+      kind: 'postgres';
+      /** The connection URL as given (may carry a password: never log it). */
+      url: string;
+      poolSize: number;
+      /** PEM file of the CA that signed the server's certificate (DATABASE_SSL_CA_FILE). */
+      sslCaFile: string | undefined;
+    };
+
+/** DATABASE_URL / DATABASE_POOL_SIZE / DATABASE_SSL_CA_FILE; unset URL means SQLite in DATA_DIR. */
+function databaseConfig(env: Env, cwd: string): DatabaseConfig {
+  const url = env.DATABASE_URL?.trim();
+  if (!url) return { kind: 'sqlite' };
+  let ok = false;
+  try {
+    const u = new URL(url);
+    ok = (u.protocol === 'postgres:' || u.protocol === 'postgresql:') && u.hostname !== '' && u.pathname.length > 1;
+  } catch {
+    ok = false;
+  }
+  // Never echo the URL: it may hold the password.
+  if (!ok) throw new ConfigError('DATABASE_URL', 'expected postgres://USER:PASSWORD@HOST:PORT/DATABASE (with ?sslmode=... if needed)');
+  const poolSize = int(env, 'DATABASE_POOL_SIZE', 10, 1, 1000);
+  const ca = env.DATABASE_SSL_CA_FILE?.trim();
+  const sslCaFile = ca ? path.resolve(cwd, ca) : undefined;
+  return { kind: 'postgres', url, poolSize, sslCaFile };
 }
 
 export type StorageConfig =
@@ -293,5 +325,6 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     sessionMaxMs: sessionMax * 1000,
     tls: tlsFiles(env, cwd),
     storage: storageConfig(env),
+    database: databaseConfig(env, cwd),
   };
 }

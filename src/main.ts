@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
-import { openDatabase } from './db/database.js';
+import { openConfiguredDatabase, type Database } from './db/database.js';
 import { FilesRepo } from './db/files.js';
 import { MasterKeysRepo } from './db/master-keys.js';
 import { createLogger } from './http/logging.js';
@@ -51,7 +51,14 @@ async function main(): Promise<void> {
     throw err;
   }
   process.on('exit', () => lock.release());
-  const db = await openDatabase(config.dbFile);
+  let db: Database;
+  try {
+    db = await openConfiguredDatabase(config);
+  } catch (err) {
+    // Say which setting is wrong and why, never the URL (it may hold the password).
+    if (config.database.kind === 'postgres') fail(`DATABASE_URL: cannot use the PostgreSQL database: ${(err as Error).message}`);
+    throw err;
+  }
   let keys;
   try {
     // Never generate a fresh key for a database that already used one: it would read nothing.

@@ -7,7 +7,7 @@ import supertest from 'supertest';
 import { createApp, type App } from '../src/app.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { Keyring } from '../src/crypto/keyring.js';
-import { openDatabase, type Database, type RawSqlite } from '../src/db/database.js';
+import { openConfiguredDatabase, type Database, type RawSqlite } from '../src/db/database.js';
 import { createLogger } from '../src/http/logging.js';
 import { SetupCode } from '../src/services/accounts.js';
 import { DiskBlobStore } from '../src/storage/disk.js';
@@ -80,8 +80,16 @@ export async function makeHarness(env: Record<string, string> = {}, opts: { mast
   const config = loadConfig({ NODE_ENV: 'test', DATA_DIR: 'data', UPLOADS_DIR: 'uploads', LOG_LEVEL: 'debug', ...storageEnv(env, dir), ...env }, dir);
   fs.mkdirSync(config.dataDir, { recursive: true });
   const keyring = new Keyring(opts.masterKey ?? randomBytes(32));
-  const database = await openDatabase(config.dbFile);
-  const db = database.raw!;
+  const database = await openConfiguredDatabase(config);
+  // On PostgreSQL there is no raw SQLite handle: a test that reaches for one is SQLite-specific.
+  const db =
+    database.raw ??
+    (new Proxy({ open: false } as RawSqlite, {
+      get: (t, p) => {
+        if (p === 'open') return false;
+        throw new Error('this check reads SQLite directly; the harness runs on PostgreSQL');
+      },
+    }) as RawSqlite);
   const blobs = await createBlobStore(config);
   const logLines: string[] = [];
   const sink = new Writable({
@@ -135,6 +143,8 @@ export async function makeHarness(env: Record<string, string> = {}, opts: { mast
     contractViolations,
     cleanup() {
       if (this.db.open) this.db.close();
+      // PostgreSQL: end the pool (nothing waits on it; the database is the suite's to drop).
+      if (!database.raw) void database.close();
       // The app writes the audit head file asynchronously; a write may still be landing in
       // data/ while the directory is removed, so let rm retry on ENOTEMPTY.
       fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 });

@@ -14,7 +14,7 @@ import readline from 'node:readline';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import type { Keyring } from '../crypto/keyring.js';
-import { openDatabase, type Database } from '../db/database.js';
+import { openConfiguredDatabase, type Database } from '../db/database.js';
 import { auditRows } from '../services/audit.js';
 import { FilesRepo } from '../db/files.js';
 import { AppError } from '../errors.js';
@@ -84,8 +84,8 @@ function progress(enabled: boolean, label: string) {
  * the check only for `key rotate` (which registers it) or with MASTER_KEY_NEW=1.
  */
 async function open(config: Config, opts: { checkKeys: boolean; acceptNewKey?: boolean }): Promise<{ db: Database; keyring: Keyring }> {
-  if (!fs.existsSync(config.dbFile)) throw new UsageError(`no database at ${config.dbFile} (is DATA_DIR right?)`);
-  const db = await openDatabase(config.dbFile);
+  if (config.database.kind === 'sqlite' && !fs.existsSync(config.dbFile)) throw new UsageError(`no database at ${config.dbFile} (is DATA_DIR right?)`);
+  const db = await openConfiguredDatabase(config);
   const { keyring } = loadKeyring(config, { mayGenerate: false });
   if (opts.checkKeys) await checkKeyringAgainstDb(db.kysely, keyring, { acceptNewKey: opts.acceptNewKey || config.acceptNewKey });
   return { db, keyring };
@@ -414,7 +414,7 @@ const COMMANDS: Record<string, Command> = {
         const bar = progress(!json, 'restoring');
         r = await restore(dir, { dbFile: config.dbFile, uploadsDir: config.uploadsDir, auditHeadFile: config.auditHeadFile }, keyring, (d, t) => bar.update(d, t));
         bar.stop();
-        const db = await openDatabase(config.dbFile);
+        const db = await openConfiguredDatabase(config);
         await audit(db, keyring, config, 'backup.restore', 'success', { dir, files: r.files });
         await db.close();
       } finally {
@@ -442,7 +442,7 @@ const COMMANDS: Record<string, Command> = {
       if (!/^[A-Za-z0-9._-]{1,64}$/.test(username)) throw new UsageError('NAME: use 1-64 letters, digits, dot, underscore or hyphen');
       const password = await readPassword();
       fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-      const db = await openDatabase(config.dbFile);
+      const db = await openConfiguredDatabase(config);
       try {
         const accounts = await accountsOn(db, config);
         const user = await accounts.createUser(username, password, values.admin ? 'admin' : 'user');
@@ -459,7 +459,7 @@ const COMMANDS: Record<string, Command> = {
     summary: 'list users',
     options: JSON_OPT,
     async run({ config, out }) {
-      const db = await openDatabase(config.dbFile);
+      const db = await openConfiguredDatabase(config);
       const accounts = await accountsOn(db, config);
       const users = (await accounts.users.list()).map((u) => ({ id: u.id, username: u.username, role: u.role, disabled: u.disabled }));
       await db.close();

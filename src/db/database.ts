@@ -5,8 +5,11 @@
 import BetterSqlite3 from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { DatabaseConnection, Driver, Kysely as KyselyType, SqliteDialectConfig, Transaction } from 'kysely';
-import { CompiledQuery, Kysely, SqliteDialect, SqliteDriver } from './kysely.js';
+import type { DatabaseConnection, Driver, Kysely as KyselyType, PostgresDialectConfig, SqliteDialectConfig, Transaction, TransactionSettings } from 'kysely';
+import { createRequire } from 'node:module';
+import type * as PgModule from 'pg';
+import type { Config } from '../config.js';
+import { CompiledQuery, Kysely, PostgresAdapter, PostgresDialect, PostgresDriver, SqliteDialect, SqliteDriver } from './kysely.js';
 import type { Schema } from './schema.js';
 import { applyMigrations } from './migrations/index.js';
 
@@ -15,7 +18,7 @@ export type { Schema } from './schema.js';
 /** What repositories run queries on: the database itself or a transaction of it. */
 export type Executor = KyselyType<Schema>;
 export type Trx = Transaction<Schema>;
-export type Dialect = 'sqlite';
+export type Dialect = 'sqlite' | 'postgres';
 
 /** The raw SQLite handle (online backup, PRAGMAs, wal_checkpoint, tests). */
 export type RawSqlite = BetterSqlite3.Database;
@@ -26,6 +29,8 @@ export interface Database {
   readonly dialect: Dialect;
   /** Only for SQLite. */
   readonly raw: RawSqlite | undefined;
+  /** Only for PostgreSQL: the pool (for closing and for tests). */
+  readonly pool?: PgModule.Pool;
   /**
    * Runs `fn` in one transaction (BEGIN IMMEDIATE on SQLite) and commits, or rolls back when
    * it throws. Keep it short and never await network or blob-store I/O inside: on SQLite the
@@ -76,6 +81,14 @@ function cachingHandle(raw: RawSqlite): SqliteDialectConfig['database'] {
       return s;
     },
   } as unknown as SqliteDialectConfig['database'];
+}
+
+/**
+ * True when the executor runs on PostgreSQL (for the few statements whose SQL differs by
+ * dialect; everything else is written once). Read from the dialect's adapter.
+ */
+export function isPostgres(db: Executor): boolean {
+  return db.getExecutor().adapter instanceof PostgresAdapter;
 }
 
 /** Runs `fn` inside the executor's transaction, or in a new one when it is not a transaction. */
@@ -138,8 +151,82 @@ export async function openDatabase(file: string): Promise<Database> {
   return db;
 }
 
-/** Number of rows a write statement changed (Kysely reports a bigint). */
-export function changed(r: { numAffectedRows?: bigint; numUpdatedRows?: bigint; numDeletedRows?: bigint; numInsertedOrUpdatedRows?: bigint } | readonly { numAffectedRows?: bigint; numUpdatedRows?: bigint; numDeletedRows?: bigint; numInsertedOrUpdatedRows?: bigint }[]): number {
-  const one = Array.isArray(r) ? r[0] : r;
-  return Number(one?.numUpdatedRows ?? one?.numDeletedRows ?? one?.numAffectedRows ?? one?.numInsertedOrUpdatedRows ?? 0n);
+/**
+ * The advisory lock every PostgreSQL transaction takes first (pg_advisory_xact_lock, released
+ * at commit or rollback): transactions run one at a time, across every instance on the
+ * database, as SQLite's BEGIN IMMEDIATE makes them run. That keeps each read-then-write step
+ * (setup, reservations, the audit append, compare-and-swaps) atomic without per-table locking.
+ */
+export const PG_TRANSACTION_LOCK = 0x5f5_0001;
+
+class SerialPostgresDriver extends PostgresDriver {
+  override async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
+    await super.beginTransaction(connection, settings);
+    await connection.executeQuery(CompiledQuery.raw(`select pg_advisory_xact_lock(${PG_TRANSACTION_LOCK})`));
+  }
+}
+
+class SerialPostgresDialect extends PostgresDialect {
+  constructor(private readonly cfg: PostgresDialectConfig) {
+    super(cfg);
+  }
+  override createDriver(): Driver {
+    return new SerialPostgresDriver(this.cfg);
+  }
+}
+
+let pgTypesSet = false;
+
+/** Loads pg (CommonJS, on first use) and makes BIGINT (ms timestamps, sizes, counts) a JS number, refusing values past 2^53. */
+function loadPg(): typeof PgModule {
+  const pg = createRequire(import.meta.url)('pg') as typeof PgModule;
+  if (!pgTypesSet) {
+    pgTypesSet = true;
+    pg.types.setTypeParser(20, (text: string) => {
+      const n = Number(text);
+      if (!Number.isSafeInteger(n)) throw new RangeError(`a BIGINT from the database is outside the exact range of a JS number: ${text}`);
+      return n;
+    });
+  }
+  return pg;
+}
+
+/** A PostgreSQL database over a pg Pool (URL as pg reads it, sslmode included; CA file optional). */
+export function postgresDatabase(opts: { url: string; poolSize: number; sslCaFile?: string }): Database {
+  const pg = loadPg();
+  const pool = new pg.Pool({
+    connectionString: opts.url,
+    max: opts.poolSize,
+    ...(opts.sslCaFile ? { ssl: { ca: fs.readFileSync(opts.sslCaFile, 'utf8'), rejectUnauthorized: true } } : {}),
+  });
+  // An idle client's error (server restart) must not crash the process; the next query reports it.
+  pool.on('error', () => {});
+  const kysely = new Kysely<Schema>({ dialect: new SerialPostgresDialect({ pool }) });
+  let closed = false;
+  return {
+    kysely,
+    dialect: 'postgres',
+    raw: undefined,
+    pool,
+    transaction: (fn) => kysely.transaction().execute(fn),
+    async close() {
+      if (closed) return;
+      closed = true;
+      await kysely.destroy();
+    },
+  };
+}
+
+/** Opens and migrates the configured database: SQLite in DATA_DIR, or PostgreSQL (DATABASE_URL). */
+export async function openConfiguredDatabase(config: Pick<Config, 'dbFile' | 'database'>): Promise<Database> {
+  const d = config.database;
+  if (d.kind === 'sqlite') return openDatabase(config.dbFile);
+  const db = postgresDatabase(d);
+  try {
+    await applyMigrations(db);
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
+  return db;
 }

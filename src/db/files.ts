@@ -1,7 +1,7 @@
 /** Repository for file rows: metadata plus the DEK wrapped under a master key. */
 import type { WrapBinding, WrapVersion } from '../crypto/envelope.js';
 import { sql } from './kysely.js';
-import { inTransaction, type Executor } from './database.js';
+import { inTransaction, isPostgres, type Executor } from './database.js';
 
 export interface FileRow {
   id: string;
@@ -121,8 +121,8 @@ export class FilesRepo {
    */
   shred(id: string, ownerId: string): Promise<boolean> {
     return inTransaction(this.db, async (trx) => {
-      // sqlite-only: zeroblob(); PostgreSQL needs another way to overwrite the wrapped key in place.
-      const wiped = await sql`UPDATE files SET wrapped_dek = zeroblob(length(wrapped_dek)) WHERE id = ${id} AND owner_id = ${ownerId}`.execute(trx);
+      const zeros = isPostgres(trx) ? sql`decode(repeat('00', length(wrapped_dek)), 'hex')` : sql`zeroblob(length(wrapped_dek))`;
+      const wiped = await sql`UPDATE files SET wrapped_dek = ${zeros} WHERE id = ${id} AND owner_id = ${ownerId}`.execute(trx);
       if (Number(wiped.numAffectedRows ?? 0n) !== 1) return false;
       await trx.deleteFrom('files').where('id', '=', id).where('owner_id', '=', ownerId).execute();
       return true;

@@ -9,4 +9,4 @@ import type * as K from 'kysely';
 
 const kysely = createRequire(import.meta.url)('kysely') as typeof K;
 
-export const { Kysely, SqliteDialect, SqliteDriver, CompiledQuery, sql } = kysely;
+export const { Kysely, SqliteDialect, SqliteDriver, PostgresAdapter, PostgresDialect, PostgresDriver, CompiledQuery, sql } = kysely;

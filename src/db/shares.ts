@@ -5,7 +5,7 @@
  */
 import { shareMacFields, type IntegrityKeys } from '../services/integrity.js';
 import { sql } from './kysely.js';
-import { inTransaction, type Executor } from './database.js';
+import { inTransaction, isPostgres, type Executor } from './database.js';
 
 export interface ShareRow {
   id: string;
@@ -231,8 +231,9 @@ export class SharesRepo {
    * responses see it at their next heartbeat and stop. Returns how many gave way.
    */
   async yieldSlow(shareId: string, slowBefore: number, now: number): Promise<number> {
-    // sqlite-only: two-argument min() is LEAST() on PostgreSQL.
-    const r = await sql`UPDATE share_reservations SET yielded = 1, completion_slot = 0, bytes = min(bytes, bytes_sent)
+    // Two-argument min() is SQLite's spelling of LEAST().
+    const least = isPostgres(this.db) ? sql`least(bytes, bytes_sent)` : sql`min(bytes, bytes_sent)`;
+    const r = await sql`UPDATE share_reservations SET yielded = 1, completion_slot = 0, bytes = ${least}
         WHERE share_id = ${shareId} AND yielded = 0 AND expires_at > ${now} AND slow_since IS NOT NULL AND slow_since <= ${slowBefore}`.execute(this.db);
     return Number(r.numAffectedRows ?? 0n);
   }

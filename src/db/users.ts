@@ -5,7 +5,8 @@
  */
 import { userMacFields, type IntegrityKeys } from '../services/integrity.js';
 import { AppError } from '../errors.js';
-import { inTransaction, type Executor } from './database.js';
+import { sql } from './kysely.js';
+import { inTransaction, isPostgres, type Executor } from './database.js';
 
 export type Role = 'admin' | 'user';
 
@@ -87,8 +88,12 @@ export class UsersRepo {
   }
 
   async byUsername(username: string): Promise<UserRow | undefined> {
-    // sqlite-only: the column is COLLATE NOCASE, so this match ignores ASCII case; PostgreSQL needs lower() on both sides.
-    return this.read(await this.db.selectFrom('users').selectAll().where('username', '=', username).executeTakeFirst());
+    // SQLite's column is COLLATE NOCASE (ASCII case ignored); PostgreSQL's unique index is on lower(username).
+    const q = this.db.selectFrom('users').selectAll();
+    const r = isPostgres(this.db)
+      ? await q.where(sql<string>`lower(username)`, '=', sql<string>`lower(${username})`).executeTakeFirst()
+      : await q.where('username', '=', username).executeTakeFirst();
+    return this.read(r);
   }
 
   /** Deletes the user row (tokens go with it); false when there is no such user. */

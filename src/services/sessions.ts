@@ -8,7 +8,7 @@
  * over the row key, the user and the sign-in time), so a row cannot be pointed at another user.
  */
 import { sql } from '../db/kysely.js';
-import type { Database } from '../db/database.js';
+import { isPostgres, type Database, type Executor } from '../db/database.js';
 import { sealSession, sessionSealMatches, type IntegrityKeys } from './integrity.js';
 
 /** What the store keeps in `sess` besides express-session's own cookie data. */
@@ -39,9 +39,10 @@ export interface WebSessionsDeps {
   now?: () => number;
 }
 
-// sqlite-only: json_extract() (indexed by migration 4); PostgreSQL reads the JSON with ->>.
-const uidOf = sql<string>`json_extract(sess, '$.uid')`;
-const createdAtOf = sql<number>`coalesce(json_extract(sess, '$.createdAt'), 0)`;
+// The user and sign-in time inside `sess` (JSON text), as each dialect reads JSON; both forms are indexed.
+const uidOf = (db: Executor) => (isPostgres(db) ? sql<string>`((sess::json)->>'uid')` : sql<string>`json_extract(sess, '$.uid')`);
+const createdAtOf = (db: Executor) =>
+  isPostgres(db) ? sql<number>`coalesce(((sess::json)->>'createdAt')::bigint, 0)` : sql<number>`coalesce(json_extract(sess, '$.createdAt'), 0)`;
 
 /** Reads and ends browser sessions in the `sessions` table, by user. */
 export class WebSessions {
@@ -77,7 +78,7 @@ export class WebSessions {
     const rows = await this.deps.db.kysely
       .selectFrom('sessions')
       .select(['sid', 'sess', 'expired'])
-      .where(uidOf, '=', uid)
+      .where(uidOf(this.deps.db.kysely), '=', uid)
       .where('expired', '>', new Date(now).toISOString())
       .execute();
     const out: SessionView[] = [];
@@ -95,13 +96,13 @@ export class WebSessions {
 
   /** Ends one of the user's sessions; false when there is no such session of theirs. */
   async end(uid: string, key: string): Promise<boolean> {
-    const r = await this.deps.db.kysely.deleteFrom('sessions').where('sid', '=', key).where(uidOf, '=', uid).executeTakeFirst();
+    const r = await this.deps.db.kysely.deleteFrom('sessions').where('sid', '=', key).where(uidOf(this.deps.db.kysely), '=', uid).executeTakeFirst();
     return Number(r.numDeletedRows) === 1;
   }
 
   /** Ends every session of the user except `exceptKey`; returns how many ended. */
   async endAllForUser(uid: string, exceptKey: string | null = null): Promise<number> {
-    let q = this.deps.db.kysely.deleteFrom('sessions').where(uidOf, '=', uid);
+    let q = this.deps.db.kysely.deleteFrom('sessions').where(uidOf(this.deps.db.kysely), '=', uid);
     if (exceptKey !== null) q = q.where('sid', '!=', exceptKey);
     return Number((await q.executeTakeFirst()).numDeletedRows);
   }
@@ -111,7 +112,7 @@ export class WebSessions {
     const now = this.now();
     const r = await this.deps.db.kysely
       .deleteFrom('sessions')
-      .where((eb) => eb.or([eb('expired', '<=', new Date(now).toISOString()), eb(createdAtOf, '<', now - this.deps.maxMs)]))
+      .where((eb) => eb.or([eb('expired', '<=', new Date(now).toISOString()), eb(createdAtOf(this.deps.db.kysely), '<', now - this.deps.maxMs)]))
       .executeTakeFirst();
     return Number(r.numDeletedRows);
   }

@@ -31,8 +31,50 @@ export function s3CanRun(): boolean {
 let sharedBucket: { remove(): Promise<void> } | undefined;
 
 let started = false;
+let pgStarted = false;
+// Per run as well, like Swift above.
+const PG_DATA = path.join(process.env.SFS_TEST_SERVICES_DIR ?? '/tmp/sfs-test-services', `pg-${process.pid}`);
+const PG_BINARIES = ['/usr/lib/postgresql/15/bin/postgres', '/usr/lib/postgresql/15/bin/initdb', '/usr/lib/postgresql/15/bin/psql'];
+
+/**
+ * Starts PostgreSQL 15 on loopback (test/services/start-pg.sh: own data dir and port, fsync
+ * off) and exports SFS_TEST_DATABASE_URL; same skip and REQUIRE_SERVICES rules as Swift. Set
+ * SFS_TEST_DATABASE_URL (a role that may CREATE DATABASE) to use a server you run yourself.
+ */
+function setupPostgres(): void {
+  if (process.env.SFS_TEST_DATABASE_URL) return;
+  const missing = PG_BINARIES.filter((b) => !fs.existsSync(b));
+  const why = missing.length
+    ? 'no PostgreSQL 15 (apt-get install -y postgresql-15)'
+    : process.getuid?.() !== 0
+      ? 'PostgreSQL is started as root (user postgres); run the tests as root or set SFS_TEST_DATABASE_URL'
+      : '';
+  if (why) {
+    if (process.env.REQUIRE_SERVICES === '1') throw new Error(`REQUIRE_SERVICES=1 but cannot start PostgreSQL: ${why}`);
+    process.env.SFS_TEST_PG_MISSING = why;
+    console.log(`\n  SKIPPED PostgreSQL suites: ${why}\n`);
+    return;
+  }
+  let out: string;
+  try {
+    out = execFileSync(path.join(HERE, 'start-pg.sh'), [PG_DATA], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 120_000,
+      env: { ...process.env, PG_PORT: process.env.SFS_TEST_PG_PORT ?? String(26000 + SLOT), PG_USER: 'sfs', PG_PASSWORD: 'sfs-test', PG_DB: 'sfs' },
+    });
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`could not start PostgreSQL: ${e.stderr?.trim().split('\n').slice(-5).join(' | ') || e.message}`);
+  }
+  pgStarted = true;
+  const url = /^DATABASE_URL=(.*)$/m.exec(out)?.[1];
+  if (!url) throw new Error('start-pg.sh printed no DATABASE_URL');
+  process.env.SFS_TEST_DATABASE_URL = url;
+}
 
 export async function setup(): Promise<void> {
+  setupPostgres();
   // The lockfile pins an SDK release that supports Node 20: its Node 22 notice is noise.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   if (process.env.SFS_TEST_S3_ENDPOINT) return void (await shareBucket());
@@ -87,6 +129,7 @@ async function shareBucket(): Promise<void> {
 }
 
 export async function teardown(): Promise<void> {
+  if (pgStarted) execFileSync(path.join(HERE, 'stop-pg.sh'), [PG_DATA, '--purge'], { stdio: 'ignore', timeout: 60_000 });
   await sharedBucket?.remove().catch(() => {});
   if (!started) return;
   execFileSync(path.join(HERE, 'stop-swift-s3.sh'), [DATA, '--purge'], { stdio: 'ignore', timeout: 60_000 });

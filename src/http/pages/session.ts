@@ -96,7 +96,7 @@ export interface SessionOptions {
    * process holds across an await. Its single statements may therefore land inside such a
    * transaction (and share its fate); phase 2 moves sessions to the shared database.
    */
-  db: RawSqlite;
+  db: RawSqlite | undefined;
   /** Computes row keys and seals. */
   sessions: WebSessions;
   /** Called for a stored session whose seal fails (ids only). */
@@ -112,12 +112,15 @@ export function sessionMiddleware(o: SessionOptions): RequestHandler {
   // Built on the first page request: the store checks for its table as soon as it exists,
   // and an app that only ever serves the API (or is closed at once, as in tests) needs none.
   const build = () => {
+    // Phase 2 of issue 12 points the store at PostgreSQL; until then pages need SQLite.
+    if (!o.db) throw new Error('browser sessions need the SQLite database for now; with DATABASE_URL use the API');
+    const raw = o.db;
     // knex and its session store are loaded here, on the first page request (about 15 MiB
     // resident that a server used only through the API never carries). Both are CommonJS.
     const require = createRequire(import.meta.url);
     const knex = require('knex') as (config: Knex.Config) => Knex;
     const { ConnectSessionKnexStore: StoreClass } = require('connect-session-knex') as { ConnectSessionKnexStore: typeof ConnectSessionKnexStore };
-    const k = knex({ client: sharedHandleClient(o.db) as never, connection: { filename: '' }, useNullAsDefault: true, pool: { min: 0, max: 1 } });
+    const k = knex({ client: sharedHandleClient(raw) as never, connection: { filename: '' }, useNullAsDefault: true, pool: { min: 0, max: 1 } });
     const inner = new StoreClass({ knex: k, tableName: 'sessions', createTable: false, cleanupInterval: 0 });
     // A failed table check reaches every later call through its callback; do not also leave it unhandled.
     inner.ready.catch(() => {});

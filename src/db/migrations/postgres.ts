@@ -1,0 +1,172 @@
+/**
+ * Numbered PostgreSQL schema migrations: the same schema as migrations/sqlite.ts (BYTEA for
+ * blobs, BIGINT for millisecond timestamps, sizes and counters). All pending migrations run
+ * in one transaction under an advisory lock, with the version kept in schema_version, so
+ * several instances starting at once migrate exactly once. Never edit a released migration.
+ */
+import { sql } from '../kysely.js';
+import type { Database } from '../database.js';
+
+/** Held (transaction-scoped) while migrating. */
+const MIGRATION_LOCK = 0x5f5_0000;
+
+export interface PgMigration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+// One migration holding the schema SQLite reached in its seven steps: PostgreSQL support
+// starts at that schema, and later changes get their own numbers in both files.
+export const PG_MIGRATIONS: PgMigration[] = [
+  {
+    version: 7,
+    name: 'schema of SQLite migrations 1-7',
+    sql: `
+      CREATE TABLE users (
+        id                TEXT PRIMARY KEY,
+        username          TEXT NOT NULL,
+        password_hash     TEXT NOT NULL,
+        role              TEXT NOT NULL CHECK (role IN ('admin', 'user')),
+        disabled          INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+        quota_bytes       BIGINT,
+        created_at        BIGINT NOT NULL,
+        updated_at        BIGINT NOT NULL,
+        password_reset_at BIGINT,
+        integrity_mac     BYTEA
+      );
+      -- SQLite's COLLATE NOCASE (ASCII case) on the name: one user per name whatever its case.
+      CREATE UNIQUE INDEX users_username_nocase ON users (lower(username));
+
+      CREATE TABLE api_tokens (
+        id           TEXT PRIMARY KEY,
+        user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        token_hash   BYTEA NOT NULL UNIQUE,
+        created_at   BIGINT NOT NULL,
+        expires_at   BIGINT NOT NULL,
+        last_used_at BIGINT,
+        revoked_at   BIGINT,
+        row_mac      BYTEA
+      );
+      CREATE INDEX api_tokens_user ON api_tokens(user_id, created_at);
+
+      CREATE TABLE master_keys (
+        key_id      TEXT PRIMARY KEY,
+        check_value BYTEA NOT NULL,
+        created_at  BIGINT NOT NULL,
+        retired_at  BIGINT
+      );
+
+      CREATE TABLE files (
+        id             TEXT PRIMARY KEY,
+        owner_id       TEXT NOT NULL REFERENCES users(id),
+        name           TEXT NOT NULL,
+        size           BIGINT NOT NULL CHECK (size >= 0),
+        mime_type      TEXT NOT NULL,
+        sha256         BYTEA NOT NULL CHECK (length(sha256) = 32),
+        key_id         TEXT NOT NULL REFERENCES master_keys(key_id),
+        wrapped_dek    BYTEA NOT NULL,
+        format_version INTEGER NOT NULL,
+        chunk_size     INTEGER NOT NULL,
+        created_at     BIGINT NOT NULL,
+        wrap_version   INTEGER NOT NULL DEFAULT 1 CHECK (wrap_version IN (1, 2))
+      );
+      CREATE INDEX files_owner_created ON files(owner_id, created_at DESC, id DESC);
+      CREATE INDEX files_key ON files(key_id);
+
+      CREATE TABLE shares (
+        id             TEXT PRIMARY KEY,
+        file_id        TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        owner_id       TEXT NOT NULL REFERENCES users(id),
+        token_hash     BYTEA NOT NULL UNIQUE,
+        password_hash  TEXT,
+        note           TEXT,
+        created_at     BIGINT NOT NULL,
+        expires_at     BIGINT NOT NULL,
+        max_downloads  BIGINT CHECK (max_downloads IS NULL OR max_downloads >= 1),
+        downloads      BIGINT NOT NULL DEFAULT 0,
+        bytes_served   BIGINT NOT NULL DEFAULT 0,
+        revoked_at     BIGINT,
+        expired_at     BIGINT,
+        row_mac        BYTEA
+      );
+      CREATE INDEX shares_file ON shares(file_id, created_at);
+      CREATE INDEX shares_expiry ON shares(expires_at) WHERE expired_at IS NULL AND revoked_at IS NULL;
+
+      CREATE TABLE share_reservations (
+        id              TEXT PRIMARY KEY,
+        share_id        TEXT NOT NULL REFERENCES shares(id) ON DELETE CASCADE,
+        bytes           BIGINT NOT NULL CHECK (bytes >= 0),
+        completion_slot INTEGER NOT NULL CHECK (completion_slot IN (0, 1)),
+        expires_at      BIGINT NOT NULL,
+        bytes_sent      BIGINT NOT NULL DEFAULT 0,
+        slow_since      BIGINT,
+        yielded         INTEGER NOT NULL DEFAULT 0 CHECK (yielded IN (0, 1)),
+        ticket_id       TEXT
+      );
+      CREATE INDEX share_reservations_share ON share_reservations(share_id, expires_at);
+
+      CREATE TABLE share_ticket_downloads (
+        share_id   TEXT NOT NULL REFERENCES shares(id) ON DELETE CASCADE,
+        ticket_id  TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (share_id, ticket_id)
+      );
+      CREATE INDEX share_ticket_downloads_expiry ON share_ticket_downloads(expires_at);
+
+      CREATE TABLE audit_events (
+        seq             BIGINT PRIMARY KEY,
+        at              BIGINT NOT NULL,
+        actor           TEXT NOT NULL,
+        action          TEXT NOT NULL,
+        subject_user_id TEXT,
+        file_id         TEXT,
+        share_id        TEXT,
+        ip              TEXT,
+        user_agent      TEXT,
+        outcome         TEXT NOT NULL,
+        details         TEXT NOT NULL,
+        key_id          TEXT NOT NULL,
+        mac             BYTEA NOT NULL
+      );
+      CREATE INDEX audit_subject ON audit_events(subject_user_id, seq);
+      CREATE INDEX audit_file ON audit_events(file_id, seq);
+
+      CREATE TABLE secrets (
+        name       TEXT PRIMARY KEY,
+        key_id     TEXT NOT NULL REFERENCES master_keys(key_id),
+        wrapped    BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+      );
+
+      CREATE TABLE sessions (
+        sid     TEXT PRIMARY KEY,
+        sess    TEXT NOT NULL,
+        expired TEXT NOT NULL
+      );
+      CREATE INDEX sessions_expired ON sessions(expired);
+      CREATE INDEX sessions_user ON sessions(((sess::json)->>'uid'));
+    `,
+  },
+];
+
+/** Applies every migration newer than schema_version in one transaction under the migration lock. */
+export async function migrate(db: Database, migrations: PgMigration[] = PG_MIGRATIONS): Promise<number> {
+  const latest = migrations.at(-1)?.version ?? 0;
+  return db.transaction(async (trx) => {
+    await sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`.execute(trx);
+    await sql`CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`.execute(trx);
+    const { rows } = await sql<{ version: number }>`SELECT version FROM schema_version`.execute(trx);
+    let current = rows[0]?.version ?? 0;
+    if (current > latest) throw new Error(`database schema version ${current} is newer than this server knows (${latest}); upgrade the server`);
+    for (const m of migrations) {
+      if (m.version <= current) continue;
+      await sql.raw(m.sql).execute(trx);
+      current = m.version;
+    }
+    await sql`DELETE FROM schema_version`.execute(trx);
+    await sql`INSERT INTO schema_version (version) VALUES (${current})`.execute(trx);
+    return current;
+  });
+}

@@ -303,9 +303,13 @@ describe('large transfer in bounded memory', () => {
     const peak = peakRss(c.proc.pid!);
     console.log(`server RSS before: ${(rssBefore / 2 ** 20).toFixed(1)} MiB, peak over 200 MiB up+down: ${(peak / 2 ** 20).toFixed(1)} MiB`);
     // Bounds, not timings: a server that buffered the file (or a large part of it) would exceed them.
-    // The fixed part (~90 MiB: Node, modules, argon2's arena) does not grow with the file.
+    // The fixed part (~110 MiB: Node, modules, argon2's arena, the query builder) does not grow
+    // with the file; what matters is the growth, bounded tightly. The absolute bound only says the
+    // whole file was never in memory: the fixed part alone varies by ~15 MiB with what else the
+    // machine runs (163.7 MiB seen once in a full parallel run, 148-153 MiB alone), so a tighter
+    // absolute bound measured the machine, not the server. Issue 13 owns the RSS target (bench).
     expect(peak - rssBefore).toBeLessThan(SIZE / 3);
-    expect(peak).toBeLessThan(SIZE * 0.8);
+    expect(peak).toBeLessThan(SIZE);
     await c.stop();
   });
 });

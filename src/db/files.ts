@@ -1,6 +1,8 @@
 /** Repository for file rows: metadata plus the DEK wrapped under a master key. */
 import type { WrapBinding, WrapVersion } from '../crypto/envelope.js';
 import { sql } from './kysely.js';
+import type { Selectable } from 'kysely';
+import type { FilesTable } from './schema.js';
 import { inTransaction, isPostgres, type Executor } from './database.js';
 
 export interface FileRow {
@@ -20,20 +22,8 @@ export interface FileRow {
   createdAt: number;
 }
 
-interface RawFile {
-  id: string;
-  owner_id: string;
-  name: string;
-  size: number;
-  mime_type: string;
-  sha256: Buffer;
-  key_id: string;
-  wrapped_dek: Buffer;
-  wrap_version: number;
-  format_version: number;
-  chunk_size: number;
-  created_at: number;
-}
+/** A files row as the database returns it (the schema is the one description of the table). */
+type RawFile = Selectable<FilesTable>;
 
 const toRow = (r: RawFile): FileRow => ({
   id: r.id,

@@ -17,6 +17,8 @@ import type { Database, Executor } from '../db/database.js';
 import { unwrapSecret } from '../crypto/envelope.js';
 import { deriveSubkey, type Keyring } from '../crypto/keyring.js';
 import { SecretsRepo } from '../db/secrets.js';
+import type { Selectable } from 'kysely';
+import type { AuditEventsTable } from '../db/schema.js';
 
 const AUDIT_LABEL = 'sfs/v1 audit mac';
 const AUDIT_ID_LABEL = 'sfs/v1 audit key id';
@@ -56,21 +58,8 @@ export interface AuditRow {
   mac: Buffer;
 }
 
-export interface RawRow {
-  seq: number;
-  at: number;
-  actor: string;
-  action: string;
-  subject_user_id: string | null;
-  file_id: string | null;
-  share_id: string | null;
-  ip: string | null;
-  user_agent: string | null;
-  outcome: string;
-  details: string;
-  key_id: string;
-  mac: Buffer;
-}
+/** An audit_events row as the database returns it. */
+export type RawRow = Selectable<AuditEventsTable>;
 
 const toRow = (r: RawRow): AuditRow => ({
   seq: r.seq,

@@ -36,6 +36,15 @@ export async function freshDatabase(): Promise<{ url: string; drop(): Promise<vo
   };
 }
 
+/** Temp dirs this module made (instances, sfs runs); removeTempDirs() deletes them. */
+const dirs = new Set<string>();
+
+/** Deletes every temp dir this module made; call after every process using them stopped. */
+export function removeTempDirs(): void {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  dirs.clear();
+}
+
 // Every child this module started, killed synchronously if the test process exits without
 // running the suite's afterAll (a crash, a timeout of the worker).
 const live = new Set<Child>();
@@ -57,6 +66,7 @@ export interface Instance {
 /** Starts one instance on a fixed loopback port with the shared settings. */
 export async function startInstance(name: string, port: number, shared: Record<string, string>): Promise<Instance> {
   const dir = tempDir();
+  dirs.add(dir);
   const env = childEnv(dir, { ...shared, PORT: String(port), HOST: '127.0.0.1' });
   const inst: Instance = { name, port, dir, env, child: undefined as unknown as Child, log: () => '' };
   await restartInstance(inst);
@@ -128,7 +138,9 @@ export function runSfs(args: string[], env: Record<string, string>, timeoutMs = 
 
 /** Environment for `sfs` on the cluster's settings, with a DATA_DIR of its own. */
 export function cliEnv(shared: Record<string, string>, extra: Record<string, string> = {}): Record<string, string> {
-  return childEnv(tempDir(), { ...shared, ...extra });
+  const dir = tempDir();
+  dirs.add(dir);
+  return childEnv(dir, { ...shared, ...extra });
 }
 
 export interface Reply {

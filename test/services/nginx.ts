@@ -6,7 +6,7 @@
  * deploy/nginx.conf when the repository has one (so the config the deployment guide shows is
  * the one tested), else from the fallback below with the same directives.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -24,65 +24,82 @@ export interface NginxOptions {
   listenPort: number;
   /** 127.0.0.1 ports of the instances, balanced round-robin. */
   upstreams: number[];
-  clientMaxBodySize?: string;
 }
+
+/** The variables deploy/nginx.conf takes (docs/deploy.md renders it with envsubst on exactly these). */
+export const SHIPPED_VARS = ['SFS_LISTEN', 'SFS_SERVER_NAME', 'SFS_UPSTREAMS', 'SFS_TLS_CERT', 'SFS_TLS_KEY', 'SFS_NGINX_STATE'] as const;
+
+/** True when the repository ships deploy/nginx.conf (then that file is what runs). */
+export const shippedConfig = () => fs.existsSync(SHIPPED);
 
 /**
- * The configuration for a test run. Only loopback addresses are ever written into it; the
- * shipped file's public parts (server_name, TLS) are replaced by what a test needs.
+ * The configuration for a test run, written into `prefix`: deploy/nginx.conf with its
+ * variables set as envsubst would (only those six names; nginx's own $variables stay), or
+ * the fallback below. Only loopback addresses go into it. What a test needs on top (no
+ * daemon; as root, workers that stay root so they can use the temp dir) is given with -g, so
+ * the file itself is the shipped one.
  */
 export function renderNginxConf(prefix: string, o: NginxOptions): string {
-  const upstreamServers = o.upstreams.map((p) => `    server 127.0.0.1:${p};`).join('\n');
-  // Temp paths in the prefix: the Debian defaults under /var/lib/nginx may not exist or be writable.
-  const temps = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
-    .map((t) => `  ${t}_temp_path ${path.join(prefix, 'tmp', t)};`)
-    .join('\n');
-  const top = [
-    'daemon off;',
-    'master_process on;',
-    'worker_processes 1;',
-    // As root the workers would otherwise switch to "nobody", which cannot use the temp dir.
-    ...(process.getuid?.() === 0 ? ['user root;'] : []),
-    `pid ${path.join(prefix, 'nginx.pid')};`,
-    `error_log ${path.join(prefix, 'error.log')} info;`,
-    'events { worker_connections 256; }',
-  ].join('\n');
-  const site = fs.existsSync(SHIPPED) ? shippedSite(o) : fallbackSite(o);
-  return `${top}\nhttp {\n  access_log ${path.join(prefix, 'access.log')};\n${temps}\n${site.replace('%%UPSTREAMS%%', upstreamServers)}\n}\n`;
+  const upstreams = o.upstreams.map((p) => `server 127.0.0.1:${p};`).join(' ');
+  if (!shippedConfig()) return fallbackConf(prefix, o, upstreams);
+  // The shipped server block names certificate files even when it listens on plain HTTP
+  // (nginx loads them at start): a throwaway self-signed pair.
+  const cert = path.join(prefix, 'cert.pem');
+  const key = path.join(prefix, 'key.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-keyout', key, '-out', cert, '-subj', '/CN=localhost'], { stdio: 'ignore' });
+  const vars: Record<(typeof SHIPPED_VARS)[number], string> = {
+    SFS_LISTEN: `127.0.0.1:${o.listenPort}`,
+    SFS_SERVER_NAME: 'localhost',
+    SFS_UPSTREAMS: upstreams,
+    SFS_TLS_CERT: cert,
+    SFS_TLS_KEY: key,
+    SFS_NGINX_STATE: prefix,
+  };
+  let text = fs.readFileSync(SHIPPED, 'utf8');
+  for (const [k, v] of Object.entries(vars)) text = text.split(`\${${k}}`).join(v);
+  const left = /\$\{SFS_[A-Z_]+\}/.exec(text);
+  if (left) throw new Error(`deploy/nginx.conf uses ${left[0]}, which the multi-instance suite does not set`);
+  return text;
 }
 
-/** The server block the suite used before deploy/nginx.conf existed: the same directives. */
-function fallbackSite(o: NginxOptions): string {
-  return `
+/** The configuration the suite used before deploy/nginx.conf existed: the same directives. */
+function fallbackConf(prefix: string, o: NginxOptions, upstreams: string): string {
+  const temps = TEMPS.map((t) => `  ${t}_temp_path ${path.join(prefix, t)};`).join('\n');
+  return `worker_processes 1;
+pid ${path.join(prefix, 'nginx.pid')};
+error_log ${path.join(prefix, 'error.log')} warn;
+events { worker_connections 256; }
+http {
+  access_log ${path.join(prefix, 'access.log')};
+${temps}
   upstream sfs {
-%%UPSTREAMS%%
+    ${upstreams}
     keepalive 16;
   }
   server {
     listen 127.0.0.1:${o.listenPort};
-    client_max_body_size ${o.clientMaxBodySize ?? '2100m'};
-    # Uploads stream through to the instance, downloads stream back: nothing is spooled.
-    proxy_request_buffering off;
-    proxy_buffering off;
-    proxy_read_timeout 300s;
-    proxy_send_timeout 300s;
+    client_max_body_size 0;
     location / {
       proxy_pass http://sfs;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      # Uploads stream through to the instance, downloads stream back: nothing is spooled.
+      proxy_request_buffering off;
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+      proxy_send_timeout 300s;
+      proxy_next_upstream error timeout;
       proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-For $remote_addr;
       proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $host;
     }
-  }`;
+  }
+}
+`;
 }
 
-/** deploy/nginx.conf with its upstream servers and listen address replaced for a test run. */
-function shippedSite(o: NginxOptions): string {
-  const text = fs.readFileSync(SHIPPED, 'utf8');
-  return text;
-}
+const TEMPS = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'];
 
 export interface Nginx {
   port: number;
@@ -112,7 +129,7 @@ export async function waitForPort(port: number, isAlive: () => boolean, what: st
 /** Starts nginx in front of `upstreams`; checks the configuration first (nginx -t). */
 export async function startNginx(o: NginxOptions): Promise<Nginx> {
   const prefix = fs.mkdtempSync(path.join(os.tmpdir(), 'sfs-nginx-'));
-  for (const t of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) fs.mkdirSync(path.join(prefix, 'tmp', t), { recursive: true });
+  for (const t of TEMPS) fs.mkdirSync(path.join(prefix, t));
   const conf = path.join(prefix, 'nginx.conf');
   fs.writeFileSync(conf, renderNginxConf(prefix, o));
   const errorLog = () => {
@@ -123,7 +140,8 @@ export async function startNginx(o: NginxOptions): Promise<Nginx> {
     }
   };
   // -e: the error log before the configuration is read, so nothing goes to /var/log/nginx.
-  const args = ['-p', prefix, '-c', conf, '-e', path.join(prefix, 'error.log')];
+  const globals = ['daemon off;', ...(process.getuid?.() === 0 ? ['user root;'] : [])].join(' ');
+  const args = ['-p', prefix, '-c', conf, '-e', path.join(prefix, 'error.log'), '-g', globals];
   let stderr = '';
   const proc = spawn(NGINX_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   proc.stderr!.on('data', (c) => (stderr += c));
@@ -132,7 +150,9 @@ export async function startNginx(o: NginxOptions): Promise<Nginx> {
     await waitForPort(o.listenPort, alive, 'nginx');
   } catch (err) {
     proc.kill('SIGKILL');
-    throw new Error(`${(err as Error).message}: ${stderr.trim()} ${errorLog().trim().split('\n').slice(-3).join(' | ')}`);
+    const why = `${(err as Error).message}: ${stderr.trim()} ${errorLog().trim().split('\n').slice(-3).join(' | ')}`;
+    fs.rmSync(prefix, { recursive: true, force: true });
+    throw new Error(why);
   }
   return {
     port: o.listenPort,
@@ -141,12 +161,16 @@ export async function startNginx(o: NginxOptions): Promise<Nginx> {
     errorLog,
     stop() {
       return new Promise<void>((resolve) => {
-        if (!alive()) return resolve();
+        const done = () => {
+          fs.rmSync(prefix, { recursive: true, force: true });
+          resolve();
+        };
+        if (!alive()) return done();
         // SIGTERM: fast shutdown, the master stops its workers before it exits.
         const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
         proc.once('exit', () => {
           clearTimeout(t);
-          resolve();
+          done();
         });
         proc.kill('SIGTERM');
       });

@@ -146,6 +146,13 @@ export async function startNginx(o: NginxOptions): Promise<Nginx> {
   const proc = spawn(NGINX_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   proc.stderr!.on('data', (c) => (stderr += c));
   const alive = () => proc.exitCode === null && proc.signalCode === null;
+  // If the test process ends without stopping it (a crashed worker), SIGTERM still reaches
+  // the master, which stops its workers: SIGKILL would leave them holding the port.
+  const onExit = () => {
+    if (alive()) proc.kill('SIGTERM');
+  };
+  process.on('exit', onExit);
+  proc.once('exit', () => process.off('exit', onExit));
   try {
     await waitForPort(o.listenPort, alive, 'nginx');
   } catch (err) {

@@ -2,9 +2,8 @@
  * nginx from Debian's package as a reverse proxy in front of several server instances, for the
  * multi-instance suite (test/multi-instance.test.ts). It runs as a child of the test process
  * (`daemon off`) with its own prefix, configuration, pid file, error log and temp paths in a
- * temp dir, listening on loopback only. The configuration is rendered from the shipped
- * deploy/nginx.conf when the repository has one (so the config the deployment guide shows is
- * the one tested), else from the fallback below with the same directives.
+ * temp dir, listening on loopback only. The configuration is the shipped deploy/nginx.conf,
+ * rendered with loopback ports and that temp dir.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -29,19 +28,15 @@ export interface NginxOptions {
 /** The variables deploy/nginx.conf takes (docs/deploy.md renders it with envsubst on exactly these). */
 export const SHIPPED_VARS = ['SFS_LISTEN', 'SFS_SERVER_NAME', 'SFS_UPSTREAMS', 'SFS_TLS_CERT', 'SFS_TLS_KEY', 'SFS_NGINX_STATE'] as const;
 
-/** True when the repository ships deploy/nginx.conf (then that file is what runs). */
-export const shippedConfig = () => fs.existsSync(SHIPPED);
-
 /**
  * The configuration for a test run, written into `prefix`: deploy/nginx.conf with its
- * variables set as envsubst would (only those six names; nginx's own $variables stay), or
- * the fallback below. Only loopback addresses go into it. What a test needs on top (no
- * daemon; as root, workers that stay root so they can use the temp dir) is given with -g, so
- * the file itself is the shipped one.
+ * variables set as envsubst would (only those six names; nginx's own $variables stay), so
+ * the configuration docs/deploy.md ships is the one tested. Only loopback addresses go into
+ * it. What a test needs on top (no daemon; as root, workers that stay root so they can use
+ * the temp dir) is given with -g, so the file itself is the shipped one.
  */
 export function renderNginxConf(prefix: string, o: NginxOptions): string {
   const upstreams = o.upstreams.map((p) => `server 127.0.0.1:${p};`).join(' ');
-  if (!shippedConfig()) return fallbackConf(prefix, o, upstreams);
   // The shipped server block names certificate files even when it listens on plain HTTP
   // (nginx loads them at start): a throwaway self-signed pair.
   const cert = path.join(prefix, 'cert.pem');
@@ -60,43 +55,6 @@ export function renderNginxConf(prefix: string, o: NginxOptions): string {
   const left = /\$\{SFS_[A-Z_]+\}/.exec(text);
   if (left) throw new Error(`deploy/nginx.conf uses ${left[0]}, which the multi-instance suite does not set`);
   return text;
-}
-
-/** The configuration the suite used before deploy/nginx.conf existed: the same directives. */
-function fallbackConf(prefix: string, o: NginxOptions, upstreams: string): string {
-  const temps = TEMPS.map((t) => `  ${t}_temp_path ${path.join(prefix, t)};`).join('\n');
-  return `worker_processes 1;
-pid ${path.join(prefix, 'nginx.pid')};
-error_log ${path.join(prefix, 'error.log')} warn;
-events { worker_connections 256; }
-http {
-  access_log ${path.join(prefix, 'access.log')};
-${temps}
-  upstream sfs {
-    ${upstreams}
-    keepalive 16;
-  }
-  server {
-    listen 127.0.0.1:${o.listenPort};
-    client_max_body_size 0;
-    location / {
-      proxy_pass http://sfs;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      # Uploads stream through to the instance, downloads stream back: nothing is spooled.
-      proxy_request_buffering off;
-      proxy_buffering off;
-      proxy_read_timeout 300s;
-      proxy_send_timeout 300s;
-      proxy_next_upstream error timeout;
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $host;
-    }
-  }
-}
-`;
 }
 
 const TEMPS = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'];

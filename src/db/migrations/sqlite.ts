@@ -198,6 +198,23 @@ export const MIGRATIONS: Migration[] = [
       ALTER TABLE shares ADD COLUMN row_mac BLOB;
     `,
   },
+  {
+    version: 10,
+    name: 'single-writer operation lock',
+    sql: `
+      -- One row per held operation lock (ops/op-lock.ts): who holds it and until when. Taken
+      -- by one transaction that checks expiry, renewed while the operation runs, deleted at
+      -- the end; a crashed holder's row simply expires. The holder text names a process and
+      -- host, never a secret.
+      CREATE TABLE op_locks (
+        name       TEXT PRIMARY KEY,
+        token      TEXT NOT NULL,
+        holder     TEXT NOT NULL,
+        acquired_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
 ];
 
 /**

@@ -88,6 +88,15 @@ function openProgress(file: string, label: string): Progress {
 
 /** Migrates source (SQLite + disk, stopped) to target (empty database and store); resumable. */
 export async function migrateStore(source: { store: BlobStore }, target: { db: Database; store: BlobStore }, opts: MigrateOptions): Promise<MigrateResult> {
+  try {
+    return await migrateSteps(source, target, opts);
+  } finally {
+    // Staged again on every run from the static source; never left behind.
+    await fsp.rm(opts.stagingDir, { recursive: true, force: true });
+  }
+}
+
+async function migrateSteps(source: { store: BlobStore }, target: { db: Database; store: BlobStore }, opts: MigrateOptions): Promise<MigrateResult> {
   // The dump is staged from the static source on every run (it is small next to the blobs).
   await fsp.rm(opts.stagingDir, { recursive: true, force: true });
   await fsp.mkdir(opts.stagingDir, { recursive: true, mode: 0o700 });
@@ -142,6 +151,5 @@ export async function migrateStore(source: { store: BlobStore }, target: { db: D
   // Every blob is there and checked: now all rows at once.
   result.rows = await target.db.transaction((trx) => loadDump(trx, opts.stagingDir, tables));
   await fsp.rm(opts.progressFile, { force: true });
-  await fsp.rm(opts.stagingDir, { recursive: true, force: true });
   return result;
 }

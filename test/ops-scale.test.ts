@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { childAdminToken, childEnv, jsonRequest, startChild, tempDir, type Child } from './child.js';
@@ -253,6 +253,68 @@ describe.runIf(canRun)('operations on PostgreSQL + S3', () => {
     expect(b.status, b.stderr).toBe(0);
     // Released at the end: nothing is left in the table.
     expect(await query(a.url, 'SELECT holder FROM op_locks')).toEqual([]);
+  });
+
+  it('key rotate --reencrypt on PostgreSQL + S3: new objects, rows swapped, old objects gone; resumable; the files read back under the new key only', async () => {
+    const oldKey = randomBytes(32);
+    const newKey = randomBytes(32);
+    const a = await target();
+    const dir = tempDir();
+    const srv = await server(envFor(dir, oldKey, a));
+    const token = await childAdminToken(srv);
+    const files = new Map<string, Buffer>();
+    for (const n of [0, 40_000, 6 * 1024 * 1024 + 7]) {
+      const content = randomBytes(n);
+      files.set(await upload(srv, token, `r${n}.bin`, content), content);
+    }
+    expect(await srv.stop()).toBe(0);
+    const objects = async () => {
+      const out = new Map<string, Buffer>();
+      const l = await client!.send(new ListObjectsV2Command({ Bucket: a.bucket }));
+      for (const o of l.Contents ?? []) {
+        if (o.Key!.startsWith('.probe/')) continue;
+        const got = await client!.send(new GetObjectCommand({ Bucket: a.bucket, Key: o.Key! }));
+        out.set(o.Key!, Buffer.from(await got.Body!.transformToByteArray()));
+      }
+      return out;
+    };
+    const before = await objects();
+    expect([...before.keys()].every((k) => /^[0-9a-f]{2}\/[0-9a-f]{32}\.enc$/.test(k))).toBe(true);
+
+    const rotEnv = { ...envFor(dir, newKey, a), MASTER_KEYS_PREVIOUS: oldKey.toString('base64') };
+    // In slices: one file, then the rest.
+    const first = await sfs(rotEnv, ['key', 'rotate', '--reencrypt', '--max-files', '1', '--json']);
+    expect(first.status, first.stderr).toBe(1);
+    expect(first.json().reencrypt).toMatchObject({ reencrypted: 1, interrupted: true, failed: [] });
+    const rest = await sfs(rotEnv, ['key', 'rotate', '--reencrypt', '--json']);
+    expect(rest.status, rest.stderr).toBe(0);
+    expect(rest.json().reencrypt).toMatchObject({ reencrypted: 2, interrupted: false, failed: [] });
+
+    // Every file now lives in a new object (a new generation), with entirely new bytes; the old objects are gone.
+    const after = await objects();
+    expect(after.size).toBe(files.size);
+    for (const [k, bytes] of after) {
+      expect(k).toMatch(/^[0-9a-f]{2}\/[0-9a-f]{32}\.g1\.enc$/);
+      for (const old of before.values()) expect(bytes.subarray(40, 104).equals(old.subarray(40, 104))).toBe(false);
+    }
+    const gens = await query<{ blob_gen: number }>(a.url, 'SELECT blob_gen FROM files');
+    expect(gens.map((g) => g.blob_gen)).toEqual([1, 1, 1]);
+    // With the new key alone: verify passes (no orphan, no missing), and the server serves every file byte-exact.
+    const newOnly = envFor(dir, newKey, a);
+    const v = await sfs(newOnly, ['verify', '--json']);
+    expect(v.status, v.stdout + v.stderr).toBe(0);
+    expect(v.json().counts).toEqual({ ok: 3, corrupt: 0, missing: 0, orphan: 0 });
+    const srv2 = await server(newOnly);
+    for (const [id, content] of files) expect((await download(srv2, token, id)).equals(content)).toBe(true);
+    // A backup of re-encrypted files restores too (blob ids with their generation).
+    const bdir = path.join(tempDir(), 'b');
+    const b = await sfs(newOnly, ['backup', bdir, '--json']);
+    expect(b.status, b.stderr).toBe(0);
+    const t = await target();
+    const envT = envFor(tempDir(), newKey, t);
+    expect((await sfs(envT, ['restore', bdir])).status).toBe(0);
+    const vt = await sfs(envT, ['verify', '--json']);
+    expect(vt.json().counts).toEqual({ ok: 3, corrupt: 0, missing: 0, orphan: 0 });
   });
 
   it('migrate from SQLite + disk: refused while the source server runs, interrupted and resumed, then byte-exact with tokens, links and the audit chain', async () => {

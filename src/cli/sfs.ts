@@ -24,7 +24,7 @@ import { migrateStore, targetLabel } from '../ops/migrate.js';
 import { acquireOpLock, withOpLock } from '../ops/op-lock.js';
 import { DataDirLockedError, acquireDataDirLock } from '../ops/dir-lock.js';
 import { gc } from '../ops/gc.js';
-import { KeyInUseError, checkpointWal, keyStatus, retire, rotate } from '../ops/keys.js';
+import { KeyInUseError, checkpointWal, keyStatus, retire, rotate, type RotateResult } from '../ops/keys.js';
 import { reencrypt, type ReencryptResult } from '../ops/reencrypt.js';
 import { scrub } from '../ops/scrub.js';
 import { AccountsService, normalizeUsername } from '../services/accounts.js';
@@ -213,50 +213,56 @@ const COMMANDS: Record<string, Command> = {
         await db.close();
         throw err;
       }
-      let stop = false;
-      const onSignal = () => {
-        stop = true;
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      const bar = progress(!json, 'rewrapping');
-      const batchSize = values.batch === undefined ? 200 : Number(values.batch);
-      if (!Number.isInteger(batchSize) || batchSize < 1) throw new UsageError('--batch: expected a positive whole number');
-      const maxFiles = values['max-files'] === undefined ? undefined : Number(values['max-files']);
-      if (maxFiles !== undefined && (!values.reencrypt || !Number.isInteger(maxFiles) || maxFiles < 1)) {
-        throw new UsageError('--max-files: expected a positive whole number, with --reencrypt');
-      }
-      const result = await rotate(db, keyring, { batchSize, onProgress: (p) => bar.update(p.done, p.total), shouldStop: () => stop });
-      bar.stop();
-      await audit(db, keyring, config, 'key.rotate', result.failed.length || result.interrupted ? 'failure' : 'success', {
-        activeKey: keyring.active.id,
-        rewrapped: result.rewrapped,
-        skipped: result.skipped,
-        failed: result.failed.length,
-        secrets: result.secrets,
-        interrupted: result.interrupted,
-      });
+      let result: RotateResult;
       let re: ReencryptResult | undefined;
-      if (values.reencrypt && !result.interrupted && result.failed.length === 0) {
-        const store = await createBlobStore(config);
-        // Re-encryption swaps blobs in place with hard links and renames: the disk store only.
-        if (!(store instanceof DiskBlobStore)) throw new UsageError('--reencrypt works on STORAGE=disk only (for now); the rewrap above is done');
-        const rebar = progress(!json, 're-encrypting');
-        re = await reencrypt(db, new VaultService({ db, store, keyring }), store, keyring, {
-          progressFile: path.join(config.dataDir, 'reencrypt-progress'),
-          maxFiles,
-          shouldStop: () => stop,
-          onProgress: (d, t) => rebar.update(d, t),
-        });
-        rebar.stop();
-        await audit(db, keyring, config, 'key.reencrypt', re.failed.length || re.interrupted ? 'failure' : 'success', {
+      try {
+        let stop = false;
+        const onSignal = () => {
+          stop = true;
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+        const bar = progress(!json, 'rewrapping');
+        const batchSize = values.batch === undefined ? 200 : Number(values.batch);
+        if (!Number.isInteger(batchSize) || batchSize < 1) throw new UsageError('--batch: expected a positive whole number');
+        const maxFiles = values['max-files'] === undefined ? undefined : Number(values['max-files']);
+        if (maxFiles !== undefined && (!values.reencrypt || !Number.isInteger(maxFiles) || maxFiles < 1)) {
+          throw new UsageError('--max-files: expected a positive whole number, with --reencrypt');
+        }
+        result = await rotate(db, keyring, { batchSize, onProgress: (p) => bar.update(p.done, p.total), shouldStop: () => stop });
+        bar.stop();
+        await audit(db, keyring, config, 'key.rotate', result.failed.length || result.interrupted ? 'failure' : 'success', {
           activeKey: keyring.active.id,
-          reencrypted: re.reencrypted,
-          skipped: re.skipped,
-          repaired: re.repaired,
-          failed: re.failed.length,
-          interrupted: re.interrupted,
+          rewrapped: result.rewrapped,
+          skipped: result.skipped,
+          failed: result.failed.length,
+          secrets: result.secrets,
+          interrupted: result.interrupted,
         });
+        if (values.reencrypt && !result.interrupted && result.failed.length === 0) {
+          // Disk: the blob is swapped by rename; an object store: a new object and a row swap (ops/reencrypt.ts).
+          const store = await createBlobStore(config);
+          const rebar = progress(!json, 're-encrypting');
+          re = await reencrypt(db, new VaultService({ db, store, keyring }), store, keyring, {
+            progressFile: path.join(config.dataDir, 'reencrypt-progress'),
+            maxFiles,
+            shouldStop: () => stop,
+            onProgress: (d, t) => rebar.update(d, t),
+          });
+          rebar.stop();
+          await audit(db, keyring, config, 'key.reencrypt', re.failed.length || re.interrupted ? 'failure' : 'success', {
+            activeKey: keyring.active.id,
+            reencrypted: re.reencrypted,
+            skipped: re.skipped,
+            repaired: re.repaired,
+            failed: re.failed.length,
+            interrupted: re.interrupted,
+          });
+        }
+      } catch (err) {
+        await lock.release().catch(() => {});
+        await db.close();
+        throw err;
       }
       await lock.release();
       // Last, after the audit events: no old wrapped key (nor any page holding one) stays in the -wal file.

@@ -50,6 +50,8 @@ export interface FilesTable {
   chunk_size: number;
   created_at: number;
   wrap_version: Generated<number>;
+  /** Which object holds the ciphertext (storage/blob-store.ts blobIdOf). */
+  blob_gen: Generated<number>;
 }
 
 export interface SharesTable {

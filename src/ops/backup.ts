@@ -22,7 +22,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { Keyring } from '../crypto/keyring.js';
 import type { Database as AppDatabase } from '../db/database.js';
-import type { BlobStore } from '../storage/blob-store.js';
+import { BLOB_ID_PATTERN, blobIdOf, type BlobStore } from '../storage/blob-store.js';
 import { loadDump, nonEmptyTables, postgresSnapshot, readDump, schemaVersionOf, sha256Of, sqliteFileSnapshot, writeDump, type Snapshot, type TableDump } from './dump.js';
 
 export const MANIFEST = 'manifest.json';
@@ -37,7 +37,7 @@ interface ManifestCommon {
   blobs: { id: string; size: number; sha256: string }[];
   keys: { keyId: string; checkValue: string; files: number }[];
   auditHead: { seq: number; mac: string } | null;
-  /** Rows dropped from the copy because their file was deleted while the backup ran. */
+  /** Files (ids) left out because they were deleted while the backup ran. */
   droppedRows: string[];
 }
 
@@ -186,7 +186,8 @@ async function openSnapshot(db: AppDatabase, dir: string): Promise<{ snap: Snaps
 export async function backup(db: AppDatabase, store: BlobStore, dir: string, onProgress?: (done: number, total: number) => void): Promise<BackupManifestV2> {
   if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) throw new BackupError(`${dir} is not empty; choose a new directory`);
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-  const files = new Map<string, { size: number; keyId: string }>();
+  // Keyed by blob id (the file id, plus a generation once re-encrypted on an object store).
+  const files = new Map<string, { id: string; size: number; keyId: string }>();
   const keyRows: { keyId: string; checkValue: string }[] = [];
   let head: { seq: number; mac: string } | null = null;
   const { snap, cleanup } = await openSnapshot(db, dir);
@@ -195,7 +196,7 @@ export async function backup(db: AppDatabase, store: BlobStore, dir: string, onP
   try {
     schemaVersion = snap.schemaVersion;
     tables = await writeDump(snap, dir, (table, r) => {
-      if (table === 'files') files.set(r.id as string, { size: Number(r.size), keyId: r.key_id as string });
+      if (table === 'files') files.set(blobIdOf({ id: r.id as string, blobGen: Number(r.blob_gen ?? 0) }), { id: r.id as string, size: Number(r.size), keyId: r.key_id as string });
       else if (table === 'master_keys') keyRows.push({ keyId: r.key_id as string, checkValue: (r.check_value as Buffer).toString('hex') });
       else if (table === 'audit_events' && (!head || Number(r.seq) > head.seq)) head = { seq: Number(r.seq), mac: (r.mac as Buffer).toString('hex') };
     });
@@ -210,7 +211,7 @@ export async function backup(db: AppDatabase, store: BlobStore, dir: string, onP
   const ids = [...files.keys()].sort();
   for (const id of ids) {
     const copied = await copyBlobToFile(store, id, path.join(dir, blobRel(id)));
-    if (!copied) dropped.push(id);
+    if (!copied) dropped.push(files.get(id)!.id);
     else {
       blobs.push({ id, ...copied });
       bytes += files.get(id)!.size;
@@ -218,7 +219,7 @@ export async function backup(db: AppDatabase, store: BlobStore, dir: string, onP
     onProgress?.(++done, ids.length);
   }
   const perKey = new Map<string, number>();
-  for (const [id, f] of files) if (!dropped.includes(id)) perKey.set(f.keyId, (perKey.get(f.keyId) ?? 0) + 1);
+  for (const f of files.values()) if (!dropped.includes(f.id)) perKey.set(f.keyId, (perKey.get(f.keyId) ?? 0) + 1);
   const manifest: BackupManifestV2 = {
     format: 'sfs-backup',
     version: 2,
@@ -259,7 +260,7 @@ export async function checkBackup(dir: string): Promise<BackupManifest> {
     }
   }
   for (const b of manifest.blobs) {
-    if (!/^[0-9a-f]{32}$/.test(b.id)) throw new BackupError(`the manifest names a file id that is not one: ${JSON.stringify(b.id).slice(0, 40)}`);
+    if (!BLOB_ID_PATTERN.test(b.id)) throw new BackupError(`the manifest names a file id that is not one: ${JSON.stringify(b.id).slice(0, 40)}`);
     const f = path.join(dir, blobRel(b.id));
     if (!fs.existsSync(f) || fs.statSync(f).size !== b.size || (await sha256File(f)) !== b.sha256) {
       throw new BackupError(`ciphertext of file ${b.id} is missing or does not match its checksum`);

@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Database } from '../db/database.js';
-import type { BlobStore } from '../storage/blob-store.js';
+import { blobIdOf, type BlobStore } from '../storage/blob-store.js';
 import { BackupError, putVerified, storedChecksum, targetNotEmpty } from './backup.js';
 import { loadDump, nonEmptyTables, schemaVersionOf, sqliteFileSnapshot, writeDump, type TableDump } from './dump.js';
 
@@ -67,7 +67,7 @@ function openProgress(file: string, label: string): Progress {
     }
     if (target !== label) throw new BackupError(`${file} belongs to a migration to another target (${target ?? 'unreadable'}); remove it to start over`);
     for (const l of lines) {
-      const m = /^([0-9a-f]{32}) (\d+) ([0-9a-f]{64})$/.exec(l);
+      const m = /^([0-9a-f]{32}(?:\.g[1-9][0-9]*)?) (\d+) ([0-9a-f]{64})$/.exec(l);
       if (m) done.set(m[1]!, { size: Number(m[2]), sha256: m[3]! });
     }
   } else {
@@ -107,7 +107,7 @@ async function migrateSteps(source: { store: BlobStore }, target: { db: Database
   try {
     sourceVersion = snap.schemaVersion;
     tables = await writeDump(snap, opts.stagingDir, (t, r) => {
-      if (t === 'files') ids.push(r.id as string);
+      if (t === 'files') ids.push(blobIdOf({ id: r.id as string, blobGen: Number(r.blob_gen ?? 0) }));
     });
   } finally {
     await snap.close();

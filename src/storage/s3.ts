@@ -20,10 +20,10 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { BlobStat, BlobStore, StoreEntry } from './blob-store.js';
+import { BLOB_ID_PATTERN, type BlobStat, type BlobStore, type StoreEntry } from './blob-store.js';
 
-const ID_PATTERN = /^[0-9a-f]{32}$/;
-const KEY_PATTERN = /^([0-9a-f]{2})\/([0-9a-f]{32})\.enc$/;
+const ID_PATTERN = BLOB_ID_PATTERN;
+const KEY_PATTERN = /^([0-9a-f]{2})\/([0-9a-f]{32}(?:\.g[1-9][0-9]{0,8})?)\.enc$/;
 /** S3's smallest multipart part (except the last). */
 export const MIN_PART_SIZE = 5 * 1024 * 1024;
 

@@ -160,6 +160,7 @@ export const PG_MIGRATIONS: PgMigration[] = [
         acquired_at BIGINT NOT NULL,
         expires_at  BIGINT NOT NULL
       );
+      ALTER TABLE files ADD COLUMN blob_gen INTEGER NOT NULL DEFAULT 0 CHECK (blob_gen >= 0);
     `,
   },
 ];

@@ -213,6 +213,11 @@ export const MIGRATIONS: Migration[] = [
         acquired_at INTEGER NOT NULL,
         expires_at INTEGER NOT NULL
       ) STRICT;
+      -- Which object holds a file's ciphertext: 0 is <id>.enc, n > 0 is <id>.g<n>.enc.
+      -- Re-encryption on an object store (no rename) writes generation n + 1 beside the old
+      -- object and moves the row to it by compare-and-swap, so a reader always finds the
+      -- ciphertext its row's wrapped key opens.
+      ALTER TABLE files ADD COLUMN blob_gen INTEGER NOT NULL DEFAULT 0 CHECK (blob_gen >= 0);
     `,
   },
 ];

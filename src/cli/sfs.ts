@@ -451,9 +451,12 @@ const COMMANDS: Record<string, Command> = {
           if (config.database.kind === 'postgres' || config.storage.kind === 's3') {
             const db = await openConfiguredDatabase(config);
             try {
+              const dbBusy = await databaseNotEmpty(db, manifest.tables.map((t) => t.name));
+              // The backup's own blobs may be in the bucket only when the database is empty (an
+              // interrupted restore, rerun); beside live rows the bucket must be empty.
               const why =
-                (config.database.kind === 'postgres' ? await databaseNotEmpty(db, manifest.tables.map((t) => t.name)) : null) ??
-                (config.storage.kind === 's3' ? await storeNotEmpty(await createBlobStore(config), new Set(manifest.blobs.map((b) => b.id))) : null);
+                (config.database.kind === 'postgres' ? dbBusy : null) ??
+                (config.storage.kind === 's3' ? await storeNotEmpty(await createBlobStore(config), new Set(dbBusy ? [] : manifest.blobs.map((b) => b.id))) : null);
               if (why) throw new BackupError(why);
             } finally {
               await db.close();

@@ -221,6 +221,10 @@ describe.runIf(canRun)('operations on PostgreSQL + S3', () => {
     expect(again.status).toBe(1);
     expect(again.stderr).toMatch(/target database is not empty/);
     expect((await query(t.url, 'SELECT id FROM files')).length).toBe(restoredIds.length);
+    // The restored chain's head is where verify reads it (the bucket): cutting rows off the end shows.
+    await query(t.url, 'DELETE FROM audit_events WHERE seq = (SELECT max(seq) FROM audit_events)');
+    const cut = await sfs(envB, ['audit', 'verify']);
+    expect(cut.status, cut.stdout).toBe(1);
     // An empty database but a bucket holding something else is refused too, before any change.
     const t2 = await target();
     await client!.send(new PutObjectCommand({ Bucket: t2.bucket, Key: 'someone-elses.txt', Body: 'x' }));
@@ -272,7 +276,7 @@ describe.runIf(canRun)('operations on PostgreSQL + S3', () => {
       const out = new Map<string, Buffer>();
       const l = await client!.send(new ListObjectsV2Command({ Bucket: a.bucket }));
       for (const o of l.Contents ?? []) {
-        if (o.Key!.startsWith('.probe/')) continue;
+        if (o.Key!.startsWith('.probe/') || o.Key!.startsWith('audit-head/')) continue; // not blobs
         const got = await client!.send(new GetObjectCommand({ Bucket: a.bucket, Key: o.Key! }));
         out.set(o.Key!, Buffer.from(await got.Body!.transformToByteArray()));
       }
@@ -371,6 +375,10 @@ describe.runIf(canRun)('operations on PostgreSQL + S3', () => {
     expect(await srvT.stop()).toBe(0);
     const av2 = await sfs(envT, ['audit', 'verify']);
     expect(av2.status, av2.stdout + av2.stderr).toBe(0);
+    // The head came along (into the bucket): cutting rows off the end of the target's log shows.
+    await query(t.url, 'DELETE FROM audit_events WHERE seq = (SELECT max(seq) FROM audit_events)');
+    const cut = await sfs(envT, ['audit', 'verify']);
+    expect(cut.status, cut.stdout).toBe(1);
     // The migration is gone from the source's data directory; the source is left as it was.
     expect(fs.readdirSync(path.join(dir, 'data')).filter((n) => n.startsWith('migrate'))).toEqual([]);
   });

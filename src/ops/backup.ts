@@ -411,11 +411,3 @@ export async function restoreV2(
   await target.db.transaction((trx) => loadDump(trx, dir, manifest.tables, manifest.droppedRows));
   return manifest.blobs.length;
 }
-
-/** Writes the audit chain head kept outside the database to match a restored chain. */
-export function writeAuditHead(file: string, head: { seq: number; mac: string } | null): void {
-  if (head) {
-    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    fs.writeFileSync(file, JSON.stringify(head) + '\n', { mode: 0o600 });
-  } else fs.rmSync(file, { force: true });
-}

@@ -27,6 +27,8 @@ export interface MigrateResult {
   resumed: number;
   rows: number;
   interrupted: boolean;
+  /** The last audit row copied ({seq, mac}), for the target's head. */
+  lastAudit: { seq: number; mac: string } | null;
 }
 
 export interface MigrateOptions {
@@ -102,12 +104,14 @@ async function migrateSteps(source: { store: BlobStore }, target: { db: Database
   await fsp.mkdir(opts.stagingDir, { recursive: true, mode: 0o700 });
   const snap = sqliteFileSnapshot(opts.sourceDbFile);
   const ids: string[] = [];
+  let lastAudit: MigrateResult['lastAudit'] = null;
   let tables: TableDump[];
   let sourceVersion: number;
   try {
     sourceVersion = snap.schemaVersion;
     tables = await writeDump(snap, opts.stagingDir, (t, r) => {
       if (t === 'files') ids.push(blobIdOf({ id: r.id as string, blobGen: Number(r.blob_gen ?? 0) }));
+      else if (t === 'audit_events' && (!lastAudit || Number(r.seq) > lastAudit.seq)) lastAudit = { seq: Number(r.seq), mac: (r.mac as Buffer).toString('hex') };
     });
   } finally {
     await snap.close();
@@ -123,7 +127,7 @@ async function migrateSteps(source: { store: BlobStore }, target: { db: Database
   if (why) throw new BackupError(why);
 
   const progress = openProgress(opts.progressFile, opts.targetLabel);
-  const result: MigrateResult = { files: ids.length, copied: 0, resumed: 0, rows: 0, interrupted: false };
+  const result: MigrateResult = { files: ids.length, copied: 0, resumed: 0, rows: 0, interrupted: false, lastAudit };
   let n = 0;
   try {
     for (const id of ids) {

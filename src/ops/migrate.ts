@@ -46,9 +46,21 @@ export interface MigrateOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-/** A label for a target that names it without its credentials. */
+/**
+ * A label for a target that names it without its credentials: the password is dropped from
+ * the URL before hashing (an unsalted hash of a password is no place to keep one).
+ */
 export function targetLabel(databaseUrl: string, bucket: string, prefix: string): string {
-  return `s3://${bucket}/${prefix} db:${createHash('sha256').update(databaseUrl).digest('hex').slice(0, 16)}`;
+  let where = databaseUrl;
+  try {
+    const u = new URL(databaseUrl);
+    u.password = '';
+    u.search = '';
+    where = u.toString();
+  } catch {
+    where = '';
+  }
+  return `s3://${bucket}/${prefix} db:${createHash('sha256').update(where).digest('hex').slice(0, 16)}`;
 }
 
 interface Progress {

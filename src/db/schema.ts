@@ -50,6 +50,8 @@ export interface FilesTable {
   chunk_size: number;
   created_at: number;
   wrap_version: Generated<number>;
+  /** Which object holds the ciphertext (storage/blob-store.ts blobIdOf). */
+  blob_gen: Generated<number>;
 }
 
 export interface SharesTable {
@@ -120,6 +122,17 @@ export interface SessionsTable {
   expired: string;
 }
 
+/** Single-writer operation locks (ops/op-lock.ts). */
+export interface OpLocksTable {
+  name: string;
+  /** Random per acquisition: only the holder renews or releases. */
+  token: string;
+  /** "backup (pid 123 on host, since ISO)": for the refusal message. */
+  holder: string;
+  acquired_at: number;
+  expires_at: number;
+}
+
 export interface Schema {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -131,4 +144,5 @@ export interface Schema {
   audit_events: AuditEventsTable;
   secrets: SecretsTable;
   sessions: SessionsTable;
+  op_locks: OpLocksTable;
 }

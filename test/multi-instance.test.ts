@@ -353,11 +353,11 @@ describe.runIf(missing.length === 0)('three instances on one PostgreSQL and one 
     const multipartUploads = async () => ((await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket!.name }))).Uploads ?? []).map((u) => u.UploadId!);
     const already = new Set(await multipartUploads());
 
-    // One 12 MiB upload per instance, 7 MiB sent: each has a multipart upload open in the bucket.
-    const size = 12 * 1024 * 1024;
+    // One upload per instance, past the first 5 MiB part: each has a multipart upload open in the bucket.
+    const size = 6 * 1024 * 1024 + 17;
     const contents = inst.map(() => randomBytes(size));
     const ups = inst.map((i, k) => streamedUpload(i.port, `flight-${i.name}.bin`, contents[k]!, bearer(frank.token)));
-    await Promise.all(ups.map((u) => u.send(7 * 1024 * 1024)));
+    await Promise.all(ups.map((u) => u.send(5.5 * 1024 * 1024)));
     let open: string[] = [];
     for (let i = 0; i < 400 && open.length < 3; i++) {
       open = (await multipartUploads()).filter((id) => !already.has(id));
@@ -408,11 +408,11 @@ describe.runIf(missing.length === 0)('three instances on one PostgreSQL and one 
     const settledContent = new Map<string, string>(settled.map((f) => [f.id, f.sha256]));
     // Uploads in flight on every instance, and one through nginx, for the whole backup: most
     // of each body sent before it starts, the rest only after it has finished.
-    const size = 8 * 1024 * 1024;
+    const size = 3 * 1024 * 1024;
     const ports = [...inst.map((i) => i.port), NGINX_PORT];
     const contents = ports.map(() => randomBytes(size));
     const ups = ports.map((port, k) => streamedUpload(port, `during-${k}.bin`, contents[k]!, bearer(grace.token)));
-    await Promise.all(ups.map((u) => u.send(6 * 1024 * 1024)));
+    await Promise.all(ups.map((u) => u.send(2 * 1024 * 1024)));
     const backupDir = path.join(cliEnv(shared).DATA_DIR!, '..', 'backup');
     const backup = await runSfs(['backup', backupDir, '--json'], cliEnv(shared));
     const finished = await Promise.all(ups.map((u) => u.finish()));

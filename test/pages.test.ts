@@ -35,7 +35,7 @@ function sessionCookie(setCookie: string[] | string | undefined, name = 'sfs-ses
   return all.find((c) => c.startsWith(`${name}=`));
 }
 
-const rows = () => h.db.prepare('SELECT sid, sess, expired FROM sessions').all() as { sid: string; sess: string; expired: string }[];
+const rows = () => h.sql<{ sid: string; sess: string; expired: string }>('SELECT sid, sess, expired FROM sessions');
 
 describe('sessions', () => {
   it('sign-in sets an HttpOnly, SameSite=Lax cookie; the database keeps only a hash of the id', async () => {
@@ -51,7 +51,7 @@ describe('sessions', () => {
     expect(cookie).toMatch(/; Expires=/);
     // The cookie is s:<id>.<signature>; the row is keyed by HMAC(k_lookup, SHA-256(id)), not a plain hash.
     const id = decodeURIComponent(cookie.split(';')[0]!.split('=')[1]!).slice(2).split('.')[0]!;
-    const stored = rows();
+    const stored = await rows();
     expect(stored).toHaveLength(1);
     expect(stored[0]!.sid).toBe(h.app.services.sessions.keyOf(id));
     expect(stored[0]!.sid).not.toBe(createHash('sha256').update(id).digest('hex'));
@@ -107,24 +107,24 @@ describe('sessions', () => {
     const { agent } = await signIn();
     expect((await agent.get('/files')).status).toBe(200);
     // Idle: the store's expiry (pushed forward by every request) has passed.
-    h.db.prepare('UPDATE sessions SET expired = ?').run(new Date(Date.now() - 1000).toISOString());
+    await h.sql('UPDATE sessions SET expired = ?', [new Date(Date.now() - 1000).toISOString()]);
     expect((await agent.get('/files')).headers.location).toMatch(/^\/login/);
 
     const fresh = await signIn();
     expect((await fresh.agent.get('/files')).status).toBe(200);
     expect(await h.app.services.sessions.sweep()).toBe(1);
-    expect(rows()).toHaveLength(1);
+    expect(await rows()).toHaveLength(1);
     // Absolute: signed in longer ago than SESSION_MAX_AGE_SECONDS (24 h), even if active a second ago.
     // (Re-sealed with the app's key, as the server itself would write it: an unsealed edit is refused on its own.)
-    for (const row of rows()) {
+    for (const row of await rows()) {
       const sess = { ...JSON.parse(row.sess), createdAt: Date.now() - 24 * 3600_000 - 1000 };
       sess.seal = h.app.services.sessions.seal(row.sid, sess);
-      h.db.prepare('UPDATE sessions SET sess = ? WHERE sid = ?').run(JSON.stringify(sess), row.sid);
+      await h.sql('UPDATE sessions SET sess = ? WHERE sid = ?', [JSON.stringify(sess), row.sid]);
     }
     const r = await fresh.agent.get('/files');
     expect(r.status).toBe(303);
     expect(r.headers.location).toMatch(/^\/login/);
-    expect(rows()).toHaveLength(0);
+    expect(await rows()).toHaveLength(0);
   });
 
   it('a disabled user and a reset password end the sessions at once (from the API too)', async () => {
@@ -224,7 +224,7 @@ describe('CSRF and page errors', () => {
     const r = await agent.post('/upload').set('Accept', 'application/json').attach('file', Buffer.alloc(100_000, 1), 'a.bin');
     expect(r.status).toBe(403);
     expect(r.headers.connection).toBe('close');
-    expect(h.db.prepare('SELECT count(*) AS n FROM files').get()).toEqual({ n: 0 });
+    expect(await h.sql('SELECT count(*) AS n FROM files')).toEqual([{ n: 0 }]);
     expect(await h.storedBlobs()).toEqual([]);
   });
 
@@ -243,16 +243,23 @@ describe('CSRF and page errors', () => {
     expect(form.headers.location).toMatch(/^\/\?uploaded=[0-9a-f]{32}$/);
     const back = await agent.get(form.headers.location);
     expect(back.text).toContain('n.txt');
-    h.db.pragma('wal_checkpoint(FULL)');
+    if (h.dialect === 'sqlite') h.db.pragma('wal_checkpoint(FULL)');
     for (const f of [...listFiles(h.config.uploadsDir), ...listFiles(h.config.dataDir)]) {
       expect(fs.readFileSync(f).includes(Buffer.from(marker)), f).toBe(false);
     }
     // And every blob as the store holds it (the bucket's objects on S3).
-    for (const { id } of h.db.prepare('SELECT id FROM files').all() as { id: string }[]) {
+    for (const { id } of await h.sql<{ id: string }>('SELECT id FROM files')) {
       expect((await h.readBlob(id)).includes(Buffer.from(marker)), id).toBe(false);
     }
-    const audit = h.db.prepare(`SELECT count(*) AS n FROM audit_events WHERE action = 'file.upload' AND json_extract(details, '$.via') = 'page'`).get();
-    expect(audit).toEqual({ n: 2 });
+    const via = h.dialect === 'postgres' ? `(details::json)->>'via'` : `json_extract(details, '$.via')`;
+    const audit = await h.sql(`SELECT count(*) AS n FROM audit_events WHERE action = 'file.upload' AND ${via} = 'page'`);
+    expect(audit).toEqual([{ n: 2 }]);
+    // Nor in any database row (on PostgreSQL the rows are not in data/).
+    for (const [table, tableRows] of Object.entries(await h.tableRows())) {
+      for (const row of tableRows) {
+        for (const [col, v] of Object.entries(row)) expect((Buffer.isBuffer(v) ? v : Buffer.from(String(v))).includes(Buffer.from(marker)), `${table}.${col}`).toBe(false);
+      }
+    }
   });
 
   it('413 and 404 are friendly pages for browsers and stay problem+json for scripts', async () => {

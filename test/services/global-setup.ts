@@ -20,7 +20,7 @@ const PORTS = {
   SWIFT_BACKEND_PORT_BASE: String(21001 + SLOT * 5),
   SWIFT_MEMCACHED_PORT: String(21004 + SLOT * 5),
 };
-/** What starting Swift here needs; vitest.config.ts defines the "s3" project only when it is present. */
+/** What starting Swift here needs; vitest.config.ts defines the "scale" project only when it (and PostgreSQL) is present. */
 export const SWIFT_BINARIES = ['/usr/bin/swift-ring-builder', '/usr/bin/memcached', '/usr/bin/swift-proxy-server', '/usr/bin/swift-object-server'];
 
 /** True when this machine can start the test S3 service (or one is given in SFS_TEST_S3_ENDPOINT). */
@@ -35,6 +35,12 @@ let pgStarted = false;
 // Per run as well, like Swift above.
 const PG_DATA = path.join(process.env.SFS_TEST_SERVICES_DIR ?? '/tmp/sfs-test-services', `pg-${process.pid}`);
 const PG_BINARIES = ['/usr/lib/postgresql/15/bin/postgres', '/usr/lib/postgresql/15/bin/initdb', '/usr/lib/postgresql/15/bin/psql'];
+
+/** True when this machine can start the test PostgreSQL (or one is given in SFS_TEST_DATABASE_URL). */
+export function pgCanRun(): boolean {
+  if (process.env.SFS_TEST_DATABASE_URL) return true;
+  return PG_BINARIES.every((b) => fs.existsSync(b)) && process.getuid?.() === 0;
+}
 
 /**
  * Starts PostgreSQL 15 on loopback (test/services/start-pg.sh: own data dir and port, fsync
@@ -120,7 +126,7 @@ export async function setup(): Promise<void> {
   await shareBucket();
 }
 
-/** One bucket for the suites the "s3" project runs again on S3 (each harness takes its own prefix). */
+/** One bucket for the suites the "scale" project runs again on S3 (each harness takes its own prefix). */
 async function shareBucket(): Promise<void> {
   const { freshBucket, testS3Client } = await import('./services.js');
   const b = await freshBucket(testS3Client());

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import supertest from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { ADMIN, listFiles, makeHarness, makeUser, setupAdmin, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -174,6 +174,83 @@ describe('sessions', () => {
     expect((await survivor.get('/files')).status).toBe(200);
     expect((await third.get('/files')).headers.location).toMatch(/^\/login/);
     expect((await h.request.get('/api/v1/me').set('Authorization', `Bearer ${token}`)).status).toBe(401);
+  });
+
+  it.each([
+    ['signed in through instance A, signed out through instance B', 0, 1],
+    ['signed in through instance B, signed out through instance A', 1, 0],
+  ])('one session for every instance on the database: %s ends it on both', async (_name, inVia, outVia) => {
+    // Two apps on one database and one master key, as two instances behind a load balancer
+    // (the same SQLite file, or the same PostgreSQL database in the "scale" project).
+    const masterKey = randomBytes(32);
+    h = await makeHarness({}, { masterKey });
+    await setupAdmin(h);
+    const second = await makeHarness({}, { masterKey, dir: h.dir });
+    try {
+      const apps = [h.app, second.app];
+      const agents = apps.map((app) => supertest.agent(app));
+      // One browser: both agents share one cookie jar (same host, as behind one load balancer).
+      (agents[1] as unknown as { jar: unknown }).jar = (agents[0] as unknown as { jar: unknown }).jar;
+      const { r } = await signIn(ADMIN.username, ADMIN.password, agents[inVia]);
+      expect(r.status).toBe(303);
+      for (const a of agents) expect((await a.get('/files').set(HTML)).status).toBe(200);
+      const _csrf = await csrfFrom(agents[outVia]!, '/files');
+      const out = await agents[outVia]!.post('/logout').type('form').set(HTML).send({ _csrf });
+      expect(out.status).toBe(303);
+      // The browser keeps replaying the old cookie on each instance: both send it to sign in.
+      const cookie = sessionCookie(r.headers['set-cookie'])!.split(';')[0]!;
+      for (const app of apps) {
+        const again = await supertest(app).get('/files').set('Cookie', cookie).set(HTML);
+        expect(again.status).toBe(303);
+        expect(again.headers.location).toMatch(/^\/login/);
+      }
+      expect(await rows()).toHaveLength(0);
+    } finally {
+      await second.database.close();
+      h.contractViolations.push(...second.contractViolations);
+    }
+  });
+
+  it('a request moves only the row\'s expiry; the sealed data is not rewritten', async () => {
+    h = await makeHarness();
+    await setupAdmin(h);
+    const { agent } = await signIn();
+    const [before] = await rows();
+    // Close to its idle deadline, but live.
+    await h.sql('UPDATE sessions SET expired = ?', [new Date(Date.now() + 5_000).toISOString()]);
+    expect((await agent.get('/files').set(HTML)).status).toBe(200);
+    const [after] = await rows();
+    expect(after!.sid).toBe(before!.sid);
+    expect(after!.sess).toBe(before!.sess);
+    // Pushed out to about a full idle timeout (SESSION_IDLE_TIMEOUT_SECONDS, 2 h) from now.
+    expect(Date.parse(after!.expired) - Date.now()).toBeGreaterThan(3600_000);
+  });
+
+  // (Text that is not JSON at all cannot be written: both dialects index the user inside it.)
+  it.each(['null', '[]', '"admin"', '{}'])('a session row whose data is %s is no session at all, and is reported', async (sess) => {
+    h = await makeHarness();
+    await setupAdmin(h);
+    const { agent } = await signIn();
+    expect((await agent.get('/files').set(HTML)).status).toBe(200);
+    await h.sql('UPDATE sessions SET sess = ?', [sess]);
+    const r = await agent.get('/files').set(HTML);
+    expect(r.status).toBe(303);
+    expect(r.headers.location).toMatch(/^\/login/);
+    expect(h.logLines.some((l) => l.includes('integrity check failed') && l.includes('sessions'))).toBe(true);
+  });
+
+  it('a session store that cannot reach the database answers each page request once, with the 500 page', async () => {
+    h = await makeHarness();
+    await setupAdmin(h);
+    const { agent } = await signIn();
+    expect((await agent.get('/files').set(HTML)).status).toBe(200);
+    // The database goes away (the SQLite handle closed, the PostgreSQL pool ended).
+    if (h.dialect === 'sqlite') h.db.close();
+    else await h.database.close();
+    const r = await agent.get('/files').set(HTML);
+    expect(r.status).toBe(500);
+    expect(r.text).toContain('Something went wrong on our side');
+    expect(r.text).not.toMatch(/at .*\.js|\/src\//);
   });
 
   it('the API ignores the session cookie', async () => {

@@ -7,7 +7,9 @@ import { pgCanRun, s3CanRun } from './test/services/global-setup.js';
  * everything else) and again with every harness on a fresh PostgreSQL database and the real
  * S3 service (project "scale"), so no feature works on one only. Suites not listed drive the
  * CLI or a child server on disk-specific paths, or test one backend itself;
- * test/s3-app.test.ts covers SQLite + S3 and test/postgres.test.ts PostgreSQL + disk.
+ * test/s3-app.test.ts covers SQLite + S3 and test/postgres.test.ts PostgreSQL + disk (for a
+ * one-off run of a suite in a mixed configuration, set SFS_TEST_STORAGE=s3 or
+ * SFS_TEST_DATABASE=postgres alone: test/helpers.ts reads each on its own).
  */
 const BOTH_CONFIGS = [
   'test/api-files.test.ts',

@@ -117,8 +117,10 @@ async function createDatabaseIfMissing(base: string, name: string): Promise<void
   try {
     const have = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
     if (have.rowCount) return;
-    // The name is ours (hex), so it is safe to splice in.
-    await c.query(`CREATE DATABASE ${name}`).catch((err: { code?: string }) => {
+    // The names are ours (hex), so they are safe to splice in. A copy of the run's migrated
+    // template when the global setup made one (the app then finds its schema current).
+    const template = process.env.SFS_TEST_PG_TEMPLATE;
+    await c.query(`CREATE DATABASE ${name}${template ? ` TEMPLATE ${template}` : ''}`).catch((err: { code?: string }) => {
       if (err.code !== '42P04') throw err; // duplicate_database: another harness just made it
     });
   } finally {

@@ -113,7 +113,7 @@ export interface SecretsTable {
   created_at: number;
 }
 
-/** Written by the session store (connect-session-knex); read and deleted by services/sessions.ts. */
+/** Written by the session store (http/pages/session.ts over db/sessions.ts); read and deleted by services/sessions.ts. */
 export interface SessionsTable {
   sid: string;
   /** JSON text. */

@@ -43,6 +43,8 @@ import { exactSize, humanDuration, humanTime, relativeTime, shortHash } from './
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import type { BlobStore } from './storage/blob-store.js';
+import type { AuditHeadStore } from './storage/audit-heads.js';
+import { auditHeadsFor } from './storage/index.js';
 
 export interface AppDeps {
   config: Config;
@@ -51,6 +53,8 @@ export interface AppDeps {
   keyring: Keyring;
   logger: Logger;
   setup: SetupCode;
+  /** Where the audit head is kept outside the database; by default the configured one (auditHeadsFor). */
+  auditHeads?: AuditHeadStore;
   /** Override the format's chunk size (tests only). */
   chunkSize?: number;
   /** Tests only: check every API response against the route table and report mismatches here. */
@@ -130,7 +134,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     defaultQuota: config.userQuotaBytes,
     quotaLeaseMs: config.quotaLeaseMs,
   });
-  const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, headFile: config.auditHeadFile, logger: deps.logger, asyncHead: true });
+  const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true });
   // A new, empty database has nothing to upgrade: no noise then.
   if (upgraded && Object.values(upgraded).some((n) => n > 0)) {
     // Loud on purpose: on a database that already ran this version it means someone removed

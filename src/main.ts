@@ -16,7 +16,7 @@ import { SetupCode } from './services/accounts.js';
 import { KeyMismatchError, checkKeyringAgainstDb, registerActiveKey } from './services/key-check.js';
 import { DataDirLockedError, acquireDataDirLock, type DataDirLock } from './ops/dir-lock.js';
 import { createHttpServer } from './server.js';
-import { createBlobStore, describeStore } from './storage/index.js';
+import { auditHeadsFor, createBlobStore, describeStore } from './storage/index.js';
 
 /** Age after which an object-store blob without a row, or an unfinished upload, is a leftover. */
 const ORPHAN_GRACE_MS = 6 * 3600_000;
@@ -154,7 +154,7 @@ async function main(): Promise<void> {
     );
     process.stderr.write('sfs: warning: TRUST_PROXY is set but PUBLIC_URL is not; set PUBLIC_URL so share links cannot be poisoned\n');
   }
-  const app = await createApp({ config, db, store, keyring: keys.keyring, logger, setup });
+  const app = await createApp({ config, db, store, keyring: keys.keyring, logger, setup, auditHeads: auditHeadsFor(config, store) });
   // Expired shares and sessions stop working at their expiry instant anyway; the sweep marks
   // the shares, drops reservations left by crashed responses, and deletes dead sessions.
   const sweep = async () => {

@@ -38,7 +38,7 @@ import { PasswordHasher } from '../services/passwords.js';
 import { WebSessions } from '../services/sessions.js';
 import { VaultService } from '../services/vault.js';
 import { DiskBlobStore } from '../storage/disk.js';
-import { createBlobStore } from '../storage/index.js';
+import { auditHeadsFor, createBlobStore } from '../storage/index.js';
 
 class UsageError extends Error {}
 /** An operation that ran but did not fully succeed: its report is already printed. */
@@ -111,7 +111,7 @@ async function changeUser(config: Config, name: string, changes: { disabled?: bo
     const user = await findUser(accounts, name);
     const effects = await accounts.adminUpdate(user.id, changes);
     await new WebSessions({ db, integrity: accounts.integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs }).endAllForUser(user.id);
-    await new AuditLog({ db, keyring, headFile: config.auditHeadFile }).record({
+    await new AuditLog({ db, keyring, heads: auditHeadsFor(config) }).record({
       actor: 'cli',
       action: adminAction(changes),
       outcome: 'success',
@@ -138,7 +138,7 @@ function userOption(values: Ctx['values']): string {
 }
 
 async function audit(db: Database, keyring: Keyring, config: Config, action: string, outcome: 'success' | 'failure', details: Record<string, unknown>): Promise<void> {
-  await new AuditLog({ db, keyring, headFile: config.auditHeadFile }).record({ actor: 'cli', action, outcome, details });
+  await new AuditLog({ db, keyring, heads: auditHeadsFor(config) }).record({ actor: 'cli', action, outcome, details });
 }
 
 async function readPassword(): Promise<string> {
@@ -331,7 +331,7 @@ const COMMANDS: Record<string, Command> = {
     options: JSON_OPT,
     async run({ config, out }) {
       const { db, keyring } = await open(config, { checkKeys: false });
-      const r = await verifyAuditChain(db.kysely, keyring, config.auditHeadFile);
+      const r = await verifyAuditChain(db.kysely, keyring, auditHeadsFor(config));
       await db.close();
       out(r.ok ? `Audit chain intact: ${r.count} event(s).` : `Audit chain BROKEN at row ${r.brokenAt}: ${r.reason} (${r.count} row(s) verified before it).`, r);
       if (!r.ok) throw new Unsuccessful();
@@ -490,7 +490,7 @@ const COMMANDS: Record<string, Command> = {
         const user = await findUser(accounts, positionals[0]!);
         const receiver = transferTo === undefined ? undefined : await findUser(accounts, transferTo);
         const vault = new VaultService({ db, store: await createBlobStore(config), keyring, defaultQuota: config.userQuotaBytes });
-        const log = new AuditLog({ db, keyring, headFile: config.auditHeadFile });
+        const log = new AuditLog({ db, keyring, heads: auditHeadsFor(config) });
         const sessions = new WebSessions({ db, integrity: accounts.integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
         const r = await deleteUser(
           { db, accounts, vault, endSessions: (id) => sessions.endAllForUser(id), record: (e) => log.record({ ...e, actor: 'cli', details: { ...e.details, via: 'cli' } }) },
@@ -541,7 +541,7 @@ const COMMANDS: Record<string, Command> = {
         const user = await findUser(accounts, name);
         const repo = new SharesRepo(db.kysely, accounts.integrity);
         const now = Date.now();
-        const log = new AuditLog({ db, keyring, headFile: config.auditHeadFile });
+        const log = new AuditLog({ db, keyring, heads: auditHeadsFor(config) });
         if (all) {
           const revoked = await repo.revokeAllForOwner(user.id, now);
           await log.record({ actor: 'cli', action: 'share.revoke_all', outcome: 'success', subjectUserId: user.id, details: { revoked, by: 'admin', via: 'cli' } });

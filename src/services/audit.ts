@@ -10,8 +10,6 @@
  */
 import canonicalize from 'canonicalize';
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Database, Executor } from '../db/database.js';
 import { unwrapSecret } from '../crypto/envelope.js';
@@ -19,6 +17,7 @@ import { deriveSubkey, type Keyring } from '../crypto/keyring.js';
 import { SecretsRepo } from '../db/secrets.js';
 import type { Selectable } from 'kysely';
 import type { AuditEventsTable } from '../db/schema.js';
+import { FileAuditHeads, type AuditHead, type AuditHeadStore } from '../storage/audit-heads.js';
 
 const AUDIT_LABEL = 'sfs/v1 audit mac';
 const AUDIT_ID_LABEL = 'sfs/v1 audit key id';
@@ -110,49 +109,21 @@ function auditKeyFrom(root: Buffer): AuditKey {
   return { id: deriveSubkey(root, AUDIT_ID_LABEL, 8).toString('hex'), mac: deriveSubkey(root, AUDIT_LABEL) };
 }
 
-export interface AuditHead {
-  seq: number;
-  mac: string;
-}
+export type { AuditHead } from '../storage/audit-heads.js';
 
-/** Reads the chain head kept outside the database, or null if there is none. */
+/** Reads the chain head kept in a head file (the single-node layout), or null if there is none. */
 export function readHead(file: string): AuditHead | null {
-  try {
-    const h = JSON.parse(fs.readFileSync(file, 'utf8')) as AuditHead;
-    return Number.isInteger(h.seq) && typeof h.mac === 'string' ? h : null;
-  } catch {
-    return null;
-  }
-}
-
-/** Writes the head unless another writer is already ahead (temp file + rename). */
-function writeHeadSync(file: string, head: AuditHead): void {
-  const current = readHead(file);
-  if (current && current.seq >= head.seq) return;
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(head) + '\n', { mode: 0o600 });
-  fs.renameSync(tmp, file);
-}
-
-async function writeHeadAsync(file: string, head: AuditHead): Promise<void> {
-  let current: AuditHead | null = null;
-  try {
-    current = JSON.parse(await fsp.readFile(file, 'utf8')) as AuditHead;
-  } catch {
-    current = null;
-  }
-  if (current && Number.isInteger(current.seq) && current.seq >= head.seq) return;
-  const tmp = `${file}.${process.pid}.tmp`;
-  await fsp.writeFile(tmp, JSON.stringify(head) + '\n', { mode: 0o600 });
-  await fsp.rename(tmp, file);
+  return new FileAuditHeads(file).readSync();
 }
 
 export interface AuditDeps {
   db: Database;
   keyring: Keyring;
-  /** Write the head file asynchronously (the server); the CLI writes it before it exits. */
+  /** Write the head asynchronously (the server); the CLI writes it before record() returns. */
   asyncHead?: boolean;
-  /** File holding the latest {seq, mac}; omitted in tests that do not need it. */
+  /** Where the latest {seq, mac} is kept outside the database (storage/index.ts auditHeadsFor). */
+  heads?: AuditHeadStore;
+  /** Shorthand for `heads` in a head file (the single-node layout). */
   headFile?: string;
   logger?: Logger;
   now?: () => number;
@@ -162,8 +133,12 @@ export class AuditLog {
   private readonly now: () => number;
   private readonly summaries = new Map<string, { writtenAt: number; suppressed: number }>();
 
+  /** Where this log publishes its head; null when it keeps none (some tests). */
+  readonly heads: AuditHeadStore | null;
+
   constructor(private readonly deps: AuditDeps) {
     this.now = deps.now ?? Date.now;
+    this.heads = deps.heads ?? (deps.headFile ? new FileAuditHeads(deps.headFile) : null);
   }
 
   private key: AuditKey | undefined;
@@ -218,7 +193,7 @@ export class AuditLog {
           .execute();
         return { ...base, mac };
       });
-    this.publishHead(row);
+    await this.publishHead(row);
     return row;
   }
 
@@ -242,34 +217,39 @@ export class AuditLog {
   private pendingHead: AuditHead | null = null;
   private headWrite: Promise<void> | null = null;
 
-  private publishHead(row: AuditRow): void {
+  private async publishHead(row: AuditRow): Promise<void> {
     const head: AuditHead = { seq: row.seq, mac: row.mac.toString('hex') };
     this.deps.logger?.info({ auditHead: head, action: row.action }, 'audit event');
-    const file = this.deps.headFile;
-    if (!file) return;
-    if (!this.deps.asyncHead) return writeHeadSync(file, head);
-    // The server writes the head file off the event loop: one write in flight, the newest
-    // head wins. (A crash can lose the last head of that short window; the log has it too.)
-    // The newest head wins, even if two appends' continuations run out of order.
+    const heads = this.heads;
+    if (!heads) return;
+    if (!this.deps.asyncHead) return heads.write(head);
+    // The server writes the head off the request path: one write in flight, the newest head
+    // wins, even if two appends' continuations run out of order. (A crash can lose the last
+    // head of that short window; the log has it too.)
     if (!this.pendingHead || head.seq > this.pendingHead.seq) this.pendingHead = head;
-    this.headWrite ??= this.drainHeads(file).finally(() => {
+    this.headWrite ??= this.drainHeads(heads).finally(() => {
       this.headWrite = null;
     });
   }
 
-  private async drainHeads(file: string): Promise<void> {
+  private async drainHeads(heads: AuditHeadStore): Promise<void> {
     while (this.pendingHead) {
       const head = this.pendingHead;
       this.pendingHead = null;
       try {
-        await writeHeadAsync(file, head);
+        await heads.write(head);
       } catch (err) {
-        this.deps.logger?.warn({ err }, 'could not write the audit head file');
+        this.deps.logger?.warn({ err, heads: heads.describe() }, 'could not write the audit head');
       }
     }
   }
 
-  /** Resolves once the head file reflects every event recorded so far. */
+  /** Walks the whole chain against the heads this log publishes to (verifyAuditChain). */
+  async verify(): Promise<VerifyResult> {
+    return verifyAuditChain(this.deps.db.kysely, this.deps.keyring, this.heads ?? undefined);
+  }
+
+  /** Resolves once the head store reflects every event recorded so far. */
   async flush(): Promise<void> {
     while (this.headWrite) await this.headWrite;
   }
@@ -309,18 +289,26 @@ export async function* auditRows(db: Executor, since?: number): AsyncGenerator<R
 }
 
 export type VerifyResult =
-  | { ok: true; count: number; head: AuditHead | null }
+  /** `head`: the highest head found outside the database; `heads`: how many were found. */
+  | { ok: true; count: number; head: AuditHead | null; heads: number }
   | { ok: false; count: number; brokenAt: number; reason: string };
 
 /**
  * Walks the whole chain. Reports the first row whose sequence number, MAC or key does not
- * check out, and compares the end of the chain with the head kept outside the database.
+ * check out, and compares the chain with every head kept outside the database (a head file
+ * path, or a head store): each head must name a row of the chain with that very MAC, so the
+ * chain must reach the highest. The heads are read before the walk: rows only grow while it
+ * runs, and a head is published only after its row committed.
  */
-export async function verifyAuditChain(db: Executor, keyring: Keyring, headFile?: string): Promise<VerifyResult> {
+export async function verifyAuditChain(db: Executor, keyring: Keyring, heads?: AuditHeadStore | string): Promise<VerifyResult> {
   let prev: Buffer = GENESIS;
   let expectedSeq = 1;
   let count = 0;
-  const head = headFile ? readHead(headFile) : null;
+  const store = typeof heads === 'string' ? new FileAuditHeads(heads) : heads;
+  const found = store ? await store.readAll() : [];
+  const head = found.reduce<AuditHead | null>((a, b) => (a && a.seq >= b.seq ? a : b), null);
+  const macsAt = new Map<number, Set<string>>();
+  for (const h of found) macsAt.set(h.seq, (macsAt.get(h.seq) ?? new Set()).add(h.mac));
   let key: AuditKey | undefined;
   let keyProblem: string | undefined;
   const stored = await new SecretsRepo(db).get(AUDIT_ROOT_SECRET);
@@ -354,7 +342,8 @@ export async function verifyAuditChain(db: Executor, keyring: Keyring, headFile?
     if (mac.length !== expected.length || !timingSafeEqual(mac, expected)) {
       return { ok: false, count, brokenAt: row.seq, reason: 'MAC does not match (row edited, reordered, or an earlier row removed)' };
     }
-    if (head && head.seq === row.seq && head.mac !== mac.toString('hex')) {
+    const recorded = macsAt.get(row.seq);
+    if (recorded && (recorded.size > 1 || !recorded.has(mac.toString('hex')))) {
       return { ok: false, count, brokenAt: row.seq, reason: 'row does not match the head recorded outside the database' };
     }
     prev = mac;
@@ -365,5 +354,5 @@ export async function verifyAuditChain(db: Executor, keyring: Keyring, headFile?
   if (head && head.seq > lastSeq) {
     return { ok: false, count, brokenAt: lastSeq + 1, reason: `chain ends at ${lastSeq} but the recorded head is ${head.seq} (rows cut off the end)` };
   }
-  return { ok: true, count, head };
+  return { ok: true, count, head, heads: found.length };
 }

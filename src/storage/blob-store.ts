@@ -4,6 +4,7 @@
  * A blob store only ever sees ciphertext.
  */
 import type { Readable } from 'node:stream';
+import type { AuditHeadStore } from './audit-heads.js';
 
 export interface BlobStat {
   size: number;
@@ -48,4 +49,9 @@ export interface BlobStore {
   removeEntry(e: StoreEntry): Promise<void>;
   /** Removes unfinished writes older than `olderThanMs` left by a crash; returns how many. */
   sweepTemp(olderThanMs?: number): Promise<number>;
+  /**
+   * A store shared by several instances (S3) keeps the audit heads beside the blobs, as small
+   * objects its entries() never lists; a disk store leaves them to `DATA_DIR` (storage/index.ts).
+   */
+  auditHeads?(): AuditHeadStore;
 }

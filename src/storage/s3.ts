@@ -21,9 +21,14 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { BlobStat, BlobStore, StoreEntry } from './blob-store.js';
+import { headText, parseHead, type AuditHead, type AuditHeadStore } from './audit-heads.js';
 
 const ID_PATTERN = /^[0-9a-f]{32}$/;
 const KEY_PATTERN = /^([0-9a-f]{2})\/([0-9a-f]{32})\.enc$/;
+/** Folder (under the prefix) of the audit heads, one object per writer. */
+export const AUDIT_HEAD_DIR = 'audit-head/';
+/** A head object of another writer untouched this long, and behind ours, may be pruned. */
+export const AUDIT_HEAD_STALE_MS = 3600_000;
 /** S3's smallest multipart part (except the last). */
 export const MIN_PART_SIZE = 5 * 1024 * 1024;
 
@@ -180,6 +185,11 @@ export class S3BlobStore implements BlobStore {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.keyOf(id) }));
   }
 
+  /** The audit heads beside the blobs (same client, bucket, prefix and encryption settings). */
+  auditHeads(): S3AuditHeads {
+    return new S3AuditHeads(this.client, { bucket: this.opts.bucket, prefix: this.opts.prefix, sse: this.sseParams() });
+  }
+
   async checkWritable(): Promise<void> {
     const Key = `${this.opts.prefix}.probe/${randomBytes(8).toString('hex')}`;
     await this.client.send(new PutObjectCommand({ Bucket: this.opts.bucket, Key, Body: Buffer.alloc(0), ...this.sseParams() }));
@@ -221,7 +231,8 @@ export class S3BlobStore implements BlobStore {
       for (const o of page.Contents ?? []) {
         const key = o.Key!;
         const rel = key.slice(prefix.length);
-        if (rel.startsWith('.probe/')) continue;
+        // Not blobs: readiness probes and the audit heads (which gc must never remove).
+        if (rel.startsWith('.probe/') || rel.startsWith(AUDIT_HEAD_DIR)) continue;
         const m = KEY_PATTERN.exec(rel);
         const id = m && m[2]!.startsWith(m[1]!) ? m[2]! : null;
         yield { id, kind: id ? 'blob' : 'stray', path: key, size: o.Size ?? 0, mtimeMs: o.LastModified?.getTime() ?? 0 };
@@ -267,5 +278,92 @@ export class S3BlobStore implements BlobStore {
       }
     }
     return removed;
+  }
+}
+
+/**
+ * The audit heads in a bucket shared by N instances, without conditional writes (Swift's s3api
+ * answers 501 to If-None-Match): every writer (a server process, an `sfs` run) picks a random
+ * id and is the only writer of `<prefix>audit-head/<id>.json`, so no two writers ever race on
+ * one key and a plain PUT is enough; it only moves its own object forward (newest wins
+ * locally). A verifier lists them all and checks each against the chain; the highest is the
+ * end the chain must reach. A writer whose object is an hour old and behind the head just
+ * written is pruned by the next writer (at most once an hour per writer), so restarts and CLI
+ * runs do not pile objects up. The rare prune that races a writer waking up loses that
+ * writer's newest head until its next write: a weaker check for a moment, never a false alarm
+ * (docs/security.md).
+ */
+export class S3AuditHeads implements AuditHeadStore {
+  /** This writer's id: random per process, so two instances never share a key. */
+  readonly writer = randomBytes(8).toString('hex');
+  private written = 0;
+  private prunedAt = -Infinity;
+
+  constructor(
+    private readonly client: S3Client,
+    private readonly opts: { bucket: string; prefix: string; sse: { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string } },
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  private get dir(): string {
+    return `${this.opts.prefix}${AUDIT_HEAD_DIR}`;
+  }
+
+  /** Every head object: its key, age and the head it holds (null when it holds none). */
+  private async *objects(): AsyncGenerator<{ key: string; mtimeMs: number; head: AuditHead | null }> {
+    let token: string | undefined;
+    do {
+      const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.dir, ContinuationToken: token }));
+      for (const o of page.Contents ?? []) {
+        let head: AuditHead | null = null;
+        try {
+          const r = await this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: o.Key! }));
+          head = parseHead(await r.Body!.transformToString('utf8'));
+        } catch (err) {
+          // Listed but gone (pruned, or a listing that lags a delete): it holds no head.
+          if (!isNotFound(err)) throw err;
+          continue;
+        }
+        yield { key: o.Key!, mtimeMs: o.LastModified?.getTime() ?? 0, head };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async readAll(): Promise<AuditHead[]> {
+    const out: AuditHead[] = [];
+    for await (const o of this.objects()) if (o.head) out.push(o.head);
+    return out;
+  }
+
+  async write(head: AuditHead): Promise<void> {
+    if (head.seq <= this.written) return;
+    const Key = `${this.dir}${this.writer}.json`;
+    await this.client.send(new PutObjectCommand({ Bucket: this.opts.bucket, Key, Body: headText(head), ContentType: 'application/json', ...this.opts.sse }));
+    this.written = head.seq;
+    if (this.now() - this.prunedAt >= AUDIT_HEAD_STALE_MS) {
+      this.prunedAt = this.now();
+      await this.prune(head.seq, Key);
+    }
+  }
+
+  /** Removes other writers' head objects that are stale and behind `seq` (never the highest). */
+  private async prune(seq: number, own: string): Promise<void> {
+    const now = this.now();
+    for await (const o of this.objects()) {
+      if (o.key === own || now - o.mtimeMs < AUDIT_HEAD_STALE_MS) continue;
+      if (o.head && o.head.seq >= seq) continue;
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: o.key }));
+    }
+  }
+
+  async replace(head: AuditHead | null): Promise<void> {
+    for await (const o of this.objects()) await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: o.key }));
+    this.written = 0;
+    if (head) await this.write(head);
+  }
+
+  describe(): string {
+    return `s3://${this.opts.bucket}/${this.dir}`;
   }
 }

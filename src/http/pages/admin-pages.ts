@@ -3,7 +3,6 @@ import { Router, type Request, type Response } from 'express';
 import { parseSize } from '../../config.js';
 import type { Role } from '../../db/users.js';
 import { AppError } from '../../errors.js';
-import { verifyAuditChain } from '../../services/audit.js';
 import { clientOf } from '../context.js';
 import { adminAction } from '../routes/accounts.js';
 import { presentShare } from '../routes/shares.js';
@@ -190,7 +189,7 @@ export function adminPages(d: PagesDeps): Router {
     res.render('admin-audit', {
       title: 'Audit log',
       nav: 'audit',
-      chain: await verifyAuditChain(d.db.kysely, d.keyring, d.config.auditHeadFile),
+      chain: await d.audit.verify(),
       events,
       names,
       filters,

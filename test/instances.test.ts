@@ -158,7 +158,8 @@ describe.each(BACKENDS)('two instances on one %s database', (backend) => {
   });
 
   it('quota: the bytes of an upload streaming through one instance count on the other', async () => {
-    const { a, b } = await pair(backend, { USER_QUOTA_BYTES: '1MiB' });
+    // The shortest lease time: renewed every 5/3 s while the upload streams.
+    const { a, b } = await pair(backend, { USER_QUOTA_BYTES: '1MiB', QUOTA_LEASE_SECONDS: '5' });
     const t = await setupAdmin(a);
     const server = await serve(a.app);
     cleanups.push(() => server.close());
@@ -177,15 +178,17 @@ describe.each(BACKENDS)('two instances on one %s database', (backend) => {
     await sent;
     const uid = await userId(b, t);
     // Wait until instance A holds the bytes it received (its lease row in the shared database).
-    for (let i = 0; i < 200; i++) {
-      const leased = await b.database.kysely.selectFrom('quota_leases').select('bytes').where('user_id', '=', uid).execute();
-      if (leased.some((l) => l.bytes >= 700_000)) break;
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    const leaseRow = async () => (await b.database.kysely.selectFrom('quota_leases').selectAll().where('user_id', '=', uid).execute())[0];
+    for (let i = 0; i < 200 && !((await leaseRow())?.bytes! >= 700_000); i++) await new Promise((r) => setTimeout(r, 25));
+    const first = (await leaseRow())!;
+    expect(first.bytes).toBeGreaterThanOrEqual(700_000);
     // Upload B would fit on its own, but not with A's bytes in flight on the other instance.
     const second = await b.request.put('/api/v1/uploads/b.bin').set(bearer(t)).send(pattern(600_000, 5));
     expect(second.status).toBe(413);
     expect(second.body.code).toBe('quota_exceeded');
+    // While the upload streams (here: waits), its instance keeps moving the lease's expiry on.
+    for (let i = 0; i < 400 && (await leaseRow())!.expires_at <= first.expires_at; i++) await new Promise((r) => setTimeout(r, 25));
+    expect((await leaseRow())!.expires_at).toBeGreaterThan(first.expires_at);
     finishA();
     expect(await statusA).toBe(201);
     expect((await b.request.get('/api/v1/me').set(bearer(t))).body.usageBytes).toBe(700_001);

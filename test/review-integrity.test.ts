@@ -442,6 +442,8 @@ async function downgradeToFirstRelease(target: Harness, known: { tokens: string[
     db.exec(`ALTER TABLE ${table} DROP COLUMN ${column}`);
   }
   db.exec('DROP TABLE share_ticket_downloads');
+  // Migration 8's tables (shared state) did not exist either.
+  for (const table of ['quota_leases', 'rate_limits', 'setup_code']) db.exec(`DROP TABLE ${table}`);
   db.pragma('user_version = 4');
   db.close();
 }

@@ -58,7 +58,7 @@ export class QuotaLease {
   /** Adds streamed bytes; throws quota_exceeded (closing the connection) when over the limit. */
   async grow(bytes: number): Promise<void> {
     const need = this.used + bytes;
-    if (this.limit !== null && need > this.reserved) await this.reserve(need, true);
+    if (this.limit !== null && need > this.reserved) await this.reserveOrRelease(need, true);
     this.used = need;
   }
 
@@ -69,7 +69,17 @@ export class QuotaLease {
   async check(bytes: number): Promise<void> {
     if (this.limit === null) return;
     const need = this.used + bytes;
-    if (need > this.reserved) await this.reserve(need, false);
+    if (need > this.reserved) await this.reserveOrRelease(need, false);
+  }
+
+  /** A refused upload ends: its lease goes before the refusal is answered, so a retry right after does not meet it. */
+  private async reserveOrRelease(need: number, ahead: boolean): Promise<void> {
+    try {
+      await this.reserve(need, ahead);
+    } catch (err) {
+      await this.release();
+      throw err;
+    }
   }
 
   /** One transaction: check the headroom against files and other live leases, then hold `need` (plus some ahead). */

@@ -1,14 +1,17 @@
 import { defineConfig } from 'vitest/config';
 import { CHROMIUM_PATH, SKIP_LINE } from './test/chromium.js';
-import { s3CanRun } from './test/services/global-setup.js';
+import { pgCanRun, s3CanRun } from './test/services/global-setup.js';
 
 /**
- * Suites that run twice: on the disk store (project "disk", with everything else) and again
- * with every harness on the real S3 service (project "s3"), so no feature works on one only.
- * Suites not listed drive the CLI or a child server on disk-specific paths, or test the disk
- * store itself; test/s3-app.test.ts covers those paths on S3.
+ * Suites that run in both configurations of issue 12: SQLite + disk (project "disk", with
+ * everything else) and again with every harness on a fresh PostgreSQL database and the real
+ * S3 service (project "scale"), so no feature works on one only. Suites not listed drive the
+ * CLI or a child server on disk-specific paths, or test one backend itself;
+ * test/s3-app.test.ts covers SQLite + S3 and test/postgres.test.ts PostgreSQL + disk (for a
+ * one-off run of a suite in a mixed configuration, set SFS_TEST_STORAGE=s3 or
+ * SFS_TEST_DATABASE=postgres alone: test/helpers.ts reads each on its own).
  */
-const BOTH_STORES = [
+const BOTH_CONFIGS = [
   'test/api-files.test.ts',
   'test/api-shares.test.ts',
   'test/hostile.test.ts',
@@ -18,6 +21,13 @@ const BOTH_STORES = [
   'test/review-http.test.ts',
   'test/review-recipient.test.ts',
   'test/review-integrity.test.ts',
+  'test/api-accounts.test.ts',
+  'test/faults.test.ts',
+  'test/audit.test.ts',
+  'test/review-accounts.test.ts',
+  'test/review-keys.test.ts',
+  'test/review-probe.test.ts',
+  'test/browser/ui.test.ts',
 ];
 const common = { testTimeout: 60_000, hookTimeout: 60_000, pool: 'forks' as const };
 
@@ -31,14 +41,16 @@ if (!CHROMIUM_PATH) {
 
 export default defineConfig({
   test: {
-    // Starts the real S3-compatible store (Swift) the object-store suites run against, once.
+    // Starts the real PostgreSQL and S3-compatible store (Swift) the suites run against, once.
     globalSetup: ['test/services/global-setup.ts'],
     ...common,
     // Two cores: keep the heavy suites (argon2, 200 MiB transfers) from fighting each other.
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     projects: [
       { test: { name: 'disk', include: ['test/**/*.test.ts'], ...common } },
-      ...(s3CanRun() ? [{ test: { name: 's3', include: BOTH_STORES, env: { SFS_TEST_STORAGE: 's3' }, ...common } }] : []),
+      ...(s3CanRun() && pgCanRun()
+        ? [{ test: { name: 'scale', include: BOTH_CONFIGS, env: { SFS_TEST_STORAGE: 's3', SFS_TEST_DATABASE: 'postgres' }, ...common } }]
+        : []),
     ],
   },
 });

@@ -110,7 +110,7 @@ async function main(): Promise<void> {
   // Blobs are committed before their rows are inserted; a crash in between leaves
   // ciphertext whose DEK was never stored. Any blob without a row (and past the grace
   // period) is such a leftover and can never be read: remove it.
-  const known = new Set(await new FilesRepo(db.kysely).allIds());
+  const known = new Set(await new FilesRepo(db.kysely).allBlobIds());
   let orphans = 0;
   const now = Date.now();
   for await (const e of store.entries()) {

@@ -36,7 +36,7 @@ describe('first-run setup', () => {
       h.request.post('/api/v1/setup').send({ setupCode: SETUP_CODE, username: 'bob', password: ADMIN.password }),
     ]);
     expect([a.status, b.status].sort()).toEqual([201, 409]);
-    expect(h.db.prepare('SELECT count(*) AS n FROM users').get()).toEqual({ n: 1 });
+    expect(await h.sql('SELECT count(*) AS n FROM users')).toEqual([{ n: 1 }]);
   });
 
   it('rejects a short password with a message naming the field', async () => {
@@ -89,7 +89,7 @@ describe('API tokens', () => {
     expect(Date.parse(created.body.expiresAt) - Date.parse(created.body.createdAt)).toBe(3600_000);
     const token = created.body.token as string;
     // Only a hash is stored.
-    const stored = h.db.prepare('SELECT token_hash FROM api_tokens').all() as { token_hash: Buffer }[];
+    const stored = await h.sql<{ token_hash: Buffer }>('SELECT token_hash FROM api_tokens');
     expect(stored.some((r) => r.token_hash.toString('latin1').includes(token))).toBe(false);
 
     const me = await h.request.get('/api/v1/me').set(bearer(token));
@@ -153,7 +153,7 @@ describe('API tokens', () => {
   it('an expired token stops working', async () => {
     h = await makeHarness();
     const token = await setupAdmin(h);
-    h.db.prepare('UPDATE api_tokens SET expires_at = ?').run(Date.now() - 1);
+    await h.sql('UPDATE api_tokens SET expires_at = ?', [Date.now() - 1]);
     expect((await h.request.get('/api/v1/me').set(bearer(token))).status).toBe(401);
   });
 
@@ -269,19 +269,23 @@ describe('errors and security headers', () => {
     h = await makeHarness();
     expect((await h.request.get('/healthz')).body).toEqual({ status: 'ok' });
     expect((await h.request.get('/readyz')).status).toBe(200);
-    fs.chmodSync(h.config.uploadsDir, 0o500);
-    try {
-      const r = await h.request.get('/readyz');
-      // root ignores permissions; only assert the failure where the OS enforces them
-      if (process.getuid?.() !== 0) expect(r.status).toBe(503);
-    } finally {
-      fs.chmodSync(h.config.uploadsDir, 0o700);
+    if (h.storage === 'disk') {
+      fs.chmodSync(h.config.uploadsDir, 0o500);
+      try {
+        const r = await h.request.get('/readyz');
+        // root ignores permissions; only assert the failure where the OS enforces them
+        if (process.getuid?.() !== 0) expect(r.status).toBe(503);
+      } finally {
+        fs.chmodSync(h.config.uploadsDir, 0o700);
+      }
     }
-    h.db.close();
+    // The database gone (the SQLite handle closed; the PostgreSQL pool ended): not ready.
+    if (h.dialect === 'sqlite') h.db.close();
+    else await h.database.close();
     const r = await h.request.get('/readyz');
     expect(r.status).toBe(503);
     expect(r.body.code).toBe('not_ready');
-    h.db = (await (await import('../src/db/database.js')).openDatabase(h.config.dbFile)).raw!;
+    if (h.dialect === 'sqlite') h.db = (await (await import('../src/db/database.js')).openDatabase(h.config.dbFile)).raw!;
   });
 
   it('pages carry a strict CSP without upgrade-insecure-requests, and no x-powered-by', async () => {

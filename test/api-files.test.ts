@@ -33,14 +33,15 @@ async function download(id: string, headers: Record<string, string> = {}) {
     .parse(binaryParser);
 }
 
-function fileRowCount(): number {
-  return (h.db.prepare('SELECT count(*) AS n FROM files').get() as { n: number }).n;
+async function fileRowCount(): Promise<number> {
+  return (await h.sql<{ n: number }>('SELECT count(*) AS n FROM files'))[0]!.n;
 }
 const blobs = () => h.storedBlobs();
 
 describe('upload and download', () => {
-  it('runs on the store its vitest project names (disk, or the real S3 service)', async () => {
+  it('runs on the store and database its vitest project names (SQLite + disk, or PostgreSQL + the real S3 service)', async () => {
     expect(h.storage).toBe(process.env.SFS_TEST_STORAGE === 's3' ? 's3' : 'disk');
+    expect(h.dialect).toBe(process.env.SFS_TEST_DATABASE === 'postgres' ? 'postgres' : 'sqlite');
     const meta = await uploadOne(pattern(10, 1), 'where.bin');
     const where = (await h.storedBlobs()).find((b) => b.includes(meta.id))!;
     expect(where).toMatch(h.storage === 's3' ? /^h-[0-9a-f]{12}\/[0-9a-f]{2}\/[0-9a-f]{32}\.enc$/ : /\/uploads\/[0-9a-f]{2}\/[0-9a-f]{32}\.enc$/);
@@ -236,7 +237,7 @@ describe('ownership and deletion', () => {
     const r = await h.request.delete(`/api/v1/files/${meta.id}`).set(auth());
     expect(r.status).toBe(204);
     expect(await h.blobs.stat(meta.id)).toBeNull();
-    expect(h.db.prepare('SELECT count(*) AS n FROM files WHERE id = ?').get(meta.id)).toEqual({ n: 0 });
+    expect(await h.sql('SELECT count(*) AS n FROM files WHERE id = ?', [meta.id])).toEqual([{ n: 0 }]);
     expect((await h.request.get(`/api/v1/files/${meta.id}`).set(auth())).status).toBe(404);
     expect((await download(meta.id)).status).toBe(404);
   });
@@ -250,7 +251,7 @@ describe('ownership and deletion', () => {
 
 describe('refused uploads leave nothing behind', () => {
   it('multipart sha256 field that does not match gives 422 and stores nothing', async () => {
-    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
+    const before = { rows: await fileRowCount(), blobs: (await blobs()).length };
     const r = await h.request
       .post('/api/v1/files')
       .set(auth())
@@ -258,7 +259,7 @@ describe('refused uploads leave nothing behind', () => {
       .attach('file', Buffer.from('hello'), 'x.txt');
     expect(r.status).toBe(422);
     expect(r.body.code).toBe('checksum_mismatch');
-    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
+    expect({ rows: await fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
   });
 
   it('multipart sha256 field that matches is accepted', async () => {
@@ -267,7 +268,7 @@ describe('refused uploads leave nothing behind', () => {
   });
 
   it('a mismatch on the second file removes the first one too', async () => {
-    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
+    const before = { rows: await fileRowCount(), blobs: (await blobs()).length };
     const r = await h.request
       .post('/api/v1/files')
       .set(auth())
@@ -275,46 +276,46 @@ describe('refused uploads leave nothing behind', () => {
       .field('sha256', 'b'.repeat(64))
       .attach('file', Buffer.from('second'), 'two.txt');
     expect(r.status).toBe(422);
-    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
+    expect({ rows: await fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
   });
 
   it('PUT with a wrong Content-Digest gives 422 and stores nothing', async () => {
-    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
+    const before = { rows: await fileRowCount(), blobs: (await blobs()).length };
     const wrong = createHash('sha256').update('other').digest('base64');
     const r = await h.request.put('/api/v1/uploads/x.bin').set(auth()).set('Content-Digest', `sha-256=:${wrong}:`).send(Buffer.from('data'));
     expect(r.status).toBe(422);
     expect(r.body.code).toBe('checksum_mismatch');
-    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
+    expect({ rows: await fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
     const right = createHash('sha256').update('data').digest('base64');
     const ok = await h.request.put('/api/v1/uploads/x.bin').set(auth()).set('Repr-Digest', `sha-256=:${right}:`).send(Buffer.from('data'));
     expect(ok.status).toBe(201);
   });
 
   it('over-size multipart upload gives 413 and leaves no temp file and no row', async () => {
-    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
+    const before = { rows: await fileRowCount(), blobs: (await blobs()).length };
     const r = await h.request.post('/api/v1/files').set(auth()).attach('file', pattern(1024 * 1024 + 1, 9), 'big.bin');
     expect(r.status).toBe(413);
     expect(r.body.code).toBe('file_too_large');
     expect(r.headers['connection']).toBe('close');
-    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
+    expect({ rows: await fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
   });
 
   it('over-size PUT is refused from Content-Length', async () => {
-    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
+    const before = { rows: await fileRowCount(), blobs: (await blobs()).length };
     const r = await h.request.put('/api/v1/uploads/big.bin').set(auth()).send(pattern(1024 * 1024 + 1, 9));
     expect(r.status).toBe(413);
     expect(r.body.code).toBe('file_too_large');
-    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
+    expect({ rows: await fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
   });
 
   it('too many files gives 413 too_many_files and stores none of them', async () => {
-    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
+    const before = { rows: await fileRowCount(), blobs: (await blobs()).length };
     let req = h.request.post('/api/v1/files').set(auth());
     for (let i = 0; i < 4; i++) req = req.attach('file', Buffer.from(`f${i}`), `f${i}.txt`);
     const r = await req;
     expect(r.status).toBe(413);
     expect(r.body.code).toBe('too_many_files');
-    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
+    expect({ rows: await fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
   });
 
   it('no file part, wrong content type, and a malformed body are 4xx problems', async () => {
@@ -334,7 +335,7 @@ describe('refused uploads leave nothing behind', () => {
   });
 
   it('a client that aborts mid-upload leaves nothing behind', async () => {
-    const before = { rows: fileRowCount(), blobs: (await blobs()).length };
+    const before = { rows: await fileRowCount(), blobs: (await blobs()).length };
     const server = http.createServer(h.app);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as AddressInfo).port;
@@ -350,27 +351,39 @@ describe('refused uploads leave nothing behind', () => {
     // Give the server a moment to notice the abort and clean up.
     for (let i = 0; i < 50 && (await blobs()).length !== before.blobs; i++) await new Promise((r) => setTimeout(r, 50));
     await new Promise<void>((r) => server.close(() => r()));
-    expect({ rows: fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
+    expect({ rows: await fileRowCount(), blobs: (await blobs()).length }).toEqual(before);
   });
 });
 
 describe('at rest', () => {
-  it('no file under uploads/ or data/ contains the plaintext', async () => {
+  it('no file under uploads/ or data/, no stored blob and no database row contains the plaintext', async () => {
     const marker = 'PLAINTEXT-CANARY-7f3a91';
     const content = Buffer.from(`${marker}\n`.repeat(20_000));
     await uploadOne(content, 'canary.txt', 'text/plain');
     await h.request.put('/api/v1/uploads/canary2.txt').set(auth()).send(content);
-    h.db.pragma('wal_checkpoint(FULL)');
-    // Everything stored: every file under data/ (and uploads/ on disk), and every blob read
-    // back through the store, which is the bucket's objects on S3.
+    if (h.dialect === 'sqlite') h.db.pragma('wal_checkpoint(FULL)');
+    // Everything stored: every file under data/ (and uploads/ on disk), every blob read
+    // back through the store (the bucket's objects on S3), and every row of every table
+    // (the only place metadata lives on PostgreSQL).
     const files = [...listFiles(h.config.uploadsDir), ...listFiles(h.config.dataDir)];
-    expect(files.length).toBeGreaterThan(0);
+    // (On PostgreSQL + S3 nothing at all need be stored locally.)
+    if (h.dialect === 'sqlite' || h.storage === 'disk') expect(files.length).toBeGreaterThan(0);
     for (const f of files) {
       expect(fs.readFileSync(f).includes(Buffer.from(marker)), f).toBe(false);
     }
-    const ids = (h.db.prepare('SELECT id FROM files').all() as { id: string }[]).map((r) => r.id);
+    const ids = (await h.sql<{ id: string }>('SELECT id FROM files')).map((r) => r.id);
     expect(ids.length).toBeGreaterThan(1);
     for (const id of ids) expect((await h.readBlob(id)).includes(Buffer.from(marker)), id).toBe(false);
+    const tables = await h.tableRows();
+    expect(tables.files?.length).toBe(ids.length);
+    for (const [table, rows] of Object.entries(tables)) {
+      for (const row of rows) {
+        for (const [col, v] of Object.entries(row)) {
+          const bytes = Buffer.isBuffer(v) ? v : Buffer.from(String(v));
+          expect(bytes.includes(Buffer.from(marker)), `${table}.${col}`).toBe(false);
+        }
+      }
+    }
   });
 
   it('stored ciphertext has the expected exact size (and on disk, owner-only permissions)', async () => {
@@ -421,7 +434,7 @@ describe('tampered ciphertext', () => {
 
   it('a size edited in the database fails to unwrap (integrity_error)', async () => {
     const meta = await uploadOne(pattern(1000, 13));
-    h.db.prepare('UPDATE files SET size = 999 WHERE id = ?').run(meta.id);
+    await h.sql('UPDATE files SET size = 999 WHERE id = ?', [meta.id]);
     const r = await h.request.get(`/api/v1/files/${meta.id}/content`).set(auth());
     expect(r.status).toBe(500);
     expect(r.body.code).toBe('integrity_error');
@@ -430,7 +443,7 @@ describe('tampered ciphertext', () => {
   it('a wrapped DEK moved to another row fails to unwrap', async () => {
     const a = await uploadOne(pattern(1000, 14));
     const b = await uploadOne(pattern(1000, 15));
-    h.db.prepare('UPDATE files SET wrapped_dek = (SELECT wrapped_dek FROM files WHERE id = ?) WHERE id = ?').run(a.id, b.id);
+    await h.sql('UPDATE files SET wrapped_dek = (SELECT wrapped_dek FROM files WHERE id = ?) WHERE id = ?', [a.id, b.id]);
     const r = await h.request.get(`/api/v1/files/${b.id}/content`).set(auth());
     expect(r.status).toBe(500);
     expect(r.body.code).toBe('integrity_error');

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { binaryParser, listFiles, makeHarness, pattern, setupAdmin, type Harness } from './helpers.js';
+import { binaryParser, downloadsSettled, listFiles, makeHarness, pattern, setupAdmin, type Harness } from './helpers.js';
 
 let h: Harness;
 let token: string;
@@ -31,8 +31,10 @@ async function share(fileId: string, body: Record<string, unknown> = {}) {
 
 const get = (path: string, headers: Record<string, string> = {}) => h.request.get(path).set(headers).buffer(true).parse(binaryParser);
 
-function shareRow(id: string) {
-  return h.db.prepare('SELECT downloads, bytes_served FROM shares WHERE id = ?').get(id) as { downloads: number; bytes_served: number };
+/** The link's counters once its downloads have settled. */
+async function shareRow(id: string) {
+  await downloadsSettled(h);
+  return (await h.sql<{ downloads: number; bytes_served: number }>('SELECT downloads, bytes_served FROM shares WHERE id = ?', [id]))[0]!;
 }
 
 async function listen(): Promise<{ port: number; close: () => Promise<void> }> {
@@ -57,13 +59,23 @@ describe('creating and listing shares', () => {
     expect(s.url).toBe(`https://files.example.org/s/${s.token}`);
     expect(s).toMatchObject({ maxDownloads: 3, downloads: 0, bytesServed: 0, passwordProtected: true });
     expect(Date.parse(s.expiresAt) - Date.now()).toBeGreaterThan(7 * 86400_000 - 60_000);
-    h.db.pragma('wal_checkpoint(FULL)');
+    if (h.dialect === 'sqlite') h.db.pragma('wal_checkpoint(FULL)');
     for (const file of listFiles(h.config.dataDir)) {
       const bytes = fs.readFileSync(file);
       expect(bytes.includes(Buffer.from(s.token)), file).toBe(false);
       expect(bytes.includes(Buffer.from('share password 1')), file).toBe(false);
     }
-    const row = h.db.prepare('SELECT password_hash FROM shares WHERE id = ?').get(s.id) as { password_hash: string };
+    // Every row too (on PostgreSQL the rows are not in data/).
+    for (const [table, rows] of Object.entries(await h.tableRows())) {
+      for (const row of rows) {
+        for (const [col, v] of Object.entries(row)) {
+          const bytes = Buffer.isBuffer(v) ? v : Buffer.from(String(v));
+          expect(bytes.includes(Buffer.from(s.token)), `${table}.${col}`).toBe(false);
+          expect(bytes.includes(Buffer.from('share password 1')), `${table}.${col}`).toBe(false);
+        }
+      }
+    }
+    const [row] = await h.sql<{ password_hash: string }>('SELECT password_hash FROM shares WHERE id = ?', [s.id]);
     expect(row.password_hash).toMatch(/^\$argon2id\$/);
     const list = await h.request.get(`/api/v1/files/${f.id}/shares`).set(auth());
     expect(list.status).toBe(200);
@@ -127,7 +139,7 @@ describe('recipient', () => {
     const range = await get(`/s/${s.token}/content`, { Range: 'bytes=100-199' });
     expect(range.status).toBe(206);
     expect((range.body as Buffer).equals(content.subarray(100, 200))).toBe(true);
-    expect(shareRow(s.id)).toEqual({ downloads: 1, bytes_served: 200_100 });
+    expect(await shareRow(s.id)).toEqual({ downloads: 1, bytes_served: 200_100 });
   });
 
   it('a password-protected page reveals nothing before the password', async () => {
@@ -220,7 +232,7 @@ describe('unavailable links all look the same', () => {
     const revoked = await share(f.id);
     expect((await h.request.delete(`/api/v1/shares/${revoked.id}`).set(auth())).status).toBe(204);
     const expired = await share(f.id);
-    h.db.prepare('UPDATE shares SET expires_at = ? WHERE id = ?').run(Date.now() - 1, expired.id);
+    await h.sql('UPDATE shares SET expires_at = ? WHERE id = ?', [Date.now() - 1, expired.id]);
     const exhausted = await share(f.id, { maxDownloads: 1 });
     expect((await get(`/s/${exhausted.token}/content`)).status).toBe(200);
     const g = await upload(Buffer.from('gone'));
@@ -247,9 +259,9 @@ describe('unavailable links all look the same', () => {
     await init();
     const f = await upload(Buffer.from('abc'));
     const s = await share(f.id);
-    h.db.prepare('UPDATE shares SET expires_at = ? WHERE id = ?').run(Date.now() - 1, s.id);
+    await h.sql('UPDATE shares SET expires_at = ? WHERE id = ?', [Date.now() - 1, s.id]);
     expect(await h.app.services.shares.sweep()).toBe(1);
-    expect(h.db.prepare('SELECT expired_at IS NOT NULL AS e FROM shares WHERE id = ?').get(s.id)).toEqual({ e: 1 });
+    expect(await h.sql('SELECT count(*) AS n FROM shares WHERE id = ? AND expired_at IS NOT NULL', [s.id])).toEqual([{ n: 1 }]);
   });
 });
 
@@ -276,7 +288,7 @@ describe('password guessing is rate limited', () => {
       statuses.push((await h.request.get(`/s/${s.token}/content`).set('X-Forwarded-For', `203.0.113.${i}`).set(basic(`guess ${i} guess`))).status);
     }
     expect(statuses).toEqual([401, 401, 401, 401, 429, 429]);
-    const events = h.db.prepare("SELECT count(*) AS n FROM audit_events WHERE action = 'rate_limit.hit'").get() as { n: number };
+    const [events] = await h.sql<{ n: number }>("SELECT count(*) AS n FROM audit_events WHERE action = 'rate_limit.hit'");
     expect(events.n).toBeGreaterThanOrEqual(1);
     expect(events.n).toBeLessThan(6);
   });
@@ -307,7 +319,7 @@ describe('download budgets that allow resume', () => {
       await new Promise((r) => first.on('end', r));
       expect(hash.digest('hex')).toBe(f.sha256);
       await new Promise((r) => setTimeout(r, 50));
-      expect(shareRow(s.id).downloads).toBe(1);
+      expect((await shareRow(s.id)).downloads).toBe(1);
       expect((await h.request.get(`/s/${s.token}/content`)).status).toBe(404);
     } finally {
       await srv.close();
@@ -335,12 +347,12 @@ describe('download budgets that allow resume', () => {
           });
         });
       });
-      for (let i = 0; i < 50 && (h.db.prepare('SELECT count(*) AS n FROM share_reservations').get() as { n: number }).n !== 0; i++) await new Promise((r) => setTimeout(r, 20));
-      expect(shareRow(s.id).downloads).toBe(0);
+      for (let i = 0; i < 50 && (await h.sql<{ n: number }>('SELECT count(*) AS n FROM share_reservations'))[0]!.n !== 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect((await shareRow(s.id)).downloads).toBe(0);
       const rest = await get(`/s/${s.token}/content`, { Range: `bytes=${received.length}-` });
       expect(rest.status).toBe(206);
       expect(Buffer.concat([received, rest.body as Buffer]).equals(content)).toBe(true);
-      expect(shareRow(s.id).downloads).toBe(1);
+      expect((await shareRow(s.id)).downloads).toBe(1);
       expect((await h.request.get(`/s/${s.token}/content`).set('Range', 'bytes=0-10')).status).toBe(404);
     } finally {
       await srv.close();
@@ -358,7 +370,7 @@ describe('download budgets that allow resume', () => {
     // 4 × 50 000 = 200 000 = (1 + 1) × 100 000; the fifth would exceed it.
     expect(statuses).toEqual([206, 206, 206, 206]);
     expect((await get(`/s/${s.token}/content`, { Range: 'bytes=0-0' })).status).toBe(404);
-    expect(shareRow(s.id)).toEqual({ downloads: 0, bytes_served: 200_000 });
+    expect(await shareRow(s.id)).toEqual({ downloads: 0, bytes_served: 200_000 });
   });
 
   it('a zero-byte file counts one download per request', async () => {
@@ -368,7 +380,7 @@ describe('download budgets that allow resume', () => {
     expect((await get(`/s/${s.token}/content`)).status).toBe(200);
     expect((await get(`/s/${s.token}/content`)).status).toBe(200);
     expect((await get(`/s/${s.token}/content`)).status).toBe(404);
-    expect(shareRow(s.id).downloads).toBe(2);
+    expect((await shareRow(s.id)).downloads).toBe(2);
   });
 
   it('HEAD does not use the budget', async () => {
@@ -376,14 +388,14 @@ describe('download budgets that allow resume', () => {
     const f = await upload(Buffer.from('abc'));
     const s = await share(f.id, { maxDownloads: 1 });
     for (let i = 0; i < 3; i++) expect((await h.request.head(`/s/${s.token}/content`)).status).toBe(200);
-    expect(shareRow(s.id)).toEqual({ downloads: 0, bytes_served: 0 });
+    expect(await shareRow(s.id)).toEqual({ downloads: 0, bytes_served: 0 });
   });
 
   it('an expired reservation (a crashed response) does not burn the budget', async () => {
     await init();
     const f = await upload(Buffer.from('abc'));
     const s = await share(f.id, { maxDownloads: 1 });
-    h.db.prepare('INSERT INTO share_reservations (id, share_id, bytes, completion_slot, expires_at) VALUES (?, ?, ?, 1, ?)').run('f'.repeat(32), s.id, 3, Date.now() - 1);
+    await h.sql('INSERT INTO share_reservations (id, share_id, bytes, completion_slot, expires_at) VALUES (?, ?, ?, 1, ?)', ['f'.repeat(32), s.id, 3, Date.now() - 1]);
     expect((await get(`/s/${s.token}/content`)).status).toBe(200);
   });
 });

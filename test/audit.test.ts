@@ -1,4 +1,5 @@
 /** The audit log: one entry per security-relevant action, scoped views, and a chain that shows tampering. */
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AuditLog, readHead, verifyAuditChain } from '../src/services/audit.js';
@@ -8,7 +9,7 @@ let h: Harness;
 afterEach(() => h?.cleanup());
 
 const bearer = (t: string) => ({ Authorization: `Bearer ${t}` });
-const actions = () => (h.db.prepare('SELECT action, outcome FROM audit_events ORDER BY seq').all() as { action: string; outcome: string }[]).map((r) => `${r.action}:${r.outcome}`);
+const actions = async () => (await h.sql<{ action: string; outcome: string }>('SELECT action, outcome FROM audit_events ORDER BY seq')).map((r) => `${r.action}:${r.outcome}`);
 
 describe('events', () => {
   it('records each security-relevant action, without secrets', async () => {
@@ -32,7 +33,7 @@ describe('events', () => {
     for (let i = 0; i < 4; i++) await h.request.post('/api/v1/auth/tokens').send({ username: 'admin', password: `guess ${i} guess` });
     await h.request.delete(`/api/v1/auth/tokens/${other.id}`).set(bearer(admin));
 
-    const seen = actions();
+    const seen = await actions();
     for (const expected of [
       'setup:failure',
       'setup:success',
@@ -53,13 +54,13 @@ describe('events', () => {
     ]) {
       expect(seen, expected).toContain(expected);
     }
-    const shareDownload = h.db.prepare("SELECT actor, share_id, file_id, ip, details FROM audit_events WHERE action = 'share.download'").get() as Record<string, string>;
-    expect(shareDownload.actor).toBe(`share:${s.body.id}`);
-    expect(shareDownload.share_id).toBe(s.body.id);
-    expect(shareDownload.file_id).toBe(fileId);
-    expect(shareDownload.ip).toBeTruthy();
-    expect(JSON.parse(shareDownload.details)).toMatchObject({ bytesSent: 5, completed: true });
-    const dump = JSON.stringify(h.db.prepare('SELECT * FROM audit_events').all());
+    const [shareDownload] = await h.sql<Record<string, string>>("SELECT actor, share_id, file_id, ip, details FROM audit_events WHERE action = 'share.download'");
+    expect(shareDownload!.actor).toBe(`share:${s.body.id}`);
+    expect(shareDownload!.share_id).toBe(s.body.id);
+    expect(shareDownload!.file_id).toBe(fileId);
+    expect(shareDownload!.ip).toBeTruthy();
+    expect(JSON.parse(shareDownload!.details)).toMatchObject({ bytesSent: 5, completed: true });
+    const dump = JSON.stringify(await h.sql('SELECT * FROM audit_events'));
     for (const secret of [admin, carolToken, s.body.token, ADMIN.password, 'share password 1', 'wrong password', 'guess 1 guess']) {
       expect(dump).not.toContain(secret);
     }
@@ -108,15 +109,16 @@ describe('chain verification', () => {
   });
 
   it.each([
-    ['an edited detail', "UPDATE audit_events SET details = '{\"i\":99}' WHERE seq = 3", 3],
-    ['an edited outcome', "UPDATE audit_events SET outcome = 'failure' WHERE seq = 4", 4],
-    ['an edited timestamp', 'UPDATE audit_events SET at = at + 1 WHERE seq = 2', 2],
-    ['a deleted middle row', 'DELETE FROM audit_events WHERE seq = 3', 3],
-    ['renumbered rows after a deletion', 'DELETE FROM audit_events WHERE seq = 3; UPDATE audit_events SET seq = seq - 1 WHERE seq > 3', 3],
-    ['a recomputed-looking MAC', "UPDATE audit_events SET mac = randomblob(32) WHERE seq = 5", 5],
-  ])('fails at the right row for %s', async (_name, sql, at) => {
+    ['an edited detail', ["UPDATE audit_events SET details = '{\"i\":99}' WHERE seq = 3"], 3],
+    ['an edited outcome', ["UPDATE audit_events SET outcome = 'failure' WHERE seq = 4"], 4],
+    ['an edited timestamp', ['UPDATE audit_events SET at = at + 1 WHERE seq = 2'], 2],
+    ['a deleted middle row', ['DELETE FROM audit_events WHERE seq = 3'], 3],
+    ['renumbered rows after a deletion', ['DELETE FROM audit_events WHERE seq = 3', 'UPDATE audit_events SET seq = seq - 1 WHERE seq > 3'], 3],
+    ['a recomputed-looking MAC', ['UPDATE audit_events SET mac = ? WHERE seq = 5', randomBytes(32)], 5],
+  ] as [string, (string | Buffer)[], number][])('fails at the right row for %s', async (_name, statements, at) => {
     await seeded();
-    h.db.exec(sql);
+    const params = statements.filter((x) => Buffer.isBuffer(x));
+    for (const sql of statements) if (typeof sql === 'string') await h.sql(sql, params);
     const r = await verify();
     expect(r.ok).toBe(false);
     expect(r.ok === false && r.brokenAt).toBe(at);
@@ -124,7 +126,7 @@ describe('chain verification', () => {
 
   it('rows cut off the end are caught by the head kept outside the database', async () => {
     await seeded();
-    h.db.exec('DELETE FROM audit_events WHERE seq >= 5');
+    await h.sql('DELETE FROM audit_events WHERE seq >= 5');
     const r = await verify();
     expect(r).toMatchObject({ ok: false, brokenAt: 5 });
     // Without the head file the truncated chain would look fine: that is why it exists.
@@ -146,7 +148,7 @@ describe('chain verification', () => {
     for (let i = 0; i < 50; i++) await timed.recordSummarised('k', { actor: 'anonymous', action: 'rate_limit.hit', outcome: 'denied' });
     t += 61_000;
     await timed.recordSummarised('k', { actor: 'anonymous', action: 'rate_limit.hit', outcome: 'denied' });
-    const rows = h.db.prepare("SELECT details FROM audit_events WHERE action = 'rate_limit.hit'").all() as { details: string }[];
+    const rows = await h.sql<{ details: string }>("SELECT details FROM audit_events WHERE action = 'rate_limit.hit'");
     expect(rows.map((r) => JSON.parse(r.details).repeatsSincePrevious)).toEqual([0, 49]);
     expect(log).toBeDefined();
     expect(fs.existsSync(h.config.auditHeadFile)).toBe(false);

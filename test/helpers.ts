@@ -7,7 +7,11 @@ import supertest from 'supertest';
 import { createApp, type App } from '../src/app.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { Keyring } from '../src/crypto/keyring.js';
-import { openConfiguredDatabase, type Database, type RawSqlite } from '../src/db/database.js';
+import { openConfiguredDatabase, type Database, type Dialect, type RawSqlite } from '../src/db/database.js';
+import { CompiledQuery } from '../src/db/kysely.js';
+import BetterSqlite3 from 'better-sqlite3';
+import { createRequire } from 'node:module';
+import type * as PgModule from 'pg';
 import { createLogger } from '../src/http/logging.js';
 import { SetupCode } from '../src/services/accounts.js';
 import { DiskBlobStore } from '../src/storage/disk.js';
@@ -21,6 +25,8 @@ export const ADMIN = { username: 'admin', password: 'admin password 123' };
 export interface Harness {
   dir: string;
   config: Config;
+  /** The configuration variables the harness was built from (for a CLI or child process on the same database and store). */
+  env: Record<string, string>;
   /** The raw SQLite handle under the app's database (tests read and forge rows with it). */
   db: RawSqlite;
   /** The app's asynchronous database (for calling repositories and ops directly). */
@@ -37,13 +43,23 @@ export interface Harness {
   contractViolations: string[];
   /** Which blob store this harness runs on (SFS_TEST_STORAGE=s3 runs the suites on S3). */
   storage: 'disk' | 's3';
+  /** Which database this harness runs on (SFS_TEST_DATABASE=postgres runs the suites on PostgreSQL). */
+  dialect: Dialect;
+  /**
+   * Runs one SQL statement on the app's database, whichever dialect, and returns its rows
+   * (SELECT or RETURNING). Parameters are `?` (turned into `$1`, `$2`, … on PostgreSQL);
+   * Buffers bind as BLOB / BYTEA. For tests that forge or read rows behind the server's back.
+   */
+  sql<T = Record<string, unknown>>(text: string, params?: readonly unknown[]): Promise<T[]>;
+  /** Every row of every table of the app's database (for "no plaintext in the database" checks). */
+  tableRows(): Promise<Record<string, Record<string, unknown>[]>>;
   /** Every entry in the blob store, committed or not (disk files incl. temp files; S3 objects and unfinished multipart uploads). */
   storedBlobs(): Promise<string[]>;
   /** The stored ciphertext of a blob, whichever backend. */
   readBlob(id: string): Promise<Buffer>;
   /** Replaces a blob's stored bytes behind the server's back (tampering tests). */
   writeBlob(id: string, bytes: Buffer): Promise<void>;
-  /** Removes the temp dir; throws if any API response broke the documented contract. */
+  /** Removes the temp dir and ends the PostgreSQL pool; throws if any API response broke the documented contract. */
   cleanup(): void;
 }
 
@@ -68,6 +84,56 @@ function storageEnv(env: Record<string, string>, dir: string): Record<string, st
   };
 }
 
+const pg = createRequire(import.meta.url)('pg') as typeof PgModule;
+// Databases this process already made sure of (a restart on the same directory reuses one).
+const readyDatabases = new Map<string, Promise<void>>();
+
+/**
+ * With SFS_TEST_DATABASE=postgres (the vitest project "scale"), every harness that does not
+ * choose its DATABASE_URL runs on its own database on the test PostgreSQL server, named after
+ * its data directory so that a second harness on the same directory (a restart) opens the
+ * same database. Created when missing; the server is thrown away at the end of the run.
+ */
+async function databaseEnv(env: Record<string, string>, dir: string): Promise<Record<string, string>> {
+  if (process.env.SFS_TEST_DATABASE !== 'postgres' || env.DATABASE_URL !== undefined) return {};
+  const base = process.env.SFS_TEST_DATABASE_URL;
+  if (!base) throw new Error(`SFS_TEST_DATABASE=postgres but the global setup started no PostgreSQL (${process.env.SFS_TEST_PG_MISSING ?? 'see test/services'})`);
+  const name = `sfs_h_${createHash('sha256').update(dir).digest('hex').slice(0, 16)}`;
+  let ready = readyDatabases.get(name);
+  if (!ready) {
+    ready = createDatabaseIfMissing(base, name);
+    readyDatabases.set(name, ready);
+  }
+  await ready;
+  const u = new URL(base);
+  u.pathname = `/${name}`;
+  // Few connections per harness: many harnesses share one test server.
+  return { DATABASE_URL: u.toString(), DATABASE_POOL_SIZE: '4' };
+}
+
+async function createDatabaseIfMissing(base: string, name: string): Promise<void> {
+  const c = new pg.Client({ connectionString: base });
+  await c.connect();
+  try {
+    const have = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (have.rowCount) return;
+    // The names are ours (hex), so they are safe to splice in. A copy of the run's migrated
+    // template when the global setup made one (the app then finds its schema current).
+    const template = process.env.SFS_TEST_PG_TEMPLATE;
+    await c.query(`CREATE DATABASE ${name}${template ? ` TEMPLATE ${template}` : ''}`).catch((err: { code?: string }) => {
+      if (err.code !== '42P04') throw err; // duplicate_database: another harness just made it
+    });
+  } finally {
+    await c.end();
+  }
+}
+
+/** `?` placeholders as PostgreSQL's `$n` (outside quoted literals). */
+function numberedParams(text: string): string {
+  let n = 0;
+  return text.replace(/'(?:[^']|'')*'|"(?:[^"]|"")*"|\?/g, (m) => (m === '?' ? `$${++n}` : m));
+}
+
 async function readAllStream(r: NodeJS.ReadableStream): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const c of r) parts.push(c as Buffer);
@@ -81,7 +147,8 @@ export async function makeHarness(
   opts: { masterKey?: Buffer; dir?: string; setupCode?: string } = {},
 ): Promise<Harness> {
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'sfs-test-'));
-  const config = loadConfig({ NODE_ENV: 'test', DATA_DIR: 'data', UPLOADS_DIR: 'uploads', LOG_LEVEL: 'debug', ...storageEnv(env, dir), ...env }, dir);
+  const fullEnv = { NODE_ENV: 'test', DATA_DIR: 'data', UPLOADS_DIR: 'uploads', LOG_LEVEL: 'debug', ...storageEnv(env, dir), ...(await databaseEnv(env, dir)), ...env };
+  const config = loadConfig(fullEnv, dir);
   fs.mkdirSync(config.dataDir, { recursive: true });
   const keyring = new Keyring(opts.masterKey ?? randomBytes(32));
   const database = await openConfiguredDatabase(config);
@@ -109,6 +176,7 @@ export async function makeHarness(
   const harness: Harness = {
     dir,
     config,
+    env: fullEnv,
     db,
     database,
     get store(): DiskBlobStore {
@@ -117,6 +185,20 @@ export async function makeHarness(
     },
     blobs,
     storage: config.storage.kind,
+    dialect: database.dialect,
+    async sql<T>(text: string, params: readonly unknown[] = []): Promise<T[]> {
+      const q = CompiledQuery.raw(database.dialect === 'postgres' ? numberedParams(text) : text, [...params]);
+      return (await database.kysely.executeQuery<T>(q)).rows;
+    },
+    async tableRows() {
+      const tables =
+        database.dialect === 'postgres'
+          ? await this.sql<{ name: string }>("SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")
+          : await this.sql<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
+      const out: Record<string, Record<string, unknown>[]> = {};
+      for (const { name } of tables) out[name] = await this.sql(`SELECT * FROM "${name.replaceAll('"', '""')}"`);
+      return out;
+    },
     async storedBlobs() {
       const out: string[] = [];
       for await (const e of blobs.entries()) {
@@ -149,15 +231,66 @@ export async function makeHarness(
       if (this.db.open) this.db.close();
       // PostgreSQL: end the pool (nothing waits on it; the database is the suite's to drop).
       if (!database.raw) void database.close();
-      // The app writes the audit head file asynchronously; a write may still be landing in
-      // data/ while the directory is removed, so let rm retry on ENOTEMPTY.
-      fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 });
+      // The app writes the audit head asynchronously, and a response cut off by its client
+      // (an aborted download) settles and records its audit event after the test has moved
+      // on: a write may still land in data/ while the directory is removed. Retry; if it is
+      // still busy, finish the removal in the background rather than fail an unrelated test.
+      try {
+        fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw err;
+        setTimeout(() => void fs.promises.rm(dir, { recursive: true, force: true, maxRetries: 20, retryDelay: 50 }).catch(() => {}), 200).unref();
+      }
       if (contractViolations.length) {
         throw new Error(`responses that the OpenAPI document does not describe:\n${[...new Set(contractViolations)].join('\n')}`);
       }
     },
   };
   return harness;
+}
+
+/** The dialect the vitest project runs harnesses on (for choosing tests before a harness exists). */
+export const TEST_DIALECT: Dialect = process.env.SFS_TEST_DATABASE === 'postgres' ? 'postgres' : 'sqlite';
+
+/** A plain SQL connection to a harness' database of its own (no app, no key): what someone with database access holds. */
+export interface SqlConnection {
+  sql<T = Record<string, unknown>>(text: string, params?: readonly unknown[]): Promise<T[]>;
+  close(): Promise<void>;
+}
+
+/** Opens a second, separate connection to the harness' database (a better-sqlite3 handle on the file, or a pg client). */
+export async function separateConnection(h: Harness): Promise<SqlConnection> {
+  const d = h.config.database;
+  if (d.kind === 'postgres') {
+    const c = new pg.Client({ connectionString: d.url });
+    await c.connect();
+    return {
+      sql: async <T,>(text: string, params: readonly unknown[] = []) => (await c.query(numberedParams(text), [...params])).rows as T[],
+      close: () => c.end(),
+    };
+  }
+  const db = new BetterSqlite3(h.config.dbFile);
+  db.pragma('busy_timeout = 2000');
+  return {
+    sql: async <T,>(text: string, params: readonly unknown[] = []) => {
+      const st = db.prepare(text);
+      return (st.reader ? st.all(...params) : (st.run(...params), [])) as T[];
+    },
+    close: async () => void db.close(),
+  };
+}
+
+/**
+ * Waits until every link download has settled (a response settles its reservation, and so the
+ * link's counters, in one transaction just after its last byte went out; on PostgreSQL a
+ * check from another connection can come before that commit). Bounded: gives up after 5 s.
+ */
+export async function downloadsSettled(h: Harness): Promise<void> {
+  for (let i = 0; i < 250; i++) {
+    const [r] = await h.sql<{ n: number }>('SELECT count(*) AS n FROM share_reservations');
+    if (r!.n === 0) return;
+    await new Promise((res) => setTimeout(res, 20));
+  }
 }
 
 /** Runs setup and returns an admin API token. */

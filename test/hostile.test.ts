@@ -27,7 +27,7 @@ afterAll(async () => {
 });
 
 const state = async () => ({
-  rows: (h.db.prepare('SELECT count(*) AS n FROM files').get() as { n: number }).n,
+  rows: (await h.sql<{ n: number }>('SELECT count(*) AS n FROM files'))[0]!.n,
   blobs: (await h.storedBlobs()).length,
 });
 
@@ -217,11 +217,11 @@ describe('hostile API requests', () => {
   it('tokens of disabled users and expired tokens are refused', async () => {
     await h.request.post('/api/v1/users').set(auth()).send({ username: 'henry', password: 'henry password 1' });
     const t = (await h.request.post('/api/v1/auth/tokens').send({ username: 'henry', password: 'henry password 1' })).body.token;
-    const id = (h.db.prepare("SELECT id FROM users WHERE username = 'henry'").get() as { id: string }).id;
+    const id = (await h.sql<{ id: string }>("SELECT id FROM users WHERE username = 'henry'"))[0]!.id;
     expect((await h.request.get('/api/v1/me').set('Authorization', `Bearer ${t}`)).status).toBe(200);
-    h.db.prepare('UPDATE api_tokens SET expires_at = 1 WHERE user_id = ?').run(id);
+    await h.sql('UPDATE api_tokens SET expires_at = 1 WHERE user_id = ?', [id]);
     expect((await h.request.get('/api/v1/me').set('Authorization', `Bearer ${t}`)).status).toBe(401);
-    h.db.prepare('UPDATE api_tokens SET expires_at = ? WHERE user_id = ?').run(Date.now() + 60_000, id);
+    await h.sql('UPDATE api_tokens SET expires_at = ? WHERE user_id = ?', [Date.now() + 60_000, id]);
     await h.request.patch(`/api/v1/users/${id}`).set(auth()).send({ disabled: true });
     const r = await h.request.get('/api/v1/me').set('Authorization', `Bearer ${t}`);
     expect(r.status).toBe(401);

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import supertest from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { ADMIN, listFiles, makeHarness, makeUser, setupAdmin, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -35,7 +35,7 @@ function sessionCookie(setCookie: string[] | string | undefined, name = 'sfs-ses
   return all.find((c) => c.startsWith(`${name}=`));
 }
 
-const rows = () => h.db.prepare('SELECT sid, sess, expired FROM sessions').all() as { sid: string; sess: string; expired: string }[];
+const rows = () => h.sql<{ sid: string; sess: string; expired: string }>('SELECT sid, sess, expired FROM sessions');
 
 describe('sessions', () => {
   it('sign-in sets an HttpOnly, SameSite=Lax cookie; the database keeps only a hash of the id', async () => {
@@ -51,7 +51,7 @@ describe('sessions', () => {
     expect(cookie).toMatch(/; Expires=/);
     // The cookie is s:<id>.<signature>; the row is keyed by HMAC(k_lookup, SHA-256(id)), not a plain hash.
     const id = decodeURIComponent(cookie.split(';')[0]!.split('=')[1]!).slice(2).split('.')[0]!;
-    const stored = rows();
+    const stored = await rows();
     expect(stored).toHaveLength(1);
     expect(stored[0]!.sid).toBe(h.app.services.sessions.keyOf(id));
     expect(stored[0]!.sid).not.toBe(createHash('sha256').update(id).digest('hex'));
@@ -107,24 +107,24 @@ describe('sessions', () => {
     const { agent } = await signIn();
     expect((await agent.get('/files')).status).toBe(200);
     // Idle: the store's expiry (pushed forward by every request) has passed.
-    h.db.prepare('UPDATE sessions SET expired = ?').run(new Date(Date.now() - 1000).toISOString());
+    await h.sql('UPDATE sessions SET expired = ?', [new Date(Date.now() - 1000).toISOString()]);
     expect((await agent.get('/files')).headers.location).toMatch(/^\/login/);
 
     const fresh = await signIn();
     expect((await fresh.agent.get('/files')).status).toBe(200);
     expect(await h.app.services.sessions.sweep()).toBe(1);
-    expect(rows()).toHaveLength(1);
+    expect(await rows()).toHaveLength(1);
     // Absolute: signed in longer ago than SESSION_MAX_AGE_SECONDS (24 h), even if active a second ago.
     // (Re-sealed with the app's key, as the server itself would write it: an unsealed edit is refused on its own.)
-    for (const row of rows()) {
+    for (const row of await rows()) {
       const sess = { ...JSON.parse(row.sess), createdAt: Date.now() - 24 * 3600_000 - 1000 };
       sess.seal = h.app.services.sessions.seal(row.sid, sess);
-      h.db.prepare('UPDATE sessions SET sess = ? WHERE sid = ?').run(JSON.stringify(sess), row.sid);
+      await h.sql('UPDATE sessions SET sess = ? WHERE sid = ?', [JSON.stringify(sess), row.sid]);
     }
     const r = await fresh.agent.get('/files');
     expect(r.status).toBe(303);
     expect(r.headers.location).toMatch(/^\/login/);
-    expect(rows()).toHaveLength(0);
+    expect(await rows()).toHaveLength(0);
   });
 
   it('a disabled user and a reset password end the sessions at once (from the API too)', async () => {
@@ -176,6 +176,83 @@ describe('sessions', () => {
     expect((await h.request.get('/api/v1/me').set('Authorization', `Bearer ${token}`)).status).toBe(401);
   });
 
+  it.each([
+    ['signed in through instance A, signed out through instance B', 0, 1],
+    ['signed in through instance B, signed out through instance A', 1, 0],
+  ])('one session for every instance on the database: %s ends it on both', async (_name, inVia, outVia) => {
+    // Two apps on one database and one master key, as two instances behind a load balancer
+    // (the same SQLite file, or the same PostgreSQL database in the "scale" project).
+    const masterKey = randomBytes(32);
+    h = await makeHarness({}, { masterKey });
+    await setupAdmin(h);
+    const second = await makeHarness({}, { masterKey, dir: h.dir });
+    try {
+      const apps = [h.app, second.app];
+      const agents = apps.map((app) => supertest.agent(app));
+      // One browser: both agents share one cookie jar (same host, as behind one load balancer).
+      (agents[1] as unknown as { jar: unknown }).jar = (agents[0] as unknown as { jar: unknown }).jar;
+      const { r } = await signIn(ADMIN.username, ADMIN.password, agents[inVia]);
+      expect(r.status).toBe(303);
+      for (const a of agents) expect((await a.get('/files').set(HTML)).status).toBe(200);
+      const _csrf = await csrfFrom(agents[outVia]!, '/files');
+      const out = await agents[outVia]!.post('/logout').type('form').set(HTML).send({ _csrf });
+      expect(out.status).toBe(303);
+      // The browser keeps replaying the old cookie on each instance: both send it to sign in.
+      const cookie = sessionCookie(r.headers['set-cookie'])!.split(';')[0]!;
+      for (const app of apps) {
+        const again = await supertest(app).get('/files').set('Cookie', cookie).set(HTML);
+        expect(again.status).toBe(303);
+        expect(again.headers.location).toMatch(/^\/login/);
+      }
+      expect(await rows()).toHaveLength(0);
+    } finally {
+      await second.database.close();
+      h.contractViolations.push(...second.contractViolations);
+    }
+  });
+
+  it('a request moves only the row\'s expiry; the sealed data is not rewritten', async () => {
+    h = await makeHarness();
+    await setupAdmin(h);
+    const { agent } = await signIn();
+    const [before] = await rows();
+    // Close to its idle deadline, but live.
+    await h.sql('UPDATE sessions SET expired = ?', [new Date(Date.now() + 5_000).toISOString()]);
+    expect((await agent.get('/files').set(HTML)).status).toBe(200);
+    const [after] = await rows();
+    expect(after!.sid).toBe(before!.sid);
+    expect(after!.sess).toBe(before!.sess);
+    // Pushed out to about a full idle timeout (SESSION_IDLE_TIMEOUT_SECONDS, 2 h) from now.
+    expect(Date.parse(after!.expired) - Date.now()).toBeGreaterThan(3600_000);
+  });
+
+  // (Text that is not JSON at all cannot be written: both dialects index the user inside it.)
+  it.each(['null', '[]', '"admin"', '{}'])('a session row whose data is %s is no session at all, and is reported', async (sess) => {
+    h = await makeHarness();
+    await setupAdmin(h);
+    const { agent } = await signIn();
+    expect((await agent.get('/files').set(HTML)).status).toBe(200);
+    await h.sql('UPDATE sessions SET sess = ?', [sess]);
+    const r = await agent.get('/files').set(HTML);
+    expect(r.status).toBe(303);
+    expect(r.headers.location).toMatch(/^\/login/);
+    expect(h.logLines.some((l) => l.includes('integrity check failed') && l.includes('sessions'))).toBe(true);
+  });
+
+  it('a session store that cannot reach the database answers each page request once, with the 500 page', async () => {
+    h = await makeHarness();
+    await setupAdmin(h);
+    const { agent } = await signIn();
+    expect((await agent.get('/files').set(HTML)).status).toBe(200);
+    // The database goes away (the SQLite handle closed, the PostgreSQL pool ended).
+    if (h.dialect === 'sqlite') h.db.close();
+    else await h.database.close();
+    const r = await agent.get('/files').set(HTML);
+    expect(r.status).toBe(500);
+    expect(r.text).toContain('Something went wrong on our side');
+    expect(r.text).not.toMatch(/at .*\.js|\/src\//);
+  });
+
   it('the API ignores the session cookie', async () => {
     h = await makeHarness();
     await setupAdmin(h);
@@ -224,7 +301,7 @@ describe('CSRF and page errors', () => {
     const r = await agent.post('/upload').set('Accept', 'application/json').attach('file', Buffer.alloc(100_000, 1), 'a.bin');
     expect(r.status).toBe(403);
     expect(r.headers.connection).toBe('close');
-    expect(h.db.prepare('SELECT count(*) AS n FROM files').get()).toEqual({ n: 0 });
+    expect(await h.sql('SELECT count(*) AS n FROM files')).toEqual([{ n: 0 }]);
     expect(await h.storedBlobs()).toEqual([]);
   });
 
@@ -243,16 +320,23 @@ describe('CSRF and page errors', () => {
     expect(form.headers.location).toMatch(/^\/\?uploaded=[0-9a-f]{32}$/);
     const back = await agent.get(form.headers.location);
     expect(back.text).toContain('n.txt');
-    h.db.pragma('wal_checkpoint(FULL)');
+    if (h.dialect === 'sqlite') h.db.pragma('wal_checkpoint(FULL)');
     for (const f of [...listFiles(h.config.uploadsDir), ...listFiles(h.config.dataDir)]) {
       expect(fs.readFileSync(f).includes(Buffer.from(marker)), f).toBe(false);
     }
     // And every blob as the store holds it (the bucket's objects on S3).
-    for (const { id } of h.db.prepare('SELECT id FROM files').all() as { id: string }[]) {
+    for (const { id } of await h.sql<{ id: string }>('SELECT id FROM files')) {
       expect((await h.readBlob(id)).includes(Buffer.from(marker)), id).toBe(false);
     }
-    const audit = h.db.prepare(`SELECT count(*) AS n FROM audit_events WHERE action = 'file.upload' AND json_extract(details, '$.via') = 'page'`).get();
-    expect(audit).toEqual({ n: 2 });
+    const via = h.dialect === 'postgres' ? `(details::json)->>'via'` : `json_extract(details, '$.via')`;
+    const audit = await h.sql(`SELECT count(*) AS n FROM audit_events WHERE action = 'file.upload' AND ${via} = 'page'`);
+    expect(audit).toEqual([{ n: 2 }]);
+    // Nor in any database row (on PostgreSQL the rows are not in data/).
+    for (const [table, tableRows] of Object.entries(await h.tableRows())) {
+      for (const row of tableRows) {
+        for (const [col, v] of Object.entries(row)) expect((Buffer.isBuffer(v) ? v : Buffer.from(String(v))).includes(Buffer.from(marker)), `${table}.${col}`).toBe(false);
+      }
+    }
   });
 
   it('413 and 404 are friendly pages for browsers and stay problem+json for scripts', async () => {

@@ -8,7 +8,7 @@ let h: Harness;
 afterEach(() => h?.cleanup());
 const bearer = (t: string) => ({ Authorization: `Bearer ${t}` });
 const state = async () => ({
-  rows: (h.db.prepare('SELECT count(*) AS n FROM files').get() as { n: number }).n,
+  rows: (await h.sql<{ n: number }>('SELECT count(*) AS n FROM files'))[0]!.n,
   blobs: (await h.storedBlobs()).length,
 });
 

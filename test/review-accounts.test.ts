@@ -40,15 +40,13 @@ async function pageLogin(h: Harness, username: string, password: string, agent: 
   return { agent, r };
 }
 
-const userId = (h: Harness, name: string) => (h.db.prepare('SELECT id FROM users WHERE username = ?').get(name) as { id: string }).id;
+const userId = async (h: Harness, name: string) => (await h.sql<{ id: string }>('SELECT id FROM users WHERE username = ?', [name]))[0]!.id;
+// Quoted aliases: PostgreSQL folds unquoted names to lower case.
 const auditRows = (h: Harness, action: string) =>
-  h.db.prepare('SELECT actor, subject_user_id AS subject, file_id AS fileId, share_id AS shareId, details FROM audit_events WHERE action = ? ORDER BY seq').all(action) as {
-    actor: string;
-    subject: string | null;
-    fileId: string | null;
-    shareId: string | null;
-    details: string;
-  }[];
+  h.sql<{ actor: string; subject: string | null; fileId: string | null; shareId: string | null; details: string }>(
+    'SELECT actor, subject_user_id AS subject, file_id AS "fileId", share_id AS "shareId", details FROM audit_events WHERE action = ? ORDER BY seq',
+    [action],
+  );
 
 async function upload(h: Harness, token: string, name: string, content: Buffer): Promise<string> {
   const r = await h.request.put(`/api/v1/uploads/${name}`).set(bearer(token)).send(content);
@@ -64,7 +62,9 @@ async function share(h: Harness, token: string, fileId: string): Promise<{ id: s
 
 /** Runs the built sfs against a harness's directories and master key. */
 function sfs(h: Harness, key: Buffer, args: string[], input?: string) {
-  const env = { PATH: process.env.PATH ?? '', DATA_DIR: h.config.dataDir, UPLOADS_DIR: h.config.uploadsDir, MASTER_KEY: key.toString('base64') };
+  // On the harness' database and store (PostgreSQL and S3 in the "scale" project; the S3 credentials come from the environment).
+  const aws = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('AWS_'))) as Record<string, string>;
+  const env = { PATH: process.env.PATH ?? '', ...aws, ...h.env, NODE_ENV: 'development', DATA_DIR: h.config.dataDir, UPLOADS_DIR: h.config.uploadsDir, MASTER_KEY: key.toString('base64') };
   const r = spawnSync(process.execPath, [SFS, ...args], { env, cwd: h.dir, input, encoding: 'utf8' });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, json: () => JSON.parse(r.stdout) };
 }
@@ -159,12 +159,12 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
     expect((await h.request.get(`/s/${link.token}/content`)).status).toBe(200);
 
     // The owner check is in the lookup itself: a disabled flag alone already stops the link.
-    h.db.prepare('UPDATE users SET disabled = 1 WHERE id = ?').run(userId(h, 'bob'));
+    await h.sql('UPDATE users SET disabled = 1 WHERE id = ?', [await userId(h, 'bob')]);
     expect((await h.request.get(`/s/${link.token}`)).text).toBe(missingPage.text);
-    h.db.prepare('UPDATE users SET disabled = 0 WHERE id = ?').run(userId(h, 'bob'));
+    await h.sql('UPDATE users SET disabled = 0 WHERE id = ?', [await userId(h, 'bob')]);
     expect((await h.request.get(`/s/${link.token}/content`)).status).toBe(200);
 
-    expect((await h.request.patch(`/api/v1/users/${userId(h, 'bob')}`).set(bearer(admin)).send({ disabled: true })).status).toBe(200);
+    expect((await h.request.patch(`/api/v1/users/${await userId(h, 'bob')}`).set(bearer(admin)).send({ disabled: true })).status).toBe(200);
     for (const when of ['disabled', 're-enabled']) {
       const page = await h.request.get(`/s/${link.token}`);
       expect(page.status, when).toBe(404);
@@ -173,11 +173,11 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
       expect(content.status, when).toBe(404);
       expect(content.headers['content-type']).toBe(missingContent.headers['content-type']);
       expect(strip(content.body), when).toEqual(strip(missingContent.body));
-      if (when === 'disabled') expect((await h.request.patch(`/api/v1/users/${userId(h, 'bob')}`).set(bearer(admin)).send({ disabled: false })).status).toBe(200);
+      if (when === 'disabled') expect((await h.request.patch(`/api/v1/users/${await userId(h, 'bob')}`).set(bearer(admin)).send({ disabled: false })).status).toBe(200);
     }
-    const row = h.db.prepare('SELECT revoked_at FROM shares WHERE id = ?').get(link.id) as { revoked_at: number | null };
-    expect(row.revoked_at).not.toBeNull();
-    expect(JSON.parse(auditRows(h, 'user.disable')[0]!.details)).toMatchObject({ revokedShares: 1 });
+    const [row] = await h.sql<{ revoked_at: number | null }>('SELECT revoked_at FROM shares WHERE id = ?', [link.id]);
+    expect(row!.revoked_at).not.toBeNull();
+    expect(JSON.parse((await auditRows(h, 'user.disable'))[0]!.details)).toMatchObject({ revokedShares: 1 });
   });
 
   it('admins list and revoke any user\'s links through the API; others cannot', async () => {
@@ -188,7 +188,7 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
     const file = await upload(h, bob, 'b.txt', Buffer.from('bob data'));
     const one = await share(h, bob, file);
     const two = await share(h, bob, file);
-    const bobId = userId(h, 'bob');
+    const bobId = await userId(h, 'bob');
 
     const list = await h.request.get(`/api/v1/users/${bobId}/shares`).set(bearer(admin));
     expect(list.status).toBe(200);
@@ -197,7 +197,7 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
     expect((await h.request.get(`/api/v1/users/${bobId}/shares`).set(bearer(carol))).status).toBe(403);
     expect((await h.request.get(`/api/v1/users/${'0'.repeat(32)}/shares`).set(bearer(admin))).status).toBe(404);
     // Another user's share id under bob is not found.
-    expect((await h.request.delete(`/api/v1/users/${userId(h, 'carol')}/shares/${one.id}`).set(bearer(admin))).status).toBe(404);
+    expect((await h.request.delete(`/api/v1/users/${await userId(h, 'carol')}/shares/${one.id}`).set(bearer(admin))).status).toBe(404);
 
     expect((await h.request.delete(`/api/v1/users/${bobId}/shares/${one.id}`).set(bearer(admin))).status).toBe(204);
     expect((await h.request.get(`/s/${one.token}/content`)).status).toBe(404);
@@ -207,9 +207,9 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
     expect(all.body).toEqual({ revoked: 1 });
     expect((await h.request.get(`/s/${two.token}/content`)).status).toBe(404);
 
-    const adminId = userId(h, 'admin');
-    expect(auditRows(h, 'share.revoke')).toEqual([expect.objectContaining({ actor: adminId, subject: bobId, shareId: one.id, fileId: file })]);
-    expect(auditRows(h, 'share.revoke_all')).toEqual([expect.objectContaining({ actor: adminId, subject: bobId })]);
+    const adminId = await userId(h, 'admin');
+    expect(await auditRows(h, 'share.revoke')).toEqual([expect.objectContaining({ actor: adminId, subject: bobId, shareId: one.id, fileId: file })]);
+    expect(await auditRows(h, 'share.revoke_all')).toEqual([expect.objectContaining({ actor: adminId, subject: bobId })]);
     const doc = (await h.request.get('/api/v1/openapi.json')).body;
     expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/api/v1/users/{id}/shares', '/api/v1/users/{id}/shares/{shareId}']));
   });
@@ -222,7 +222,7 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
     const content = pattern(5000, 3);
     const file = await upload(h, bob, 'report.bin', content);
     const link = await share(h, bob, file);
-    const bobId = userId(h, 'bob');
+    const bobId = await userId(h, 'bob');
     const { agent } = await pageLogin(h, ADMIN.username, ADMIN.password);
     const page = await agent.get(`/admin/users/${bobId}`).set(HTML);
     expect(page.status).toBe(200);
@@ -232,18 +232,18 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
     expect(revoke.status).toBe(303);
     expect((await h.request.get(`/s/${link.token}/content`)).status).toBe(404);
 
-    const wrong = await agent.post(`/admin/users/${bobId}/delete`).type('form').send({ _csrf, files: 'transfer', transferTo: userId(h, 'alice'), confirmName: 'not bob' });
+    const wrong = await agent.post(`/admin/users/${bobId}/delete`).type('form').send({ _csrf, files: 'transfer', transferTo: await userId(h, 'alice'), confirmName: 'not bob' });
     expect(wrong.status).toBe(400);
     const none = await agent.post(`/admin/users/${bobId}/delete`).type('form').send({ _csrf, confirmName: 'bob' });
     expect(none.status).toBe(400);
-    const del = await agent.post(`/admin/users/${bobId}/delete`).type('form').send({ _csrf, files: 'transfer', transferTo: userId(h, 'alice'), confirmName: 'bob' });
+    const del = await agent.post(`/admin/users/${bobId}/delete`).type('form').send({ _csrf, files: 'transfer', transferTo: await userId(h, 'alice'), confirmName: 'bob' });
     expect(del.status).toBe(303);
     expect(del.headers.location).toBe('/admin/users?msg=user-deleted');
     const alice = await tokenFor(h, 'alice', 'alice password 123');
     const got = await h.request.get(`/api/v1/files/${file}/content`).set(bearer(alice)).buffer(true).parse(binaryParser);
     expect(got.status).toBe(200);
     expect(Buffer.compare(got.body as Buffer, content)).toBe(0);
-    expect(auditRows(h, 'user.delete')).toEqual([expect.objectContaining({ actor: userId(h, 'admin'), subject: bobId })]);
+    expect(await auditRows(h, 'user.delete')).toEqual([expect.objectContaining({ actor: await userId(h, 'admin'), subject: bobId })]);
   });
 
   it('sfs share list / revoke --user, through the built CLI, audited', async () => {
@@ -272,8 +272,8 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
     expect(all.json()).toMatchObject({ revoked: 2 });
     for (const s of [two, three]) expect((await h.request.get(`/s/${s.token}/content`)).status).toBe(404);
     expect(sfs(h, key, ['share', 'list', '--user', 'bob', '--json']).json().shares.every((s: { status: string }) => s.status === 'revoked')).toBe(true);
-    expect(auditRows(h, 'share.revoke')).toEqual([expect.objectContaining({ actor: 'cli', subject: userId(h, 'bob'), shareId: one.id })]);
-    expect(JSON.parse(auditRows(h, 'share.revoke_all')[0]!.details)).toMatchObject({ revoked: 2, via: 'cli' });
+    expect(await auditRows(h, 'share.revoke')).toEqual([expect.objectContaining({ actor: 'cli', subject: await userId(h, 'bob'), shareId: one.id })]);
+    expect(JSON.parse((await auditRows(h, 'share.revoke_all'))[0]!.details)).toMatchObject({ revoked: 2, via: 'cli' });
   });
 
   it('sfs user delete --transfer-to: the receiver has the files, byte-exact; links revoked; audited', async () => {
@@ -285,8 +285,8 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
     const contents = [pattern(100_000, 5), Buffer.from('small one')];
     const ids = [await upload(h, bob, 'big.bin', contents[0]!), await upload(h, bob, 'small.txt', contents[1]!)];
     const link = await share(h, bob, ids[0]!);
-    const bobId = userId(h, 'bob');
-    const aliceId = userId(h, 'alice');
+    const bobId = await userId(h, 'bob');
+    const aliceId = await userId(h, 'alice');
 
     const r = sfs(h, key, ['user', 'delete', 'bob', '--transfer-to', 'alice', '--json']);
     expect(r.status, r.stderr).toBe(0);
@@ -300,11 +300,11 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
     }
     expect((await h.request.get(`/s/${link.token}/content`)).status).toBe(404);
     expect((await h.request.get('/api/v1/me').set(bearer(bob))).status).toBe(401);
-    expect(h.db.prepare('SELECT count(*) AS n FROM users WHERE id = ?').get(bobId)).toEqual({ n: 0 });
-    expect(auditRows(h, 'file.transfer').map((a) => a.fileId).sort()).toEqual([...ids].sort());
-    expect(auditRows(h, 'file.transfer').every((a) => a.actor === 'cli' && JSON.parse(a.details).from === bobId && JSON.parse(a.details).to === aliceId)).toBe(true);
-    expect(auditRows(h, 'user.delete')).toEqual([expect.objectContaining({ actor: 'cli', subject: bobId })]);
-    expect(JSON.parse(auditRows(h, 'user.delete')[0]!.details)).toMatchObject({ username: 'bob', mode: 'transfer', files: 2, transferTo: aliceId });
+    expect(await h.sql('SELECT count(*) AS n FROM users WHERE id = ?', [bobId])).toEqual([{ n: 0 }]);
+    expect((await auditRows(h, 'file.transfer')).map((a) => a.fileId).sort()).toEqual([...ids].sort());
+    expect((await auditRows(h, 'file.transfer')).every((a) => a.actor === 'cli' && JSON.parse(a.details).from === bobId && JSON.parse(a.details).to === aliceId)).toBe(true);
+    expect(await auditRows(h, 'user.delete')).toEqual([expect.objectContaining({ actor: 'cli', subject: bobId })]);
+    expect(JSON.parse((await auditRows(h, 'user.delete'))[0]!.details)).toMatchObject({ username: 'bob', mode: 'transfer', files: 2, transferTo: aliceId });
   });
 
   it('sfs user delete --delete-files: rows and blobs gone, audited; one of the two options is required', async () => {
@@ -313,21 +313,21 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
     const admin = await setupAdmin(h);
     const bob = await makeUser(h, admin, 'bob');
     const ids = [await upload(h, bob, 'a.bin', pattern(70_000, 2)), await upload(h, bob, 'b.bin', pattern(10, 4))];
-    const bobId = userId(h, 'bob');
-    const blobs = () => listFiles(h.config.uploadsDir).filter((f) => ids.some((id) => f.includes(id)));
-    expect(blobs()).toHaveLength(2);
+    const bobId = await userId(h, 'bob');
+    const blobs = async () => (await h.storedBlobs()).filter((f) => ids.some((id) => f.includes(id)));
+    expect(await blobs()).toHaveLength(2);
 
     expect(sfs(h, key, ['user', 'delete', 'bob']).status).toBe(2);
     expect(sfs(h, key, ['user', 'delete', 'bob', '--delete-files', '--transfer-to', 'admin']).status).toBe(2);
-    expect(h.db.prepare('SELECT count(*) AS n FROM files WHERE owner_id = ?').get(bobId)).toEqual({ n: 2 });
+    expect(await h.sql('SELECT count(*) AS n FROM files WHERE owner_id = ?', [bobId])).toEqual([{ n: 2 }]);
 
     const r = sfs(h, key, ['user', 'delete', 'bob', '--delete-files']);
     expect(r.status, r.stderr).toBe(0);
-    expect(h.db.prepare('SELECT count(*) AS n FROM files WHERE id IN (?, ?)').get(ids[0], ids[1])).toEqual({ n: 0 });
-    expect(blobs()).toEqual([]);
-    expect(h.db.prepare('SELECT count(*) AS n FROM users WHERE id = ?').get(bobId)).toEqual({ n: 0 });
-    expect(auditRows(h, 'file.delete').map((a) => a.fileId).sort()).toEqual([...ids].sort());
-    expect(JSON.parse(auditRows(h, 'user.delete')[0]!.details)).toMatchObject({ mode: 'delete', files: 2 });
+    expect(await h.sql('SELECT count(*) AS n FROM files WHERE id IN (?, ?)', [ids[0], ids[1]])).toEqual([{ n: 0 }]);
+    expect(await blobs()).toEqual([]);
+    expect(await h.sql('SELECT count(*) AS n FROM users WHERE id = ?', [bobId])).toEqual([{ n: 0 }]);
+    expect((await auditRows(h, 'file.delete')).map((a) => a.fileId).sort()).toEqual([...ids].sort());
+    expect(JSON.parse((await auditRows(h, 'user.delete'))[0]!.details)).toMatchObject({ mode: 'delete', files: 2 });
     expect(sfs(h, key, ['user', 'delete', 'nobody', '--delete-files']).status).toBe(1);
   });
 });
@@ -337,14 +337,14 @@ describe('item 7: disabling revokes tokens for good', () => {
     const h = await harness();
     const admin = await setupAdmin(h);
     const bob = await makeUser(h, admin, 'bob');
-    const bobId = userId(h, 'bob');
+    const bobId = await userId(h, 'bob');
     expect((await h.request.get('/api/v1/me').set(bearer(bob))).status).toBe(200);
     expect((await h.request.patch(`/api/v1/users/${bobId}`).set(bearer(admin)).send({ disabled: true })).status).toBe(200);
     expect((await h.request.patch(`/api/v1/users/${bobId}`).set(bearer(admin)).send({ disabled: false })).status).toBe(200);
     const r = await h.request.get('/api/v1/me').set(bearer(bob));
     expect(r.status).toBe(401);
     expect(r.body.code).toBe('unauthorized');
-    expect(h.db.prepare('SELECT count(*) AS n FROM api_tokens WHERE user_id = ? AND revoked_at IS NULL').get(bobId)).toEqual({ n: 0 });
+    expect(await h.sql('SELECT count(*) AS n FROM api_tokens WHERE user_id = ? AND revoked_at IS NULL', [bobId])).toEqual([{ n: 0 }]);
   });
 });
 
@@ -353,7 +353,7 @@ describe('item 8: an admin password reset is visible to the user and audited', (
     const h = await harness();
     const admin = await setupAdmin(h);
     await makeUser(h, admin, 'bob');
-    const bobId = userId(h, 'bob');
+    const bobId = await userId(h, 'bob');
     const before = Date.now();
     expect((await h.request.patch(`/api/v1/users/${bobId}`).set(bearer(admin)).send({ password: 'set by the admin 1' })).status).toBe(200);
 
@@ -367,8 +367,8 @@ describe('item 8: an admin password reset is visible to the user and audited', (
     const token = await tokenFor(h, 'bob', 'set by the admin 1');
     expect((await h.request.get('/api/v1/me').set(bearer(token))).body.passwordResetAt).toBe(at);
 
-    const audit = auditRows(h, 'user.password_reset');
-    expect(audit).toEqual([expect.objectContaining({ actor: userId(h, 'admin'), subject: bobId })]);
+    const audit = await auditRows(h, 'user.password_reset');
+    expect(audit).toEqual([expect.objectContaining({ actor: await userId(h, 'admin'), subject: bobId })]);
     expect(JSON.parse(audit[0]!.details)).toMatchObject({ passwordReset: true });
     expect(audit[0]!.details).not.toContain('set by the admin');
 
@@ -386,7 +386,7 @@ describe('item 18: disabled accounts and CLI exit codes', () => {
     const h = await harness();
     const admin = await setupAdmin(h);
     await makeUser(h, admin, 'bob');
-    expect((await h.request.patch(`/api/v1/users/${userId(h, 'bob')}`).set(bearer(admin)).send({ disabled: true })).status).toBe(200);
+    expect((await h.request.patch(`/api/v1/users/${await userId(h, 'bob')}`).set(bearer(admin)).send({ disabled: true })).status).toBe(200);
 
     const right = await h.request.post('/api/v1/auth/tokens').send({ username: 'bob', password: 'bob password 123' });
     expect(right.status).toBe(403);

@@ -30,7 +30,7 @@ const HTML = { Accept: 'text/html' };
 
 /** The state an upload that is refused must leave untouched. */
 const stored = async () => ({
-  rows: (h.db.prepare('SELECT count(*) AS n FROM files').get() as { n: number }).n,
+  rows: (await h.sql<{ n: number }>('SELECT count(*) AS n FROM files'))[0]!.n,
   onDisk: await h.storedBlobs(),
 });
 
@@ -107,7 +107,7 @@ describe('1. hostile headers and names are answered at once, and the event loop 
     expect(hostileSpaces.length).toBeGreaterThan(15 * 1024);
     const agent = await signIn();
     const _csrf = await csrfFrom(agent, '/admin/users');
-    const adminId = (h.db.prepare("SELECT id FROM users WHERE username = 'admin'").get() as { id: string }).id;
+    const adminId = (await h.sql<{ id: string }>("SELECT id FROM users WHERE username = 'admin'"))[0]!.id;
     // [name, request, status, the response itself must come within 100 ms (uploads fsync, so for
     // them the event loop's own delay is the measure)]
     const rows: [string, () => supertest.Test, number, boolean][] = [
@@ -247,7 +247,7 @@ describe('3. small request bodies have a total deadline; file uploads do not', (
 
   it('a slow token request does not create a token once it has been answered 408', async () => {
     const { port } = await start();
-    const before = (h.db.prepare('SELECT count(*) AS n FROM api_tokens').get() as { n: number }).n;
+    const before = (await h.sql<{ n: number }>('SELECT count(*) AS n FROM api_tokens'))[0]!.n;
     const body = Buffer.from(JSON.stringify({ username: ADMIN.username, password: ADMIN.password, name: 'late' }));
     // Half the body before the deadline, the rest right after the 408 (while the server still
     // reads what comes, so the client sees its answer): the route must never run.
@@ -260,7 +260,7 @@ describe('3. small request bodies have a total deadline; file uploads do not', (
     expect(r.response).toMatch(/^HTTP\/1\.1 408 /);
     expect(r.sent).toBe(body.length);
     expect(r.response).not.toMatch(/HTTP\/1\.1 201/);
-    expect((h.db.prepare('SELECT count(*) AS n FROM api_tokens').get() as { n: number }).n).toBe(before);
+    expect((await h.sql<{ n: number }>('SELECT count(*) AS n FROM api_tokens'))[0]!.n).toBe(before);
   });
 
   it('a small body that arrives in time is served as before', async () => {
@@ -315,8 +315,7 @@ describe('9. with TRUST_PROXY set, only a valid IP address in X-Forwarded-For be
   const MALFORMED = ['<img src=x>', 'not-an-ip', '999.1.2.3', '1.2.3', `${'x'.repeat(3000)}`, '203.0.113.7:8080', 'fe80::1%eth0 <b>'];
 
   /** The client address of the newest audit row with this action. */
-  const auditIp = (action: string) =>
-    (h.db.prepare('SELECT ip FROM audit_events WHERE action = ? ORDER BY seq DESC LIMIT 1').get(action) as { ip: string | null } | undefined)?.ip ?? null;
+  const auditIp = async (action: string) => (await h.sql<{ ip: string | null }>('SELECT ip FROM audit_events WHERE action = ? ORDER BY seq DESC LIMIT 1', [action]))[0]?.ip ?? null;
 
   it.each(['loopback', 'true', '1'])('TRUST_PROXY=%s: malformed values are recorded as the socket address, logged without their content', async (trust) => {
     h = await makeHarness({ TRUST_PROXY: trust, LOGIN_RATE_LIMIT_PER_IP: '100', LOGIN_RATE_LIMIT: '100' });
@@ -325,7 +324,7 @@ describe('9. with TRUST_PROXY set, only a valid IP address in X-Forwarded-For be
       const before = h.logLines.length;
       const r = await h.request.post('/api/v1/auth/tokens').set('X-Forwarded-For', xff).send({ username: 'admin', password: 'wrong password!' });
       expect(r.status, xff).toBe(401);
-      expect(auditIp('auth.login'), xff).toMatch(SOCKET);
+      expect(await auditIp('auth.login'), xff).toMatch(SOCKET);
       const lines = h.logLines.slice(before).map((l) => JSON.parse(l) as { level: number; code?: string; msg: string; req?: { ip?: string } });
       const warning = lines.find((l) => l.code === 'forwarded_for_malformed');
       expect(warning?.level, xff).toBe(40);
@@ -335,9 +334,9 @@ describe('9. with TRUST_PROXY set, only a valid IP address in X-Forwarded-For be
     }
     // A valid forwarded address is still used as it was.
     await h.request.post('/api/v1/auth/tokens').set('X-Forwarded-For', '198.51.100.7').send({ username: 'admin', password: 'wrong password!' });
-    expect(auditIp('auth.login')).toBe('198.51.100.7');
+    expect(await auditIp('auth.login')).toBe('198.51.100.7');
     await h.request.post('/api/v1/auth/tokens').set('X-Forwarded-For', '2001:db8::7').send({ username: 'admin', password: 'wrong password!' });
-    expect(auditIp('auth.login')).toBe('2001:db8::7');
+    expect(await auditIp('auth.login')).toBe('2001:db8::7');
   });
 
   it('malformed values share the socket address rate-limit budget instead of each getting a fresh one', async () => {
@@ -361,7 +360,7 @@ describe('9. with TRUST_PROXY set, only a valid IP address in X-Forwarded-For be
     const _csrf = await csrfFrom(agent, '/login');
     const r = await agent.post('/login').type('form').set(HTML).set('X-Forwarded-For', '<script>x</script>').send({ _csrf, username: 'admin', password: 'wrong password!' });
     expect(r.status).toBe(401);
-    expect(auditIp('auth.login')).toMatch(SOCKET);
+    expect(await auditIp('auth.login')).toMatch(SOCKET);
   });
 });
 

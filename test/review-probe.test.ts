@@ -3,14 +3,13 @@
  * admin's disable, the counted-ticket table against a database writer, transfers under a key
  * the server lacks, and the reset notice's integrity. Each failed before the fixes beside it.
  */
-import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Keyring } from '../src/crypto/keyring.js';
 import { rotate } from '../src/ops/keys.js';
 import { PasswordHasher } from '../src/services/passwords.js';
 import { isAppError } from '../src/errors.js';
-import { makeHarness, makeUser, setupAdmin, tokenFor, type Harness } from './helpers.js';
+import { makeHarness, makeUser, separateConnection, setupAdmin, tokenFor, type Harness } from './helpers.js';
 
 let h: Harness | undefined;
 afterEach(() => {
@@ -104,9 +103,9 @@ describe('a database writer and the ticket table', () => {
     expect((await w.h.request.get(href)).status).toBe(404); // control: the uncounted ticket is refused
     // The writer (no key) records that ticket as "counted": the table carries no MAC.
     const [exp, id] = ticket.split('.');
-    const db = new Database(w.h.config.dbFile);
-    db.prepare('INSERT INTO share_ticket_downloads (share_id, ticket_id, expires_at) VALUES (?, ?, ?)').run(s.body.id, id, Number(exp) * 1000);
-    db.close();
+    const db = await separateConnection(w.h);
+    await db.sql('INSERT INTO share_ticket_downloads (share_id, ticket_id, expires_at) VALUES (?, ?, ?)', [s.body.id, id, Number(exp) * 1000]);
+    await db.close();
     const again = await w.h.request.get(href);
     expect(again.status).toBe(404); // was: 200, the used-up link serves the file again (and as often as asked)
   });
@@ -138,9 +137,9 @@ describe('docs/security.md: an admin password reset is not silent', () => {
     const w = await world();
     const newPassword = 'reset by admin 123';
     expect((await w.h.request.patch(`/api/v1/users/${w.bobId}`).set(bearer(w.adminToken)).send({ password: newPassword })).status).toBe(200);
-    const db = new Database(w.h.config.dbFile);
-    db.prepare('UPDATE users SET password_reset_at = NULL WHERE id = ?').run(w.bobId);
-    db.close();
+    const db = await separateConnection(w.h);
+    await db.sql('UPDATE users SET password_reset_at = NULL WHERE id = ?', [w.bobId]);
+    await db.close();
     // The admin (who now knows the password) signs in as bob; bob's next sign-in shows no notice.
     const token = await tokenFor(w.h, 'bob', newPassword).catch(() => null);
     if (token) {

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { posixQuote, powershellQuote, verifyCommands } from '../src/http/shell-quote.js';
-import { binaryParser, makeHarness, pattern, serve, setupAdmin, type Harness } from './helpers.js';
+import { binaryParser, downloadsSettled, makeHarness, pattern, serve, setupAdmin, type Harness } from './helpers.js';
 
 let h: Harness;
 let token: string;
@@ -203,6 +203,7 @@ async function recipient(linkToken: string) {
 }
 
 async function downloadsOf(fileId: string, shareId: string): Promise<number> {
+  await downloadsSettled(h);
   const r = await h.request.get(`/api/v1/files/${fileId}/shares`).set(auth());
   expect(r.status).toBe(200);
   return (r.body.shares as { id: string; downloads: number }[]).find((s) => s.id === shareId)!.downloads;
@@ -398,7 +399,7 @@ describe('item 18: a new link or token is shown on one GET after a 303, and a re
     return agent;
   }
 
-  const sessionsDump = () => JSON.stringify(h.db.prepare('SELECT * FROM sessions').all());
+  const sessionsDump = async () => JSON.stringify(await h.sql('SELECT * FROM sessions'));
 
   it('share links: POST answers 303, the GET shows the link once, a second GET shows "shown once" and no new link', async () => {
     await init();
@@ -413,11 +414,11 @@ describe('item 18: a new link or token is shown on one GET after a 303, and a re
     // The waiting link is sealed in the session row, not stored in the clear.
     const listed = async () => (await h.request.get(`/api/v1/files/${f.id}/shares`).set(auth())).body.shares as unknown[];
     expect(await listed()).toHaveLength(1);
-    const waiting = sessionsDump();
+    const waiting = await sessionsDump();
     expect(waiting).toContain('oneTime');
     // A HEAD (a link checker, a prefetch) shows nothing and must not use up the one view.
     expect((await agent.head(location).set(HTML)).status).toBe(200);
-    expect(sessionsDump()).toContain('oneTime');
+    expect(await sessionsDump()).toContain('oneTime');
 
     const first = await agent.get(location).set(HTML);
     expect(first.status).toBe(200);
@@ -426,7 +427,7 @@ describe('item 18: a new link or token is shown on one GET after a 303, and a re
     expect(first.text).toContain('QR code of the new link');
     expect((await h.request.get(`/s/${link![1]}`)).status).toBe(200);
     expect(waiting).not.toContain(link![1]!);
-    expect(sessionsDump()).not.toContain('oneTime');
+    expect(await sessionsDump()).not.toContain('oneTime');
 
     for (let i = 0; i < 2; i++) {
       const again = await agent.get(location).set(HTML);
@@ -449,7 +450,7 @@ describe('item 18: a new link or token is shown on one GET after a 303, and a re
     expect(created.headers.location).toBe('/tokens/new');
     expect(created.text).not.toContain('sfs_');
     expect(await count()).toBe(2);
-    const waiting = sessionsDump();
+    const waiting = await sessionsDump();
     expect(waiting).toContain('oneTime');
 
     const first = await agent.get('/tokens/new').set(HTML);

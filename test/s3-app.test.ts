@@ -7,6 +7,7 @@ import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListO
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
+import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HEADER_LENGTH } from '../src/crypto/format.js';
@@ -304,11 +305,15 @@ describe.runIf(S3_OK)('the command line on S3 storage', () => {
     expect(left.filter((k) => ids.some((id) => k.endsWith(`${id}.enc`)))).toHaveLength(2);
   });
 
-  it('backup and restore say plainly that they do not support S3 yet', () => {
-    for (const args of [['backup', path.join(h.dir, 'b')], ['restore', path.join(h.dir, 'b')]]) {
-      const r = sfs(args);
-      expect(r.status).toBe(2);
-      expect(r.stderr).toContain('STORAGE=s3');
-    }
+  it('backup copies the bucket; restoring into the live (non-empty) bucket is refused before the local database is touched', async () => {
+    const up = await h.request.put('/api/v1/uploads/bk.bin').set('Authorization', `Bearer ${token}`).send(pattern(1000, 9));
+    expect(up.status).toBe(201);
+    const b = sfs(['backup', path.join(h.dir, 'b'), '--json']);
+    expect(b.status, b.stderr).toBe(0);
+    expect(JSON.parse(b.stdout).files.count).toBeGreaterThan(0);
+    const r = sfs(['restore', path.join(h.dir, 'b')]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('target blob store is not empty');
+    expect(fs.readdirSync(h.config.dataDir).filter((n) => n.includes('before-restore'))).toEqual([]);
   });
 });

@@ -4,6 +4,7 @@
  * the client got), the failure is logged as integrity_error with the request id, an audit
  * event is written, and the scrub reports the same file.
  */
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CHUNK_SIZE as C, HEADER_LENGTH, TAG_LENGTH, chunkOffset } from '../src/crypto/format.js';
@@ -64,7 +65,7 @@ const chunkBytes = (b: Buffer, i: number) => b.subarray(chunkOffset(i, C), chunk
 // [case, tamper(stored ciphertext, row id, another file) -> new ciphertext (or null: the
 // database is changed instead), first chunk that must not reach the client]. The bytes are
 // rewritten through the harness, so the table runs on the disk store and on S3 alike.
-type Tamper = (blob: Buffer, id: string, other: { id: string; blob: Buffer }) => Buffer | null;
+type Tamper = (blob: Buffer, id: string, other: { id: string; blob: Buffer }) => Buffer | null | Promise<null>;
 const cases: [string, Tamper, number][] = [
   ['bit flipped in the header', (b) => flip(b, 20), 0],
   ['bit flipped in the first chunk', (b) => flip(b, chunkOffset(0, C) + 7), 0],
@@ -86,16 +87,16 @@ const cases: [string, Tamper, number][] = [
     1,
   ],
   ['replaced with another file’s ciphertext', (_b, _id, other) => other.blob, 0],
-  ['wrapped DEK moved from another row', (_b, id, other) => (h.db.prepare('UPDATE files SET wrapped_dek = (SELECT wrapped_dek FROM files WHERE id = ?) WHERE id = ?').run(other.id, id), null), 0],
-  ['size changed in the database', (_b, id) => (h.db.prepare('UPDATE files SET size = size - 1 WHERE id = ?').run(id), null), 0],
-  ['checksum changed in the database', (_b, id) => (h.db.prepare('UPDATE files SET sha256 = randomblob(32) WHERE id = ?').run(id), null), 0],
+  ['wrapped DEK moved from another row', async (_b, id, other) => (await h.sql('UPDATE files SET wrapped_dek = (SELECT wrapped_dek FROM files WHERE id = ?) WHERE id = ?', [other.id, id]), null), 0],
+  ['size changed in the database', async (_b, id) => (await h.sql('UPDATE files SET size = size - 1 WHERE id = ?', [id]), null), 0],
+  ['checksum changed in the database', async (_b, id) => (await h.sql('UPDATE files SET sha256 = ? WHERE id = ?', [randomBytes(32), id]), null), 0],
 ];
 
 describe('tampered files never leak unverified bytes', () => {
   it.each(cases)('%s', async (_name, tamper, badChunk) => {
     const target = await upload(1);
     const other = await upload(2);
-    const changed = tamper(await h.readBlob(target.id), target.id, { id: other.id, blob: await h.readBlob(other.id) });
+    const changed = await tamper(await h.readBlob(target.id), target.id, { id: other.id, blob: await h.readBlob(other.id) });
     if (changed) await h.writeBlob(target.id, changed);
     const r = await fetch(target.id);
     // Either a clean 500 before any byte, or a cut connection after a verified prefix.
@@ -113,12 +114,9 @@ describe('tampered files never leak unverified bytes', () => {
     await new Promise((res) => setTimeout(res, 20));
     expect(h.logLines.some((l) => l.includes('integrity_error') && l.includes(r.requestId))).toBe(true);
     // An audit event records the failed download.
-    const ev = h.db.prepare("SELECT outcome, details FROM audit_events WHERE action = 'file.download' AND file_id = ? ORDER BY seq DESC LIMIT 1").get(target.id) as {
-      outcome: string;
-      details: string;
-    };
-    expect(ev.outcome).toBe('failure');
-    expect(JSON.parse(ev.details).integrityError).toBe(true);
+    const [ev] = await h.sql<{ outcome: string; details: string }>("SELECT outcome, details FROM audit_events WHERE action = 'file.download' AND file_id = ? ORDER BY seq DESC LIMIT 1", [target.id]);
+    expect(ev!.outcome).toBe('failure');
+    expect(JSON.parse(ev!.details).integrityError).toBe(true);
     // The scrub reports the same file as corrupt, and the untouched one as ok.
     const report = await scrub(h.app.services.vault, h.blobs, { fileId: target.id });
     expect(report.entries[0]!.status).toBe('corrupt');

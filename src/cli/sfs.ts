@@ -19,10 +19,12 @@ import { auditRows } from '../services/audit.js';
 import { FilesRepo } from '../db/files.js';
 import { AppError } from '../errors.js';
 import { KeyFileExistsError, generateKeyFile, loadKeyring } from '../keyfile.js';
-import { BackupError, backup, restore } from '../ops/backup.js';
+import { BackupError, backup, checkBackupFor, databaseNotEmpty, storeNotEmpty, moveAside, restoreV1, restoreV2, type MovedAside } from '../ops/backup.js';
+import { migrateStore, targetLabel } from '../ops/migrate.js';
+import { acquireOpLock, withOpLock } from '../ops/op-lock.js';
 import { DataDirLockedError, acquireDataDirLock } from '../ops/dir-lock.js';
 import { gc } from '../ops/gc.js';
-import { KeyInUseError, checkpointWal, keyStatus, retire, rotate } from '../ops/keys.js';
+import { KeyInUseError, checkpointWal, keyStatus, retire, rotate, type RotateResult } from '../ops/keys.js';
 import { reencrypt, type ReencryptResult } from '../ops/reencrypt.js';
 import { scrub } from '../ops/scrub.js';
 import { AccountsService, normalizeUsername } from '../services/accounts.js';
@@ -203,51 +205,66 @@ const COMMANDS: Record<string, Command> = {
     async run({ values, config, json, out }) {
       // Running rotate is how a new active key is introduced: it registers the key.
       const { db, keyring } = await open(config, { checkKeys: true, acceptNewKey: true });
-      let stop = false;
-      const onSignal = () => {
-        stop = true;
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      const bar = progress(!json, 'rewrapping');
-      const batchSize = values.batch === undefined ? 200 : Number(values.batch);
-      if (!Number.isInteger(batchSize) || batchSize < 1) throw new UsageError('--batch: expected a positive whole number');
-      const maxFiles = values['max-files'] === undefined ? undefined : Number(values['max-files']);
-      if (maxFiles !== undefined && (!values.reencrypt || !Number.isInteger(maxFiles) || maxFiles < 1)) {
-        throw new UsageError('--max-files: expected a positive whole number, with --reencrypt');
+      // One single-writer operation at a time, on every host sharing the database.
+      let lock;
+      try {
+        lock = await acquireOpLock(db, values.reencrypt ? 'key rotate --reencrypt' : 'key rotate');
+      } catch (err) {
+        await db.close();
+        throw err;
       }
-      const result = await rotate(db, keyring, { batchSize, onProgress: (p) => bar.update(p.done, p.total), shouldStop: () => stop });
-      bar.stop();
-      await audit(db, keyring, config, 'key.rotate', result.failed.length || result.interrupted ? 'failure' : 'success', {
-        activeKey: keyring.active.id,
-        rewrapped: result.rewrapped,
-        skipped: result.skipped,
-        failed: result.failed.length,
-        secrets: result.secrets,
-        interrupted: result.interrupted,
-      });
+      let result: RotateResult;
       let re: ReencryptResult | undefined;
-      if (values.reencrypt && !result.interrupted && result.failed.length === 0) {
-        const store = await createBlobStore(config);
-        // Re-encryption swaps blobs in place with hard links and renames: the disk store only.
-        if (!(store instanceof DiskBlobStore)) throw new UsageError('--reencrypt works on STORAGE=disk only (for now); the rewrap above is done');
-        const rebar = progress(!json, 're-encrypting');
-        re = await reencrypt(db, new VaultService({ db, store, keyring }), store, keyring, {
-          progressFile: path.join(config.dataDir, 'reencrypt-progress'),
-          maxFiles,
-          shouldStop: () => stop,
-          onProgress: (d, t) => rebar.update(d, t),
-        });
-        rebar.stop();
-        await audit(db, keyring, config, 'key.reencrypt', re.failed.length || re.interrupted ? 'failure' : 'success', {
+      try {
+        let stop = false;
+        const onSignal = () => {
+          stop = true;
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+        const bar = progress(!json, 'rewrapping');
+        const batchSize = values.batch === undefined ? 200 : Number(values.batch);
+        if (!Number.isInteger(batchSize) || batchSize < 1) throw new UsageError('--batch: expected a positive whole number');
+        const maxFiles = values['max-files'] === undefined ? undefined : Number(values['max-files']);
+        if (maxFiles !== undefined && (!values.reencrypt || !Number.isInteger(maxFiles) || maxFiles < 1)) {
+          throw new UsageError('--max-files: expected a positive whole number, with --reencrypt');
+        }
+        result = await rotate(db, keyring, { batchSize, onProgress: (p) => bar.update(p.done, p.total), shouldStop: () => stop });
+        bar.stop();
+        await audit(db, keyring, config, 'key.rotate', result.failed.length || result.interrupted ? 'failure' : 'success', {
           activeKey: keyring.active.id,
-          reencrypted: re.reencrypted,
-          skipped: re.skipped,
-          repaired: re.repaired,
-          failed: re.failed.length,
-          interrupted: re.interrupted,
+          rewrapped: result.rewrapped,
+          skipped: result.skipped,
+          failed: result.failed.length,
+          secrets: result.secrets,
+          interrupted: result.interrupted,
         });
+        if (values.reencrypt && !result.interrupted && result.failed.length === 0) {
+          // Disk: the blob is swapped by rename; an object store: a new object and a row swap (ops/reencrypt.ts).
+          const store = await createBlobStore(config);
+          const rebar = progress(!json, 're-encrypting');
+          re = await reencrypt(db, new VaultService({ db, store, keyring }), store, keyring, {
+            progressFile: path.join(config.dataDir, 'reencrypt-progress'),
+            maxFiles,
+            shouldStop: () => stop,
+            onProgress: (d, t) => rebar.update(d, t),
+          });
+          rebar.stop();
+          await audit(db, keyring, config, 'key.reencrypt', re.failed.length || re.interrupted ? 'failure' : 'success', {
+            activeKey: keyring.active.id,
+            reencrypted: re.reencrypted,
+            skipped: re.skipped,
+            repaired: re.repaired,
+            failed: re.failed.length,
+            interrupted: re.interrupted,
+          });
+        }
+      } catch (err) {
+        await lock.release().catch(() => {});
+        await db.close();
+        throw err;
       }
+      await lock.release();
       // Last, after the audit events: no old wrapped key (nor any page holding one) stays in the -wal file.
       await checkpointWal(db);
       await db.close();
@@ -371,14 +388,21 @@ const COMMANDS: Record<string, Command> = {
     options: JSON_OPT,
     positionals: [1, 1],
     async run({ positionals, config, json, out }) {
-      if (config.storage.kind !== 'disk') throw new UsageError('backup copies UPLOADS_DIR: with STORAGE=s3 it is not supported yet (use the bucket\'s versioning or replication meanwhile)');
       const { db, keyring } = await open(config, { checkKeys: true });
-      const bar = progress(!json, 'copying');
       const dir = path.resolve(positionals[0]!);
-      const m = await backup(db, config.uploadsDir, dir, (d, t) => bar.update(d, t));
-      bar.stop();
-      await audit(db, keyring, config, 'backup.create', 'success', { dir, files: m.files.count });
-      await db.close();
+      let m;
+      try {
+        const store = await createBlobStore(config);
+        m = await withOpLock(db, 'backup', async () => {
+          const bar = progress(!json, 'copying');
+          const made = await backup(db, store, dir, (d, t) => bar.update(d, t));
+          bar.stop();
+          return made;
+        });
+        await audit(db, keyring, config, 'backup.create', 'success', { dir, files: m.files.count });
+      } finally {
+        await db.close();
+      }
       out(
         [
           `Backed up ${m.files.count} file(s) (${m.files.bytes} bytes of plaintext) to ${dir}.`,
@@ -387,17 +411,16 @@ const COMMANDS: Record<string, Command> = {
         ]
           .filter(Boolean)
           .join('\n'),
-        { dir, ...m, blobs: m.blobs.length },
+        { dir, ...m, blobs: m.blobs.length, tables: m.tables.map((t) => ({ name: t.name, rows: t.rows })) },
       );
     },
   },
   restore: {
     usage: 'sfs restore DIR [--json]   (stop the server first)',
-    summary: 'check a backup against the configured keys, then replace the database and uploads with it',
+    summary: 'check a backup against the configured keys, then restore it: SQLite + disk moves the current state aside; PostgreSQL / S3 must be empty',
     options: JSON_OPT,
     positionals: [1, 1],
     async run({ positionals, config, json, out }) {
-      if (config.storage.kind !== 'disk') throw new UsageError('restore writes UPLOADS_DIR: with STORAGE=s3 it is not supported yet');
       // Held for the whole restore: no server can start on the directory meanwhile, and none
       // is running now (the OS lock cannot be left behind by a crash, unlike a pid file).
       let lock;
@@ -407,16 +430,58 @@ const COMMANDS: Record<string, Command> = {
         if (err instanceof DataDirLockedError) throw new UsageError(err.message);
         throw err;
       }
-      let r;
+      let r: { files: number; previousDatabase: string | null; previousUploads: string | null };
       const dir = path.resolve(positionals[0]!);
       try {
         const { keyring } = loadKeyring(config, { mayGenerate: false });
+        // Everything is checked (checksums, keys) before anything is changed.
+        const manifest = await checkBackupFor(dir, keyring);
+        const single = config.database.kind === 'sqlite' && config.storage.kind === 'disk';
+        if (manifest.version === 1 && !single) throw new UsageError('this is a version 1 backup (a SQLite file): restore it onto SQLite + disk, then "sfs migrate"');
         const bar = progress(!json, 'restoring');
-        r = await restore(dir, { dbFile: config.dbFile, uploadsDir: config.uploadsDir, auditHeadFile: config.auditHeadFile }, keyring, (d, t) => bar.update(d, t));
+        let aside: MovedAside = { previousDatabase: null, previousUploads: null };
+        let files: number;
+        if (manifest.version === 1) {
+          aside = await moveAside({ dbFile: config.dbFile, uploadsDir: config.uploadsDir });
+          files = await restoreV1(dir, manifest, { dbFile: config.dbFile, uploadsDir: config.uploadsDir }, (d, t) => bar.update(d, t));
+        } else {
+          // The single-node layout is moved aside (never deleted), which leaves it empty; a
+          // shared database or bucket cannot be moved aside, so it must be empty already, and
+          // is checked before the local state is moved, so a refusal changes nothing.
+          if (config.database.kind === 'postgres' || config.storage.kind === 's3') {
+            const db = await openConfiguredDatabase(config);
+            try {
+              const dbBusy = await databaseNotEmpty(db, manifest.tables.map((t) => t.name));
+              // The backup's own blobs may be in the bucket only when the database is empty (an
+              // interrupted restore, rerun); beside live rows the bucket must be empty.
+              const why =
+                (config.database.kind === 'postgres' ? dbBusy : null) ??
+                (config.storage.kind === 's3' ? await storeNotEmpty(await createBlobStore(config), new Set(dbBusy ? [] : manifest.blobs.map((b) => b.id))) : null);
+              if (why) throw new BackupError(why);
+            } finally {
+              await db.close();
+            }
+          }
+          aside = await moveAside({
+            dbFile: config.database.kind === 'sqlite' ? config.dbFile : undefined,
+            uploadsDir: config.storage.kind === 'disk' ? config.uploadsDir : undefined,
+          });
+          const db = await openConfiguredDatabase(config);
+          try {
+            const store = await createBlobStore(config);
+            files = await withOpLock(db, 'restore', () => restoreV2(dir, manifest, { db, store }, (d, t) => bar.update(d, t)));
+          } finally {
+            await db.close();
+          }
+        }
         bar.stop();
+        // The chain head outside the database must match the restored chain, not the old one.
+        // (data/audit-head, or the head objects in the bucket: whatever verifyAuditChain reads)
+        await auditHeadsFor(config).replace(manifest.auditHead);
         const db = await openConfiguredDatabase(config);
-        await audit(db, keyring, config, 'backup.restore', 'success', { dir, files: r.files });
+        await audit(db, keyring, config, 'backup.restore', 'success', { dir, files });
         await db.close();
+        r = { files, ...aside };
       } finally {
         lock.release();
       }
@@ -430,6 +495,95 @@ const COMMANDS: Record<string, Command> = {
           .join('\n'),
         { dir, ...r },
       );
+    },
+  },
+  migrate: {
+    usage: 'sfs migrate --to-database URL --to-bucket BUCKET [--to-prefix P] [--to-endpoint URL] [--to-region R] [--max-blobs N] [--json]   (stop the server first)',
+    summary: 'copy the single-node layout (SQLite + disk) to PostgreSQL + S3, ciphertext as stored, each blob checked; resumable',
+    options: {
+      ...JSON_OPT,
+      'to-database': { type: 'string' },
+      'to-bucket': { type: 'string' },
+      'to-prefix': { type: 'string' },
+      'to-endpoint': { type: 'string' },
+      'to-region': { type: 'string' },
+      'max-blobs': { type: 'string' },
+    },
+    async run({ values, config, json, out }) {
+      if (config.database.kind !== 'sqlite' || config.storage.kind !== 'disk') {
+        throw new UsageError('migrate reads the single-node layout: run it with DATABASE_URL unset and STORAGE=disk (the target goes in --to-database / --to-bucket)');
+      }
+      const url = typeof values['to-database'] === 'string' ? values['to-database'] : '';
+      const bucket = typeof values['to-bucket'] === 'string' ? values['to-bucket'] : '';
+      if (!url || !bucket) throw new UsageError('--to-database URL and --to-bucket BUCKET are required');
+      const maxBlobs = values['max-blobs'] === undefined ? undefined : Number(values['max-blobs']);
+      if (maxBlobs !== undefined && (!Number.isInteger(maxBlobs) || maxBlobs < 1)) throw new UsageError('--max-blobs: expected a positive whole number');
+      // The target's settings, validated as the server validates its own (S3_* from the
+      // environment, the flags on top); credentials come from the standard AWS chain.
+      const targetConfig = loadConfig({
+        ...process.env,
+        DATABASE_URL: url,
+        STORAGE: 's3',
+        S3_BUCKET: bucket,
+        ...(typeof values['to-prefix'] === 'string' ? { S3_PREFIX: values['to-prefix'] } : {}),
+        ...(typeof values['to-endpoint'] === 'string' ? { S3_ENDPOINT: values['to-endpoint'] } : {}),
+        ...(typeof values['to-region'] === 'string' ? { S3_REGION: values['to-region'] } : {}),
+      });
+      if (targetConfig.storage.kind !== 's3') throw new UsageError('--to-bucket: expected an S3 bucket');
+      if (!fs.existsSync(config.dbFile)) throw new UsageError(`no database at ${config.dbFile} (is DATA_DIR right?)`);
+      // The source server must be stopped: it holds this lock while it runs.
+      let dirLock;
+      try {
+        dirLock = acquireDataDirLock(config.dataDir, 'migrate');
+      } catch (err) {
+        if (err instanceof DataDirLockedError) throw new UsageError(err.message);
+        throw err;
+      }
+      let stop = false;
+      const onSignal = () => {
+        stop = true;
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      let r;
+      try {
+        // The source's keys must open its data: the target is opened with the same key.
+        const source = await open(config, { checkKeys: true });
+        await source.db.close();
+        const target = await openConfiguredDatabase(targetConfig);
+        try {
+          const targetStore = await createBlobStore(targetConfig);
+          const bar = progress(!json, 'migrating');
+          r = await withOpLock(target, 'migrate', () =>
+            migrateStore({ store: new DiskBlobStore(config.uploadsDir) }, { db: target, store: targetStore }, {
+              sourceDbFile: config.dbFile,
+              progressFile: path.join(config.dataDir, 'migrate-progress'),
+              stagingDir: path.join(config.dataDir, 'migrate-staging'),
+              targetLabel: targetLabel(url, targetConfig.storage.kind === 's3' ? targetConfig.storage.bucket : bucket, targetConfig.storage.kind === 's3' ? targetConfig.storage.prefix : ''),
+              maxBlobs,
+              shouldStop: () => stop,
+              onProgress: (d, t) => bar.update(d, t),
+            }),
+          );
+          bar.stop();
+          if (!r.interrupted) {
+            // The target's chain is the source's: so is its head (kept outside the database),
+            // so that rows cut off the end are caught on the target as they were on the source.
+            const heads = [...(await auditHeadsFor(config).readAll()), ...(r.lastAudit ? [r.lastAudit] : [])];
+            const head = heads.sort((x, y) => y.seq - x.seq)[0] ?? null;
+            await auditHeadsFor(targetConfig, targetStore).replace(head);
+          }
+        } finally {
+          await target.close();
+        }
+      } finally {
+        dirLock.release();
+      }
+      const human = r.interrupted
+        ? `Interrupted after ${r.copied} blob(s) (${r.resumed} copied before): run "sfs migrate" again with the same target to continue. The target database is still empty.`
+        : `Migrated ${r.files} file(s) (${r.copied} copied now, ${r.resumed} before) and ${r.rows} row(s). The source is unchanged; start the server with DATABASE_URL and STORAGE=s3.`;
+      out(human, r);
+      if (r.interrupted) throw new Unsuccessful();
     },
   },
   'user create': {

@@ -4,6 +4,7 @@ import { sql } from './kysely.js';
 import type { Selectable } from 'kysely';
 import type { FilesTable } from './schema.js';
 import { inTransaction, isPostgres, type Executor } from './database.js';
+import { blobIdOf } from '../storage/blob-store.js';
 
 export interface FileRow {
   id: string;
@@ -20,6 +21,8 @@ export interface FileRow {
   formatVersion: number;
   chunkSize: number;
   createdAt: number;
+  /** Which object holds the ciphertext (0 when absent: new rows start there). */
+  blobGen?: number;
 }
 
 /** A files row as the database returns it (the schema is the one description of the table). */
@@ -38,6 +41,7 @@ const toRow = (r: RawFile): FileRow => ({
   formatVersion: r.format_version,
   chunkSize: r.chunk_size,
   createdAt: r.created_at,
+  blobGen: r.blob_gen,
 });
 
 export interface PageCursor {
@@ -117,6 +121,11 @@ export class FilesRepo {
       await trx.deleteFrom('files').where('id', '=', id).where('owner_id', '=', ownerId).execute();
       return true;
     });
+  }
+
+  /** The store id of every file's current ciphertext (for orphan checks: an older generation is an orphan). */
+  async allBlobIds(): Promise<string[]> {
+    return (await this.db.selectFrom('files').select(['id', 'blob_gen']).execute()).map((r) => blobIdOf({ id: r.id, blobGen: r.blob_gen }));
   }
 
   /** All file ids (for scrubbing and garbage collection). */

@@ -50,6 +50,8 @@ export interface FilesTable {
   chunk_size: number;
   created_at: number;
   wrap_version: Generated<number>;
+  /** Which object holds the ciphertext (storage/blob-store.ts blobIdOf). */
+  blob_gen: Generated<number>;
 }
 
 export interface SharesTable {
@@ -111,7 +113,7 @@ export interface SecretsTable {
   created_at: number;
 }
 
-/** Written by the session store (connect-session-knex); read and deleted by services/sessions.ts. */
+/** Written by the session store (http/pages/session.ts over db/sessions.ts); read and deleted by services/sessions.ts. */
 export interface SessionsTable {
   sid: string;
   /** JSON text. */
@@ -144,6 +146,17 @@ export interface SetupCodeTable {
   created_at: number;
 }
 
+/** Single-writer operation locks (ops/op-lock.ts). */
+export interface OpLocksTable {
+  name: string;
+  /** Random per acquisition: only the holder renews or releases. */
+  token: string;
+  /** "backup (pid 123 on host, since ISO)": for the refusal message. */
+  holder: string;
+  acquired_at: number;
+  expires_at: number;
+}
+
 export interface Schema {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -158,4 +171,5 @@ export interface Schema {
   quota_leases: QuotaLeasesTable;
   rate_limits: RateLimitsTable;
   setup_code: SetupCodeTable;
+  op_locks: OpLocksTable;
 }

@@ -20,7 +20,7 @@ export interface GcResult {
 export async function gc(files: FilesRepo, store: BlobStore, opts: { dryRun?: boolean; minAgeMs?: number; now?: number } = {}): Promise<GcResult> {
   const minAge = opts.minAgeMs ?? DEFAULT_GC_AGE_MS;
   const now = opts.now ?? Date.now();
-  const ids = new Set(await files.allIds());
+  const ids = new Set(await files.allBlobIds());
   const seen = new Set<string>();
   const result: GcResult = { removed: [], keptYoung: 0, missingRows: [], bytesFreed: 0, dryRun: opts.dryRun ?? false };
   for await (const e of store.entries()) {
@@ -38,6 +38,7 @@ export async function gc(files: FilesRepo, store: BlobStore, opts: { dryRun?: bo
     result.removed.push({ path: e.path, kind: e.kind === 'blob' ? 'orphan' : e.kind, size: e.size });
     result.bytesFreed += e.size;
   }
-  for (const id of ids) if (!seen.has(id)) result.missingRows.push(id);
+  // Reported by file id (a blob id may carry a generation suffix).
+  for (const id of ids) if (!seen.has(id)) result.missingRows.push(id.slice(0, 32));
   return result;
 }

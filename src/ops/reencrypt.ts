@@ -21,7 +21,8 @@ import { ChunkSealer, decryptRange } from '../crypto/stream.js';
 import type { Database } from '../db/database.js';
 import type { FileRow } from '../db/files.js';
 import type { VaultService } from '../services/vault.js';
-import { syncDir, type DiskBlobStore } from '../storage/disk.js';
+import { blobIdOf, type BlobStore } from '../storage/blob-store.js';
+import { DiskBlobStore, syncDir } from '../storage/disk.js';
 
 export interface ReencryptResult {
   reencrypted: number;
@@ -42,8 +43,8 @@ export interface ReencryptOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-/** Re-encrypts every file under a fresh DEK wrapped under the active key; resumable (see above). */
-export async function reencrypt(db: Database, vault: VaultService, store: DiskBlobStore, keyring: Keyring, opts: ReencryptOptions): Promise<ReencryptResult> {
+/** Re-encrypts every file under a fresh DEK wrapped under the active key, on either store; resumable (see above). */
+export async function reencrypt(db: Database, vault: VaultService, store: BlobStore, keyring: Keyring, opts: ReencryptOptions): Promise<ReencryptResult> {
   const progress = openProgress(opts.progressFile);
   const result: ReencryptResult = { reencrypted: 0, skipped: 0, repaired: 0, failed: [], interrupted: false };
   // Files uploaded after the run started already have a fresh DEK and fresh ciphertext.
@@ -57,13 +58,14 @@ export async function reencrypt(db: Database, vault: VaultService, store: DiskBl
         break;
       }
       try {
-        if (await repair(vault, store, id)) result.repaired++;
+        if (store instanceof DiskBlobStore && (await repair(vault, store, id))) result.repaired++;
         if (progress.done.has(id)) {
           result.skipped++;
         } else {
           worked++;
           const row = await vault.files.byId(id);
-          if (row && (await reencryptOne(db, vault, store, keyring, row))) {
+          const swapped = row && (store instanceof DiskBlobStore ? await reencryptOne(db, vault, store, keyring, row) : await reencryptObject(db, vault, store, keyring, row));
+          if (swapped) {
             result.reencrypted++;
             progress.record(id);
           } else result.skipped++;
@@ -82,9 +84,10 @@ export async function reencrypt(db: Database, vault: VaultService, store: DiskBl
 
 /** Returns true when the file was swapped; false when another writer changed or deleted it first. */
 async function reencryptOne(db: Database, vault: VaultService, store: DiskBlobStore, keyring: Keyring, row: FileRow): Promise<boolean> {
-  const finalPath = store.pathOf(row.id);
-  const tmpPath = store.pathOf(row.id, '.tmp');
-  const prevPath = store.pathOf(row.id, '.prev');
+  // The row's current object (a generation suffix if it came from an object store).
+  const finalPath = store.pathOf(blobIdOf(row));
+  const tmpPath = store.pathOf(blobIdOf(row), '.tmp');
+  const prevPath = store.pathOf(blobIdOf(row), '.prev');
   await fsp.rm(tmpPath, { force: true });
   const dek = randomBytes(32);
   try {
@@ -141,6 +144,7 @@ async function reencryptOne(db: Database, vault: VaultService, store: DiskBlobSt
           .where('owner_id', '=', row.ownerId)
           .where('key_id', '=', row.keyId)
           .where('wrapped_dek', '=', row.wrappedDek)
+          .where('blob_gen', '=', row.blobGen ?? 0)
           .executeTakeFirst();
         if (Number(changed.numUpdatedRows) !== 1) return false;
         // Inside the transaction, before the commit: a failed rename rolls the row back. A
@@ -173,17 +177,101 @@ async function reencryptOne(db: Database, vault: VaultService, store: DiskBlobSt
  * hit between the rename and the commit, so the old blob goes back. True when it acted.
  */
 async function repair(vault: VaultService, store: DiskBlobStore, id: string): Promise<boolean> {
-  const prevPath = store.pathOf(id, '.prev');
-  if (!fs.existsSync(prevPath)) return false;
   const row = await vault.files.byId(id);
+  const bid = row ? blobIdOf(row) : id;
+  const prevPath = store.pathOf(bid, '.prev');
+  if (!fs.existsSync(prevPath)) return false;
   if (row && !(await opens(vault, row))) {
-    fs.renameSync(store.pathOf(id), store.pathOf(id, '.tmp'));
-    fs.renameSync(prevPath, store.pathOf(id));
+    fs.renameSync(store.pathOf(bid), store.pathOf(bid, '.tmp'));
+    fs.renameSync(prevPath, store.pathOf(bid));
     await syncDir(path.dirname(prevPath));
   }
   await fsp.rm(prevPath, { force: true });
-  await fsp.rm(store.pathOf(id, '.tmp'), { force: true });
+  await fsp.rm(store.pathOf(bid, '.tmp'), { force: true });
   return true;
+}
+
+/**
+ * Re-encrypts one file on a store without rename (S3): the new ciphertext is written as the
+ * next generation's object (`<id>.g<n+1>`, visible only once complete), read back and verified
+ * under the new DEK, and only then is the row moved to it and its new wrapped DEK, in one
+ * short compare-and-swap transaction (no store round trip inside it). The old object is
+ * deleted after the commit; a lost swap deletes the new one instead. A crash in between leaves
+ * one unreferenced object, which gc and the start-up sweep remove (it is no row's blob id).
+ */
+async function reencryptObject(db: Database, vault: VaultService, store: BlobStore, keyring: Keyring, row: FileRow): Promise<boolean> {
+  const gen = (row.blobGen ?? 0) + 1;
+  const newId = blobIdOf({ id: row.id, blobGen: gen });
+  const dek = randomBytes(32);
+  let written = false;
+  try {
+    const fileId = Buffer.from(row.id, 'hex');
+    const sealer = new ChunkSealer({ dek, fileId, salt: randomBytes(SALT_LENGTH), noncePrefix: randomBytes(NONCE_PREFIX_LENGTH), chunkSize: row.chunkSize });
+    const hash = createHash('sha256');
+    // The vault's verified read: every chunk tag under the old DEK, and the SHA-256 before the last chunk.
+    const plaintext = await vault.open(row, { start: 0, end: row.size - 1 });
+    async function* sealed(): AsyncGenerator<Buffer[]> {
+      yield [sealer.header];
+      for await (const piece of plaintext) {
+        hash.update(piece);
+        yield sealer.update(piece);
+      }
+      yield sealer.finish();
+    }
+    try {
+      await store.put(newId, sealed());
+    } catch (err) {
+      sealer.destroy();
+      throw err;
+    }
+    written = true;
+    if (!timingSafeEqual(hash.digest(), row.sha256)) throw new Error('plaintext does not match the recorded SHA-256');
+    const st = await store.stat(newId);
+    if (!st) throw new Error('the new object is not in the store after its upload');
+    const check = decryptRange(store.getRange(newId, 0, st.size - 1), {
+      dek,
+      fileId,
+      chunkSize: row.chunkSize,
+      size: row.size,
+      start: 0,
+      end: row.size - 1,
+      expectedSha256: row.sha256,
+    });
+    for await (const _ of check) void _;
+    const next = { ...row, keyId: keyring.active.id, formatVersion: FORMAT_VERSION, blobGen: gen };
+    const wrapped = vault.wrapFor(keyring.active, next, dek);
+    const swapped = await db.transaction(async (trx) => {
+      const changed = await trx
+        .updateTable('files')
+        .set({ key_id: next.keyId, wrapped_dek: wrapped, format_version: next.formatVersion, wrap_version: CURRENT_WRAP_VERSION, blob_gen: gen })
+        .where('id', '=', row.id)
+        .where('owner_id', '=', row.ownerId)
+        .where('key_id', '=', row.keyId)
+        .where('wrapped_dek', '=', row.wrappedDek)
+        .where('blob_gen', '=', row.blobGen ?? 0)
+        .executeTakeFirst();
+      return Number(changed.numUpdatedRows) === 1;
+    });
+    written = false;
+    // After the commit: the row names the new object; the old one is garbage (or, when the
+    // swap was lost, the new one is).
+    await store.delete(swapped ? blobIdOf(row) : newId);
+    return swapped;
+  } catch (err) {
+    // Remove the new object unless the row points at it after all (a commit whose reply was lost).
+    if (written) {
+      let keep: boolean;
+      try {
+        keep = ((await vault.files.byId(row.id))?.blobGen ?? 0) === gen;
+      } catch {
+        keep = true; // unknown: leaving it is safe (gc removes it once no row names it)
+      }
+      if (!keep) await store.delete(newId).catch(() => {});
+    }
+    throw err;
+  } finally {
+    dek.fill(0);
+  }
 }
 
 async function opens(vault: VaultService, row: FileRow): Promise<boolean> {

@@ -5,7 +5,7 @@
 import { IntegrityError } from '../crypto/format.js';
 import type { FileRow } from '../db/files.js';
 import type { VaultService } from '../services/vault.js';
-import type { BlobStore } from '../storage/blob-store.js';
+import { blobIdOf, type BlobStore } from '../storage/blob-store.js';
 
 export type ScrubStatus = 'ok' | 'corrupt' | 'missing' | 'orphan';
 
@@ -28,7 +28,7 @@ export interface ScrubReport {
 /** Verifies one file end to end (every chunk tag and the whole-file SHA-256). */
 export async function scrubFile(vault: VaultService, store: BlobStore, row: FileRow): Promise<ScrubEntry> {
   const base = { id: row.id, name: row.name, size: row.size };
-  if (!(await store.stat(row.id))) return { ...base, status: 'missing', detail: 'no ciphertext for this row' };
+  if (!(await store.stat(blobIdOf(row)))) return { ...base, status: 'missing', detail: 'no ciphertext for this row' };
   try {
     const plaintext = await vault.open(row, { start: 0, end: row.size - 1 });
     // Drain without keeping anything: memory stays at one chunk.
@@ -59,7 +59,7 @@ export async function scrub(
     opts.onProgress?.(++done, ids.length);
   }
   if (!opts.fileId) {
-    const known = new Set(ids);
+    const known = new Set(await vault.files.allBlobIds());
     for await (const e of store.entries()) {
       if (e.kind === 'blob' && e.id && !known.has(e.id)) entries.push({ id: e.id, status: 'orphan', size: e.size, detail: 'ciphertext without a row' });
     }

@@ -1,6 +1,6 @@
 /**
  * Browser sessions as their owner and the admins see them: list, end one, end all. The rows
- * are written by the session store (express-session + connect-session-knex, see
+ * are written by the session store (express-session with our store over db/sessions.ts, see
  * http/pages/session.ts); this module only reads and deletes them. A row's key is the keyed
  * hash of the cookie's session id (HMAC(k_lookup, SHA-256(id)), services/integrity.ts), so
  * neither the database nor these pages ever hold a working session id, and nobody without the

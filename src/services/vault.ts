@@ -21,7 +21,7 @@ import {
 } from '../crypto/format.js';
 import { Keyring, type MasterKey } from '../crypto/keyring.js';
 import { ChunkSealer, ciphertextSpan, decryptRange } from '../crypto/stream.js';
-import type { BlobStore } from '../storage/blob-store.js';
+import { blobIdOf, type BlobStore } from '../storage/blob-store.js';
 import { AppError } from '../errors.js';
 import { newId } from './ids.js';
 import { QuotaService, type QuotaLease } from './quota.js';
@@ -240,7 +240,7 @@ export class VaultService {
         /* a busy checkpoint is retried by SQLite's own auto-checkpoint later */
       }
     }
-    await this.deps.store.delete(id);
+    await this.deps.store.delete(blobIdOf(row));
     return row;
   }
 
@@ -327,7 +327,7 @@ export class VaultService {
       let source: AsyncIterable<Buffer>;
       if (expected <= SMALL_BLOB) {
         // Small files (most of them): one open + read + close instead of stat and streams.
-        const all = await this.deps.store.readSmall(row.id, expected);
+        const all = await this.deps.store.readSmall(blobIdOf(row), expected);
         if (!all) throw new IntegrityError('ciphertext is missing');
         if (all.length !== expected) throw new IntegrityError(`ciphertext length ${all.length} does not match the recorded size`);
         if (span.firstChunk !== 0) header = all.subarray(0, HEADER_LENGTH);
@@ -336,11 +336,11 @@ export class VaultService {
           yield slice;
         })();
       } else {
-        const stat = await this.deps.store.stat(row.id);
+        const stat = await this.deps.store.stat(blobIdOf(row));
         if (!stat) throw new IntegrityError('ciphertext is missing');
         if (stat.size !== expected) throw new IntegrityError(`ciphertext length ${stat.size} does not match the recorded size`);
-        header = span.firstChunk === 0 ? undefined : await readAll(this.deps.store.getRange(row.id, 0, HEADER_LENGTH - 1));
-        source = this.deps.store.getRange(row.id, span.from, span.to);
+        header = span.firstChunk === 0 ? undefined : await readAll(this.deps.store.getRange(blobIdOf(row), 0, HEADER_LENGTH - 1));
+        source = this.deps.store.getRange(blobIdOf(row), span.from, span.to);
       }
       const full = range.start === 0 && range.end === row.size - 1;
       const gen = decryptRange(source, {

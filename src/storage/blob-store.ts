@@ -6,6 +6,17 @@
 import type { Readable } from 'node:stream';
 import type { AuditHeadStore } from './audit-heads.js';
 
+/**
+ * A blob id: the file id, then `.g<n>` for a later generation of its ciphertext (written by
+ * re-encryption on a store without rename). Validated by every store before it names a path.
+ */
+export const BLOB_ID_PATTERN = /^[0-9a-f]{32}(?:\.g[1-9][0-9]{0,8})?$/;
+
+/** The store id of a file row's current ciphertext. */
+export function blobIdOf(row: { id: string; blobGen?: number }): string {
+  return row.blobGen ? `${row.id}.g${row.blobGen}` : row.id;
+}
+
 export interface BlobStat {
   size: number;
 }

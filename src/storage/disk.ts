@@ -6,9 +6,9 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import type { BlobStat, BlobStore, StoreEntry } from './blob-store.js';
+import { BLOB_ID_PATTERN, type BlobStat, type BlobStore, type StoreEntry } from './blob-store.js';
 
-const ID_PATTERN = /^[0-9a-f]{32}$/;
+const ID_PATTERN = BLOB_ID_PATTERN;
 
 /** A file found in the store directory. */
 export type DiskEntry = StoreEntry;
@@ -134,7 +134,7 @@ export class DiskBlobStore implements BlobStore {
         const full = path.join(dir, f.name);
         const st = await fsp.stat(full).catch(() => null);
         if (!st) continue;
-        const m = /^([0-9a-f]{32})(\.enc|\.tmp)$/.exec(f.name);
+        const m = /^([0-9a-f]{32}(?:\.g[1-9][0-9]{0,8})?)(\.enc|\.tmp)$/.exec(f.name);
         const id = m && m[1]!.startsWith(sub.name) ? m[1]! : null;
         const kind = !id ? 'stray' : m![2] === FINAL_EXT ? 'blob' : 'temp';
         yield { id, kind, path: full, size: st.size, mtimeMs: st.mtimeMs };

@@ -20,11 +20,11 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { BlobStat, BlobStore, StoreEntry } from './blob-store.js';
+import { BLOB_ID_PATTERN, type BlobStat, type BlobStore, type StoreEntry } from './blob-store.js';
 import { headText, parseHead, type AuditHead, type AuditHeadStore } from './audit-heads.js';
 
-const ID_PATTERN = /^[0-9a-f]{32}$/;
-const KEY_PATTERN = /^([0-9a-f]{2})\/([0-9a-f]{32})\.enc$/;
+const ID_PATTERN = BLOB_ID_PATTERN;
+const KEY_PATTERN = /^([0-9a-f]{2})\/([0-9a-f]{32}(?:\.g[1-9][0-9]{0,8})?)\.enc$/;
 /** Folder (under the prefix) of the audit heads, one object per writer. */
 export const AUDIT_HEAD_DIR = 'audit-head/';
 /** A head object of another writer untouched this long, and behind ours, may be pruned. */

@@ -299,7 +299,7 @@ describe.runIf(browserAvailable('web UI browser suite'))('owner and recipient in
     expect(upload.status()).toBe(403);
     const after = (await h.app.services.accounts.tokens.listForUser((await h.app.services.accounts.users.byUsername(ADMIN.username))!.id)).length;
     expect(after).toBe(before);
-    expect(h.db.prepare('SELECT count(*) AS n FROM files').get()).toEqual({ n: 2 });
+    expect(await h.sql('SELECT count(*) AS n FROM files')).toEqual([{ n: 2 }]);
   });
 
   it('API tokens: the new token is shown once with a curl example that works', async () => {
@@ -422,9 +422,9 @@ describe.runIf(browserAvailable('web UI browser suite'))('owner and recipient in
     await new Promise((r) => setTimeout(r, 1000));
     await expect.poll(() => uploads.open, { timeout: 20_000 }).toBe(0);
     expect(await h.app.services.vault.quota.inFlightOf(adminId)).toBe(0);
-    const stray = h.db.prepare(`SELECT id FROM files WHERE name = 'slow.bin'`).all() as { id: string }[];
+    const stray = await h.sql<{ id: string }>(`SELECT id FROM files WHERE name = 'slow.bin'`);
     for (const f of stray) await h.app.services.vault.delete(adminId, f.id);
-    expect(h.db.prepare(`SELECT count(*) AS n FROM files WHERE name = 'slow.bin'`).get()).toEqual({ n: 0 });
+    expect(await h.sql(`SELECT count(*) AS n FROM files WHERE name = 'slow.bin'`)).toEqual([{ n: 0 }]);
   });
 
   it('signing out ends the session: pages send the browser back to sign-in', async () => {

@@ -20,7 +20,7 @@ const PORTS = {
   SWIFT_BACKEND_PORT_BASE: String(21001 + SLOT * 5),
   SWIFT_MEMCACHED_PORT: String(21004 + SLOT * 5),
 };
-/** What starting Swift here needs; vitest.config.ts defines the "s3" project only when it is present. */
+/** What starting Swift here needs; vitest.config.ts defines the "scale" project only when it (and PostgreSQL) is present. */
 export const SWIFT_BINARIES = ['/usr/bin/swift-ring-builder', '/usr/bin/memcached', '/usr/bin/swift-proxy-server', '/usr/bin/swift-object-server'];
 
 /** True when this machine can start the test S3 service (or one is given in SFS_TEST_S3_ENDPOINT). */
@@ -35,6 +35,12 @@ let pgStarted = false;
 // Per run as well, like Swift above.
 const PG_DATA = path.join(process.env.SFS_TEST_SERVICES_DIR ?? '/tmp/sfs-test-services', `pg-${process.pid}`);
 const PG_BINARIES = ['/usr/lib/postgresql/15/bin/postgres', '/usr/lib/postgresql/15/bin/initdb', '/usr/lib/postgresql/15/bin/psql'];
+
+/** True when this machine can start the test PostgreSQL (or one is given in SFS_TEST_DATABASE_URL). */
+export function pgCanRun(): boolean {
+  if (process.env.SFS_TEST_DATABASE_URL) return true;
+  return PG_BINARIES.every((b) => fs.existsSync(b)) && process.getuid?.() === 0;
+}
 
 /**
  * Starts PostgreSQL 15 on loopback (test/services/start-pg.sh: own data dir and port, fsync
@@ -73,8 +79,47 @@ function setupPostgres(): void {
   process.env.SFS_TEST_DATABASE_URL = url;
 }
 
+/**
+ * A database on the test server migrated once for the run, from which the "scale" project's
+ * harnesses copy theirs (CREATE DATABASE … TEMPLATE: about half the cost of migrating each
+ * one). Named after the migrations' SQL, so a server kept between runs never hands out a
+ * template of an older schema. Exported as SFS_TEST_PG_TEMPLATE.
+ */
+async function pgTemplate(): Promise<void> {
+  const base = process.env.SFS_TEST_DATABASE_URL;
+  if (!base) return;
+  const { createHash } = await import('node:crypto');
+  const { createRequire } = await import('node:module');
+  const { PG_MIGRATIONS } = await import('../../src/db/migrations/postgres.js');
+  const { openConfiguredDatabase } = await import('../../src/db/database.js');
+  const pg = createRequire(import.meta.url)('pg') as typeof import('pg');
+  const name = `sfs_tpl_${createHash('sha256').update(JSON.stringify(PG_MIGRATIONS)).digest('hex').slice(0, 16)}`;
+  const admin = new pg.Client({ connectionString: base });
+  await admin.connect();
+  try {
+    const have = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (!have.rowCount) {
+      // Built under another name and renamed when complete, so a half-made template is never used.
+      const building = `${name}_${process.pid}`;
+      await admin.query(`CREATE DATABASE ${building}`);
+      const u = new URL(base);
+      u.pathname = `/${building}`;
+      const db = await openConfiguredDatabase({ dbFile: '', database: { kind: 'postgres', url: u.toString(), poolSize: 1, sslCaFile: undefined } });
+      await db.close();
+      await admin.query(`ALTER DATABASE ${building} RENAME TO ${name}`).catch(async (err: { code?: string }) => {
+        if (err.code !== '42P04') throw err; // another run made it meanwhile
+        await admin.query(`DROP DATABASE ${building}`);
+      });
+    }
+  } finally {
+    await admin.end();
+  }
+  process.env.SFS_TEST_PG_TEMPLATE = name;
+}
+
 export async function setup(): Promise<void> {
   setupPostgres();
+  await pgTemplate();
   // The lockfile pins an SDK release that supports Node 20: its Node 22 notice is noise.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   if (process.env.SFS_TEST_S3_ENDPOINT) return void (await shareBucket());
@@ -120,7 +165,7 @@ export async function setup(): Promise<void> {
   await shareBucket();
 }
 
-/** One bucket for the suites the "s3" project runs again on S3 (each harness takes its own prefix). */
+/** One bucket for the suites the "scale" project runs again on S3 (each harness takes its own prefix). */
 async function shareBucket(): Promise<void> {
   const { freshBucket, testS3Client } = await import('./services.js');
   const b = await freshBucket(testS3Client());

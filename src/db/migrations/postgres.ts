@@ -177,6 +177,20 @@ export const PG_MIGRATIONS: PgMigration[] = [
       );
     `,
   },
+  {
+    version: 10,
+    name: 'single-writer operation lock',
+    sql: `
+      CREATE TABLE op_locks (
+        name        TEXT PRIMARY KEY,
+        token       TEXT NOT NULL,
+        holder      TEXT NOT NULL,
+        acquired_at BIGINT NOT NULL,
+        expires_at  BIGINT NOT NULL
+      );
+      ALTER TABLE files ADD COLUMN blob_gen INTEGER NOT NULL DEFAULT 0 CHECK (blob_gen >= 0);
+    `,
+  },
 ];
 
 /** Applies every migration newer than schema_version in one transaction under the migration lock. */

@@ -235,6 +235,28 @@ export const MIGRATIONS: Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 10,
+    name: 'single-writer operation lock',
+    sql: `
+      -- One row per held operation lock (ops/op-lock.ts): who holds it and until when. Taken
+      -- by one transaction that checks expiry, renewed while the operation runs, deleted at
+      -- the end; a crashed holder's row simply expires. The holder text names a process and
+      -- host, never a secret.
+      CREATE TABLE op_locks (
+        name       TEXT PRIMARY KEY,
+        token      TEXT NOT NULL,
+        holder     TEXT NOT NULL,
+        acquired_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+      ) STRICT;
+      -- Which object holds a file's ciphertext: 0 is <id>.enc, n > 0 is <id>.g<n>.enc.
+      -- Re-encryption on an object store (no rename) writes generation n + 1 beside the old
+      -- object and moves the row to it by compare-and-swap, so a reader always finds the
+      -- ciphertext its row's wrapped key opens.
+      ALTER TABLE files ADD COLUMN blob_gen INTEGER NOT NULL DEFAULT 0 CHECK (blob_gen >= 0);
+    `,
+  },
 ];
 
 /**

@@ -20,7 +20,7 @@ export function pageRoutes(d: PagesDeps): Router {
   const r = Router();
   r.use(
     sessionMiddleware({
-      db: d.db.raw,
+      db: d.db,
       sessions: d.sessions,
       onTampered: d.onSessionTampered,
       // Signed with a key from the integrity root, which key rotation carries along, so

@@ -300,11 +300,7 @@ describe.each(BACKENDS)('two instances on one %s database', (backend) => {
   });
 });
 
-// The browser pages' session store runs on SQLite only so far (issue 12, work in progress in
-// another branch): add PostgreSQL here when the pages run on it.
-const PAGE_BACKENDS = BACKENDS.filter((b) => b === 'sqlite');
-
-describe.each(PAGE_BACKENDS)('two instances on one %s database: browser sessions', (backend) => {
+describe.each(BACKENDS)('two instances on one %s database: browser sessions', (backend) => {
   it('a session signed in through one instance works on the other, and signing out ends it on both', async () => {
     const { a, b } = await pair(backend);
     await setupAdmin(a);

@@ -20,6 +20,7 @@ import { openApiJson } from './http/openapi.js';
 import { errorHandler } from './http/error-handler.js';
 import { requestLogger } from './http/logging.js';
 import { limitAccount, limiter, type PasswordLimits } from './http/rate-limit.js';
+import { DbRateLimitStores, RATE_LIMIT_KEY_LABEL } from './http/rate-limit-store.js';
 import { accountRoutes, publicAccountRoutes } from './http/routes/accounts.js';
 import { filesRoutes } from './http/routes/files.js';
 import { acceptBody } from './http/upload.js';
@@ -66,6 +67,8 @@ export interface AppServices {
   shares: SharesService;
   audit: AuditLog;
   sessions: WebSessions;
+  /** Rate-limit counters in the shared database (swept by the server's housekeeping). */
+  rateLimits: DbRateLimitStores;
 }
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -111,6 +114,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // Before anything reads a token, link, session or user: the first start of this version
   // re-keys the stored lookups and seals the rows (once; see services/integrity.ts).
   const { keys: integrity, upgraded } = await openIntegrity(deps.db, deps.keyring);
+  // The setup code is the database's (the first instance's proposal wins), never this process's own.
+  await deps.setup.establish(deps.db.kysely, deps.keyring);
   // Set below, once the audit log exists; a check can only fail on a request, after that.
   let onIntegrityFailure: (f: IntegrityFailure) => Promise<unknown> = async () => {};
   const accounts = new AccountsService({
@@ -127,6 +132,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     keyring: deps.keyring,
     chunkSize: deps.chunkSize,
     defaultQuota: config.userQuotaBytes,
+    quotaLeaseMs: config.quotaLeaseMs,
   });
   const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true });
   // A new, empty database has nothing to upgrade: no noise then.
@@ -166,8 +172,10 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // Page forms: bound to the session once signed in; before that (sign-in, setup) to the cookie alone.
   const pageCsrf = createCsrf(deps.keyring.derive('sfs/v1 page csrf'), 'sfs-csrf', (req) => (req.session?.uid ? req.sessionID : 'anonymous'));
 
+  // Counters in the shared database, keyed by a keyed hash (never an IP or a name in the clear).
+  const rateLimits = new DbRateLimitStores({ db: deps.db, hashKey: deps.keyring.derive(RATE_LIMIT_KEY_LABEL) });
   const app = express() as App;
-  app.services = { accounts, vault, shares, audit, sessions };
+  app.services = { accounts, vault, shares, audit, sessions, rateLimits };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -222,10 +230,10 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // Every check of an account password (sign-in on the API and the page, and the current
   // password of a password change) goes through these two limiters: one budget per IP and one
   // per IP+account, whichever route the guesses arrive on.
-  const loginPerIp = limiter({ windowMs: window, limit: config.loginRateLimitPerIp, failuresOnly: true, onLimited: onLimited('login') });
-  const loginPerUser = limiter({ windowMs: window, limit: config.loginRateLimit, failuresOnly: true, perAccount: true, onLimited: onLimited('login') });
+  const loginPerIp = limiter({ store: rateLimits.for('login-ip'), windowMs: window, limit: config.loginRateLimitPerIp, failuresOnly: true, onLimited: onLimited('login') });
+  const loginPerUser = limiter({ store: rateLimits.for('login-account'), windowMs: window, limit: config.loginRateLimit, failuresOnly: true, perAccount: true, onLimited: onLimited('login') });
   const passwordLimits: PasswordLimits = {
-    setup: limiter({ windowMs: window, limit: 10, onLimited: onLimited('setup') }),
+    setup: limiter({ store: rateLimits.for('setup'), windowMs: window, limit: 10, onLimited: onLimited('setup') }),
     login: [limitAccount((req) => (req.body as Record<string, unknown> | undefined)?.username), loginPerIp, loginPerUser],
     passwordCheck: [limitAccount((req) => req.principal?.user.username ?? req.webUser?.username), loginPerIp, loginPerUser],
   };
@@ -268,7 +276,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       shares,
       audit,
       csrf: recipientCsrf,
-      passwordLimit: { perIp: config.sharePasswordRateLimit, perShare: config.sharePasswordRateLimitPerShare, windowMs: window },
+      passwordLimit: { perIp: config.sharePasswordRateLimit, perShare: config.sharePasswordRateLimitPerShare, windowMs: window, stores: rateLimits },
     }),
   );
 

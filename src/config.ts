@@ -45,6 +45,8 @@ export interface Config {
   shareDefaultTtl: number;
   shareMaxTtl: number;
   userQuotaBytes: number | null;
+  /** How long an upload's quota lease counts without renewal (a killed instance's uploads stop counting after this). */
+  quotaLeaseMs: number;
   sharePasswordRateLimit: number;
   sharePasswordRateLimitPerShare: number;
   /** A link download slower than this (bytes per second) for `shareSlowGraceMs` gives way to another recipient; 0: never. */
@@ -316,6 +318,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     shareDefaultTtl,
     shareMaxTtl,
     userQuotaBytes,
+    quotaLeaseMs: int(env, 'QUOTA_LEASE_SECONDS', 120, 5, 3600) * 1000,
     sharePasswordRateLimit: int(env, 'SHARE_PASSWORD_RATE_LIMIT', 10, 1, 100000),
     sharePasswordRateLimitPerShare: int(env, 'SHARE_PASSWORD_RATE_LIMIT_PER_SHARE', 10, 1, 100000),
     shareMinRate: size(env, 'SHARE_MIN_RATE', 16 * 1024, 0),

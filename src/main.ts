@@ -12,7 +12,7 @@ import { FilesRepo } from './db/files.js';
 import { MasterKeysRepo } from './db/master-keys.js';
 import { createLogger } from './http/logging.js';
 import { keyFileLoader, loadKeyring } from './keyfile.js';
-import { SetupCode, setupOpenIn } from './services/accounts.js';
+import { SetupCode } from './services/accounts.js';
 import { KeyMismatchError, checkKeyringAgainstDb, registerActiveKey } from './services/key-check.js';
 import { DataDirLockedError, acquireDataDirLock, type DataDirLock } from './ops/dir-lock.js';
 import { createHttpServer } from './server.js';
@@ -122,11 +122,13 @@ async function main(): Promise<void> {
   if (orphans) logger.warn({ removed: orphans }, 'removed ciphertext left without a row by an interrupted upload');
 
   const setupFile = path.join(config.dataDir, 'setup-code');
-  let setup: SetupCode;
-  if (await setupOpenIn(db.kysely)) {
-    setup = SetupCode.generate(setupFile);
+  // One code for every instance on the database: the first to start stores its proposal, the
+  // others read that one back (services/accounts.ts SetupCode), so all print the same code.
+  const setup = SetupCode.generate(setupFile);
+  const code = await setup.establish(db.kysely, keys.keyring);
+  if (code !== null) {
     process.stderr.write(
-      `\n  No account exists yet. One-time setup code: ${setup.reveal()}\n` +
+      `\n  No account exists yet. One-time setup code: ${code}\n` +
         `  (also in ${setupFile}). Create the first admin before exposing this server,\n` +
         `  in a browser at http://localhost:${config.port}/setup, or with:\n` +
         `  curl -X POST http://localhost:${config.port}/api/v1/setup -H 'Content-Type: application/json' \\\n` +
@@ -134,7 +136,8 @@ async function main(): Promise<void> {
     );
   } else {
     fs.rmSync(setupFile, { force: true });
-    setup = new SetupCode(null);
+    // Setup is closed (e.g. `sfs user create` made the first user): the stored code is useless.
+    await db.kysely.deleteFrom('setup_code').execute();
   }
 
   let tls: { cert: Buffer; key: Buffer } | undefined;
@@ -160,8 +163,12 @@ async function main(): Promise<void> {
       if (n) logger.info({ expired: n }, 'share sweep');
       const ended = await app.services.sessions.sweep();
       if (ended) logger.info({ ended }, 'session sweep');
+      // Leases of uploads that ended without a release (a killed instance) and spent counters.
+      const leases = await app.services.vault.quota.sweep();
+      if (leases) logger.info({ leases }, 'quota lease sweep');
+      await app.services.rateLimits.sweep();
     } catch (err) {
-      logger.warn({ err }, 'share sweep failed');
+      logger.warn({ err }, 'housekeeping sweep failed');
     }
   };
   await sweep();

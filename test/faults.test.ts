@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { DiskBlobStore } from '../src/storage/disk.js';
 import { childAdminToken, childEnv, currentRss, peakRss, randomKey, startChild, tempDir, type Child } from './child.js';
 import { PG_TRANSACTION_LOCK } from '../src/db/database.js';
-import { TEST_DIALECT, binaryParser, listFiles, makeHarness, pattern, separateConnection, setupAdmin } from './helpers.js';
+import { SETUP_CODE, TEST_DIALECT, binaryParser, listFiles, makeHarness, pattern, separateConnection, setupAdmin } from './helpers.js';
 
 // Child servers run on their own SQLite + disk directories whatever the vitest project: the
 // process-level faults run once, in the "disk" project. What goes through a harness runs in both.
@@ -211,7 +211,8 @@ describe('faults', () => {
     const { SetupCode } = await import('../src/services/accounts.js');
     const app = await createApp({ config: h.config, db: h.database, store, keyring: h.keyring, logger: (await import('../src/http/logging.js')).createLogger('silent'), setup: new SetupCode('code-123') });
     const supertest = (await import('supertest')).default;
-    await supertest(app).post('/api/v1/setup').send({ setupCode: 'code-123', username: 'admin', password: 'admin password 123' });
+    // The database's setup code (stored by the harness's own app first), not this app's proposal.
+    await supertest(app).post('/api/v1/setup').send({ setupCode: SETUP_CODE, username: 'admin', password: 'admin password 123' });
     const token = (await supertest(app).post('/api/v1/auth/tokens').send({ username: 'admin', password: 'admin password 123' })).body.token;
     const r = await supertest(app).put('/api/v1/uploads/x.bin').set('Authorization', `Bearer ${token}`).send(pattern(1_000_000, 1));
     expect(r.status).toBe(507);

@@ -439,10 +439,13 @@ async function downgradeToFirstRelease(target: Harness, known: { tokens: string[
     ['share_reservations', 'slow_since'],
     ['share_reservations', 'yielded'],
     ['share_reservations', 'ticket_id'],
+    ['files', 'blob_gen'],
   ]) {
     db.exec(`ALTER TABLE ${table} DROP COLUMN ${column}`);
   }
   db.exec('DROP TABLE share_ticket_downloads');
+  // Nor did the tables of later migrations (8: shared state; 10: operation locks).
+  for (const table of ['quota_leases', 'rate_limits', 'setup_code', 'op_locks']) db.exec(`DROP TABLE ${table}`);
   db.pragma('user_version = 4');
   db.close();
 }

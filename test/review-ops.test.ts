@@ -78,7 +78,7 @@ describe('13: quota usage is the database sum plus bytes in flight, also after a
     expect(dbSum(h, me.id)).toBe(500_000 + ok * 40_000);
     expect(dbSum(h, me.id)).toBeLessThanOrEqual(quota);
     expect((await h.request.get('/api/v1/me').set(bearer(user))).body.usageBytes).toBe(dbSum(h, me.id));
-    expect(h.app.services.vault.quota.inFlightOf(me.id)).toBe(0);
+    expect(await h.app.services.vault.quota.inFlightOf(me.id)).toBe(0);
     // Nothing stays held by the refused ones: exactly the room left fits, one byte more does not.
     const room = quota - dbSum(h, me.id);
     expect((await h.request.put('/api/v1/uploads/over.bin').set(bearer(user)).send(pattern(room + 1, 20))).status).toBe(413);

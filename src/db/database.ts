@@ -40,24 +40,79 @@ export interface Database {
   close(): Promise<void>;
 }
 
+/** How long a statement of the asynchronous layer waits for another connection's write lock. */
+const SQLITE_LOCK_WAIT_MS = 2000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 /**
  * BEGIN IMMEDIATE instead of Kysely's deferred BEGIN: a deferred transaction that reads and
  * then writes must upgrade its lock, and that upgrade fails at once with SQLITE_BUSY when
  * another process (the CLI beside the server) wrote meanwhile; an immediate one waits for the
- * write lock up front (busy_timeout) and then cannot be refused.
+ * write lock up front and then cannot be refused.
+ *
+ * The wait is asynchronous: each statement runs with busy_timeout 0 and, on SQLITE_BUSY, is
+ * tried again after a timer, for up to SQLITE_LOCK_WAIT_MS. better-sqlite3's own busy wait
+ * blocks the event loop, so while another connection of the same process (a second app on
+ * the same file, as the multi-instance tests build) held the lock across an await, it could
+ * never commit: the waiter held the loop until it gave up. A failed statement changed
+ * nothing, so trying it again is safe, inside a transaction or not.
  */
 class ImmediateSqliteDriver extends SqliteDriver {
+  private readonly noWait: BetterSqlite3.Statement;
+  private readonly wait: BetterSqlite3.Statement;
+
+  constructor(cfg: SqliteDialectConfig, raw: RawSqlite) {
+    super(cfg);
+    this.noWait = raw.prepare('PRAGMA busy_timeout = 0');
+    this.wait = raw.prepare(`PRAGMA busy_timeout = ${SQLITE_LOCK_WAIT_MS}`);
+  }
+
+  override async acquireConnection(): Promise<DatabaseConnection> {
+    const inner = await super.acquireConnection();
+    return {
+      executeQuery: (q) => this.retryBusy(() => inner.executeQuery(q)),
+      streamQuery: (q, n) => inner.streamQuery(q, n),
+    };
+  }
+
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+  }
+
+  private async retryBusy<R>(run: () => Promise<R>): Promise<R> {
+    const deadline = Date.now() + SQLITE_LOCK_WAIT_MS;
+    for (let delay = 1; ; delay = Math.min(delay * 2, 25)) {
+      // Synchronous in better-sqlite3: the timeout is back before anything else runs.
+      this.noWait.get();
+      let p: Promise<R>;
+      try {
+        p = run();
+      } catch (err) {
+        // Kysely's connection throws synchronously out of better-sqlite3.
+        p = Promise.reject(err);
+      } finally {
+        this.wait.get();
+      }
+      try {
+        return await p;
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() >= deadline) throw err;
+      }
+      await sleep(delay);
+    }
   }
 }
 
 class ImmediateSqliteDialect extends SqliteDialect {
-  constructor(private readonly cfg: SqliteDialectConfig) {
+  constructor(
+    private readonly cfg: SqliteDialectConfig,
+    private readonly raw: RawSqlite,
+  ) {
     super(cfg);
   }
   override createDriver(): Driver {
-    return new ImmediateSqliteDriver(this.cfg);
+    return new ImmediateSqliteDriver(this.cfg, this.raw);
   }
 }
 
@@ -99,7 +154,7 @@ export function inTransaction<T>(db: Executor, fn: (trx: Trx) => Promise<T>): Pr
 
 /** Wraps an open better-sqlite3 handle (pragmas already set) in the asynchronous layer. */
 export function sqliteDatabase(raw: RawSqlite): Database {
-  const kysely = new Kysely<Schema>({ dialect: new ImmediateSqliteDialect({ database: cachingHandle(raw) }) });
+  const kysely = new Kysely<Schema>({ dialect: new ImmediateSqliteDialect({ database: cachingHandle(raw) }, raw) });
   let closed = false;
   return {
     kysely,
@@ -124,7 +179,8 @@ export function openSqlite(file: string): RawSqlite {
   db.pragma('foreign_keys = ON');
   // Deleted rows (wrapped DEKs, token hashes) are overwritten, not left in free pages.
   db.pragma('secure_delete = ON');
-  // Short waits only: better-sqlite3 blocks the event loop while it waits for a lock.
+  // Short waits only: better-sqlite3 blocks the event loop while it waits for a lock (the
+  // asynchronous layer waits without blocking instead: ImmediateSqliteDriver).
   db.pragma('busy_timeout = 2000');
   return db;
 }

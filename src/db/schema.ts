@@ -122,6 +122,30 @@ export interface SessionsTable {
   expired: string;
 }
 
+/** Bytes reserved by uploads in flight on any instance; counted only until expires_at (ms). */
+export interface QuotaLeasesTable {
+  id: string;
+  user_id: string;
+  bytes: number;
+  expires_at: number;
+}
+
+/** Rate-limit counters shared by every instance; `key` is a keyed hash, never the IP or name. */
+export interface RateLimitsTable {
+  key: Buffer;
+  hits: number;
+  reset_at: number;
+}
+
+/** The first-run setup code (one row at most, id 1): keyed hash and sealed code. */
+export interface SetupCodeTable {
+  id: number;
+  key_id: string;
+  code_mac: Buffer;
+  sealed: Buffer;
+  created_at: number;
+}
+
 /** Single-writer operation locks (ops/op-lock.ts). */
 export interface OpLocksTable {
   name: string;
@@ -144,5 +168,8 @@ export interface Schema {
   audit_events: AuditEventsTable;
   secrets: SecretsTable;
   sessions: SessionsTable;
+  quota_leases: QuotaLeasesTable;
+  rate_limits: RateLimitsTable;
+  setup_code: SetupCodeTable;
   op_locks: OpLocksTable;
 }

@@ -1,10 +1,11 @@
 /**
  * Rate limits for password, setup-code and share-password guessing (express-rate-limit).
  * Limits are per client IP and per IP+username (or per share), never a lockout of the account
- * itself, so an attacker cannot lock out a chosen user.
+ * itself, so an attacker cannot lock out a chosen user. Counters live in the shared database
+ * (http/rate-limit-store.ts), so they count across every instance.
  */
 import type { Request, RequestHandler } from 'express';
-import { ipKeyGenerator, rateLimit } from 'express-rate-limit';
+import { ipKeyGenerator, rateLimit, type Store } from 'express-rate-limit';
 import { AppError } from '../errors.js';
 import { normalizeUsername } from '../services/accounts.js';
 
@@ -29,6 +30,8 @@ export function limitAccount(pick: (req: Request) => unknown): RequestHandler {
 }
 
 export interface LimitOptions {
+  /** Where the counters live: one store per limiter (DbRateLimitStores.for), shared by every instance. */
+  store: Store;
   windowMs: number;
   limit: number;
   /** Count only failed attempts (status >= 400). */
@@ -61,6 +64,7 @@ export function limiter(o: LimitOptions): RequestHandler {
     limit: o.limit,
     standardHeaders: 'draft-7',
     legacyHeaders: false,
+    store: o.store,
     skipSuccessfulRequests: (o.failuresOnly ?? false) || (o.countOnly401 ?? false),
     ...(o.countOnly401 ? { requestWasSuccessful: (_req: Request, res: { statusCode: number }) => res.statusCode !== 401 } : {}),
     ...(o.skip ? { skip: o.skip } : {}),

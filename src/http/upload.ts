@@ -199,7 +199,7 @@ export function withQuotaLease(vault: VaultService, userIdOf: (req: Request) => 
   return async (req, res, next) => {
     const lease = await vault.quota.lease(userIdOf(req));
     res.locals.lease = lease;
-    res.on('close', () => lease.release());
+    res.on('close', () => void lease.release());
     next();
   };
 }

@@ -1,12 +1,13 @@
 /** Users, passwords, the first-run setup and API tokens. */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
-import type { Database, Executor } from '../db/database.js';
+import type { Database, Executor, Trx } from '../db/database.js';
+import { deriveSubkey, type Keyring } from '../crypto/keyring.js';
 import { SharesRepo } from '../db/shares.js';
 import { TokensRepo, type TokenRow } from '../db/tokens.js';
 import { UsersRepo, type Role, type UserRow } from '../db/users.js';
 import { AppError } from '../errors.js';
-import { newId, secretHash } from './ids.js';
+import { newId } from './ids.js';
 import type { IntegrityKeys } from './integrity.js';
 import { MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
 
@@ -67,10 +68,16 @@ export class AccountsService {
   }
 
   /**
-   * Creates a user. With `onlyIfNoUsers`, the existence check and the insert happen in one
-   * immediate transaction, so two racing setup requests cannot both create an admin.
+   * Creates a user. With `onlyIfNoUsers`, the existence check, `claim` (the setup code's
+   * consumption) and the insert happen in one transaction in the shared database, so two
+   * racing setup requests, on one instance or several, cannot both create an admin.
    */
-  async createUser(username: string, password: string, role: Role, opts: { onlyIfNoUsers?: boolean } = {}): Promise<UserRow> {
+  async createUser(
+    username: string,
+    password: string,
+    role: Role,
+    opts: { onlyIfNoUsers?: boolean; claim?: (trx: Trx) => Promise<void> } = {},
+  ): Promise<UserRow> {
     checkPassword(password);
     const passwordHash = await this.deps.hasher.hash(password);
     const now = this.now();
@@ -78,6 +85,8 @@ export class AccountsService {
     await this.deps.db.transaction(async (trx) => {
       const users = new UsersRepo(trx, this.deps.integrity);
       if (opts.onlyIfNoUsers && (await users.count()) > 0) throw new AppError('setup_closed', 'setup has already been completed');
+      // E.g. the setup code: used up in the same transaction, or nothing is created.
+      await opts.claim?.(trx);
       if (await users.byUsername(username)) throw new AppError('conflict', `a user named "${username}" already exists`);
       await users.insert(user);
     });
@@ -244,35 +253,131 @@ export function checkPassword(password: string): void {
   }
 }
 
-/** Holds the one-time setup code; compared in constant time, gone for good once used. */
+const SETUP_MAC_LABEL = 'sfs/v1 setup code check';
+const SETUP_SEAL_LABEL = 'sfs/v1 setup code seal';
+
+/**
+ * The one-time setup code, one for every instance on the database. The database holds a keyed
+ * hash of it (HMAC under a sub-key of the master key, to check against) and the code sealed
+ * (AES-256-GCM under another sub-key), so any instance can print it and nobody without the
+ * master key can read it there. It is created once (insert if absent, one statement), and the
+ * first-admin setup deletes it in the transaction that creates the admin, so it works once.
+ */
 export class SetupCode {
+  private code: string | null = null;
+  private bound: { db: Executor; keyring: Keyring } | undefined;
+
   constructor(
-    private code: string | null,
-    /** The 0600 file the code was written to, deleted when the code is used. */
+    /** The code this process proposes; the one stored first (by any instance) wins. */
+    private readonly proposed: string | null,
+    /** The 0600 file the code is written to, deleted when the code is used. */
     private readonly file?: string,
   ) {}
 
-  /** Generates a code with 160 bits from the CSPRNG (base64url). */
+  /** Proposes a code with 160 bits from the CSPRNG (base64url). */
   static generate(file?: string): SetupCode {
-    const code = randomBytes(20).toString('base64url');
-    if (file) fs.writeFileSync(file, code + '\n', { mode: 0o600 });
-    return new SetupCode(code, file);
+    return new SetupCode(randomBytes(20).toString('base64url'), file);
   }
 
-  /** The code, to print at start-up (only while setup is open). */
+  /**
+   * Stores the proposed code unless one is stored already (one statement), then reads back the
+   * stored one, so every instance holds the same code; writes the file. Only while no user
+   * exists; a stored code this key cannot open (a key changed before setup) is replaced.
+   */
+  async establish(db: Executor, keyring: Keyring, now = Date.now()): Promise<string | null> {
+    this.bound = { db, keyring };
+    this.code = null;
+    if (!(await setupOpenIn(db))) return null;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const row = await db.selectFrom('setup_code').selectAll().where('id', '=', 1).executeTakeFirst();
+      if (row) {
+        const code = openCode(keyring, row);
+        if (code !== null) {
+          this.code = code;
+          break;
+        }
+        // Compare-and-swap: only the unreadable row goes, not one another instance just stored.
+        await db.deleteFrom('setup_code').where('id', '=', 1).where('sealed', '=', row.sealed).execute();
+        continue;
+      }
+      if (this.proposed === null) return null;
+      const key = keyring.active;
+      const k = setupKeys(key.material);
+      await db
+        .insertInto('setup_code')
+        .values({ id: 1, key_id: key.id, code_mac: macOf(k.mac, this.proposed), sealed: sealCode(k.seal, key.id, this.proposed), created_at: now })
+        .onConflict((oc) => oc.column('id').doNothing())
+        .execute();
+    }
+    if (this.code !== null && this.file) fs.writeFileSync(this.file, this.code + '\n', { mode: 0o600 });
+    return this.code;
+  }
+
+  /** The code, to print at start-up (only while setup is open and after establish()). */
   reveal(): string | null {
     return this.code;
   }
 
-  /** Forgets the code and deletes its file: setup cannot be used again. */
-  consume(): void {
+  /** True when `candidate` is the stored code (constant time over keyed hashes); false once used by any instance. */
+  async matches(candidate: string): Promise<boolean> {
+    if (!this.bound) return false;
+    const row = await this.bound.db.selectFrom('setup_code').selectAll().where('id', '=', 1).executeTakeFirst();
+    return !!row && macMatches(this.bound.keyring, row, candidate);
+  }
+
+  /**
+   * Inside the first-admin transaction: deletes the stored code if `candidate` is it, else
+   * throws forbidden. Of two racing setups (on any instances) only one can delete it.
+   */
+  async consumeIn(trx: Executor, candidate: string): Promise<void> {
+    if (!this.bound) throw new AppError('forbidden', 'wrong setup code (see the server log or data/setup-code)');
+    const row = await trx.selectFrom('setup_code').selectAll().where('id', '=', 1).executeTakeFirst();
+    if (!row || !macMatches(this.bound.keyring, row, candidate)) throw new AppError('forbidden', 'wrong setup code (see the server log or data/setup-code)');
+    const r = await trx.deleteFrom('setup_code').where('id', '=', 1).where('code_mac', '=', row.code_mac).executeTakeFirst();
+    if (Number(r.numDeletedRows) !== 1) throw new AppError('forbidden', 'wrong setup code (see the server log or data/setup-code)');
+  }
+
+  /** Forgets the code and deletes this process's file (after the setup that used it committed). */
+  forget(): void {
     this.code = null;
     if (this.file) fs.rmSync(this.file, { force: true });
   }
+}
 
-  /** True when `candidate` equals the code (constant time over the hashes). */
-  matches(candidate: string): boolean {
-    if (this.code === null) return false;
-    return timingSafeEqual(secretHash(candidate), secretHash(this.code));
+function setupKeys(material: Buffer): { mac: Buffer; seal: Buffer } {
+  return { mac: deriveSubkey(material, SETUP_MAC_LABEL), seal: deriveSubkey(material, SETUP_SEAL_LABEL) };
+}
+
+function macOf(key: Buffer, code: string): Buffer {
+  return createHmac('sha256', key).update(code, 'utf8').digest();
+}
+
+function macMatches(keyring: Keyring, row: { key_id: string; code_mac: Buffer }, candidate: string): boolean {
+  const key = keyring.get(row.key_id);
+  if (!key) return false;
+  const expected = macOf(setupKeys(key.material).mac, candidate);
+  return row.code_mac.length === expected.length && timingSafeEqual(row.code_mac, expected);
+}
+
+/** AES-256-GCM: nonce || ciphertext || tag, bound to the key id. */
+function sealCode(key: Buffer, keyId: string, code: string): Buffer {
+  const nonce = randomBytes(12);
+  const c = createCipheriv('aes-256-gcm', key, nonce);
+  c.setAAD(Buffer.from(`${SETUP_SEAL_LABEL}|${keyId}`, 'utf8'));
+  const ct = Buffer.concat([c.update(code, 'utf8'), c.final()]);
+  return Buffer.concat([nonce, ct, c.getAuthTag()]);
+}
+
+/** The stored code, or null when its key is not loaded or the seal does not open. */
+function openCode(keyring: Keyring, row: { key_id: string; sealed: Buffer }): string | null {
+  const key = keyring.get(row.key_id);
+  if (!key || row.sealed.length < 28) return null;
+  try {
+    const d = createDecipheriv('aes-256-gcm', setupKeys(key.material).seal, row.sealed.subarray(0, 12));
+    d.setAAD(Buffer.from(`${SETUP_SEAL_LABEL}|${row.key_id}`, 'utf8'));
+    d.setAuthTag(row.sealed.subarray(row.sealed.length - 16));
+    return Buffer.concat([d.update(row.sealed.subarray(12, row.sealed.length - 16)), d.final()]).toString('utf8');
+  } catch {
+    return null;
   }
 }

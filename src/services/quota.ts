@@ -1,38 +1,52 @@
 /**
- * Storage quotas that count bytes in flight: concurrent uploads reserve as they stream, so
- * parallel uploads cannot together overshoot.
+ * Storage quotas that count bytes in flight across every instance on the database: an upload
+ * reserves as it streams, in a `quota_leases` row, so parallel uploads through different
+ * instances cannot together overshoot.
  *
- * A user's usage is always the database sum over their file rows plus the bytes of their
- * uploads still streaming. Committed usage is never kept as a running total: such a total
- * drifted (it was lazily loaded from the database after an upload's row was already
- * inserted, then had that upload added again, so the first upload after every restart
- * counted twice). The sum is only memoised while the database provably has not changed
- * (see QuotaDeps.dbVersion), which keeps the per-chunk check cheap without a second truth.
+ * A user's usage is the database sum over their file rows plus the live leases of their uploads
+ * still streaming. Nothing is kept as a running total or in one process's memory: the check
+ * "usage + other leases + n <= limit" and the reservation are one transaction in the shared
+ * database (SQLite: BEGIN IMMEDIATE; PostgreSQL: serialised by the transaction advisory lock),
+ * and the commit (insert the file rows, delete the lease) is another, so no check of any
+ * instance sees bytes counted twice or nowhere.
  *
- * Atomicity (within this process): a check (database sum + in flight) and the commit (row
- * insert, then release of the in-flight bytes) each run under one per-process lock
- * (QuotaService.exclusive), so no other upload's check can run between the parts of either
- * and see bytes counted twice or nowhere. The database queries are asynchronous, so the event
- * loop alone no longer gives this.
+ * Cost per chunk: a lease reserves ahead (at most RESERVE_AHEAD bytes, and at most a quarter of
+ * the headroom left, so parallel uploads near the limit are not refused for another's unused
+ * reserve) and touches the database again only when the upload outgrows its reservation. A
+ * timer renews the lease's expiry while it is held; a lease of an instance that died (SIGKILL)
+ * stops counting once its expiry passes, after at most the lease time.
  */
+import type { Database, Trx } from '../db/database.js';
 import { AppError } from '../errors.js';
+import { newId } from './ids.js';
+
+/** How far ahead of the bytes received a lease reserves (bounds database hits per upload). */
+export const RESERVE_AHEAD = 4 * 1024 * 1024;
+/** Default lifetime of a lease that is not renewed (QUOTA_LEASE_SECONDS). */
+export const DEFAULT_LEASE_MS = 120_000;
 
 export interface QuotaDeps {
-  /** Committed bytes of a user: the sum over their file rows in the database. */
-  loadUsage(userId: string): Promise<number>;
-  /** The user's quota in bytes, or null for unlimited. */
-  limitOf(userId: string): Promise<number | null>;
-  /**
-   * A value that changes whenever the database may have changed, through this connection or
-   * any other; while it is unchanged a memoised sum is still the database's sum. Without it
-   * every check runs the sum.
-   */
-  dbVersion?(): Promise<string | undefined>;
+  db: Database;
+  /** Default quota when a user has no setting of their own; null for unlimited. */
+  defaultQuota?: number | null;
+  /** Lease lifetime without renewal (ms); renewed every third of it while held. */
+  leaseMs?: number;
+  now?: () => number;
 }
 
-/** One request's hold on a user's quota. */
+function exceeded(limit: number): AppError {
+  return new AppError('quota_exceeded', `this upload would exceed your storage quota of ${limit} bytes`, {}, true);
+}
+
+/** One request's hold on a user's quota: a row in quota_leases once it reserves anything. */
 export class QuotaLease {
-  private held = 0;
+  readonly id = newId();
+  /** Bytes received so far (what the upload really needs). */
+  private used = 0;
+  /** Bytes the lease row holds (>= used while the row exists). */
+  private reserved = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private done = false;
 
   constructor(
     private readonly quota: QuotaService,
@@ -43,113 +57,157 @@ export class QuotaLease {
 
   /** Adds streamed bytes; throws quota_exceeded (closing the connection) when over the limit. */
   async grow(bytes: number): Promise<void> {
-    await this.quota.take(this.userId, bytes, this.limit);
-    this.held += bytes;
-  }
-
-  /** Refuses up front when `bytes` more would not fit (e.g. from Content-Length); holds nothing. */
-  async check(bytes: number): Promise<void> {
-    if (this.limit === null) return;
-    const limit = this.limit;
-    await this.quota.exclusive(async () => {
-      if ((await this.quota.usageOf(this.userId)) + this.quota.inFlightOf(this.userId) + bytes > limit) {
-        throw new AppError('quota_exceeded', `this upload would exceed your storage quota of ${limit} bytes`, {}, true);
-      }
-    });
+    const need = this.used + bytes;
+    if (this.limit !== null && need > this.reserved) await this.reserveOrRelease(need, true);
+    this.used = need;
   }
 
   /**
-   * Stops counting `bytes` as in flight because their row is now in the database. Call it
-   * inside the same QuotaService.exclusive() run as the insert, so the bytes are never
-   * counted twice or nowhere.
+   * Reserves `bytes` more up front when they fit (e.g. from Content-Length), so the upload's
+   * chunks then need no database step; throws quota_exceeded when they would not fit.
    */
-  commit(bytes: number): void {
-    const n = Math.min(bytes, this.held);
-    this.quota.release(this.userId, n);
-    this.held -= n;
+  async check(bytes: number): Promise<void> {
+    if (this.limit === null) return;
+    const need = this.used + bytes;
+    if (need > this.reserved) await this.reserveOrRelease(need, false);
   }
 
-  /** Gives back whatever is still held (call in a finally). */
-  release(): void {
-    if (this.held) this.quota.release(this.userId, this.held);
-    this.held = 0;
+  /** A refused upload ends: its lease goes before the refusal is answered, so a retry right after does not meet it. */
+  private async reserveOrRelease(need: number, ahead: boolean): Promise<void> {
+    try {
+      await this.reserve(need, ahead);
+    } catch (err) {
+      await this.release();
+      throw err;
+    }
+  }
+
+  /** One transaction: check the headroom against files and other live leases, then hold `need` (plus some ahead). */
+  private async reserve(need: number, ahead: boolean): Promise<void> {
+    const limit = this.limit!;
+    const q = this.quota;
+    const now = q.now();
+    await q.db.transaction(async (trx) => {
+      const taken = (await q.usageIn(trx, this.userId)) + (await q.leasedIn(trx, this.userId, now, this.id));
+      const free = limit - taken;
+      if (need > free) throw exceeded(limit);
+      const extra = ahead ? Math.min(RESERVE_AHEAD, Math.floor((free - need) / 4)) : 0;
+      const bytes = need + Math.max(0, extra);
+      const expires = now + q.leaseMs;
+      await trx
+        .insertInto('quota_leases')
+        .values({ id: this.id, user_id: this.userId, bytes, expires_at: expires })
+        .onConflict((oc) => oc.column('id').doUpdateSet({ bytes, expires_at: expires }))
+        .execute();
+      this.reserved = bytes;
+    });
+    this.done = false;
+    this.timer ??= setInterval(() => void this.renew(), Math.max(1000, Math.floor(q.leaseMs / 3))).unref();
+  }
+
+  /** Moves the lease's expiry on (one statement), so a live upload's bytes keep counting. */
+  private async renew(): Promise<void> {
+    try {
+      await this.quota.db.kysely.updateTable('quota_leases').set({ expires_at: this.quota.now() + this.quota.leaseMs }).where('id', '=', this.id).execute();
+    } catch {
+      /* the next renewal tries again; meanwhile the lease may lapse, and the commit re-checks */
+    }
+  }
+
+  /**
+   * Inside the transaction that inserted the upload's file rows, after the inserts: checks that
+   * the files (the new rows among them) and the other live leases fit the limit (this lease may
+   * have lapsed while its instance stalled, and others used the room) and deletes the lease, so
+   * from this commit on the bytes count once, as rows. Throws quota_exceeded when they do not fit.
+   */
+  async commitIn(trx: Trx): Promise<void> {
+    if (this.limit !== null) {
+      const taken = (await this.quota.usageIn(trx, this.userId)) + (await this.quota.leasedIn(trx, this.userId, this.quota.now(), this.id));
+      if (taken > this.limit) throw exceeded(this.limit);
+    }
+    await trx.deleteFrom('quota_leases').where('id', '=', this.id).execute();
+  }
+
+  /** Called once commitIn's transaction committed: nothing is held any more. */
+  committed(): void {
+    this.stop();
+    this.used = 0;
+    this.reserved = 0;
+    this.done = true;
+  }
+
+  /** Gives back whatever is still held (call in a finally); never throws. */
+  async release(): Promise<void> {
+    this.stop();
+    if (this.done || this.reserved === 0) return;
+    this.done = true;
+    this.used = 0;
+    this.reserved = 0;
+    try {
+      await this.quota.db.kysely.deleteFrom('quota_leases').where('id', '=', this.id).execute();
+    } catch {
+      /* the row lapses at its expiry and the sweep removes it */
+    }
+  }
+
+  private stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
   }
 }
 
 export class QuotaService {
-  private readonly inFlight = new Map<string, number>();
-  /** Database sums, valid only for the database version they were read at. */
-  private memo = new Map<string, number>();
-  private memoVersion: string | undefined;
-  /** Tail of the per-process queue of quota checks and commits (see exclusive()). */
-  private lock: Promise<unknown> = Promise.resolve();
+  readonly db: Database;
+  readonly leaseMs: number;
+  readonly now: () => number;
 
-  constructor(private readonly deps: QuotaDeps) {}
-
-  /**
-   * Runs `fn` after every check or commit queued before it and before any queued after it:
-   * a check's sum and in-flight read, and a commit's insert and release, each stay one step.
-   * Only database work runs inside (never the upload's own stream).
-   */
-  exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(fn, fn);
-    this.lock = run.catch(() => {});
-    return run;
+  constructor(private readonly deps: QuotaDeps) {
+    this.db = deps.db;
+    this.leaseMs = deps.leaseMs ?? DEFAULT_LEASE_MS;
+    this.now = deps.now ?? Date.now;
   }
 
   /** A new hold on the user's quota for one request; the limit is read now. */
   async lease(userId: string): Promise<QuotaLease> {
-    return new QuotaLease(this, userId, await this.deps.limitOf(userId));
+    return new QuotaLease(this, userId, await this.limitOf(userId));
   }
 
   /** Committed bytes of a user: exactly the database sum over their files. */
-  async usageOf(userId: string): Promise<number> {
-    const version = await this.deps.dbVersion?.();
-    if (version === undefined) return this.deps.loadUsage(userId);
-    if (version !== this.memoVersion) {
-      this.memo = new Map();
-      this.memoVersion = version;
-    }
-    let u = this.memo.get(userId);
-    if (u === undefined) {
-      u = await this.deps.loadUsage(userId);
-      // Only if no other read replaced the memo meanwhile (it would hold a newer version).
-      if (this.memoVersion === version) this.memo.set(userId, u);
-    }
-    return u;
+  usageOf(userId: string): Promise<number> {
+    return this.usageIn(this.db.kysely, userId);
   }
 
-  /** Bytes of a user's uploads still streaming. */
-  inFlightOf(userId: string): number {
-    return this.inFlight.get(userId) ?? 0;
+  /** @internal the sum over the user's file rows, read through `db` (a transaction or the database). */
+  async usageIn(db: Trx | Database['kysely'], userId: string): Promise<number> {
+    const r = await db.selectFrom('files').select((eb) => eb.fn.coalesce(eb.fn.sum<number>('size'), eb.lit(0)).as('n')).where('owner_id', '=', userId).executeTakeFirstOrThrow();
+    return Number(r.n);
+  }
+
+  /** @internal bytes held by the user's live leases (other than `except`), on any instance. */
+  async leasedIn(db: Trx | Database['kysely'], userId: string, now: number, except?: string): Promise<number> {
+    let q = db
+      .selectFrom('quota_leases')
+      .select((eb) => eb.fn.coalesce(eb.fn.sum<number>('bytes'), eb.lit(0)).as('n'))
+      .where('user_id', '=', userId)
+      .where('expires_at', '>', now);
+    if (except) q = q.where('id', '!=', except);
+    return Number((await q.executeTakeFirstOrThrow()).n);
+  }
+
+  /** Bytes of a user's uploads still streaming, on every instance (their live leases). */
+  inFlightOf(userId: string): Promise<number> {
+    return this.leasedIn(this.db.kysely, userId, this.now());
   }
 
   /** The user's effective quota in bytes, or null for unlimited. */
-  limitOf(userId: string): Promise<number | null> {
-    return this.deps.limitOf(userId);
+  async limitOf(userId: string): Promise<number | null> {
+    const row = await this.db.kysely.selectFrom('users').select('quota_bytes').where('id', '=', userId).executeTakeFirst();
+    return row?.quota_bytes ?? this.deps.defaultQuota ?? null;
   }
 
-  /** @internal used by QuotaLease: reserves `bytes` more in flight, or throws quota_exceeded. */
-  async take(userId: string, bytes: number, limit: number | null): Promise<void> {
-    if (limit === null) {
-      this.inFlight.set(userId, (this.inFlight.get(userId) ?? 0) + bytes);
-      return;
-    }
-    await this.exclusive(async () => {
-      const usage = await this.usageOf(userId);
-      // Read after the sum, in the same step: nothing can commit in between (exclusive).
-      const flying = (this.inFlight.get(userId) ?? 0) + bytes;
-      if (usage + flying > limit) {
-        throw new AppError('quota_exceeded', `this upload would exceed your storage quota of ${limit} bytes`, {}, true);
-      }
-      this.inFlight.set(userId, flying);
-    });
-  }
-
-  /** @internal used by QuotaLease: stops counting `bytes` as in flight. */
-  release(userId: string, bytes: number): void {
-    const flying = (this.inFlight.get(userId) ?? 0) - bytes;
-    if (flying > 0) this.inFlight.set(userId, flying);
-    else this.inFlight.delete(userId);
+  /** Deletes leases past their expiry (housekeeping: they no longer count anyway); returns how many. */
+  async sweep(): Promise<number> {
+    const r = await this.db.kysely.deleteFrom('quota_leases').where('expires_at', '<=', this.now()).executeTakeFirst();
+    return Number(r.numDeletedRows);
   }
 }

@@ -36,6 +36,8 @@ export interface VaultDeps {
   /** Per-user quota in bytes (a user's own setting wins); null for unlimited. */
   defaultQuota?: number | null;
   chunkSize?: number;
+  /** How long a quota lease counts without renewal (ms). */
+  quotaLeaseMs?: number;
   now?: () => number;
 }
 
@@ -79,24 +81,8 @@ export class VaultService {
     this.keys = new MasterKeysRepo(deps.db.kysely);
     this.chunkSize = deps.chunkSize ?? DEFAULT_CHUNK_SIZE;
     this.now = deps.now ?? Date.now;
-    this.quota = new QuotaService({
-      loadUsage: (userId) => this.files.usageOf(userId),
-      // Changes with every write through this connection (total_changes) and every commit by
-      // another one (data_version): a sum memoised under one value is still the database's.
-      // Read through the query queue, so it never runs inside another request's transaction.
-      // sqlite-only: other dialects have no such counter, and every check runs the sum.
-      dbVersion: async () => {
-        if (deps.db.dialect !== 'sqlite') return undefined;
-        const { rows } = await sql<{ c: number; v: number }>`SELECT total_changes() AS c, (SELECT data_version FROM pragma_data_version) AS v`.execute(
-          deps.db.kysely,
-        );
-        return `${rows[0]!.c}:${rows[0]!.v}`;
-      },
-      limitOf: async (userId) => {
-        const row = await deps.db.kysely.selectFrom('users').select('quota_bytes').where('id', '=', userId).executeTakeFirst();
-        return row?.quota_bytes ?? deps.defaultQuota ?? null;
-      },
-    });
+    // In-flight bytes live in the shared database (quota_leases), never in this process.
+    this.quota = new QuotaService({ db: deps.db, defaultQuota: deps.defaultQuota, leaseMs: deps.quotaLeaseMs, now: deps.now });
   }
 
   /**
@@ -179,20 +165,15 @@ export class VaultService {
         // Files of one request keep their order when listed newest first.
         createdAt: now + i,
       }));
-      const insert = () =>
-        this.deps.db.transaction(async (trx) => {
-          await new MasterKeysRepo(trx).insertIfMissing(key.id, key.checkValue, now);
-          const files = new FilesRepo(trx);
-          for (const r of rows) await files.insert(r);
-        });
-      if (lease) {
-        // One quota step with the insert: the bytes are now in the database's sum, so they stop
-        // counting as in flight before any other upload's check can look.
-        await this.quota.exclusive(async () => {
-          await insert();
-          for (const r of rows) lease.commit(r.size);
-        });
-      } else await insert();
+      // One transaction: the rows go in and the lease goes away together, so the bytes count
+      // once (as rows) for every instance's next check; the lease re-checks the quota first.
+      await this.deps.db.transaction(async (trx) => {
+        await new MasterKeysRepo(trx).insertIfMissing(key.id, key.checkValue, now);
+        const files = new FilesRepo(trx);
+        for (const r of rows) await files.insert(r);
+        await lease?.commitIn(trx);
+      });
+      lease?.committed();
       return rows;
     } catch (err) {
       await this.discard(staged);

@@ -421,7 +421,7 @@ describe.runIf(browserAvailable('web UI browser suite'))('owner and recipient in
     await expect.poll(() => uploads.open, { timeout: 20_000 }).toBe(0);
     await new Promise((r) => setTimeout(r, 1000));
     await expect.poll(() => uploads.open, { timeout: 20_000 }).toBe(0);
-    expect(h.app.services.vault.quota.inFlightOf(adminId)).toBe(0);
+    expect(await h.app.services.vault.quota.inFlightOf(adminId)).toBe(0);
     const stray = await h.sql<{ id: string }>(`SELECT id FROM files WHERE name = 'slow.bin'`);
     for (const f of stray) await h.app.services.vault.delete(adminId, f.id);
     expect(await h.sql(`SELECT count(*) AS n FROM files WHERE name = 'slow.bin'`)).toEqual([{ n: 0 }]);

@@ -150,6 +150,34 @@ export const PG_MIGRATIONS: PgMigration[] = [
     `,
   },
   {
+    version: 8,
+    name: 'state shared by instances: quota leases, rate-limit counters, the setup code',
+    sql: `
+      CREATE TABLE quota_leases (
+        id         TEXT PRIMARY KEY,
+        user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        bytes      BIGINT NOT NULL CHECK (bytes >= 0),
+        expires_at BIGINT NOT NULL
+      );
+      CREATE INDEX quota_leases_user ON quota_leases(user_id, expires_at);
+
+      CREATE TABLE rate_limits (
+        key      BYTEA PRIMARY KEY,
+        hits     BIGINT NOT NULL CHECK (hits >= 0),
+        reset_at BIGINT NOT NULL
+      );
+      CREATE INDEX rate_limits_reset ON rate_limits(reset_at);
+
+      CREATE TABLE setup_code (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        key_id     TEXT NOT NULL,
+        code_mac   BYTEA NOT NULL,
+        sealed     BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+      );
+    `,
+  },
+  {
     version: 10,
     name: 'single-writer operation lock',
     sql: `

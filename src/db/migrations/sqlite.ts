@@ -199,6 +199,43 @@ export const MIGRATIONS: Migration[] = [
     `,
   },
   {
+    version: 8,
+    name: 'state shared by instances: quota leases, rate-limit counters, the setup code',
+    sql: `
+      -- Bytes of uploads still streaming, reserved ahead in steps by whichever instance runs
+      -- the upload. A lease counts only until expires_at; its instance renews it while the
+      -- upload streams, so a killed instance's leases stop counting after a bounded time.
+      CREATE TABLE quota_leases (
+        id         TEXT PRIMARY KEY,
+        user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        bytes      INTEGER NOT NULL CHECK (bytes >= 0),
+        expires_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX quota_leases_user ON quota_leases(user_id, expires_at);
+
+      -- Rate-limit counters of every instance. The key is a keyed hash (HMAC under a key
+      -- derived from the master key) of the limiter's name and the client key, which holds
+      -- IP addresses and usernames: the database holds neither.
+      CREATE TABLE rate_limits (
+        key      BLOB PRIMARY KEY,
+        hits     INTEGER NOT NULL CHECK (hits >= 0),
+        reset_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX rate_limits_reset ON rate_limits(reset_at);
+
+      -- The one first-run setup code of every instance (one row at most): a keyed hash to
+      -- check against and the code sealed under a key derived from the master key named by
+      -- key_id, so every instance prints the same code. Deleted by the setup that uses it.
+      CREATE TABLE setup_code (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        key_id     TEXT NOT NULL,
+        code_mac   BLOB NOT NULL,
+        sealed     BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
+  {
     version: 10,
     name: 'single-writer operation lock',
     sql: `

@@ -30,7 +30,8 @@ export function authPages(d: PagesDeps): Router {
     if (!(await d.accounts.setupOpen())) return void res.redirect(303, '/login');
     const username = field(req, 'username').trim();
     const password = field(req, 'password');
-    if (!d.setup.matches(field(req, 'setupCode').trim())) {
+    const setupCode = field(req, 'setupCode').trim();
+    if (!(await d.setup.matches(setupCode))) {
       await d.audit.record({ actor: 'anonymous', action: 'setup', outcome: 'failure', ...clientOf(req), details: { reason: 'wrong setup code', via: 'page' } });
       return void renderSetup(res, 403, 'That setup code is not right. It is in the server log and in data/setup-code.', username);
     }
@@ -38,12 +39,12 @@ export function authPages(d: PagesDeps): Router {
     if (password !== field(req, 'confirm')) return void renderSetup(res, 400, 'The two passwords do not match.', username);
     let user;
     try {
-      user = await d.accounts.createUser(username, password, 'admin', { onlyIfNoUsers: true });
+      user = await d.accounts.createUser(username, password, 'admin', { onlyIfNoUsers: true, claim: (trx) => d.setup.consumeIn(trx, setupCode) });
     } catch (err) {
       if (isAppError(err, 'validation_error')) return void renderSetup(res, 400, pageText(err.detail), username);
       throw err;
     }
-    d.setup.consume();
+    d.setup.forget();
     await d.audit.record({ actor: user.id, action: 'setup', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, via: 'page' } });
     req.log?.info({ userId: user.id }, 'setup completed from the setup page');
     await signIn(req, user, () => d.accounts.stillValid(user));

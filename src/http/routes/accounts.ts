@@ -32,12 +32,12 @@ export function publicAccountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
   r.op('setup', d.limits.setup, async (req, res) => {
     if (!(await d.accounts.setupOpen())) throw new AppError('setup_closed', 'setup has already been completed');
     const body = parse(setupBody, req.body);
-    if (!d.setup.matches(body.setupCode)) {
+    if (!(await d.setup.matches(body.setupCode))) {
       await d.audit.record({ actor: 'anonymous', action: 'setup', outcome: 'failure', ...clientOf(req), details: { reason: 'wrong setup code' } });
       throw new AppError('forbidden', 'wrong setup code (see the server log or data/setup-code)');
     }
-    const user = await d.accounts.createUser(body.username, body.password, 'admin', { onlyIfNoUsers: true });
-    d.setup.consume();
+    const user = await d.accounts.createUser(body.username, body.password, 'admin', { onlyIfNoUsers: true, claim: (trx) => d.setup.consumeIn(trx, body.setupCode) });
+    d.setup.forget();
     await d.audit.record({ actor: user.id, action: 'setup', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username } });
     req.log?.info({ userId: user.id }, 'setup completed: first admin created');
     res.status(201).json({ user: presentUser(user) });

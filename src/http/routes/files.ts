@@ -70,7 +70,7 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
       await uploaded(req, [row!], 'put');
       res.status(201).location(`/api/v1/files/${row!.id}`).json({ file: presentFile(row!) });
     } finally {
-      lease.release();
+      await lease.release();
     }
   });
 

@@ -3,6 +3,7 @@
  * the bytes. Unknown, revoked, expired and exhausted links all get the same 404, so a
  * caller learns nothing about which links exist.
  */
+import type { DbRateLimitStores } from '../rate-limit-store.js';
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { AppError } from '../../errors.js';
 import type { AuditLog } from '../../services/audit.js';
@@ -19,7 +20,7 @@ export interface RecipientDeps {
   shares: SharesService;
   audit: AuditLog;
   csrf: Csrf;
-  passwordLimit: { perIp: number; perShare: number; windowMs: number };
+  passwordLimit: { perIp: number; perShare: number; windowMs: number; stores: DbRateLimitStores };
 }
 
 const GONE = 'this link does not exist or is no longer available';
@@ -68,9 +69,9 @@ export function recipientRoutes(d: RecipientDeps): Router {
     countOnly401: true,
     onLimited,
   };
-  const perIp: RequestHandler = limiter({ ...common, limit: d.passwordLimit.perIp });
+  const perIp: RequestHandler = limiter({ ...common, store: d.passwordLimit.stores.for('share-password-ip'), limit: d.passwordLimit.perIp });
   // Per-share ceiling: survives an attacker spreading guesses over many addresses.
-  const perShare: RequestHandler = limiter({ ...common, limit: d.passwordLimit.perShare, key: tokenKey });
+  const perShare: RequestHandler = limiter({ ...common, store: d.passwordLimit.stores.for('share-password-link'), limit: d.passwordLimit.perShare, key: tokenKey });
 
   const ticketOf = (req: Request): string | undefined => (typeof req.query.ticket === 'string' ? req.query.ticket : undefined);
   const resolve = (req: Request, ticket?: string): Promise<ResolvedShare | null> => d.shares.resolve(String(req.params.token), d.vault.files, ticket);

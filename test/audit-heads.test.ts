@@ -5,7 +5,7 @@
  * as an operator runs them, and through the blob store's own listing.
  */
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -36,7 +36,7 @@ interface Layout {
   a: Harness;
   b: Harness;
   /** Runs `sfs` on this layout. */
-  sfs(args: string[]): { status: number | null; stdout: string; stderr: string };
+  sfs(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }>;
   /** Writes a head behind the server's back (a stranger's or a forger's). */
   plant(name: string, head: Head): Promise<void>;
   /** Removes every head (a fresh install, or someone who deleted them). */
@@ -48,13 +48,19 @@ interface Layout {
 
 const masterKey = randomBytes(32);
 
-function runSfs(env: Record<string, string>, cwd: string, args: string[]) {
-  const r = spawnSync(process.execPath, [SFS, ...args], {
-    env: { PATH: process.env.PATH ?? '', MASTER_KEY: masterKey.toString('base64'), LOG_LEVEL: 'warn', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env },
-    cwd,
-    encoding: 'utf8',
+/** Runs the built CLI without blocking this process (whose apps may hold the database's transaction lock meanwhile). */
+function runSfs(env: Record<string, string>, cwd: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [SFS, ...args],
+      { env: { PATH: process.env.PATH ?? '', MASTER_KEY: masterKey.toString('base64'), LOG_LEVEL: 'warn', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env }, cwd, encoding: 'utf8' },
+      (err, stdout, stderr) => {
+        if (err && typeof err.code !== 'number') return reject(err);
+        resolve({ status: err ? (err.code as number) : 0, stdout, stderr });
+      },
+    );
   });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 async function diskLayout(): Promise<Layout> {
@@ -154,8 +160,8 @@ async function macOf(h: Harness, seq: number): Promise<string> {
   return Buffer.from(r.mac).toString('hex');
 }
 
-function verify(l: Layout): { status: number | null; result: Record<string, unknown> } {
-  const r = l.sfs(['audit', 'verify', '--json']);
+async function verify(l: Layout): Promise<{ status: number | null; result: Record<string, unknown> }> {
+  const r = await l.sfs(['audit', 'verify', '--json']);
   if (!r.stdout.trim()) throw new Error(`sfs audit verify printed nothing (status ${r.status}): ${r.stderr}`);
   return { status: r.status, result: JSON.parse(r.stdout) as Record<string, unknown> };
 }
@@ -177,13 +183,13 @@ describe.each(LAYOUTS.filter((l) => l.run))('audit heads on $name', ({ open, hea
     await events(l.a, 3);
     await events(l.b, 3);
     expect(await l.headCount()).toBe(headsPerInstance ? 2 : 1);
-    expect(verify(l)).toMatchObject({ status: 0, result: { ok: true, count: 6, head: { seq: 6 } } });
-    const exported = l.sfs(['audit', 'export']);
+    expect(await verify(l)).toMatchObject({ status: 0, result: { ok: true, count: 6, head: { seq: 6 } } });
+    const exported = await l.sfs(['audit', 'export']);
     expect(exported.status).toBe(0);
     expect(exported.stdout.trim().split('\n').map((line) => (JSON.parse(line) as { seq: number }).seq)).toEqual([1, 2, 3, 4, 5, 6]);
 
     await cut(l.a, 5);
-    const r = verify(l);
+    const r = await verify(l);
     expect(r.status).toBe(1);
     expect(r.result).toMatchObject({ ok: false, brokenAt: 5 });
     expect(String(r.result.reason)).toContain('cut off the end');
@@ -202,18 +208,18 @@ describe.each(LAYOUTS.filter((l) => l.run))('audit heads on $name', ({ open, hea
       await l.plant('zzzz', { seq: 2, mac: mac2 });
       expect(await l.headCount()).toBe(4);
     }
-    expect(verify(l)).toMatchObject({ status: 0, result: { ok: true, count: 6, head: { seq: 6 } } });
+    expect(await verify(l)).toMatchObject({ status: 0, result: { ok: true, count: 6, head: { seq: 6 } } });
     await cut(l.a, 6);
-    expect(verify(l)).toMatchObject({ status: 1, result: { ok: false, brokenAt: 6 } });
+    expect(await verify(l)).toMatchObject({ status: 1, result: { ok: false, brokenAt: 6 } });
   });
 
   it('no head at all (a fresh install) verifies, before and after the first events', async () => {
     const l = (layout = await open());
     await l.wipeHeads();
-    expect(verify(l)).toMatchObject({ status: 0, result: { ok: true, count: 0, head: null } });
+    expect(await verify(l)).toMatchObject({ status: 0, result: { ok: true, count: 0, head: null } });
     await events(l.a, 2);
     await l.wipeHeads();
-    expect(verify(l)).toMatchObject({ status: 0, result: { ok: true, count: 2, head: null } });
+    expect(await verify(l)).toMatchObject({ status: 0, result: { ok: true, count: 2, head: null } });
   });
 
   it.each([
@@ -222,9 +228,9 @@ describe.each(LAYOUTS.filter((l) => l.run))('audit heads on $name', ({ open, hea
   ])('%s fails', async (_name, forged, brokenAt, reason) => {
     const l = (layout = await open());
     await events(l.a, 3);
-    expect(verify(l).status).toBe(0);
+    expect((await verify(l)).status).toBe(0);
     await l.plant('forged', forged(await macOf(l.a, 3)));
-    const r = verify(l);
+    const r = await verify(l);
     expect(r.status).toBe(1);
     expect(r.result).toMatchObject({ ok: false, brokenAt });
     expect(String(r.result.reason)).toContain(reason);
@@ -240,10 +246,10 @@ describe.runIf(S3_OK)('audit head objects in the bucket', () => {
     const seen: string[] = [];
     for await (const e of l.a.blobs.entries()) seen.push(e.path);
     expect(seen.filter((p) => p.includes('audit-head'))).toEqual([]);
-    const gc = l.sfs(['gc', '--min-age', '0', '--json']);
+    const gc = await l.sfs(['gc', '--min-age', '0', '--json']);
     expect(gc.status, gc.stderr).toBe(0);
     expect(await l.headCount()).toBe(2);
-    expect(verify(l)).toMatchObject({ status: 0, result: { ok: true, count: 2, head: { seq: 2 } } });
+    expect(await verify(l)).toMatchObject({ status: 0, result: { ok: true, count: 2, head: { seq: 2 } } });
   });
 
   it('hold only seq and MAC, and stale heads behind a new one are pruned, never one ahead', async () => {
@@ -263,7 +269,7 @@ describe.runIf(S3_OK)('audit head objects in the bucket', () => {
     const pruner = new S3AuditHeads(client, { bucket, prefix: `${PREFIX}/`, sse: {} }, () => Date.now() + 2 * 3600_000);
     await new AuditLog({ db: l.a.database, keyring: l.a.keyring, heads: pruner }).record({ actor: 'cli', action: 'test.event', outcome: 'success' });
     expect(await l.headCount()).toBe(1);
-    expect(verify(l)).toMatchObject({ status: 0, result: { ok: true, count: 5, head: { seq: 5 }, heads: 1 } });
+    expect(await verify(l)).toMatchObject({ status: 0, result: { ok: true, count: 5, head: { seq: 5 }, heads: 1 } });
     expect(store.auditHeads().describe()).toBe(`s3://${bucket}/${HEAD_DIR}`);
 
     // A stale head ahead of the new one is kept (and, being ahead of the chain, reported).
@@ -271,6 +277,6 @@ describe.runIf(S3_OK)('audit head objects in the bucket', () => {
     const again = new S3AuditHeads(client, { bucket, prefix: `${PREFIX}/`, sse: {} }, () => Date.now() + 2 * 3600_000);
     await new AuditLog({ db: l.a.database, keyring: l.a.keyring, heads: again }).record({ actor: 'cli', action: 'test.event', outcome: 'success' });
     expect(await l.headCount()).toBe(2);
-    expect(verify(l)).toMatchObject({ status: 1, result: { ok: false, brokenAt: 7 } });
+    expect(await verify(l)).toMatchObject({ status: 1, result: { ok: false, brokenAt: 7 } });
   });
 });

@@ -6,43 +6,22 @@
  * (a fresh database on the test server).
  */
 import http from 'node:http';
-import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
 import supertest from 'supertest';
-import type * as PgModule from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Keyring, keyIdOf } from '../src/crypto/keyring.js';
 import { rotate } from '../src/ops/keys.js';
 import { verifyAuditChain } from '../src/services/audit.js';
+import { freshDatabase } from './services/services.js';
 import { SetupCode } from '../src/services/accounts.js';
 import { auditHeadsFor } from '../src/storage/index.js';
 import { ADMIN, SETUP_CODE, binaryParser, makeHarness, makeUser, pattern, serve, setupAdmin, type Harness } from './helpers.js';
 
-const pg = createRequire(import.meta.url)('pg') as typeof PgModule;
 const URL_BASE = process.env.SFS_TEST_DATABASE_URL;
 if (!URL_BASE && process.env.REQUIRE_SERVICES === '1') {
   throw new Error(`REQUIRE_SERVICES=1 but no PostgreSQL is running (${process.env.SFS_TEST_PG_MISSING ?? 'see test/services'})`);
 }
 
-/** A new, empty database on the test server; `drop()` removes it. */
-async function freshDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `sfs_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: URL_BASE });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const u = new URL(URL_BASE!);
-  u.pathname = `/${name}`;
-  return {
-    url: u.toString(),
-    async drop() {
-      const c = new pg.Client({ connectionString: URL_BASE });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    },
-  };
-}
 
 type Backend = 'sqlite' | 'postgres';
 // PostgreSQL whenever the global setup started one (REQUIRE_SERVICES=1 makes its absence an error above).

@@ -12,7 +12,6 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   cliEnv,
-  freshDatabase,
   removeTempDirs,
   request,
   restartInstance,
@@ -25,7 +24,7 @@ import {
   type Reply,
 } from './services/cluster.js';
 import { nginxMissing, startNginx, type Nginx } from './services/nginx.js';
-import { freshBucket, s3Env, testS3Client } from './services/services.js';
+import { freshBucket, freshDatabase, s3Env, testS3Client } from './services/services.js';
 
 const missing = [
   nginxMissing(),

@@ -12,32 +12,14 @@ import http from 'node:http';
 import path from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { childAdminToken, childEnv, jsonRequest, startChild, tempDir, type Child } from './child.js';
-import { freshBucket, s3Available, s3Env, testS3Client } from './services/services.js';
+import { freshBucket, freshDatabase, s3Available, s3Env, testS3Client } from './services/services.js';
 
 const SFS = path.resolve(import.meta.dirname, '..', 'dist', 'cli', 'sfs.js');
 const PG_BASE = process.env.SFS_TEST_DATABASE_URL;
 const canRun = Boolean(PG_BASE) && s3Available('ops-scale');
 
-async function freshDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `sfs_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: PG_BASE });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const u = new URL(PG_BASE!);
-  u.pathname = `/${name}`;
-  return {
-    url: u.toString(),
-    async drop() {
-      const c = new pg.Client({ connectionString: PG_BASE });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    },
-  };
-}
 
 async function query<T = Record<string, unknown>>(url: string, text: string, params: unknown[] = []): Promise<T[]> {
   const c = new pg.Client({ connectionString: url });

@@ -3,40 +3,19 @@
  * a representative API flow through makeHarness with DATABASE_URL, each suite on a fresh
  * database, plus the configuration checks of DATABASE_URL.
  */
-import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type * as PgModule from 'pg';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { PG_MIGRATIONS } from '../src/db/migrations/postgres.js';
 import { verifyAuditChain } from '../src/services/audit.js';
+import { freshDatabase } from './services/services.js';
 import { binaryParser, makeHarness, makeUser, pattern, setupAdmin, type Harness } from './helpers.js';
 
-const pg = createRequire(import.meta.url)('pg') as typeof PgModule;
 const URL_BASE = process.env.SFS_TEST_DATABASE_URL;
 if (!URL_BASE && process.env.REQUIRE_SERVICES === '1') {
   throw new Error(`REQUIRE_SERVICES=1 but no PostgreSQL is running (${process.env.SFS_TEST_PG_MISSING ?? 'see test/services'})`);
 }
 
-/** A new, empty database on the test server; `drop()` removes it. */
-async function freshDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `sfs_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: URL_BASE });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const u = new URL(URL_BASE!);
-  u.pathname = `/${name}`;
-  return {
-    url: u.toString(),
-    async drop() {
-      const c = new pg.Client({ connectionString: URL_BASE });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    },
-  };
-}
 
 describe.runIf(URL_BASE)('the application on PostgreSQL', () => {
   let db: Awaited<ReturnType<typeof freshDatabase>>;

@@ -4,7 +4,7 @@
  * user's files (6), disabling revokes tokens for good (7), admin password resets are visible
  * (8), and the disabled-account message and CLI exit codes (18).
  */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import supertest from 'supertest';
@@ -61,12 +61,23 @@ async function share(h: Harness, token: string, fileId: string): Promise<{ id: s
 }
 
 /** Runs the built sfs against a harness's directories and master key. */
-function sfs(h: Harness, key: Buffer, args: string[], input?: string) {
+async function sfs(h: Harness, key: Buffer, args: string[], input?: string) {
   // On the harness' database and store (PostgreSQL and S3 in the "scale" project; the S3 credentials come from the environment).
   const aws = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('AWS_'))) as Record<string, string>;
   const env = { PATH: process.env.PATH ?? '', ...aws, ...h.env, NODE_ENV: 'development', DATA_DIR: h.config.dataDir, UPLOADS_DIR: h.config.uploadsDir, MASTER_KEY: key.toString('base64') };
-  const r = spawnSync(process.execPath, [SFS, ...args], { env, cwd: h.dir, input, encoding: 'utf8' });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr, json: () => JSON.parse(r.stdout) };
+  // Asynchronous on purpose: the harness' app lives in this process, and work it still has in
+  // flight (a transaction holding the database's transaction lock) must be able to finish
+  // while the CLI waits for that lock; a synchronous spawn would freeze both forever.
+  return new Promise<{ status: number | null; stdout: string; stderr: string; json(): any }>((resolve, reject) => {
+    const child = spawn(process.execPath, [SFS, ...args], { env, cwd: h.dir, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, stdout, stderr, json: () => JSON.parse(stdout) }));
+    child.stdin.end(input ?? '');
+  });
 }
 
 describe('item 4: every password check shares the login budgets', () => {
@@ -256,22 +267,22 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
     const two = await share(h, bob, file);
     const three = await share(h, bob, file);
 
-    const list = sfs(h, key, ['share', 'list', '--user', 'BOB', '--json']);
+    const list = await sfs(h, key, ['share', 'list', '--user', 'BOB', '--json']);
     expect(list.status).toBe(0);
     expect(list.json().shares.map((s: { id: string }) => s.id).sort()).toEqual([one.id, two.id, three.id].sort());
     expect(list.stdout).not.toContain(one.token);
-    expect(sfs(h, key, ['share', 'list', '--user', 'bob']).stdout).toContain(one.id);
+    expect((await sfs(h, key, ['share', 'list', '--user', 'bob'])).stdout).toContain(one.id);
 
-    const r1 = sfs(h, key, ['share', 'revoke', '--user', 'bob', one.id]);
+    const r1 = await sfs(h, key, ['share', 'revoke', '--user', 'bob', one.id]);
     expect(r1.status).toBe(0);
     expect((await h.request.get(`/s/${one.token}/content`)).status).toBe(404);
     expect((await h.request.get(`/s/${two.token}/content`)).status).toBe(200);
-    expect(sfs(h, key, ['share', 'revoke', '--user', 'bob', one.id]).status).toBe(1);
-    const all = sfs(h, key, ['share', 'revoke', '--user', 'bob', '--all', '--json']);
+    expect((await sfs(h, key, ['share', 'revoke', '--user', 'bob', one.id])).status).toBe(1);
+    const all = await sfs(h, key, ['share', 'revoke', '--user', 'bob', '--all', '--json']);
     expect(all.status).toBe(0);
     expect(all.json()).toMatchObject({ revoked: 2 });
     for (const s of [two, three]) expect((await h.request.get(`/s/${s.token}/content`)).status).toBe(404);
-    expect(sfs(h, key, ['share', 'list', '--user', 'bob', '--json']).json().shares.every((s: { status: string }) => s.status === 'revoked')).toBe(true);
+    expect((await sfs(h, key, ['share', 'list', '--user', 'bob', '--json'])).json().shares.every((s: { status: string }) => s.status === 'revoked')).toBe(true);
     expect(await auditRows(h, 'share.revoke')).toEqual([expect.objectContaining({ actor: 'cli', subject: await userId(h, 'bob'), shareId: one.id })]);
     expect(JSON.parse((await auditRows(h, 'share.revoke_all'))[0]!.details)).toMatchObject({ revoked: 2, via: 'cli' });
   });
@@ -288,7 +299,7 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
     const bobId = await userId(h, 'bob');
     const aliceId = await userId(h, 'alice');
 
-    const r = sfs(h, key, ['user', 'delete', 'bob', '--transfer-to', 'alice', '--json']);
+    const r = await sfs(h, key, ['user', 'delete', 'bob', '--transfer-to', 'alice', '--json']);
     expect(r.status, r.stderr).toBe(0);
     expect(r.json()).toMatchObject({ mode: 'transfer', files: 2, receiverId: aliceId });
     const listed = await h.request.get('/api/v1/files').set(bearer(alice));
@@ -317,18 +328,18 @@ describe('item 6: disabled owners, admin control of links, departing users', () 
     const blobs = async () => (await h.storedBlobs()).filter((f) => ids.some((id) => f.includes(id)));
     expect(await blobs()).toHaveLength(2);
 
-    expect(sfs(h, key, ['user', 'delete', 'bob']).status).toBe(2);
-    expect(sfs(h, key, ['user', 'delete', 'bob', '--delete-files', '--transfer-to', 'admin']).status).toBe(2);
+    expect((await sfs(h, key, ['user', 'delete', 'bob'])).status).toBe(2);
+    expect((await sfs(h, key, ['user', 'delete', 'bob', '--delete-files', '--transfer-to', 'admin'])).status).toBe(2);
     expect(await h.sql('SELECT count(*) AS n FROM files WHERE owner_id = ?', [bobId])).toEqual([{ n: 2 }]);
 
-    const r = sfs(h, key, ['user', 'delete', 'bob', '--delete-files']);
+    const r = await sfs(h, key, ['user', 'delete', 'bob', '--delete-files']);
     expect(r.status, r.stderr).toBe(0);
     expect(await h.sql('SELECT count(*) AS n FROM files WHERE id IN (?, ?)', [ids[0], ids[1]])).toEqual([{ n: 0 }]);
     expect(await blobs()).toEqual([]);
     expect(await h.sql('SELECT count(*) AS n FROM users WHERE id = ?', [bobId])).toEqual([{ n: 0 }]);
     expect((await auditRows(h, 'file.delete')).map((a) => a.fileId).sort()).toEqual([...ids].sort());
     expect(JSON.parse((await auditRows(h, 'user.delete'))[0]!.details)).toMatchObject({ mode: 'delete', files: 2 });
-    expect(sfs(h, key, ['user', 'delete', 'nobody', '--delete-files']).status).toBe(1);
+    expect((await sfs(h, key, ['user', 'delete', 'nobody', '--delete-files'])).status).toBe(1);
   });
 });
 
@@ -420,7 +431,7 @@ describe('item 18: disabled accounts and CLI exit codes', () => {
     const key = randomBytes(32);
     const h = await harness({}, key);
     await setupAdmin(h);
-    const r = sfs(h, key, args, input);
+    const r = await sfs(h, key, args, input);
     expect(r.status, r.stderr).toBe(code);
     expect(r.stderr).toMatch(/^sfs: /m);
   });

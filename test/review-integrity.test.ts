@@ -9,7 +9,7 @@
 import Database from 'better-sqlite3';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import supertest from 'supertest';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { CURRENT_WRAP_VERSION, unwrapDek, wrapDek } from '../src/crypto/envelope.js';
 import { Keyring } from '../src/crypto/keyring.js';
 import { bindingOf, FilesRepo } from '../src/db/files.js';
@@ -80,8 +80,16 @@ function saysNothing(body: unknown): void {
 /** The app logged an integrity warning and the audit log has an integrity.violation about `subject`. */
 async function reported(w: World, subject: string | null): Promise<void> {
   expect(w.h.logLines.some((l) => l.includes('integrity check failed'))).toBe(true);
-  const rows = await w.h.sql<{ s: string | null; outcome: string }>("SELECT subject_user_id AS s, outcome FROM audit_events WHERE action = 'integrity.violation'");
-  expect(rows.length).toBeGreaterThan(0);
+  // A violation found by the session store is recorded beside the answer, not before it: on a
+  // database across the network the row may land a moment after the response.
+  const rows = await vi.waitFor(
+    async () => {
+      const r = await w.h.sql<{ s: string | null; outcome: string }>("SELECT subject_user_id AS s, outcome FROM audit_events WHERE action = 'integrity.violation'");
+      expect(r.length).toBeGreaterThan(0);
+      return r;
+    },
+    { timeout: 5000, interval: 50 },
+  );
   if (subject !== null) expect(rows.map((r) => r.s)).toContain(subject);
   expect(rows.every((r) => r.outcome === 'denied')).toBe(true);
 }

@@ -253,6 +253,12 @@ export function postgresDatabase(opts: { url: string; poolSize: number; sslCaFil
   const pool = new pg.Pool({
     connectionString: opts.url,
     max: opts.poolSize,
+    // Every transaction takes one lock shared by all instances (PG_TRANSACTION_LOCK), so a
+    // session that stalls inside one (a frozen process, a bug awaiting the wrong thing) would
+    // stall every instance: PostgreSQL ends such a session after 30 s idle in a transaction,
+    // and a wait for a lock gives up after 30 s with an error instead of hanging forever.
+    idle_in_transaction_session_timeout: 30_000,
+    lock_timeout: 30_000,
     ...(opts.sslCaFile ? { ssl: { ca: fs.readFileSync(opts.sslCaFile, 'utf8'), rejectUnauthorized: true } } : {}),
   });
   // An idle client's error (server restart) must not crash the process; the next query reports it.

@@ -4,37 +4,13 @@
  * settings, and make sure every process is gone when the suite ends, however it ends.
  */
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import { createRequire } from 'node:module';
 import path from 'node:path';
-import type * as PgModule from 'pg';
 import { childEnv, startChild, tempDir, type Child } from '../child.js';
 
-const pg = createRequire(import.meta.url)('pg') as typeof PgModule;
 export const SFS_CLI = path.resolve(import.meta.dirname, '..', '..', 'dist', 'cli', 'sfs.js');
 
-/** A new, empty database on the test server (SFS_TEST_DATABASE_URL); `drop()` removes it. */
-export async function freshDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const base = process.env.SFS_TEST_DATABASE_URL!;
-  const name = `sfs_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: base });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const u = new URL(base);
-  u.pathname = `/${name}`;
-  return {
-    url: u.toString(),
-    async drop() {
-      const c = new pg.Client({ connectionString: base });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    },
-  };
-}
 
 /** Temp dirs this module made (instances, sfs runs); removeTempDirs() deletes them. */
 const dirs = new Set<string>();

@@ -15,6 +15,8 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
+import type * as PgModule from 'pg';
 import { createS3Client } from '../../src/storage/s3.js';
 
 export interface S3Service {
@@ -80,6 +82,29 @@ export async function freshBucket(client: S3Client): Promise<{ name: string; rem
       const u = await client.send(new ListMultipartUploadsCommand({ Bucket: name }));
       for (const x of u.Uploads ?? []) await client.send(new AbortMultipartUploadCommand({ Bucket: name, Key: x.Key, UploadId: x.UploadId }));
       await client.send(new DeleteBucketCommand({ Bucket: name }));
+    },
+  };
+}
+
+/** A new, empty database on the test PostgreSQL server (SFS_TEST_DATABASE_URL); `drop()` removes it. */
+export async function freshDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const pg = createRequire(import.meta.url)('pg') as typeof PgModule;
+  const base = process.env.SFS_TEST_DATABASE_URL;
+  if (!base) throw new Error('no PostgreSQL test server (SFS_TEST_DATABASE_URL): see test/services/global-setup.ts');
+  const name = `sfs_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: base });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const u = new URL(base);
+  u.pathname = `/${name}`;
+  return {
+    url: u.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: base });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
     },
   };
 }

@@ -87,6 +87,9 @@ for _ in $(seq 1 300); do "$BIN/pg_isready" -q -h "$DIR/run" -p "$PORT" && break
 sql -v u="$U" -v pw="$PW" -v db="$DB" <<'SQL'
 SELECT format('CREATE ROLE %I LOGIN', :'u') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'u') \gexec
 SELECT format('ALTER ROLE %I LOGIN CREATEDB PASSWORD %L', :'u', :'pw') \gexec
+-- DROP DATABASE ... WITH (FORCE) (suites dropping their databases) must also end an autovacuum
+-- worker that happens to be in that database, which belongs to no role: that takes pg_signal_backend.
+SELECT format('GRANT pg_signal_backend TO %I', :'u') \gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'u') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
 SQL
 log "ready in $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $T0}") s"

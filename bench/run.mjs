@@ -9,7 +9,7 @@
  *   --quick       a small version for CI smoke checks (under a minute)
  *   --profile     run the sfs server under `node --cpu-prof` (profiles in bench/results/profiles)
  *   --no-build    skip `npm run build` (dist/ must be current)
- *   --only LIST   run only some of: format,memory,big,range,small,s3
+ *   --only LIST   run only some of: format,memory,big,range,small,s3 (big includes the curl table)
  *                 (s3: the same big transfers through an S3 bucket on a local OpenStack Swift,
  *                 against the disk backend in the same run; needs root and Debian's swift packages)
  *   --write-docs  also refresh the generated parts of docs/benchmarks.md and bench/benchmarks.svg

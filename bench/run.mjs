@@ -9,7 +9,7 @@
  *   --quick       a small version for CI smoke checks (under a minute)
  *   --profile     run the sfs server under `node --cpu-prof` (profiles in bench/results/profiles)
  *   --no-build    skip `npm run build` (dist/ must be current)
- *   --only LIST   run only some of: format,memory,big,range,small,s3
+ *   --only LIST   run only some of: format,memory,big,range,small,s3 (big includes the curl table)
  *                 (s3: the same big transfers through an S3 bucket on a local OpenStack Swift,
  *                 against the disk backend in the same run; needs root and Debian's swift packages)
  *   --write-docs  also refresh the generated parts of docs/benchmarks.md and bench/benchmarks.svg
@@ -20,7 +20,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { GiB, MiB, cpuOf, cpuOfAll, machineBusy, memoryOf, mibps, resetPeak } from './lib.mjs';
+import { createHash } from 'node:crypto';
+import { CURL, curlDownload, curlUpload, haveCurl, writeAuthHeader } from './curl.mjs';
+import { GiB, MiB, TestData, cpuOf, cpuOfAll, machineBusy, memoryOf, mibps, resetPeak } from './lib.mjs';
 import { evaluate, otherLoadSummary, printTable, renderSvg, writeDocs } from './report.mjs';
 
 const BENCH = import.meta.dirname;
@@ -46,12 +48,15 @@ const CONFIG = quick
       memorySmall: 16 * MiB,
       uploadReps: 1,
       downloadReps: 1,
+      curlReps: 3,
       rangeLength: 1 * MiB,
       rangeReps: 3,
       smallSize: 4096,
       smallConnections: 32,
-      smallSeconds: 2,
-      smallWarmupSeconds: 0,
+      smallSeconds: 1,
+      smallReps: 3,
+      // Without a warm-up, 1 s runs measure the JIT more than the server (the bare baseline went 1163 -> 4048 req/s over three runs).
+      smallWarmupSeconds: 1,
       smallFiles: 16,
       hardLimitSeconds: 100,
     }
@@ -60,11 +65,13 @@ const CONFIG = quick
       memorySmall: 100 * MiB,
       uploadReps: 3,
       downloadReps: 3,
+      curlReps: 3,
       rangeLength: 1 * MiB,
       rangeReps: 15,
       smallSize: 4096,
       smallConnections: 32,
-      smallSeconds: 20,
+      smallSeconds: 8,
+      smallReps: 3,
       smallWarmupSeconds: 2,
       smallFiles: 64,
       hardLimitSeconds: 14 * 60,
@@ -277,11 +284,16 @@ function loadMark() {
 }
 
 /** Runs one client command against a server, measuring the server's peak RSS and CPU time during it. */
-async function measured(client, server, cmd, args) {
+function measured(client, server, cmd, args) {
+  return measuredOp(server, () => client.call(cmd, { base: server.base, token: server.token, ...args }));
+}
+
+/** Runs `op` (any client: ours or curl), measuring the server's peak RSS and CPU time during it. */
+async function measuredOp(server, op) {
   const reset = resetPeak(server.pid);
   const cpu0 = cpuOf(server.pid);
   const mark = loadMark();
-  const r = await client.call(cmd, { base: server.base, token: server.token, ...args });
+  const r = await op();
   r.otherLoad = otherLoadSince(mark);
   const cpu1 = cpuOf(server.pid);
   r.serverUser = cpu1.user - cpu0.user;
@@ -429,6 +441,67 @@ async function objectStoreRun({ client, sfs, base, big, upload, download, remove
 }
 let stopSwift = () => {};
 
+// ---------------------------------------------------------------- the curl client (headline)
+/**
+ * The large transfers with real curl as the client (bench/curl.mjs): the file is generated
+ * on disk before timing, downloads go to /dev/null, nothing hashes on the client while the
+ * clock runs. Servers alternate; every figure is a median of CONFIG.curlReps. Verification
+ * is untimed and can fail the run: each upload's recorded size (and sfs's SHA-256 of it),
+ * and afterwards one download per server through the hashing client, which compares every
+ * byte's SHA-256 with the generator's.
+ */
+async function curlRun({ client, both, big, download, remove }) {
+  const file = path.join(tempRoot, 'curl-upload.bin');
+  log(`curl: writing the ${big / MiB} MiB upload file (untimed)`);
+  const h = createHash('sha256');
+  const fd = fs.openSync(file, 'w');
+  for (const piece of new TestData('big', big).pieces()) {
+    h.update(piece);
+    fs.writeSync(fd, piece);
+  }
+  fs.closeSync(fd);
+  const sha = h.digest('hex');
+  const responseFile = path.join(tempRoot, 'curl-response.json');
+  const r = { size: big, reps: CONFIG.curlReps, upload: { multipart: {}, put: {} }, download: {} };
+  for (const s of both) {
+    r.upload.multipart[s.name] = [];
+    r.upload.put[s.name] = [];
+    r.download[s.name] = [];
+  }
+  const kept = {};
+  log(`curl: ${big / MiB} MiB uploads, ${CONFIG.curlReps} x (multipart, PUT) per server, alternating`);
+  for (let rep = 0; rep < CONFIG.curlReps; rep++) {
+    for (const s of rep % 2 ? [...both].reverse() : both) {
+      for (const mode of ['multipart', 'put']) {
+        if (kept[s.name]) await remove(s, kept[s.name]);
+        const u = await measuredOp(s, () => curlUpload({ base: s.base, headerFile: s.headerFile, mode, file, name: 'big.bin', responseFile }, children));
+        // Untimed check of what the server says it stored.
+        if (u.file?.size !== big) throw new Error(`curl ${mode} upload to ${s.name}: server recorded size ${u.file?.size}, sent ${big}`);
+        if (s.name === 'sfs' && u.file.sha256 !== sha) throw new Error(`curl ${mode} upload to sfs: server SHA-256 ${u.file.sha256} != sent ${sha}`);
+        kept[s.name] = u.file.id;
+        delete u.file;
+        r.upload[mode][s.name].push(u);
+        log(`  ${s.name.padEnd(8)} ${mode.padEnd(9)} ${mibps(big, u.seconds).toFixed(0).padStart(5)} MiB/s, server ${(u.serverCpu / (big / GiB)).toFixed(2)} CPU s/GiB`);
+      }
+    }
+  }
+  log(`curl: ${big / MiB} MiB downloads to /dev/null, ${CONFIG.curlReps} per server, alternating`);
+  for (let rep = 0; rep < CONFIG.curlReps; rep++) {
+    for (const s of rep % 2 ? [...both].reverse() : both) {
+      const d = await measuredOp(s, () => curlDownload({ base: s.base, headerFile: s.headerFile, id: kept[s.name], size: big }, children));
+      r.download[s.name].push(d);
+      log(`  ${s.name.padEnd(8)} download  ${mibps(big, d.seconds).toFixed(0).padStart(5)} MiB/s, server ${(d.serverCpu / (big / GiB)).toFixed(2)} CPU s/GiB`);
+    }
+  }
+  log('curl: verifying (untimed): the last curl-uploaded file of each server, downloaded and hashed');
+  for (const s of both) {
+    await download(s, kept[s.name], 'big', big);
+    await remove(s, kept[s.name]);
+  }
+  fs.rmSync(file, { force: true });
+  return r;
+}
+
 // ---------------------------------------------------------------- the run
 async function main() {
   log(`${quick ? 'quick' : 'full'} run${only ? ` (only ${[...only].join(',')})` : ''}`);
@@ -483,7 +556,15 @@ async function main() {
       { ...base, NODE_ENV: 'production', UPLOADS_DIR: path.join(tempRoot, 'baseline-uploads') },
       /baseline listening on (\d+)/,
     );
-    log(`sfs pid ${sfs.pid} on ${sfs.port}, baseline pid ${baseline.pid} on ${baseline.port}`);
+    const honestToken = randomBytes(24).toString('base64url');
+    const honest = await startServer(
+      'honest',
+      [path.join(BENCH, 'honest-baseline-server.mjs')],
+      { ...base, NODE_ENV: 'production', UPLOADS_DIR: path.join(tempRoot, 'honest-uploads'), BASELINE_TOKEN: honestToken },
+      /honest baseline listening on (\d+)/,
+    );
+    honest.token = honestToken;
+    log(`sfs pid ${sfs.pid} on ${sfs.port}, baseline pid ${baseline.pid} on ${baseline.port}, honest baseline pid ${honest.pid} on ${honest.port}`);
 
     // One account and one token, reused for the whole run (token creation is rate limited).
     const setupCode = fs.readFileSync(path.join(sfsDataDir, 'setup-code'), 'utf8').trim();
@@ -491,7 +572,8 @@ async function main() {
     await json(`${sfs.base}/api/v1/setup`, { setupCode, username: 'bench', password });
     sfs.token = (await json(`${sfs.base}/api/v1/auth/tokens`, { username: 'bench', password, name: 'bench' })).token;
     baseline.token = 'baseline-ignores-this';
-    results.meta.idleRss = { sfs: memoryOf(sfs.pid).rss, baseline: memoryOf(baseline.pid).rss };
+    results.meta.idleRss = { sfs: memoryOf(sfs.pid).rss, baseline: memoryOf(baseline.pid).rss, honest: memoryOf(honest.pid).rss };
+    for (const s of [sfs, baseline, honest]) s.headerFile = writeAuthHeader(path.join(tempRoot, `${s.name}.headers`), s.token);
 
     const client = new Client();
     const both = [baseline, sfs];
@@ -528,6 +610,9 @@ async function main() {
     }
 
     const kept = {};
+    if (wants('big') && haveCurl()) results.curl = await curlRun({ client, both, big, download, remove });
+    else if (wants('big')) log(`curl: skipped (no ${CURL}; apt-get install curl)`);
+
     if (wants('big') || wants('range') || wants('memory')) {
       log(`${big / MiB} MiB uploads: ${CONFIG.uploadReps} x (multipart, PUT) per server, alternating`);
       results.upload = { size: big, multipart: { sfs: [], baseline: [] }, put: { sfs: [], baseline: [] } };
@@ -575,18 +660,25 @@ async function main() {
 
     if (wants('small')) {
       const c = CONFIG;
-      results.small = { size: c.smallSize, connections: c.smallConnections, seconds: c.smallSeconds, upload: {}, download: {} };
-      for (const s of both) {
-        const common = { connections: c.smallConnections, size: c.smallSize, checkSha: checkSha(s) };
-        log(`small files on ${s.name}: ${c.smallSize} B multipart uploads, ${c.smallConnections} connections, ${c.smallSeconds} s`);
-        if (c.smallWarmupSeconds) await measured(client, s, 'smallUpload', { ...common, duration: c.smallWarmupSeconds });
-        results.small.upload[s.name] = await measured(client, s, 'smallUpload', { ...common, duration: c.smallSeconds });
-        log(`  ${results.small.upload[s.name].rps.toFixed(0)} req/s`);
-        const { ids } = await client.call('smallPrepare', { base: s.base, token: s.token, count: c.smallFiles, size: c.smallSize });
-        log(`small files on ${s.name}: downloads over ${ids.length} files, ${c.smallConnections} connections, ${c.smallSeconds} s`);
-        if (c.smallWarmupSeconds) await measured(client, s, 'smallDownload', { ...common, ids, duration: c.smallWarmupSeconds });
-        results.small.download[s.name] = await measured(client, s, 'smallDownload', { ...common, ids, duration: c.smallSeconds });
-        log(`  ${results.small.download[s.name].rps.toFixed(0)} req/s`);
+      const trio = [sfs, baseline, honest];
+      results.small = { size: c.smallSize, connections: c.smallConnections, seconds: c.smallSeconds, reps: c.smallReps, upload: {}, download: {} };
+      const ids = {};
+      for (const s of trio) {
+        results.small.upload[s.name] = [];
+        results.small.download[s.name] = [];
+        ids[s.name] = (await client.call('smallPrepare', { base: s.base, token: s.token, count: c.smallFiles, size: c.smallSize })).ids;
+      }
+      const common = (s) => ({ connections: c.smallConnections, size: c.smallSize, checkSha: checkSha(s) });
+      for (const [dir, cmd] of [['upload', 'smallUpload'], ['download', 'smallDownload']]) {
+        log(`small files: ${c.smallSize} B ${dir}s${dir === 'upload' ? ' (multipart)' : ` over ${c.smallFiles} files`}, ${c.smallConnections} connections, ${c.smallReps} x ${c.smallSeconds} s per server, rotating the order`);
+        if (c.smallWarmupSeconds) for (const s of trio) await measured(client, s, cmd, { ...common(s), ids: ids[s.name], duration: c.smallWarmupSeconds });
+        for (let rep = 0; rep < c.smallReps; rep++) {
+          for (const s of [...trio.slice(rep % 3), ...trio.slice(0, rep % 3)]) {
+            const r = await measured(client, s, cmd, { ...common(s), ids: ids[s.name], duration: c.smallSeconds });
+            results.small[dir][s.name].push(r);
+            log(`  ${s.name.padEnd(8)} ${dir.padEnd(8)} ${r.rps.toFixed(0).padStart(6)} req/s, server ${((r.serverCpu / r.requests) * 1000).toFixed(2)} ms CPU per request`);
+          }
+        }
       }
     }
   }

@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { serveBaseline } from './lib.mjs';
 
 const root = path.resolve(process.env.UPLOADS_DIR ?? 'baseline-uploads');
 fs.mkdirSync(root, { recursive: true });
@@ -65,14 +66,4 @@ app.delete('/api/v1/files/:id', (req, res) => {
   res.status(204).end();
 });
 
-const server = app.listen(Number(process.env.PORT ?? 0), host, () => {
-  process.stdout.write(`baseline listening on ${server.address().port}\n`);
-});
-// The same socket settings as the product's server, so neither side gets an edge from them.
-server.requestTimeout = 0;
-server.keepAliveTimeout = 5_000;
-
-const stop = () => server.close(() => process.exit(0)).closeAllConnections();
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
-process.on('disconnect', () => process.exit(0));
+serveBaseline(app, host, 'baseline');

@@ -18,6 +18,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { serveBaseline } from './lib.mjs';
 
 const root = path.resolve(process.env.UPLOADS_DIR ?? 'honest-baseline-uploads');
 const blobs = path.join(root, 'blobs');
@@ -119,14 +120,4 @@ app.delete('/api/v1/files/:id', auth, (req, res) => {
   res.status(204).end();
 });
 
-const server = app.listen(Number(process.env.PORT ?? 0), host, () => {
-  process.stdout.write(`honest baseline listening on ${server.address().port}\n`);
-});
-// The same socket settings as the product's server, so neither side gets an edge from them.
-server.requestTimeout = 0;
-server.keepAliveTimeout = 5_000;
-
-const stop = () => server.close(() => process.exit(0)).closeAllConnections();
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
-process.on('disconnect', () => process.exit(0));
+serveBaseline(app, host, 'honest baseline');

@@ -127,3 +127,21 @@ export function fmtBytes(n) {
 }
 
 export const mibps = (bytes, seconds) => bytes / MiB / seconds;
+
+/**
+ * Starts a baseline server on PORT (0: any) and prints "<label> listening on <port>"; the same
+ * socket settings as the product's server, so neither side gets an edge from them. Stops on
+ * SIGTERM, SIGINT or when the parent goes away.
+ */
+export function serveBaseline(app, host, label) {
+  const server = app.listen(Number(process.env.PORT ?? 0), host, () => {
+    process.stdout.write(`${label} listening on ${server.address().port}\n`);
+  });
+  server.requestTimeout = 0;
+  server.keepAliveTimeout = 5_000;
+  const stop = () => server.close(() => process.exit(0)).closeAllConnections();
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.on('disconnect', () => process.exit(0));
+  return server;
+}

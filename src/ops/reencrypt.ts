@@ -17,7 +17,7 @@ import path from 'node:path';
 import { CURRENT_WRAP_VERSION } from '../crypto/envelope.js';
 import { FORMAT_VERSION, NONCE_PREFIX_LENGTH, SALT_LENGTH } from '../crypto/format.js';
 import type { Keyring } from '../crypto/keyring.js';
-import { ChunkSealer, decryptRange } from '../crypto/stream.js';
+import { ChunkSealer, decryptRange, type DecryptParams } from '../crypto/stream.js';
 import type { Database } from '../db/database.js';
 import type { FileRow } from '../db/files.js';
 import type { VaultService } from '../services/vault.js';
@@ -113,16 +113,7 @@ async function reencryptOne(db: Database, vault: VaultService, store: DiskBlobSt
     }
     if (!timingSafeEqual(hash.digest(), row.sha256)) throw new Error('plaintext does not match the recorded SHA-256');
     // Read the new blob back under the new DEK before anything points at it.
-    const check = decryptRange(fs.createReadStream(tmpPath), {
-      dek,
-      fileId,
-      chunkSize: row.chunkSize,
-      size: row.size,
-      start: 0,
-      end: row.size - 1,
-      expectedSha256: row.sha256,
-    });
-    for await (const _ of check) void _;
+    await readBackWhole(fs.createReadStream(tmpPath), dek, fileId, row);
     const next = { ...row, keyId: keyring.active.id, formatVersion: FORMAT_VERSION };
     const wrapped = vault.wrapFor(keyring.active, next, dek);
     await fsp.rm(prevPath, { force: true });
@@ -228,16 +219,7 @@ async function reencryptObject(db: Database, vault: VaultService, store: BlobSto
     if (!timingSafeEqual(hash.digest(), row.sha256)) throw new Error('plaintext does not match the recorded SHA-256');
     const st = await store.stat(newId);
     if (!st) throw new Error('the new object is not in the store after its upload');
-    const check = decryptRange(store.getRange(newId, 0, st.size - 1), {
-      dek,
-      fileId,
-      chunkSize: row.chunkSize,
-      size: row.size,
-      start: 0,
-      end: row.size - 1,
-      expectedSha256: row.sha256,
-    });
-    for await (const _ of check) void _;
+    await readBackWhole(store.getRange(newId, 0, st.size - 1), dek, fileId, row);
     const next = { ...row, keyId: keyring.active.id, formatVersion: FORMAT_VERSION, blobGen: gen };
     const wrapped = vault.wrapFor(keyring.active, next, dek);
     const swapped = await db.transaction(async (trx) => {
@@ -272,6 +254,20 @@ async function reencryptObject(db: Database, vault: VaultService, store: BlobSto
   } finally {
     dek.fill(0);
   }
+}
+
+/** Decrypts a whole new ciphertext under its DEK to the end (every tag and the SHA-256), or throws. */
+async function readBackWhole(ciphertext: AsyncIterable<Buffer>, dek: Buffer, fileId: DecryptParams['fileId'], row: FileRow): Promise<void> {
+  const check = decryptRange(ciphertext, {
+    dek,
+    fileId,
+    chunkSize: row.chunkSize,
+    size: row.size,
+    start: 0,
+    end: row.size - 1,
+    expectedSha256: row.sha256,
+  });
+  for await (const _ of check) void _;
 }
 
 async function opens(vault: VaultService, row: FileRow): Promise<boolean> {

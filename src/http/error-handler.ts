@@ -70,7 +70,10 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   const app = toAppError(err);
   if (app.status >= 500) req.log?.error({ err, code: app.code }, 'request failed');
   else req.log?.info({ code: app.code, status: app.status }, 'request rejected');
-  if (res.writableEnded) return; // already answered (e.g. an upload refused mid-stream)
+  // Already answered, or being answered: an upload refused mid-stream answers at once (the
+  // error page renders asynchronously) and its error then arrives here too. Cutting that
+  // response off would lose the 413 the client was about to read.
+  if (res.writableEnded || res.locals.sfsAnswering === true) return;
   if (res.headersSent) {
     // Never end a broken response cleanly: the client must see a failed transfer.
     res.destroy();
@@ -91,6 +94,8 @@ export function wantsErrorPage(req: Request): boolean {
 
 /** Answers an AppError as a friendly page or as problem+json (see wantsErrorPage). */
 export function sendError(req: Request, res: Response, err: AppError): void {
+  // Marks the response as answered for errorHandler (the page below renders asynchronously).
+  res.locals.sfsAnswering = true;
   if (!wantsErrorPage(req)) return sendProblem(req, res, err);
   for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
   closeIfUnread(req, res, err);

@@ -18,7 +18,7 @@ import { CURRENT_WRAP_VERSION } from '../crypto/envelope.js';
 import { FORMAT_VERSION, NONCE_PREFIX_LENGTH, SALT_LENGTH } from '../crypto/format.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { ChunkSealer, decryptRange, type DecryptParams } from '../crypto/stream.js';
-import type { Database } from '../db/database.js';
+import type { Database, Trx } from '../db/database.js';
 import type { FileRow } from '../db/files.js';
 import type { VaultService } from '../services/vault.js';
 import { blobIdOf, type BlobStore } from '../storage/blob-store.js';
@@ -128,16 +128,7 @@ async function reencryptOne(db: Database, vault: VaultService, store: DiskBlobSt
     let swapped = false;
     try {
       swapped = await db.transaction(async (trx) => {
-        const changed = await trx
-          .updateTable('files')
-          .set({ key_id: next.keyId, wrapped_dek: wrapped, format_version: next.formatVersion, wrap_version: CURRENT_WRAP_VERSION })
-          .where('id', '=', row.id)
-          .where('owner_id', '=', row.ownerId)
-          .where('key_id', '=', row.keyId)
-          .where('wrapped_dek', '=', row.wrappedDek)
-          .where('blob_gen', '=', row.blobGen ?? 0)
-          .executeTakeFirst();
-        if (Number(changed.numUpdatedRows) !== 1) return false;
+        if (!(await swapRow(trx, row, next.keyId, wrapped, row.blobGen ?? 0))) return false;
         // Inside the transaction, before the commit: a failed rename rolls the row back. A
         // synchronous local rename (this runs on the disk store only), never an awaited round trip.
         fs.renameSync(tmpPath, finalPath);
@@ -223,16 +214,7 @@ async function reencryptObject(db: Database, vault: VaultService, store: BlobSto
     const next = { ...row, keyId: keyring.active.id, formatVersion: FORMAT_VERSION, blobGen: gen };
     const wrapped = vault.wrapFor(keyring.active, next, dek);
     const swapped = await db.transaction(async (trx) => {
-      const changed = await trx
-        .updateTable('files')
-        .set({ key_id: next.keyId, wrapped_dek: wrapped, format_version: next.formatVersion, wrap_version: CURRENT_WRAP_VERSION, blob_gen: gen })
-        .where('id', '=', row.id)
-        .where('owner_id', '=', row.ownerId)
-        .where('key_id', '=', row.keyId)
-        .where('wrapped_dek', '=', row.wrappedDek)
-        .where('blob_gen', '=', row.blobGen ?? 0)
-        .executeTakeFirst();
-      return Number(changed.numUpdatedRows) === 1;
+      return swapRow(trx, row, next.keyId, wrapped, gen);
     });
     written = false;
     // After the commit: the row names the new object; the old one is garbage (or, when the
@@ -254,6 +236,23 @@ async function reencryptObject(db: Database, vault: VaultService, store: BlobSto
   } finally {
     dek.fill(0);
   }
+}
+
+/**
+ * The compare-and-swap of a re-encryption: points the row at the new wrapped key (and blob
+ * generation) only if nobody changed it since it was read; true when it did.
+ */
+async function swapRow(trx: Trx, row: FileRow, keyId: string, wrapped: Buffer, gen: number): Promise<boolean> {
+  const changed = await trx
+    .updateTable('files')
+    .set({ key_id: keyId, wrapped_dek: wrapped, format_version: FORMAT_VERSION, wrap_version: CURRENT_WRAP_VERSION, blob_gen: gen })
+    .where('id', '=', row.id)
+    .where('owner_id', '=', row.ownerId)
+    .where('key_id', '=', row.keyId)
+    .where('wrapped_dek', '=', row.wrappedDek)
+    .where('blob_gen', '=', row.blobGen ?? 0)
+    .executeTakeFirst();
+  return Number(changed.numUpdatedRows) === 1;
 }
 
 /** Decrypts a whole new ciphertext under its DEK to the end (every tag and the SHA-256), or throws. */

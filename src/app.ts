@@ -35,6 +35,7 @@ import { AuditLog } from './services/audit.js';
 import { SharesService } from './services/shares.js';
 import { AccountsService, SetupCode, type IntegrityFailure } from './services/accounts.js';
 import { openIntegrity } from './services/integrity.js';
+import { BundlesService } from './services/bundles.js';
 import { PasswordHasher } from './services/passwords.js';
 import { VaultService } from './services/vault.js';
 import { WebSessions } from './services/sessions.js';
@@ -165,6 +166,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     maxTtlSeconds: config.shareMaxTtl,
     slowReader: { minBytesPerSecond: config.shareMinRate, graceMs: config.shareSlowGraceMs },
   });
+  const bundles = new BundlesService({ db: deps.db, shares, vault, integrity, forceZip64: config.bundleForceZip64 });
   // Recipients have no session: their form tokens are bound to the share link they opened.
   const recipientCsrf = createCsrf(deps.keyring.derive('sfs/v1 recipient csrf'), 'sfs-share-csrf', (req) => String(req.params.token ?? ''));
 
@@ -241,6 +243,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     accounts,
     vault,
     shares,
+    bundles,
     audit,
     setup: deps.setup,
     auth,
@@ -253,7 +256,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   publicAccountRoutes(routes, routeDeps);
   accountRoutes(routes, routeDeps);
   filesRoutes(routes, { vault, audit, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
-  shareRoutes(routes, { vault, shares, audit, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
+  shareRoutes(routes, { vault, shares, bundles, audit, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl, bundleMaxFiles: config.bundleMaxFiles });
   auditRoutes(routes, audit);
   routes.op('getOpenApi', (_req, res) => {
     res.type('application/json').send(openapi);
@@ -274,6 +277,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     recipientRoutes({
       vault,
       shares,
+      bundles,
       audit,
       csrf: recipientCsrf,
       passwordLimit: { perIp: config.sharePasswordRateLimit, perShare: config.sharePasswordRateLimitPerShare, windowMs: window, stores: rateLimits },
@@ -288,6 +292,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       accounts,
       vault,
       shares,
+      bundles,
       audit,
       sessions,
       onSessionTampered: (key: string, uid: string | null) => onIntegrityFailure({ table: 'sessions', id: key.slice(0, 16), userId: uid }),

@@ -31,7 +31,8 @@ import { AccountsService, normalizeUsername } from '../services/accounts.js';
 import type { UserRow } from '../db/users.js';
 import { SharesRepo } from '../db/shares.js';
 import { adminAction } from '../http/routes/accounts.js';
-import { presentShare } from '../http/routes/shares.js';
+import { presentShares } from '../http/routes/shares.js';
+import { ShareFilesRepo } from '../db/share-files.js';
 import { deleteUser } from '../services/offboarding.js';
 import { openIntegrity } from '../services/integrity.js';
 import { AuditLog, verifyAuditChain } from '../services/audit.js';
@@ -670,7 +671,7 @@ const COMMANDS: Record<string, Command> = {
       try {
         const accounts = await accountsOn(db, config);
         const user = await findUser(accounts, name);
-        const shares = (await new SharesRepo(db.kysely, accounts.integrity).listForOwner(user.id)).map(presentShare);
+        const shares = await presentShares({ members: new ShareFilesRepo(db.kysely, accounts.integrity) }, await new SharesRepo(db.kysely, accounts.integrity).listForOwner(user.id));
         const lines = shares.map((s) => `${s.id}  ${s.status.padEnd(9)} file ${s.fileId}  expires ${s.expiresAt}  downloads ${s.downloads}/${s.maxDownloads ?? 'unlimited'}`);
         out(lines.join('\n') || `(no links for "${user.username}")`, { user: user.username, shares });
       } finally {

@@ -52,6 +52,8 @@ export interface FilesTable {
   wrap_version: Generated<number>;
   /** Which object holds the ciphertext (storage/blob-store.ts blobIdOf). */
   blob_gen: Generated<number>;
+  /** Unsigned CRC-32 of the plaintext (zip entries); null for files uploaded before migration 12. */
+  crc32: number | null;
 }
 
 export interface SharesTable {
@@ -69,6 +71,16 @@ export interface SharesTable {
   revoked_at: number | null;
   expired_at: number | null;
   row_mac: Buffer | null;
+  /** 1: a link to several files (share_files); file_id is then only an anchor. */
+  bundle: Generated<number>;
+}
+
+/** The files of a bundle link, in order; file_id is null once that file was deleted. */
+export interface ShareFilesTable {
+  share_id: string;
+  position: number;
+  file_id: string | null;
+  row_mac: Buffer;
 }
 
 export interface ShareReservationsTable {
@@ -165,6 +177,7 @@ export interface Schema {
   shares: SharesTable;
   share_reservations: ShareReservationsTable;
   share_ticket_downloads: ShareTicketDownloadsTable;
+  share_files: ShareFilesTable;
   audit_events: AuditEventsTable;
   secrets: SecretsTable;
   sessions: SessionsTable;

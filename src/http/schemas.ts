@@ -52,6 +52,17 @@ export const shareCreateBody = z
   })
   .strict();
 
+/** A bundle: one link to several of the caller's files (their order is the zip's order). */
+export const bundleCreateBody = shareCreateBody
+  .extend({
+    fileIds: z
+      .array(idParam.openapi({ description: 'a file id' }))
+      .min(1)
+      .max(1000)
+      .refine((ids) => new Set(ids).size === ids.length, 'each file may appear only once'),
+  })
+  .strict();
+
 export const auditQuery = z.object({
   limit: z.coerce.number().int().min(1).max(500).default(100),
   cursor: z.string().regex(/^\d{1,15}$/, 'not a cursor from this API').optional(),

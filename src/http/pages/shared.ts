@@ -11,6 +11,7 @@ import type { AccountsService, SetupCode } from '../../services/accounts.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
+import type { BundlesService } from '../../services/bundles.js';
 import type { VaultService } from '../../services/vault.js';
 import type { Csrf } from '../csrf.js';
 import type { PasswordLimits } from '../rate-limit.js';
@@ -22,6 +23,7 @@ export interface PagesDeps {
   accounts: AccountsService;
   vault: VaultService;
   shares: SharesService;
+  bundles: BundlesService;
   audit: AuditLog;
   sessions: WebSessions;
   /** A stored session failed its seal (logged and audited by the app). */

@@ -342,9 +342,30 @@ describe('bundle links', () => {
     expect(await h.sql('SELECT share_id FROM share_files')).toHaveLength(0);
     const s = await bundle([mine]);
     expect((await get(`/s/${s.token}/content`)).status).toBe(404);
-    // A database writer cannot add a file to the bundle: the row's MAC does not match.
-    await h.sql('INSERT INTO share_files (share_id, position, file_id, row_mac) SELECT share_id, 1, ?, row_mac FROM share_files WHERE share_id = ?', [theirs.id, s.id]);
+    // A database writer cannot add a file to the bundle, not even one of the owner's: the row's MAC does not match.
+    const another = await upload('another.txt', Buffer.from('another'));
+    await h.sql('INSERT INTO share_files (share_id, position, file_id, row_mac) SELECT share_id, 1, ?, row_mac FROM share_files WHERE share_id = ?', [another.id, s.id]);
+    await h.sql('INSERT INTO share_files (share_id, position, file_id, row_mac) SELECT share_id, 2, ?, row_mac FROM share_files WHERE share_id = ?', [theirs.id, s.id]);
+    expect((await get(`/s/${s.token}/files/${another.id}`)).status).toBe(404);
     expect((await get(`/s/${s.token}/files/${theirs.id}`)).status).toBe(404);
+    expect((await get(`/s/${s.token}/files/${mine.id}`)).status).toBe(200);
+  });
+
+  it('a database writer cannot turn a single-file link into a bundle, or a bundle into a single-file link', async () => {
+    await init();
+    const files = [await upload('x.txt', Buffer.from('x')), await upload('y.txt', Buffer.from('y'))];
+    const single = await h.request.post(`/api/v1/files/${files[0]!.id}/shares`).set(auth()).send({});
+    const b = await bundle(files);
+    expect((await get(`/s/${single.body.token}/content`)).status).toBe(200);
+    expect((await get(`/s/${b.token}/zip`)).status).toBe(200);
+    // The single link's files would otherwise come from share_files rows the writer copied in.
+    await h.sql('INSERT INTO share_files (share_id, position, file_id, row_mac) SELECT ?, position, file_id, row_mac FROM share_files WHERE share_id = ?', [single.body.id, b.id]);
+    await h.sql('UPDATE shares SET bundle = 1 WHERE id = ?', [single.body.id]);
+    await h.sql('UPDATE shares SET bundle = 0 WHERE id = ?', [b.id]);
+    expect((await h.request.get(`/s/${single.body.token}`)).status).toBe(404);
+    expect((await get(`/s/${single.body.token}/zip`)).status).toBe(404);
+    expect((await get(`/s/${b.token}/content`)).status).toBe(404);
+    expect((await get(`/s/${b.token}/zip`)).status).toBe(404);
   });
 
   it('a password-protected bundle takes the password as HTTP Basic auth on the zip', async () => {

@@ -219,26 +219,33 @@ describe('bundle zip', () => {
     const files = [await upload('one.bin', pattern(C - 1, 7)), await upload('two.bin', pattern(2 * C + 5, 8)), await upload('three.bin', pattern(100, 9))];
     const s = await bundle(files);
     const before = await get(`/s/${s.token}/zip`);
-    const blob = await h.readBlob(files[1]!.id);
-    blob[chunkOffset(1, C) + 10]! ^= 1;
-    await h.writeBlob(files[1]!.id, blob);
-    const cut = await rawGet(`/s/${s.token}/zip`);
-    expect(cut.status).toBe(200);
-    expect(cut.clean).toBe(false);
     const names = zipEntryNames(files.map((f) => f.name));
     const layout = layoutZip(files.map((f, i) => ({ name: names[i]!, size: f.content.length, crc32: null, createdAt: 0, sha256: '' })), false);
     const damagedAt = layout.entries[1]!.dataOffset + C;
-    expect(cut.received.length).toBeLessThanOrEqual(damagedAt);
-    expect(cut.received.equals(before.body.subarray(0, cut.received.length))).toBe(true);
-    // The first file, the damaged file's first chunk, and the third file with the central directory.
-    for (const [a, b] of [[0, layout.entries[1]!.dataOffset + C - 1], [layout.entries[2]!.headerOffset, before.body.length - 1]]) {
+    const blob = await h.readBlob(files[1]!.id);
+    blob[chunkOffset(1, C) + 10]! ^= 1;
+    await h.writeBlob(files[1]!.id, blob);
+    // The first file with the damaged file's first chunk, and the third file with the central
+    // directory: served whole, and without the server meeting the damage (had it decrypted the
+    // damaged chunk after the last byte of the range, the client could not tell, the log can).
+    const failures = () => h.logLines.filter((l) => l.includes('download failed after headers were sent')).length;
+    for (const [a, b] of [[0, damagedAt - 1], [layout.entries[2]!.headerOffset, before.body.length - 1]]) {
       const r = await get(`/s/${s.token}/zip`, { Range: `bytes=${a}-${b}` });
       expect(r.status).toBe(206);
       expect(r.body.equals(before.body.subarray(a, b + 1))).toBe(true);
     }
+    await downloadsSettled(h);
+    expect(failures()).toBe(0);
+    const cut = await rawGet(`/s/${s.token}/zip`);
+    expect(cut.status).toBe(200);
+    expect(cut.clean).toBe(false);
+    expect(cut.received.length).toBeLessThanOrEqual(damagedAt);
+    expect(cut.received.equals(before.body.subarray(0, cut.received.length))).toBe(true);
     const covering = await rawGet(`/s/${s.token}/zip`, { Range: `bytes=${damagedAt - 10}-${damagedAt + 10}` });
     expect(covering.status).toBe(206);
     expect(covering.clean).toBe(false);
+    await downloadsSettled(h);
+    expect(failures()).toBe(2);
   });
 });
 
@@ -344,8 +351,8 @@ describe('bundle links', () => {
     expect((await get(`/s/${s.token}/content`)).status).toBe(404);
     // A database writer cannot add a file to the bundle, not even one of the owner's: the row's MAC does not match.
     const another = await upload('another.txt', Buffer.from('another'));
-    await h.sql('INSERT INTO share_files (share_id, position, file_id, row_mac) SELECT share_id, 1, ?, row_mac FROM share_files WHERE share_id = ?', [another.id, s.id]);
-    await h.sql('INSERT INTO share_files (share_id, position, file_id, row_mac) SELECT share_id, 2, ?, row_mac FROM share_files WHERE share_id = ?', [theirs.id, s.id]);
+    await h.sql('INSERT INTO share_files (share_id, position, file_id, row_mac) SELECT share_id, 1, ?, row_mac FROM share_files WHERE share_id = ? AND position = 0', [another.id, s.id]);
+    await h.sql('INSERT INTO share_files (share_id, position, file_id, row_mac) SELECT share_id, 2, ?, row_mac FROM share_files WHERE share_id = ? AND position = 0', [theirs.id, s.id]);
     expect((await get(`/s/${s.token}/files/${another.id}`)).status).toBe(404);
     expect((await get(`/s/${s.token}/files/${theirs.id}`)).status).toBe(404);
     expect((await get(`/s/${s.token}/files/${mine.id}`)).status).toBe(200);

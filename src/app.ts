@@ -33,6 +33,8 @@ import { humanSize, recipientRoutes } from './http/routes/recipient.js';
 import { shareRoutes } from './http/routes/shares.js';
 import { AuditLog } from './services/audit.js';
 import { SharesService } from './services/shares.js';
+import { ssoFor } from './services/sso.js';
+import { OidcIdentitiesRepo } from './db/oidc-identities.js';
 import { AccountsService, SetupCode, type IntegrityFailure } from './services/accounts.js';
 import { openIntegrity } from './services/integrity.js';
 import { PasswordHasher } from './services/passwords.js';
@@ -118,6 +120,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   await deps.setup.establish(deps.db.kysely, deps.keyring);
   // Set below, once the audit log exists; a check can only fail on a request, after that.
   let onIntegrityFailure: (f: IntegrityFailure) => Promise<unknown> = async () => {};
+  const identities = new OidcIdentitiesRepo(deps.db.kysely, integrity);
   const accounts = new AccountsService({
     db: deps.db,
     integrity,
@@ -125,7 +128,10 @@ export async function createApp(deps: AppDeps): Promise<App> {
     hasher,
     tokenDefaultTtl: config.tokenDefaultTtl,
     tokenMaxTtl: config.tokenMaxTtl,
+    // The admin's switch (OIDC_DISABLE_LOCAL_PASSWORDS): a user linked to the provider signs in there only.
+    passwordRefused: config.oidc?.disableLocalPasswords ? (user) => identities.linked(user.id) : undefined,
   });
+  const sso = ssoFor(config, { db: deps.db, integrity, accounts, hasher, onIntegrityFailure: (f) => onIntegrityFailure(f) });
   const vault = new VaultService({
     db: deps.db,
     store: deps.store,
@@ -294,6 +300,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       setup: deps.setup,
       csrf: pageCsrf,
       limits: passwordLimits,
+      sso,
     }),
   );
   app.use(() => {

@@ -191,6 +191,23 @@ export const PG_MIGRATIONS: PgMigration[] = [
       ALTER TABLE files ADD COLUMN blob_gen INTEGER NOT NULL DEFAULT 0 CHECK (blob_gen >= 0);
     `,
   },
+  {
+    version: 15,
+    name: 'single sign-on identities',
+    sql: `
+      CREATE TABLE oidc_identities (
+        issuer        TEXT NOT NULL,
+        subject       TEXT NOT NULL,
+        user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        email         TEXT,
+        created_at    BIGINT NOT NULL,
+        last_login_at BIGINT,
+        row_mac       BYTEA NOT NULL,
+        PRIMARY KEY (issuer, subject)
+      );
+      CREATE INDEX oidc_identities_user ON oidc_identities(user_id);
+    `,
+  },
 ];
 
 /** Applies every migration newer than schema_version in one transaction under the migration lock. */

@@ -195,7 +195,10 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // JSON and form bodies get a total deadline; file uploads lift it once their route is reached.
   app.use(smallBodyDeadline(config.smallBodyTimeoutMs));
   // helmet's defaults add upgrade-insecure-requests, which breaks plain-HTTP use on a LAN.
-  app.use(helmet({ contentSecurityPolicy: PAGE_CSP, crossOriginEmbedderPolicy: false }));
+  // Browsers apply form-action to a form's redirects too: "Sign in with ..." and an SSO
+  // sign-out are forms answered by a redirect to the provider, so its origin (and only it) joins 'self'.
+  const csp = config.oidc ? { ...PAGE_CSP, directives: { ...PAGE_CSP.directives, formAction: ["'self'", new URL(config.oidc.issuer).origin] } } : PAGE_CSP;
+  app.use(helmet({ contentSecurityPolicy: csp, crossOriginEmbedderPolicy: false }));
 
   app.use('/static', express.static(path.join(ROOT, 'public'), { maxAge: '365d', immutable: true, index: false }));
   app.use(cookieParser());

@@ -226,6 +226,18 @@ describe('what the server refuses from the provider', () => {
     expect((await events('sso.login')).map((e) => [e.outcome, JSON.parse(e.details).reason])).toEqual([['failure', 'token_invalid']]);
   });
 
+  it('an identity row pointed at another user by a database writer is refused (its MAC fails)', async () => {
+    await harness({ OIDC_AUTO_CREATE: 'true' });
+    op.login = { sub: 'mallory-sub', email: 'mallory@example.com', email_verified: true, preferred_username: 'mallory' };
+    expect((await ssoSignIn()).r.status).toBe(303);
+    const admin = (await users()).find((u) => u.username === ADMIN.username)!;
+    await h.sql('UPDATE oidc_identities SET user_id = ? WHERE subject = ?', [admin.id, 'mallory-sub']);
+    const { r, agent } = await ssoSignIn();
+    expect(r.status).toBe(403);
+    expect(await whoAmI(agent)).toBeNull();
+    expect((await events('integrity.violation')).map((e) => JSON.parse(e.details).table)).toEqual(['oidc_identities']);
+  });
+
   it('the untampered token signs in (the control for the cases above)', async () => {
     await harness({ OIDC_AUTO_CREATE: 'true' });
     op.login = { sub: 'tamper-sub', email: 'hal@example.com', email_verified: true, preferred_username: 'hal' };

@@ -101,6 +101,7 @@ describe('sign-in through the provider', () => {
     expect(await whoAmI(second.agent)).toBe('carol');
     expect((await users()).length).toBe(2);
     const logins = await events('sso.login');
+    expect((await events('user.create')).map((e) => [e.subject_user_id, JSON.parse(e.details).via])).toEqual([[carol!.id, 'sso']]);
     expect(logins.map((e) => [e.outcome, e.subject_user_id, JSON.parse(e.details).created])).toEqual([
       ['success', carol!.id, true],
       ['success', carol!.id, false],

@@ -5,6 +5,8 @@
  * the sign-in page.
  */
 import { AxeBuilder } from '@axe-core/playwright';
+import fs from 'node:fs';
+import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM_ARGS, CHROMIUM_PATH, browserAvailable } from '../chromium.js';
@@ -16,6 +18,7 @@ let op: TestOp;
 let server: Awaited<ReturnType<typeof serve>>;
 let base: string;
 let browser: Browser;
+const SHOTS = path.resolve(import.meta.dirname, '..', '..', 'test-results', 'screenshots');
 
 describe.runIf(browserAvailable('SSO browser suite'))('single sign-on in Chromium', () => {
   beforeAll(async () => {
@@ -43,6 +46,8 @@ describe.runIf(browserAvailable('SSO browser suite'))('single sign-on in Chromiu
     expect(new URL(page.url()).pathname).toBe('/login');
     const axe = await new AxeBuilder({ page }).analyze();
     expect(axe.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => v.id)).toEqual([]);
+    fs.mkdirSync(SHOTS, { recursive: true });
+    await page.screenshot({ path: path.join(SHOTS, 'login-sso.png'), fullPage: true });
 
     await page.getByRole('button', { name: 'Sign in with Test IdP' }).click();
     // The provider signs the chosen account in and sends the browser back to where it was going.
@@ -51,6 +56,7 @@ describe.runIf(browserAvailable('SSO browser suite'))('single sign-on in Chromiu
     await page.goto(`${base}/account`);
     await expect(page.getByRole('heading', { name: 'Single sign-on' }).isVisible()).resolves.toBe(true);
     await expect(page.locator('body').textContent()).resolves.toContain('lena@example.com');
+    await page.screenshot({ path: path.join(SHOTS, 'account-sso.png'), fullPage: true });
 
     await page.getByRole('button', { name: 'Sign out lena' }).click();
     // The provider's own "sign out?" page, then back to our sign-in page.

@@ -12,6 +12,7 @@ import type { AuditLog } from '../../services/audit.js';
 import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
 import type { VaultService } from '../../services/vault.js';
+import type { Notifier } from '../../services/notify/notifier.js';
 import type { Csrf } from '../csrf.js';
 import type { PasswordLimits } from '../rate-limit.js';
 
@@ -29,6 +30,8 @@ export interface PagesDeps {
   setup: SetupCode;
   csrf: Csrf;
   limits: PasswordLimits;
+  /** Notification settings, webhooks, and sending links by email. */
+  notify: Notifier;
 }
 
 /** Flash messages are fixed texts picked by a code in the query, so nothing a link carries is reflected. */
@@ -45,6 +48,9 @@ export const MESSAGES: Record<string, string> = {
   'user-deleted': 'The user was deleted.',
   'link-revoked': 'The link was revoked.',
   'links-revoked': 'Every live link of this user was revoked.',
+  'notifications-saved': 'Your notification settings were saved.',
+  'webhook-removed': 'The webhook was removed.',
+  'webhook-test': 'A test event was queued. Its delivery shows in the log below within a few seconds.',
 };
 
 /** "password: must be at least 10 characters" -> "The password must be at least 10 characters." */

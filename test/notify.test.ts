@@ -6,7 +6,7 @@
  */
 import supertest from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN, makeHarness, makeUser, setupAdmin, tokenFor, type Harness } from './helpers.js';
+import { ADMIN, downloadsSettled, makeHarness, makeUser, setupAdmin, tokenFor, type Harness } from './helpers.js';
 import { startReceiver, startSmtp, verifySignature, type Mail } from './notify-helpers.js';
 
 const BASE = 'http://files.example.test';
@@ -74,6 +74,8 @@ describe('notifications by email and webhook', () => {
       expect(share.status).toBe(201);
       const got = await h.request.get(`/s/${share.body.token}/content`).auth('x', password).set('X-Forwarded-For', '198.51.100.7');
       expect(got.status).toBe(200);
+      // The count is settled when the response has ended (on the server's side too).
+      await downloadsSettled(h);
 
       // Committed with the count: the outbox holds both events before any worker ran.
       const queued = await h.sql<{ type: string; channel: string }>('SELECT type, channel FROM notification_outbox ORDER BY type, channel');

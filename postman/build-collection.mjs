@@ -530,6 +530,7 @@ const notifications = folder('5. Notifications', 'Notification settings on PATCH
     body: json({ email: 'postman@example.com', notifications: { shareDownloaded: ['email'], newSignIn: ['email', 'webhook'] } }),
     test() {
       pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
       const body = pm.response.json();
       pm.test('the address and choices are stored', () => {
         pm.expect(body.email).to.equal('postman@example.com');
@@ -554,6 +555,7 @@ const notifications = folder('5. Notifications', 'Notification settings on PATCH
     path: '/api/v1/me/webhook',
     test() {
       pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
       const body = pm.response.json();
       pm.test('webhook is null and the log is a list', () => {
         pm.expect(body.webhook).to.equal(null);
@@ -568,6 +570,7 @@ const notifications = folder('5. Notifications', 'Notification settings on PATCH
     body: json({ email: null, notifications: { shareDownloaded: [], newSignIn: [] } }),
     test() {
       pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
       pm.test('nothing is chosen', () => pm.expect(Object.values(pm.response.json().notifications).every((c) => c.length === 0)).to.be.true);
     },
   }),

@@ -252,6 +252,27 @@ describe('notifications by email and webhook', () => {
   });
 });
 
+describe('link-expiry reminders', () => {
+  it('a live link about to expire gets one reminder however often (and on however many instances) the scan runs', async () => {
+    const h = await harness({ NOTIFY_EXPIRY_REMINDER_SECONDS: '3600' });
+    const token = await setupAdmin(h);
+    await h.request.patch('/api/v1/me').set(bearer(token)).send({ email: 'owner@example.test', notifications: { expiringSoon: ['email'] } });
+    const fileId = await upload(h, token, 'soon.txt');
+    const soon = await h.request.post(`/api/v1/files/${fileId}/shares`).set(bearer(token)).send({ expiresInSeconds: 600 });
+    await h.request.post(`/api/v1/files/${fileId}/shares`).set(bearer(token)).send({ expiresInSeconds: 7200 });
+    const revoked = await h.request.post(`/api/v1/files/${fileId}/shares`).set(bearer(token)).send({ expiresInSeconds: 600 });
+    await h.request.delete(`/api/v1/shares/${revoked.body.id}`).set(bearer(token));
+    const other = await harness({ NOTIFY_EXPIRY_REMINDER_SECONDS: '3600' }, { dir: h.dir, masterKey: h.keyring.active.material, setupCode: 'another-instance-code-1234' });
+    await Promise.all([h.app.services.notify.remindExpiring(), other.app.services.notify.remindExpiring()]);
+    await h.app.services.notify.remindExpiring();
+    await drain(h);
+    expect(smtp.mails).toHaveLength(1);
+    expect(smtp.mails[0]!.headers.subject).toBe('A link to "soon.txt" expires soon');
+    expect(smtp.mails[0]!.text).toContain(new Date(Date.parse(soon.body.expiresAt)).toISOString().slice(0, 16).replace('T', ' '));
+    expect(everything(smtp.mails[0]!)).not.toContain(soon.body.token);
+  });
+});
+
 describe('the webhook address guard', () => {
   it.each([
     ['http://10.1.2.3/hook', 'plain http off loopback'],

@@ -35,6 +35,8 @@ import { notifyRoutes } from './http/routes/notify.js';
 import { Notifier } from './services/notify/notifier.js';
 import { AuditLog } from './services/audit.js';
 import { SharesService } from './services/shares.js';
+import { ssoFor } from './services/sso.js';
+import { OidcIdentitiesRepo } from './db/oidc-identities.js';
 import { AccountsService, SetupCode, type IntegrityFailure } from './services/accounts.js';
 import { openIntegrity } from './services/integrity.js';
 import { PasswordHasher } from './services/passwords.js';
@@ -125,6 +127,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   await notify.init();
   // Set below, once the audit log exists; a check can only fail on a request, after that.
   let onIntegrityFailure: (f: IntegrityFailure) => Promise<unknown> = async () => {};
+  const identities = new OidcIdentitiesRepo(deps.db.kysely, integrity);
   const accounts = new AccountsService({
     db: deps.db,
     integrity,
@@ -133,7 +136,10 @@ export async function createApp(deps: AppDeps): Promise<App> {
     tokenDefaultTtl: config.tokenDefaultTtl,
     tokenMaxTtl: config.tokenMaxTtl,
     notifier: notify,
+    // The admin's switch (OIDC_DISABLE_LOCAL_PASSWORDS): a user linked to the provider signs in there only.
+    passwordRefused: config.oidc?.disableLocalPasswords ? (user) => identities.linked(user.id) : undefined,
   });
+  const sso = ssoFor(config, { db: deps.db, integrity, accounts, hasher, onIntegrityFailure: (f) => onIntegrityFailure(f) });
   const vault = new VaultService({
     db: deps.db,
     store: deps.store,
@@ -198,7 +204,10 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // JSON and form bodies get a total deadline; file uploads lift it once their route is reached.
   app.use(smallBodyDeadline(config.smallBodyTimeoutMs));
   // helmet's defaults add upgrade-insecure-requests, which breaks plain-HTTP use on a LAN.
-  app.use(helmet({ contentSecurityPolicy: PAGE_CSP, crossOriginEmbedderPolicy: false }));
+  // Browsers apply form-action to a form's redirects too: "Sign in with ..." and an SSO
+  // sign-out are forms answered by a redirect to the provider, so its origin (and only it) joins 'self'.
+  const csp = config.oidc ? { ...PAGE_CSP, directives: { ...PAGE_CSP.directives, formAction: ["'self'", new URL(config.oidc.issuer).origin] } } : PAGE_CSP;
+  app.use(helmet({ contentSecurityPolicy: csp, crossOriginEmbedderPolicy: false }));
 
   app.use('/static', express.static(path.join(ROOT, 'public'), { maxAge: '365d', immutable: true, index: false }));
   app.use(cookieParser());
@@ -306,6 +315,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       csrf: pageCsrf,
       limits: passwordLimits,
       notify,
+      sso,
     }),
   );
   app.use(() => {

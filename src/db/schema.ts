@@ -214,6 +214,19 @@ export interface ShareRecipientsTable {
   created_at: number;
 }
 
+/** OpenID Connect identities linked to users (migration 15, db/oidc-identities.ts). */
+export interface OidcIdentitiesTable {
+  issuer: string;
+  subject: string;
+  user_id: string;
+  /** The email the provider last stated (shown on /account; never used to link). */
+  email: string | null;
+  created_at: number;
+  last_login_at: number | null;
+  /** MAC over issuer, subject and user id. */
+  row_mac: Buffer;
+}
+
 export interface Schema {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -234,4 +247,5 @@ export interface Schema {
   notification_outbox: NotificationOutboxTable;
   sign_in_addresses: SignInAddressesTable;
   share_recipients: ShareRecipientsTable;
+  oidc_identities: OidcIdentitiesTable;
 }

@@ -11,6 +11,7 @@ import type { AccountsService, SetupCode } from '../../services/accounts.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
+import type { SsoService } from '../../services/sso.js';
 import type { VaultService } from '../../services/vault.js';
 import type { Notifier } from '../../services/notify/notifier.js';
 import type { Csrf } from '../csrf.js';
@@ -32,6 +33,8 @@ export interface PagesDeps {
   limits: PasswordLimits;
   /** Notification settings, webhooks, and sending links by email. */
   notify: Notifier;
+  /** Single sign-on (OIDC_ISSUER), or null when not configured. */
+  sso?: SsoService | null;
 }
 
 /** Flash messages are fixed texts picked by a code in the query, so nothing a link carries is reflected. */
@@ -51,6 +54,9 @@ export const MESSAGES: Record<string, string> = {
   'notifications-saved': 'Your notification settings were saved.',
   'webhook-removed': 'The webhook was removed.',
   'webhook-test': 'A test event was queued. Its delivery shows in the log below within a few seconds.',
+  'sso-linked': 'Your single sign-on identity is linked: you can now sign in with it.',
+  'sso-link-taken': 'That single sign-on identity is already linked to another account; nothing was changed.',
+  'sso-link-failed': 'The single sign-on identity could not be linked; nothing was changed.',
 };
 
 /** "password: must be at least 10 characters" -> "The password must be at least 10 characters." */

@@ -14,7 +14,7 @@ import { sql } from './db/kysely.js';
 import type { Database } from './db/database.js';
 import { AppError } from './errors.js';
 import { ApiRoutes } from './http/api-router.js';
-import { requireAdmin, requireToken } from './http/auth.js';
+import { principal, requireAdmin, requireToken } from './http/auth.js';
 import { apiDocsRoutes } from './http/routes/docs.js';
 import { openApiJson } from './http/openapi.js';
 import { errorHandler } from './http/error-handler.js';
@@ -37,6 +37,8 @@ import { AccountsService, SetupCode, type IntegrityFailure } from './services/ac
 import { openIntegrity } from './services/integrity.js';
 import { PasswordHasher } from './services/passwords.js';
 import { VaultService } from './services/vault.js';
+import { TusService } from './services/tus.js';
+import { tusRoutes } from './http/routes/tus.js';
 import { WebSessions } from './services/sessions.js';
 import { pageRoutes } from './http/pages/index.js';
 import { exactSize, humanDuration, humanTime, relativeTime, shortHash } from './http/pages/format.js';
@@ -64,6 +66,8 @@ export interface AppDeps {
 export interface AppServices {
   accounts: AccountsService;
   vault: VaultService;
+  /** Resumable (tus) uploads; swept by the server's housekeeping. */
+  tus: TusService;
   shares: SharesService;
   audit: AuditLog;
   sessions: WebSessions;
@@ -134,6 +138,17 @@ export async function createApp(deps: AppDeps): Promise<App> {
     defaultQuota: config.userQuotaBytes,
     quotaLeaseMs: config.quotaLeaseMs,
   });
+  const tus = new TusService({
+    db: deps.db,
+    store: deps.store,
+    keyring: deps.keyring,
+    vault,
+    chunkSize: deps.chunkSize,
+    maxFileSize: config.maxFileSize,
+    expiryMs: config.tusExpiryMs,
+    maxOpenUploads: config.tusMaxOpenUploads,
+    leaseMs: config.tusLeaseMs,
+  });
   const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true });
   // A new, empty database has nothing to upgrade: no noise then.
   if (upgraded && Object.values(upgraded).some((n) => n > 0)) {
@@ -175,7 +190,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // Counters in the shared database, keyed by a keyed hash (never an IP or a name in the clear).
   const rateLimits = new DbRateLimitStores({ db: deps.db, hashKey: deps.keyring.derive(RATE_LIMIT_KEY_LABEL) });
   const app = express() as App;
-  app.services = { accounts, vault, shares, audit, sessions, rateLimits };
+  app.services = { accounts, vault, tus, shares, audit, sessions, rateLimits };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -264,6 +279,9 @@ export async function createApp(deps: AppDeps): Promise<App> {
   api.use(() => {
     throw new AppError('not_found', 'no such API endpoint');
   });
+  // Resumable uploads (tus 1.0) with bearer tokens; documented in OUTSIDE_API (tus speaks in
+  // headers and its own statuses, so it is not served by the JSON route table's router).
+  app.use('/api/v1/tus', tusRoutes({ tus, audit, maxFileSize: config.maxFileSize, authenticate: [auth], ownerOf: (req) => principal(req).user.id, via: 'tus' }));
   app.use('/api/v1', api);
   app.use('/api/docs', apiDocsRoutes(config.publicUrl));
   app.use('/api', () => {
@@ -287,6 +305,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       keyring: deps.keyring,
       accounts,
       vault,
+      tus,
       shares,
       audit,
       sessions,

@@ -13,6 +13,7 @@ import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
 import type { VaultService } from '../../services/vault.js';
 import type { Csrf } from '../csrf.js';
+import type { TusService } from '../../services/tus.js';
 import type { PasswordLimits } from '../rate-limit.js';
 
 export interface PagesDeps {
@@ -21,6 +22,8 @@ export interface PagesDeps {
   keyring: Keyring;
   accounts: AccountsService;
   vault: VaultService;
+  /** Resumable uploads (the upload page's large files go through tus). */
+  tus: TusService;
   shares: SharesService;
   audit: AuditLog;
   sessions: WebSessions;

@@ -96,6 +96,16 @@ export const PAGE_CSP = {
 
 const assetVersions = new Map<string, string>();
 
+/** Maintained client libraries served from node_modules under /static/vendor/ (no copies in public/). */
+const VENDOR: Record<string, string> = {
+  'vendor/tus.min.js': path.join(ROOT, 'node_modules', 'tus-js-client', 'dist', 'tus.min.js'),
+};
+
+/** Where an asset's bytes are: public/, or node_modules for a vendored library. */
+function assetPath(name: string): string {
+  return VENDOR[name] ?? path.join(ROOT, 'public', name);
+}
+
 /**
  * URL of a file in public/ with a content hash in the query: assets are cached for a year,
  * so a changed file must get a new URL.
@@ -103,7 +113,7 @@ const assetVersions = new Map<string, string>();
 function assetUrl(name: string): string {
   let v = assetVersions.get(name);
   if (v === undefined) {
-    v = createHash('sha256').update(fs.readFileSync(path.join(ROOT, 'public', name))).digest('hex').slice(0, 10);
+    v = createHash('sha256').update(fs.readFileSync(assetPath(name))).digest('hex').slice(0, 10);
     assetVersions.set(name, v);
   }
   return `/static/${name}?v=${v}`;
@@ -206,6 +216,12 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // helmet's defaults add upgrade-insecure-requests, which breaks plain-HTTP use on a LAN.
   app.use(helmet({ contentSecurityPolicy: PAGE_CSP, crossOriginEmbedderPolicy: false }));
 
+  // tus-js-client for the upload page's resumable uploads, straight from its package.
+  for (const [name, file] of Object.entries(VENDOR)) {
+    app.get(`/static/${name}`, (_req, res) => {
+      res.sendFile(file, { maxAge: '365d', immutable: true, headers: { 'Content-Type': 'text/javascript; charset=utf-8' } });
+    });
+  }
   app.use('/static', express.static(path.join(ROOT, 'public'), { maxAge: '365d', immutable: true, index: false }));
   app.use(cookieParser());
   Object.assign(app.locals, { humanSize, humanTime, relativeTime, humanDuration, shortHash, exactSize, asset: assetUrl });

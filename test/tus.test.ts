@@ -298,6 +298,8 @@ async function leftovers(h: Harness, id: string): Promise<string[]> {
     const part = path.join(h.config.uploadsDir, '.tus', `${id}.part`);
     if (fs.existsSync(part)) out.push(part);
   }
+  // S3: a multipart upload at the blob's key or a staging object.
+  if (await h.blobs.partials().has(id)) out.push(h.blobs.partials().describe(id));
   for (const b of await h.storedBlobs()) if (b.includes(id)) out.push(b);
   return out;
 }

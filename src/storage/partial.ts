@@ -40,6 +40,8 @@ export interface PartialStore {
   remove(id: string, state: string | null): Promise<void>;
   /** Where an upload's bytes are, for messages and tests. */
   describe(id: string): string;
+  /** Whether anything of upload `id` is stored (checks that termination and the sweep left nothing). */
+  has(id: string): Promise<boolean>;
 }
 
 /** Thrown when the stored incomplete ciphertext is shorter than its row says (lost or cut). */
@@ -107,6 +109,10 @@ export class DiskPartials implements PartialStore {
 
   async remove(id: string): Promise<void> {
     await fsp.rm(this.pathOf(id), { force: true });
+  }
+
+  async has(id: string): Promise<boolean> {
+    return fs.existsSync(this.pathOf(id));
   }
 }
 

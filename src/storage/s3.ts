@@ -445,6 +445,18 @@ export class S3Partials implements PartialStore {
     return new S3PartialWriter(this.client, this.o, id, { u: prev.u, parts: [...prev.parts], staged: prev.staged }, staged);
   }
 
+  async has(id: string): Promise<boolean> {
+    const r = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.o.bucket, Prefix: this.o.keyOf(id) }));
+    if ((r.Uploads ?? []).length > 0) return true;
+    try {
+      await this.client.send(new HeadObjectCommand({ Bucket: this.o.bucket, Key: this.stageKey(id) }));
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
   async remove(id: string, state: string | null): Promise<void> {
     const prev = state ? (JSON.parse(state) as S3PartialState) : null;
     if (prev?.u) {

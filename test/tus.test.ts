@@ -431,6 +431,12 @@ describe('hostile requests', () => {
     expect(await leftovers(h, id)).toEqual([]);
     expect((await h.request.get('/api/v1/files').set('Authorization', `Bearer ${token}`)).body.files).toEqual([]);
     expect(await h.sql('SELECT id FROM uploads')).toEqual([]);
+    // An idle upload: termination itself removes the stored ciphertext.
+    const idle = await create(h, token, 3 * C);
+    expect((await patch(h, token, idle, 0, data.subarray(0, 2 * C))).status).toBe(204);
+    expect((await leftovers(h, idle)).length).toBeGreaterThan(0);
+    expect((await h.request.delete(`/api/v1/tus/${idle}`).set(T).set('Authorization', `Bearer ${token}`)).status).toBe(204);
+    expect(await leftovers(h, idle)).toEqual([]);
   });
 
   it('expiry during a pause: the upload answers 410, the sweep removes row and ciphertext, the quota is free again', async () => {

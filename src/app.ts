@@ -33,6 +33,8 @@ import { humanSize, recipientRoutes } from './http/routes/recipient.js';
 import { shareRoutes } from './http/routes/shares.js';
 import { AuditLog } from './services/audit.js';
 import { SharesService } from './services/shares.js';
+import { ssoFor } from './services/sso.js';
+import { OidcIdentitiesRepo } from './db/oidc-identities.js';
 import { AccountsService, SetupCode, type IntegrityFailure } from './services/accounts.js';
 import { openIntegrity } from './services/integrity.js';
 import { PasswordHasher } from './services/passwords.js';
@@ -132,6 +134,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   await deps.setup.establish(deps.db.kysely, deps.keyring);
   // Set below, once the audit log exists; a check can only fail on a request, after that.
   let onIntegrityFailure: (f: IntegrityFailure) => Promise<unknown> = async () => {};
+  const identities = new OidcIdentitiesRepo(deps.db.kysely, integrity);
   const accounts = new AccountsService({
     db: deps.db,
     integrity,
@@ -139,7 +142,10 @@ export async function createApp(deps: AppDeps): Promise<App> {
     hasher,
     tokenDefaultTtl: config.tokenDefaultTtl,
     tokenMaxTtl: config.tokenMaxTtl,
+    // The admin's switch (OIDC_DISABLE_LOCAL_PASSWORDS): a user linked to the provider signs in there only.
+    passwordRefused: config.oidc?.disableLocalPasswords ? (user) => identities.linked(user.id) : undefined,
   });
+  const sso = ssoFor(config, { db: deps.db, integrity, accounts, hasher, onIntegrityFailure: (f) => onIntegrityFailure(f) });
   const vault = new VaultService({
     db: deps.db,
     store: deps.store,
@@ -214,7 +220,10 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // JSON and form bodies get a total deadline; file uploads lift it once their route is reached.
   app.use(smallBodyDeadline(config.smallBodyTimeoutMs));
   // helmet's defaults add upgrade-insecure-requests, which breaks plain-HTTP use on a LAN.
-  app.use(helmet({ contentSecurityPolicy: PAGE_CSP, crossOriginEmbedderPolicy: false }));
+  // Browsers apply form-action to a form's redirects too: "Sign in with ..." and an SSO
+  // sign-out are forms answered by a redirect to the provider, so its origin (and only it) joins 'self'.
+  const csp = config.oidc ? { ...PAGE_CSP, directives: { ...PAGE_CSP.directives, formAction: ["'self'", new URL(config.oidc.issuer).origin] } } : PAGE_CSP;
+  app.use(helmet({ contentSecurityPolicy: csp, crossOriginEmbedderPolicy: false }));
 
   // tus-js-client for the upload page's resumable uploads, straight from its package.
   for (const [name, file] of Object.entries(VENDOR)) {
@@ -329,6 +338,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       setup: deps.setup,
       csrf: pageCsrf,
       limits: passwordLimits,
+      sso,
     }),
   );
   app.use(() => {

@@ -11,6 +11,8 @@ export const ERROR_CODES = {
   unauthorized: { status: 401, title: 'Authentication required' },
   forbidden: { status: 403, title: 'Forbidden' },
   account_disabled: { status: 403, title: 'Account disabled' },
+  /** The account is linked to single sign-on and local passwords are disabled for such accounts. */
+  sso_required: { status: 403, title: 'Single sign-on required' },
   csrf_invalid: { status: 403, title: 'Missing or invalid CSRF token' },
   setup_closed: { status: 409, title: 'Setup is closed' },
   not_found: { status: 404, title: 'Not found' },

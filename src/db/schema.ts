@@ -185,6 +185,19 @@ export interface UploadsTable {
   sha256: Buffer | null;
 }
 
+/** OpenID Connect identities linked to users (migration 15, db/oidc-identities.ts). */
+export interface OidcIdentitiesTable {
+  issuer: string;
+  subject: string;
+  user_id: string;
+  /** The email the provider last stated (shown on /account; never used to link). */
+  email: string | null;
+  created_at: number;
+  last_login_at: number | null;
+  /** MAC over issuer, subject and user id. */
+  row_mac: Buffer;
+}
+
 export interface Schema {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -201,4 +214,5 @@ export interface Schema {
   setup_code: SetupCodeTable;
   op_locks: OpLocksTable;
   uploads: UploadsTable;
+  oidc_identities: OidcIdentitiesTable;
 }

@@ -90,11 +90,11 @@ export const API = {
     path: '/auth/tokens',
     tag: 'Setup and tokens',
     summary: 'Get an API token with a username and password',
-    description: 'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username (shared with password changes). A disabled account is named as such (403 account_disabled) only after its correct password.',
+    description: 'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username (shared with password changes). A disabled account is named as such (403 account_disabled) only after its correct password; so is an account linked to single sign-on while OIDC_DISABLE_LOCAL_PASSWORDS is on (403 sso_required: create tokens on the /tokens page after signing in with the provider).',
     auth: 'none',
     body: { kind: 'json', schema: tokenCreateBody },
     responses: { 201: { description: 'the new token', schema: M.TokenCreated } },
-    errors: ['validation_error', 'unauthorized', 'account_disabled', 'rate_limited'],
+    errors: ['validation_error', 'unauthorized', 'account_disabled', 'sso_required', 'rate_limited'],
   },
   // --- The caller's own account ---
   listTokens: {

@@ -23,7 +23,7 @@ export function normalizeUsername(name: string): string {
 
 /** A stored row that failed its integrity check (ids only: never a secret). */
 export interface IntegrityFailure {
-  table: 'users' | 'api_tokens' | 'shares' | 'sessions';
+  table: 'users' | 'api_tokens' | 'shares' | 'sessions' | 'oidc_identities';
   id: string;
   /** The user the row concerns, when known. */
   userId: string | null;
@@ -38,6 +38,11 @@ export interface AccountsDeps {
   hasher: PasswordHasher;
   tokenDefaultTtl: number;
   tokenMaxTtl: number;
+  /**
+   * True when this user may not use a local password at all (OIDC_DISABLE_LOCAL_PASSWORDS and
+   * a linked single sign-on identity): verifyPassword then refuses with sso_required.
+   */
+  passwordRefused?: (user: UserRow) => Promise<boolean>;
   now?: () => number;
 }
 
@@ -126,6 +131,8 @@ export class AccountsService {
     // The MAC is checked after the hash, so a tampered row costs the same time as any other.
     if (!ok || !user || !(await this.intact(user))) throw new AppError('unauthorized', 'invalid username or password');
     if (user.disabled) throw new AppError('account_disabled', 'this account is disabled; ask an administrator');
+    // Named only after the correct password, like a disabled account.
+    if (await this.deps.passwordRefused?.(user)) throw new AppError('sso_required', 'this account signs in through single sign-on only; local passwords are disabled for it');
     return user;
   }
 

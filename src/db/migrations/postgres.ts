@@ -219,6 +219,23 @@ export const PG_MIGRATIONS: PgMigration[] = [
       CREATE INDEX uploads_expires ON uploads(expires_at);
     `,
   },
+  {
+    version: 15,
+    name: 'single sign-on identities',
+    sql: `
+      CREATE TABLE oidc_identities (
+        issuer        TEXT NOT NULL,
+        subject       TEXT NOT NULL,
+        user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        email         TEXT,
+        created_at    BIGINT NOT NULL,
+        last_login_at BIGINT,
+        row_mac       BYTEA NOT NULL,
+        PRIMARY KEY (issuer, subject)
+      );
+      CREATE INDEX oidc_identities_user ON oidc_identities(user_id);
+    `,
+  },
 ];
 
 /** Applies every migration newer than schema_version in one transaction under the migration lock. */

@@ -292,6 +292,27 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX uploads_expires ON uploads(expires_at);
     `,
   },
+  {
+    version: 15,
+    name: 'single sign-on identities',
+    sql: `
+      -- Which OpenID Connect identity (the provider's issuer and its subject id: never the
+      -- email) signs in as which user. Linked by a just-in-time creation or by the signed-in
+      -- user from /account. row_mac seals issuer, subject and user (services/integrity.ts), so
+      -- a database writer without the key cannot point an identity at another account.
+      CREATE TABLE oidc_identities (
+        issuer        TEXT NOT NULL,
+        subject       TEXT NOT NULL,
+        user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        email         TEXT,
+        created_at    INTEGER NOT NULL,
+        last_login_at INTEGER,
+        row_mac       BLOB NOT NULL,
+        PRIMARY KEY (issuer, subject)
+      ) STRICT;
+      CREATE INDEX oidc_identities_user ON oidc_identities(user_id);
+    `,
+  },
 ];
 
 /**

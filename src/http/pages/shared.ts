@@ -11,6 +11,7 @@ import type { AccountsService, SetupCode } from '../../services/accounts.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
+import type { SsoService } from '../../services/sso.js';
 import type { VaultService } from '../../services/vault.js';
 import type { Csrf } from '../csrf.js';
 import type { TusService } from '../../services/tus.js';
@@ -32,6 +33,8 @@ export interface PagesDeps {
   setup: SetupCode;
   csrf: Csrf;
   limits: PasswordLimits;
+  /** Single sign-on (OIDC_ISSUER), or null when not configured. */
+  sso?: SsoService | null;
 }
 
 /** Flash messages are fixed texts picked by a code in the query, so nothing a link carries is reflected. */
@@ -48,6 +51,9 @@ export const MESSAGES: Record<string, string> = {
   'user-deleted': 'The user was deleted.',
   'link-revoked': 'The link was revoked.',
   'links-revoked': 'Every live link of this user was revoked.',
+  'sso-linked': 'Your single sign-on identity is linked: you can now sign in with it.',
+  'sso-link-taken': 'That single sign-on identity is already linked to another account; nothing was changed.',
+  'sso-link-failed': 'The single sign-on identity could not be linked; nothing was changed.',
 };
 
 /** "password: must be at least 10 characters" -> "The password must be at least 10 characters." */

@@ -50,7 +50,7 @@ export function publicAccountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
       user = await d.accounts.verifyPassword(body.username, body.password);
     } catch (err) {
       const known = await d.accounts.users.byUsername(normalizeUsername(body.username));
-      const reason = isAppError(err, 'account_disabled') ? { reason: 'disabled' } : {};
+      const reason = isAppError(err, 'account_disabled') ? { reason: 'disabled' } : isAppError(err, 'sso_required') ? { reason: 'sso_required' } : {};
       await d.audit.record({ actor: 'anonymous', action: 'auth.login', outcome: 'failure', subjectUserId: known?.id ?? null, ...clientOf(req), details: { username: body.username.slice(0, 64), ...reason } });
       throw err;
     }

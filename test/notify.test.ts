@@ -262,7 +262,9 @@ describe('changes made with the CLI', () => {
       expect((await h.request.put('/api/v1/admin/webhook').set(bearer(admin)).send({ url: receiver.url })).status).toBe(200);
       const bob = await makeUser(h, admin, 'bob');
       await h.request.patch('/api/v1/me').set(bearer(bob)).send({ email: 'bob@example.test', notifications: { accountChanged: ['email'] } });
-      const env = { ...h.env, PATH: process.env.PATH ?? '', DATA_DIR: h.config.dataDir, UPLOADS_DIR: h.config.uploadsDir, MASTER_KEY: h.keyring.active.material.toString('base64'), LOG_LEVEL: 'silent' };
+      // The S3 credentials of the test service come from this process' environment (scale run).
+      const aws = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('AWS_'))) as Record<string, string>;
+      const env = { ...aws, ...h.env, PATH: process.env.PATH ?? '', DATA_DIR: h.config.dataDir, UPLOADS_DIR: h.config.uploadsDir, MASTER_KEY: h.keyring.active.material.toString('base64'), LOG_LEVEL: 'silent' };
       const r = await runSfs(['user', 'disable', 'bob'], env);
       expect(r.code, r.stderr).toBe(0);
       await drain(h);

@@ -158,6 +158,35 @@ describe('sign-in through the provider', () => {
     expect(ids.some((i) => i.user_id === local.id)).toBe(false);
   });
 
+  it('the same sub at another issuer is another identity: its own account, never the first one', async () => {
+    const second = await startOp([APP]);
+    try {
+      await harness({ OIDC_AUTO_CREATE: 'true' });
+      op.login = { sub: 'shared-sub', email: 'nina@example.com', email_verified: true, preferred_username: 'nina' };
+      expect(await whoAmI((await ssoSignIn()).agent)).toBe('nina');
+      // The same database and key, now configured for the second provider (a provider change).
+      const { dir } = h;
+      const masterKey = h.keyring.active.material;
+      const first = h;
+      h = await makeHarness(second.env(APP, { OIDC_AUTO_CREATE: 'true' }), { dir, masterKey });
+      // The first app goes (its database handle closed), its directory stays for the second.
+      if (first.dialect === 'sqlite') first.db.close();
+      else await first.database.close();
+      second.login = { ...op.login };
+      const saved = op;
+      op = second;
+      try {
+        expect(await whoAmI((await ssoSignIn()).agent)).toBe('nina-2');
+      } finally {
+        op = saved;
+      }
+      expect((await identities()).map((i) => [i.issuer, i.subject]).sort()).toEqual([[op.issuer, 'shared-sub'], [second.issuer, 'shared-sub']].sort());
+      expect(new Set((await identities()).map((i) => i.user_id)).size).toBe(2);
+    } finally {
+      await second.close();
+    }
+  });
+
   it('refuses a linked user who is disabled', async () => {
     await harness({ OIDC_AUTO_CREATE: 'true' });
     op.login = { sub: 'erin-sub', email: 'erin@example.com', email_verified: true, preferred_username: 'erin' };

@@ -31,6 +31,8 @@ import { createCsrf } from './http/csrf.js';
 import { auditRoutes } from './http/routes/audit.js';
 import { humanSize, recipientRoutes } from './http/routes/recipient.js';
 import { shareRoutes } from './http/routes/shares.js';
+import { notifyRoutes } from './http/routes/notify.js';
+import { Notifier } from './services/notify/notifier.js';
 import { AuditLog } from './services/audit.js';
 import { SharesService } from './services/shares.js';
 import { ssoFor } from './services/sso.js';
@@ -71,6 +73,8 @@ export interface AppServices {
   sessions: WebSessions;
   /** Rate-limit counters in the shared database (swept by the server's housekeeping). */
   rateLimits: DbRateLimitStores;
+  /** Notifications: settings, webhooks, the outbox and its worker (started by the server, not here). */
+  notify: Notifier;
 }
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -118,6 +122,9 @@ export async function createApp(deps: AppDeps): Promise<App> {
   const { keys: integrity, upgraded } = await openIntegrity(deps.db, deps.keyring);
   // The setup code is the database's (the first instance's proposal wins), never this process's own.
   await deps.setup.establish(deps.db.kysely, deps.keyring);
+  // Before any service that writes into the outbox: its sealing key is loaded here, once.
+  const notify = new Notifier({ db: deps.db, keyring: deps.keyring, config: config.notify, publicUrl: config.publicUrl, logger: deps.logger });
+  await notify.init();
   // Set below, once the audit log exists; a check can only fail on a request, after that.
   let onIntegrityFailure: (f: IntegrityFailure) => Promise<unknown> = async () => {};
   const identities = new OidcIdentitiesRepo(deps.db.kysely, integrity);
@@ -128,6 +135,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     hasher,
     tokenDefaultTtl: config.tokenDefaultTtl,
     tokenMaxTtl: config.tokenMaxTtl,
+    notifier: notify,
     // The admin's switch (the admin page, else OIDC_DISABLE_LOCAL_PASSWORDS): a user linked to the provider signs in there only.
     passwordRefused: config.oidc ? async (user) => !!sso && (await sso.localPasswordsDisabled()) && (await identities.linked(user.id)) : undefined,
   });
@@ -140,7 +148,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     defaultQuota: config.userQuotaBytes,
     quotaLeaseMs: config.quotaLeaseMs,
   });
-  const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true });
+  const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true, onAppend: (trx, row) => notify.auditAppendedIn(trx, row) });
   // A new, empty database has nothing to upgrade: no noise then.
   if (upgraded && Object.values(upgraded).some((n) => n > 0)) {
     // Loud on purpose: on a database that already ran this version it means someone removed
@@ -170,6 +178,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     defaultTtlSeconds: config.shareDefaultTtl,
     maxTtlSeconds: config.shareMaxTtl,
     slowReader: { minBytesPerSecond: config.shareMinRate, graceMs: config.shareSlowGraceMs },
+    notifier: notify,
   });
   // Recipients have no session: their form tokens are bound to the share link they opened.
   const recipientCsrf = createCsrf(deps.keyring.derive('sfs/v1 recipient csrf'), 'sfs-share-csrf', (req) => String(req.params.token ?? ''));
@@ -181,7 +190,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // Counters in the shared database, keyed by a keyed hash (never an IP or a name in the clear).
   const rateLimits = new DbRateLimitStores({ db: deps.db, hashKey: deps.keyring.derive(RATE_LIMIT_KEY_LABEL) });
   const app = express() as App;
-  app.services = { accounts, vault, shares, audit, sessions, rateLimits };
+  app.services = { accounts, vault, shares, audit, sessions, rateLimits, notify };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -255,6 +264,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     auth,
     sessions,
     limits: passwordLimits,
+    notify,
   };
   // One route table (http/api-table.ts) builds both this router and the OpenAPI document.
   const openapi = openApiJson({ publicUrl: config.publicUrl, maxFileSize: config.maxFileSize });
@@ -262,7 +272,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
   publicAccountRoutes(routes, routeDeps);
   accountRoutes(routes, routeDeps);
   filesRoutes(routes, { vault, audit, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
-  shareRoutes(routes, { vault, shares, audit, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
+  shareRoutes(routes, { vault, shares, audit, notify, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
+  notifyRoutes(routes, { notify, audit, publicUrl: config.publicUrl });
   auditRoutes(routes, audit);
   routes.op('getOpenApi', (_req, res) => {
     res.type('application/json').send(openapi);
@@ -303,6 +314,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       setup: deps.setup,
       csrf: pageCsrf,
       limits: passwordLimits,
+      notify,
       sso,
     }),
   );

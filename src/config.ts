@@ -65,6 +65,8 @@ export interface Config {
   database: DatabaseConfig;
   /** Single sign-on through an OpenID Connect provider (OIDC_ISSUER and friends); null when off. */
   oidc: OidcConfig | null;
+  /** Notifications: email (SMTP), webhooks, and the outbox worker (services/notify). */
+  notify: NotifyConfig;
 }
 
 export interface OidcConfig {
@@ -139,6 +141,67 @@ function oidcConfig(env: Env, publicUrl: string | undefined): OidcConfig | null 
     name,
     disableLocalPasswords: bool(env, 'OIDC_DISABLE_LOCAL_PASSWORDS', false),
     redirectUri: `${publicUrl}/login/sso/callback`,
+  };
+}
+
+export interface NotifyConfig {
+  /** SMTP server (SMTP_URL, smtp:// or smtps://, may carry a password: never log it); null: no email. */
+  smtpUrl: string | null;
+  /** The From address of every email (SMTP_FROM). */
+  smtpFrom: string;
+  /** SMTP_REQUIRE_TLS: refuse to send unless STARTTLS succeeds (smtp://). */
+  smtpRequireTls: boolean;
+  /** SMTP_TLS_CA_FILE: PEM of the CA that signed the SMTP server's certificate. */
+  smtpCaFile: string | undefined;
+  /** WEBHOOK_ALLOW_PRIVATE: webhooks may reach private, loopback and link-local addresses. */
+  allowPrivateWebhooks: boolean;
+  /** First retry delay; each further one doubles (capped at an hour). */
+  retryBaseMs: number;
+  /** A delivery is given up this long after its event. */
+  retryWindowMs: number;
+  /** How long a claimed delivery stays with its worker before another may take it. */
+  leaseMs: number;
+  /** Timeout of one webhook request or SMTP exchange (below the lease). */
+  timeoutMs: number;
+  /** How often the worker looks for due deliveries. */
+  pollMs: number;
+  /** Link-expiry reminders go this long before a live link expires. */
+  reminderMs: number;
+}
+
+function notifyConfig(env: Env, cwd: string): NotifyConfig {
+  const smtpUrl = env.SMTP_URL?.trim() || null;
+  if (smtpUrl !== null) {
+    let ok = false;
+    try {
+      const u = new URL(smtpUrl);
+      ok = (u.protocol === 'smtp:' || u.protocol === 'smtps:') && u.hostname !== '';
+    } catch {
+      ok = false;
+    }
+    // Never echo the URL: it may hold the password.
+    if (!ok) throw new ConfigError('SMTP_URL', 'expected smtp://[USER:PASSWORD@]HOST[:PORT] or smtps://...');
+  }
+  const smtpFrom = str(env, 'SMTP_FROM', 'sfs@localhost');
+  if (!/^[^\s@<>]+@[^\s@<>]+$/.test(smtpFrom) && !/^[^<>\r\n]*<[^\s@<>]+@[^\s@<>]+>$/.test(smtpFrom)) {
+    throw new ConfigError('SMTP_FROM', `expected an address such as files@example.com or "Files <files@example.com>", got "${smtpFrom}"`);
+  }
+  const ca = env.SMTP_TLS_CA_FILE?.trim();
+  const leaseMs = int(env, 'NOTIFY_LEASE_SECONDS', 120, 2, 3600) * 1000;
+  const timeoutMs = int(env, 'NOTIFY_TIMEOUT_SECONDS', 15, 1, 600) * 1000;
+  if (timeoutMs >= leaseMs) throw new ConfigError('NOTIFY_TIMEOUT_SECONDS', `must be below NOTIFY_LEASE_SECONDS (${leaseMs / 1000})`);
+  return {
+    smtpUrl,
+    smtpFrom,
+    smtpRequireTls: bool(env, 'SMTP_REQUIRE_TLS', false),
+    smtpCaFile: ca ? path.resolve(cwd, ca) : undefined,
+    allowPrivateWebhooks: bool(env, 'WEBHOOK_ALLOW_PRIVATE', false),
+    retryBaseMs: int(env, 'NOTIFY_RETRY_BASE_MS', 30_000, 1, 3_600_000),
+    retryWindowMs: int(env, 'NOTIFY_RETRY_WINDOW_SECONDS', 86400, 60, 30 * 86400) * 1000,
+    leaseMs,
+    timeoutMs,
+    pollMs: int(env, 'NOTIFY_POLL_MS', 2000, 10, 600_000),
+    reminderMs: int(env, 'NOTIFY_EXPIRY_REMINDER_SECONDS', 86400, 60, 30 * 86400) * 1000,
   };
 }
 
@@ -407,5 +470,6 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     storage: storageConfig(env),
     database: databaseConfig(env, cwd),
     oidc: oidcConfig(env, publicUrl?.replace(/\/+$/, '')),
+    notify: notifyConfig(env, cwd),
   };
 }

@@ -27,6 +27,10 @@ export const ERROR_CODES = {
   range_not_satisfiable: { status: 416, title: 'Range not satisfiable' },
   expectation_failed: { status: 417, title: 'Expectation failed' },
   checksum_mismatch: { status: 422, title: 'Checksum mismatch' },
+  /** A webhook URL that is not HTTPS (or loopback HTTP), or resolves to a private, loopback or link-local address. */
+  webhook_url_refused: { status: 422, title: 'Webhook address refused' },
+  /** Sending by email was asked for but no SMTP server is configured (SMTP_URL). */
+  email_not_configured: { status: 409, title: 'Email is not configured' },
   rate_limited: { status: 429, title: 'Too many requests' },
   headers_too_large: { status: 431, title: 'Request headers too large' },
   integrity_error: { status: 500, title: 'Stored data failed verification' },

@@ -8,6 +8,7 @@ import { TokensRepo, type TokenRow } from '../db/tokens.js';
 import { UsersRepo, type Role, type UserRow } from '../db/users.js';
 import { AppError } from '../errors.js';
 import { newId } from './ids.js';
+import type { Notifier } from './notify/notifier.js';
 import type { IntegrityKeys } from './integrity.js';
 import { MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
 
@@ -38,6 +39,8 @@ export interface AccountsDeps {
   hasher: PasswordHasher;
   tokenDefaultTtl: number;
   tokenMaxTtl: number;
+  /** Writes "an admin changed your account" into the outbox, in the change's transaction. */
+  notifier?: Notifier;
   /**
    * True when this user may not use a local password at all (OIDC_DISABLE_LOCAL_PASSWORDS and
    * a linked single sign-on identity): verifyPassword then refuses with sso_required.
@@ -231,6 +234,19 @@ export class AccountsService {
         let revokedShares = 0;
         if (passwordHash !== undefined || changes.disabled === true) revokedTokens = await new TokensRepo(trx, this.deps.integrity).revokeAllExcept(id, null, now);
         if (changes.disabled === true) revokedShares = await new SharesRepo(trx, this.deps.integrity).revokeAllForOwner(id, now);
+        // What changed, never the new password itself.
+        const summary = [
+          changes.disabled === true ? 'account disabled' : changes.disabled === false ? 'account enabled' : null,
+          changes.role !== undefined ? `role set to ${changes.role}` : null,
+          passwordHash !== undefined ? 'password reset by an administrator' : null,
+          changes.quotaBytes !== undefined ? `storage quota set to ${changes.quotaBytes === null ? 'the default' : `${changes.quotaBytes} bytes`}` : null,
+        ].filter(Boolean).join(', ');
+        await this.deps.notifier?.emitIn(trx, {
+          kind: 'accountChanged',
+          type: 'account.changed',
+          userId: id,
+          data: { at: new Date(now).toISOString(), summary, disabled: changes.disabled, role: changes.role, passwordReset: passwordHash !== undefined, quotaBytes: changes.quotaBytes },
+        });
         return { revokedTokens, revokedShares };
       });
     return { user: (await this.users.byId(id))!, ...effects };

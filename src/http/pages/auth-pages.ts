@@ -91,6 +91,7 @@ export function authPages(d: PagesDeps): Router {
       return void renderLogin(req, res, 401, 'Wrong username or password.', username);
     }
     await d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'page' } });
+    await d.notify.signedIn(user.id, req.ip ?? null, 'browser');
     res.redirect(303, safeNext(field(req, 'next')));
   });
 

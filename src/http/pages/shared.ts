@@ -13,6 +13,7 @@ import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
 import type { SsoService } from '../../services/sso.js';
 import type { VaultService } from '../../services/vault.js';
+import type { Notifier } from '../../services/notify/notifier.js';
 import type { Csrf } from '../csrf.js';
 import type { PasswordLimits } from '../rate-limit.js';
 
@@ -30,6 +31,8 @@ export interface PagesDeps {
   setup: SetupCode;
   csrf: Csrf;
   limits: PasswordLimits;
+  /** Notification settings, webhooks, and sending links by email. */
+  notify: Notifier;
   /** Single sign-on (OIDC_ISSUER), or null when not configured. */
   sso?: SsoService | null;
 }
@@ -48,6 +51,9 @@ export const MESSAGES: Record<string, string> = {
   'user-deleted': 'The user was deleted.',
   'link-revoked': 'The link was revoked.',
   'links-revoked': 'Every live link of this user was revoked.',
+  'notifications-saved': 'Your notification settings were saved.',
+  'webhook-removed': 'The webhook was removed.',
+  'webhook-test': 'A test event was queued. Its delivery shows in the log below within a few seconds.',
   'sso-linked': 'Your single sign-on identity is linked: you can now sign in with it.',
   'sso-link-taken': 'That single sign-on identity is already linked to another account; nothing was changed.',
   'sso-link-failed': 'The single sign-on identity could not be linked; nothing was changed.',

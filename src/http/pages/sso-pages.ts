@@ -110,6 +110,7 @@ export function ssoPages(d: PagesDeps, sso: SsoService): Router {
         await d.audit.record({ actor: user.id, action: 'user.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, role: user.role, via: 'sso' } });
       }
       await d.audit.record({ actor: user.id, action: 'sso.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { issuer: id.issuer, email: id.email, created, role: user.role } });
+      await d.notify.signedIn(user.id, req.ip ?? null, 'single sign-on');
       res.redirect(303, safeNext(pending?.next));
     } catch (err) {
       await refuse(req, res, err, mode, req.webUser?.id ?? null);

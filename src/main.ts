@@ -164,6 +164,7 @@ async function main(): Promise<void> {
       const ended = await app.services.sessions.sweep();
       if (ended) logger.info({ ended }, 'session sweep');
       // Leases of uploads that ended without a release (a killed instance) and spent counters.
+      await app.services.requests.sweep();
       const leases = await app.services.vault.quota.sweep();
       if (leases) logger.info({ leases }, 'quota lease sweep');
       await app.services.rateLimits.sweep();

@@ -11,6 +11,7 @@ import type { AccountsService, SetupCode } from '../../services/accounts.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
+import type { RequestsService } from '../../services/requests.js';
 import type { VaultService } from '../../services/vault.js';
 import type { Csrf } from '../csrf.js';
 import type { PasswordLimits } from '../rate-limit.js';
@@ -22,6 +23,7 @@ export interface PagesDeps {
   accounts: AccountsService;
   vault: VaultService;
   shares: SharesService;
+  requests: RequestsService;
   audit: AuditLog;
   sessions: WebSessions;
   /** A stored session failed its seal (logged and audited by the app). */
@@ -45,6 +47,9 @@ export const MESSAGES: Record<string, string> = {
   'user-deleted': 'The user was deleted.',
   'link-revoked': 'The link was revoked.',
   'links-revoked': 'Every live link of this user was revoked.',
+  'request-closed': 'The upload request was closed. Its link takes no more files.',
+  'request-extended': 'The upload request now works longer.',
+  'request-deleted': 'The upload request was deleted. The files that came through it are still yours.',
 };
 
 /** "password: must be at least 10 characters" -> "The password must be at least 10 characters." */

@@ -2,6 +2,8 @@
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
+import { checkResponse } from '../src/http/api-router.js';
+import { OUTSIDE_API } from '../src/http/api-table.js';
 import { binaryParser, makeHarness, pattern, serve, setupAdmin, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -11,6 +13,12 @@ const auth = () => ({ Authorization: `Bearer ${token}` });
 const basic = (password: string) => ({ Authorization: `Basic ${Buffer.from(`:${password}`).toString('base64')}` });
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** An uploader's answer must be what the OpenAPI document says (the /r/ routes are outside the API router's own check). */
+function documented(res: { status: number; headers: Record<string, string>; body: unknown; req?: { method?: string } }) {
+  const op = res.req?.method === 'PUT' ? OUTSIDE_API.putToRequest : OUTSIDE_API.uploadToRequest;
+  expect(checkResponse(res.req?.method === 'PUT' ? 'putToRequest' : 'uploadToRequest', op, res.status, res.headers['content-type'], res.body)).toEqual([]);
+}
 
 async function init(env: Record<string, string> = {}) {
   h = await makeHarness(env);
@@ -120,9 +128,11 @@ describe('uploading to a request', () => {
       { name: 'b.txt', size: b.length, sha256: sha(b) },
     ]);
     expect(Date.parse(multi.body.receivedAt)).toBeGreaterThan(0);
+    documented(multi as never);
     const c = Buffer.from('from curl -T');
     const put = await h.request.put(`/r/${r.token}/c.txt`).set({ 'X-Uploader-Name': 'Bob', 'X-Uploader-Email': 'bob@example.org' }).send(c);
     expect(put.status, JSON.stringify(put.body)).toBe(201);
+    documented(put as never);
     // The second uploader's receipt names their file only.
     expect(put.body.files).toEqual([{ name: 'c.txt', size: c.length, sha256: sha(c) }]);
 
@@ -152,6 +162,20 @@ describe('uploading to a request', () => {
     expect(uploads[0]).toMatchObject({ actor: `request:${r.id}`, ip: expect.any(String), details: { requestId: r.id, uploaderName: 'Bob', via: 'put' } });
   });
 
+  it('a browser without JavaScript posts the form (with its CSRF token) and gets the receipt as a page', async () => {
+    await init();
+    const r = await createRequest();
+    const page = await h.request.get(`/r/${r.token}`).set('Accept', 'text/html');
+    const cookie = String(page.headers['set-cookie']).split(';')[0]!;
+    const action = /action="([^"]+)"/.exec(page.text)![1]!.replaceAll('&amp;', '&');
+    const body = Buffer.from('a scan');
+    const res = await h.request.post(action).set({ Cookie: cookie, Origin: 'http://127.0.0.1', Accept: 'text/html' }).field('name', 'Ann').attach('file', body, 'scan.txt');
+    expect(res.status).toBe(201);
+    expect(res.headers['content-type']).toMatch(/^text\/html/);
+    expect(res.text).toContain('scan.txt');
+    expect(res.text).toContain(sha(body));
+  });
+
   it('a protected request takes the password as Basic auth (any user name) or the page\'s ticket', async () => {
     await init();
     const r = await createRequest({ password: 'request password 1' });
@@ -162,6 +186,19 @@ describe('uploading to a request', () => {
     // Before the password, the page shows nothing of the request.
     expect(page.text).not.toContain('Your tax documents');
     expect(page.text).toContain('protected by a password');
+    const cookie = String(page.headers['set-cookie']).split(';')[0]!;
+    const csrf = /name="_csrf" value="([^"]+)"/.exec(page.text)![1]!;
+    const wrong = await h.request.post(`/r/${r.token}/unlock`).set({ Cookie: cookie }).type('form').send({ _csrf: csrf, password: 'not the password' });
+    expect(wrong.status).toBe(401);
+    expect(wrong.text).not.toContain('Your tax documents');
+    const unlocked = await h.request.post(`/r/${r.token}/unlock`).set({ Cookie: cookie }).type('form').send({ _csrf: csrf, password: 'request password 1' });
+    expect(unlocked.status).toBe(200);
+    expect(unlocked.text).toContain('Your tax documents');
+    const ticket = decodeURIComponent(/ticket=([^&"]+)/.exec(unlocked.text)![1]!);
+    const withTicket = await h.request.put(`/r/${r.token}/t.txt`).set('X-Upload-Ticket', ticket).send(Buffer.from('t'));
+    expect(withTicket.status).toBe(201);
+    const audit = await h.request.get('/api/v1/audit').set(auth());
+    expect(audit.body.events.some((e: { action: string }) => e.action === 'request.password_failure')).toBe(true);
   });
 
   it('the uploader page shows title, message, limits and who asked, and the missing page is the same for every dead request', async () => {
@@ -293,6 +330,7 @@ describe('hostile uploads: status, problem code, and nothing left (files, blobs,
       const blobs = await h.storedBlobs();
       const res = await c.send(r, other);
       expect(res.status, JSON.stringify(res.body)).toBe(c.status);
+      documented(res as never);
       expect(res.body.code).toBe(c.code);
       expect(await blobsSettled(blobs.length)).toEqual(blobs);
       const left = await leftovers(r.id);

@@ -522,7 +522,61 @@ const errors = folder('4. Errors', 'The main error cases, each an RFC 9457 probl
   }),
 ]);
 
-const requests = folder('5. Upload requests', 'Ask for files: a request with a password and limits; an uploader without an account sends a file; what the owner sees; closing.', [
+const notifications = folder('5. Notifications', 'Notification settings on PATCH /me, and the webhook address check (SSRF refusal).', [
+  req('Choose notifications (PATCH /me)', {
+    method: 'PATCH',
+    path: '/api/v1/me',
+    headers: [JSON_HEADER],
+    body: json({ email: 'postman@example.com', notifications: { shareDownloaded: ['email'], newSignIn: ['email', 'webhook'] } }),
+    test() {
+      pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
+      const body = pm.response.json();
+      pm.test('the address and choices are stored', () => {
+        pm.expect(body.email).to.equal('postman@example.com');
+        pm.expect(body.notifications.shareDownloaded).to.eql(['email']);
+        pm.expect(body.notifications.newSignIn).to.eql(['email', 'webhook']);
+        pm.expect(body.notifications.accountChanged).to.eql([]);
+      });
+      pm.test('no password change happened', () => pm.expect(body.revokedTokens).to.equal(0));
+    },
+  }),
+  req('A webhook to a private address is refused', {
+    method: 'PUT',
+    path: '/api/v1/me/webhook',
+    headers: [JSON_HEADER],
+    body: json({ url: 'https://10.0.0.1/hook' }),
+    test() {
+      const body = sfs.problem(422, 'webhook_url_refused');
+      pm.test('says why', () => pm.expect(body.detail).to.match(/private/));
+    },
+  }),
+  req('No webhook is set', {
+    path: '/api/v1/me/webhook',
+    test() {
+      pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
+      const body = pm.response.json();
+      pm.test('webhook is null and the log is a list', () => {
+        pm.expect(body.webhook).to.equal(null);
+        pm.expect(body.deliveries).to.be.an('array');
+      });
+    },
+  }),
+  req('Turn the notifications off again', {
+    method: 'PATCH',
+    path: '/api/v1/me',
+    headers: [JSON_HEADER],
+    body: json({ email: null, notifications: { shareDownloaded: [], newSignIn: [] } }),
+    test() {
+      pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
+      pm.test('nothing is chosen', () => pm.expect(Object.values(pm.response.json().notifications).every((c) => c.length === 0)).to.be.true);
+    },
+  }),
+]);
+
+const requests = folder('6. Upload requests', 'Ask for files: a request with a password and limits; an uploader without an account sends a file; what the owner sees; closing.', [
   req('Create an upload request (password, 2 files, .txt only)', {
     method: 'POST',
     path: '/api/v1/requests',
@@ -661,7 +715,7 @@ const requests = folder('5. Upload requests', 'Ask for files: a request with a p
   }),
 ]);
 
-const cleanup = folder('6. Clean up', 'Delete what the run created and revoke its token.', [
+const cleanup = folder('7. Clean up', 'Delete what the run created and revoke its token.', [
   req('Delete the raw upload', {
     method: 'DELETE',
     path: '/api/v1/files/{{rawFileId}}',
@@ -710,7 +764,7 @@ const collection = {
     name: 'Secure file sharing',
     description:
       'The REST API of the secure file sharing server, as a run that checks itself: setup, tokens, uploads, downloads with checksum checks, ' +
-      'share links, the recipient side, the main errors and upload requests. Import this file and secure-file-sharing.postman_environment.json; set baseUrl ' +
+      'share links, the recipient side and the main errors. Import this file and secure-file-sharing.postman_environment.json; set baseUrl ' +
       '(and setupCode on a fresh server). File uploads read postman/files/: set Postman\'s working directory to the postman folder of the repository.',
     schema: 'https://schema.getpostman.com/json/collection/v2.1.0/collection.json',
   },
@@ -720,7 +774,7 @@ const collection = {
     { listen: 'test', script: { type: 'text/javascript', exec: collectionTest } },
   ],
   variable: ['token', 'tokenId', 'fileId', 'rawFileId', 'nextCursor', 'shareId', 'shareToken', 'share2Id', 'share2Token', 'goneDetail', 'usageBefore', 'requestId', 'requestToken', 'requestFileId', 'requestFileSha'].map((key) => ({ key, value: '' })),
-  item: [setup, files, sharing, errors, requests, cleanup],
+  item: [setup, files, sharing, errors, notifications, requests, cleanup],
 };
 
 const text = `${JSON.stringify(collection, null, 2)}\n`;

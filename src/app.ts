@@ -34,8 +34,12 @@ import { shareRoutes } from './http/routes/shares.js';
 import { requestRoutes } from './http/routes/requests.js';
 import { requestUploadRoutes } from './http/routes/request-upload.js';
 import { RequestsService } from './services/requests.js';
+import { notifyRoutes } from './http/routes/notify.js';
+import { Notifier } from './services/notify/notifier.js';
 import { AuditLog } from './services/audit.js';
 import { SharesService } from './services/shares.js';
+import { ssoFor } from './services/sso.js';
+import { OidcIdentitiesRepo } from './db/oidc-identities.js';
 import { AccountsService, SetupCode, type IntegrityFailure } from './services/accounts.js';
 import { openIntegrity } from './services/integrity.js';
 import { PasswordHasher } from './services/passwords.js';
@@ -73,6 +77,8 @@ export interface AppServices {
   sessions: WebSessions;
   /** Rate-limit counters in the shared database (swept by the server's housekeeping). */
   rateLimits: DbRateLimitStores;
+  /** Notifications: settings, webhooks, the outbox and its worker (started by the server, not here). */
+  notify: Notifier;
 }
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -120,8 +126,12 @@ export async function createApp(deps: AppDeps): Promise<App> {
   const { keys: integrity, upgraded } = await openIntegrity(deps.db, deps.keyring);
   // The setup code is the database's (the first instance's proposal wins), never this process's own.
   await deps.setup.establish(deps.db.kysely, deps.keyring);
+  // Before any service that writes into the outbox: its sealing key is loaded here, once.
+  const notify = new Notifier({ db: deps.db, keyring: deps.keyring, config: config.notify, publicUrl: config.publicUrl, logger: deps.logger });
+  await notify.init();
   // Set below, once the audit log exists; a check can only fail on a request, after that.
   let onIntegrityFailure: (f: IntegrityFailure) => Promise<unknown> = async () => {};
+  const identities = new OidcIdentitiesRepo(deps.db.kysely, integrity);
   const accounts = new AccountsService({
     db: deps.db,
     integrity,
@@ -129,7 +139,11 @@ export async function createApp(deps: AppDeps): Promise<App> {
     hasher,
     tokenDefaultTtl: config.tokenDefaultTtl,
     tokenMaxTtl: config.tokenMaxTtl,
+    notifier: notify,
+    // The admin's switch (OIDC_DISABLE_LOCAL_PASSWORDS): a user linked to the provider signs in there only.
+    passwordRefused: config.oidc?.disableLocalPasswords ? (user) => identities.linked(user.id) : undefined,
   });
+  const sso = ssoFor(config, { db: deps.db, integrity, accounts, hasher, onIntegrityFailure: (f) => onIntegrityFailure(f) });
   const vault = new VaultService({
     db: deps.db,
     store: deps.store,
@@ -138,7 +152,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     defaultQuota: config.userQuotaBytes,
     quotaLeaseMs: config.quotaLeaseMs,
   });
-  const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true });
+  const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true, onAppend: (trx, row) => notify.auditAppendedIn(trx, row) });
   // A new, empty database has nothing to upgrade: no noise then.
   if (upgraded && Object.values(upgraded).some((n) => n > 0)) {
     // Loud on purpose: on a database that already ran this version it means someone removed
@@ -168,6 +182,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     defaultTtlSeconds: config.shareDefaultTtl,
     maxTtlSeconds: config.shareMaxTtl,
     slowReader: { minBytesPerSecond: config.shareMinRate, graceMs: config.shareSlowGraceMs },
+    notifier: notify,
   });
   const requests = new RequestsService({
     db: deps.db,
@@ -178,6 +193,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     maxTtlSeconds: config.requestMaxTtl,
     maxFileSize: config.maxFileSize,
     leaseMs: config.quotaLeaseMs,
+    notifier: notify,
   });
   // Uploaders have no session either: their form tokens are bound to the request link they opened.
   const requestCsrf = createCsrf(deps.keyring.derive('sfs/v1 upload request csrf'), 'sfs-request-csrf', (req) => String(req.params.token ?? ''));
@@ -191,7 +207,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // Counters in the shared database, keyed by a keyed hash (never an IP or a name in the clear).
   const rateLimits = new DbRateLimitStores({ db: deps.db, hashKey: deps.keyring.derive(RATE_LIMIT_KEY_LABEL) });
   const app = express() as App;
-  app.services = { accounts, vault, shares, requests, audit, sessions, rateLimits };
+  app.services = { accounts, vault, shares, requests, audit, sessions, rateLimits, notify };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -205,7 +221,10 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // JSON and form bodies get a total deadline; file uploads lift it once their route is reached.
   app.use(smallBodyDeadline(config.smallBodyTimeoutMs));
   // helmet's defaults add upgrade-insecure-requests, which breaks plain-HTTP use on a LAN.
-  app.use(helmet({ contentSecurityPolicy: PAGE_CSP, crossOriginEmbedderPolicy: false }));
+  // Browsers apply form-action to a form's redirects too: "Sign in with ..." and an SSO
+  // sign-out are forms answered by a redirect to the provider, so its origin (and only it) joins 'self'.
+  const csp = config.oidc ? { ...PAGE_CSP, directives: { ...PAGE_CSP.directives, formAction: ["'self'", new URL(config.oidc.issuer).origin] } } : PAGE_CSP;
+  app.use(helmet({ contentSecurityPolicy: csp, crossOriginEmbedderPolicy: false }));
 
   app.use('/static', express.static(path.join(ROOT, 'public'), { maxAge: '365d', immutable: true, index: false }));
   app.use(cookieParser());
@@ -262,6 +281,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     auth,
     sessions,
     limits: passwordLimits,
+    notify,
   };
   // One route table (http/api-table.ts) builds both this router and the OpenAPI document.
   const openapi = openApiJson({ publicUrl: config.publicUrl, maxFileSize: config.maxFileSize });
@@ -269,8 +289,9 @@ export async function createApp(deps: AppDeps): Promise<App> {
   publicAccountRoutes(routes, routeDeps);
   accountRoutes(routes, routeDeps);
   filesRoutes(routes, { vault, audit, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
-  shareRoutes(routes, { vault, shares, audit, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
+  shareRoutes(routes, { vault, shares, audit, notify, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
   requestRoutes(routes, { vault, requests, audit, publicUrl: config.publicUrl });
+  notifyRoutes(routes, { notify, audit, publicUrl: config.publicUrl });
   auditRoutes(routes, audit);
   routes.op('getOpenApi', (_req, res) => {
     res.type('application/json').send(openapi);
@@ -330,6 +351,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
       setup: deps.setup,
       csrf: pageCsrf,
       limits: passwordLimits,
+      notify,
+      sso,
     }),
   );
   app.use(() => {

@@ -33,6 +33,7 @@ import type { PasswordHasher } from './passwords.js';
 import type { QuotaLease } from './quota.js';
 import { RESERVE_AHEAD } from './quota.js';
 import type { FileOrigin, StagedFile, VaultService } from './vault.js';
+import type { Notifier } from './notify/notifier.js';
 
 export type { UploadRequestRow } from '../db/requests.js';
 
@@ -54,6 +55,8 @@ export interface RequestsDeps {
   maxFileSize: number;
   /** Lease lifetime without renewal (ms), as for quota leases. */
   leaseMs: number;
+  /** Tells the owner (their `requestUpload` choice) in the commit's transaction. */
+  notifier?: Notifier;
   now?: () => number;
 }
 
@@ -282,6 +285,13 @@ export class RequestLease {
     if (row.bytesReceived + other.bytes + bytes > row.maxBytes) throw overLimit(row);
     await repo.addReceived(row.id, rows.length, bytes);
     await repo.deleteLease(this.id);
+    // In the same transaction: the notice exists exactly when the files do (names and counts only).
+    await this.svc.notifier?.emitIn(trx, {
+      kind: 'requestUpload',
+      type: 'request.upload',
+      userId: row.ownerId,
+      data: { requestId: row.id, requestName: row.title, count: rows.length, bytes, at: new Date(now).toISOString() },
+    });
   }
 
   /** Once commitIn's transaction committed: nothing is held any more. */
@@ -341,9 +351,11 @@ export class RequestsService {
   readonly db: Database;
   readonly leaseMs: number;
   readonly now: () => number;
+  readonly notifier: Notifier | undefined;
   private readonly ticketKey: Buffer;
 
   constructor(private readonly deps: RequestsDeps) {
+    this.notifier = deps.notifier;
     this.db = deps.db;
     this.repo = new UploadRequestsRepo(deps.db.kysely);
     this.leaseMs = deps.leaseMs;

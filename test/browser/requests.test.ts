@@ -88,7 +88,7 @@ describe.runIf(browserAvailable('upload requests browser suite'))('upload reques
     expect(await p.locator('.upload-row.is-failed').count()).toBe(0);
     for (const bar of await p.locator('.upload-progress').all()) expect(await bar.evaluate((b: HTMLProgressElement) => b.value)).toBe(100);
     await expect(p.locator('#receipt').isVisible()).resolves.toBe(true);
-    const rows = await p.locator('#receipt-rows tr').evaluateAll((trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent ?? '')));
+    const rows = await p.locator('#receipt-rows tr').evaluateAll((trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td'), (td) => td.textContent ?? '')));
     expect(rows.map((r) => r[0]).sort()).toEqual(files.map((f) => f.name).sort());
     for (const f of files) {
       const row = rows.find((r) => r[0] === f.name)!;

@@ -13,6 +13,7 @@ import { requireUser, wantsJson, webUser } from './auth.js';
 import { humanDuration } from './format.js';
 import { OneTimeView } from './one-time.js';
 import { formError, type PagesDeps } from './shared.js';
+import { tusRoutes } from '../routes/tus.js';
 
 const PAGE_SIZE = 20;
 
@@ -55,12 +56,17 @@ export function filePages(d: PagesDeps): Router {
       quota: await d.vault.quota.limitOf(user.id),
       maxFileSize: config.maxFileSize,
       maxFiles: config.maxFilesPerRequest,
+      tusThreshold: config.tusPageThreshold,
       // multer has not read the body when the CSRF check runs, so the token rides in the URL.
       uploadAction: `/upload?_csrf=${encodeURIComponent(String(res.locals.csrfToken))}`,
     });
   });
 
   const withLease = withQuotaLease(d.vault, (req) => webUser(req).id);
+
+  // Large files from the upload page: tus over the session (the CSRF check above covers
+  // POST, PATCH and DELETE; tus-js-client sends the token as X-CSRF-Token).
+  r.use('/files/tus', tusRoutes({ tus: d.tus, audit: d.audit, maxFileSize: config.maxFileSize, authenticate: [requireUser], ownerOf: (req) => webUser(req).id, via: 'page-tus' }));
 
   r.post(
     '/upload',

@@ -225,7 +225,7 @@ export const PG_MIGRATIONS: PgMigration[] = [
       );
       CREATE INDEX upload_request_leases_request ON upload_request_leases(request_id, expires_at);
 
-      ALTER TABLE files ADD COLUMN request_id TEXT REFERENCES upload_requests(id) ON DELETE SET NULL;
+      ALTER TABLE files ADD COLUMN request_id TEXT;
       ALTER TABLE files ADD COLUMN uploader_name TEXT;
       ALTER TABLE files ADD COLUMN uploader_email TEXT;
       CREATE INDEX files_request ON files(request_id, created_at);

@@ -298,7 +298,9 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX upload_request_leases_request ON upload_request_leases(request_id, expires_at);
 
       -- Which request a file came through, and what the uploader said their name and email are.
-      ALTER TABLE files ADD COLUMN request_id TEXT REFERENCES upload_requests(id) ON DELETE SET NULL;
+      -- No foreign key: deleting a request clears the column itself (db/requests.ts), and a plain
+      -- column can be dropped again by tools that rebuild older layouts.
+      ALTER TABLE files ADD COLUMN request_id TEXT;
       ALTER TABLE files ADD COLUMN uploader_name TEXT;
       ALTER TABLE files ADD COLUMN uploader_email TEXT;
       CREATE INDEX files_request ON files(request_id, created_at);

@@ -154,8 +154,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
     tokenDefaultTtl: config.tokenDefaultTtl,
     tokenMaxTtl: config.tokenMaxTtl,
     notifier: notify,
-    // The admin's switch (OIDC_DISABLE_LOCAL_PASSWORDS): a user linked to the provider signs in there only.
-    passwordRefused: config.oidc?.disableLocalPasswords ? (user) => identities.linked(user.id) : undefined,
+    // The admin's switch (the admin page, else OIDC_DISABLE_LOCAL_PASSWORDS): a user linked to the provider signs in there only.
+    passwordRefused: config.oidc ? async (user) => !!sso && (await sso.localPasswordsDisabled()) && (await identities.linked(user.id)) : undefined,
   });
   const sso = ssoFor(config, { db: deps.db, integrity, accounts, hasher, onIntegrityFailure: (f) => onIntegrityFailure(f) });
   const vault = new VaultService({

@@ -291,6 +291,14 @@ export interface OidcIdentitiesTable {
   row_mac: Buffer;
 }
 
+/** The admin page's single sign-on switch (one row at most, id 1; migration 15). */
+export interface SsoPolicyTable {
+  id: number;
+  disable_local_passwords: number;
+  updated_at: number;
+  row_mac: Buffer;
+}
+
 export interface Schema {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -315,4 +323,5 @@ export interface Schema {
   sign_in_addresses: SignInAddressesTable;
   share_recipients: ShareRecipientsTable;
   oidc_identities: OidcIdentitiesTable;
+  sso_policy: SsoPolicyTable;
 }

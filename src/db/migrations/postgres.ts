@@ -274,6 +274,12 @@ export const PG_MIGRATIONS: PgMigration[] = [
         PRIMARY KEY (issuer, subject)
       );
       CREATE INDEX oidc_identities_user ON oidc_identities(user_id);
+      CREATE TABLE sso_policy (
+        id                       INTEGER PRIMARY KEY CHECK (id = 1),
+        disable_local_passwords  INTEGER NOT NULL CHECK (disable_local_passwords IN (0, 1)),
+        updated_at               BIGINT NOT NULL,
+        row_mac                  BYTEA NOT NULL
+      );
     `,
   },
   {

@@ -360,6 +360,14 @@ export const MIGRATIONS: Migration[] = [
         PRIMARY KEY (issuer, subject)
       ) STRICT;
       CREATE INDEX oidc_identities_user ON oidc_identities(user_id);
+      -- The admin page's switch for local passwords of SSO-linked users (one row at most;
+      -- without it OIDC_DISABLE_LOCAL_PASSWORDS applies). row_mac seals the value.
+      CREATE TABLE sso_policy (
+        id                       INTEGER PRIMARY KEY CHECK (id = 1),
+        disable_local_passwords  INTEGER NOT NULL CHECK (disable_local_passwords IN (0, 1)),
+        updated_at               INTEGER NOT NULL,
+        row_mac                  BLOB NOT NULL
+      ) STRICT;
     `,
   },
   {

@@ -65,6 +65,7 @@ export const MESSAGES: Record<string, string> = {
   'sso-linked': 'Your single sign-on identity is linked: you can now sign in with it.',
   'sso-link-taken': 'That single sign-on identity is already linked to another account; nothing was changed.',
   'sso-link-failed': 'The single sign-on identity could not be linked; nothing was changed.',
+  'sso-policy': 'The single sign-on setting was saved.',
 };
 
 /** "password: must be at least 10 characters" -> "The password must be at least 10 characters." */

@@ -25,6 +25,11 @@ export interface FileRow {
   blobGen?: number;
   /** Unsigned CRC-32 of the plaintext, for zip entries; null for files uploaded before it was recorded. */
   crc32?: number | null;
+  /** The upload request the file came through (services/requests.ts); null or absent for the owner's own uploads. */
+  requestId?: string | null;
+  /** What the uploader of a request gave as their name and email (never checked: their word). */
+  uploaderName?: string | null;
+  uploaderEmail?: string | null;
 }
 
 /** A files row as the database returns it (the schema is the one description of the table). */
@@ -45,6 +50,9 @@ const toRow = (r: RawFile): FileRow => ({
   createdAt: r.created_at,
   blobGen: r.blob_gen,
   crc32: r.crc32 === null || r.crc32 === undefined ? null : Number(r.crc32),
+  requestId: r.request_id,
+  uploaderName: r.uploader_name,
+  uploaderEmail: r.uploader_email,
 });
 
 export interface PageCursor {
@@ -72,6 +80,9 @@ export class FilesRepo {
         chunk_size: f.chunkSize,
         created_at: f.createdAt,
         crc32: f.crc32 ?? null,
+        request_id: f.requestId ?? null,
+        uploader_name: f.uploaderName ?? null,
+        uploader_email: f.uploaderEmail ?? null,
       })
       .execute();
   }
@@ -95,9 +106,10 @@ export class FilesRepo {
     return r && toRow(r);
   }
 
-  /** One page of the owner's files, newest first, strictly after `cursor`. */
-  async listForOwner(ownerId: string, limit: number, cursor: PageCursor | null): Promise<FileRow[]> {
+  /** One page of the owner's files, newest first, strictly after `cursor` (only those of `requestId` when given). */
+  async listForOwner(ownerId: string, limit: number, cursor: PageCursor | null, requestId?: string): Promise<FileRow[]> {
     let q = this.db.selectFrom('files').selectAll().where('owner_id', '=', ownerId);
+    if (requestId !== undefined) q = q.where('request_id', '=', requestId);
     if (cursor) {
       q = q.where((eb) => eb.or([eb('created_at', '<', cursor.createdAt), eb.and([eb('created_at', '=', cursor.createdAt), eb('id', '<', cursor.id)])]));
     }

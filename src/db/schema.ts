@@ -54,6 +54,11 @@ export interface FilesTable {
   blob_gen: Generated<number>;
   /** Unsigned CRC-32 of the plaintext (zip entries); null for files uploaded before migration 12. */
   crc32: number | null;
+  /** The upload request the file arrived through (null for the owner's own uploads). */
+  request_id: Generated<string | null>;
+  /** Name and email the uploader gave on the request's page (null when not asked or not given). */
+  uploader_name: Generated<string | null>;
+  uploader_email: Generated<string | null>;
 }
 
 export interface SharesTable {
@@ -166,6 +171,37 @@ export interface OpLocksTable {
   /** "backup (pid 123 on host, since ISO)": for the refusal message. */
   holder: string;
   acquired_at: number;
+  expires_at: number;
+}
+
+/** An owner's upload request (services/requests.ts); the token is only its keyed hash. */
+export interface UploadRequestsTable {
+  id: string;
+  owner_id: string;
+  token_hash: Buffer;
+  title: string;
+  message: string;
+  password_hash: string | null;
+  max_files: number;
+  max_bytes: number;
+  max_file_bytes: number;
+  /** JSON array of lowercase extensions without the dot; null = any type. */
+  allowed_types: string | null;
+  require_name: number;
+  require_email: number;
+  created_at: number;
+  expires_at: number;
+  closed_at: number | null;
+  files_received: Generated<number>;
+  bytes_received: Generated<number>;
+}
+
+/** Files and bytes of uploads to a request still streaming on any instance; counted until expires_at (ms). */
+export interface UploadRequestLeasesTable {
+  id: string;
+  request_id: string;
+  files: number;
+  bytes: number;
   expires_at: number;
 }
 
@@ -291,6 +327,8 @@ export interface Schema {
   rate_limits: RateLimitsTable;
   setup_code: SetupCodeTable;
   op_locks: OpLocksTable;
+  upload_requests: UploadRequestsTable;
+  upload_request_leases: UploadRequestLeasesTable;
   uploads: UploadsTable;
   notification_settings: NotificationSettingsTable;
   webhooks: WebhooksTable;

@@ -12,6 +12,7 @@ import type { AuditLog } from '../../services/audit.js';
 import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
 import type { BundlesService } from '../../services/bundles.js';
+import type { RequestsService } from '../../services/requests.js';
 import type { SsoService } from '../../services/sso.js';
 import type { VaultService } from '../../services/vault.js';
 import type { Notifier } from '../../services/notify/notifier.js';
@@ -29,6 +30,7 @@ export interface PagesDeps {
   tus: TusService;
   shares: SharesService;
   bundles: BundlesService;
+  requests: RequestsService;
   audit: AuditLog;
   sessions: WebSessions;
   /** A stored session failed its seal (logged and audited by the app). */
@@ -56,6 +58,9 @@ export const MESSAGES: Record<string, string> = {
   'user-deleted': 'The user was deleted.',
   'link-revoked': 'The link was revoked.',
   'links-revoked': 'Every live link of this user was revoked.',
+  'request-closed': 'The upload request was closed. Its link takes no more files.',
+  'request-extended': 'The upload request now works longer.',
+  'request-deleted': 'The upload request was deleted. The files that came through it are still yours.',
   'notifications-saved': 'Your notification settings were saved.',
   'webhook-removed': 'The webhook was removed.',
   'webhook-test': 'A test event was queued. Its delivery shows in the log below within a few seconds.',

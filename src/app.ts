@@ -37,6 +37,7 @@ import { AccountsService, SetupCode, type IntegrityFailure } from './services/ac
 import { openIntegrity } from './services/integrity.js';
 import { PasswordHasher } from './services/passwords.js';
 import { VaultService } from './services/vault.js';
+import { LifecycleService, RetentionPolicy } from './services/lifecycle.js';
 import { WebSessions } from './services/sessions.js';
 import { pageRoutes } from './http/pages/index.js';
 import { exactSize, humanDuration, humanTime, relativeTime, shortHash } from './http/pages/format.js';
@@ -67,6 +68,8 @@ export interface AppServices {
   shares: SharesService;
   audit: AuditLog;
   sessions: WebSessions;
+  /** Legal holds and the purge job (the server schedules runOnce; `sfs purge` runs it by hand). */
+  lifecycle: LifecycleService;
   /** Rate-limit counters in the shared database (swept by the server's housekeeping). */
   rateLimits: DbRateLimitStores;
 }
@@ -174,8 +177,10 @@ export async function createApp(deps: AppDeps): Promise<App> {
 
   // Counters in the shared database, keyed by a keyed hash (never an IP or a name in the clear).
   const rateLimits = new DbRateLimitStores({ db: deps.db, hashKey: deps.keyring.derive(RATE_LIMIT_KEY_LABEL) });
+  const lifecycle = new LifecycleService({ db: deps.db, store: deps.store, audit, logger: deps.logger });
+  const retention = new RetentionPolicy({ defaultSeconds: config.fileDefaultRetention, maxSeconds: config.fileMaxRetention });
   const app = express() as App;
-  app.services = { accounts, vault, shares, audit, sessions, rateLimits };
+  app.services = { accounts, vault, shares, audit, sessions, rateLimits, lifecycle };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -242,6 +247,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     vault,
     shares,
     audit,
+    lifecycle,
     setup: deps.setup,
     auth,
     sessions,
@@ -252,7 +258,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   const routes = new ApiRoutes({ auth, requireAdmin, onContractViolation: deps.onContractViolation });
   publicAccountRoutes(routes, routeDeps);
   accountRoutes(routes, routeDeps);
-  filesRoutes(routes, { vault, audit, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
+  filesRoutes(routes, { vault, audit, retention, lifecycle, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
   shareRoutes(routes, { vault, shares, audit, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
   auditRoutes(routes, audit);
   routes.op('getOpenApi', (_req, res) => {
@@ -275,6 +281,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       vault,
       shares,
       audit,
+      lifecycle,
       csrf: recipientCsrf,
       passwordLimit: { perIp: config.sharePasswordRateLimit, perShare: config.sharePasswordRateLimitPerShare, windowMs: window, stores: rateLimits },
     }),
@@ -289,6 +296,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
       vault,
       shares,
       audit,
+      lifecycle,
+      retention,
       sessions,
       onSessionTampered: (key: string, uid: string | null) => onIntegrityFailure({ table: 'sessions', id: key.slice(0, 16), userId: uid }),
       setup: deps.setup,

@@ -17,6 +17,7 @@ import { KeyMismatchError, checkKeyringAgainstDb, registerActiveKey } from './se
 import { DataDirLockedError, acquireDataDirLock, type DataDirLock } from './ops/dir-lock.js';
 import { createHttpServer } from './server.js';
 import { auditHeadsFor, createBlobStore, describeStore } from './storage/index.js';
+import { startPurgeSchedule } from './services/lifecycle.js';
 
 /** Age after which an object-store blob without a row, or an unfinished upload, is a leftover. */
 const ORPHAN_GRACE_MS = 6 * 3600_000;
@@ -173,6 +174,8 @@ async function main(): Promise<void> {
   };
   await sweep();
   setInterval(() => void sweep(), 10 * 60_000).unref();
+  // The purge job: every instance schedules it, the lease row lets one run it at a time.
+  if (config.purgeSchedule) startPurgeSchedule(app.services.lifecycle, config.purgeSchedule, logger);
   const server = createHttpServer(app, { idleTimeoutMs: config.socketIdleTimeoutMs, tls });
 
   server.on('error', (err: NodeJS.ErrnoException) => {

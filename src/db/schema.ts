@@ -52,6 +52,8 @@ export interface FilesTable {
   wrap_version: Generated<number>;
   /** Which object holds the ciphertext (storage/blob-store.ts blobIdOf). */
   blob_gen: Generated<number>;
+  /** When the purge job crypto-shreds the file (ms); null: kept until deleted. */
+  expires_at: number | null;
 }
 
 export interface SharesTable {
@@ -69,6 +71,8 @@ export interface SharesTable {
   revoked_at: number | null;
   expired_at: number | null;
   row_mac: Buffer | null;
+  /** 1: the file is purged once this link's last allowed download completed. */
+  delete_file_after: Generated<number>;
 }
 
 export interface ShareReservationsTable {
@@ -157,6 +161,24 @@ export interface OpLocksTable {
   expires_at: number;
 }
 
+/** Active legal holds (db/holds.ts): a held file cannot be deleted or purged by anyone. */
+export interface LegalHoldsTable {
+  scope: 'file' | 'user' | 'request';
+  target_id: string;
+  reason: string;
+  reference: string | null;
+  /** The admin's user id. */
+  placed_by: string;
+  placed_at: number;
+}
+
+/** Ciphertext of purged files still to remove (db/purge-queue.ts): the purge's crash journal. */
+export interface PurgeQueueTable {
+  blob_id: string;
+  file_id: string;
+  queued_at: number;
+}
+
 export interface Schema {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -172,4 +194,6 @@ export interface Schema {
   rate_limits: RateLimitsTable;
   setup_code: SetupCodeTable;
   op_locks: OpLocksTable;
+  legal_holds: LegalHoldsTable;
+  purge_queue: PurgeQueueTable;
 }

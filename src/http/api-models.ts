@@ -19,9 +19,23 @@ export const FileMeta = z
     mimeType: z.string().openapi({ example: 'application/pdf' }),
     sha256: sha256Hex,
     createdAt: time,
+    expiresAt: time.nullable().openapi({ description: 'when the purge job crypto-shreds the file; null = kept until deleted' }),
+    legalHold: z.boolean().optional().openapi({ description: 'true while the file (or its owner) is under a legal hold: it cannot be deleted and does not expire' }),
   })
   .strict()
   .openapi('FileMeta');
+
+export const Hold = z
+  .object({
+    scope: z.enum(['file', 'user', 'request']),
+    targetId: id,
+    reason: z.string(),
+    reference: z.string().nullable(),
+    placedBy: id.openapi({ description: 'the admin who placed it' }),
+    placedAt: time,
+  })
+  .strict()
+  .openapi('LegalHold');
 
 // Objects that add fields to another are built from its field list, not with .extend():
 // extending a closed (strict) registered schema is rendered as allOf of two closed
@@ -74,6 +88,7 @@ const shareFields = {
   createdAt: time,
   revokedAt: time.nullable(),
   status: z.enum(['active', 'revoked', 'expired', 'exhausted']),
+  deleteFileAfterLastDownload: z.boolean().openapi({ description: 'the file is purged once the last allowed download completed' }),
 };
 export const Share = z.object(shareFields).strict().openapi('Share');
 

@@ -49,6 +49,28 @@ export const shareCreateBody = z
     maxDownloads: z.number().int().min(1).max(1_000_000).nullable().optional(),
     password: z.string().max(1024).optional(),
     note: z.string().max(500).optional(),
+    deleteFileAfterLastDownload: z
+      .boolean()
+      .optional()
+      .openapi({ description: 'purge the file once the last allowed download completed (needs maxDownloads; an interrupted download does not count)' }),
+  })
+  .strict();
+
+export const filePatchBody = z
+  .object({
+    expiresInSeconds: z
+      .number()
+      .int()
+      .min(60)
+      .nullable()
+      .openapi({ description: 'new lifetime from now; null keeps the file until deleted (refused under FILE_MAX_RETENTION). At most FILE_MAX_RETENTION after the upload' }),
+  })
+  .strict();
+
+export const holdBody = z
+  .object({
+    reason: z.string().trim().min(1).max(500).openapi({ description: 'why the data must be kept (shown to admins and in the audit log)' }),
+    reference: z.string().trim().max(200).optional().openapi({ description: 'case or matter number' }),
   })
   .strict();
 

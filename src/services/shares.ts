@@ -58,6 +58,8 @@ export interface ShareInput {
   maxDownloads?: number | null;
   password?: string;
   note?: string;
+  /** Purge the file once the last allowed download completed (needs maxDownloads). */
+  deleteFileAfterLastDownload?: boolean;
 }
 
 /** A download ticket whose signature and expiry have been checked. */
@@ -109,6 +111,9 @@ export class SharesService {
     if (ttl > this.deps.maxTtlSeconds) {
       throw new AppError('validation_error', `expiresInSeconds: must be at most ${this.deps.maxTtlSeconds}`);
     }
+    if (input.deleteFileAfterLastDownload && (input.maxDownloads === undefined || input.maxDownloads === null)) {
+      throw new AppError('validation_error', 'deleteFileAfterLastDownload: needs maxDownloads (the last allowed download is what deletes the file)');
+    }
     let passwordHash: string | null = null;
     if (input.password !== undefined && input.password !== '') {
       checkPassword(input.password);
@@ -129,6 +134,7 @@ export class SharesService {
       bytesServed: 0,
       revokedAt: null,
       expiredAt: null,
+      deleteFileAfter: input.deleteFileAfterLastDownload === true,
     };
     await this.deps.db.transaction(async (trx) => {
       // The password hash above is slow: an admin may have disabled the owner (revoking their

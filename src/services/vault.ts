@@ -145,7 +145,7 @@ export class VaultService {
    * Wraps each staged DEK under the active key and inserts all rows in one transaction.
    * On failure the blobs are removed, so a failed request leaves nothing behind.
    */
-  async commit(ownerId: string, staged: StagedFile[], lease?: QuotaLease): Promise<FileRow[]> {
+  async commit(ownerId: string, staged: StagedFile[], lease?: QuotaLease, expiresAt: number | null = null): Promise<FileRow[]> {
     const key = this.deps.keyring.active;
     const now = this.now();
     try {
@@ -164,6 +164,7 @@ export class VaultService {
         chunkSize: s.chunkSize,
         // Files of one request keep their order when listed newest first.
         createdAt: now + i,
+        expiresAt,
       }));
       // One transaction: the rows go in and the lease goes away together, so the bytes count
       // once (as rows) for every instance's next check; the lease re-checks the quota first.
@@ -228,10 +229,16 @@ export class VaultService {
     return { files, next: rows.length > limit && last ? { createdAt: last.createdAt, id: last.id } : null };
   }
 
-  /** Crypto-shreds the row (wrapped DEK gone in the same transaction), then removes the blob. */
+  /**
+   * Crypto-shreds the row (wrapped DEK gone in the same transaction), then removes the blob.
+   * A file under a legal hold is refused with legal_hold (checked in the shred's statement).
+   */
   async delete(ownerId: string, id: string): Promise<FileRow> {
     const row = await this.get(ownerId, id);
-    if (!(await this.files.shred(id, ownerId))) throw new AppError('not_found', 'no such file');
+    if (!(await this.files.shred(id, ownerId))) {
+      if (await this.files.byIdForOwner(id, ownerId)) throw new AppError('legal_hold', 'this file is under a legal hold and cannot be deleted; an administrator must release the hold first');
+      throw new AppError('not_found', 'no such file');
+    }
     if (this.deps.db.dialect === 'sqlite') {
       try {
         // sqlite-only: push the freed pages out of the WAL so the old wrapped key does not linger there.

@@ -14,6 +14,7 @@ import type { SharesService } from '../../services/shares.js';
 import type { VaultService } from '../../services/vault.js';
 import type { Csrf } from '../csrf.js';
 import type { PasswordLimits } from '../rate-limit.js';
+import type { LifecycleService, RetentionPolicy } from '../../services/lifecycle.js';
 
 export interface PagesDeps {
   config: Config;
@@ -23,6 +24,8 @@ export interface PagesDeps {
   vault: VaultService;
   shares: SharesService;
   audit: AuditLog;
+  lifecycle: LifecycleService;
+  retention: RetentionPolicy;
   sessions: WebSessions;
   /** A stored session failed its seal (logged and audited by the app). */
   onSessionTampered?: (key: string, uid: string | null) => void;
@@ -45,6 +48,7 @@ export const MESSAGES: Record<string, string> = {
   'user-deleted': 'The user was deleted.',
   'link-revoked': 'The link was revoked.',
   'links-revoked': 'Every live link of this user was revoked.',
+  'expiry-changed': 'The expiry was changed.',
 };
 
 /** "password: must be at least 10 characters" -> "The password must be at least 10 characters." */
@@ -56,6 +60,6 @@ export function pageText(detail: string): string {
 
 /** Turns a service's validation or conflict error into a message for the form; rethrows anything else. */
 export function formError(err: unknown): string {
-  if (isAppError(err, 'validation_error') || isAppError(err, 'conflict') || isAppError(err, 'forbidden')) return pageText((err as AppError).detail);
+  if (isAppError(err, 'validation_error') || isAppError(err, 'conflict') || isAppError(err, 'legal_hold') || isAppError(err, 'forbidden')) return pageText((err as AppError).detail);
   throw err;
 }

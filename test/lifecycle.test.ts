@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import http from 'node:http';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import supertest from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { LifecycleService, startPurgeSchedule } from '../src/services/lifecycle.js';
@@ -397,5 +398,79 @@ describe('delete the file after its last allowed download', () => {
     const audit = await auditOf(h, 'file.purge');
     expect(audit.map((a) => JSON.parse(a.details).reason)).toEqual(['last_download']);
     expect((await h.request.get(`/s/${link.token}/content`)).status).toBe(404);
+  });
+});
+
+describe('pages', () => {
+  const HTML = { Accept: 'text/html' };
+  async function csrfFrom(agent: ReturnType<typeof supertest.agent>, p: string): Promise<string> {
+    const r = await agent.get(p).set(HTML);
+    const m = /name="_csrf" value="([^"]+)"/.exec(r.text);
+    if (!m) throw new Error(`no CSRF token on ${p} (${r.status})`);
+    return m[1]!;
+  }
+
+  it('the upload page offers lifetimes within the ceiling; the lists show "expires in N days" and the hold; the file page changes the expiry', async () => {
+    const h = await harness({ FILE_DEFAULT_RETENTION: '7d', FILE_MAX_RETENTION: '30d' });
+    const admin = await setupAdmin(h);
+    const agent = supertest.agent(h.app);
+    const loginCsrf = await csrfFrom(agent, '/login');
+    const login = await agent.post('/login').type('form').set(HTML).send({ _csrf: loginCsrf, username: 'admin', password: 'admin password 123', next: '/files' });
+    expect(login.status).toBe(303);
+    const up = await agent.get('/').set(HTML);
+    const options = [...up.text.matchAll(/<option value="(\d*)"\s*(selected)?/g)].map((m) => [m[1], m[2] === 'selected']);
+    // 1, 7 and 30 days (not 90 or 365, over the ceiling; no "until deleted"); the default chosen.
+    expect(options).toEqual([
+      [String(DAY), false],
+      [String(7 * DAY), true],
+      [String(30 * DAY), false],
+    ]);
+    // A page upload over the ceiling stores nothing.
+    const action = /id="upload-form"[^>]*action="([^"]+)"/.exec(up.text)![1]!.replaceAll('&amp;', '&');
+    const before = await h.storedBlobs();
+    const refused = await agent.post(action).set(HTML).field('expiresInSeconds', String(31 * DAY)).attach('file', Buffer.from('x'), 'x.txt');
+    expect(refused.status).toBe(400);
+    expect(await h.storedBlobs()).toEqual(before);
+    const ok = await agent.post(action).set({ Accept: 'application/json' }).field('expiresInSeconds', String(DAY)).attach('file', Buffer.from('x'), 'x.txt');
+    expect(ok.status).toBe(201);
+    const f = ok.body.files[0];
+    expect(Math.abs(Date.parse(f.expiresAt) - Date.now() - DAY * 1000)).toBeLessThan(60_000);
+    const list = await agent.get('/files').set(HTML);
+    expect(list.text).toContain('expires in 1 day<');
+    // Change it on the file page: 3 days is not offered (choices), but any value within the ceiling is taken.
+    const csrf = await csrfFrom(agent, `/files/${f.id}`);
+    const changed = await agent.post(`/files/${f.id}/expiry`).type('form').set(HTML).send({ _csrf: csrf, expiresInSeconds: String(3 * DAY) });
+    expect(changed.status).toBe(303);
+    expect((await agent.get('/files').set(HTML)).text).toContain('expires in 3 days<');
+    const over = await agent.post(`/files/${f.id}/expiry`).type('form').set(HTML).send({ _csrf: csrf, expiresInSeconds: String(40 * DAY) });
+    expect(over.status).toBe(400);
+    expect(over.text).toMatch(/at most/);
+    // A hold shows on both pages, and the page delete is refused.
+    expect((await h.request.put(`/api/v1/files/${f.id}/hold`).set(bearer(admin)).send({ reason: 'Smith v. Jones', reference: 'CASE-17' })).status).toBe(200);
+    expect((await agent.get('/files').set(HTML)).text).toContain('on legal hold');
+    const page = await agent.get(`/files/${f.id}`).set(HTML);
+    expect(page.text).toContain('On legal hold.');
+    expect(page.text).toContain('Smith v. Jones');
+    expect(page.text).toContain('CASE-17');
+    const del = await agent.post(`/files/${f.id}/delete`).type('form').set(HTML).send({ _csrf: csrf, confirm: 'yes' });
+    expect(del.status).toBe(409);
+    expect((await fileRows(h, f.id)).length).toBe(1);
+  });
+
+  it('the link form has "delete the file after the last download", which needs a download limit', async () => {
+    const h = await harness();
+    const admin = await setupAdmin(h);
+    const f = await put(h, admin, 'a.txt', Buffer.from('x'));
+    const agent = supertest.agent(h.app);
+    const loginCsrf = await csrfFrom(agent, '/login');
+    expect((await agent.post('/login').type('form').set(HTML).send({ _csrf: loginCsrf, username: 'admin', password: 'admin password 123', next: '/files' })).status).toBe(303);
+    const csrf = await csrfFrom(agent, `/files/${f.id}`);
+    const refused = await agent.post(`/files/${f.id}/shares`).type('form').set(HTML).send({ _csrf: csrf, expires: '86400', maxDownloads: '', deleteAfter: 'yes' });
+    expect(refused.status).toBe(400);
+    expect(refused.text).toContain('set a maximum number of downloads');
+    const made = await agent.post(`/files/${f.id}/shares`).type('form').set(HTML).send({ _csrf: csrf, expires: '86400', maxDownloads: '1', deleteAfter: 'yes' });
+    expect(made.status).toBe(303);
+    expect((await h.request.get(`/api/v1/files/${f.id}/shares`).set(bearer(admin))).body.shares.map((s: { deleteFileAfterLastDownload: boolean }) => s.deleteFileAfterLastDownload)).toEqual([true]);
+    expect((await agent.get(`/files/${f.id}`).set(HTML)).text).toContain('deletes the file after the last download');
   });
 });

@@ -17,7 +17,7 @@ import { LifecycleService, startPurgeSchedule } from '../src/services/lifecycle.
 import { verifyAuditChain } from '../src/services/audit.js';
 import { createLogger } from '../src/http/logging.js';
 import type { BlobStore } from '../src/storage/blob-store.js';
-import { downloadsSettled, makeHarness, makeUser, pattern, serve, setupAdmin, type Harness } from './helpers.js';
+import { binaryParser, downloadsSettled, makeHarness, makeUser, pattern, serve, setupAdmin, type Harness } from './helpers.js';
 
 const SFS = path.resolve(import.meta.dirname, '..', 'dist', 'cli', 'sfs.js');
 const DAY = 86400;
@@ -185,6 +185,8 @@ describe('purge', () => {
     expect((await h.request.get(`/s/${link.token}/content`)).status).toBe(200);
     await downloadsSettled(h);
     await expire(h, gone.id);
+    // Its links stop at the expiry instant, before the purge job runs.
+    expect((await h.request.get(`/s/${link.token}/content`)).status).toBe(404);
     const r = await h.app.services.lifecycle.runOnce();
     expect(r.purged.map((p) => [p.id, p.reason])).toEqual([[gone.id, 'expired']]);
     expect(await fileRows(h, gone.id)).toEqual([]);
@@ -313,6 +315,11 @@ describe('legal hold', () => {
       await expire(h, f.id);
     }
     const link = await shareOf(h, bob, byFile.id);
+    // Past its expiry but held: the file has not expired, so its link still works...
+    const got = await h.request.get(`/s/${link.token}/content`).buffer(true).parse(binaryParser);
+    expect([got.status, String(got.body)]).toEqual([200, 'keep me']);
+    await downloadsSettled(h);
+    // ...and can still be revoked.
     expect((await h.request.delete(`/api/v1/shares/${link.id}`).set(bearer(bob))).status).toBe(204);
     // Not purged.
     expect((await h.app.services.lifecycle.runOnce()).purged).toEqual([]);

@@ -20,6 +20,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Database } from '../db/database.js';
 import type { FileRow } from '../db/files.js';
 import { SharesRepo, type ShareRow } from '../db/shares.js';
+import { HoldsRepo } from '../db/holds.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { AppError } from '../errors.js';
 import { newId } from './ids.js';
@@ -183,6 +184,9 @@ export class SharesService {
     const repeat = ticket !== null && (await this.repo.ticketCounted(share.id, ticket.id, now));
     const reason = SharesService.unavailableReason(share, file.size, now);
     if (reason && !(reason === 'exhausted' && repeat)) return null;
+    // A file past its expiry is gone for recipients at once, not only when the purge job gets
+    // to it; unless a legal hold keeps it (a held file does not expire).
+    if (file.expiresAt != null && file.expiresAt <= now && (await new HoldsRepo(this.deps.db.kysely).holdsOnFile(file)).length === 0) return null;
     return { share, file, ticket, repeat };
   }
 

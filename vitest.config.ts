@@ -27,6 +27,8 @@ const BOTH_CONFIGS = [
   'test/review-accounts.test.ts',
   'test/review-keys.test.ts',
   'test/review-probe.test.ts',
+  'test/notify.test.ts',
+  'test/sso.test.ts',
   'test/lifecycle.test.ts',
   // Not test/browser/ui.test.ts for now: in one fresh-clone CI run of four, its link-creation
   // step timed out on PostgreSQL + S3 (the new-link page never showed), undiagnosed; it runs on

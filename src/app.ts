@@ -31,8 +31,12 @@ import { createCsrf } from './http/csrf.js';
 import { auditRoutes } from './http/routes/audit.js';
 import { humanSize, recipientRoutes } from './http/routes/recipient.js';
 import { shareRoutes } from './http/routes/shares.js';
+import { notifyRoutes } from './http/routes/notify.js';
+import { Notifier } from './services/notify/notifier.js';
 import { AuditLog } from './services/audit.js';
 import { SharesService } from './services/shares.js';
+import { ssoFor } from './services/sso.js';
+import { OidcIdentitiesRepo } from './db/oidc-identities.js';
 import { AccountsService, SetupCode, type IntegrityFailure } from './services/accounts.js';
 import { openIntegrity } from './services/integrity.js';
 import { PasswordHasher } from './services/passwords.js';
@@ -72,6 +76,8 @@ export interface AppServices {
   lifecycle: LifecycleService;
   /** Rate-limit counters in the shared database (swept by the server's housekeeping). */
   rateLimits: DbRateLimitStores;
+  /** Notifications: settings, webhooks, the outbox and its worker (started by the server, not here). */
+  notify: Notifier;
 }
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -119,8 +125,12 @@ export async function createApp(deps: AppDeps): Promise<App> {
   const { keys: integrity, upgraded } = await openIntegrity(deps.db, deps.keyring);
   // The setup code is the database's (the first instance's proposal wins), never this process's own.
   await deps.setup.establish(deps.db.kysely, deps.keyring);
+  // Before any service that writes into the outbox: its sealing key is loaded here, once.
+  const notify = new Notifier({ db: deps.db, keyring: deps.keyring, config: config.notify, publicUrl: config.publicUrl, logger: deps.logger });
+  await notify.init();
   // Set below, once the audit log exists; a check can only fail on a request, after that.
   let onIntegrityFailure: (f: IntegrityFailure) => Promise<unknown> = async () => {};
+  const identities = new OidcIdentitiesRepo(deps.db.kysely, integrity);
   const accounts = new AccountsService({
     db: deps.db,
     integrity,
@@ -128,7 +138,11 @@ export async function createApp(deps: AppDeps): Promise<App> {
     hasher,
     tokenDefaultTtl: config.tokenDefaultTtl,
     tokenMaxTtl: config.tokenMaxTtl,
+    notifier: notify,
+    // The admin's switch (OIDC_DISABLE_LOCAL_PASSWORDS): a user linked to the provider signs in there only.
+    passwordRefused: config.oidc?.disableLocalPasswords ? (user) => identities.linked(user.id) : undefined,
   });
+  const sso = ssoFor(config, { db: deps.db, integrity, accounts, hasher, onIntegrityFailure: (f) => onIntegrityFailure(f) });
   const vault = new VaultService({
     db: deps.db,
     store: deps.store,
@@ -137,7 +151,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     defaultQuota: config.userQuotaBytes,
     quotaLeaseMs: config.quotaLeaseMs,
   });
-  const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true });
+  const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true, onAppend: (trx, row) => notify.auditAppendedIn(trx, row) });
   // A new, empty database has nothing to upgrade: no noise then.
   if (upgraded && Object.values(upgraded).some((n) => n > 0)) {
     // Loud on purpose: on a database that already ran this version it means someone removed
@@ -167,6 +181,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     defaultTtlSeconds: config.shareDefaultTtl,
     maxTtlSeconds: config.shareMaxTtl,
     slowReader: { minBytesPerSecond: config.shareMinRate, graceMs: config.shareSlowGraceMs },
+    notifier: notify,
   });
   // Recipients have no session: their form tokens are bound to the share link they opened.
   const recipientCsrf = createCsrf(deps.keyring.derive('sfs/v1 recipient csrf'), 'sfs-share-csrf', (req) => String(req.params.token ?? ''));
@@ -180,7 +195,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   const lifecycle = new LifecycleService({ db: deps.db, store: deps.store, audit, logger: deps.logger });
   const retention = new RetentionPolicy({ defaultSeconds: config.fileDefaultRetention, maxSeconds: config.fileMaxRetention });
   const app = express() as App;
-  app.services = { accounts, vault, shares, audit, sessions, rateLimits, lifecycle };
+  app.services = { accounts, vault, shares, audit, sessions, rateLimits, notify, lifecycle };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -194,7 +209,10 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // JSON and form bodies get a total deadline; file uploads lift it once their route is reached.
   app.use(smallBodyDeadline(config.smallBodyTimeoutMs));
   // helmet's defaults add upgrade-insecure-requests, which breaks plain-HTTP use on a LAN.
-  app.use(helmet({ contentSecurityPolicy: PAGE_CSP, crossOriginEmbedderPolicy: false }));
+  // Browsers apply form-action to a form's redirects too: "Sign in with ..." and an SSO
+  // sign-out are forms answered by a redirect to the provider, so its origin (and only it) joins 'self'.
+  const csp = config.oidc ? { ...PAGE_CSP, directives: { ...PAGE_CSP.directives, formAction: ["'self'", new URL(config.oidc.issuer).origin] } } : PAGE_CSP;
+  app.use(helmet({ contentSecurityPolicy: csp, crossOriginEmbedderPolicy: false }));
 
   app.use('/static', express.static(path.join(ROOT, 'public'), { maxAge: '365d', immutable: true, index: false }));
   app.use(cookieParser());
@@ -252,6 +270,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     auth,
     sessions,
     limits: passwordLimits,
+    notify,
   };
   // One route table (http/api-table.ts) builds both this router and the OpenAPI document.
   const openapi = openApiJson({ publicUrl: config.publicUrl, maxFileSize: config.maxFileSize });
@@ -259,7 +278,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
   publicAccountRoutes(routes, routeDeps);
   accountRoutes(routes, routeDeps);
   filesRoutes(routes, { vault, audit, retention, lifecycle, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
-  shareRoutes(routes, { vault, shares, audit, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
+  shareRoutes(routes, { vault, shares, audit, notify, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
+  notifyRoutes(routes, { notify, audit, publicUrl: config.publicUrl });
   auditRoutes(routes, audit);
   routes.op('getOpenApi', (_req, res) => {
     res.type('application/json').send(openapi);
@@ -303,6 +323,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
       setup: deps.setup,
       csrf: pageCsrf,
       limits: passwordLimits,
+      notify,
+      sso,
     }),
   );
   app.use(() => {

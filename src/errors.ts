@@ -11,6 +11,8 @@ export const ERROR_CODES = {
   unauthorized: { status: 401, title: 'Authentication required' },
   forbidden: { status: 403, title: 'Forbidden' },
   account_disabled: { status: 403, title: 'Account disabled' },
+  /** The account is linked to single sign-on and local passwords are disabled for such accounts. */
+  sso_required: { status: 403, title: 'Single sign-on required' },
   csrf_invalid: { status: 403, title: 'Missing or invalid CSRF token' },
   setup_closed: { status: 409, title: 'Setup is closed' },
   not_found: { status: 404, title: 'Not found' },
@@ -27,6 +29,10 @@ export const ERROR_CODES = {
   range_not_satisfiable: { status: 416, title: 'Range not satisfiable' },
   expectation_failed: { status: 417, title: 'Expectation failed' },
   checksum_mismatch: { status: 422, title: 'Checksum mismatch' },
+  /** A webhook URL that is not HTTPS (or loopback HTTP), or resolves to a private, loopback or link-local address. */
+  webhook_url_refused: { status: 422, title: 'Webhook address refused' },
+  /** Sending by email was asked for but no SMTP server is configured (SMTP_URL). */
+  email_not_configured: { status: 409, title: 'Email is not configured' },
   rate_limited: { status: 429, title: 'Too many requests' },
   headers_too_large: { status: 431, title: 'Request headers too large' },
   integrity_error: { status: 500, title: 'Stored data failed verification' },

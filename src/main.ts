@@ -174,6 +174,9 @@ async function main(): Promise<void> {
   };
   await sweep();
   setInterval(() => void sweep(), 10 * 60_000).unref();
+  // The notification worker: delivers the outbox (claimed with a lease, so any number of
+  // instances can run it), retries with backoff, and scans for links about to expire.
+  app.services.notify.start();
   // The purge job: every instance schedules it, the lease row lets one run it at a time.
   if (config.purgeSchedule) startPurgeSchedule(app.services.lifecycle, config.purgeSchedule, logger);
   const server = createHttpServer(app, { idleTimeoutMs: config.socketIdleTimeoutMs, tls });
@@ -231,6 +234,8 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal, inFlight: active.size }, 'shutting down');
+    // Deliveries in flight finish or their lease runs out; no new ones start.
+    app.services.notify.stop();
     server.close();
     server.closeIdleConnections();
     for (const res of active) if (!res.headersSent) res.shouldKeepAlive = false;

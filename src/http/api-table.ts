@@ -7,7 +7,7 @@
  */
 import type { ErrorCode } from '../errors.js';
 import * as M from './api-models.js';
-import { auditQuery, filePatchBody, holdBody, idParam, listQuery, mePatchBody, setupBody, shareCreateBody, tokenCreateBody, userCreateBody, userPatchBody } from './schemas.js';
+import { auditQuery, filePatchBody, holdBody, idParam, listQuery, mePatchBody, setupBody, shareCreateBody, tokenCreateBody, userCreateBody, userPatchBody, webhookBody } from './schemas.js';
 import { z } from './zod.js';
 
 type Schema = z.ZodTypeAny;
@@ -104,11 +104,11 @@ export const API = {
     path: '/auth/tokens',
     tag: 'Setup and tokens',
     summary: 'Get an API token with a username and password',
-    description: 'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username (shared with password changes). A disabled account is named as such (403 account_disabled) only after its correct password.',
+    description: 'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username (shared with password changes). A disabled account is named as such (403 account_disabled) only after its correct password; so is an account linked to single sign-on while OIDC_DISABLE_LOCAL_PASSWORDS is on (403 sso_required: create tokens on the /tokens page after signing in with the provider).',
     auth: 'none',
     body: { kind: 'json', schema: tokenCreateBody },
     responses: { 201: { description: 'the new token', schema: M.TokenCreated } },
-    errors: ['validation_error', 'unauthorized', 'account_disabled', 'rate_limited'],
+    errors: ['validation_error', 'unauthorized', 'account_disabled', 'sso_required', 'rate_limited'],
   },
   // --- The caller's own account ---
   listTokens: {
@@ -143,12 +143,92 @@ export const API = {
     method: 'patch',
     path: '/me',
     tag: 'Account',
-    summary: 'Change your password (revokes your other tokens)',
-    description: 'Wrong current passwords count against the same per-IP and per-account budgets as sign-in (429 when spent).',
+    summary: 'Change your password (revokes your other tokens) and/or your notification settings',
+    description:
+      'Wrong current passwords count against the same per-IP and per-account budgets as sign-in (429 when spent). ' +
+      '`email` is where notification emails go; `notifications` chooses, per event, the channels (`email`, `webhook`) it is sent on; events not named keep theirs.',
     auth: 'token',
     body: { kind: 'json', schema: mePatchBody },
     responses: { 200: { description: 'changed', schema: M.MeUpdated } },
     errors: ['validation_error', 'forbidden', 'rate_limited'],
+  },
+  // --- Notifications: webhooks ---
+  getMyWebhook: {
+    method: 'get',
+    path: '/me/webhook',
+    tag: 'Notifications',
+    summary: 'Your webhook (no secret) and its latest deliveries',
+    auth: 'token',
+    responses: { 200: { description: 'the webhook (null when none) and the delivery log, newest first', schema: M.WebhookState } },
+    errors: [],
+  },
+  setMyWebhook: {
+    method: 'put',
+    path: '/me/webhook',
+    tag: 'Notifications',
+    summary: 'Set your webhook URL (a new signing secret, shown once)',
+    description:
+      'https:// (or http:// to a loopback address). A URL resolving to a private, loopback or link-local address is refused unless WEBHOOK_ALLOW_PRIVATE is set; ' +
+      'the address is checked again at every connection. Each delivery is signed: `SFS-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.',
+    auth: 'token',
+    body: { kind: 'json', schema: webhookBody },
+    responses: { 200: { description: 'set; `secret` is shown only here', schema: M.WebhookCreated } },
+    errors: ['validation_error', 'webhook_url_refused'],
+  },
+  deleteMyWebhook: {
+    method: 'delete',
+    path: '/me/webhook',
+    tag: 'Notifications',
+    summary: 'Remove your webhook',
+    auth: 'token',
+    responses: { 204: { description: 'removed' } },
+    errors: ['not_found'],
+  },
+  testMyWebhook: {
+    method: 'post',
+    path: '/me/webhook/test',
+    tag: 'Notifications',
+    summary: 'Queue a webhook.test event to your webhook',
+    auth: 'token',
+    responses: { 202: { description: 'queued; see the delivery log', schema: M.EventQueued } },
+    errors: ['not_found'],
+  },
+  getAdminWebhook: {
+    method: 'get',
+    path: '/admin/webhook',
+    tag: 'Notifications',
+    summary: 'The admin-wide webhook (the audit stream) and its latest deliveries',
+    auth: 'admin',
+    responses: { 200: { description: 'the webhook (null when none) and the delivery log', schema: M.WebhookState } },
+    errors: [],
+  },
+  setAdminWebhook: {
+    method: 'put',
+    path: '/admin/webhook',
+    tag: 'Notifications',
+    summary: 'Set the admin-wide webhook: every audit event is posted to it (a new secret, shown once)',
+    auth: 'admin',
+    body: { kind: 'json', schema: webhookBody },
+    responses: { 200: { description: 'set; `secret` is shown only here', schema: M.WebhookCreated } },
+    errors: ['validation_error', 'webhook_url_refused'],
+  },
+  deleteAdminWebhook: {
+    method: 'delete',
+    path: '/admin/webhook',
+    tag: 'Notifications',
+    summary: 'Remove the admin-wide webhook',
+    auth: 'admin',
+    responses: { 204: { description: 'removed' } },
+    errors: ['not_found'],
+  },
+  testAdminWebhook: {
+    method: 'post',
+    path: '/admin/webhook/test',
+    tag: 'Notifications',
+    summary: 'Queue a webhook.test event to the admin-wide webhook',
+    auth: 'admin',
+    responses: { 202: { description: 'queued', schema: M.EventQueued } },
+    errors: ['not_found'],
   },
   // --- Admin: users ---
   createUser: {
@@ -380,12 +460,13 @@ export const API = {
     summary: 'Create a share link (expiry, download limit, password)',
     description:
       'The recipient downloads with `GET /s/{token}/content` (no account; a password as HTTP Basic auth with any user name). ' +
-      'Defaults: 7 days (SHARE_DEFAULT_TTL), at most SHARE_MAX_TTL; maxDownloads absent or null = unlimited.',
+      'Defaults: 7 days (SHARE_DEFAULT_TTL), at most SHARE_MAX_TTL; maxDownloads absent or null = unlimited. ' +
+      '`recipients`: the server emails each address the link URL (with `message`), never the password; the addresses are recorded on the link (`recipients` in listShares).',
     auth: 'token',
     params: fileIdParams,
     body: { kind: 'json', schema: shareCreateBody },
     responses: { 201: { description: 'the link; `url` and `token` are shown only here', schema: M.ShareCreated } },
-    errors: ['not_found', 'validation_error'],
+    errors: ['not_found', 'validation_error', 'email_not_configured'],
   },
   listShares: {
     method: 'get',

@@ -127,6 +127,8 @@ export interface AuditDeps {
   headFile?: string;
   logger?: Logger;
   now?: () => number;
+  /** Called inside each append's transaction (the admin-wide webhook's outbox rows commit with the row). */
+  onAppend?: (trx: Trx, row: Omit<AuditRow, 'mac'>) => Promise<void>;
 }
 
 export class AuditLog {
@@ -205,6 +207,7 @@ export class AuditLog {
         mac,
       })
       .execute();
+    await this.deps.onAppend?.(trx, base);
     return { ...base, mac };
   }
 

@@ -208,6 +208,24 @@ check 200 curl -sS -H "$AUTH" "$BASE/api/v1/me" -o /dev/null
 check 401 curl -sS "$BASE/api/v1/auth/tokens" --json '{"username":"admin","password":"a long passphrase"}' -o /dev/null
 ok "password changed; the old one is refused"
 
+# ---- Notifications (the test server allows loopback webhooks; nothing listens on port 9, so
+# the deliveries fail and are retried: only the API's answers are checked here) -----------------
+HOOK_URL=http://localhost:9/hook
+check 200 curl -sS -H "$AUTH" -X PATCH "$BASE/api/v1/me" --json '{"email":"me@example.com","notifications":{"shareDownloaded":["email","webhook"],"newSignIn":["email"]}}' > out.json
+same "$(jq -r '.notifications.shareDownloaded | join(",")' out.json)" "email,webhook" "notification choices"
+printf '{"url":"%s"}' "$HOOK_URL" > webhook.json
+check 200 curl -sS -H "$AUTH" -H 'Content-Type: application/json' -T webhook.json "$BASE/api/v1/me/webhook" > out.json
+same "$(jq -r '.secret | startswith("whsec_")' out.json)" true "webhook secret shown once"
+check 202 curl -sS -H "$AUTH" "$BASE/api/v1/me/webhook/test" --json '{}' > out.json
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/me/webhook" > out.json
+same "$(jq -r '.deliveries[0].type' out.json)" webhook.test "delivery log"
+check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/me/webhook"
+check 200 curl -sS -H "$AUTH" -H 'Content-Type: application/json' -T webhook.json "$BASE/api/v1/admin/webhook" > out.json
+check 202 curl -sS -H "$AUTH" "$BASE/api/v1/admin/webhook/test" --json '{}' > out.json
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/admin/webhook" > out.json
+check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/admin/webhook"
+ok "notification settings and webhooks"
+
 # ---- "Expose it with ngrok": the header for ngrok's browser warning (no tunnel here, so
 # the server's own address stands in for the tunnel URL) ----------------------------------------
 PUBLIC_URL=$BASE

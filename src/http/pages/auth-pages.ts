@@ -67,7 +67,8 @@ export function authPages(d: PagesDeps): Router {
       user = await d.accounts.verifyPassword(username, field(req, 'password'));
     } catch (err) {
       const disabled = isAppError(err, 'account_disabled');
-      if (!disabled && !isAppError(err, 'unauthorized')) throw err;
+      const ssoOnly = isAppError(err, 'sso_required');
+      if (!disabled && !ssoOnly && !isAppError(err, 'unauthorized')) throw err;
       const known = await d.accounts.users.byUsername(normalizeUsername(username));
       await d.audit.record({
         actor: 'anonymous',
@@ -75,8 +76,9 @@ export function authPages(d: PagesDeps): Router {
         outcome: 'failure',
         subjectUserId: known?.id ?? null,
         ...clientOf(req),
-        details: { username: username.slice(0, 64), via: 'page', ...(disabled ? { reason: 'disabled' } : {}) },
+        details: { username: username.slice(0, 64), via: 'page', ...(disabled ? { reason: 'disabled' } : ssoOnly ? { reason: 'sso_required' } : {}) },
       });
+      if (ssoOnly) return void renderLogin(req, res, 403, `This account signs in with ${String(res.locals.ssoName ?? 'single sign-on')} only: use the button below.`, username);
       // Only someone who knows the password learns that the account is disabled.
       if (disabled) return void renderLogin(req, res, 403, 'This account is disabled. Ask an administrator to enable it.', username);
       return void renderLogin(req, res, 401, 'Wrong username or password.', username);
@@ -89,6 +91,7 @@ export function authPages(d: PagesDeps): Router {
       return void renderLogin(req, res, 401, 'Wrong username or password.', username);
     }
     await d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'page' } });
+    await d.notify.signedIn(user.id, req.ip ?? null, 'browser');
     res.redirect(303, safeNext(field(req, 'next')));
   });
 

@@ -5,7 +5,8 @@ import type { ShareRow } from '../../db/shares.js';
 import { AppError } from '../../errors.js';
 import { clientOf, publicBase } from '../context.js';
 import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
-import { presentShare } from '../routes/shares.js';
+import { presentShare, withRecipients } from '../routes/shares.js';
+import { emailAddress } from '../schemas.js';
 import { leaseOf, multipartUpload, withQuotaLease } from '../upload.js';
 import { recordShareCreated, recordUploads, sendOwnerDownload } from '../events.js';
 import { requireUser, wantsJson, webUser } from './auth.js';
@@ -21,6 +22,8 @@ interface NewShare {
   url: string;
   passwordProtected: boolean;
   expiresAt: number;
+  /** Addresses the link was emailed to. */
+  emailedTo?: string[];
 }
 /** File lifetimes offered on the upload and file pages (those above FILE_MAX_RETENTION are left out). */
 const RETENTION_CHOICES = [86400, 7 * 86400, 30 * 86400, 90 * 86400, 365 * 86400];
@@ -107,7 +110,9 @@ export function filePages(d: PagesDeps): Router {
   });
 
   const renderFile = async (req: Request, res: Response, file: FileRow, extra: Record<string, unknown> = {}, status = 200) => {
-    const shares = (await d.shares.repo.listForFile(file.id)).map((s: ShareRow) => presentShare(s));
+    const rows = await d.shares.repo.listForFile(file.id);
+    const sentTo = await d.notify.recipientsOf(rows.map((s) => s.id));
+    const shares = rows.map((s: ShareRow) => withRecipients(presentShare(s), sentTo.get(s.id)));
     const expiryChoices = EXPIRY_CHOICES.filter((s) => s <= config.shareMaxTtl).map((s) => ({ seconds: s, label: humanDuration(s) }));
     if (!expiryChoices.some((c) => c.seconds === config.shareDefaultTtl) && config.shareDefaultTtl <= config.shareMaxTtl) {
       expiryChoices.push({ seconds: config.shareDefaultTtl, label: humanDuration(config.shareDefaultTtl) });
@@ -129,7 +134,8 @@ export function filePages(d: PagesDeps): Router {
       shares,
       expiryChoices,
       defaultExpiry: config.shareDefaultTtl,
-      form: { maxDownloads: '', note: '', expires: String(config.shareDefaultTtl), deleteAfter: false },
+      form: { maxDownloads: '', note: '', expires: String(config.shareDefaultTtl), recipients: '', message: '', deleteAfter: false },
+      emailEnabled: d.notify.emailEnabled,
       formError: null,
       newShare: null,
       newShareGone: false,
@@ -144,7 +150,14 @@ export function filePages(d: PagesDeps): Router {
   r.post('/files/:id/shares', requireUser, async (req, res) => {
     const user = webUser(req);
     const file = await d.vault.get(user.id, String(req.params.id));
-    const form = { expires: field(req, 'expires'), maxDownloads: field(req, 'maxDownloads').trim(), note: field(req, 'note').trim(), deleteAfter: field(req, 'deleteAfter') === 'yes' };
+    const form = {
+      expires: field(req, 'expires'),
+      maxDownloads: field(req, 'maxDownloads').trim(),
+      note: field(req, 'note').trim(),
+      recipients: field(req, 'recipients').trim(),
+      message: field(req, 'message').trim(),
+      deleteAfter: field(req, 'deleteAfter') === 'yes',
+    };
     const fail = (message: string) => renderFile(req, res, file, { form, formError: message }, 400);
     const expires = Number(form.expires);
     if (!Number.isInteger(expires) || expires < 60 || expires > config.shareMaxTtl) return void (await fail('Choose how long the link should work.'));
@@ -157,18 +170,39 @@ export function filePages(d: PagesDeps): Router {
     }
     if (form.note.length > 500) return void (await fail('The note can have at most 500 characters.'));
     if (form.deleteAfter && maxDownloads === null) return void (await fail('To delete the file after the last download, set a maximum number of downloads.'));
+    // One address per line or separated by commas; each checked as the API checks it.
+    const recipients = [...new Set(form.recipients.split(/[\s,;]+/).filter(Boolean).map((a) => a.toLowerCase()))];
+    if (recipients.length > 20) return void (await fail('Send the link to at most 20 addresses at once.'));
+    const badAddress = recipients.find((a) => !emailAddress.safeParse(a).success);
+    if (badAddress !== undefined) return void (await fail(`“${badAddress.slice(0, 100)}” is not an email address.`));
+    if (recipients.length && !d.notify.emailEnabled) return void (await fail('This server cannot send email (no SMTP server is configured).'));
+    if (form.message.length > 2000) return void (await fail('The message can have at most 2000 characters.'));
+    const base = publicBase(req, config.publicUrl);
     let created;
     try {
-      created = await d.shares.create(user.id, file, { expiresInSeconds: expires, maxDownloads, password: field(req, 'password'), note: form.note || undefined, deleteFileAfterLastDownload: form.deleteAfter });
+      created = await d.shares.create(user.id, file, { expiresInSeconds: expires, maxDownloads, password: field(req, 'password'), note: form.note || undefined, deleteFileAfterLastDownload: form.deleteAfter }, (trx, s, t) =>
+        d.notify.linkEmailsIn(trx, {
+          shareId: s.id,
+          ownerId: user.id,
+          ownerName: user.username,
+          fileId: file.id,
+          fileName: file.name,
+          expiresAt: s.expiresAt,
+          passwordProtected: s.passwordHash !== null,
+          url: `${base}/s/${t}`,
+          recipients,
+          message: form.message || null,
+        }),
+      );
     } catch (err) {
       return void (await fail(formError(err)));
     }
     const { share, token } = created;
-    await recordShareCreated(d.audit, req, user.id, share, 'page');
-    const url = `${publicBase(req, config.publicUrl)}/s/${token}`;
+    await recordShareCreated(d.audit, req, user.id, share, 'page', recipients.length);
+    const url = `${base}/s/${token}`;
     // POST-redirect-GET: the link waits (sealed) in the session for exactly one view of the
     // page below, so reloading that page cannot create another link or show this one again.
-    oneTime.put(req, 'share', file.id, { url, passwordProtected: share.passwordHash !== null, expiresAt: share.expiresAt } satisfies NewShare);
+    oneTime.put(req, 'share', file.id, { url, passwordProtected: share.passwordHash !== null, expiresAt: share.expiresAt, emailedTo: recipients } satisfies NewShare);
     res.redirect(303, `/files/${file.id}/new-link`);
   });
 

@@ -11,6 +11,7 @@ import { loadUser } from './auth.js';
 import { authPages } from './auth-pages.js';
 import { filePages } from './file-pages.js';
 import { sessionMiddleware } from './session.js';
+import { ssoPages } from './sso-pages.js';
 import { MESSAGES, type PagesDeps } from './shared.js';
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -51,6 +52,8 @@ export function pageRoutes(d: PagesDeps): Router {
     res.locals.message = MESSAGES[code] ?? null;
     next();
   });
+  // Before the sign-in pages: it takes over sign-out for sessions that signed in through SSO.
+  if (d.sso) r.use(ssoPages(d, d.sso));
   r.use(authPages(d));
   r.use(filePages(d));
   r.use(accountPages(d));

@@ -11,7 +11,9 @@ import type { AccountsService, SetupCode } from '../../services/accounts.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
+import type { SsoService } from '../../services/sso.js';
 import type { VaultService } from '../../services/vault.js';
+import type { Notifier } from '../../services/notify/notifier.js';
 import type { Csrf } from '../csrf.js';
 import type { PasswordLimits } from '../rate-limit.js';
 import type { LifecycleService, RetentionPolicy } from '../../services/lifecycle.js';
@@ -32,6 +34,10 @@ export interface PagesDeps {
   setup: SetupCode;
   csrf: Csrf;
   limits: PasswordLimits;
+  /** Notification settings, webhooks, and sending links by email. */
+  notify: Notifier;
+  /** Single sign-on (OIDC_ISSUER), or null when not configured. */
+  sso?: SsoService | null;
 }
 
 /** Flash messages are fixed texts picked by a code in the query, so nothing a link carries is reflected. */
@@ -49,6 +55,12 @@ export const MESSAGES: Record<string, string> = {
   'link-revoked': 'The link was revoked.',
   'links-revoked': 'Every live link of this user was revoked.',
   'expiry-changed': 'The expiry was changed.',
+  'notifications-saved': 'Your notification settings were saved.',
+  'webhook-removed': 'The webhook was removed.',
+  'webhook-test': 'A test event was queued. Its delivery shows in the log below within a few seconds.',
+  'sso-linked': 'Your single sign-on identity is linked: you can now sign in with it.',
+  'sso-link-taken': 'That single sign-on identity is already linked to another account; nothing was changed.',
+  'sso-link-failed': 'The single sign-on identity could not be linked; nothing was changed.',
 };
 
 /** "password: must be at least 10 characters" -> "The password must be at least 10 characters." */

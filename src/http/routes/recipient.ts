@@ -171,7 +171,7 @@ export function recipientRoutes(d: RecipientDeps): Router {
           heartbeat: (bytesSent) => d.shares.refresh(reservation, bytesSent),
           end: async (bytesSent, completed) => {
             // Only a download the budget counted (completed, holding its slot) can be the last one.
-            counted = await d.shares.settle(reservation, bytesSent, completed);
+            counted = await d.shares.settle(reservation, bytesSent, completed, { ip: req.ip ?? null });
             return counted;
           },
         };

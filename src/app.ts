@@ -14,7 +14,7 @@ import { sql } from './db/kysely.js';
 import type { Database } from './db/database.js';
 import { AppError } from './errors.js';
 import { ApiRoutes } from './http/api-router.js';
-import { requireAdmin, requireToken } from './http/auth.js';
+import { principal, requireAdmin, requireToken } from './http/auth.js';
 import { apiDocsRoutes } from './http/routes/docs.js';
 import { openApiJson } from './http/openapi.js';
 import { errorHandler } from './http/error-handler.js';
@@ -42,6 +42,8 @@ import { openIntegrity } from './services/integrity.js';
 import { PasswordHasher } from './services/passwords.js';
 import { VaultService } from './services/vault.js';
 import { LifecycleService, RetentionPolicy } from './services/lifecycle.js';
+import { TusService } from './services/tus.js';
+import { tusRoutes } from './http/routes/tus.js';
 import { WebSessions } from './services/sessions.js';
 import { pageRoutes } from './http/pages/index.js';
 import { exactSize, humanDuration, humanTime, relativeTime, shortHash } from './http/pages/format.js';
@@ -69,6 +71,8 @@ export interface AppDeps {
 export interface AppServices {
   accounts: AccountsService;
   vault: VaultService;
+  /** Resumable (tus) uploads; swept by the server's housekeeping. */
+  tus: TusService;
   shares: SharesService;
   audit: AuditLog;
   sessions: WebSessions;
@@ -101,6 +105,16 @@ export const PAGE_CSP = {
 
 const assetVersions = new Map<string, string>();
 
+/** Maintained client libraries served from node_modules under /static/vendor/ (no copies in public/). */
+const VENDOR: Record<string, string> = {
+  'vendor/tus.min.js': path.join(ROOT, 'node_modules', 'tus-js-client', 'dist', 'tus.min.js'),
+};
+
+/** Where an asset's bytes are: public/, or node_modules for a vendored library. */
+function assetPath(name: string): string {
+  return VENDOR[name] ?? path.join(ROOT, 'public', name);
+}
+
 /**
  * URL of a file in public/ with a content hash in the query: assets are cached for a year,
  * so a changed file must get a new URL.
@@ -108,7 +122,7 @@ const assetVersions = new Map<string, string>();
 function assetUrl(name: string): string {
   let v = assetVersions.get(name);
   if (v === undefined) {
-    v = createHash('sha256').update(fs.readFileSync(path.join(ROOT, 'public', name))).digest('hex').slice(0, 10);
+    v = createHash('sha256').update(fs.readFileSync(assetPath(name))).digest('hex').slice(0, 10);
     assetVersions.set(name, v);
   }
   return `/static/${name}?v=${v}`;
@@ -150,6 +164,19 @@ export async function createApp(deps: AppDeps): Promise<App> {
     chunkSize: deps.chunkSize,
     defaultQuota: config.userQuotaBytes,
     quotaLeaseMs: config.quotaLeaseMs,
+  });
+  const tus = new TusService({
+    db: deps.db,
+    store: deps.store,
+    keyring: deps.keyring,
+    vault,
+    chunkSize: deps.chunkSize,
+    maxFileSize: config.maxFileSize,
+    expiryMs: config.tusExpiryMs,
+    maxOpenUploads: config.tusMaxOpenUploads,
+    leaseMs: config.tusLeaseMs,
+    // Resumable uploads take no lifetime of their own yet: their files get the retention default.
+    fileExpiresAt: (now) => new RetentionPolicy({ defaultSeconds: config.fileDefaultRetention, maxSeconds: config.fileMaxRetention }).forUpload(now, undefined),
   });
   const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true, onAppend: (trx, row) => notify.auditAppendedIn(trx, row) });
   // A new, empty database has nothing to upgrade: no noise then.
@@ -195,7 +222,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   const lifecycle = new LifecycleService({ db: deps.db, store: deps.store, audit, logger: deps.logger });
   const retention = new RetentionPolicy({ defaultSeconds: config.fileDefaultRetention, maxSeconds: config.fileMaxRetention });
   const app = express() as App;
-  app.services = { accounts, vault, shares, audit, sessions, rateLimits, notify, lifecycle };
+  app.services = { accounts, vault, tus, shares, audit, sessions, rateLimits, notify, lifecycle };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -214,6 +241,12 @@ export async function createApp(deps: AppDeps): Promise<App> {
   const csp = config.oidc ? { ...PAGE_CSP, directives: { ...PAGE_CSP.directives, formAction: ["'self'", new URL(config.oidc.issuer).origin] } } : PAGE_CSP;
   app.use(helmet({ contentSecurityPolicy: csp, crossOriginEmbedderPolicy: false }));
 
+  // tus-js-client for the upload page's resumable uploads, straight from its package.
+  for (const [name, file] of Object.entries(VENDOR)) {
+    app.get(`/static/${name}`, (_req, res) => {
+      res.sendFile(file, { maxAge: '365d', immutable: true, headers: { 'Content-Type': 'text/javascript; charset=utf-8' } });
+    });
+  }
   app.use('/static', express.static(path.join(ROOT, 'public'), { maxAge: '365d', immutable: true, index: false }));
   app.use(cookieParser());
   Object.assign(app.locals, { humanSize, humanTime, relativeTime, humanDuration, shortHash, exactSize, asset: assetUrl });
@@ -290,6 +323,9 @@ export async function createApp(deps: AppDeps): Promise<App> {
   api.use(() => {
     throw new AppError('not_found', 'no such API endpoint');
   });
+  // Resumable uploads (tus 1.0) with bearer tokens; documented in OUTSIDE_API (tus speaks in
+  // headers and its own statuses, so it is not served by the JSON route table's router).
+  app.use('/api/v1/tus', tusRoutes({ tus, audit, maxFileSize: config.maxFileSize, authenticate: [auth], ownerOf: (req) => principal(req).user.id, via: 'tus' }));
   app.use('/api/v1', api);
   app.use('/api/docs', apiDocsRoutes(config.publicUrl));
   app.use('/api', () => {
@@ -314,6 +350,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       keyring: deps.keyring,
       accounts,
       vault,
+      tus,
       shares,
       audit,
       lifecycle,

@@ -48,6 +48,14 @@ export interface Config {
   userQuotaBytes: number | null;
   /** How long an upload's quota lease counts without renewal (a killed instance's uploads stop counting after this). */
   quotaLeaseMs: number;
+  /** A resumable (tus) upload untouched this long expires and is swept (TUS_EXPIRY_SECONDS). */
+  tusExpiryMs: number;
+  /** Resumable uploads a user may have open at once (TUS_MAX_OPEN_UPLOADS). */
+  tusMaxOpenUploads: number;
+  /** How long a PATCH's hold on its upload counts without renewal (a killed instance's hold lapses after this). */
+  tusLeaseMs: number;
+  /** The upload page sends files of at least this size with tus (TUS_PAGE_THRESHOLD; 0: always). */
+  tusPageThreshold: number;
   sharePasswordRateLimit: number;
   sharePasswordRateLimitPerShare: number;
   /** A link download slower than this (bytes per second) for `shareSlowGraceMs` gives way to another recipient; 0: never. */
@@ -504,6 +512,10 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     shareMaxTtl,
     userQuotaBytes,
     quotaLeaseMs: int(env, 'QUOTA_LEASE_SECONDS', 120, 5, 3600) * 1000,
+    tusExpiryMs: int(env, 'TUS_EXPIRY_SECONDS', 86400, 60, 30 * 86400) * 1000,
+    tusMaxOpenUploads: int(env, 'TUS_MAX_OPEN_UPLOADS', 20, 1, 10000),
+    tusLeaseMs: int(env, 'TUS_LEASE_SECONDS', 30, 2, 3600) * 1000,
+    tusPageThreshold: size(env, 'TUS_PAGE_THRESHOLD', 16 * 1024 * 1024, 0),
     sharePasswordRateLimit: int(env, 'SHARE_PASSWORD_RATE_LIMIT', 10, 1, 100000),
     sharePasswordRateLimitPerShare: int(env, 'SHARE_PASSWORD_RATE_LIMIT_PER_SHARE', 10, 1, 100000),
     shareMinRate: size(env, 'SHARE_MIN_RATE', 16 * 1024, 0),

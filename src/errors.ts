@@ -40,6 +40,20 @@ export const ERROR_CODES = {
   not_ready: { status: 503, title: 'Not ready' },
   /** A file is wrapped under a master key this process does not hold (yet): not corruption. */
   key_unavailable: { status: 503, title: 'Master key not available' },
+  /** tus: the request's Tus-Resumable names a version this server does not speak. */
+  tus_version_unsupported: { status: 412, title: 'Unsupported tus version' },
+  /** tus: Upload-Offset is not the upload's committed offset (ask with HEAD). */
+  upload_offset_mismatch: { status: 409, title: 'Upload offset mismatch' },
+  /** tus: another PATCH (on any instance) is writing this upload right now. */
+  upload_locked: { status: 423, title: 'Upload busy' },
+  /** tus: the upload expired (Upload-Expires passed) and is being removed. */
+  upload_expired: { status: 410, title: 'Upload expired' },
+  /** tus: more bytes than the declared Upload-Length. */
+  upload_length_exceeded: { status: 413, title: 'Upload longer than declared' },
+  /** tus: the user has TUS_MAX_OPEN_UPLOADS uploads open already. */
+  too_many_uploads: { status: 429, title: 'Too many open uploads' },
+  /** tus checksum extension: the PATCH body does not match Upload-Checksum; nothing of it was committed. */
+  tus_checksum_mismatch: { status: 460, title: 'Checksum mismatch' },
   insufficient_storage: { status: 507, title: 'Insufficient storage' },
 } as const;
 

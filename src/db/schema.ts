@@ -179,6 +179,34 @@ export interface PurgeQueueTable {
   queued_at: number;
 }
 
+/** Resumable (tus) uploads in progress or just completed (services/tus.ts, db/uploads.ts). */
+export interface UploadsTable {
+  id: string;
+  owner_id: string;
+  name: string;
+  mime_type: string;
+  length: number;
+  /** Plaintext bytes durably stored (a chunk boundary, or `length` when complete). */
+  committed: Generated<number>;
+  chunk_size: number;
+  /** The 69 header bytes of the ciphertext (salt, nonce prefix: not secret). */
+  header: Buffer;
+  key_id: string;
+  /** The DEK wrapped under the master key, bound to this row; zeroed once complete. */
+  wrapped_dek: Buffer;
+  /** hash-wasm SHA-256 state at `committed`, sealed under a key derived from the DEK. */
+  hash_state: Buffer | null;
+  /** JSON: where the incomplete ciphertext lives (S3: multipart upload id, parts, staged bytes). */
+  store_state: string | null;
+  lease_id: string | null;
+  lease_expires_at: number | null;
+  created_at: number;
+  expires_at: number;
+  /** Set when the upload became a file. */
+  file_id: string | null;
+  sha256: Buffer | null;
+}
+
 /** Per-user notification choices (services/notify/settings.ts). `prefs` is JSON: event type -> channels. */
 export interface NotificationSettingsTable {
   user_id: string;
@@ -266,6 +294,7 @@ export interface Schema {
   op_locks: OpLocksTable;
   legal_holds: LegalHoldsTable;
   purge_queue: PurgeQueueTable;
+  uploads: UploadsTable;
   notification_settings: NotificationSettingsTable;
   webhooks: WebhooksTable;
   notification_outbox: NotificationOutboxTable;

@@ -14,7 +14,7 @@ type Schema = z.ZodTypeAny;
 
 /** What one API operation accepts and answers; see API below. */
 export interface ApiOperation {
-  method: 'get' | 'post' | 'put' | 'patch' | 'delete' | 'head';
+  method: 'get' | 'post' | 'put' | 'patch' | 'delete' | 'head' | 'options';
   /** Express path under /api/v1 (`:param` syntax), or under `mount` when set. */
   path: string;
   /** Set ('' = the site root) for routes served outside /api/v1 and only documented here (OUTSIDE_API). */
@@ -521,9 +521,32 @@ const shareContentDescription =
   'without it, or with a wrong one, the answer is 401 with `WWW-Authenticate: Basic`, and wrong passwords are rate-limited ' +
   'per address and per link. Unknown, revoked, expired and used-up links all answer the same 404.';
 
+const API_MOUNT = '/api/v1';
+const tusIdParams = z.object({ id: idParam.openapi({ description: 'upload id (the file id once complete)' }) });
+const tusRequestHeaders = z.object({ 'Tus-Resumable': z.literal('1.0.0') });
+const tusDiscovery = z.object({
+  'Tus-Resumable': z.literal('1.0.0'),
+  'Tus-Version': z.literal('1.0.0'),
+  'Tus-Extension': z.string().openapi({ description: 'creation,creation-with-upload,termination,expiration,checksum' }),
+  'Tus-Max-Size': z.string().openapi({ description: 'MAX_FILE_SIZE' }),
+  'Tus-Checksum-Algorithm': z.literal('sha256'),
+});
+const tusResult = z.object({
+  'Tus-Resumable': z.literal('1.0.0'),
+  'Upload-Offset': z.string().openapi({ description: 'committed plaintext bytes' }),
+  'Upload-Expires': z.string().openapi({ description: 'HTTP date; moved on by every committed PATCH (TUS_EXPIRY_SECONDS)' }),
+  'Upload-File-Id': z.string().optional().openapi({ description: 'once complete: the id of the file the upload became' }),
+  'Upload-File-Sha256': z.string().optional().openapi({ description: 'once complete: hex SHA-256 of the whole file' }),
+});
+const tusPatchErrors: ErrorCode[] = ['upload_offset_mismatch', 'upload_locked', 'upload_expired', 'upload_length_exceeded', 'tus_checksum_mismatch', 'insufficient_storage', 'integrity_error', 'key_unavailable'];
+const tusDescription =
+  'tus 1.0 with the creation, creation-with-upload, termination, expiration and checksum (sha256) extensions, for any tus ' +
+  'client (tus-js-client, Uppy, tus-py-client, curl). Every other request needs `Tus-Resumable: 1.0.0` (412 otherwise) and a ' +
+  'bearer token.';
+
 /**
  * Routes served outside /api/v1 (the recipient download and the health checks, bound in
- * app.ts and routes/recipient.ts), documented in the same OpenAPI document so clients and
+ * app.ts and routes/recipient.ts) or outside its router (tus, routes/tus.ts), documented in the same OpenAPI document so clients and
  * monitoring can find them. The API router does not serve these.
  */
 export const OUTSIDE_API = {
@@ -558,6 +581,84 @@ export const OUTSIDE_API = {
       206: { description: 'headers of the range', headers: partialHeaders },
     },
     errors: ['not_found', 'unauthorized', 'rate_limited', 'range_not_satisfiable'],
+  },
+  // --- Resumable uploads (tus 1.0), served by http/routes/tus.ts at /api/v1/tus/ ---
+  tusOptions: {
+    method: 'options',
+    mount: API_MOUNT,
+    path: '/tus/',
+    tag: 'Resumable uploads (tus)',
+    summary: 'tus discovery: versions, extensions, the size limit, checksum algorithms',
+    description: tusDescription,
+    auth: 'none',
+    responses: { 204: { description: 'what this server speaks', headers: tusDiscovery } },
+    errors: [],
+  },
+  tusCreate: {
+    method: 'post',
+    mount: API_MOUNT,
+    path: '/tus/',
+    tag: 'Resumable uploads (tus)',
+    summary: 'Create a resumable upload (optionally with its first bytes)',
+    description:
+      'Upload-Length is required (Upload-Defer-Length is refused: the quota is reserved at creation). Over MAX_FILE_SIZE or ' +
+      'the quota is 413 at creation; more than TUS_MAX_OPEN_UPLOADS open uploads is 429. A body (creation-with-upload, ' +
+      '`Content-Type: application/offset+octet-stream`) is handled as the first PATCH. The DEK is generated now and stored ' +
+      'wrapped; nothing is ever stored in plaintext.',
+    auth: 'token',
+    headers: tusRequestHeaders.extend({
+      'Upload-Length': z.string().openapi({ description: 'the whole file size in bytes' }),
+      'Upload-Metadata': z.string().optional().openapi({ description: '`filename <base64>,filetype <base64>`' }),
+    }),
+    body: { kind: 'binary' },
+    responses: { 201: { description: 'created; Location is the upload URL', headers: tusResult.extend({ Location: z.string().openapi({ description: '/api/v1/tus/{id}' }) }) } },
+    errors: ['validation_error', 'file_too_large', 'quota_exceeded', 'too_many_uploads', 'tus_version_unsupported', 'unsupported_media_type', ...tusPatchErrors],
+  },
+  tusHead: {
+    method: 'head',
+    mount: API_MOUNT,
+    path: '/tus/:id',
+    tag: 'Resumable uploads (tus)',
+    summary: "An upload's committed offset (resume from there)",
+    description: 'Upload-Offset is the last committed 64 KiB chunk boundary (or Upload-Length once complete). Another user\'s upload is 404.',
+    auth: 'token',
+    params: tusIdParams,
+    headers: tusRequestHeaders,
+    responses: { 200: { description: 'the offset', headers: tusResult.extend({ 'Upload-Length': z.string() }) } },
+    errors: ['not_found', 'upload_expired', 'tus_version_unsupported'],
+  },
+  tusPatch: {
+    method: 'patch',
+    mount: API_MOUNT,
+    path: '/tus/:id',
+    tag: 'Resumable uploads (tus)',
+    summary: 'Append bytes at Upload-Offset',
+    description:
+      'Bytes are sealed into 64 KiB chunks as they arrive; only whole chunks are committed, so after a cut the offset is a ' +
+      'multiple of 65536 and the client resends the rest. The request that brings the last byte turns the upload into an ' +
+      'ordinary file and names it in `Upload-File-Id` and `Upload-File-Sha256`. A second PATCH while one runs (any instance) ' +
+      'is 423; a wrong offset 409; a body not matching `Upload-Checksum: sha256 <base64>` is 460 and commits nothing.',
+    auth: 'token',
+    params: tusIdParams,
+    headers: tusRequestHeaders.extend({
+      'Upload-Offset': z.string().openapi({ description: 'must equal the committed offset (HEAD)' }),
+      'Upload-Checksum': z.string().optional().openapi({ description: 'sha256 <base64 of the SHA-256 of this body>' }),
+    }),
+    body: { kind: 'binary' },
+    responses: { 204: { description: 'appended; the new offset', headers: tusResult } },
+    errors: ['not_found', 'validation_error', 'tus_version_unsupported', 'unsupported_media_type', ...tusPatchErrors],
+  },
+  tusDelete: {
+    method: 'delete',
+    mount: API_MOUNT,
+    path: '/tus/:id',
+    tag: 'Resumable uploads (tus)',
+    summary: 'Terminate an upload (its stored ciphertext is removed; a running PATCH stops)',
+    auth: 'token',
+    params: tusIdParams,
+    headers: tusRequestHeaders,
+    responses: { 204: { description: 'terminated' } },
+    errors: ['not_found', 'tus_version_unsupported'],
   },
   healthz: {
     method: 'get',

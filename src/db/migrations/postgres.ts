@@ -192,6 +192,34 @@ export const PG_MIGRATIONS: PgMigration[] = [
     `,
   },
   {
+    version: 13,
+    name: 'resumable (tus) uploads',
+    sql: `
+      CREATE TABLE uploads (
+        id               TEXT PRIMARY KEY,
+        owner_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name             TEXT NOT NULL,
+        mime_type        TEXT NOT NULL,
+        length           BIGINT NOT NULL CHECK (length >= 0),
+        committed        BIGINT NOT NULL DEFAULT 0 CHECK (committed >= 0),
+        chunk_size       INTEGER NOT NULL,
+        header           BYTEA NOT NULL,
+        key_id           TEXT NOT NULL,
+        wrapped_dek      BYTEA NOT NULL,
+        hash_state       BYTEA,
+        store_state      TEXT,
+        lease_id         TEXT,
+        lease_expires_at BIGINT,
+        created_at       BIGINT NOT NULL,
+        expires_at       BIGINT NOT NULL,
+        file_id          TEXT,
+        sha256           BYTEA
+      );
+      CREATE INDEX uploads_owner ON uploads(owner_id, expires_at);
+      CREATE INDEX uploads_expires ON uploads(expires_at);
+    `,
+  },
+  {
     version: 15,
     name: 'single sign-on identities',
     sql: `

@@ -258,6 +258,41 @@ export const MIGRATIONS: Migration[] = [
     `,
   },
   {
+    version: 13,
+    name: 'resumable (tus) uploads',
+    sql: `
+      -- One row per resumable upload (services/tus.ts). Only ciphertext exists while it is
+      -- incomplete: the DEK is wrapped under the master key (bound to this upload row), the
+      -- running SHA-256 state is sealed under a key derived from the DEK, and the store holds
+      -- sealed 64 KiB chunks. committed is the plaintext offset of the last durable chunk
+      -- boundary (docs/format.md). A PATCH holds the row's lease (one UPDATE that checks the
+      -- expiry), so a second PATCH through any instance is refused. file_id is set, and the
+      -- key material wiped, once the upload became an ordinary file.
+      CREATE TABLE uploads (
+        id               TEXT PRIMARY KEY,
+        owner_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name             TEXT NOT NULL,
+        mime_type        TEXT NOT NULL,
+        length           INTEGER NOT NULL CHECK (length >= 0),
+        committed        INTEGER NOT NULL DEFAULT 0 CHECK (committed >= 0),
+        chunk_size       INTEGER NOT NULL,
+        header           BLOB NOT NULL,
+        key_id           TEXT NOT NULL,
+        wrapped_dek      BLOB NOT NULL,
+        hash_state       BLOB,
+        store_state      TEXT,
+        lease_id         TEXT,
+        lease_expires_at INTEGER,
+        created_at       INTEGER NOT NULL,
+        expires_at       INTEGER NOT NULL,
+        file_id          TEXT,
+        sha256           BLOB
+      ) STRICT;
+      CREATE INDEX uploads_owner ON uploads(owner_id, expires_at);
+      CREATE INDEX uploads_expires ON uploads(expires_at);
+    `,
+  },
+  {
     version: 15,
     name: 'single sign-on identities',
     sql: `

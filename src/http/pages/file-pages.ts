@@ -14,6 +14,7 @@ import { humanDuration } from './format.js';
 import { OneTimeView } from './one-time.js';
 import { formError, type PagesDeps } from './shared.js';
 import { parseExpiresField } from '../../services/lifecycle.js';
+import { tusRoutes } from '../routes/tus.js';
 
 const PAGE_SIZE = 20;
 
@@ -75,12 +76,17 @@ export function filePages(d: PagesDeps): Router {
       maxFiles: config.maxFilesPerRequest,
       retentionChoices: retentionChoices(d.retention.maxSeconds),
       defaultRetention: d.retention.defaultSeconds === null ? '' : String(d.retention.defaultSeconds),
+      tusThreshold: config.tusPageThreshold,
       // multer has not read the body when the CSRF check runs, so the token rides in the URL.
       uploadAction: `/upload?_csrf=${encodeURIComponent(String(res.locals.csrfToken))}`,
     });
   });
 
   const withLease = withQuotaLease(d.vault, (req) => webUser(req).id);
+
+  // Large files from the upload page: tus over the session (the CSRF check above covers
+  // POST, PATCH and DELETE; tus-js-client sends the token as X-CSRF-Token).
+  r.use('/files/tus', tusRoutes({ tus: d.tus, audit: d.audit, maxFileSize: config.maxFileSize, authenticate: [requireUser], ownerOf: (req) => webUser(req).id, via: 'page-tus' }));
 
   r.post(
     '/upload',

@@ -15,6 +15,7 @@ import type { SsoService } from '../../services/sso.js';
 import type { VaultService } from '../../services/vault.js';
 import type { Notifier } from '../../services/notify/notifier.js';
 import type { Csrf } from '../csrf.js';
+import type { TusService } from '../../services/tus.js';
 import type { PasswordLimits } from '../rate-limit.js';
 import type { LifecycleService, RetentionPolicy } from '../../services/lifecycle.js';
 
@@ -24,6 +25,8 @@ export interface PagesDeps {
   keyring: Keyring;
   accounts: AccountsService;
   vault: VaultService;
+  /** Resumable uploads (the upload page's large files go through tus). */
+  tus: TusService;
   shares: SharesService;
   audit: AuditLog;
   lifecycle: LifecycleService;

@@ -137,6 +137,20 @@ describe('expiry at upload and later', () => {
     }
   });
 
+  it('a file completed through tus gets the retention default', async () => {
+    const h = await harness({ FILE_DEFAULT_RETENTION: '2d' });
+    const token = await setupAdmin(h);
+    const T = { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${token}` };
+    const made = await h.request.post('/api/v1/tus/').set(T).set('Upload-Length', '5').set('Upload-Metadata', `filename ${Buffer.from('t.txt').toString('base64')}`);
+    expect(made.status).toBe(201);
+    const id = String(made.headers.location).split('/').pop()!;
+    const sent = await h.request.patch(`/api/v1/tus/${id}`).set(T).set('Upload-Offset', '0').set('Content-Type', 'application/offset+octet-stream').send(Buffer.from('hello'));
+    expect(sent.status).toBe(204);
+    const list = await h.request.get('/api/v1/files').set(bearer(token));
+    const f = list.body.files.find((x: { name: string }) => x.name === 't.txt');
+    expect(Math.abs(Date.parse(f.expiresAt) - Date.now() - 2 * DAY * 1000)).toBeLessThan(60_000);
+  });
+
   it('without settings a file never expires unless asked; PATCH sets, clears and moves the expiry', async () => {
     const h = await harness();
     const token = await setupAdmin(h);

@@ -54,6 +54,11 @@ export interface FilesTable {
   blob_gen: Generated<number>;
   /** When the purge job crypto-shreds the file (ms); null: kept until deleted. */
   expires_at: number | null;
+  /** The upload request the file arrived through (null for the owner's own uploads). */
+  request_id: Generated<string | null>;
+  /** Name and email the uploader gave on the request's page (null when not asked or not given). */
+  uploader_name: Generated<string | null>;
+  uploader_email: Generated<string | null>;
 }
 
 export interface SharesTable {
@@ -179,6 +184,37 @@ export interface PurgeQueueTable {
   queued_at: number;
 }
 
+/** An owner's upload request (services/requests.ts); the token is only its keyed hash. */
+export interface UploadRequestsTable {
+  id: string;
+  owner_id: string;
+  token_hash: Buffer;
+  title: string;
+  message: string;
+  password_hash: string | null;
+  max_files: number;
+  max_bytes: number;
+  max_file_bytes: number;
+  /** JSON array of lowercase extensions without the dot; null = any type. */
+  allowed_types: string | null;
+  require_name: number;
+  require_email: number;
+  created_at: number;
+  expires_at: number;
+  closed_at: number | null;
+  files_received: Generated<number>;
+  bytes_received: Generated<number>;
+}
+
+/** Files and bytes of uploads to a request still streaming on any instance; counted until expires_at (ms). */
+export interface UploadRequestLeasesTable {
+  id: string;
+  request_id: string;
+  files: number;
+  bytes: number;
+  expires_at: number;
+}
+
 /** Resumable (tus) uploads in progress or just completed (services/tus.ts, db/uploads.ts). */
 export interface UploadsTable {
   id: string;
@@ -277,6 +313,14 @@ export interface OidcIdentitiesTable {
   row_mac: Buffer;
 }
 
+/** The admin page's single sign-on switch (one row at most, id 1; migration 15). */
+export interface SsoPolicyTable {
+  id: number;
+  disable_local_passwords: number;
+  updated_at: number;
+  row_mac: Buffer;
+}
+
 export interface Schema {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -294,6 +338,8 @@ export interface Schema {
   op_locks: OpLocksTable;
   legal_holds: LegalHoldsTable;
   purge_queue: PurgeQueueTable;
+  upload_requests: UploadRequestsTable;
+  upload_request_leases: UploadRequestLeasesTable;
   uploads: UploadsTable;
   notification_settings: NotificationSettingsTable;
   webhooks: WebhooksTable;
@@ -301,4 +347,5 @@ export interface Schema {
   sign_in_addresses: SignInAddressesTable;
   share_recipients: ShareRecipientsTable;
   oidc_identities: OidcIdentitiesTable;
+  sso_policy: SsoPolicyTable;
 }

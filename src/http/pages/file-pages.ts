@@ -99,7 +99,7 @@ export function filePages(d: PagesDeps): Router {
       const staged = (req.staged ?? []).sort((a, b) => a.seq - b.seq);
       req.staged = [];
       if (staged.length === 0) throw new AppError('validation_error', 'choose at least one file to upload');
-      const rows = await d.vault.commit(webUser(req).id, staged, leaseOf(res), expiresAt);
+      const rows = await d.vault.commit(webUser(req).id, staged, leaseOf(res), { expiresAt });
       await uploaded(req, rows);
       if (wantsJson(req)) return void res.status(201).json({ files: rows.map((f) => presentFile(f)) });
       res.redirect(303, `/?uploaded=${rows.map((f) => f.id).join(',')}`);
@@ -110,9 +110,12 @@ export function filePages(d: PagesDeps): Router {
     const raw = typeof req.query.cursor === 'string' ? req.query.cursor : undefined;
     const cursor = raw === undefined ? null : decodeCursor(raw);
     if (raw !== undefined && !cursor) throw new AppError('not_found', 'no such page of files');
-    const page = await d.vault.list(webUser(req).id, PAGE_SIZE, cursor);
+    // ?request=<id>: only the files that came through one of the owner's upload requests.
+    const requestId = typeof req.query.request === 'string' ? req.query.request : undefined;
+    const fromRequest = requestId === undefined ? null : await d.requests.ownedBy(webUser(req).id, requestId);
+    const page = await d.vault.list(webUser(req).id, PAGE_SIZE, cursor, fromRequest?.id);
     const held = await d.lifecycle.holds.heldAmong(webUser(req).id, page.files.map((f) => f.id));
-    res.render('files', { title: 'Your files', nav: 'files', files: page.files, held, daysUntil, nextCursor: encodeCursor(page.next), paged: cursor !== null });
+    res.render('files', { title: 'Your files', nav: 'files', files: page.files, held, daysUntil, nextCursor: encodeCursor(page.next), paged: cursor !== null, fromRequest });
   });
 
   const renderFile = async (req: Request, res: Response, file: FileRow, extra: Record<string, unknown> = {}, status = 200) => {

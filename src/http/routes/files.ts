@@ -9,7 +9,7 @@ import type { ApiRoutes } from '../api-router.js';
 import { principal } from '../auth.js';
 import { clientOf } from '../context.js';
 import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
-import { filePatchBody, holdBody, listQuery, parse } from '../schemas.js';
+import { fileListQuery, filePatchBody, holdBody, parse } from '../schemas.js';
 import { parseExpiresField, type LifecycleService, type RetentionPolicy } from '../../services/lifecycle.js';
 import type { HoldScope } from '../../db/holds.js';
 import { presentHold } from '../presenters.js';
@@ -49,7 +49,7 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
       const staged = (req.staged ?? []).sort((a, b) => a.seq - b.seq);
       req.staged = [];
       if (staged.length === 0) throw new AppError('validation_error', 'file: no file part; send one or more parts named "file"');
-      const rows = await d.vault.commit(principal(req).user.id, staged, leaseOf(res), expiresAt);
+      const rows = await d.vault.commit(principal(req).user.id, staged, leaseOf(res), { expiresAt });
       await uploaded(req, rows, 'multipart');
       res.status(201).json({ files: rows.map((f) => presentFile(f)) });
     },
@@ -83,7 +83,7 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
       exemptFromBodyDeadline(req);
       acceptBody(req, res);
       const staged = await d.vault.ingest(req, { name, mimeType, maxBytes: d.maxFileSize, expectedSha256: expected, lease });
-      const [row] = await d.vault.commit(principal(req).user.id, [staged], lease, d.retention.forUpload(Date.now(), requested));
+      const [row] = await d.vault.commit(principal(req).user.id, [staged], lease, { expiresAt: d.retention.forUpload(Date.now(), requested) });
       await uploaded(req, [row!], 'put');
       res.status(201).location(`/api/v1/files/${row!.id}`).json({ file: presentFile(row!) });
     } finally {
@@ -92,10 +92,10 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
   });
 
   r.op('listFiles', async (req, res) => {
-    const q = parse(listQuery, req.query);
+    const q = parse(fileListQuery, req.query);
     const cursor = q.cursor === undefined ? null : decodeCursor(q.cursor);
     if (q.cursor !== undefined && !cursor) throw new AppError('validation_error', 'cursor: not a cursor from this API');
-    const page = await d.vault.list(principal(req).user.id, q.limit, cursor);
+    const page = await d.vault.list(principal(req).user.id, q.limit, cursor, q.requestId);
     const held = await d.lifecycle.holds.heldAmong(principal(req).user.id, page.files.map((f) => f.id));
     res.json({ files: page.files.map((f) => presentFile(f, held.has(f.id))), nextCursor: encodeCursor(page.next) });
   });

@@ -22,6 +22,8 @@ export interface ShareRow {
   expiredAt: number | null;
   /** A link to several files (share_files); fileId is then only the anchor row. */
   bundle: boolean;
+  /** Purge the file once this link's last allowed download completed (absent: false). */
+  deleteFileAfter?: boolean;
 }
 
 interface RawShare {
@@ -38,6 +40,7 @@ interface RawShare {
   revoked_at: number | null;
   expired_at: number | null;
   bundle: number;
+  delete_file_after: number;
 }
 
 const toRow = (r: RawShare): ShareRow => ({
@@ -54,6 +57,7 @@ const toRow = (r: RawShare): ShareRow => ({
   revokedAt: r.revoked_at,
   expiredAt: r.expired_at,
   bundle: r.bundle === 1,
+  deleteFileAfter: r.delete_file_after === 1,
 });
 
 const SELECTED = [
@@ -70,6 +74,7 @@ const SELECTED = [
   'revoked_at',
   'expired_at',
   'bundle',
+  'delete_file_after',
 ] as const;
 
 export class SharesRepo {
@@ -93,6 +98,7 @@ export class SharesRepo {
         expires_at: s.expiresAt,
         max_downloads: s.maxDownloads,
         bundle: s.bundle ? 1 : 0,
+        delete_file_after: s.deleteFileAfter ? 1 : 0,
         row_mac: this.keys.rowMac('shares', shareMacFields(s)),
       })
       .execute();

@@ -66,12 +66,17 @@ export class BundlesService {
   async resolve(token: string, ticketText?: string): Promise<ResolvedBundle | null> {
     const found = await this.deps.shares.lookup(token, ticketText);
     if (!found || !found.share.bundle) return null;
-    const { files, withdrawn } = await this.members.members(found.share.id, found.share.ownerId);
+    const members = await this.members.members(found.share.id, found.share.ownerId);
+    // A file past its expiry (and not on hold) is withdrawn at once, as for single links.
+    const now = this.now();
+    const files: FileRow[] = [];
+    for (const f of members.files) if (!(await this.deps.shares.expired(f, now))) files.push(f);
+    const withdrawn = members.withdrawn + (members.files.length - files.length);
     if (files.length === 0) return null;
     const names = zipEntryNames(files.map((f) => f.name));
     const entries: ZipEntry[] = files.map((f, i) => ({ name: names[i]!, size: f.size, crc32: f.crc32 ?? null, createdAt: f.createdAt, sha256: f.sha256.toString('hex') }));
     const layout = layoutZip(entries, this.deps.forceZip64);
-    const reason = SharesService.unavailableReason(found.share, layout.size, this.now());
+    const reason = SharesService.unavailableReason(found.share, layout.size, now);
     if (reason && !(reason === 'exhausted' && found.repeat)) return null;
     return { ...found, files, withdrawn, entries, layout, etag: zipEtag(entries, this.deps.forceZip64) };
   }

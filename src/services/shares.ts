@@ -22,6 +22,7 @@ import type { Notifier } from './notify/notifier.js';
 import type { FileRow } from '../db/files.js';
 import { SharesRepo, type ShareRow } from '../db/shares.js';
 import { ShareFilesRepo } from '../db/share-files.js';
+import { HoldsRepo } from '../db/holds.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { AppError } from '../errors.js';
 import { newId } from './ids.js';
@@ -62,6 +63,8 @@ export interface ShareInput {
   maxDownloads?: number | null;
   password?: string;
   note?: string;
+  /** Purge the file once the last allowed download completed (needs maxDownloads). */
+  deleteFileAfterLastDownload?: boolean;
 }
 
 /** A download ticket whose signature and expiry have been checked. */
@@ -139,6 +142,9 @@ export class SharesService {
     if (ttl > this.deps.maxTtlSeconds) {
       throw new AppError('validation_error', `expiresInSeconds: must be at most ${this.deps.maxTtlSeconds}`);
     }
+    if (input.deleteFileAfterLastDownload && (input.maxDownloads === undefined || input.maxDownloads === null)) {
+      throw new AppError('validation_error', 'deleteFileAfterLastDownload: needs maxDownloads (the last allowed download is what deletes the file)');
+    }
     let passwordHash: string | null = null;
     if (input.password !== undefined && input.password !== '') {
       checkPassword(input.password);
@@ -160,6 +166,7 @@ export class SharesService {
       revokedAt: null,
       expiredAt: null,
       bundle,
+      deleteFileAfter: input.deleteFileAfterLastDownload === true,
     };
     await this.deps.db.transaction(async (trx) => {
       // The password hash above is slow: an admin may have disabled the owner (revoking their
@@ -210,9 +217,19 @@ export class SharesService {
     const { share, ticket, repeat } = found;
     const file = await files.byId(share.fileId);
     if (!file) return null;
-    const reason = SharesService.unavailableReason(share, file.size, this.now());
+    const now = this.now();
+    const reason = SharesService.unavailableReason(share, file.size, now);
     if (reason && !(reason === 'exhausted' && repeat)) return null;
+    if (await this.expired(file, now)) return null;
     return { share, file, ticket, repeat };
+  }
+
+  /**
+   * True when the file is past its expiry and no legal hold keeps it: gone for recipients at
+   * once, not only when the purge job gets to it (single links and bundles alike).
+   */
+  async expired(file: FileRow, now = this.now()): Promise<boolean> {
+    return file.expiresAt != null && file.expiresAt <= now && (await new HoldsRepo(this.deps.db.kysely).holdsOnFile(file)).length === 0;
   }
 
   /**

@@ -38,6 +38,7 @@ import { openIntegrity } from './services/integrity.js';
 import { PasswordHasher } from './services/passwords.js';
 import { VaultService } from './services/vault.js';
 import { WebSessions } from './services/sessions.js';
+import { MfaService } from './services/mfa.js';
 import { pageRoutes } from './http/pages/index.js';
 import { exactSize, humanDuration, humanTime, relativeTime, shortHash } from './http/pages/format.js';
 import { createHash } from 'node:crypto';
@@ -57,6 +58,8 @@ export interface AppDeps {
   auditHeads?: AuditHeadStore;
   /** Override the format's chunk size (tests only). */
   chunkSize?: number;
+  /** Tests only: the clock for second factors and sudo mode (TOTP steps, re-authentication expiry). */
+  clock?: () => number;
   /** Tests only: check every API response against the route table and report mismatches here. */
   onContractViolation?: (message: string) => void;
 }
@@ -67,6 +70,7 @@ export interface AppServices {
   shares: SharesService;
   audit: AuditLog;
   sessions: WebSessions;
+  mfa: MfaService;
   /** Rate-limit counters in the shared database (swept by the server's housekeeping). */
   rateLimits: DbRateLimitStores;
 }
@@ -92,6 +96,11 @@ export const PAGE_CSP = {
 
 const assetVersions = new Map<string, string>();
 
+/** Browser files served from node_modules under /static/vendor/. */
+const VENDOR: Record<string, string> = {
+  'vendor/simplewebauthn-browser.js': path.join(ROOT, 'node_modules', '@simplewebauthn', 'browser', 'dist', 'bundle', 'index.umd.min.js'),
+};
+
 /**
  * URL of a file in public/ with a content hash in the query: assets are cached for a year,
  * so a changed file must get a new URL.
@@ -99,7 +108,7 @@ const assetVersions = new Map<string, string>();
 function assetUrl(name: string): string {
   let v = assetVersions.get(name);
   if (v === undefined) {
-    v = createHash('sha256').update(fs.readFileSync(path.join(ROOT, 'public', name))).digest('hex').slice(0, 10);
+    v = createHash('sha256').update(fs.readFileSync(VENDOR[name] ?? path.join(ROOT, 'public', name))).digest('hex').slice(0, 10);
     assetVersions.set(name, v);
   }
   return `/static/${name}?v=${v}`;
@@ -168,6 +177,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // Recipients have no session: their form tokens are bound to the share link they opened.
   const recipientCsrf = createCsrf(deps.keyring.derive('sfs/v1 recipient csrf'), 'sfs-share-csrf', (req) => String(req.params.token ?? ''));
 
+  const now = deps.clock ?? Date.now;
+  const mfa = new MfaService({ db: deps.db, keyring: deps.keyring, integrity, requireDefault: config.require2fa, now });
   const sessions = new WebSessions({ db: deps.db, integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
   // Page forms: bound to the session once signed in; before that (sign-in, setup) to the cookie alone.
   const pageCsrf = createCsrf(deps.keyring.derive('sfs/v1 page csrf'), 'sfs-csrf', (req) => (req.session?.uid ? req.sessionID : 'anonymous'));
@@ -175,7 +186,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // Counters in the shared database, keyed by a keyed hash (never an IP or a name in the clear).
   const rateLimits = new DbRateLimitStores({ db: deps.db, hashKey: deps.keyring.derive(RATE_LIMIT_KEY_LABEL) });
   const app = express() as App;
-  app.services = { accounts, vault, shares, audit, sessions, rateLimits };
+  app.services = { accounts, vault, shares, audit, sessions, mfa, rateLimits };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -191,6 +202,11 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // helmet's defaults add upgrade-insecure-requests, which breaks plain-HTTP use on a LAN.
   app.use(helmet({ contentSecurityPolicy: PAGE_CSP, crossOriginEmbedderPolicy: false }));
 
+  // The WebAuthn browser library, served from its package (no CDN: the CSP allows only 'self').
+  app.get('/static/vendor/simplewebauthn-browser.js', (_req, res) => {
+    res.setHeader('Cache-Control', 'public, max-age=31536000, immutable');
+    res.type('text/javascript').sendFile(VENDOR['vendor/simplewebauthn-browser.js']!);
+  });
   app.use('/static', express.static(path.join(ROOT, 'public'), { maxAge: '365d', immutable: true, index: false }));
   app.use(cookieParser());
   Object.assign(app.locals, { humanSize, humanTime, relativeTime, humanDuration, shortHash, exactSize, asset: assetUrl });
@@ -223,7 +239,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     if (req.is('application/json')) acceptBody(req, res);
     json(req, res, next);
   });
-  const auth = requireToken(accounts);
+  const auth = requireToken(accounts, mfa);
   const window = config.rateLimitWindowMs;
   const onLimited = (scope: string) => (req: Request) =>
     audit.recordSummarised(`${scope}:${req.ip}`, { actor: 'anonymous', action: 'rate_limit.hit', outcome: 'denied', ...clientOf(req), details: { scope } });
@@ -236,6 +252,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     setup: limiter({ store: rateLimits.for('setup'), windowMs: window, limit: 10, onLimited: onLimited('setup') }),
     login: [limitAccount((req) => (req.body as Record<string, unknown> | undefined)?.username), loginPerIp, loginPerUser],
     passwordCheck: [limitAccount((req) => req.principal?.user.username ?? req.webUser?.username), loginPerIp, loginPerUser],
+    secondFactor: [limitAccount((req) => req.session?.pending?.username ?? req.webUser?.username), loginPerIp, loginPerUser],
   };
   const routeDeps = {
     accounts,
@@ -245,6 +262,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     setup: deps.setup,
     auth,
     sessions,
+    mfa,
     limits: passwordLimits,
   };
   // One route table (http/api-table.ts) builds both this router and the OpenAPI document.
@@ -294,6 +312,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
       setup: deps.setup,
       csrf: pageCsrf,
       limits: passwordLimits,
+      mfa,
+      now,
     }),
   );
   app.use(() => {

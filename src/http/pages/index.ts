@@ -7,7 +7,8 @@ import express, { Router } from 'express';
 import { AppError } from '../../errors.js';
 import { accountPages } from './account-pages.js';
 import { adminPages } from './admin-pages.js';
-import { loadUser } from './auth.js';
+import { loadUser, wantsJson } from './auth.js';
+import { enrolmentPath, mfaPages } from './mfa-pages.js';
 import { authPages } from './auth-pages.js';
 import { filePages } from './file-pages.js';
 import { sessionMiddleware } from './session.js';
@@ -51,7 +52,15 @@ export function pageRoutes(d: PagesDeps): Router {
     res.locals.message = MESSAGES[code] ?? null;
     next();
   });
+  // REQUIRE_2FA: a signed-in user it covers who has no factor yet may only enrol (or sign out).
+  // Read on every request, so the policy and an enrolment take effect at once.
+  r.use(async (req, res, next) => {
+    if (!req.webUser || enrolmentPath(req.method, req.path) || !(await d.mfa.mustEnrol(req.webUser))) return next();
+    if (wantsJson(req)) throw new AppError('mfa_enrolment_required', 'set up a second factor on /account/2fa first');
+    res.redirect(303, '/account/2fa?required=1');
+  });
   r.use(authPages(d));
+  r.use(mfaPages(d));
   r.use(filePages(d));
   r.use(accountPages(d));
   r.use(adminPages(d));

@@ -6,7 +6,9 @@
  * Codes are computed with otplib from the secret the enrolment page shows; the app's clock is
  * the test's, so time steps are chosen, never waited for.
  */
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { generate } from 'otplib';
 import supertest from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -14,6 +16,7 @@ import { Keyring } from '../src/crypto/keyring.js';
 import { rotate } from '../src/ops/keys.js';
 import { ADMIN, makeHarness, makeUser, setupAdmin, type Harness } from './helpers.js';
 
+const SFS = path.resolve(import.meta.dirname, '..', 'dist', 'cli', 'sfs.js');
 type Agent = ReturnType<typeof supertest.agent>;
 const HTML = { Accept: 'text/html' };
 // A fixed start in the middle of a 30-second step, so ±1 step is exactly ±30 s.
@@ -286,6 +289,27 @@ describe('admin reset of second factors', () => {
     expect((await again.agent.get('/account?msg=mfa-reset').set(HTML)).text).toContain('An administrator reset your second factors');
     // Told once.
     expect((await login(c.h, 'bob', 'bob password 123')).r.headers.location).toBe('/files');
+  });
+});
+
+describe('sfs user reset-2fa', () => {
+  it('lets the host back in when the last admin lost their phone', async () => {
+    const key = randomBytes(32);
+    const c = await clocked({}, { masterKey: key });
+    await setupAdmin(c.h);
+    const { agent } = await login(c.h, ADMIN.username, ADMIN.password);
+    await enrolTotp(agent, c);
+    expect((await c.h.request.post('/api/v1/auth/tokens').send(ADMIN)).body.code).toBe('otp_required');
+    const r = spawnSync(process.execPath, [SFS, 'user', 'reset-2fa', 'admin', '--json'], {
+      // The process environment too: on the scale run it carries the S3 credentials.
+      env: { ...process.env, ...c.h.env, MASTER_KEY: key.toString('base64') },
+      cwd: c.h.dir,
+      encoding: 'utf8',
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ user: 'admin', totp: true, recoveryCodes: 10 });
+    expect((await c.h.request.post('/api/v1/auth/tokens').send(ADMIN)).status).toBe(201);
+    expect((await c.h.sql<{ actor: string }>("SELECT actor FROM audit_events WHERE action = 'mfa.reset'")).map((e) => e.actor)).toEqual(['cli']);
   });
 });
 

@@ -365,6 +365,28 @@ describe('the account page', () => {
   });
 });
 
+describe('a database writer without the master key', () => {
+  it('cannot move a sealed TOTP secret to another user, nor plant a passkey', async () => {
+    const c = await adminWithTotp();
+    const adminToken = (await c.h.request.post('/api/v1/auth/tokens').send({ ...ADMIN, otp: await code(c.secret, c.clock.now + 30_000) })).body.token as string;
+    await makeUser(c.h, adminToken, 'dave');
+    const dave = (await c.h.sql<{ id: string }>("SELECT id FROM users WHERE username = 'dave'"))[0]!.id;
+    const [row] = await c.h.sql<{ key_id: string; sealed: Buffer }>('SELECT key_id, sealed FROM mfa_totp');
+    // Dave's row gets the admin's sealed secret: the writer knows the admin's codes, not the key.
+    await c.h.sql('INSERT INTO mfa_totp (user_id, key_id, sealed, confirmed_at, last_step, created_at) VALUES (?, ?, ?, ?, 0, ?)', [dave, row!.key_id, row!.sealed, c.clock.now, c.clock.now]);
+    const moved = await c.h.request.post('/api/v1/auth/tokens').send({ username: 'dave', password: 'dave password 123', otp: await code(c.secret, c.clock.now + 60_000) });
+    expect(moved.status).toBe(500);
+    expect(moved.body.code).toBe('integrity_error');
+
+    // A passkey row for another user with a key of the writer's own: not a factor, not a credential.
+    await makeUser(c.h, adminToken, 'erin');
+    const erin = (await c.h.sql<{ id: string }>("SELECT id FROM users WHERE username = 'erin'"))[0]!.id;
+    await c.h.sql('INSERT INTO mfa_passkeys (id, user_id, name, public_key, counter, transports, row_mac, created_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?)', ['planted', erin, 'x', randomBytes(77), '', randomBytes(32), c.clock.now]);
+    expect((await c.h.request.post('/api/v1/auth/tokens').send({ username: 'erin', password: 'erin password 123' })).status).toBe(201);
+    expect(await c.h.app.services.mfa.passkeys.byId('planted')).toBeUndefined();
+  });
+});
+
 describe('secrets at rest', () => {
   it('no TOTP secret or recovery code in the database, the audit log or the logs', async () => {
     const { h, secret, codes, clock } = await adminWithTotp();

@@ -95,7 +95,7 @@ export const API = {
     auth: 'none',
     body: { kind: 'json', schema: tokenCreateBody },
     responses: { 201: { description: 'the new token', schema: M.TokenCreated } },
-    errors: ['validation_error', 'unauthorized', 'account_disabled', 'rate_limited', 'otp_required', 'otp_invalid', 'mfa_enrolment_required'],
+    errors: ['validation_error', 'unauthorized', 'account_disabled', 'rate_limited', 'otp_required', 'otp_invalid', 'mfa_enrolment_required', 'integrity_error'],
   },
   // --- The caller's own account ---
   listTokens: {

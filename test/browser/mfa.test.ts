@@ -6,6 +6,7 @@
  * waits for a step to pass. The tests run in order, like one person's session.
  */
 /// <reference lib="dom" />
+import { AxeBuilder } from '@axe-core/playwright';
 import { generate } from 'otplib';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,6 +28,13 @@ const problems: string[] = [];
 async function nextCode(): Promise<string> {
   offset += 30_000;
   return generate({ secret, epoch: Math.floor((Date.now() + offset) / 1000) });
+}
+
+/** Fails on serious or critical axe violations (as the main browser suite does). */
+async function axe(p: Page): Promise<void> {
+  const result = await new AxeBuilder({ page: p }).analyze();
+  const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => `${v.id}: ${v.help} @ ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  expect(bad, `accessibility violations on ${p.url()}`).toEqual([]);
 }
 
 async function password(p: Page): Promise<void> {
@@ -71,11 +79,13 @@ describe.runIf(browserAvailable('second factors browser suite'))('second factors
     await page.getByRole('link', { name: 'Manage two-factor authentication' }).click();
     await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
     await expect.poll(() => page.locator('svg.qr-code').count()).toBe(1);
+    await axe(page);
     secret = (await page.locator('[data-totp-secret]').textContent())!.trim();
     await page.getByLabel('Code from the app').fill(await nextCode());
     await page.getByRole('button', { name: 'Confirm and turn on' }).click();
     await page.waitForURL(/\/account\/2fa\/recovery-codes/);
     recovery = await page.locator('[data-recovery-codes] code').allTextContents();
+    await axe(page);
     expect(recovery).toHaveLength(10);
     await page.reload();
     expect(await page.locator('[data-recovery-codes] code').count()).toBe(0);
@@ -85,6 +95,7 @@ describe.runIf(browserAvailable('second factors browser suite'))('second factors
   it('signs in with the password and then a code from the app', async () => {
     await password(page);
     await page.waitForURL(/\/login\/2fa/);
+    await axe(page);
     await page.getByLabel(/Code from your authenticator app/).fill(await nextCode());
     await page.getByRole('button', { name: 'Continue' }).click();
     await page.waitForURL((u) => u.pathname === '/');
@@ -122,6 +133,9 @@ describe.runIf(browserAvailable('second factors browser suite'))('second factors
     await page.getByRole('button', { name: 'Add a passkey' }).click();
     await page.waitForURL(/msg=passkey-added/);
     await expect.poll(() => page.locator('[data-passkey-row] strong').allTextContents()).toEqual(['virtual key']);
+    await axe(page);
+    await page.goto(`${base}/sudo?next=%2Faccount`);
+    await axe(page);
     const creds = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
     expect(creds.credentials).toHaveLength(1);
     const counterBefore = creds.credentials[0]!.signCount;
@@ -140,6 +154,9 @@ describe.runIf(browserAvailable('second factors browser suite'))('second factors
     await page.waitForURL((u) => !u.pathname.startsWith('/login'));
     await page.goto(`${base}/account`);
     await expect.poll(() => page.locator('[data-signins] td[data-label="Method"]').first().textContent()).toBe('passkey');
+    await axe(page);
+    await page.goto(`${base}/admin/users`);
+    await axe(page);
     const after = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
     expect(after.credentials[0]!.signCount).toBeGreaterThan(counterBefore);
     const stored = await h.sql<{ counter: number }>('SELECT counter FROM mfa_passkeys');

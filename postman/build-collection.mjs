@@ -532,7 +532,61 @@ const errors = folder('4. Errors', 'The main error cases, each an RFC 9457 probl
   }),
 ]);
 
-const cleanup = folder('5. Clean up', 'Delete what the run created and revoke its token.', [
+const notifications = folder('5. Notifications', 'Notification settings on PATCH /me, and the webhook address check (SSRF refusal).', [
+  req('Choose notifications (PATCH /me)', {
+    method: 'PATCH',
+    path: '/api/v1/me',
+    headers: [JSON_HEADER],
+    body: json({ email: 'postman@example.com', notifications: { shareDownloaded: ['email'], newSignIn: ['email', 'webhook'] } }),
+    test() {
+      pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
+      const body = pm.response.json();
+      pm.test('the address and choices are stored', () => {
+        pm.expect(body.email).to.equal('postman@example.com');
+        pm.expect(body.notifications.shareDownloaded).to.eql(['email']);
+        pm.expect(body.notifications.newSignIn).to.eql(['email', 'webhook']);
+        pm.expect(body.notifications.accountChanged).to.eql([]);
+      });
+      pm.test('no password change happened', () => pm.expect(body.revokedTokens).to.equal(0));
+    },
+  }),
+  req('A webhook to a private address is refused', {
+    method: 'PUT',
+    path: '/api/v1/me/webhook',
+    headers: [JSON_HEADER],
+    body: json({ url: 'https://10.0.0.1/hook' }),
+    test() {
+      const body = sfs.problem(422, 'webhook_url_refused');
+      pm.test('says why', () => pm.expect(body.detail).to.match(/private/));
+    },
+  }),
+  req('No webhook is set', {
+    path: '/api/v1/me/webhook',
+    test() {
+      pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
+      const body = pm.response.json();
+      pm.test('webhook is null and the log is a list', () => {
+        pm.expect(body.webhook).to.equal(null);
+        pm.expect(body.deliveries).to.be.an('array');
+      });
+    },
+  }),
+  req('Turn the notifications off again', {
+    method: 'PATCH',
+    path: '/api/v1/me',
+    headers: [JSON_HEADER],
+    body: json({ email: null, notifications: { shareDownloaded: [], newSignIn: [] } }),
+    test() {
+      pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
+      pm.test('nothing is chosen', () => pm.expect(Object.values(pm.response.json().notifications).every((c) => c.length === 0)).to.be.true);
+    },
+  }),
+]);
+
+const cleanup = folder('6. Clean up', 'Delete what the run created and revoke its token.', [
   req('Delete the raw upload', {
     method: 'DELETE',
     path: '/api/v1/files/{{rawFileId}}',
@@ -591,7 +645,7 @@ const collection = {
     { listen: 'test', script: { type: 'text/javascript', exec: collectionTest } },
   ],
   variable: ['token', 'tokenId', 'fileId', 'rawFileId', 'nextCursor', 'shareId', 'shareToken', 'share2Id', 'share2Token', 'goneDetail', 'usageBefore'].map((key) => ({ key, value: '' })),
-  item: [setup, files, sharing, errors, cleanup],
+  item: [setup, files, sharing, errors, notifications, cleanup],
 };
 
 const text = `${JSON.stringify(collection, null, 2)}\n`;

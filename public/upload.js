@@ -2,6 +2,9 @@
 // (a streaming fetch reports no upload progress), with a progress bar, speed, time left,
 // a cancel button and, once stored, the SHA-256 the server computed. Without JavaScript
 // the same form posts normally and the server redirects back with the results.
+// Files of at least data-tus-threshold bytes go up with tus-js-client instead (resumable:
+// pause and resume, automatic retry with backoff on network errors, and after a reload the
+// same file picked again resumes where it stopped, from the client's stored fingerprint).
 'use strict';
 (function () {
   const form = document.getElementById('upload-form');
@@ -54,6 +57,7 @@
     const eta = q('.upload-eta');
     const result = q('.upload-result');
     const cancel = q('.upload-cancel');
+    const pause = q('.upload-pause');
     q('.upload-name').textContent = file.name;
     q('.upload-size').textContent = humanSize(file.size);
     bar.setAttribute('aria-label', 'Upload of ' + file.name);
@@ -61,7 +65,6 @@
     section.hidden = false;
     queue.appendChild(row);
 
-    const xhr = new XMLHttpRequest();
     const samples = [];
     function show(loaded, total) {
       const pct = total ? Math.floor((loaded / total) * 100) : 100;
@@ -77,12 +80,40 @@
         eta.textContent = loaded < total && rate > 0 ? humanSeconds((total - loaded) / rate) : '';
       }
     }
+    function stored(file) {
+      addUsage(file.size);
+      bar.value = 100;
+      percent.textContent = '100%';
+      finish('done', '');
+      result.append('Stored. SHA-256 ');
+      const code = document.createElement('code');
+      code.className = 'hash upload-sha';
+      code.textContent = file.sha256;
+      result.append(code, ' ');
+      const copy = document.createElement('button');
+      copy.type = 'button';
+      copy.className = 'button ghost tiny';
+      copy.dataset.copy = file.sha256;
+      copy.textContent = 'Copy';
+      copy.setAttribute('aria-label', 'Copy the SHA-256 of ' + file.name);
+      const link = document.createElement('a');
+      link.href = '/files/' + file.id;
+      link.textContent = 'Share';
+      link.setAttribute('aria-label', 'Share ' + file.name);
+      result.append(copy, ' ', link);
+    }
     function finish(kind, message) {
       row.classList.add(kind === 'done' ? 'is-done' : 'is-failed');
       cancel.remove();
+      pause.remove();
       eta.textContent = '';
       result.textContent = message;
     }
+    if (window.tus && window.tus.isSupported && file.size >= tusThreshold) {
+      resumable(file, { show, stored, finish, pause, cancel, percent, eta, speed });
+      return;
+    }
+    const xhr = new XMLHttpRequest();
     xhr.upload.addEventListener('progress', (e) => show(e.loaded, e.lengthComputable ? e.total : file.size));
     let sent = false;
     xhr.upload.addEventListener('load', () => {
@@ -99,27 +130,7 @@
         body = null;
       }
       if (xhr.status === 201 && body && body.files && body.files[0]) {
-        const stored = body.files[0];
-        addUsage(stored.size);
-        bar.value = 100;
-        percent.textContent = '100%';
-        finish('done', '');
-        result.append('Stored. SHA-256 ');
-        const code = document.createElement('code');
-        code.className = 'hash upload-sha';
-        code.textContent = stored.sha256;
-        result.append(code, ' ');
-        const copy = document.createElement('button');
-        copy.type = 'button';
-        copy.className = 'button ghost tiny';
-        copy.dataset.copy = stored.sha256;
-        copy.textContent = 'Copy';
-        copy.setAttribute('aria-label', 'Copy the SHA-256 of ' + file.name);
-        const link = document.createElement('a');
-        link.href = '/files/' + stored.id;
-        link.textContent = 'Share';
-        link.setAttribute('aria-label', 'Share ' + file.name);
-        result.append(copy, ' ', link);
+        stored(body.files[0]);
       } else if (xhr.status === 401) {
         finish('failed', 'Your session has ended. Sign in again, then retry.');
       } else {
@@ -139,6 +150,78 @@
     xhr.setRequestHeader('Accept', 'application/json');
     xhr.setRequestHeader('X-CSRF-Token', csrfToken());
     xhr.send(data);
+  }
+
+  const tusEndpoint = form.dataset.tusEndpoint;
+  const tusThreshold = tusEndpoint ? Number(form.dataset.tusThreshold || 0) : Infinity;
+
+  // One file over tus: the server seals it chunk by chunk as it arrives and commits whole
+  // chunks only, so a pause, a dropped connection or a reload loses at most the last chunk.
+  function resumable(file, ui) {
+    let paused = false;
+    let done = false;
+    const fileInfo = {};
+    const upload = new window.tus.Upload(file, {
+      endpoint: tusEndpoint,
+      headers: { 'X-CSRF-Token': csrfToken() },
+      metadata: { filename: file.name, filetype: file.type || 'application/octet-stream' },
+      // Backoff on network errors and on 423 (another request still holds the upload).
+      retryDelays: [0, 1000, 3000, 5000, 10000, 20000],
+      // 8 MiB requests: progress survives even a proxy that buffers whole requests.
+      chunkSize: 8 * 1024 * 1024,
+      removeFingerprintOnSuccess: true,
+      onProgress(sent, total) {
+        ui.show(sent, total);
+      },
+      onAfterResponse(_req, res) {
+        const id = res.getHeader('Upload-File-Id');
+        if (id) {
+          fileInfo.id = id;
+          fileInfo.sha256 = res.getHeader('Upload-File-Sha256');
+        }
+      },
+      onSuccess() {
+        done = true;
+        ui.stored({ id: fileInfo.id, sha256: fileInfo.sha256, size: file.size, name: file.name });
+      },
+      onError(err) {
+        done = true;
+        const status = err && err.originalResponse ? err.originalResponse.getStatus() : 0;
+        ui.finish('failed', status === 401 ? 'Your session has ended. Sign in again, then pick the file again to resume.' : 'Not stored: the upload failed (' + (status || 'connection lost') + '). Pick the file again to resume.');
+      },
+    });
+    ui.pause.hidden = false;
+    ui.pause.setAttribute('aria-label', 'Pause the upload of ' + file.name);
+    ui.pause.addEventListener('click', () => {
+      if (done) return;
+      paused = !paused;
+      if (paused) {
+        upload.abort();
+        ui.pause.textContent = 'Resume';
+        ui.pause.setAttribute('aria-label', 'Resume the upload of ' + file.name);
+        ui.eta.textContent = 'paused';
+        ui.speed.textContent = '';
+      } else {
+        ui.pause.textContent = 'Pause';
+        ui.pause.setAttribute('aria-label', 'Pause the upload of ' + file.name);
+        ui.eta.textContent = '';
+        upload.start();
+      }
+    });
+    ui.cancel.addEventListener('click', () => {
+      done = true;
+      // Terminates the upload on the server (its stored ciphertext is removed).
+      upload.abort(true).catch(() => {});
+      ui.finish('failed', 'Cancelled. Nothing was stored.');
+    });
+    // After a reload the same file (same name, size, type, date) resumes where it stopped.
+    upload.findPreviousUploads().then((previous) => {
+      if (previous.length) {
+        upload.resumeFromPreviousUpload(previous[0]);
+        ui.eta.textContent = 'resuming…';
+      }
+      upload.start();
+    });
   }
 
   function start(files) {

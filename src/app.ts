@@ -14,7 +14,7 @@ import { sql } from './db/kysely.js';
 import type { Database } from './db/database.js';
 import { AppError } from './errors.js';
 import { ApiRoutes } from './http/api-router.js';
-import { requireAdmin, requireToken } from './http/auth.js';
+import { principal, requireAdmin, requireToken } from './http/auth.js';
 import { apiDocsRoutes } from './http/routes/docs.js';
 import { openApiJson } from './http/openapi.js';
 import { errorHandler } from './http/error-handler.js';
@@ -31,12 +31,18 @@ import { createCsrf } from './http/csrf.js';
 import { auditRoutes } from './http/routes/audit.js';
 import { humanSize, recipientRoutes } from './http/routes/recipient.js';
 import { shareRoutes } from './http/routes/shares.js';
+import { notifyRoutes } from './http/routes/notify.js';
+import { Notifier } from './services/notify/notifier.js';
 import { AuditLog } from './services/audit.js';
 import { SharesService } from './services/shares.js';
+import { ssoFor } from './services/sso.js';
+import { OidcIdentitiesRepo } from './db/oidc-identities.js';
 import { AccountsService, SetupCode, type IntegrityFailure } from './services/accounts.js';
 import { openIntegrity } from './services/integrity.js';
 import { PasswordHasher } from './services/passwords.js';
 import { VaultService } from './services/vault.js';
+import { TusService } from './services/tus.js';
+import { tusRoutes } from './http/routes/tus.js';
 import { WebSessions } from './services/sessions.js';
 import { MfaService } from './services/mfa.js';
 import { pageRoutes } from './http/pages/index.js';
@@ -67,12 +73,16 @@ export interface AppDeps {
 export interface AppServices {
   accounts: AccountsService;
   vault: VaultService;
+  /** Resumable (tus) uploads; swept by the server's housekeeping. */
+  tus: TusService;
   shares: SharesService;
   audit: AuditLog;
   sessions: WebSessions;
   mfa: MfaService;
   /** Rate-limit counters in the shared database (swept by the server's housekeeping). */
   rateLimits: DbRateLimitStores;
+  /** Notifications: settings, webhooks, the outbox and its worker (started by the server, not here). */
+  notify: Notifier;
 }
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -96,10 +106,17 @@ export const PAGE_CSP = {
 
 const assetVersions = new Map<string, string>();
 
-/** Browser files served from node_modules under /static/vendor/. */
+/** Maintained client libraries served from node_modules under /static/vendor/ (no copies in public/). */
 const VENDOR: Record<string, string> = {
+  'vendor/tus.min.js': path.join(ROOT, 'node_modules', 'tus-js-client', 'dist', 'tus.min.js'),
+  // The WebAuthn browser library (passkeys), served from its package: the CSP allows only 'self'.
   'vendor/simplewebauthn-browser.js': path.join(ROOT, 'node_modules', '@simplewebauthn', 'browser', 'dist', 'bundle', 'index.umd.min.js'),
 };
+
+/** Where an asset's bytes are: public/, or node_modules for a vendored library. */
+function assetPath(name: string): string {
+  return VENDOR[name] ?? path.join(ROOT, 'public', name);
+}
 
 /**
  * URL of a file in public/ with a content hash in the query: assets are cached for a year,
@@ -108,7 +125,7 @@ const VENDOR: Record<string, string> = {
 function assetUrl(name: string): string {
   let v = assetVersions.get(name);
   if (v === undefined) {
-    v = createHash('sha256').update(fs.readFileSync(VENDOR[name] ?? path.join(ROOT, 'public', name))).digest('hex').slice(0, 10);
+    v = createHash('sha256').update(fs.readFileSync(assetPath(name))).digest('hex').slice(0, 10);
     assetVersions.set(name, v);
   }
   return `/static/${name}?v=${v}`;
@@ -125,8 +142,12 @@ export async function createApp(deps: AppDeps): Promise<App> {
   const { keys: integrity, upgraded } = await openIntegrity(deps.db, deps.keyring);
   // The setup code is the database's (the first instance's proposal wins), never this process's own.
   await deps.setup.establish(deps.db.kysely, deps.keyring);
+  // Before any service that writes into the outbox: its sealing key is loaded here, once.
+  const notify = new Notifier({ db: deps.db, keyring: deps.keyring, config: config.notify, publicUrl: config.publicUrl, logger: deps.logger });
+  await notify.init();
   // Set below, once the audit log exists; a check can only fail on a request, after that.
   let onIntegrityFailure: (f: IntegrityFailure) => Promise<unknown> = async () => {};
+  const identities = new OidcIdentitiesRepo(deps.db.kysely, integrity);
   const accounts = new AccountsService({
     db: deps.db,
     integrity,
@@ -134,7 +155,11 @@ export async function createApp(deps: AppDeps): Promise<App> {
     hasher,
     tokenDefaultTtl: config.tokenDefaultTtl,
     tokenMaxTtl: config.tokenMaxTtl,
+    notifier: notify,
+    // The admin's switch (OIDC_DISABLE_LOCAL_PASSWORDS): a user linked to the provider signs in there only.
+    passwordRefused: config.oidc?.disableLocalPasswords ? (user) => identities.linked(user.id) : undefined,
   });
+  const sso = ssoFor(config, { db: deps.db, integrity, accounts, hasher, onIntegrityFailure: (f) => onIntegrityFailure(f) });
   const vault = new VaultService({
     db: deps.db,
     store: deps.store,
@@ -143,7 +168,18 @@ export async function createApp(deps: AppDeps): Promise<App> {
     defaultQuota: config.userQuotaBytes,
     quotaLeaseMs: config.quotaLeaseMs,
   });
-  const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true });
+  const tus = new TusService({
+    db: deps.db,
+    store: deps.store,
+    keyring: deps.keyring,
+    vault,
+    chunkSize: deps.chunkSize,
+    maxFileSize: config.maxFileSize,
+    expiryMs: config.tusExpiryMs,
+    maxOpenUploads: config.tusMaxOpenUploads,
+    leaseMs: config.tusLeaseMs,
+  });
+  const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true, onAppend: (trx, row) => notify.auditAppendedIn(trx, row) });
   // A new, empty database has nothing to upgrade: no noise then.
   if (upgraded && Object.values(upgraded).some((n) => n > 0)) {
     // Loud on purpose: on a database that already ran this version it means someone removed
@@ -173,6 +209,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     defaultTtlSeconds: config.shareDefaultTtl,
     maxTtlSeconds: config.shareMaxTtl,
     slowReader: { minBytesPerSecond: config.shareMinRate, graceMs: config.shareSlowGraceMs },
+    notifier: notify,
   });
   // Recipients have no session: their form tokens are bound to the share link they opened.
   const recipientCsrf = createCsrf(deps.keyring.derive('sfs/v1 recipient csrf'), 'sfs-share-csrf', (req) => String(req.params.token ?? ''));
@@ -186,7 +223,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // Counters in the shared database, keyed by a keyed hash (never an IP or a name in the clear).
   const rateLimits = new DbRateLimitStores({ db: deps.db, hashKey: deps.keyring.derive(RATE_LIMIT_KEY_LABEL) });
   const app = express() as App;
-  app.services = { accounts, vault, shares, audit, sessions, mfa, rateLimits };
+  app.services = { accounts, vault, tus, shares, audit, sessions, mfa, rateLimits, notify };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -200,13 +237,17 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // JSON and form bodies get a total deadline; file uploads lift it once their route is reached.
   app.use(smallBodyDeadline(config.smallBodyTimeoutMs));
   // helmet's defaults add upgrade-insecure-requests, which breaks plain-HTTP use on a LAN.
-  app.use(helmet({ contentSecurityPolicy: PAGE_CSP, crossOriginEmbedderPolicy: false }));
+  // Browsers apply form-action to a form's redirects too: "Sign in with ..." and an SSO
+  // sign-out are forms answered by a redirect to the provider, so its origin (and only it) joins 'self'.
+  const csp = config.oidc ? { ...PAGE_CSP, directives: { ...PAGE_CSP.directives, formAction: ["'self'", new URL(config.oidc.issuer).origin] } } : PAGE_CSP;
+  app.use(helmet({ contentSecurityPolicy: csp, crossOriginEmbedderPolicy: false }));
 
-  // The WebAuthn browser library, served from its package (no CDN: the CSP allows only 'self').
-  app.get('/static/vendor/simplewebauthn-browser.js', (_req, res) => {
-    res.setHeader('Cache-Control', 'public, max-age=31536000, immutable');
-    res.type('text/javascript').sendFile(VENDOR['vendor/simplewebauthn-browser.js']!);
-  });
+  // tus-js-client (resumable uploads) and @simplewebauthn/browser (passkeys), straight from their packages.
+  for (const [name, file] of Object.entries(VENDOR)) {
+    app.get(`/static/${name}`, (_req, res) => {
+      res.sendFile(file, { maxAge: '365d', immutable: true, headers: { 'Content-Type': 'text/javascript; charset=utf-8' } });
+    });
+  }
   app.use('/static', express.static(path.join(ROOT, 'public'), { maxAge: '365d', immutable: true, index: false }));
   app.use(cookieParser());
   Object.assign(app.locals, { humanSize, humanTime, relativeTime, humanDuration, shortHash, exactSize, asset: assetUrl });
@@ -264,6 +305,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     sessions,
     mfa,
     limits: passwordLimits,
+    notify,
   };
   // One route table (http/api-table.ts) builds both this router and the OpenAPI document.
   const openapi = openApiJson({ publicUrl: config.publicUrl, maxFileSize: config.maxFileSize });
@@ -271,7 +313,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
   publicAccountRoutes(routes, routeDeps);
   accountRoutes(routes, routeDeps);
   filesRoutes(routes, { vault, audit, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
-  shareRoutes(routes, { vault, shares, audit, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
+  shareRoutes(routes, { vault, shares, audit, notify, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
+  notifyRoutes(routes, { notify, audit, publicUrl: config.publicUrl });
   auditRoutes(routes, audit);
   routes.op('getOpenApi', (_req, res) => {
     res.type('application/json').send(openapi);
@@ -282,6 +325,9 @@ export async function createApp(deps: AppDeps): Promise<App> {
   api.use(() => {
     throw new AppError('not_found', 'no such API endpoint');
   });
+  // Resumable uploads (tus 1.0) with bearer tokens; documented in OUTSIDE_API (tus speaks in
+  // headers and its own statuses, so it is not served by the JSON route table's router).
+  app.use('/api/v1/tus', tusRoutes({ tus, audit, maxFileSize: config.maxFileSize, authenticate: [auth], ownerOf: (req) => principal(req).user.id, via: 'tus' }));
   app.use('/api/v1', api);
   app.use('/api/docs', apiDocsRoutes(config.publicUrl));
   app.use('/api', () => {
@@ -305,6 +351,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       keyring: deps.keyring,
       accounts,
       vault,
+      tus,
       shares,
       audit,
       sessions,
@@ -314,6 +361,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
       limits: passwordLimits,
       mfa,
       now,
+      notify,
+      sso,
     }),
   );
   app.use(() => {

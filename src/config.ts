@@ -47,6 +47,14 @@ export interface Config {
   userQuotaBytes: number | null;
   /** How long an upload's quota lease counts without renewal (a killed instance's uploads stop counting after this). */
   quotaLeaseMs: number;
+  /** A resumable (tus) upload untouched this long expires and is swept (TUS_EXPIRY_SECONDS). */
+  tusExpiryMs: number;
+  /** Resumable uploads a user may have open at once (TUS_MAX_OPEN_UPLOADS). */
+  tusMaxOpenUploads: number;
+  /** How long a PATCH's hold on its upload counts without renewal (a killed instance's hold lapses after this). */
+  tusLeaseMs: number;
+  /** The upload page sends files of at least this size with tus (TUS_PAGE_THRESHOLD; 0: always). */
+  tusPageThreshold: number;
   sharePasswordRateLimit: number;
   sharePasswordRateLimitPerShare: number;
   /** A link download slower than this (bytes per second) for `shareSlowGraceMs` gives way to another recipient; 0: never. */
@@ -67,6 +75,146 @@ export interface Config {
   storage: StorageConfig;
   /** Where metadata lives: the SQLite file `dbFile` (default) or PostgreSQL (DATABASE_URL). */
   database: DatabaseConfig;
+  /** Single sign-on through an OpenID Connect provider (OIDC_ISSUER and friends); null when off. */
+  oidc: OidcConfig | null;
+  /** Notifications: email (SMTP), webhooks, and the outbox worker (services/notify). */
+  notify: NotifyConfig;
+}
+
+export interface OidcConfig {
+  /** The provider's issuer identifier, exactly as its discovery document states it. */
+  issuer: string;
+  clientId: string;
+  /** The client secret (never log it). */
+  clientSecret: string;
+  /** Space-separated scopes asked for; always includes openid. */
+  scopes: string;
+  /** Lower-case email domains allowed to sign in; empty: any. */
+  allowedDomains: string[];
+  /** An ID token claim (and the value it must have or contain) that makes the user an admin. */
+  adminClaim: { name: string; value: string } | null;
+  /** Create a user on the first sign-in of an unknown identity (just in time). */
+  autoCreate: boolean;
+  /** The button label's provider name ("Sign in with <name>"). */
+  name: string;
+  /** Users linked to the provider may not use a local password (page sign-in and token by password). */
+  disableLocalPasswords: boolean;
+  /** Where the provider sends the browser back: PUBLIC_URL + /login/sso/callback. */
+  redirectUri: string;
+}
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/** OIDC_*: all off unless OIDC_ISSUER is set; then the client id and secret and PUBLIC_URL are required. */
+function oidcConfig(env: Env, publicUrl: string | undefined): OidcConfig | null {
+  const issuer = env.OIDC_ISSUER?.trim();
+  if (!issuer) {
+    for (const v of ['OIDC_CLIENT_ID', 'OIDC_CLIENT_SECRET']) if (env[v]?.trim()) throw new ConfigError(v, 'is only used with OIDC_ISSUER');
+    return null;
+  }
+  let u: URL;
+  try {
+    u = new URL(issuer);
+  } catch {
+    throw new ConfigError('OIDC_ISSUER', `expected the provider's issuer URL (https://...), got "${issuer}"`);
+  }
+  // Plain HTTP would let anyone on the path forge the discovery document and the keys: only
+  // for a provider on this machine (development, tests).
+  const okProtocol = u.protocol === 'https:' || (u.protocol === 'http:' && LOOPBACK_HOSTS.has(u.hostname));
+  if (!okProtocol || u.search || u.hash || u.username) throw new ConfigError('OIDC_ISSUER', `expected an https URL without query (http only on localhost), got "${issuer}"`);
+  const clientId = str(env, 'OIDC_CLIENT_ID', '');
+  if (!clientId) throw new ConfigError('OIDC_CLIENT_ID', 'must be set with OIDC_ISSUER');
+  const clientSecret = env.OIDC_CLIENT_SECRET?.trim() ?? '';
+  if (!clientSecret) throw new ConfigError('OIDC_CLIENT_SECRET', 'must be set with OIDC_ISSUER (a confidential client)');
+  // The redirect URI comes from the configured public address, never from a request's Host.
+  if (!publicUrl) throw new ConfigError('PUBLIC_URL', 'must be set with OIDC_ISSUER (the sign-in redirect URI is built from it)');
+  const scopeList = str(env, 'OIDC_SCOPES', 'openid email profile').split(/[\s,]+/).filter(Boolean);
+  if (scopeList.some((s) => !/^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s))) throw new ConfigError('OIDC_SCOPES', 'expected space-separated scope names');
+  if (!scopeList.includes('openid')) scopeList.unshift('openid');
+  const allowedDomains = str(env, 'OIDC_ALLOWED_DOMAINS', '')
+    .split(',')
+    .map((d) => d.trim().toLowerCase().replace(/^@/, ''))
+    .filter(Boolean);
+  for (const d of allowedDomains) if (!/^[a-z0-9.-]+\.[a-z0-9-]+$/.test(d)) throw new ConfigError('OIDC_ALLOWED_DOMAINS', `expected comma-separated email domains such as example.com, got "${d}"`);
+  const claimName = str(env, 'OIDC_ADMIN_CLAIM', '');
+  const claimValue = str(env, 'OIDC_ADMIN_VALUE', '');
+  if (claimName && !claimValue) throw new ConfigError('OIDC_ADMIN_VALUE', 'must be set with OIDC_ADMIN_CLAIM (the value that makes a user an admin)');
+  if (claimValue && !claimName) throw new ConfigError('OIDC_ADMIN_CLAIM', 'must be set with OIDC_ADMIN_VALUE');
+  const name = str(env, 'OIDC_NAME', 'single sign-on');
+  if (name.length > 60) throw new ConfigError('OIDC_NAME', 'expected a short provider name (at most 60 characters)');
+  return {
+    issuer,
+    clientId,
+    clientSecret,
+    scopes: scopeList.join(' '),
+    allowedDomains,
+    adminClaim: claimName ? { name: claimName, value: claimValue } : null,
+    autoCreate: bool(env, 'OIDC_AUTO_CREATE', false),
+    name,
+    disableLocalPasswords: bool(env, 'OIDC_DISABLE_LOCAL_PASSWORDS', false),
+    redirectUri: `${publicUrl}/login/sso/callback`,
+  };
+}
+
+export interface NotifyConfig {
+  /** SMTP server (SMTP_URL, smtp:// or smtps://, may carry a password: never log it); null: no email. */
+  smtpUrl: string | null;
+  /** The From address of every email (SMTP_FROM). */
+  smtpFrom: string;
+  /** SMTP_REQUIRE_TLS: refuse to send unless STARTTLS succeeds (smtp://). */
+  smtpRequireTls: boolean;
+  /** SMTP_TLS_CA_FILE: PEM of the CA that signed the SMTP server's certificate. */
+  smtpCaFile: string | undefined;
+  /** WEBHOOK_ALLOW_PRIVATE: webhooks may reach private, loopback and link-local addresses. */
+  allowPrivateWebhooks: boolean;
+  /** First retry delay; each further one doubles (capped at an hour). */
+  retryBaseMs: number;
+  /** A delivery is given up this long after its event. */
+  retryWindowMs: number;
+  /** How long a claimed delivery stays with its worker before another may take it. */
+  leaseMs: number;
+  /** Timeout of one webhook request or SMTP exchange (below the lease). */
+  timeoutMs: number;
+  /** How often the worker looks for due deliveries. */
+  pollMs: number;
+  /** Link-expiry reminders go this long before a live link expires. */
+  reminderMs: number;
+}
+
+function notifyConfig(env: Env, cwd: string): NotifyConfig {
+  const smtpUrl = env.SMTP_URL?.trim() || null;
+  if (smtpUrl !== null) {
+    let ok = false;
+    try {
+      const u = new URL(smtpUrl);
+      ok = (u.protocol === 'smtp:' || u.protocol === 'smtps:') && u.hostname !== '';
+    } catch {
+      ok = false;
+    }
+    // Never echo the URL: it may hold the password.
+    if (!ok) throw new ConfigError('SMTP_URL', 'expected smtp://[USER:PASSWORD@]HOST[:PORT] or smtps://...');
+  }
+  const smtpFrom = str(env, 'SMTP_FROM', 'sfs@localhost');
+  if (!/^[^\s@<>]+@[^\s@<>]+$/.test(smtpFrom) && !/^[^<>\r\n]*<[^\s@<>]+@[^\s@<>]+>$/.test(smtpFrom)) {
+    throw new ConfigError('SMTP_FROM', `expected an address such as files@example.com or "Files <files@example.com>", got "${smtpFrom}"`);
+  }
+  const ca = env.SMTP_TLS_CA_FILE?.trim();
+  const leaseMs = int(env, 'NOTIFY_LEASE_SECONDS', 120, 2, 3600) * 1000;
+  const timeoutMs = int(env, 'NOTIFY_TIMEOUT_SECONDS', 15, 1, 600) * 1000;
+  if (timeoutMs >= leaseMs) throw new ConfigError('NOTIFY_TIMEOUT_SECONDS', `must be below NOTIFY_LEASE_SECONDS (${leaseMs / 1000})`);
+  return {
+    smtpUrl,
+    smtpFrom,
+    smtpRequireTls: bool(env, 'SMTP_REQUIRE_TLS', false),
+    smtpCaFile: ca ? path.resolve(cwd, ca) : undefined,
+    allowPrivateWebhooks: bool(env, 'WEBHOOK_ALLOW_PRIVATE', false),
+    retryBaseMs: int(env, 'NOTIFY_RETRY_BASE_MS', 30_000, 1, 3_600_000),
+    retryWindowMs: int(env, 'NOTIFY_RETRY_WINDOW_SECONDS', 86400, 60, 30 * 86400) * 1000,
+    leaseMs,
+    timeoutMs,
+    pollMs: int(env, 'NOTIFY_POLL_MS', 2000, 10, 600_000),
+    reminderMs: int(env, 'NOTIFY_EXPIRY_REMINDER_SECONDS', 86400, 60, 30 * 86400) * 1000,
+  };
 }
 
 export type DatabaseConfig =
@@ -325,6 +473,10 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     shareMaxTtl,
     userQuotaBytes,
     quotaLeaseMs: int(env, 'QUOTA_LEASE_SECONDS', 120, 5, 3600) * 1000,
+    tusExpiryMs: int(env, 'TUS_EXPIRY_SECONDS', 86400, 60, 30 * 86400) * 1000,
+    tusMaxOpenUploads: int(env, 'TUS_MAX_OPEN_UPLOADS', 20, 1, 10000),
+    tusLeaseMs: int(env, 'TUS_LEASE_SECONDS', 30, 2, 3600) * 1000,
+    tusPageThreshold: size(env, 'TUS_PAGE_THRESHOLD', 16 * 1024 * 1024, 0),
     sharePasswordRateLimit: int(env, 'SHARE_PASSWORD_RATE_LIMIT', 10, 1, 100000),
     sharePasswordRateLimitPerShare: int(env, 'SHARE_PASSWORD_RATE_LIMIT_PER_SHARE', 10, 1, 100000),
     shareMinRate: size(env, 'SHARE_MIN_RATE', 16 * 1024, 0),
@@ -337,5 +489,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     tls: tlsFiles(env, cwd),
     storage: storageConfig(env),
     database: databaseConfig(env, cwd),
+    oidc: oidcConfig(env, publicUrl?.replace(/\/+$/, '')),
+    notify: notifyConfig(env, cwd),
   };
 }

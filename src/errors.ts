@@ -18,6 +18,8 @@ export const ERROR_CODES = {
   /** A sensitive action needs a fresh password or factor proof (sudo mode). */
   reauth_required: { status: 403, title: 'Re-authentication required' },
   account_disabled: { status: 403, title: 'Account disabled' },
+  /** The account is linked to single sign-on and local passwords are disabled for such accounts. */
+  sso_required: { status: 403, title: 'Single sign-on required' },
   csrf_invalid: { status: 403, title: 'Missing or invalid CSRF token' },
   setup_closed: { status: 409, title: 'Setup is closed' },
   not_found: { status: 404, title: 'Not found' },
@@ -32,6 +34,10 @@ export const ERROR_CODES = {
   range_not_satisfiable: { status: 416, title: 'Range not satisfiable' },
   expectation_failed: { status: 417, title: 'Expectation failed' },
   checksum_mismatch: { status: 422, title: 'Checksum mismatch' },
+  /** A webhook URL that is not HTTPS (or loopback HTTP), or resolves to a private, loopback or link-local address. */
+  webhook_url_refused: { status: 422, title: 'Webhook address refused' },
+  /** Sending by email was asked for but no SMTP server is configured (SMTP_URL). */
+  email_not_configured: { status: 409, title: 'Email is not configured' },
   rate_limited: { status: 429, title: 'Too many requests' },
   headers_too_large: { status: 431, title: 'Request headers too large' },
   integrity_error: { status: 500, title: 'Stored data failed verification' },
@@ -39,6 +45,20 @@ export const ERROR_CODES = {
   not_ready: { status: 503, title: 'Not ready' },
   /** A file is wrapped under a master key this process does not hold (yet): not corruption. */
   key_unavailable: { status: 503, title: 'Master key not available' },
+  /** tus: the request's Tus-Resumable names a version this server does not speak. */
+  tus_version_unsupported: { status: 412, title: 'Unsupported tus version' },
+  /** tus: Upload-Offset is not the upload's committed offset (ask with HEAD). */
+  upload_offset_mismatch: { status: 409, title: 'Upload offset mismatch' },
+  /** tus: another PATCH (on any instance) is writing this upload right now. */
+  upload_locked: { status: 423, title: 'Upload busy' },
+  /** tus: the upload expired (Upload-Expires passed) and is being removed. */
+  upload_expired: { status: 410, title: 'Upload expired' },
+  /** tus: more bytes than the declared Upload-Length. */
+  upload_length_exceeded: { status: 413, title: 'Upload longer than declared' },
+  /** tus: the user has TUS_MAX_OPEN_UPLOADS uploads open already. */
+  too_many_uploads: { status: 429, title: 'Too many open uploads' },
+  /** tus checksum extension: the PATCH body does not match Upload-Checksum; nothing of it was committed. */
+  tus_checksum_mismatch: { status: 460, title: 'Checksum mismatch' },
   insufficient_storage: { status: 507, title: 'Insufficient storage' },
 } as const;
 

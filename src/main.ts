@@ -6,6 +6,7 @@ import 'dotenv/config';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createApp } from './app.js';
+import { UploadsRepo } from './db/uploads.js';
 import { ConfigError, loadConfig } from './config.js';
 import { openConfiguredDatabase, type Database } from './db/database.js';
 import { FilesRepo } from './db/files.js';
@@ -105,7 +106,9 @@ async function main(): Promise<void> {
   // bucket may be shared by other instances with uploads in flight: there only leftovers
   // older than the grace period are removed.
   const graceMs = config.storage.kind === 's3' ? ORPHAN_GRACE_MS : 0;
-  const swept = await store.sweepTemp(graceMs);
+  // Open resumable uploads keep their multipart upload (S3) however old: they resume later.
+  const openUploads = new Set(await new UploadsRepo(db.kysely).openIds());
+  const swept = await store.sweepTemp(graceMs, Date.now(), openUploads);
   if (swept) logger.warn({ removed: swept, store: describeStore(config) }, 'removed unfinished writes left by an interrupted run');
   // Blobs are committed before their rows are inserted; a crash in between leaves
   // ciphertext whose DEK was never stored. Any blob without a row (and past the grace
@@ -164,6 +167,8 @@ async function main(): Promise<void> {
       const ended = await app.services.sessions.sweep();
       if (ended) logger.info({ ended }, 'session sweep');
       // Leases of uploads that ended without a release (a killed instance) and spent counters.
+      const uploads = await app.services.tus.sweep();
+      if (uploads) logger.info({ uploads }, 'expired resumable uploads removed');
       const leases = await app.services.vault.quota.sweep();
       if (leases) logger.info({ leases }, 'quota lease sweep');
       await app.services.rateLimits.sweep();
@@ -173,6 +178,9 @@ async function main(): Promise<void> {
   };
   await sweep();
   setInterval(() => void sweep(), 10 * 60_000).unref();
+  // The notification worker: delivers the outbox (claimed with a lease, so any number of
+  // instances can run it), retries with backoff, and scans for links about to expire.
+  app.services.notify.start();
   const server = createHttpServer(app, { idleTimeoutMs: config.socketIdleTimeoutMs, tls });
 
   server.on('error', (err: NodeJS.ErrnoException) => {
@@ -228,6 +236,8 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal, inFlight: active.size }, 'shutting down');
+    // Deliveries in flight finish or their lease runs out; no new ones start.
+    app.services.notify.stop();
     server.close();
     server.closeIdleConnections();
     for (const res of active) if (!res.headersSent) res.shouldKeepAlive = false;

@@ -234,6 +234,16 @@ describe('responses match the document', () => {
     await check('revokeToken', r.delete(`/api/v1/auth/tokens/${other.body.id}`).set(auth));
     await check('updateMe', r.patch('/api/v1/me').set(auth).send({ currentPassword: 'wrong password 123', newPassword: 'new password 1234' }));
     await check('updateMe', r.patch('/api/v1/me').set(auth).send({ currentPassword: 'admin password 123', newPassword: 'new password 1234' }));
+    await check('updateMe', r.patch('/api/v1/me').set(auth).send({ email: 'admin@example.com', notifications: { newSignIn: ['email', 'webhook'] } }));
+    await check('updateMe', r.patch('/api/v1/me').set(auth).send({ notifications: { newSignIn: ['sms'] } }));
+    await check('getMyWebhook', r.get('/api/v1/me/webhook').set(auth));
+    await check('setMyWebhook', r.put('/api/v1/me/webhook').set(auth).send({ url: 'http://10.0.0.1/hook' }));
+    await check('deleteMyWebhook', r.delete('/api/v1/me/webhook').set(auth));
+    await check('testMyWebhook', r.post('/api/v1/me/webhook/test').set(auth));
+    await check('getAdminWebhook', r.get('/api/v1/admin/webhook').set(auth));
+    await check('setAdminWebhook', r.put('/api/v1/admin/webhook').set(auth).send({ url: 'https://192.168.1.1/hook' }));
+    await check('deleteAdminWebhook', r.delete('/api/v1/admin/webhook').set(auth));
+    await check('testAdminWebhook', r.post('/api/v1/admin/webhook/test').set(auth));
     // The pass really covered the table (add a call above when adding an operation).
     expect([...seen].sort()).toEqual(Object.keys(TABLE).sort());
   });

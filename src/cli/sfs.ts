@@ -16,6 +16,7 @@ import { ConfigError, loadConfig, type Config } from '../config.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { openConfiguredDatabase, type Database } from '../db/database.js';
 import { auditRows } from '../services/audit.js';
+import { UploadsRepo } from '../db/uploads.js';
 import { FilesRepo } from '../db/files.js';
 import { AppError } from '../errors.js';
 import { KeyFileExistsError, generateKeyFile, loadKeyring } from '../keyfile.js';
@@ -330,7 +331,8 @@ const COMMANDS: Record<string, Command> = {
       const { db, keyring } = await open(config, { checkKeys: false });
       const minAge = values['min-age'] === undefined ? 3600 : Number(values['min-age']);
       if (!Number.isInteger(minAge) || minAge < 0) throw new UsageError('--min-age: expected seconds (a whole number)');
-      const result = await gc(new FilesRepo(db.kysely), await createBlobStore(config), { dryRun: values['dry-run'] === true, minAgeMs: minAge * 1000 });
+      const keep = new Set(await new UploadsRepo(db.kysely).openIds());
+      const result = await gc(new FilesRepo(db.kysely), await createBlobStore(config), { dryRun: values['dry-run'] === true, minAgeMs: minAge * 1000, keep });
       if (!result.dryRun && result.removed.length) await audit(db, keyring, config, 'store.gc', 'success', { removed: result.removed.length, bytesFreed: result.bytesFreed });
       await db.close();
       const verb = result.dryRun ? 'Would remove' : 'Removed';

@@ -102,3 +102,28 @@ export function wrapSecret(key: MasterKey, name: string, secret: Buffer, nonce: 
 export function unwrapSecret(key: MasterKey, name: string, wrapped: Buffer): Buffer {
   return open(key, wrapped, secretAad(key.id, name), `secret "${name}" does not unwrap under key ${key.id}`);
 }
+
+const UPLOAD_WRAP_LABEL = 'sfs/v1 upload dek wrap';
+
+/** What an incomplete (tus) upload's wrapped DEK is bound to: its row, owner, declared length and chunk size. */
+export interface UploadWrapBinding {
+  uploadId: string;
+  ownerId: string;
+  length: number;
+  chunkSize: number;
+}
+
+function uploadAad(keyId: string, b: UploadWrapBinding): Buffer {
+  // Its own label, so an upload's wrap can never pass as a file row's (or the reverse).
+  return Buffer.from(JSON.stringify([UPLOAD_WRAP_LABEL, b.uploadId, b.ownerId, keyId, String(b.length), String(b.chunkSize)]), 'utf8');
+}
+
+/** Wraps an incomplete upload's DEK under `key`, bound to its uploads row; `nonce` must be 12 fresh random bytes. */
+export function wrapUploadDek(key: MasterKey, dek: Buffer, binding: UploadWrapBinding, nonce: Buffer): Buffer {
+  return seal(key, dek, uploadAad(key.id, binding), nonce);
+}
+
+/** Unwraps an incomplete upload's DEK; IntegrityError when the row, key or bytes do not match. */
+export function unwrapUploadDek(key: MasterKey, wrapped: Buffer, binding: UploadWrapBinding): Buffer {
+  return open(key, wrapped, uploadAad(key.id, binding), 'wrapped upload key does not belong to this upload or key');
+}

@@ -202,6 +202,104 @@ export interface MfaPolicyTable {
   updated_at: number;
 }
 
+/** Resumable (tus) uploads in progress or just completed (services/tus.ts, db/uploads.ts). */
+export interface UploadsTable {
+  id: string;
+  owner_id: string;
+  name: string;
+  mime_type: string;
+  length: number;
+  /** Plaintext bytes durably stored (a chunk boundary, or `length` when complete). */
+  committed: Generated<number>;
+  chunk_size: number;
+  /** The 69 header bytes of the ciphertext (salt, nonce prefix: not secret). */
+  header: Buffer;
+  key_id: string;
+  /** The DEK wrapped under the master key, bound to this row; zeroed once complete. */
+  wrapped_dek: Buffer;
+  /** hash-wasm SHA-256 state at `committed`, sealed under a key derived from the DEK. */
+  hash_state: Buffer | null;
+  /** JSON: where the incomplete ciphertext lives (S3: multipart upload id, parts, staged bytes). */
+  store_state: string | null;
+  lease_id: string | null;
+  lease_expires_at: number | null;
+  created_at: number;
+  expires_at: number;
+  /** Set when the upload became a file. */
+  file_id: string | null;
+  sha256: Buffer | null;
+}
+
+/** Per-user notification choices (services/notify/settings.ts). `prefs` is JSON: event type -> channels. */
+export interface NotificationSettingsTable {
+  user_id: string;
+  email: string | null;
+  prefs: string;
+  updated_at: number;
+}
+
+/** One webhook per scope (a user id, or '*admin' for the audit stream); the secret is sealed. */
+export interface WebhooksTable {
+  id: string;
+  scope: string;
+  url: string;
+  sealed: Buffer;
+  created_at: number;
+}
+
+/** One delivery of an event over one channel; `event_id` is the idempotency key (db/outbox.ts). */
+export interface NotificationOutboxTable {
+  id: string;
+  event_id: string;
+  type: string;
+  user_id: string | null;
+  channel: 'email' | 'webhook';
+  target: string;
+  /** JSON text: the event as delivered, never a secret. */
+  payload: string;
+  /** What must not sit in the clear (a link URL for its recipient), sealed; cleared when done. */
+  sealed: Buffer | null;
+  status: Generated<'pending' | 'sent' | 'failed'>;
+  attempts: Generated<number>;
+  next_attempt_at: number;
+  lease_owner: string | null;
+  lease_until: number | null;
+  last_error: string | null;
+  last_attempt_at: number | null;
+  created_at: number;
+  delivered_at: number | null;
+}
+
+/** Keyed hashes of the client addresses a user signed in from (new-sign-in notices). */
+export interface SignInAddressesTable {
+  user_id: string;
+  address_hash: Buffer;
+  first_seen_at: number;
+  last_seen_at: number;
+}
+
+/** Addresses a link was sent to by email. */
+export interface ShareRecipientsTable {
+  share_id: string;
+  address: string;
+  event_id: string;
+  message: string | null;
+  created_at: number;
+}
+
+/** OpenID Connect identities linked to users (migration 15, db/oidc-identities.ts). */
+export interface OidcIdentitiesTable {
+  issuer: string;
+  subject: string;
+  user_id: string;
+  /** The email the provider last stated (shown on /account; never used to link). */
+  email: string | null;
+  created_at: number;
+  last_login_at: number | null;
+  /** MAC over issuer, subject and user id. */
+  row_mac: Buffer;
+}
+
 export interface Schema {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -222,4 +320,11 @@ export interface Schema {
   mfa_passkeys: MfaPasskeysTable;
   mfa_notices: MfaNoticesTable;
   mfa_policy: MfaPolicyTable;
+  uploads: UploadsTable;
+  notification_settings: NotificationSettingsTable;
+  webhooks: WebhooksTable;
+  notification_outbox: NotificationOutboxTable;
+  sign_in_addresses: SignInAddressesTable;
+  share_recipients: ShareRecipientsTable;
+  oidc_identities: OidcIdentitiesTable;
 }

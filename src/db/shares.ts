@@ -265,7 +265,16 @@ export class SharesRepo {
    * ticket's download was not counted already; that ticket is then recorded. Returns whether
    * a download was counted.
    */
-  settle(id: string, shareId: string, bytesSent: number, completed: boolean, now: number, ticket: { id: string; expiresAt: number } | null): Promise<boolean> {
+  settle(
+    id: string,
+    shareId: string,
+    bytesSent: number,
+    completed: boolean,
+    now: number,
+    ticket: { id: string; expiresAt: number } | null,
+    /** Called inside the transaction when a download was counted, with the share as it now is (notifications). */
+    onCounted?: (trx: Executor, share: ShareRow) => Promise<void>,
+  ): Promise<boolean> {
     return inTransaction(this.db, async (trx) => {
       const repo = new SharesRepo(trx, this.keys);
       const row = await trx.selectFrom('share_reservations').select(['completion_slot', 'yielded', 'expires_at']).where('id', '=', id).executeTakeFirst();
@@ -282,6 +291,7 @@ export class SharesRepo {
           .onConflict((oc) => oc.columns(['share_id', 'ticket_id']).doUpdateSet({ expires_at: ticket.expiresAt }))
           .execute();
       }
+      if (count && current && onCounted) await onCounted(trx, { ...current, bytesServed: current.bytesServed + bytesSent, downloads: current.downloads + 1 });
       return count;
     });
   }

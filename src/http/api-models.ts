@@ -36,9 +36,27 @@ const userFields = {
 };
 export const User = z.object(userFields).strict().openapi('User');
 
+const channelList = z.array(z.enum(['email', 'webhook']));
+export const NotificationPrefs = z
+  .object({
+    shareDownloaded: channelList,
+    shareExhausted: channelList,
+    requestUpload: channelList,
+    expiringSoon: channelList,
+    newSignIn: channelList,
+    accountChanged: channelList,
+  })
+  .strict()
+  .openapi('NotificationPrefs');
+const notificationFields = {
+  email: z.string().nullable().openapi({ description: 'where notification emails go' }),
+  notifications: NotificationPrefs,
+};
+
 export const Me = z
   .object({
     ...userFields,
+    ...notificationFields,
     quotaBytes: z.number().int().min(0).nullable().openapi({ description: 'effective quota; null = unlimited' }),
     usageBytes: z.number().int().min(0).openapi({ description: 'bytes stored' }),
     passwordResetAt: time.nullable().openapi({ description: 'when an administrator last set your password; null once you chose your own' }),
@@ -47,7 +65,7 @@ export const Me = z
   .openapi('Me');
 
 export const MeUpdated = z
-  .object({ ...userFields, revokedTokens: z.number().int().min(0).openapi({ description: 'other tokens revoked by the change' }) })
+  .object({ ...userFields, ...notificationFields, revokedTokens: z.number().int().min(0).openapi({ description: 'other tokens revoked by the change (0 without a password change)' }) })
   .strict()
   .openapi('MeUpdated');
 
@@ -74,6 +92,10 @@ const shareFields = {
   createdAt: time,
   revokedAt: time.nullable(),
   status: z.enum(['active', 'revoked', 'expired', 'exhausted']),
+  recipients: z
+    .array(z.object({ address: z.string(), status: z.enum(['pending', 'sent', 'failed']), sentAt: time.nullable() }).strict())
+    .optional()
+    .openapi({ description: 'who the server emailed the link to, and how each email went' }),
 };
 export const Share = z.object(shareFields).strict().openapi('Share');
 
@@ -140,3 +162,27 @@ export function problemWith(only: ErrorCode[]) {
     .object({ ...problemFields, code: z.enum(only as [ErrorCode, ...ErrorCode[]]).openapi({ description: 'stable machine-readable code' }) })
     .strict();
 }
+
+const webhookFields = { id, url: z.string(), createdAt: time };
+export const Webhook = z.object(webhookFields).strict().openapi('Webhook');
+export const WebhookCreated = z
+  .object({ ...webhookFields, secret: z.string().regex(/^whsec_[A-Za-z0-9_-]{43}$/).openapi({ description: 'the signing secret: shown only in this response' }) })
+  .strict()
+  .openapi('WebhookCreated');
+export const Delivery = z
+  .object({
+    id,
+    eventId: id.openapi({ description: 'the idempotency key (SFS-Event-Id)' }),
+    type: z.string().openapi({ example: 'share.downloaded' }),
+    status: z.enum(['pending', 'sent', 'failed']),
+    attempts: z.number().int().min(0),
+    lastError: z.string().nullable().openapi({ description: 'an HTTP status or connection error code; never a secret' }),
+    createdAt: time,
+    lastAttemptAt: time.nullable(),
+    deliveredAt: time.nullable(),
+    nextAttemptAt: time.nullable(),
+  })
+  .strict()
+  .openapi('Delivery');
+export const WebhookState = z.object({ webhook: Webhook.nullable(), deliveries: z.array(Delivery) }).strict().openapi('WebhookState');
+export const EventQueued = z.object({ eventId: id }).strict().openapi('EventQueued');

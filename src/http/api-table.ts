@@ -7,14 +7,14 @@
  */
 import type { ErrorCode } from '../errors.js';
 import * as M from './api-models.js';
-import { auditQuery, idParam, listQuery, mePatchBody, setupBody, shareCreateBody, tokenCreateBody, userCreateBody, userPatchBody } from './schemas.js';
+import { auditQuery, idParam, listQuery, mePatchBody, setupBody, shareCreateBody, tokenCreateBody, userCreateBody, userPatchBody, webhookBody } from './schemas.js';
 import { z } from './zod.js';
 
 type Schema = z.ZodTypeAny;
 
 /** What one API operation accepts and answers; see API below. */
 export interface ApiOperation {
-  method: 'get' | 'post' | 'put' | 'patch' | 'delete' | 'head';
+  method: 'get' | 'post' | 'put' | 'patch' | 'delete' | 'head' | 'options';
   /** Express path under /api/v1 (`:param` syntax), or under `mount` when set. */
   path: string;
   /** Set ('' = the site root) for routes served outside /api/v1 and only documented here (OUTSIDE_API). */
@@ -91,11 +91,11 @@ export const API = {
     tag: 'Setup and tokens',
     summary: 'Get an API token with a username and password',
     description:
-      'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username (shared with password changes). A disabled account is named as such (403 account_disabled) only after its correct password. An account with a second factor also needs `otp` (a TOTP code or a recovery code): without it 401 otp_required, a wrong or reused one 401 otp_invalid (counted like a wrong password). An account REQUIRE_2FA covers that has no factor yet gets 401 mfa_enrolment_required.',
+      'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username (shared with password changes). A disabled account is named as such (403 account_disabled) only after its correct password; so is an account linked to single sign-on while OIDC_DISABLE_LOCAL_PASSWORDS is on (403 sso_required: create tokens on the /tokens page after signing in with the provider). An account with a second factor also needs `otp` (a TOTP code or a recovery code): without it 401 otp_required, a wrong or reused one 401 otp_invalid (counted like a wrong password). An account REQUIRE_2FA covers that has no factor yet gets 401 mfa_enrolment_required.',
     auth: 'none',
     body: { kind: 'json', schema: tokenCreateBody },
     responses: { 201: { description: 'the new token', schema: M.TokenCreated } },
-    errors: ['validation_error', 'unauthorized', 'account_disabled', 'rate_limited', 'otp_required', 'otp_invalid', 'mfa_enrolment_required', 'integrity_error'],
+    errors: ['validation_error', 'unauthorized', 'account_disabled', 'sso_required', 'rate_limited', 'otp_required', 'otp_invalid', 'mfa_enrolment_required', 'integrity_error'],
   },
   // --- The caller's own account ---
   listTokens: {
@@ -130,12 +130,92 @@ export const API = {
     method: 'patch',
     path: '/me',
     tag: 'Account',
-    summary: 'Change your password (revokes your other tokens)',
-    description: 'Wrong current passwords count against the same per-IP and per-account budgets as sign-in (429 when spent).',
+    summary: 'Change your password (revokes your other tokens) and/or your notification settings',
+    description:
+      'Wrong current passwords count against the same per-IP and per-account budgets as sign-in (429 when spent). ' +
+      '`email` is where notification emails go; `notifications` chooses, per event, the channels (`email`, `webhook`) it is sent on; events not named keep theirs.',
     auth: 'token',
     body: { kind: 'json', schema: mePatchBody },
     responses: { 200: { description: 'changed', schema: M.MeUpdated } },
     errors: ['validation_error', 'forbidden', 'rate_limited'],
+  },
+  // --- Notifications: webhooks ---
+  getMyWebhook: {
+    method: 'get',
+    path: '/me/webhook',
+    tag: 'Notifications',
+    summary: 'Your webhook (no secret) and its latest deliveries',
+    auth: 'token',
+    responses: { 200: { description: 'the webhook (null when none) and the delivery log, newest first', schema: M.WebhookState } },
+    errors: [],
+  },
+  setMyWebhook: {
+    method: 'put',
+    path: '/me/webhook',
+    tag: 'Notifications',
+    summary: 'Set your webhook URL (a new signing secret, shown once)',
+    description:
+      'https:// (or http:// to a loopback address). A URL resolving to a private, loopback or link-local address is refused unless WEBHOOK_ALLOW_PRIVATE is set; ' +
+      'the address is checked again at every connection. Each delivery is signed: `SFS-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.',
+    auth: 'token',
+    body: { kind: 'json', schema: webhookBody },
+    responses: { 200: { description: 'set; `secret` is shown only here', schema: M.WebhookCreated } },
+    errors: ['validation_error', 'webhook_url_refused'],
+  },
+  deleteMyWebhook: {
+    method: 'delete',
+    path: '/me/webhook',
+    tag: 'Notifications',
+    summary: 'Remove your webhook',
+    auth: 'token',
+    responses: { 204: { description: 'removed' } },
+    errors: ['not_found'],
+  },
+  testMyWebhook: {
+    method: 'post',
+    path: '/me/webhook/test',
+    tag: 'Notifications',
+    summary: 'Queue a webhook.test event to your webhook',
+    auth: 'token',
+    responses: { 202: { description: 'queued; see the delivery log', schema: M.EventQueued } },
+    errors: ['not_found'],
+  },
+  getAdminWebhook: {
+    method: 'get',
+    path: '/admin/webhook',
+    tag: 'Notifications',
+    summary: 'The admin-wide webhook (the audit stream) and its latest deliveries',
+    auth: 'admin',
+    responses: { 200: { description: 'the webhook (null when none) and the delivery log', schema: M.WebhookState } },
+    errors: [],
+  },
+  setAdminWebhook: {
+    method: 'put',
+    path: '/admin/webhook',
+    tag: 'Notifications',
+    summary: 'Set the admin-wide webhook: every audit event is posted to it (a new secret, shown once)',
+    auth: 'admin',
+    body: { kind: 'json', schema: webhookBody },
+    responses: { 200: { description: 'set; `secret` is shown only here', schema: M.WebhookCreated } },
+    errors: ['validation_error', 'webhook_url_refused'],
+  },
+  deleteAdminWebhook: {
+    method: 'delete',
+    path: '/admin/webhook',
+    tag: 'Notifications',
+    summary: 'Remove the admin-wide webhook',
+    auth: 'admin',
+    responses: { 204: { description: 'removed' } },
+    errors: ['not_found'],
+  },
+  testAdminWebhook: {
+    method: 'post',
+    path: '/admin/webhook/test',
+    tag: 'Notifications',
+    summary: 'Queue a webhook.test event to the admin-wide webhook',
+    auth: 'admin',
+    responses: { 202: { description: 'queued', schema: M.EventQueued } },
+    errors: ['not_found'],
   },
   // --- Admin: users ---
   createUser: {
@@ -304,12 +384,13 @@ export const API = {
     summary: 'Create a share link (expiry, download limit, password)',
     description:
       'The recipient downloads with `GET /s/{token}/content` (no account; a password as HTTP Basic auth with any user name). ' +
-      'Defaults: 7 days (SHARE_DEFAULT_TTL), at most SHARE_MAX_TTL; maxDownloads absent or null = unlimited.',
+      'Defaults: 7 days (SHARE_DEFAULT_TTL), at most SHARE_MAX_TTL; maxDownloads absent or null = unlimited. ' +
+      '`recipients`: the server emails each address the link URL (with `message`), never the password; the addresses are recorded on the link (`recipients` in listShares).',
     auth: 'token',
     params: fileIdParams,
     body: { kind: 'json', schema: shareCreateBody },
     responses: { 201: { description: 'the link; `url` and `token` are shown only here', schema: M.ShareCreated } },
-    errors: ['not_found', 'validation_error'],
+    errors: ['not_found', 'validation_error', 'email_not_configured'],
   },
   listShares: {
     method: 'get',
@@ -364,9 +445,32 @@ const shareContentDescription =
   'without it, or with a wrong one, the answer is 401 with `WWW-Authenticate: Basic`, and wrong passwords are rate-limited ' +
   'per address and per link. Unknown, revoked, expired and used-up links all answer the same 404.';
 
+const API_MOUNT = '/api/v1';
+const tusIdParams = z.object({ id: idParam.openapi({ description: 'upload id (the file id once complete)' }) });
+const tusRequestHeaders = z.object({ 'Tus-Resumable': z.literal('1.0.0') });
+const tusDiscovery = z.object({
+  'Tus-Resumable': z.literal('1.0.0'),
+  'Tus-Version': z.literal('1.0.0'),
+  'Tus-Extension': z.string().openapi({ description: 'creation,creation-with-upload,termination,expiration,checksum' }),
+  'Tus-Max-Size': z.string().openapi({ description: 'MAX_FILE_SIZE' }),
+  'Tus-Checksum-Algorithm': z.literal('sha256'),
+});
+const tusResult = z.object({
+  'Tus-Resumable': z.literal('1.0.0'),
+  'Upload-Offset': z.string().openapi({ description: 'committed plaintext bytes' }),
+  'Upload-Expires': z.string().openapi({ description: 'HTTP date; moved on by every committed PATCH (TUS_EXPIRY_SECONDS)' }),
+  'Upload-File-Id': z.string().optional().openapi({ description: 'once complete: the id of the file the upload became' }),
+  'Upload-File-Sha256': z.string().optional().openapi({ description: 'once complete: hex SHA-256 of the whole file' }),
+});
+const tusPatchErrors: ErrorCode[] = ['upload_offset_mismatch', 'upload_locked', 'upload_expired', 'upload_length_exceeded', 'tus_checksum_mismatch', 'insufficient_storage', 'integrity_error', 'key_unavailable'];
+const tusDescription =
+  'tus 1.0 with the creation, creation-with-upload, termination, expiration and checksum (sha256) extensions, for any tus ' +
+  'client (tus-js-client, Uppy, tus-py-client, curl). Every other request needs `Tus-Resumable: 1.0.0` (412 otherwise) and a ' +
+  'bearer token.';
+
 /**
  * Routes served outside /api/v1 (the recipient download and the health checks, bound in
- * app.ts and routes/recipient.ts), documented in the same OpenAPI document so clients and
+ * app.ts and routes/recipient.ts) or outside its router (tus, routes/tus.ts), documented in the same OpenAPI document so clients and
  * monitoring can find them. The API router does not serve these.
  */
 export const OUTSIDE_API = {
@@ -401,6 +505,84 @@ export const OUTSIDE_API = {
       206: { description: 'headers of the range', headers: partialHeaders },
     },
     errors: ['not_found', 'unauthorized', 'rate_limited', 'range_not_satisfiable'],
+  },
+  // --- Resumable uploads (tus 1.0), served by http/routes/tus.ts at /api/v1/tus/ ---
+  tusOptions: {
+    method: 'options',
+    mount: API_MOUNT,
+    path: '/tus/',
+    tag: 'Resumable uploads (tus)',
+    summary: 'tus discovery: versions, extensions, the size limit, checksum algorithms',
+    description: tusDescription,
+    auth: 'none',
+    responses: { 204: { description: 'what this server speaks', headers: tusDiscovery } },
+    errors: [],
+  },
+  tusCreate: {
+    method: 'post',
+    mount: API_MOUNT,
+    path: '/tus/',
+    tag: 'Resumable uploads (tus)',
+    summary: 'Create a resumable upload (optionally with its first bytes)',
+    description:
+      'Upload-Length is required (Upload-Defer-Length is refused: the quota is reserved at creation). Over MAX_FILE_SIZE or ' +
+      'the quota is 413 at creation; more than TUS_MAX_OPEN_UPLOADS open uploads is 429. A body (creation-with-upload, ' +
+      '`Content-Type: application/offset+octet-stream`) is handled as the first PATCH. The DEK is generated now and stored ' +
+      'wrapped; nothing is ever stored in plaintext.',
+    auth: 'token',
+    headers: tusRequestHeaders.extend({
+      'Upload-Length': z.string().openapi({ description: 'the whole file size in bytes' }),
+      'Upload-Metadata': z.string().optional().openapi({ description: '`filename <base64>,filetype <base64>`' }),
+    }),
+    body: { kind: 'binary' },
+    responses: { 201: { description: 'created; Location is the upload URL', headers: tusResult.extend({ Location: z.string().openapi({ description: '/api/v1/tus/{id}' }) }) } },
+    errors: ['validation_error', 'file_too_large', 'quota_exceeded', 'too_many_uploads', 'tus_version_unsupported', 'unsupported_media_type', ...tusPatchErrors],
+  },
+  tusHead: {
+    method: 'head',
+    mount: API_MOUNT,
+    path: '/tus/:id',
+    tag: 'Resumable uploads (tus)',
+    summary: "An upload's committed offset (resume from there)",
+    description: 'Upload-Offset is the last committed 64 KiB chunk boundary (or Upload-Length once complete). Another user\'s upload is 404.',
+    auth: 'token',
+    params: tusIdParams,
+    headers: tusRequestHeaders,
+    responses: { 200: { description: 'the offset', headers: tusResult.extend({ 'Upload-Length': z.string() }) } },
+    errors: ['not_found', 'upload_expired', 'tus_version_unsupported'],
+  },
+  tusPatch: {
+    method: 'patch',
+    mount: API_MOUNT,
+    path: '/tus/:id',
+    tag: 'Resumable uploads (tus)',
+    summary: 'Append bytes at Upload-Offset',
+    description:
+      'Bytes are sealed into 64 KiB chunks as they arrive; only whole chunks are committed, so after a cut the offset is a ' +
+      'multiple of 65536 and the client resends the rest. The request that brings the last byte turns the upload into an ' +
+      'ordinary file and names it in `Upload-File-Id` and `Upload-File-Sha256`. A second PATCH while one runs (any instance) ' +
+      'is 423; a wrong offset 409; a body not matching `Upload-Checksum: sha256 <base64>` is 460 and commits nothing.',
+    auth: 'token',
+    params: tusIdParams,
+    headers: tusRequestHeaders.extend({
+      'Upload-Offset': z.string().openapi({ description: 'must equal the committed offset (HEAD)' }),
+      'Upload-Checksum': z.string().optional().openapi({ description: 'sha256 <base64 of the SHA-256 of this body>' }),
+    }),
+    body: { kind: 'binary' },
+    responses: { 204: { description: 'appended; the new offset', headers: tusResult } },
+    errors: ['not_found', 'validation_error', 'tus_version_unsupported', 'unsupported_media_type', ...tusPatchErrors],
+  },
+  tusDelete: {
+    method: 'delete',
+    mount: API_MOUNT,
+    path: '/tus/:id',
+    tag: 'Resumable uploads (tus)',
+    summary: 'Terminate an upload (its stored ciphertext is removed; a running PATCH stops)',
+    auth: 'token',
+    params: tusIdParams,
+    headers: tusRequestHeaders,
+    responses: { 204: { description: 'terminated' } },
+    errors: ['not_found', 'tus_version_unsupported'],
   },
   healthz: {
     method: 'get',

@@ -17,7 +17,7 @@ export async function recordUploads(audit: AuditLog, req: Request, rows: FileRow
 }
 
 /** The `share.create` event: limits and whether a password is set, never the token or password. */
-export async function recordShareCreated(audit: AuditLog, req: Request, userId: string, share: ShareRow, via?: string): Promise<void> {
+export async function recordShareCreated(audit: AuditLog, req: Request, userId: string, share: ShareRow, via?: string, emailedTo = 0): Promise<void> {
   await audit.record({
     actor: userId,
     action: 'share.create',
@@ -26,7 +26,7 @@ export async function recordShareCreated(audit: AuditLog, req: Request, userId: 
     fileId: share.fileId,
     shareId: share.id,
     ...clientOf(req),
-    details: { expiresAt: share.expiresAt, maxDownloads: share.maxDownloads, passwordProtected: share.passwordHash !== null, ...(via ? { via } : {}) },
+    details: { expiresAt: share.expiresAt, maxDownloads: share.maxDownloads, passwordProtected: share.passwordHash !== null, ...(via ? { via } : {}), ...(emailedTo ? { emailedTo } : {}) },
   });
 }
 

@@ -40,7 +40,39 @@ export const userPatchBody = z
   .strict()
   .refine((o) => Object.keys(o).length > 0, 'give at least one of disabled, role, password, quotaBytes');
 
-export const mePatchBody = z.object({ currentPassword: password, newPassword: password }).strict();
+/** An email address for notifications and link recipients: one plain address, no display name, no line breaks. */
+export const emailAddress = z
+  .string()
+  .trim()
+  .max(254)
+  .regex(/^[^\s@<>()[\],;:"\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$/, 'expected an email address such as name@example.com');
+
+const channels = z.array(z.enum(['email', 'webhook'])).max(2);
+
+/** Per event: the channels it is sent on ([] = not at all). */
+export const notificationPrefsBody = z
+  .object({
+    shareDownloaded: channels.optional(),
+    shareExhausted: channels.optional(),
+    requestUpload: channels.optional(),
+    expiringSoon: channels.optional(),
+    newSignIn: channels.optional(),
+    accountChanged: channels.optional(),
+  })
+  .strict();
+
+export const mePatchBody = z
+  .object({
+    currentPassword: password.optional(),
+    newPassword: password.optional(),
+    email: emailAddress.nullable().optional().openapi({ description: 'where notification emails go; null removes it' }),
+    notifications: notificationPrefsBody.optional(),
+  })
+  .strict()
+  .refine((o) => (o.currentPassword === undefined) === (o.newPassword === undefined), 'give currentPassword and newPassword together')
+  .refine((o) => Object.keys(o).length > 0, 'give a new password, an email address or notification settings');
+
+export const webhookBody = z.object({ url: z.string().min(1).max(2000).openapi({ description: 'https:// (or http:// to a loopback address)' }) }).strict();
 
 export const listQuery = z.object({
   limit: z.coerce.number().int().min(1).max(100).default(50),
@@ -55,6 +87,8 @@ export const shareCreateBody = z
     maxDownloads: z.number().int().min(1).max(1_000_000).nullable().optional(),
     password: z.string().max(1024).optional(),
     note: z.string().max(500).optional(),
+    recipients: z.array(emailAddress).max(20).optional().openapi({ description: 'addresses the server emails the link to (never the password)' }),
+    message: z.string().max(2000).optional().openapi({ description: 'a message for the recipients, in the email' }),
   })
   .strict();
 

@@ -17,7 +17,7 @@ export interface GcResult {
 }
 
 /** Collects garbage; with `dryRun` nothing is deleted and the result says what would be. */
-export async function gc(files: FilesRepo, store: BlobStore, opts: { dryRun?: boolean; minAgeMs?: number; now?: number } = {}): Promise<GcResult> {
+export async function gc(files: FilesRepo, store: BlobStore, opts: { dryRun?: boolean; minAgeMs?: number; now?: number; keep?: ReadonlySet<string> } = {}): Promise<GcResult> {
   const minAge = opts.minAgeMs ?? DEFAULT_GC_AGE_MS;
   const now = opts.now ?? Date.now();
   const ids = new Set(await files.allBlobIds());
@@ -28,6 +28,8 @@ export async function gc(files: FilesRepo, store: BlobStore, opts: { dryRun?: bo
       seen.add(e.id);
       continue;
     }
+    // An open resumable upload's multipart upload (S3) is not garbage: the upload resumes later.
+    if (e.kind === 'temp' && e.id && opts.keep?.has(e.id)) continue;
     // Temp files, orphan blobs and strays: garbage once old enough. An object store's clock
     // (and its whole-second timestamps) may be ahead of ours, so age 0 means "any age".
     if (minAge > 0 && now - e.mtimeMs < minAge) {

@@ -9,6 +9,7 @@ import { TokensRepo, type TokenRow } from '../db/tokens.js';
 import { UsersRepo, type Role, type UserRow } from '../db/users.js';
 import { AppError } from '../errors.js';
 import { newId } from './ids.js';
+import type { Notifier } from './notify/notifier.js';
 import type { IntegrityKeys } from './integrity.js';
 import { MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
 
@@ -24,7 +25,7 @@ export function normalizeUsername(name: string): string {
 
 /** A stored row that failed its integrity check (ids only: never a secret). */
 export interface IntegrityFailure {
-  table: 'users' | 'api_tokens' | 'shares' | 'sessions';
+  table: 'users' | 'api_tokens' | 'shares' | 'sessions' | 'oidc_identities';
   id: string;
   /** The user the row concerns, when known. */
   userId: string | null;
@@ -39,6 +40,13 @@ export interface AccountsDeps {
   hasher: PasswordHasher;
   tokenDefaultTtl: number;
   tokenMaxTtl: number;
+  /** Writes "an admin changed your account" into the outbox, in the change's transaction. */
+  notifier?: Notifier;
+  /**
+   * True when this user may not use a local password at all (OIDC_DISABLE_LOCAL_PASSWORDS and
+   * a linked single sign-on identity): verifyPassword then refuses with sso_required.
+   */
+  passwordRefused?: (user: UserRow) => Promise<boolean>;
   now?: () => number;
 }
 
@@ -127,6 +135,8 @@ export class AccountsService {
     // The MAC is checked after the hash, so a tampered row costs the same time as any other.
     if (!ok || !user || !(await this.intact(user))) throw new AppError('unauthorized', 'invalid username or password');
     if (user.disabled) throw new AppError('account_disabled', 'this account is disabled; ask an administrator');
+    // Named only after the correct password, like a disabled account.
+    if (await this.deps.passwordRefused?.(user)) throw new AppError('sso_required', 'this account signs in through single sign-on only; local passwords are disabled for it');
     return user;
   }
 
@@ -226,6 +236,19 @@ export class AccountsService {
         let revokedShares = 0;
         if (passwordHash !== undefined || changes.disabled === true) revokedTokens = await new TokensRepo(trx, this.deps.integrity).revokeAllExcept(id, null, now);
         if (changes.disabled === true) revokedShares = await new SharesRepo(trx, this.deps.integrity).revokeAllForOwner(id, now);
+        // What changed, never the new password itself.
+        const summary = [
+          changes.disabled === true ? 'account disabled' : changes.disabled === false ? 'account enabled' : null,
+          changes.role !== undefined ? `role set to ${changes.role}` : null,
+          passwordHash !== undefined ? 'password reset by an administrator' : null,
+          changes.quotaBytes !== undefined ? `storage quota set to ${changes.quotaBytes === null ? 'the default' : `${changes.quotaBytes} bytes`}` : null,
+        ].filter(Boolean).join(', ');
+        await this.deps.notifier?.emitIn(trx, {
+          kind: 'accountChanged',
+          type: 'account.changed',
+          userId: id,
+          data: { at: new Date(now).toISOString(), summary, disabled: changes.disabled, role: changes.role, passwordReset: passwordHash !== undefined, quotaBytes: changes.quotaBytes },
+        });
         return { revokedTokens, revokedShares };
       });
     return { user: (await this.users.byId(id))!, ...effects };

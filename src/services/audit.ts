@@ -11,7 +11,7 @@
 import canonicalize from 'canonicalize';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Database, Executor } from '../db/database.js';
+import type { Database, Executor, Trx } from '../db/database.js';
 import { unwrapSecret } from '../crypto/envelope.js';
 import { deriveSubkey, type Keyring } from '../crypto/keyring.js';
 import { SecretsRepo } from '../db/secrets.js';
@@ -127,6 +127,8 @@ export interface AuditDeps {
   headFile?: string;
   logger?: Logger;
   now?: () => number;
+  /** Called inside each append's transaction (the admin-wide webhook's outbox rows commit with the row). */
+  onAppend?: (trx: Trx, row: Omit<AuditRow, 'mac'>) => Promise<void>;
 }
 
 export class AuditLog {
@@ -191,6 +193,7 @@ export class AuditLog {
             mac,
           })
           .execute();
+        await this.deps.onAppend?.(trx, base);
         return { ...base, mac };
       });
     await this.publishHead(row);

@@ -114,6 +114,11 @@ export function userMacFields(u: {
   return [u.id, u.username, u.role, u.disabled, u.passwordHash, u.quotaBytes, u.passwordResetAt];
 }
 
+/** What a single sign-on identity row's MAC covers: which provider identity signs in as which user. */
+export function identityMacFields(i: { issuer: string; subject: string; userId: string }): MacField[] {
+  return [i.issuer, i.subject, i.userId];
+}
+
 /** What an API token row's MAC covers (not its name or last use, which grant nothing). */
 export function tokenMacFields(t: { id: string; userId: string; tokenHash: Buffer; expiresAt: number; revokedAt: number | null }): MacField[] {
   return [t.id, t.userId, t.tokenHash.toString('hex'), t.expiresAt, t.revokedAt];

@@ -172,7 +172,7 @@ export class QuotaService {
     return new QuotaLease(this, userId, await this.limitOf(userId));
   }
 
-  /** Committed bytes of a user: exactly the database sum over their files. */
+  /** Bytes a user holds: the database sum over their files plus their open resumable uploads' declared lengths. */
   usageOf(userId: string): Promise<number> {
     return this.usageIn(this.db.kysely, userId);
   }
@@ -180,7 +180,16 @@ export class QuotaService {
   /** @internal the sum over the user's file rows, read through `db` (a transaction or the database). */
   async usageIn(db: Trx | Database['kysely'], userId: string): Promise<number> {
     const r = await db.selectFrom('files').select((eb) => eb.fn.coalesce(eb.fn.sum<number>('size'), eb.lit(0)).as('n')).where('owner_id', '=', userId).executeTakeFirstOrThrow();
-    return Number(r.n);
+    // Open resumable uploads hold their whole declared length from creation until they become
+    // a file row (one transaction swaps one for the other) or expire: bytes in progress count.
+    const open = await db
+      .selectFrom('uploads')
+      .select((eb) => eb.fn.coalesce(eb.fn.sum<number>('length'), eb.lit(0)).as('n'))
+      .where('owner_id', '=', userId)
+      .where('file_id', 'is', null)
+      .where('expires_at', '>', this.now())
+      .executeTakeFirstOrThrow();
+    return Number(r.n) + Number(open.n);
   }
 
   /** @internal bytes held by the user's live leases (other than `except`), on any instance. */

@@ -17,7 +17,8 @@
  * expires without spending the budget again, even once the link is used up for everyone else.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Database } from '../db/database.js';
+import type { Database, Executor, Trx } from '../db/database.js';
+import type { Notifier } from './notify/notifier.js';
 import type { FileRow } from '../db/files.js';
 import { SharesRepo, type ShareRow } from '../db/shares.js';
 import type { Keyring } from '../crypto/keyring.js';
@@ -50,6 +51,8 @@ export interface SharesDeps {
    * for the same link (0 bytes per second: never).
    */
   slowReader?: { minBytesPerSecond: number; graceMs: number };
+  /** Writes the owner's notifications into the outbox, in the transactions that count downloads. */
+  notifier?: Notifier;
   now?: () => number;
 }
 
@@ -104,7 +107,13 @@ export class SharesService {
   }
 
   /** Creates a link for the owner's file; the token is returned only here. */
-  async create(ownerId: string, file: FileRow, input: ShareInput): Promise<{ share: ShareRow; token: string }> {
+  async create(
+    ownerId: string,
+    file: FileRow,
+    input: ShareInput,
+    /** Runs inside the insert's transaction with the new link and its token (sending the link by email). */
+    alsoIn?: (trx: Trx, share: ShareRow, token: string) => Promise<void>,
+  ): Promise<{ share: ShareRow; token: string }> {
     const ttl = input.expiresInSeconds ?? this.deps.defaultTtlSeconds;
     if (ttl > this.deps.maxTtlSeconds) {
       throw new AppError('validation_error', `expiresInSeconds: must be at most ${this.deps.maxTtlSeconds}`);
@@ -136,6 +145,7 @@ export class SharesService {
       const owner = await trx.selectFrom('users').select('disabled').where('id', '=', ownerId).executeTakeFirst();
       if (!owner || owner.disabled) throw new AppError('unauthorized', 'this account was disabled; sign in again');
       await new SharesRepo(trx, this.deps.integrity).insert({ ...share, tokenHash: this.deps.integrity.lookup(token) });
+      await alsoIn?.(trx, share, token);
     });
     return { share, token };
   }
@@ -269,9 +279,22 @@ export class SharesService {
    * Releases a reservation: records the bytes really sent, and one download if the response
    * completed while it still held its slot. Returns whether a download was counted.
    */
-  async settle(r: Reservation, bytesSent: number, completed: boolean): Promise<boolean> {
+  async settle(r: Reservation, bytesSent: number, completed: boolean, client: { ip: string | null; base?: string | null } = { ip: null }): Promise<boolean> {
     if (r.repeat) return false;
-    return this.repo.settle(r.id, r.shareId, bytesSent, completed, this.now(), r.ticket);
+    const notifier = this.deps.notifier;
+    // The owner's "downloaded" and "used up" events commit with the count itself.
+    const onCounted = notifier
+      ? async (trx: Executor, share: ShareRow) => {
+          const file = await trx.selectFrom('files').select(['id', 'name']).where('id', '=', share.fileId).executeTakeFirst();
+          const at = new Date(this.now()).toISOString();
+          const data = { shareId: share.id, fileId: share.fileId, fileName: file?.name ?? '', at, clientAddress: client.ip, downloads: share.downloads, maxDownloads: share.maxDownloads };
+          await notifier.emitIn(trx, { kind: 'shareDownloaded', type: 'share.downloaded', userId: share.ownerId, data, base: client.base });
+          if (share.maxDownloads !== null && share.downloads >= share.maxDownloads) {
+            await notifier.emitIn(trx, { kind: 'shareExhausted', type: 'share.exhausted', userId: share.ownerId, data, base: client.base });
+          }
+        }
+      : undefined;
+    return this.repo.settle(r.id, r.shareId, bytesSent, completed, this.now(), r.ticket, onCounted);
   }
 
   /** The owner's share, or not_found. */

@@ -5,6 +5,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { AuditHeadStore } from './audit-heads.js';
+import type { PartialStore } from './partial.js';
 
 /**
  * A blob id: the file id, then `.g<n>` for a later generation of its ciphertext (written by
@@ -58,8 +59,13 @@ export interface BlobStore {
   entries(): AsyncGenerator<StoreEntry>;
   /** Removes one entry found by entries(). */
   removeEntry(e: StoreEntry): Promise<void>;
-  /** Removes unfinished writes older than `olderThanMs` left by a crash; returns how many. */
-  sweepTemp(olderThanMs?: number): Promise<number>;
+  /**
+   * Removes unfinished writes older than `olderThanMs` left by a crash; returns how many.
+   * Ids in `keep` are resumable uploads still open (their multipart upload is not a leftover).
+   */
+  sweepTemp(olderThanMs?: number, now?: number, keep?: ReadonlySet<string>): Promise<number>;
+  /** The incomplete resumable (tus) uploads of this store (storage/partial.ts). */
+  partials(): PartialStore;
   /**
    * A store shared by several instances (S3) keeps the audit heads beside the blobs, as small
    * objects its entries() never lists; a disk store leaves them to `DATA_DIR` (storage/index.ts).

@@ -7,6 +7,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { BLOB_ID_PATTERN, type BlobStat, type BlobStore, type StoreEntry } from './blob-store.js';
+import { DiskPartials, PARTIAL_DIR, type PartialStore } from './partial.js';
 
 const ID_PATTERN = BLOB_ID_PATTERN;
 
@@ -124,10 +125,18 @@ export class DiskBlobStore implements BlobStore {
     await fsp.rm(probe, { force: true });
   }
 
+  /** Incomplete resumable uploads, in `<root>/.tus/` (owned by the uploads table, not by gc). */
+  partials(): PartialStore {
+    return (this.partialStore ??= new DiskPartials(this.root, (id) => this.pathOf(id)));
+  }
+
+  private partialStore: PartialStore | undefined;
+
   /** Every file under the root: committed blobs, temp files and anything else (strays). */
   async *entries(): AsyncGenerator<DiskEntry> {
     for (const sub of await fsp.readdir(this.root, { withFileTypes: true })) {
-      if (!sub.isDirectory()) continue;
+      // Incomplete resumable uploads are the uploads table's, swept at their expiry.
+      if (!sub.isDirectory() || sub.name === PARTIAL_DIR) continue;
       const dir = path.join(this.root, sub.name);
       for (const f of await fsp.readdir(dir, { withFileTypes: true })) {
         if (!f.isFile()) continue;
@@ -152,7 +161,7 @@ export class DiskBlobStore implements BlobStore {
    * Removes temp files left by a crash (call at start-up, before serving). The data
    * directory lock means no other process writes here, so the age bound is optional.
    */
-  async sweepTemp(olderThanMs = 0, now = Date.now()): Promise<number> {
+  async sweepTemp(olderThanMs = 0, now = Date.now(), _keep?: ReadonlySet<string>): Promise<number> {
     let removed = 0;
     for (const sub of await fsp.readdir(this.root, { withFileTypes: true })) {
       if (!sub.isDirectory()) continue;

@@ -6,6 +6,8 @@
  */
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -14,6 +16,7 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  UploadPartCommand,
   type S3ClientConfig,
   type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
@@ -22,6 +25,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { BLOB_ID_PATTERN, type BlobStat, type BlobStore, type StoreEntry } from './blob-store.js';
 import { headText, parseHead, type AuditHead, type AuditHeadStore } from './audit-heads.js';
+import { PARTIAL_DIR, PartialMissingError, type Checkpoint, type PartialStore, type PartialWriter } from './partial.js';
 
 const ID_PATTERN = BLOB_ID_PATTERN;
 const KEY_PATTERN = /^([0-9a-f]{2})\/([0-9a-f]{32}(?:\.g[1-9][0-9]{0,8})?)\.enc$/;
@@ -185,6 +189,11 @@ export class S3BlobStore implements BlobStore {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.keyOf(id) }));
   }
 
+  /** Incomplete resumable uploads: multipart uploads at the blob's key plus a staging object each. */
+  partials(): PartialStore {
+    return new S3Partials(this.client, { bucket: this.opts.bucket, prefix: this.opts.prefix, partSize: this.opts.partSize, sse: this.sseParams(), keyOf: (id) => this.keyOf(id) });
+  }
+
   /** The audit heads beside the blobs (same client, bucket, prefix and encryption settings). */
   auditHeads(): S3AuditHeads {
     return new S3AuditHeads(this.client, { bucket: this.opts.bucket, prefix: this.opts.prefix, sse: this.sseParams() });
@@ -231,8 +240,9 @@ export class S3BlobStore implements BlobStore {
       for (const o of page.Contents ?? []) {
         const key = o.Key!;
         const rel = key.slice(prefix.length);
-        // Not blobs: readiness probes and the audit heads (which gc must never remove).
-        if (rel.startsWith('.probe/') || rel.startsWith(AUDIT_HEAD_DIR)) continue;
+        // Not blobs: readiness probes, the audit heads (which gc must never remove) and the
+        // staging objects of resumable uploads (the uploads table's, swept at their expiry).
+        if (rel.startsWith('.probe/') || rel.startsWith(AUDIT_HEAD_DIR) || rel.startsWith(`${PARTIAL_DIR}/`)) continue;
         const m = KEY_PATTERN.exec(rel);
         const id = m && m[2]!.startsWith(m[1]!) ? m[2]! : null;
         yield { id, kind: id ? 'blob' : 'stray', path: key, size: o.Size ?? 0, mtimeMs: o.LastModified?.getTime() ?? 0 };
@@ -269,10 +279,11 @@ export class S3BlobStore implements BlobStore {
    * Aborts multipart uploads older than `olderThanMs` (another instance may have one in
    * flight right now: only leftovers past the grace period are aborted). Returns how many.
    */
-  async sweepTemp(olderThanMs = 0, now = Date.now()): Promise<number> {
+  async sweepTemp(olderThanMs = 0, now = Date.now(), keep: ReadonlySet<string> = new Set()): Promise<number> {
     let removed = 0;
     for await (const e of this.entries()) {
-      if (e.kind === 'temp' && now - e.mtimeMs >= olderThanMs) {
+      // An open resumable upload's multipart upload is not a leftover, however old.
+      if (e.kind === 'temp' && !(e.id && keep.has(e.id)) && now - e.mtimeMs >= olderThanMs) {
         await this.removeEntry(e);
         removed++;
       }
@@ -365,5 +376,170 @@ export class S3AuditHeads implements AuditHeadStore {
 
   describe(): string {
     return `s3://${this.opts.bucket}/${this.dir}`;
+  }
+}
+
+/** What an uploads row records of an S3 incomplete upload (store_state JSON). */
+interface S3PartialState {
+  /** The multipart upload id (at the blob's own key). */
+  u: string;
+  /** Uploaded parts, in order. */
+  parts: { n: number; etag: string; size: number }[];
+  /** Bytes of the staging object that are durable (the ciphertext after the last part). */
+  staged: number;
+}
+
+interface S3PartialOptions {
+  bucket: string;
+  prefix: string;
+  partSize: number;
+  sse: { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string };
+  keyOf: (id: string) => string;
+}
+
+/**
+ * S3: the ciphertext goes into a multipart upload at the blob's final key, one part per
+ * S3_PART_SIZE (S3 refuses parts under 5 MiB but the last). The ciphertext after the last
+ * part (less than a part, whole chunks only) is staged in `<prefix>.tus/<id>.stage` when a
+ * request ends, so a resume through any instance finds it; the row records the parts and the
+ * staged length, which together are the committed offset (docs/format.md).
+ */
+export class S3Partials implements PartialStore {
+  constructor(
+    private readonly client: S3Client,
+    private readonly o: S3PartialOptions,
+  ) {}
+
+  stageKey(id: string): string {
+    if (!/^[0-9a-f]{32}$/.test(id)) throw new Error('invalid upload id');
+    return `${this.o.prefix}${PARTIAL_DIR}/${id}.stage`;
+  }
+
+  describe(id: string): string {
+    return `s3://${this.o.bucket}/${this.o.keyOf(id)} (multipart) + ${this.stageKey(id)}`;
+  }
+
+  async open(id: string, state: string | null, cipherBytes: number, header: Buffer): Promise<PartialWriter> {
+    const prev = state ? (JSON.parse(state) as S3PartialState) : null;
+    const Key = this.o.keyOf(id);
+    if (cipherBytes <= header.length) {
+      const u = prev?.u ?? (await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.o.bucket, Key, ContentType: 'application/octet-stream', ...this.o.sse }))).UploadId!;
+      return new S3PartialWriter(this.client, this.o, id, { u, parts: [], staged: 0 }, [header]);
+    }
+    if (!prev) throw new PartialMissingError(`incomplete upload ${id} has no multipart upload recorded`);
+    const inParts = prev.parts.reduce((n, p) => n + p.size, 0);
+    if (inParts + prev.staged !== cipherBytes) throw new PartialMissingError(`incomplete upload ${id}: parts and staging hold ${inParts + prev.staged} bytes, its row says ${cipherBytes}`);
+    const staged: Buffer[] = [];
+    if (prev.staged > 0) {
+      let got: Buffer;
+      try {
+        const r = await this.client.send(new GetObjectCommand({ Bucket: this.o.bucket, Key: this.stageKey(id), Range: `bytes=0-${prev.staged - 1}` }));
+        got = Buffer.from(await r.Body!.transformToByteArray());
+      } catch (err) {
+        if (isNotFound(err)) throw new PartialMissingError(`incomplete upload ${id}: staging object missing`);
+        throw err;
+      }
+      if (got.length !== prev.staged) throw new PartialMissingError(`incomplete upload ${id}: staging object holds ${got.length} bytes, expected ${prev.staged}`);
+      staged.push(got);
+    }
+    return new S3PartialWriter(this.client, this.o, id, { u: prev.u, parts: [...prev.parts], staged: prev.staged }, staged);
+  }
+
+  async has(id: string): Promise<boolean> {
+    const r = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.o.bucket, Prefix: this.o.keyOf(id) }));
+    if ((r.Uploads ?? []).length > 0) return true;
+    try {
+      await this.client.send(new HeadObjectCommand({ Bucket: this.o.bucket, Key: this.stageKey(id) }));
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  async remove(id: string, state: string | null): Promise<void> {
+    const prev = state ? (JSON.parse(state) as S3PartialState) : null;
+    if (prev?.u) {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.o.bucket, Key: this.o.keyOf(id), UploadId: prev.u })).catch((err: unknown) => {
+        if (!isNotFound(err)) throw err;
+      });
+    }
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.o.bucket, Key: this.stageKey(id) }));
+  }
+}
+
+class S3PartialWriter implements PartialWriter {
+  private bufBytes: number;
+
+  constructor(
+    private readonly client: S3Client,
+    private readonly o: S3PartialOptions,
+    private readonly id: string,
+    private readonly st: S3PartialState,
+    /** Ciphertext after the last part: staged bytes, then what this request appended. */
+    private buf: Buffer[],
+  ) {
+    this.bufBytes = buf.reduce((n, b) => n + b.length, 0);
+  }
+
+  private inParts(): number {
+    return this.st.parts.reduce((n, p) => n + p.size, 0);
+  }
+
+  private checkpoint(): Checkpoint {
+    return { cipherBytes: this.inParts() + this.st.staged, state: JSON.stringify(this.st) };
+  }
+
+  private async uploadPart(): Promise<void> {
+    const body = Buffer.concat(this.buf);
+    const n = this.st.parts.length + 1;
+    const r = await this.client.send(new UploadPartCommand({ Bucket: this.o.bucket, Key: this.o.keyOf(this.id), UploadId: this.st.u, PartNumber: n, Body: body, ContentLength: body.length }));
+    this.st.parts.push({ n, etag: r.ETag!, size: body.length });
+    this.st.staged = 0;
+    this.buf = [];
+    this.bufBytes = 0;
+  }
+
+  async append(pieces: Buffer[]): Promise<Checkpoint | null> {
+    for (const p of pieces) {
+      if (p.length === 0) continue;
+      this.buf.push(p);
+      this.bufBytes += p.length;
+    }
+    if (this.bufBytes < this.o.partSize) return null;
+    await this.uploadPart();
+    return this.checkpoint();
+  }
+
+  async flush(): Promise<Checkpoint> {
+    if (this.bufBytes !== this.st.staged) {
+      // A plain PUT replaces the staging object whole; its first `staged` bytes never change
+      // meaning, so a crash after the PUT and before the row update is still consistent.
+      await this.client.send(new PutObjectCommand({ Bucket: this.o.bucket, Key: this.stageKeyOf(), Body: Buffer.concat(this.buf), ContentType: 'application/octet-stream', ...this.o.sse }));
+      this.st.staged = this.bufBytes;
+    }
+    return this.checkpoint();
+  }
+
+  private stageKeyOf(): string {
+    return `${this.o.prefix}${PARTIAL_DIR}/${this.id}.stage`;
+  }
+
+  async finish(): Promise<void> {
+    if (this.bufBytes > 0 || this.st.parts.length === 0) await this.uploadPart();
+    await this.client.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: this.o.bucket,
+        Key: this.o.keyOf(this.id),
+        UploadId: this.st.u,
+        MultipartUpload: { Parts: this.st.parts.map((p) => ({ PartNumber: p.n, ETag: p.etag })) },
+      }),
+    );
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.o.bucket, Key: this.stageKeyOf() })).catch(() => {});
+  }
+
+  async close(): Promise<void> {
+    this.buf = [];
+    this.bufBytes = 0;
   }
 }

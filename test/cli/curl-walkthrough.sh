@@ -184,6 +184,37 @@ check 200 curl -sS -H "$AUTH" "$BASE/api/v1/me" -o /dev/null
 check 401 curl -sS "$BASE/api/v1/auth/tokens" --json '{"username":"admin","password":"a long passphrase"}' -o /dev/null
 ok "password changed; the old one is refused"
 
+# ---- "Resumable uploads (tus)": create, a first part, HEAD, the rest from the offset -----------
+TUS_URL=$BASE$(check 201 curl -sS -H "$AUTH" -H 'Tus-Resumable: 1.0.0' -H "Upload-Length: $(wc -c < report.pdf)" -H "Upload-Metadata: filename $(printf report.pdf | base64)" -X POST -o /dev/null -w '%header{location}' "$BASE/api/v1/tus/")
+[[ $TUS_URL =~ /api/v1/tus/[0-9a-f]{32}$ ]] || fail "tus Location: got '$TUS_URL'"
+head -c 100000 report.pdf | check 204 curl -sS -H "$AUTH" -H 'Tus-Resumable: 1.0.0' -H 'Upload-Offset: 0' -H 'Content-Type: application/offset+octet-stream' -X PATCH -T - "$TUS_URL"
+same "$(header Upload-Offset)" 65536 "tus offset after 100000 bytes (whole chunks only)"
+OFFSET=$(check 200 curl -sS -I -H "$AUTH" -H 'Tus-Resumable: 1.0.0' "$TUS_URL" | tr -d '\r' | awk 'tolower($1) == "upload-offset:" { print $2 }')
+same "$OFFSET" 65536 "tus HEAD offset"
+tail -c +$((OFFSET + 1)) report.pdf | check 204 curl -sS -H "$AUTH" -H 'Tus-Resumable: 1.0.0' -H "Upload-Offset: $OFFSET" -H 'Content-Type: application/offset+octet-stream' -X PATCH -T - "$TUS_URL"
+same "$(header Upload-File-Sha256)" "$REPORT_SHA" "tus file SHA-256"
+check 200 curl -sS -I -H "$AUTH" -H 'Tus-Resumable: 1.0.0' "$TUS_URL" | grep -i '^upload-file' > out.txt
+grep -qi "^upload-file-sha256: $REPORT_SHA" out.txt || fail "tus HEAD names the file"
+ok "a resumable upload by hand: POST, PATCH, HEAD, PATCH from the offset"
+
+# ---- Notifications (the test server allows loopback webhooks; nothing listens on port 9, so
+# the deliveries fail and are retried: only the API's answers are checked here) -----------------
+HOOK_URL=http://localhost:9/hook
+check 200 curl -sS -H "$AUTH" -X PATCH "$BASE/api/v1/me" --json '{"email":"me@example.com","notifications":{"shareDownloaded":["email","webhook"],"newSignIn":["email"]}}' > out.json
+same "$(jq -r '.notifications.shareDownloaded | join(",")' out.json)" "email,webhook" "notification choices"
+printf '{"url":"%s"}' "$HOOK_URL" > webhook.json
+check 200 curl -sS -H "$AUTH" -H 'Content-Type: application/json' -T webhook.json "$BASE/api/v1/me/webhook" > out.json
+same "$(jq -r '.secret | startswith("whsec_")' out.json)" true "webhook secret shown once"
+check 202 curl -sS -H "$AUTH" "$BASE/api/v1/me/webhook/test" --json '{}' > out.json
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/me/webhook" > out.json
+same "$(jq -r '.deliveries[0].type' out.json)" webhook.test "delivery log"
+check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/me/webhook"
+check 200 curl -sS -H "$AUTH" -H 'Content-Type: application/json' -T webhook.json "$BASE/api/v1/admin/webhook" > out.json
+check 202 curl -sS -H "$AUTH" "$BASE/api/v1/admin/webhook/test" --json '{}' > out.json
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/admin/webhook" > out.json
+check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/admin/webhook"
+ok "notification settings and webhooks"
+
 # ---- "Expose it with ngrok": the header for ngrok's browser warning (no tunnel here, so
 # the server's own address stands in for the tunnel URL) ----------------------------------------
 PUBLIC_URL=$BASE

@@ -192,6 +192,107 @@ export const PG_MIGRATIONS: PgMigration[] = [
     `,
   },
   {
+    version: 13,
+    name: 'resumable (tus) uploads',
+    sql: `
+      CREATE TABLE uploads (
+        id               TEXT PRIMARY KEY,
+        owner_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name             TEXT NOT NULL,
+        mime_type        TEXT NOT NULL,
+        length           BIGINT NOT NULL CHECK (length >= 0),
+        committed        BIGINT NOT NULL DEFAULT 0 CHECK (committed >= 0),
+        chunk_size       INTEGER NOT NULL,
+        header           BYTEA NOT NULL,
+        key_id           TEXT NOT NULL,
+        wrapped_dek      BYTEA NOT NULL,
+        hash_state       BYTEA,
+        store_state      TEXT,
+        lease_id         TEXT,
+        lease_expires_at BIGINT,
+        created_at       BIGINT NOT NULL,
+        expires_at       BIGINT NOT NULL,
+        file_id          TEXT,
+        sha256           BYTEA
+      );
+      CREATE INDEX uploads_owner ON uploads(owner_id, expires_at);
+      CREATE INDEX uploads_expires ON uploads(expires_at);
+    `,
+  },
+  {
+    version: 15,
+    name: 'single sign-on identities',
+    sql: `
+      CREATE TABLE oidc_identities (
+        issuer        TEXT NOT NULL,
+        subject       TEXT NOT NULL,
+        user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        email         TEXT,
+        created_at    BIGINT NOT NULL,
+        last_login_at BIGINT,
+        row_mac       BYTEA NOT NULL,
+        PRIMARY KEY (issuer, subject)
+      );
+      CREATE INDEX oidc_identities_user ON oidc_identities(user_id);
+    `,
+  },
+  {
+    version: 17,
+    name: 'notifications: outbox, webhooks, settings, sign-in addresses, link recipients',
+    sql: `
+      CREATE TABLE notification_settings (
+        user_id    TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        email      TEXT,
+        prefs      TEXT NOT NULL DEFAULT '{}',
+        updated_at BIGINT NOT NULL
+      );
+      CREATE TABLE webhooks (
+        id         TEXT PRIMARY KEY,
+        scope      TEXT NOT NULL UNIQUE,
+        url        TEXT NOT NULL,
+        sealed     BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+      );
+      CREATE TABLE notification_outbox (
+        id              TEXT PRIMARY KEY,
+        event_id        TEXT NOT NULL,
+        type            TEXT NOT NULL,
+        user_id         TEXT,
+        channel         TEXT NOT NULL CHECK (channel IN ('email', 'webhook')),
+        target          TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        sealed          BYTEA,
+        status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        lease_owner     TEXT,
+        lease_until     BIGINT,
+        last_error      TEXT,
+        last_attempt_at BIGINT,
+        created_at      BIGINT NOT NULL,
+        delivered_at    BIGINT,
+        UNIQUE (event_id, channel, target)
+      );
+      CREATE INDEX notification_outbox_due ON notification_outbox(status, next_attempt_at);
+      CREATE INDEX notification_outbox_user ON notification_outbox(user_id, created_at);
+      CREATE TABLE sign_in_addresses (
+        user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        address_hash  BYTEA NOT NULL,
+        first_seen_at BIGINT NOT NULL,
+        last_seen_at  BIGINT NOT NULL,
+        PRIMARY KEY (user_id, address_hash)
+      );
+      CREATE TABLE share_recipients (
+        share_id   TEXT NOT NULL REFERENCES shares(id) ON DELETE CASCADE,
+        address    TEXT NOT NULL,
+        event_id   TEXT NOT NULL,
+        message    TEXT,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (share_id, address)
+      );
+    `,
+  },
+  {
     version: 14,
     name: 'second factors: TOTP, recovery codes, passkeys, reset notices, the 2FA policy',
     sql: `

@@ -258,6 +258,129 @@ export const MIGRATIONS: Migration[] = [
     `,
   },
   {
+    version: 13,
+    name: 'resumable (tus) uploads',
+    sql: `
+      -- One row per resumable upload (services/tus.ts). Only ciphertext exists while it is
+      -- incomplete: the DEK is wrapped under the master key (bound to this upload row), the
+      -- running SHA-256 state is sealed under a key derived from the DEK, and the store holds
+      -- sealed 64 KiB chunks. committed is the plaintext offset of the last durable chunk
+      -- boundary (docs/format.md). A PATCH holds the row's lease (one UPDATE that checks the
+      -- expiry), so a second PATCH through any instance is refused. file_id is set, and the
+      -- key material wiped, once the upload became an ordinary file.
+      CREATE TABLE uploads (
+        id               TEXT PRIMARY KEY,
+        owner_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name             TEXT NOT NULL,
+        mime_type        TEXT NOT NULL,
+        length           INTEGER NOT NULL CHECK (length >= 0),
+        committed        INTEGER NOT NULL DEFAULT 0 CHECK (committed >= 0),
+        chunk_size       INTEGER NOT NULL,
+        header           BLOB NOT NULL,
+        key_id           TEXT NOT NULL,
+        wrapped_dek      BLOB NOT NULL,
+        hash_state       BLOB,
+        store_state      TEXT,
+        lease_id         TEXT,
+        lease_expires_at INTEGER,
+        created_at       INTEGER NOT NULL,
+        expires_at       INTEGER NOT NULL,
+        file_id          TEXT,
+        sha256           BLOB
+      ) STRICT;
+      CREATE INDEX uploads_owner ON uploads(owner_id, expires_at);
+      CREATE INDEX uploads_expires ON uploads(expires_at);
+    `,
+  },
+  {
+    version: 15,
+    name: 'single sign-on identities',
+    sql: `
+      -- Which OpenID Connect identity (the provider's issuer and its subject id: never the
+      -- email) signs in as which user. Linked by a just-in-time creation or by the signed-in
+      -- user from /account. row_mac seals issuer, subject and user (services/integrity.ts), so
+      -- a database writer without the key cannot point an identity at another account.
+      CREATE TABLE oidc_identities (
+        issuer        TEXT NOT NULL,
+        subject       TEXT NOT NULL,
+        user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        email         TEXT,
+        created_at    INTEGER NOT NULL,
+        last_login_at INTEGER,
+        row_mac       BLOB NOT NULL,
+        PRIMARY KEY (issuer, subject)
+      ) STRICT;
+      CREATE INDEX oidc_identities_user ON oidc_identities(user_id);
+    `,
+  },
+  {
+    version: 17,
+    name: 'notifications: outbox, webhooks, settings, sign-in addresses, link recipients',
+    sql: `
+      -- Per-user notification choices (services/notify): the address emails go to and, per
+      -- event type, the channels ("email", "webhook") as JSON. No row: nothing is sent.
+      CREATE TABLE notification_settings (
+        user_id    TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        email      TEXT,
+        prefs      TEXT NOT NULL DEFAULT '{}',
+        updated_at INTEGER NOT NULL
+      ) STRICT;
+      -- One webhook per scope: a user id, or '*admin' for the admin-wide audit stream. The
+      -- signing secret is sealed (AES-256-GCM under a service secret wrapped by the master key).
+      CREATE TABLE webhooks (
+        id         TEXT PRIMARY KEY,
+        scope      TEXT NOT NULL UNIQUE,
+        url        TEXT NOT NULL,
+        sealed     BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+      ) STRICT;
+      -- The outbox: one row per delivery of an event (event_id is the idempotency key every
+      -- channel carries), inserted in the transaction of the change it describes. Workers
+      -- claim rows with one UPDATE that sets a lease; a crashed claimer's lease runs out.
+      -- The sealed column holds what must not sit in the clear (a link URL for its recipient) and
+      -- is cleared once the row is done.
+      CREATE TABLE notification_outbox (
+        id              TEXT PRIMARY KEY,
+        event_id        TEXT NOT NULL,
+        type            TEXT NOT NULL,
+        user_id         TEXT,
+        channel         TEXT NOT NULL CHECK (channel IN ('email', 'webhook')),
+        target          TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        sealed          BLOB,
+        status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        lease_owner     TEXT,
+        lease_until     INTEGER,
+        last_error      TEXT,
+        last_attempt_at INTEGER,
+        created_at      INTEGER NOT NULL,
+        delivered_at    INTEGER,
+        UNIQUE (event_id, channel, target)
+      ) STRICT;
+      CREATE INDEX notification_outbox_due ON notification_outbox(status, next_attempt_at);
+      CREATE INDEX notification_outbox_user ON notification_outbox(user_id, created_at);
+      -- Client addresses a user has signed in from, as keyed hashes (never the address).
+      CREATE TABLE sign_in_addresses (
+        user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        address_hash  BLOB NOT NULL,
+        first_seen_at INTEGER NOT NULL,
+        last_seen_at  INTEGER NOT NULL,
+        PRIMARY KEY (user_id, address_hash)
+      ) STRICT;
+      -- Who a link was sent to by email, and which outbox event carried it.
+      CREATE TABLE share_recipients (
+        share_id   TEXT NOT NULL REFERENCES shares(id) ON DELETE CASCADE,
+        address    TEXT NOT NULL,
+        event_id   TEXT NOT NULL,
+        message    TEXT,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (share_id, address)
+      ) STRICT;
+    `,
+  },
+  {
     version: 14,
     name: 'second factors: TOTP, recovery codes, passkeys, reset notices, the 2FA policy',
     sql: `

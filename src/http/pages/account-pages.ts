@@ -1,12 +1,32 @@
 /** The account page (password, storage, sessions) and the API tokens page. */
 import { Router, type Request, type Response } from 'express';
 import { clientOf, publicBase } from '../context.js';
-import { requireUser, signIn, signOut, webUser } from './auth.js';
+import { requireAdminUser, requireUser, signIn, signOut, webUser } from './auth.js';
+import { ADMIN_SCOPE } from '../../db/webhooks.js';
+import { isAppError } from '../../errors.js';
+import { CHANNELS, NOTIFICATION_KINDS, type Channel, type NotificationKind } from '../../services/notify/notifier.js';
+import { emailAddress } from '../schemas.js';
 import { humanDuration } from './format.js';
 import { OneTimeView } from './one-time.js';
 import { requireSudo } from './second-step.js';
 import { formError, type PagesDeps } from './shared.js';
 import { MIN_PASSWORD_LENGTH } from '../../services/passwords.js';
+
+/** The events on the account page, in the order of the API's `notifications` object. */
+const NOTIFICATION_KIND_LABELS: { kind: NotificationKind; label: string }[] = [
+  { kind: 'shareDownloaded', label: 'A link was downloaded (with the recipient’s address)' },
+  { kind: 'shareExhausted', label: 'A link’s download limit was used up' },
+  { kind: 'requestUpload', label: 'Files arrived through an upload request' },
+  { kind: 'expiringSoon', label: 'A link (or a file with live links) expires soon' },
+  { kind: 'newSignIn', label: 'A sign-in from a new address' },
+  { kind: 'accountChanged', label: 'An administrator changed your account' },
+];
+
+/** "url: must be https://..." -> "The address must be https://...". */
+const formText = (detail: string) => {
+  const t = detail.replace(/^url: /, 'The address ');
+  return t.charAt(0).toUpperCase() + t.slice(1) + (t.endsWith('.') || t.endsWith(')') ? '' : '.');
+};
 
 /** Token lifetimes offered on the tokens page (those above TOKEN_MAX_TTL are left out). */
 const TOKEN_EXPIRY_CHOICES = [86400, 7 * 86400, 30 * 86400, 90 * 86400, 365 * 86400];
@@ -32,9 +52,22 @@ export function accountPages(d: PagesDeps): Router {
         return { at: e.at, ip: e.ip, userAgent: e.userAgent, method: e.details.via === 'token' ? `API token (${method})` : method };
       });
 
-  const renderAccount = async (req: Request, res: Response, status = 200, passwordError: string | null = null) => {
+  const renderAccount = async (req: Request, res: Response, status = 200, passwordError: string | null = null, extra: Record<string, unknown> = {}) => {
     const user = webUser(req);
+    const admin = user.role === 'admin';
     res.status(status).render('account', {
+      notify: await d.notify.settings(user.id),
+      notifyKinds: NOTIFICATION_KIND_LABELS,
+      emailEnabled: d.notify.emailEnabled,
+      webhook: await d.notify.webhook(user.id),
+      deliveries: await d.notify.deliveries(user.id),
+      adminWebhook: admin ? await d.notify.webhook(ADMIN_SCOPE) : null,
+      adminDeliveries: admin ? await d.notify.deliveries(ADMIN_SCOPE, 'webhook', 10) : [],
+      newWebhookSecret: null,
+      notifyError: null,
+      webhookError: null,
+      adminWebhookError: null,
+      ...extra,
       title: 'Your account',
       nav: 'account',
       usage: await d.vault.quota.usageOf(user.id),
@@ -91,6 +124,63 @@ export function accountPages(d: PagesDeps): Router {
       return void res.redirect(303, '/login?msg=signed-out');
     }
     res.redirect(303, '/account?msg=session-ended');
+  });
+
+  // --- Notifications ---
+  r.post('/account/notifications', requireUser, async (req, res) => {
+    const user = webUser(req);
+    const emailText = field(req, 'email').trim();
+    if (emailText !== '' && !emailAddress.safeParse(emailText).success) return void (await renderAccount(req, res, 400, null, { notifyError: 'That is not an email address.' }));
+    const notifications = {} as Record<NotificationKind, Channel[]>;
+    for (const k of NOTIFICATION_KINDS) notifications[k] = CHANNELS.filter((c) => field(req, `${k}.${c}`) === 'on');
+    try {
+      const saved = await d.notify.updateSettings(user.id, { email: emailText || null, notifications });
+      await d.audit.record({ actor: user.id, action: 'user.notifications', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { emailSet: saved.email !== null, notifications: saved.notifications, via: 'page' } });
+    } catch (err) {
+      if (!isAppError(err, 'validation_error')) throw err;
+      return void (await renderAccount(req, res, 400, null, { notifyError: 'Give an email address to receive notifications by email.' }));
+    }
+    res.redirect(303, '/account?msg=notifications-saved#notifications-heading');
+  });
+
+  for (const admin of [false, true]) {
+    const prefix = admin ? '/account/admin-webhook' : '/account/webhook';
+    const guard = admin ? [requireUser, requireAdminUser] : [requireUser];
+    const scopeOf = (req: Request) => (admin ? ADMIN_SCOPE : webUser(req).id);
+    r.post(prefix, ...guard, async (req, res) => {
+      const user = webUser(req);
+      let created;
+      try {
+        created = await d.notify.setWebhook(scopeOf(req), field(req, 'url').trim());
+      } catch (err) {
+        if (!isAppError(err, 'webhook_url_refused')) throw err;
+        return void (await renderAccount(req, res, 400, null, { [admin ? 'adminWebhookError' : 'webhookError']: formText(err.detail) }));
+      }
+      await d.audit.record({ actor: user.id, action: 'webhook.set', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { scope: admin ? 'admin' : 'user', webhookId: created.webhook.id, host: new URL(created.webhook.url).host, via: 'page' } });
+      // Shown once, on the next GET only (as new tokens are).
+      oneTime.put(req, 'webhook', user.id, { secret: created.secret, admin });
+      res.redirect(303, '/account/webhook/new');
+    });
+    r.post(`${prefix}/remove`, ...guard, async (req, res) => {
+      const user = webUser(req);
+      if (await d.notify.removeWebhook(scopeOf(req))) {
+        await d.audit.record({ actor: user.id, action: 'webhook.remove', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { scope: admin ? 'admin' : 'user', via: 'page' } });
+      }
+      res.redirect(303, '/account?msg=webhook-removed');
+    });
+    r.post(`${prefix}/test`, ...guard, async (req, res) => {
+      try {
+        await d.notify.sendTest(scopeOf(req));
+      } catch (err) {
+        if (!isAppError(err, 'not_found')) throw err;
+      }
+      res.redirect(303, '/account?msg=webhook-test#webhook-heading');
+    });
+  }
+
+  r.get('/account/webhook/new', requireUser, async (req, res) => {
+    const shown = oneTime.take<{ secret: string; admin: boolean }>(req, 'webhook', webUser(req).id);
+    await renderAccount(req, res, 200, null, { newWebhookSecret: shown });
   });
 
   const tokenChoices = () => TOKEN_EXPIRY_CHOICES.filter((s) => s <= config.tokenMaxTtl).map((s) => ({ seconds: s, label: humanDuration(s) }));

@@ -70,7 +70,8 @@ export function authPages(d: PagesDeps): Router {
       user = await d.accounts.verifyPassword(username, field(req, 'password'));
     } catch (err) {
       const disabled = isAppError(err, 'account_disabled');
-      if (!disabled && !isAppError(err, 'unauthorized')) throw err;
+      const ssoOnly = isAppError(err, 'sso_required');
+      if (!disabled && !ssoOnly && !isAppError(err, 'unauthorized')) throw err;
       const known = await d.accounts.users.byUsername(normalizeUsername(username));
       await d.audit.record({
         actor: 'anonymous',
@@ -78,8 +79,9 @@ export function authPages(d: PagesDeps): Router {
         outcome: 'failure',
         subjectUserId: known?.id ?? null,
         ...clientOf(req),
-        details: { username: username.slice(0, 64), via: 'page', ...(disabled ? { reason: 'disabled' } : {}) },
+        details: { username: username.slice(0, 64), via: 'page', ...(disabled ? { reason: 'disabled' } : ssoOnly ? { reason: 'sso_required' } : {}) },
       });
+      if (ssoOnly) return void renderLogin(req, res, 403, `This account signs in with ${String(res.locals.ssoName ?? 'single sign-on')} only: use the button below.`, username);
       // Only someone who knows the password learns that the account is disabled.
       if (disabled) return void renderLogin(req, res, 403, 'This account is disabled. Ask an administrator to enable it.', username);
       return void renderLogin(req, res, 401, 'Wrong username or password.', username);
@@ -87,7 +89,7 @@ export function authPages(d: PagesDeps): Router {
     let to;
     try {
       // The password is the first factor; a user with a second one continues on /login/2fa (second-step.ts).
-      to = await firstFactorProven(req, { accounts: d.accounts, audit: d.audit, mfa: d.mfa, sudoMs: d.config.sudoMs, now: d.now }, user, 'password', field(req, 'next'));
+      to = await firstFactorProven(req, { accounts: d.accounts, audit: d.audit, mfa: d.mfa, sudoMs: d.config.sudoMs, now: d.now, notify: d.notify }, user, 'password', field(req, 'next'));
     } catch (err) {
       // Disabled (or the password reset) while the password was being checked.
       if (!isAppError(err, 'unauthorized')) throw err;

@@ -5,13 +5,15 @@ import type { ShareRow } from '../../db/shares.js';
 import { AppError } from '../../errors.js';
 import { clientOf, publicBase } from '../context.js';
 import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
-import { presentShare } from '../routes/shares.js';
+import { presentShare, withRecipients } from '../routes/shares.js';
+import { emailAddress } from '../schemas.js';
 import { leaseOf, multipartUpload, withQuotaLease } from '../upload.js';
 import { recordShareCreated, recordUploads, sendOwnerDownload } from '../events.js';
 import { requireUser, wantsJson, webUser } from './auth.js';
 import { humanDuration } from './format.js';
 import { OneTimeView } from './one-time.js';
 import { formError, type PagesDeps } from './shared.js';
+import { tusRoutes } from '../routes/tus.js';
 
 const PAGE_SIZE = 20;
 
@@ -20,6 +22,8 @@ interface NewShare {
   url: string;
   passwordProtected: boolean;
   expiresAt: number;
+  /** Addresses the link was emailed to. */
+  emailedTo?: string[];
 }
 /** Link lifetimes offered on the share form (those above SHARE_MAX_TTL are left out). */
 const EXPIRY_CHOICES = [3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400, 90 * 86400];
@@ -52,12 +56,17 @@ export function filePages(d: PagesDeps): Router {
       quota: await d.vault.quota.limitOf(user.id),
       maxFileSize: config.maxFileSize,
       maxFiles: config.maxFilesPerRequest,
+      tusThreshold: config.tusPageThreshold,
       // multer has not read the body when the CSRF check runs, so the token rides in the URL.
       uploadAction: `/upload?_csrf=${encodeURIComponent(String(res.locals.csrfToken))}`,
     });
   });
 
   const withLease = withQuotaLease(d.vault, (req) => webUser(req).id);
+
+  // Large files from the upload page: tus over the session (the CSRF check above covers
+  // POST, PATCH and DELETE; tus-js-client sends the token as X-CSRF-Token).
+  r.use('/files/tus', tusRoutes({ tus: d.tus, audit: d.audit, maxFileSize: config.maxFileSize, authenticate: [requireUser], ownerOf: (req) => webUser(req).id, via: 'page-tus' }));
 
   r.post(
     '/upload',
@@ -84,7 +93,9 @@ export function filePages(d: PagesDeps): Router {
   });
 
   const renderFile = async (req: Request, res: Response, file: FileRow, extra: Record<string, unknown> = {}, status = 200) => {
-    const shares = (await d.shares.repo.listForFile(file.id)).map((s: ShareRow) => presentShare(s));
+    const rows = await d.shares.repo.listForFile(file.id);
+    const sentTo = await d.notify.recipientsOf(rows.map((s) => s.id));
+    const shares = rows.map((s: ShareRow) => withRecipients(presentShare(s), sentTo.get(s.id)));
     const expiryChoices = EXPIRY_CHOICES.filter((s) => s <= config.shareMaxTtl).map((s) => ({ seconds: s, label: humanDuration(s) }));
     if (!expiryChoices.some((c) => c.seconds === config.shareDefaultTtl) && config.shareDefaultTtl <= config.shareMaxTtl) {
       expiryChoices.push({ seconds: config.shareDefaultTtl, label: humanDuration(config.shareDefaultTtl) });
@@ -98,7 +109,8 @@ export function filePages(d: PagesDeps): Router {
       shares,
       expiryChoices,
       defaultExpiry: config.shareDefaultTtl,
-      form: { maxDownloads: '', note: '', expires: String(config.shareDefaultTtl) },
+      form: { maxDownloads: '', note: '', expires: String(config.shareDefaultTtl), recipients: '', message: '' },
+      emailEnabled: d.notify.emailEnabled,
       formError: null,
       newShare: null,
       newShareGone: false,
@@ -113,7 +125,7 @@ export function filePages(d: PagesDeps): Router {
   r.post('/files/:id/shares', requireUser, async (req, res) => {
     const user = webUser(req);
     const file = await d.vault.get(user.id, String(req.params.id));
-    const form = { expires: field(req, 'expires'), maxDownloads: field(req, 'maxDownloads').trim(), note: field(req, 'note').trim() };
+    const form = { expires: field(req, 'expires'), maxDownloads: field(req, 'maxDownloads').trim(), note: field(req, 'note').trim(), recipients: field(req, 'recipients').trim(), message: field(req, 'message').trim() };
     const fail = (message: string) => renderFile(req, res, file, { form, formError: message }, 400);
     const expires = Number(form.expires);
     if (!Number.isInteger(expires) || expires < 60 || expires > config.shareMaxTtl) return void (await fail('Choose how long the link should work.'));
@@ -125,18 +137,39 @@ export function filePages(d: PagesDeps): Router {
       }
     }
     if (form.note.length > 500) return void (await fail('The note can have at most 500 characters.'));
+    // One address per line or separated by commas; each checked as the API checks it.
+    const recipients = [...new Set(form.recipients.split(/[\s,;]+/).filter(Boolean).map((a) => a.toLowerCase()))];
+    if (recipients.length > 20) return void (await fail('Send the link to at most 20 addresses at once.'));
+    const badAddress = recipients.find((a) => !emailAddress.safeParse(a).success);
+    if (badAddress !== undefined) return void (await fail(`“${badAddress.slice(0, 100)}” is not an email address.`));
+    if (recipients.length && !d.notify.emailEnabled) return void (await fail('This server cannot send email (no SMTP server is configured).'));
+    if (form.message.length > 2000) return void (await fail('The message can have at most 2000 characters.'));
+    const base = publicBase(req, config.publicUrl);
     let created;
     try {
-      created = await d.shares.create(user.id, file, { expiresInSeconds: expires, maxDownloads, password: field(req, 'password'), note: form.note || undefined });
+      created = await d.shares.create(user.id, file, { expiresInSeconds: expires, maxDownloads, password: field(req, 'password'), note: form.note || undefined }, (trx, s, t) =>
+        d.notify.linkEmailsIn(trx, {
+          shareId: s.id,
+          ownerId: user.id,
+          ownerName: user.username,
+          fileId: file.id,
+          fileName: file.name,
+          expiresAt: s.expiresAt,
+          passwordProtected: s.passwordHash !== null,
+          url: `${base}/s/${t}`,
+          recipients,
+          message: form.message || null,
+        }),
+      );
     } catch (err) {
       return void (await fail(formError(err)));
     }
     const { share, token } = created;
-    await recordShareCreated(d.audit, req, user.id, share, 'page');
-    const url = `${publicBase(req, config.publicUrl)}/s/${token}`;
+    await recordShareCreated(d.audit, req, user.id, share, 'page', recipients.length);
+    const url = `${base}/s/${token}`;
     // POST-redirect-GET: the link waits (sealed) in the session for exactly one view of the
     // page below, so reloading that page cannot create another link or show this one again.
-    oneTime.put(req, 'share', file.id, { url, passwordProtected: share.passwordHash !== null, expiresAt: share.expiresAt } satisfies NewShare);
+    oneTime.put(req, 'share', file.id, { url, passwordProtected: share.passwordHash !== null, expiresAt: share.expiresAt, emailedTo: recipients } satisfies NewShare);
     res.redirect(303, `/files/${file.id}/new-link`);
   });
 

@@ -12,6 +12,7 @@ import { enrolmentPath, mfaPages } from './mfa-pages.js';
 import { authPages } from './auth-pages.js';
 import { filePages } from './file-pages.js';
 import { sessionMiddleware } from './session.js';
+import { ssoPages } from './sso-pages.js';
 import { MESSAGES, type PagesDeps } from './shared.js';
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -52,6 +53,8 @@ export function pageRoutes(d: PagesDeps): Router {
     res.locals.message = MESSAGES[code] ?? null;
     next();
   });
+  // Before the sign-in pages: it takes over sign-out for sessions that signed in through SSO.
+  if (d.sso) r.use(ssoPages(d, d.sso));
   // REQUIRE_2FA: a signed-in user it covers who has no factor yet may only enrol (or sign out).
   // Read on every request, so the policy and an enrolment take effect at once.
   r.use(async (req, res, next) => {

@@ -21,7 +21,7 @@ const field = (req: Request, name: string): string => {
 export function mfaPages(d: PagesDeps): Router {
   const r = Router();
   const mfa = d.mfa;
-  const steps: SecondStepDeps = { accounts: d.accounts, audit: d.audit, mfa, sudoMs: d.config.sudoMs, now: d.now };
+  const steps: SecondStepDeps = { accounts: d.accounts, audit: d.audit, mfa, sudoMs: d.config.sudoMs, now: d.now, notify: d.notify };
   const oneTime = new OneTimeView(d.keyring);
   const json = express.json({ limit: '64kb' });
   const rp = (req: Request) => relyingPartyOf(publicBase(req, d.config.publicUrl));

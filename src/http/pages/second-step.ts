@@ -45,6 +45,8 @@ export interface SecondStepDeps {
   mfa: MfaService;
   sudoMs: number;
   now: () => number;
+  /** Told about every completed sign-in (the new-sign-in notice). */
+  notify?: { signedIn(userId: string, ip: string | null, via: string): Promise<void> };
 }
 
 function regenerate(req: Request): Promise<void> {
@@ -88,6 +90,7 @@ export async function completeSignIn(req: Request, d: SecondStepDeps, user: User
   req.session.sudoAt = d.now();
   req.session.method = method;
   await d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'page', method } });
+  await d.notify?.signedIn(user.id, req.ip ?? null, method.includes('passkey') && !method.includes('password') ? 'passkey' : 'browser');
   if (await d.mfa.mustEnrol(user)) return '/account/2fa?required=1';
   if ((await d.mfa.notices.take(user.id)) !== null) return '/account?msg=mfa-reset';
   return safeNext(next);

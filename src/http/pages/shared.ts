@@ -12,8 +12,11 @@ import type { AuditLog } from '../../services/audit.js';
 import type { MfaService } from '../../services/mfa.js';
 import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
+import type { SsoService } from '../../services/sso.js';
 import type { VaultService } from '../../services/vault.js';
+import type { Notifier } from '../../services/notify/notifier.js';
 import type { Csrf } from '../csrf.js';
+import type { TusService } from '../../services/tus.js';
 import type { PasswordLimits } from '../rate-limit.js';
 
 export interface PagesDeps {
@@ -22,6 +25,8 @@ export interface PagesDeps {
   keyring: Keyring;
   accounts: AccountsService;
   vault: VaultService;
+  /** Resumable uploads (the upload page's large files go through tus). */
+  tus: TusService;
   shares: SharesService;
   audit: AuditLog;
   sessions: WebSessions;
@@ -34,6 +39,10 @@ export interface PagesDeps {
   mfa: MfaService;
   /** The clock for sudo mode and second steps (tests move it). */
   now: () => number;
+  /** Notification settings, webhooks, and sending links by email. */
+  notify: Notifier;
+  /** Single sign-on (OIDC_ISSUER), or null when not configured. */
+  sso?: SsoService | null;
 }
 
 /** Flash messages are fixed texts picked by a code in the query, so nothing a link carries is reflected. */
@@ -59,6 +68,12 @@ export const MESSAGES: Record<string, string> = {
   'passkey-renamed': 'The passkey was renamed.',
   'passkey-removed': 'The passkey was removed.',
   'policy-updated': 'The two-factor policy was changed.',
+  'notifications-saved': 'Your notification settings were saved.',
+  'webhook-removed': 'The webhook was removed.',
+  'webhook-test': 'A test event was queued. Its delivery shows in the log below within a few seconds.',
+  'sso-linked': 'Your single sign-on identity is linked: you can now sign in with it.',
+  'sso-link-taken': 'That single sign-on identity is already linked to another account; nothing was changed.',
+  'sso-link-failed': 'The single sign-on identity could not be linked; nothing was changed.',
 };
 
 /** "password: must be at least 10 characters" -> "The password must be at least 10 characters." */

@@ -12,6 +12,7 @@ import type { MfaService } from '../../services/mfa.js';
 import { principal } from '../auth.js';
 import { clientOf } from '../context.js';
 import type { PasswordLimits } from '../rate-limit.js';
+import type { Notifier } from '../../services/notify/notifier.js';
 import { presentToken, presentUser } from '../presenters.js';
 import { idParam, mePatchBody, parse, setupBody, tokenCreateBody, userCreateBody, userPatchBody } from '../schemas.js';
 
@@ -28,6 +29,8 @@ export interface AccountsRoutesDeps {
   /** Second factors: token creation asks for `otp` when the user has one. */
   mfa: MfaService;
   limits: PasswordLimits;
+  /** Notification settings (PATCH /me) and the new-sign-in check. */
+  notify: Notifier;
 }
 
 /** Routes that do not need a token: setup and token creation (both rate-limited). */
@@ -53,7 +56,7 @@ export function publicAccountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
       user = await d.accounts.verifyPassword(body.username, body.password);
     } catch (err) {
       const known = await d.accounts.users.byUsername(normalizeUsername(body.username));
-      const reason = isAppError(err, 'account_disabled') ? { reason: 'disabled' } : {};
+      const reason = isAppError(err, 'account_disabled') ? { reason: 'disabled' } : isAppError(err, 'sso_required') ? { reason: 'sso_required' } : {};
       await d.audit.record({ actor: 'anonymous', action: 'auth.login', outcome: 'failure', subjectUserId: known?.id ?? null, ...clientOf(req), details: { username: body.username.slice(0, 64), ...reason } });
       throw err;
     }
@@ -79,6 +82,7 @@ export function publicAccountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
     }
     const { row, token } = await d.accounts.issueToken(user, body.name, body.expiresInSeconds);
     await d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'token', method } });
+    await d.notify.signedIn(user.id, req.ip ?? null, 'API token');
     await d.audit.record({ actor: user.id, action: 'token.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: row.id, name: row.name, expiresAt: row.expiresAt } });
     res.status(201).json({ ...presentToken(row), token });
   });
@@ -107,6 +111,7 @@ export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
       usageBytes: await d.vault.quota.usageOf(user.id),
       quotaBytes: await d.vault.quota.limitOf(user.id),
       passwordResetAt: user.passwordResetAt === null ? null : new Date(user.passwordResetAt).toISOString(),
+      ...(await d.notify.settings(user.id)),
     });
   });
 
@@ -114,16 +119,24 @@ export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
   r.op('updateMe', ...d.limits.passwordCheck, async (req, res) => {
     const body = parse(mePatchBody, req.body);
     const p = principal(req);
-    let result;
-    try {
-      result = await d.accounts.changePassword(p, body.currentPassword, body.newPassword);
-    } catch (err) {
-      await d.audit.record({ actor: p.user.id, action: 'user.password_change', outcome: 'failure', subjectUserId: p.user.id, ...clientOf(req) });
-      throw err;
+    let result = { revokedTokens: 0 };
+    if (body.currentPassword !== undefined && body.newPassword !== undefined) {
+      try {
+        result = await d.accounts.changePassword(p, body.currentPassword, body.newPassword);
+      } catch (err) {
+        await d.audit.record({ actor: p.user.id, action: 'user.password_change', outcome: 'failure', subjectUserId: p.user.id, ...clientOf(req) });
+        throw err;
+      }
+      const endedSessions = (await d.sessions?.endAllForUser(p.user.id)) ?? 0;
+      await d.audit.record({ actor: p.user.id, action: 'user.password_change', outcome: 'success', subjectUserId: p.user.id, ...clientOf(req), details: { revokedTokens: result.revokedTokens, endedSessions } });
     }
-    const endedSessions = (await d.sessions?.endAllForUser(p.user.id)) ?? 0;
-    await d.audit.record({ actor: p.user.id, action: 'user.password_change', outcome: 'success', subjectUserId: p.user.id, ...clientOf(req), details: { revokedTokens: result.revokedTokens, endedSessions } });
-    res.json({ ...presentUser((await d.accounts.users.byId(principal(req).user.id))!), revokedTokens: result.revokedTokens });
+    let settings = await d.notify.settings(p.user.id);
+    if (body.email !== undefined || body.notifications !== undefined) {
+      settings = await d.notify.updateSettings(p.user.id, { email: body.email, notifications: body.notifications });
+      // Which events and channels, never the address itself.
+      await d.audit.record({ actor: p.user.id, action: 'user.notifications', outcome: 'success', subjectUserId: p.user.id, ...clientOf(req), details: { emailSet: settings.email !== null, notifications: settings.notifications } });
+    }
+    res.json({ ...presentUser((await d.accounts.users.byId(principal(req).user.id))!), ...settings, revokedTokens: result.revokedTokens });
   });
 
   r.op('createUser', async (req, res) => {

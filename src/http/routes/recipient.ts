@@ -165,7 +165,7 @@ export function recipientRoutes(d: RecipientDeps): Router {
         return {
           heartbeatMs: d.shares.heartbeatMs,
           heartbeat: (bytesSent) => d.shares.refresh(reservation, bytesSent),
-          end: (bytesSent, completed) => d.shares.settle(reservation, bytesSent, completed),
+          end: (bytesSent, completed) => d.shares.settle(reservation, bytesSent, completed, { ip: req.ip ?? null }),
         };
       },
     });

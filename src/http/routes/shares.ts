@@ -4,6 +4,7 @@ import { AppError } from '../../errors.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { SharesService } from '../../services/shares.js';
 import type { VaultService } from '../../services/vault.js';
+import type { Notifier } from '../../services/notify/notifier.js';
 import type { Share } from '../api-models.js';
 import type { ApiRoutes } from '../api-router.js';
 import { principal } from '../auth.js';
@@ -18,6 +19,8 @@ export interface ShareRoutesDeps {
   vault: VaultService;
   shares: SharesService;
   audit: AuditLog;
+  /** Sends links by email (recipients) and shows who was sent what. */
+  notify: Notifier;
   publicUrl: string | undefined;
   maxTtlSeconds: number;
 }
@@ -39,6 +42,15 @@ export function presentShare(s: ShareRow): z.infer<typeof Share> {
   };
 }
 
+/** Adds who a link was emailed to (when it was), for its owner. */
+export function withRecipients(
+  s: z.infer<typeof Share>,
+  sent: { address: string; status: string; sentAt: number | null }[] | undefined,
+): z.infer<typeof Share> {
+  if (!sent?.length) return s;
+  return { ...s, recipients: sent.map((r) => ({ address: r.address, status: r.status as 'pending' | 'sent' | 'failed', sentAt: r.sentAt === null ? null : new Date(r.sentAt).toISOString() })) };
+}
+
 /** Binds the owner-side sharing operations of the route table. */
 export function shareRoutes(r: ApiRoutes, d: ShareRoutesDeps): void {
   r.op('createShare', async (req, res) => {
@@ -48,16 +60,35 @@ export function shareRoutes(r: ApiRoutes, d: ShareRoutesDeps): void {
     if (body.expiresInSeconds !== undefined && body.expiresInSeconds > d.maxTtlSeconds) {
       throw new AppError('validation_error', `expiresInSeconds: must be at most ${d.maxTtlSeconds}`);
     }
-    const { share, token } = await d.shares.create(user.id, file, body);
-    await recordShareCreated(d.audit, req, user.id, share);
-    const url = `${publicBase(req, d.publicUrl)}/s/${token}`;
-    res.status(201).json({ ...presentShare(share), url, token });
+    const base = publicBase(req, d.publicUrl);
+    const recipients = [...new Set((body.recipients ?? []).map((a) => a.toLowerCase()))];
+    if (recipients.length && !d.notify.emailEnabled) throw new AppError('email_not_configured', 'recipients: sending links by email needs SMTP_URL');
+    const { share, token } = await d.shares.create(user.id, file, body, (trx, s, t) =>
+      d.notify.linkEmailsIn(trx, {
+        shareId: s.id,
+        ownerId: user.id,
+        ownerName: user.username,
+        fileId: file.id,
+        fileName: file.name,
+        expiresAt: s.expiresAt,
+        passwordProtected: s.passwordHash !== null,
+        url: `${base}/s/${t}`,
+        recipients,
+        message: body.message?.trim() || null,
+      }),
+    );
+    await recordShareCreated(d.audit, req, user.id, share, undefined, recipients.length);
+    const url = `${base}/s/${token}`;
+    const sent = recipients.map((address) => ({ address, status: 'pending' as const, sentAt: null }));
+    res.status(201).json({ ...presentShare(share), ...(sent.length ? { recipients: sent } : {}), url, token });
   });
 
   r.op('listShares', async (req, res) => {
     const { user } = principal(req);
     const file = await d.vault.get(user.id, String(req.params.id));
-    res.json({ shares: (await d.shares.repo.listForFile(file.id)).map(presentShare) });
+    const list = await d.shares.repo.listForFile(file.id);
+    const sentTo = await d.notify.recipientsOf(list.map((s) => s.id));
+    res.json({ shares: list.map((s) => withRecipients(presentShare(s), sentTo.get(s.id))) });
   });
 
   r.op('revokeShare', async (req, res) => {

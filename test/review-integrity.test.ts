@@ -452,8 +452,8 @@ async function downgradeToFirstRelease(target: Harness, known: { tokens: string[
     db.exec(`ALTER TABLE ${table} DROP COLUMN ${column}`);
   }
   db.exec('DROP TABLE share_ticket_downloads');
-  // Nor did the tables of later migrations (8: shared state; 10: operation locks; 13: resumable uploads; 15: single sign-on identities; 17: notifications).
-  for (const table of ['quota_leases', 'rate_limits', 'setup_code', 'op_locks', 'uploads', 'oidc_identities', 'notification_settings', 'webhooks', 'notification_outbox', 'sign_in_addresses', 'share_recipients']) db.exec(`DROP TABLE ${table}`);
+  // Nor did the tables of later migrations (8: shared state; 10: operation locks; 13: resumable uploads; 14: second factors; 15: single sign-on identities; 17: notifications).
+  for (const table of ['quota_leases', 'rate_limits', 'setup_code', 'op_locks', 'uploads', 'oidc_identities', 'notification_settings', 'webhooks', 'notification_outbox', 'sign_in_addresses', 'share_recipients', 'mfa_totp', 'mfa_recovery_codes', 'mfa_passkeys', 'mfa_notices', 'mfa_policy']) db.exec(`DROP TABLE ${table}`);
   db.pragma('user_version = 4');
   db.close();
 }

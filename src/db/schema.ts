@@ -52,6 +52,11 @@ export interface FilesTable {
   wrap_version: Generated<number>;
   /** Which object holds the ciphertext (storage/blob-store.ts blobIdOf). */
   blob_gen: Generated<number>;
+  /** The upload request the file arrived through (null for the owner's own uploads). */
+  request_id: Generated<string | null>;
+  /** Name and email the uploader gave on the request's page (null when not asked or not given). */
+  uploader_name: Generated<string | null>;
+  uploader_email: Generated<string | null>;
 }
 
 export interface SharesTable {
@@ -202,6 +207,37 @@ export interface MfaPolicyTable {
   updated_at: number;
 }
 
+/** An owner's upload request (services/requests.ts); the token is only its keyed hash. */
+export interface UploadRequestsTable {
+  id: string;
+  owner_id: string;
+  token_hash: Buffer;
+  title: string;
+  message: string;
+  password_hash: string | null;
+  max_files: number;
+  max_bytes: number;
+  max_file_bytes: number;
+  /** JSON array of lowercase extensions without the dot; null = any type. */
+  allowed_types: string | null;
+  require_name: number;
+  require_email: number;
+  created_at: number;
+  expires_at: number;
+  closed_at: number | null;
+  files_received: Generated<number>;
+  bytes_received: Generated<number>;
+}
+
+/** Files and bytes of uploads to a request still streaming on any instance; counted until expires_at (ms). */
+export interface UploadRequestLeasesTable {
+  id: string;
+  request_id: string;
+  files: number;
+  bytes: number;
+  expires_at: number;
+}
+
 /** Resumable (tus) uploads in progress or just completed (services/tus.ts, db/uploads.ts). */
 export interface UploadsTable {
   id: string;
@@ -300,6 +336,14 @@ export interface OidcIdentitiesTable {
   row_mac: Buffer;
 }
 
+/** The admin page's single sign-on switch (one row at most, id 1; migration 15). */
+export interface SsoPolicyTable {
+  id: number;
+  disable_local_passwords: number;
+  updated_at: number;
+  row_mac: Buffer;
+}
+
 export interface Schema {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -320,6 +364,8 @@ export interface Schema {
   mfa_passkeys: MfaPasskeysTable;
   mfa_notices: MfaNoticesTable;
   mfa_policy: MfaPolicyTable;
+  upload_requests: UploadRequestsTable;
+  upload_request_leases: UploadRequestLeasesTable;
   uploads: UploadsTable;
   notification_settings: NotificationSettingsTable;
   webhooks: WebhooksTable;
@@ -327,4 +373,5 @@ export interface Schema {
   sign_in_addresses: SignInAddressesTable;
   share_recipients: ShareRecipientsTable;
   oidc_identities: OidcIdentitiesTable;
+  sso_policy: SsoPolicyTable;
 }

@@ -11,6 +11,7 @@ import { loadUser, wantsJson } from './auth.js';
 import { enrolmentPath, mfaPages } from './mfa-pages.js';
 import { authPages } from './auth-pages.js';
 import { filePages } from './file-pages.js';
+import { requestPages } from './request-pages.js';
 import { sessionMiddleware } from './session.js';
 import { ssoPages } from './sso-pages.js';
 import { MESSAGES, type PagesDeps } from './shared.js';
@@ -65,6 +66,7 @@ export function pageRoutes(d: PagesDeps): Router {
   r.use(authPages(d));
   r.use(mfaPages(d));
   r.use(filePages(d));
+  r.use(requestPages(d));
   r.use(accountPages(d));
   r.use(adminPages(d));
   return r;

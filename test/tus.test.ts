@@ -14,6 +14,7 @@ import path from 'node:path';
 import * as tus from 'tus-js-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { makeHarness, makeUser, setupAdmin, serve, type Harness } from './helpers.js';
+import { deleteUser } from '../src/services/offboarding.js';
 
 const C = 64 * 1024;
 const T = { 'Tus-Resumable': '1.0.0' };
@@ -437,6 +438,22 @@ describe('hostile requests', () => {
     expect((await leftovers(h, idle)).length).toBeGreaterThan(0);
     expect((await h.request.delete(`/api/v1/tus/${idle}`).set(T).set('Authorization', `Bearer ${token}`)).status).toBe(204);
     expect(await leftovers(h, idle)).toEqual([]);
+  });
+
+  it("deleting a user removes their open uploads' ciphertext too", async () => {
+    const h = await harness();
+    const admin = await setupAdmin(h);
+    const user = await makeUser(h, admin, 'leaver');
+    const data = randomBytes(3 * C);
+    const id = await create(h, user, data.length);
+    expect((await patch(h, user, id, 0, data.subarray(0, 2 * C))).status).toBe(204);
+    expect((await leftovers(h, id)).length).toBeGreaterThan(0);
+    const users = await h.request.get('/api/v1/users').set('Authorization', `Bearer ${admin}`);
+    const uid = users.body.users.find((u: any) => u.username === 'leaver').id;
+    const s = h.app.services;
+    await deleteUser({ db: h.database, accounts: s.accounts, vault: s.vault, dropUploads: (u) => s.tus.terminateAllFor(u), record: () => {} }, uid, { deleteFiles: true });
+    expect(await h.sql('SELECT id FROM uploads')).toEqual([]);
+    expect(await leftovers(h, id)).toEqual([]);
   });
 
   it('expiry during a pause: the upload answers 410, the sweep removes row and ciphertext, the quota is free again', async () => {

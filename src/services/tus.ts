@@ -418,6 +418,11 @@ export class TusService {
     if (row.file_id === null) await this.d.store.partials().remove(id, row.store_state);
   }
 
+  /** Terminates every upload of a user (account deletion); returns how many. */
+  terminateAllFor(userId: string): Promise<number> {
+    return removeUploadsOf(this.d.db, this.d.store, userId);
+  }
+
   /** Removes expired uploads (rows and their stored ciphertext); returns how many. */
   async sweep(): Promise<number> {
     const now = this.now();
@@ -429,6 +434,23 @@ export class TusService {
     }
     return n;
   }
+}
+
+/**
+ * Removes every upload of a user, rows and stored ciphertext (before the user row goes: its
+ * ON DELETE CASCADE would drop the rows but leave part files and staging objects behind).
+ */
+export async function removeUploadsOf(db: Database, store: BlobStore, userId: string): Promise<number> {
+  const repo = new UploadsRepo(db.kysely);
+  const rows = await db.kysely.selectFrom('uploads').select('id').where('owner_id', '=', userId).execute();
+  let n = 0;
+  for (const { id } of rows) {
+    const row = await repo.deleteForOwner(id, userId);
+    if (!row) continue;
+    if (row.file_id === null) await store.partials().remove(id, row.store_state);
+    n++;
+  }
+  return n;
 }
 
 function isAppError(err: unknown, code: string): boolean {

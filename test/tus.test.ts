@@ -477,5 +477,14 @@ describe('hostile requests', () => {
     expect(await h.sql('SELECT id FROM uploads')).toEqual([]);
     expect(await leftovers(h, id)).toEqual([]);
     expect((await head(h, token, id)).status).toBe(404);
+
+    // An upload whose stored part is gone (a restore from a backup holds none) ends the same way.
+    const lost = await create(h, token, data.length);
+    expect((await patch(h, token, lost, 0, data.subarray(0, 2 * C))).status).toBe(204);
+    await h.blobs.partials().remove(lost, (await h.sql<{ store_state: string | null }>('SELECT store_state FROM uploads WHERE id = ?', [lost]))[0]!.store_state);
+    const gone = await patch(h, token, lost, 2 * C, data.subarray(2 * C));
+    expect(gone.status).toBe(410);
+    expect(gone.body.code).toBe('upload_expired');
+    expect((await head(h, token, lost)).status).toBe(404);
   });
 });

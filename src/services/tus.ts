@@ -33,7 +33,7 @@ import {
 } from '../crypto/format.js';
 import type { Keyring } from '../crypto/keyring.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import type { Checkpoint, PartialWriter } from '../storage/partial.js';
+import { PartialMissingError, type Checkpoint, type PartialWriter } from '../storage/partial.js';
 import { AppError } from '../errors.js';
 import { newId } from './ids.js';
 import type { VaultService } from './vault.js';
@@ -272,7 +272,16 @@ export class TusService {
         state.fill(0);
       } else hasher.init();
       const partials = this.d.store.partials();
-      writer = await partials.open(id, row.store_state, cipherBytesAt(row.committed, C), row.header);
+      try {
+        writer = await partials.open(id, row.store_state, cipherBytesAt(row.committed, C), row.header);
+      } catch (err) {
+        if (!(err instanceof PartialMissingError)) throw err;
+        // The stored bytes are gone (e.g. a restore from a backup, which holds no incomplete
+        // uploads): the upload cannot go on, so it ends as if expired and the client starts again.
+        await this.uploads.deleteForOwner(id, ownerId);
+        await partials.remove(id, row.store_state).catch(() => {});
+        throw new AppError('upload_expired', 'the stored part of this upload is gone; start it again');
+      }
       const length = row.length;
       let done = row.committed; // plaintext sealed and appended
       storeState = row.store_state;

@@ -27,6 +27,7 @@ const BOTH_CONFIGS = [
   'test/review-accounts.test.ts',
   'test/review-keys.test.ts',
   'test/review-probe.test.ts',
+  'test/api-requests.test.ts',
   'test/tus.test.ts',
   'test/notify.test.ts',
   'test/sso.test.ts',

@@ -576,7 +576,146 @@ const notifications = folder('5. Notifications', 'Notification settings on PATCH
   }),
 ]);
 
-const cleanup = folder('6. Clean up', 'Delete what the run created and revoke its token.', [
+const requests = folder('6. Upload requests', 'Ask for files: a request with a password and limits; an uploader without an account sends a file; what the owner sees; closing.', [
+  req('Create an upload request (password, 2 files, .txt only)', {
+    method: 'POST',
+    path: '/api/v1/requests',
+    headers: [JSON_HEADER],
+    body: json({ title: 'Send me your notes', message: 'Text files only, please.', expiresInSeconds: 3600, password: '{{sharePassword}}', maxFiles: 2, maxBytes: 100000, maxFileBytes: 50000, allowedTypes: ['txt'], requireName: true }),
+    test() {
+      pm.test('status is 201 Created', () => pm.response.to.have.status(201));
+      pm.test('Content-Type is JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
+      const body = pm.response.json();
+      pm.test('the link, its token and its limits', () => {
+        pm.expect(body.token).to.match(/^[A-Za-z0-9_-]{43}$/);
+        pm.expect(body.url).to.match(new RegExp(`/r/${body.token}$`));
+        pm.expect(body).to.include({ maxFiles: 2, maxBytes: 100000, maxFileBytes: 50000, passwordProtected: true, requireName: true, status: 'active', filesReceived: 0 });
+        pm.expect(body.allowedTypes).to.eql(['txt']);
+        pm.expect(pm.response.text()).not.to.include(pm.environment.get('sharePassword'));
+      });
+      pm.collectionVariables.set('requestId', body.id);
+      pm.collectionVariables.set('requestToken', body.token);
+    },
+  }),
+  req('Uploader: no password gives 401', {
+    method: 'PUT',
+    path: '/r/{{requestToken}}/notes.txt',
+    auth: NO_AUTH,
+    headers: [{ key: 'X-Uploader-Name', value: 'Postman Uploader' }],
+    body: { mode: 'raw', raw: 'notes from an uploader\n' },
+    test() {
+      sfs.problem(401, 'unauthorized');
+      pm.test('asks for HTTP Basic auth', () => pm.expect(pm.response.headers.get('WWW-Authenticate')).to.match(/^Basic /));
+    },
+  }),
+  req('Uploader: a type the request does not take gives 415', {
+    method: 'PUT',
+    path: '/r/{{requestToken}}/tool.exe',
+    auth: basic('{{sharePassword}}'),
+    headers: [{ key: 'X-Uploader-Name', value: 'Postman Uploader' }],
+    body: { mode: 'raw', raw: 'MZ not really a program' },
+    test() {
+      sfs.problem(415, 'file_type_not_allowed');
+    },
+  }),
+  req('Uploader: send a file with the password (curl -T)', {
+    method: 'PUT',
+    path: '/r/{{requestToken}}/notes.txt',
+    auth: basic('{{sharePassword}}'),
+    headers: [{ key: 'X-Uploader-Name', value: 'Postman Uploader' }],
+    body: { mode: 'raw', raw: 'notes from an uploader\n' },
+    test() {
+      pm.test('status is 201 Created', () => pm.response.to.have.status(201));
+      pm.test('Content-Type is JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
+      const body = pm.response.json();
+      pm.test('a receipt of this file only: name, size, SHA-256, time', () => {
+        pm.expect(body.files).to.have.lengthOf(1);
+        pm.expect(body.files[0]).to.include({ name: 'notes.txt', size: 23 });
+        pm.expect(body.files[0].sha256).to.match(/^[0-9a-f]{64}$/);
+        pm.expect(Date.parse(body.receivedAt)).to.be.above(0);
+        pm.expect(body.files[0]).not.to.have.property('id');
+      });
+      pm.collectionVariables.set('requestFileSha', body.files[0].sha256);
+    },
+  }),
+  req("Owner: the request's files, with the uploader's name", {
+    path: '/api/v1/files?requestId={{requestId}}',
+    test() {
+      pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('Content-Type is JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
+      const body = pm.response.json();
+      pm.test('one file, marked with the request and the uploader', () => {
+        pm.expect(body.files).to.have.lengthOf(1);
+        pm.expect(body.files[0]).to.include({ name: 'notes.txt', requestId: pm.collectionVariables.get('requestId'), uploaderName: 'Postman Uploader', sha256: pm.collectionVariables.get('requestFileSha') });
+      });
+      pm.collectionVariables.set('requestFileId', body.files[0].id);
+    },
+  }),
+  req('Owner: the request with what arrived', {
+    path: '/api/v1/requests/{{requestId}}',
+    test() {
+      pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('Content-Type is JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
+      const body = pm.response.json();
+      pm.test('one file of 23 bytes received', () => {
+        pm.expect(body).to.include({ filesReceived: 1, bytesReceived: 23, status: 'active' });
+        pm.expect(body.files.map((f) => f.id)).to.eql([pm.collectionVariables.get('requestFileId')]);
+      });
+    },
+  }),
+  req('Owner: list upload requests (no tokens)', {
+    path: '/api/v1/requests',
+    test() {
+      pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('Content-Type is JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
+      pm.test('lists the request, never its token', () => {
+        pm.expect(pm.response.json().requests.map((r) => r.id)).to.include(pm.collectionVariables.get('requestId'));
+        pm.expect(pm.response.text()).not.to.include(pm.collectionVariables.get('requestToken'));
+      });
+    },
+  }),
+  req('Owner: close the request early', {
+    method: 'PATCH',
+    path: '/api/v1/requests/{{requestId}}',
+    headers: [JSON_HEADER],
+    body: json({ close: true }),
+    test() {
+      pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('Content-Type is JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
+      pm.test('closed', () => pm.expect(pm.response.json().status).to.equal('closed'));
+    },
+  }),
+  req('Uploader: the closed request gives 404', {
+    method: 'PUT',
+    path: '/r/{{requestToken}}/late.txt',
+    auth: basic('{{sharePassword}}'),
+    headers: [{ key: 'X-Uploader-Name', value: 'Postman Uploader' }],
+    body: { mode: 'raw', raw: 'too late\n' },
+    test() {
+      sfs.problem(404, 'not_found');
+    },
+  }),
+  req('Owner: delete the request', {
+    method: 'DELETE',
+    path: '/api/v1/requests/{{requestId}}',
+    test() {
+      pm.test('status is 204 No Content', () => pm.response.to.have.status(204));
+      pm.test('no Content-Type', () => pm.expect(pm.response.headers.has('Content-Type')).to.be.false);
+      pm.test('empty body', () => pm.expect(pm.response.text()).to.equal(''));
+    },
+  }),
+  req('Owner: the file that came through it stays, and is deleted like any other', {
+    method: 'DELETE',
+    path: '/api/v1/files/{{requestFileId}}',
+    test() {
+      pm.test('status is 204 No Content', () => pm.response.to.have.status(204));
+      pm.test('no Content-Type', () => pm.expect(pm.response.headers.has('Content-Type')).to.be.false);
+      pm.test('empty body', () => pm.expect(pm.response.text()).to.equal(''));
+    },
+  }),
+]);
+
+const cleanup = folder('7. Clean up', 'Delete what the run created and revoke its token.', [
   req('Delete the raw upload', {
     method: 'DELETE',
     path: '/api/v1/files/{{rawFileId}}',
@@ -634,8 +773,8 @@ const collection = {
     { listen: 'prerequest', script: { type: 'text/javascript', exec: collectionPrerequest } },
     { listen: 'test', script: { type: 'text/javascript', exec: collectionTest } },
   ],
-  variable: ['token', 'tokenId', 'fileId', 'rawFileId', 'nextCursor', 'shareId', 'shareToken', 'share2Id', 'share2Token', 'goneDetail', 'usageBefore'].map((key) => ({ key, value: '' })),
-  item: [setup, files, sharing, errors, notifications, cleanup],
+  variable: ['token', 'tokenId', 'fileId', 'rawFileId', 'nextCursor', 'shareId', 'shareToken', 'share2Id', 'share2Token', 'goneDetail', 'usageBefore', 'requestId', 'requestToken', 'requestFileId', 'requestFileSha'].map((key) => ({ key, value: '' })),
+  item: [setup, files, sharing, errors, notifications, requests, cleanup],
 };
 
 const text = `${JSON.stringify(collection, null, 2)}\n`;

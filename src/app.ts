@@ -31,6 +31,9 @@ import { createCsrf } from './http/csrf.js';
 import { auditRoutes } from './http/routes/audit.js';
 import { humanSize, recipientRoutes } from './http/routes/recipient.js';
 import { shareRoutes } from './http/routes/shares.js';
+import { requestRoutes } from './http/routes/requests.js';
+import { requestUploadRoutes } from './http/routes/request-upload.js';
+import { RequestsService } from './services/requests.js';
 import { notifyRoutes } from './http/routes/notify.js';
 import { Notifier } from './services/notify/notifier.js';
 import { AuditLog } from './services/audit.js';
@@ -73,6 +76,7 @@ export interface AppServices {
   /** Resumable (tus) uploads; swept by the server's housekeeping. */
   tus: TusService;
   shares: SharesService;
+  requests: RequestsService;
   audit: AuditLog;
   sessions: WebSessions;
   /** Rate-limit counters in the shared database (swept by the server's housekeeping). */
@@ -150,8 +154,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
     tokenDefaultTtl: config.tokenDefaultTtl,
     tokenMaxTtl: config.tokenMaxTtl,
     notifier: notify,
-    // The admin's switch (OIDC_DISABLE_LOCAL_PASSWORDS): a user linked to the provider signs in there only.
-    passwordRefused: config.oidc?.disableLocalPasswords ? (user) => identities.linked(user.id) : undefined,
+    // The admin's switch (the admin page, else OIDC_DISABLE_LOCAL_PASSWORDS): a user linked to the provider signs in there only.
+    passwordRefused: config.oidc ? async (user) => !!sso && (await sso.localPasswordsDisabled()) && (await identities.linked(user.id)) : undefined,
   });
   const sso = ssoFor(config, { db: deps.db, integrity, accounts, hasher, onIntegrityFailure: (f) => onIntegrityFailure(f) });
   const vault = new VaultService({
@@ -205,6 +209,19 @@ export async function createApp(deps: AppDeps): Promise<App> {
     slowReader: { minBytesPerSecond: config.shareMinRate, graceMs: config.shareSlowGraceMs },
     notifier: notify,
   });
+  const requests = new RequestsService({
+    db: deps.db,
+    integrity,
+    hasher,
+    keyring: deps.keyring,
+    vault,
+    maxTtlSeconds: config.requestMaxTtl,
+    maxFileSize: config.maxFileSize,
+    leaseMs: config.quotaLeaseMs,
+    notifier: notify,
+  });
+  // Uploaders have no session either: their form tokens are bound to the request link they opened.
+  const requestCsrf = createCsrf(deps.keyring.derive('sfs/v1 upload request csrf'), 'sfs-request-csrf', (req) => String(req.params.token ?? ''));
   // Recipients have no session: their form tokens are bound to the share link they opened.
   const recipientCsrf = createCsrf(deps.keyring.derive('sfs/v1 recipient csrf'), 'sfs-share-csrf', (req) => String(req.params.token ?? ''));
 
@@ -215,7 +232,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // Counters in the shared database, keyed by a keyed hash (never an IP or a name in the clear).
   const rateLimits = new DbRateLimitStores({ db: deps.db, hashKey: deps.keyring.derive(RATE_LIMIT_KEY_LABEL) });
   const app = express() as App;
-  app.services = { accounts, vault, tus, shares, audit, sessions, rateLimits, notify };
+  app.services = { accounts, vault, tus, shares, requests, audit, sessions, rateLimits, notify };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -304,6 +321,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   accountRoutes(routes, routeDeps);
   filesRoutes(routes, { vault, audit, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
   shareRoutes(routes, { vault, shares, audit, notify, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
+  requestRoutes(routes, { vault, requests, audit, publicUrl: config.publicUrl });
   notifyRoutes(routes, { notify, audit, publicUrl: config.publicUrl });
   auditRoutes(routes, audit);
   routes.op('getOpenApi', (_req, res) => {
@@ -335,6 +353,24 @@ export async function createApp(deps: AppDeps): Promise<App> {
   );
 
   app.use(
+    requestUploadRoutes({
+      vault,
+      requests,
+      audit,
+      csrf: requestCsrf,
+      maxFilesPerRequest: config.maxFilesPerRequest,
+      limits: {
+        uploadsPerIp: config.requestUploadRateLimit,
+        uploadsPerRequest: config.requestUploadRateLimitPerRequest,
+        passwordPerIp: config.sharePasswordRateLimit,
+        passwordPerRequest: config.sharePasswordRateLimitPerShare,
+        windowMs: window,
+        stores: rateLimits,
+      },
+    }),
+  );
+
+  app.use(
     pageRoutes({
       config,
       db: deps.db,
@@ -343,6 +379,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       vault,
       tus,
       shares,
+      requests,
       audit,
       sessions,
       onSessionTampered: (key: string, uid: string | null) => onIntegrityFailure({ table: 'sessions', id: key.slice(0, 16), userId: uid }),

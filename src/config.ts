@@ -57,6 +57,11 @@ export interface Config {
   tusPageThreshold: number;
   sharePasswordRateLimit: number;
   sharePasswordRateLimitPerShare: number;
+  /** Longest lifetime of an upload request (seconds). */
+  requestMaxTtl: number;
+  /** Uploads to upload requests per client address, and per request, per rate-limit window. */
+  requestUploadRateLimit: number;
+  requestUploadRateLimitPerRequest: number;
   /** A link download slower than this (bytes per second) for `shareSlowGraceMs` gives way to another recipient; 0: never. */
   shareMinRate: number;
   shareSlowGraceMs: number;
@@ -473,6 +478,9 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     tusPageThreshold: size(env, 'TUS_PAGE_THRESHOLD', 16 * 1024 * 1024, 0),
     sharePasswordRateLimit: int(env, 'SHARE_PASSWORD_RATE_LIMIT', 10, 1, 100000),
     sharePasswordRateLimitPerShare: int(env, 'SHARE_PASSWORD_RATE_LIMIT_PER_SHARE', 10, 1, 100000),
+    requestMaxTtl: int(env, 'REQUEST_MAX_TTL', 90 * 86400, 60, 10 * 365 * 86400),
+    requestUploadRateLimit: int(env, 'REQUEST_UPLOAD_RATE_LIMIT', 100, 1, 1000000),
+    requestUploadRateLimitPerRequest: int(env, 'REQUEST_UPLOAD_RATE_LIMIT_PER_REQUEST', 500, 1, 1000000),
     shareMinRate: size(env, 'SHARE_MIN_RATE', 16 * 1024, 0),
     shareSlowGraceMs: int(env, 'SHARE_SLOW_GRACE_SECONDS', 60, 1, 3600) * 1000,
     auditHeadFile: path.join(dataDir, 'audit-head'),

@@ -23,7 +23,11 @@ export const ERROR_CODES = {
   too_many_files: { status: 413, title: 'Too many files' },
   payload_too_large: { status: 413, title: 'Request body too large' },
   quota_exceeded: { status: 413, title: 'Storage quota exceeded' },
+  /** An upload request's total bytes (maxBytes) would be exceeded. */
+  request_limit_exceeded: { status: 413, title: 'Upload request limit reached' },
   unsupported_media_type: { status: 415, title: 'Unsupported media type' },
+  /** A file an upload request does not take (by its extension or its sniffed content). */
+  file_type_not_allowed: { status: 415, title: 'File type not allowed' },
   range_not_satisfiable: { status: 416, title: 'Range not satisfiable' },
   expectation_failed: { status: 417, title: 'Expectation failed' },
   checksum_mismatch: { status: 422, title: 'Checksum mismatch' },

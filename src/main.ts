@@ -167,6 +167,7 @@ async function main(): Promise<void> {
       const ended = await app.services.sessions.sweep();
       if (ended) logger.info({ ended }, 'session sweep');
       // Leases of uploads that ended without a release (a killed instance) and spent counters.
+      await app.services.requests.sweep();
       const uploads = await app.services.tus.sweep();
       if (uploads) logger.info({ uploads }, 'expired resumable uploads removed');
       const leases = await app.services.vault.quota.sweep();

@@ -8,6 +8,7 @@ import supertest from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN, downloadsSettled, makeHarness, makeUser, setupAdmin, tokenFor, type Harness } from './helpers.js';
 import { startReceiver, startSmtp, verifySignature, type Mail } from './notify-helpers.js';
+import { runSfs } from './services/cluster.js';
 
 const BASE = 'http://files.example.test';
 const bearer = (t: string) => ({ Authorization: `Bearer ${t}` });
@@ -246,6 +247,31 @@ describe('notifications by email and webhook', () => {
       const all = receiver.received.map((r) => r.body).join('\n');
       expect(all).not.toContain('a reset password 123');
       expect(all).not.toContain(fresh.body.token);
+    } finally {
+      await receiver.close();
+    }
+  });
+});
+
+describe('changes made with the CLI', () => {
+  it('sfs user disable tells the user and feeds the admin-wide stream, through the same outbox', async () => {
+    const receiver = await startReceiver();
+    try {
+      const h = await harness();
+      const admin = await setupAdmin(h);
+      expect((await h.request.put('/api/v1/admin/webhook').set(bearer(admin)).send({ url: receiver.url })).status).toBe(200);
+      const bob = await makeUser(h, admin, 'bob');
+      await h.request.patch('/api/v1/me').set(bearer(bob)).send({ email: 'bob@example.test', notifications: { accountChanged: ['email'] } });
+      // The S3 credentials of the test service come from this process' environment (scale run).
+      const aws = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('AWS_'))) as Record<string, string>;
+      const env = { ...aws, ...h.env, PATH: process.env.PATH ?? '', DATA_DIR: h.config.dataDir, UPLOADS_DIR: h.config.uploadsDir, MASTER_KEY: h.keyring.active.material.toString('base64'), LOG_LEVEL: 'silent' };
+      const r = await runSfs(['user', 'disable', 'bob'], env);
+      expect(r.code, r.stderr).toBe(0);
+      await drain(h);
+      expect(smtp.mails.map((m) => [m.to[0], m.headers.subject])).toEqual([['bob@example.test', 'An administrator changed your account']]);
+      expect(smtp.mails[0]!.text).toContain('account disabled');
+      const actions = receiver.received.map((x) => JSON.parse(x.body).data);
+      expect(actions.some((a: { action: string; actor: string }) => a.action === 'user.disable' && a.actor === 'cli')).toBe(true);
     } finally {
       await receiver.close();
     }

@@ -227,6 +227,17 @@ describe('responses match the document', () => {
     await check('revokeUserShare', r.delete(`/api/v1/users/${setup.body.user.id}/shares/${live.body.id}`).set(auth));
     await check('revokeUserShare', r.delete(`/api/v1/users/${setup.body.user.id}/shares/${live.body.id}`).set(auth));
     await check('revokeUserShares', r.delete(`/api/v1/users/${setup.body.user.id}/shares`).set(auth));
+    const req1 = await check('createRequest', r.post('/api/v1/requests').set(auth).send({ title: 'Send me', maxFiles: 2, allowedTypes: ['txt'] }));
+    await check('createRequest', r.post('/api/v1/requests').set(auth).send({ title: '' }));
+    await r.put(`/r/${req1.body.token}/sent.txt`).send(Buffer.from('sent through a request'));
+    await check('listRequests', r.get('/api/v1/requests').set(auth));
+    await check('getRequest', r.get(`/api/v1/requests/${req1.body.id}`).set(auth));
+    await check('getRequest', r.get(`/api/v1/requests/${'0'.repeat(32)}`).set(auth));
+    await check('listFiles', r.get(`/api/v1/files?requestId=${req1.body.id}`).set(auth));
+    await check('updateRequest', r.patch(`/api/v1/requests/${req1.body.id}`).set(auth).send({ close: true }));
+    await check('updateRequest', r.patch(`/api/v1/requests/${req1.body.id}`).set(auth).send({}));
+    await check('deleteRequest', r.delete(`/api/v1/requests/${req1.body.id}`).set(auth));
+    await check('deleteRequest', r.delete(`/api/v1/requests/${req1.body.id}`).set(auth));
     await check('listAudit', r.get(`/api/v1/audit?fileId=${fid}`).set(auth));
     await check('deleteFile', r.delete(`/api/v1/files/${multi.body.files[0].id}`).set(auth));
     await check('deleteFile', r.delete(`/api/v1/files/${multi.body.files[0].id}`).set(auth));

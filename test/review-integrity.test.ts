@@ -437,6 +437,7 @@ async function downgradeToFirstRelease(target: Harness, known: { tokens: string[
     db.prepare("DELETE FROM secrets WHERE name = 'integrity-root'").run();
   })();
   // The first release's schema, schema version 4: none of the columns and tables of migrations 5-7.
+  db.exec('DROP INDEX files_request');
   for (const [table, column] of [
     ['files', 'wrap_version'],
     ['users', 'integrity_mac'],
@@ -448,12 +449,15 @@ async function downgradeToFirstRelease(target: Harness, known: { tokens: string[
     ['share_reservations', 'yielded'],
     ['share_reservations', 'ticket_id'],
     ['files', 'blob_gen'],
+    ['files', 'request_id'],
+    ['files', 'uploader_name'],
+    ['files', 'uploader_email'],
   ]) {
     db.exec(`ALTER TABLE ${table} DROP COLUMN ${column}`);
   }
   db.exec('DROP TABLE share_ticket_downloads');
-  // Nor did the tables of later migrations (8: shared state; 10: operation locks; 13: resumable uploads; 15: single sign-on identities; 17: notifications).
-  for (const table of ['quota_leases', 'rate_limits', 'setup_code', 'op_locks', 'uploads', 'oidc_identities', 'notification_settings', 'webhooks', 'notification_outbox', 'sign_in_addresses', 'share_recipients']) db.exec(`DROP TABLE ${table}`);
+  // Nor did the tables of later migrations (8: shared state; 10: operation locks; 11: upload requests; 13: resumable uploads; 15: single sign-on; 17: notifications).
+  for (const table of ['quota_leases', 'rate_limits', 'setup_code', 'op_locks', 'upload_request_leases', 'upload_requests', 'uploads', 'oidc_identities', 'sso_policy', 'notification_settings', 'webhooks', 'notification_outbox', 'sign_in_addresses', 'share_recipients']) db.exec(`DROP TABLE ${table}`);
   db.pragma('user_version = 4');
   db.close();
 }

@@ -158,6 +158,35 @@ describe('sign-in through the provider', () => {
     expect(ids.some((i) => i.user_id === local.id)).toBe(false);
   });
 
+  it('the same sub at another issuer is another identity: its own account, never the first one', async () => {
+    const second = await startOp([APP]);
+    try {
+      await harness({ OIDC_AUTO_CREATE: 'true' });
+      op.login = { sub: 'shared-sub', email: 'nina@example.com', email_verified: true, preferred_username: 'nina' };
+      expect(await whoAmI((await ssoSignIn()).agent)).toBe('nina');
+      // The same database and key, now configured for the second provider (a provider change).
+      const { dir } = h;
+      const masterKey = h.keyring.active.material;
+      const first = h;
+      h = await makeHarness(second.env(APP, { OIDC_AUTO_CREATE: 'true' }), { dir, masterKey });
+      // The first app goes (its database handle closed), its directory stays for the second.
+      if (first.dialect === 'sqlite') first.db.close();
+      else await first.database.close();
+      second.login = { ...op.login };
+      const saved = op;
+      op = second;
+      try {
+        expect(await whoAmI((await ssoSignIn()).agent)).toBe('nina-2');
+      } finally {
+        op = saved;
+      }
+      expect((await identities()).map((i) => [i.issuer, i.subject]).sort()).toEqual([[op.issuer, 'shared-sub'], [second.issuer, 'shared-sub']].sort());
+      expect(new Set((await identities()).map((i) => i.user_id)).size).toBe(2);
+    } finally {
+      await second.close();
+    }
+  });
+
   it('refuses a linked user who is disabled', async () => {
     await harness({ OIDC_AUTO_CREATE: 'true' });
     op.login = { sub: 'erin-sub', email: 'erin@example.com', email_verified: true, preferred_username: 'erin' };
@@ -312,6 +341,44 @@ describe('local passwords and sign-out', () => {
     // The admin (not linked) still signs in with a password; jack through the provider.
     expect((await h.request.post('/api/v1/auth/tokens').send({ ...ADMIN, name: 'x' })).status).toBe(201);
     expect(await whoAmI((await ssoSignIn()).agent)).toBe('jack');
+  });
+
+  it('the admin page switches local passwords of linked users off and on (over the setting); a forged switch row is ignored', async () => {
+    await harness({ OIDC_AUTO_CREATE: 'true' });
+    await makeUser(h, adminToken, 'liam');
+    op.login = { sub: 'liam-sub', email: 'liam@example.com', email_verified: true, preferred_username: 'liam' };
+    const liam = supertest.agent(h.app);
+    let _csrf = await csrfFrom(liam, '/login');
+    await liam.post('/login').type('form').set(HTML).send({ _csrf, username: 'liam', password: 'liam password 123' });
+    _csrf = await csrfFrom(liam, '/account');
+    const start = await liam.post('/account/sso/link').type('form').set(HTML).send({ _csrf });
+    const back = new URL(await throughProvider(start.headers.location!, APP));
+    await liam.get(back.pathname + back.search).set(HTML);
+    const byPassword = async () => (await h.request.post('/api/v1/auth/tokens').send({ username: 'liam', password: 'liam password 123' })).status;
+    expect(await byPassword()).toBe(201);
+
+    const admin = supertest.agent(h.app);
+    _csrf = await csrfFrom(admin, '/login');
+    await admin.post('/login').type('form').set(HTML).send({ _csrf, ...ADMIN });
+    const page = await admin.get('/admin/users').set(HTML);
+    expect(page.text).toContain('Local passwords of users linked to Test IdP');
+    _csrf = /name="_csrf" value="([^"]+)"/.exec(page.text)![1]!;
+    const set = (localPasswords: string, agent: Agent = admin) => agent.post('/admin/sso-policy').type('form').set(HTML).send({ _csrf, localPasswords });
+    expect((await set('disabled')).headers.location).toBe('/admin/users?msg=sso-policy');
+    expect(await byPassword()).toBe(403);
+    expect((await admin.get('/admin/users').set(HTML)).text).toMatch(/<option value="disabled" selected>/);
+    // Not for a plain user.
+    const lc = await csrfFrom(liam, '/account');
+    expect((await liam.post('/admin/sso-policy').type('form').set(HTML).send({ _csrf: lc, localPasswords: 'allowed' })).status).toBe(403);
+    expect(await byPassword()).toBe(403);
+    // A database writer flipping the row without the key changes nothing (a failing row counts as disabled).
+    await h.sql('UPDATE sso_policy SET disable_local_passwords = 0');
+    expect(await byPassword()).toBe(403);
+    await set('disabled');
+    expect(await byPassword()).toBe(403);
+    await set('allowed');
+    expect(await byPassword()).toBe(201);
+    expect((await events('sso.policy')).map((e) => JSON.parse(e.details).disableLocalPasswords)).toEqual([true, true, false]);
   });
 
   it('sign-out ends the local session and sends the browser to the provider (RP-initiated logout)', async () => {

@@ -96,11 +96,23 @@ async function open(config: Config, opts: { checkKeys: boolean; acceptNewKey?: b
 }
 
 /** Accounts on `db`; needs the master key, because user rows are sealed with a key it protects. */
-async function accountsOn(db: Database, config: Config): Promise<AccountsService> {
+async function accountsOn(db: Database, config: Config, notifier?: import('../services/notify/notifier.js').Notifier): Promise<AccountsService> {
   const { keyring } = loadKeyring(config, { mayGenerate: false });
   const { keys, upgraded } = await openIntegrity(db, keyring);
   if (upgraded && Object.values(upgraded).some((n) => n > 0)) await audit(db, keyring, config, 'integrity.upgrade', 'success', { ...upgraded });
-  return new AccountsService({ db, integrity: keys, hasher: new PasswordHasher(1), tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl });
+  return new AccountsService({ db, integrity: keys, hasher: new PasswordHasher(1), tokenDefaultTtl: config.tokenDefaultTtl, tokenMaxTtl: config.tokenMaxTtl, notifier });
+}
+
+/**
+ * The notifier for a CLI change: it only writes the outbox (the servers' workers deliver).
+ * Loaded on use, so commands that send nothing never load the mail library.
+ */
+async function notifierOn(db: Database, keyring: Keyring, config: Config): Promise<import('../services/notify/notifier.js').Notifier> {
+  const { Notifier } = await import('../services/notify/notifier.js');
+  const { createLogger } = await import('../http/logging.js');
+  const notifier = new Notifier({ db, keyring, config: config.notify, publicUrl: config.publicUrl, logger: createLogger('silent') });
+  await notifier.init();
+  return notifier;
 }
 
 /**
@@ -111,11 +123,13 @@ async function accountsOn(db: Database, config: Config): Promise<AccountsService
 async function changeUser(config: Config, name: string, changes: { disabled?: boolean; password?: string }): Promise<{ id: string; username: string }> {
   const { db, keyring } = await open(config, { checkKeys: false });
   try {
-    const accounts = await accountsOn(db, config);
+    // "An admin changed your account" and the admin-wide audit stream, as from the API.
+    const notifier = await notifierOn(db, keyring, config);
+    const accounts = await accountsOn(db, config, notifier);
     const user = await findUser(accounts, name);
     const effects = await accounts.adminUpdate(user.id, changes);
     await new WebSessions({ db, integrity: accounts.integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs }).endAllForUser(user.id);
-    await new AuditLog({ db, keyring, heads: auditHeadsFor(config) }).record({
+    await new AuditLog({ db, keyring, heads: auditHeadsFor(config), onAppend: (trx, row) => notifier.auditAppendedIn(trx, row) }).record({
       actor: 'cli',
       action: adminAction(changes),
       outcome: 'success',

@@ -23,6 +23,11 @@ export interface FileRow {
   createdAt: number;
   /** Which object holds the ciphertext (0 when absent: new rows start there). */
   blobGen?: number;
+  /** The upload request the file came through (services/requests.ts); null or absent for the owner's own uploads. */
+  requestId?: string | null;
+  /** What the uploader of a request gave as their name and email (never checked: their word). */
+  uploaderName?: string | null;
+  uploaderEmail?: string | null;
 }
 
 /** A files row as the database returns it (the schema is the one description of the table). */
@@ -42,6 +47,9 @@ const toRow = (r: RawFile): FileRow => ({
   chunkSize: r.chunk_size,
   createdAt: r.created_at,
   blobGen: r.blob_gen,
+  requestId: r.request_id,
+  uploaderName: r.uploader_name,
+  uploaderEmail: r.uploader_email,
 });
 
 export interface PageCursor {
@@ -68,6 +76,9 @@ export class FilesRepo {
         format_version: f.formatVersion,
         chunk_size: f.chunkSize,
         created_at: f.createdAt,
+        request_id: f.requestId ?? null,
+        uploader_name: f.uploaderName ?? null,
+        uploader_email: f.uploaderEmail ?? null,
       })
       .execute();
   }
@@ -83,9 +94,10 @@ export class FilesRepo {
     return r && toRow(r);
   }
 
-  /** One page of the owner's files, newest first, strictly after `cursor`. */
-  async listForOwner(ownerId: string, limit: number, cursor: PageCursor | null): Promise<FileRow[]> {
+  /** One page of the owner's files, newest first, strictly after `cursor` (only those of `requestId` when given). */
+  async listForOwner(ownerId: string, limit: number, cursor: PageCursor | null, requestId?: string): Promise<FileRow[]> {
     let q = this.db.selectFrom('files').selectAll().where('owner_id', '=', ownerId);
+    if (requestId !== undefined) q = q.where('request_id', '=', requestId);
     if (cursor) {
       q = q.where((eb) => eb.or([eb('created_at', '<', cursor.createdAt), eb.and([eb('created_at', '=', cursor.createdAt), eb('id', '<', cursor.id)])]));
     }

@@ -52,6 +52,11 @@ export interface FilesTable {
   wrap_version: Generated<number>;
   /** Which object holds the ciphertext (storage/blob-store.ts blobIdOf). */
   blob_gen: Generated<number>;
+  /** The upload request the file arrived through (null for the owner's own uploads). */
+  request_id: Generated<string | null>;
+  /** Name and email the uploader gave on the request's page (null when not asked or not given). */
+  uploader_name: Generated<string | null>;
+  uploader_email: Generated<string | null>;
 }
 
 export interface SharesTable {
@@ -157,6 +162,37 @@ export interface OpLocksTable {
   expires_at: number;
 }
 
+/** An owner's upload request (services/requests.ts); the token is only its keyed hash. */
+export interface UploadRequestsTable {
+  id: string;
+  owner_id: string;
+  token_hash: Buffer;
+  title: string;
+  message: string;
+  password_hash: string | null;
+  max_files: number;
+  max_bytes: number;
+  max_file_bytes: number;
+  /** JSON array of lowercase extensions without the dot; null = any type. */
+  allowed_types: string | null;
+  require_name: number;
+  require_email: number;
+  created_at: number;
+  expires_at: number;
+  closed_at: number | null;
+  files_received: Generated<number>;
+  bytes_received: Generated<number>;
+}
+
+/** Files and bytes of uploads to a request still streaming on any instance; counted until expires_at (ms). */
+export interface UploadRequestLeasesTable {
+  id: string;
+  request_id: string;
+  files: number;
+  bytes: number;
+  expires_at: number;
+}
+
 /** Resumable (tus) uploads in progress or just completed (services/tus.ts, db/uploads.ts). */
 export interface UploadsTable {
   id: string;
@@ -255,6 +291,14 @@ export interface OidcIdentitiesTable {
   row_mac: Buffer;
 }
 
+/** The admin page's single sign-on switch (one row at most, id 1; migration 15). */
+export interface SsoPolicyTable {
+  id: number;
+  disable_local_passwords: number;
+  updated_at: number;
+  row_mac: Buffer;
+}
+
 export interface Schema {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -270,6 +314,8 @@ export interface Schema {
   rate_limits: RateLimitsTable;
   setup_code: SetupCodeTable;
   op_locks: OpLocksTable;
+  upload_requests: UploadRequestsTable;
+  upload_request_leases: UploadRequestLeasesTable;
   uploads: UploadsTable;
   notification_settings: NotificationSettingsTable;
   webhooks: WebhooksTable;
@@ -277,4 +323,5 @@ export interface Schema {
   sign_in_addresses: SignInAddressesTable;
   share_recipients: ShareRecipientsTable;
   oidc_identities: OidcIdentitiesTable;
+  sso_policy: SsoPolicyTable;
 }

@@ -19,6 +19,9 @@ export const FileMeta = z
     mimeType: z.string().openapi({ example: 'application/pdf' }),
     sha256: sha256Hex,
     createdAt: time,
+    requestId: id.optional().openapi({ description: 'only on files that came through an upload request: its id' }),
+    uploaderName: z.string().nullable().optional().openapi({ description: 'only on request files: the name the uploader gave (their word)' }),
+    uploaderEmail: z.string().nullable().optional().openapi({ description: 'only on request files: the email the uploader gave (their word)' }),
   })
   .strict()
   .openapi('FileMeta');
@@ -107,6 +110,46 @@ export const ShareCreated = z
   })
   .strict()
   .openapi('ShareCreated');
+
+const uploadRequestFields = {
+  id,
+  title: z.string(),
+  message: z.string(),
+  createdAt: time,
+  expiresAt: time,
+  closedAt: time.nullable(),
+  passwordProtected: z.boolean(),
+  maxFiles: z.number().int().min(1),
+  maxBytes: z.number().int().min(1),
+  maxFileBytes: z.number().int().min(1),
+  allowedTypes: z.array(z.string()).nullable().openapi({ description: 'allowed extensions; null = any' }),
+  requireName: z.boolean(),
+  requireEmail: z.boolean(),
+  filesReceived: z.number().int().min(0),
+  bytesReceived: z.number().int().min(0),
+  status: z.enum(['active', 'closed', 'expired', 'full']),
+};
+export const UploadRequest = z.object(uploadRequestFields).strict().openapi('UploadRequest');
+export const UploadRequestCreated = z
+  .object({
+    ...uploadRequestFields,
+    url: z.string().url().openapi({ description: 'the link for uploaders (built from PUBLIC_URL when set)' }),
+    token: z.string().regex(/^[A-Za-z0-9_-]{43}$/).openapi({ description: 'the link secret: shown only in this response' }),
+  })
+  .strict()
+  .openapi('UploadRequestCreated');
+export const UploadRequestList = z.object({ requests: z.array(UploadRequest) }).strict().openapi('UploadRequestList');
+export const UploadRequestDetail = z
+  .object({ ...uploadRequestFields, files: z.array(FileMeta).openapi({ description: 'what has arrived (still stored), newest first' }) })
+  .strict()
+  .openapi('UploadRequestDetail');
+export const UploadReceipt = z
+  .object({
+    receivedAt: time,
+    files: z.array(z.object({ name: z.string(), size: z.number().int().min(0), sha256: sha256Hex }).strict()),
+  })
+  .strict()
+  .openapi('UploadReceipt');
 
 export const AuditEvent = z
   .object({

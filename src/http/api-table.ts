@@ -7,7 +7,7 @@
  */
 import type { ErrorCode } from '../errors.js';
 import * as M from './api-models.js';
-import { auditQuery, idParam, listQuery, mePatchBody, setupBody, shareCreateBody, tokenCreateBody, userCreateBody, userPatchBody, webhookBody } from './schemas.js';
+import { auditQuery, fileListQuery, idParam, listQuery, mePatchBody, requestCreateBody, requestPatchBody, setupBody, shareCreateBody, tokenCreateBody, userCreateBody, userPatchBody, webhookBody } from './schemas.js';
 import { z } from './zod.js';
 
 type Schema = z.ZodTypeAny;
@@ -317,8 +317,9 @@ export const API = {
     path: '/files',
     tag: 'Files',
     summary: 'List your files, newest first',
+    description: 'Files that came through an upload request carry `requestId`, `uploaderName` and `uploaderEmail`; `requestId=` lists only those of one request.',
     auth: 'token',
-    query: listQuery,
+    query: fileListQuery,
     responses: { 200: { description: 'one page', schema: M.FilePage } },
     errors: ['validation_error'],
   },
@@ -411,6 +412,62 @@ export const API = {
     responses: { 204: { description: 'revoked' } },
     errors: ['not_found'],
   },
+  // --- Upload requests ---
+  createRequest: {
+    method: 'post',
+    path: '/requests',
+    tag: 'Upload requests',
+    summary: 'Ask outsiders for files: an upload link with limits, expiry and an optional password',
+    description:
+      'Uploaders need no account: they open `url` in a browser, or send with curl (`curl -T FILE URL/`, `curl -F file=@a -F file=@b URL`; ' +
+      '`-u :PASSWORD` when protected). Files arrive encrypted like your own uploads, owned by you and counted in your quota. ' +
+      '`token` and `url` are shown only here. Unknown, expired, closed and full requests all answer uploaders the same 404.',
+    auth: 'token',
+    body: { kind: 'json', schema: requestCreateBody },
+    responses: { 201: { description: 'the request; `url` and `token` are shown only here', schema: M.UploadRequestCreated, headers: location } },
+    errors: ['validation_error'],
+  },
+  listRequests: {
+    method: 'get',
+    path: '/requests',
+    tag: 'Upload requests',
+    summary: 'Your upload requests, newest first (no tokens)',
+    auth: 'token',
+    responses: { 200: { description: 'the requests', schema: M.UploadRequestList } },
+    errors: [],
+  },
+  getRequest: {
+    method: 'get',
+    path: '/requests/:id',
+    tag: 'Upload requests',
+    summary: 'An upload request with the files that have arrived through it',
+    auth: 'token',
+    params: z.object({ id: idParam.openapi({ description: 'request id' }) }),
+    responses: { 200: { description: 'the request and its files', schema: M.UploadRequestDetail } },
+    errors: ['not_found'],
+  },
+  updateRequest: {
+    method: 'patch',
+    path: '/requests/:id',
+    tag: 'Upload requests',
+    summary: 'Close a request early, or move its expiry',
+    description: 'Closing is for good, and takes effect for uploads already in flight: they are refused at their commit.',
+    auth: 'token',
+    params: z.object({ id: idParam.openapi({ description: 'request id' }) }),
+    body: { kind: 'json', schema: requestPatchBody },
+    responses: { 200: { description: 'the updated request', schema: M.UploadRequest } },
+    errors: ['not_found', 'validation_error'],
+  },
+  deleteRequest: {
+    method: 'delete',
+    path: '/requests/:id',
+    tag: 'Upload requests',
+    summary: 'Delete an upload request (the files that came through it stay yours)',
+    auth: 'token',
+    params: z.object({ id: idParam.openapi({ description: 'request id' }) }),
+    responses: { 204: { description: 'deleted' } },
+    errors: ['not_found'],
+  },
   // --- Audit ---
   listAudit: {
     method: 'get',
@@ -444,6 +501,36 @@ const shareContentDescription =
   'without it, or with a wrong one, the answer is 401 with `WWW-Authenticate: Basic`, and wrong passwords are rate-limited ' +
   'per address and per link. Unknown, revoked, expired and used-up links all answer the same 404.';
 
+const requestTokenParams = z.object({ token: z.string().openapi({ description: 'the upload link secret (43 characters) from createRequest' }) });
+const requestMultipart = z
+  .object({
+    name: z.string().max(200).optional().openapi({ description: "the uploader's name (required when the request says so)" }),
+    email: z.string().max(254).optional().openapi({ description: "the uploader's email (required when the request says so)" }),
+    file: z.array(z.string().openapi({ format: 'binary' })).min(1),
+  })
+  .openapi('RequestMultipartFiles');
+const requestUploadDescription =
+  'No account needed. A protected request takes its password as HTTP Basic auth with any user name (`curl -u :PASSWORD`). ' +
+  'Every limit is enforced while the bytes stream (413 with `Connection: close`, nothing stored): maxFileBytes (`file_too_large`), ' +
+  'maxFiles (`too_many_files`), maxBytes across all uploads in flight (`request_limit_exceeded`); a type the request does not take, ' +
+  'by extension or by content, is 415 `file_type_not_allowed`. Unknown, expired, closed and full requests all answer the same 404. ' +
+  'A browser (Origin, Sec-Fetch-Site or a cookie) must send the page\'s CSRF token (X-CSRF-Token or `_csrf`). Rate-limited per address and per request.';
+const requestUploadErrors: ErrorCode[] = [
+  'not_found',
+  'unauthorized',
+  'csrf_invalid',
+  'rate_limited',
+  'file_too_large',
+  'too_many_files',
+  'request_limit_exceeded',
+  'file_type_not_allowed',
+  'quota_exceeded',
+  'payload_too_large',
+  'unsupported_media_type',
+  'insufficient_storage',
+  'validation_error',
+  'bad_request',
+];
 const API_MOUNT = '/api/v1';
 const tusIdParams = z.object({ id: idParam.openapi({ description: 'upload id (the file id once complete)' }) });
 const tusRequestHeaders = z.object({ 'Tus-Resumable': z.literal('1.0.0') });
@@ -504,6 +591,32 @@ export const OUTSIDE_API = {
       206: { description: 'headers of the range', headers: partialHeaders },
     },
     errors: ['not_found', 'unauthorized', 'rate_limited', 'range_not_satisfiable'],
+  },
+  uploadToRequest: {
+    method: 'post',
+    mount: '',
+    path: '/r/:token',
+    tag: 'Uploaders',
+    summary: 'Send files to an upload request (multipart, parts named "file")',
+    description: requestUploadDescription + ' Fields `name` and `email` (before the file parts) give the uploader\'s name and email when the request asks for them.',
+    auth: 'none',
+    params: requestTokenParams,
+    body: { kind: 'multipart', schema: requestMultipart },
+    responses: { 201: { description: 'stored; the receipt lists only this upload\'s files', schema: M.UploadReceipt } },
+    errors: requestUploadErrors,
+  },
+  putToRequest: {
+    method: 'put',
+    mount: '',
+    path: '/r/:token/:name',
+    tag: 'Uploaders',
+    summary: 'Send one file to an upload request as the raw body (curl -T FILE URL/)',
+    description: requestUploadDescription + ' Name and email go in the `X-Uploader-Name` and `X-Uploader-Email` headers.',
+    auth: 'none',
+    params: requestTokenParams.extend({ name: z.string().min(1).openapi({ description: 'file name (cleaned, never used as a path)' }) }),
+    body: { kind: 'binary' },
+    responses: { 201: { description: 'stored', schema: M.UploadReceipt } },
+    errors: [...requestUploadErrors, 'partial_put_unsupported'],
   },
   // --- Resumable uploads (tus 1.0), served by http/routes/tus.ts at /api/v1/tus/ ---
   tusOptions: {

@@ -102,7 +102,8 @@ export function sendError(req: Request, res: Response, err: AppError): void {
   res.setHeader('Cache-Control', 'no-store');
   const requestId = String(req.id ?? '');
   // A dead share link looks the same from its page and from its download address.
-  const view = err.code === 'not_found' && req.path.startsWith('/s/') ? 'share-missing' : 'error';
+  // So does a dead upload request (unknown, expired, closed and full alike).
+  const view = err.code === 'not_found' && req.path.startsWith('/s/') ? 'share-missing' : err.code === 'not_found' && req.path.startsWith('/r/') ? 'request-missing' : 'error';
   res.status(err.status).render(view, { ...errorPageText(err), status: err.status, requestId }, (renderErr: Error | null, html?: string) => {
     if (renderErr) {
       req.log?.error({ err: renderErr }, 'error page failed to render');
@@ -128,6 +129,8 @@ function errorPageText(err: AppError): { heading: string; text: string } {
       return { heading: 'This form has expired', text: 'The form was open too long or did not come from this site. Go back, reload the page and try again.' };
     case 'file_too_large':
     case 'too_many_files':
+    case 'request_limit_exceeded':
+    case 'file_type_not_allowed':
     case 'payload_too_large':
     case 'quota_exceeded':
       return { heading: ERROR_CODES[err.code].title, text: `The upload was stopped: ${err.detail}. Nothing was stored.` };

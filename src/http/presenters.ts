@@ -5,7 +5,9 @@
 import type { FileRow } from '../db/files.js';
 import type { TokenRow } from '../db/tokens.js';
 import type { UserRow } from '../db/users.js';
-import type { FileMeta, Token, User } from './api-models.js';
+import type { FileMeta, Token, UploadRequest, User } from './api-models.js';
+import type { UploadRequestRow } from '../db/requests.js';
+import { requestStatus } from '../services/requests.js';
 import type { z } from './zod.js';
 
 /** ISO 8601 time of a millisecond timestamp (null stays null). */
@@ -17,7 +19,32 @@ function iso(ms: number | null): string | null {
 
 /** FileMeta for the API. */
 export function presentFile(f: FileRow): z.infer<typeof FileMeta> {
-  return { id: f.id, name: f.name, size: f.size, mimeType: f.mimeType, sha256: f.sha256.toString('hex'), createdAt: iso(f.createdAt) };
+  const out: z.infer<typeof FileMeta> = { id: f.id, name: f.name, size: f.size, mimeType: f.mimeType, sha256: f.sha256.toString('hex'), createdAt: iso(f.createdAt) };
+  // Only files that came through an upload request carry where from (and what the uploader said).
+  if (f.requestId) Object.assign(out, { requestId: f.requestId, uploaderName: f.uploaderName ?? null, uploaderEmail: f.uploaderEmail ?? null });
+  return out;
+}
+
+/** An upload request for its owner: never the token hash or password hash. */
+export function presentRequest(r: UploadRequestRow, now = Date.now()): z.infer<typeof UploadRequest> {
+  return {
+    id: r.id,
+    title: r.title,
+    message: r.message,
+    createdAt: iso(r.createdAt),
+    expiresAt: iso(r.expiresAt),
+    closedAt: iso(r.closedAt),
+    passwordProtected: r.passwordHash !== null,
+    maxFiles: r.maxFiles,
+    maxBytes: r.maxBytes,
+    maxFileBytes: r.maxFileBytes,
+    allowedTypes: r.allowedTypes,
+    requireName: r.requireName,
+    requireEmail: r.requireEmail,
+    filesReceived: r.filesReceived,
+    bytesReceived: r.bytesReceived,
+    status: requestStatus(r, now),
+  };
 }
 
 /** A user for the API (never the password hash). */

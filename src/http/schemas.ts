@@ -86,6 +86,33 @@ export const shareCreateBody = z
   })
   .strict();
 
+export const requestCreateBody = z
+  .object({
+    title: z.string().trim().min(1).max(200),
+    message: z.string().max(5000).optional(),
+    expiresInSeconds: z.number().int().min(60).optional().openapi({ description: 'default 7 days (at most REQUEST_MAX_TTL)' }),
+    password: z.string().max(1024).optional(),
+    maxFiles: z.number().int().min(1).max(10_000).optional().openapi({ description: 'files in all; default 10' }),
+    maxBytes: z.number().int().min(1).optional().openapi({ description: 'bytes in all; default 10 × MAX_FILE_SIZE, at most 10 GiB' }),
+    maxFileBytes: z.number().int().min(1).optional().openapi({ description: 'bytes per file; default and at most MAX_FILE_SIZE' }),
+    allowedTypes: z.array(z.string().max(20)).max(50).nullable().optional().openapi({ description: 'file extensions ("pdf", ".docx"); the content must match the extension too; absent or null = any' }),
+    requireName: z.boolean().optional(),
+    requireEmail: z.boolean().optional(),
+  })
+  .strict();
+
+export const requestPatchBody = z
+  .object({
+    close: z.literal(true).optional().openapi({ description: 'close the request now (for good)' }),
+    expiresInSeconds: z.number().int().min(60).optional().openapi({ description: 'new expiry, counted from now' }),
+  })
+  .strict()
+  .refine((o) => o.close !== undefined || o.expiresInSeconds !== undefined, 'give close or expiresInSeconds');
+
+export const fileListQuery = listQuery.extend({
+  requestId: z.string().regex(/^[0-9a-f]{32}$/, 'not a request id').optional().openapi({ description: 'only files that came through this upload request' }),
+});
+
 export const auditQuery = z.object({
   limit: z.coerce.number().int().min(1).max(500).default(100),
   cursor: z.string().regex(/^\d{1,15}$/, 'not a cursor from this API').optional(),

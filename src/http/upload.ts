@@ -43,11 +43,18 @@ export function parseDigestHeader(value: string | undefined, header: string): Bu
   return buf;
 }
 
+/**
+ * A step before a part is encrypted (upload requests): may refuse the part before any byte
+ * is stored, and wraps its plaintext stream (limits, type sniffing, a request's lease).
+ */
+export type PartIntake = (req: Request, part: { name: string; stream: AsyncIterable<Buffer> }) => Promise<AsyncIterable<Buffer>>;
+
 class EncryptingStorage implements StorageEngine {
   constructor(
     private readonly vault: VaultService,
     private readonly maxBytes: number,
     private readonly leaseOf?: (res: Response) => QuotaLease | undefined,
+    private readonly intake?: PartIntake,
   ) {}
 
   _handleFile(req: Request, file: Express.Multer.File, cb: (error?: unknown, info?: Partial<Express.Multer.File>) => void): void {
@@ -67,14 +74,14 @@ class EncryptingStorage implements StorageEngine {
     const name = cleanFileName(file.originalname);
     // Parts are encrypted concurrently; remember the order they arrived in.
     const seq = (req.uploadSeq = (req.uploadSeq ?? 0) + 1);
-    this.vault
-      .ingest(file.stream, {
+    (this.intake ? this.intake(req, { name, stream: file.stream }) : Promise.resolve(file.stream))
+      .then((input) => this.vault.ingest(input, {
         name,
         mimeType: chooseMimeType(file.mimetype, name),
         maxBytes: this.maxBytes,
         expectedSha256: expected,
         lease: req.res ? this.leaseOf?.(req.res) : undefined,
-      })
+      }))
       .then(
         (staged) => {
           // The request may have failed (client gone, malformed end) while this part was still
@@ -114,10 +121,10 @@ class EncryptingStorage implements StorageEngine {
  */
 export function multipartUpload(
   vault: VaultService,
-  opts: { maxFileSize: number; maxFiles: number; lease?: (res: Response) => QuotaLease | undefined },
+  opts: { maxFileSize: number; maxFiles: number; lease?: (res: Response) => QuotaLease | undefined; intake?: PartIntake },
 ): RequestHandler {
   const upload = multer({
-    storage: new EncryptingStorage(vault, opts.maxFileSize, opts.lease),
+    storage: new EncryptingStorage(vault, opts.maxFileSize, opts.lease, opts.intake),
     defParamCharset: 'utf8',
     // Keep the raw name: busboy would turn "..", "." into "" and multer would drop the part.
     // cleanFileName strips path components itself.

@@ -15,6 +15,7 @@ import * as oidc from 'openid-client';
 import type { Config, OidcConfig } from '../config.js';
 import type { Database } from '../db/database.js';
 import { OidcIdentitiesRepo, type IdentityRow } from '../db/oidc-identities.js';
+import { SsoPolicyRepo } from '../db/sso-policy.js';
 import { UsersRepo, type Role, type UserRow } from '../db/users.js';
 import { AppError } from '../errors.js';
 import type { AccountsService, IntegrityFailure } from './accounts.js';
@@ -77,10 +78,22 @@ export class SsoService {
   private discovered: Promise<oidc.Configuration> | undefined;
   private readonly now: () => number;
   readonly identities: OidcIdentitiesRepo;
+  private readonly policy: SsoPolicyRepo;
 
   constructor(private readonly deps: SsoDeps) {
     this.now = deps.now ?? Date.now;
     this.identities = new OidcIdentitiesRepo(deps.db.kysely, deps.integrity);
+    this.policy = new SsoPolicyRepo(deps.db.kysely, deps.integrity);
+  }
+
+  /** The admin's switch: the admin page's stored choice, else OIDC_DISABLE_LOCAL_PASSWORDS. */
+  async localPasswordsDisabled(): Promise<boolean> {
+    return (await this.policy.localPasswordsDisabled()) ?? this.deps.oidc.disableLocalPasswords;
+  }
+
+  /** Stores the admin page's choice (it then wins over the setting, on every instance). */
+  setLocalPasswordsDisabled(disable: boolean): Promise<void> {
+    return this.policy.set(disable, this.now());
   }
 
   /** The provider's name for the button. */

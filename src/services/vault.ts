@@ -6,7 +6,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { sql } from '../db/kysely.js';
-import type { Database } from '../db/database.js';
+import type { Database, Trx } from '../db/database.js';
 import { FilesRepo, bindingOf, type FileRow, type PageCursor } from '../db/files.js';
 import { MasterKeysRepo } from '../db/master-keys.js';
 import { CURRENT_WRAP_VERSION, unwrapDek, wrapDek } from '../crypto/envelope.js';
@@ -61,6 +61,20 @@ export interface IngestOptions {
   expectedSha256?: Buffer;
   /** The uploader's quota hold; grows with every piece and throws to stop the upload. */
   lease?: QuotaLease;
+}
+
+/** Where files of an upload request came from (services/requests.ts). */
+export interface FileOrigin {
+  requestId: string;
+  uploaderName: string | null;
+  uploaderEmail: string | null;
+}
+
+/** What a commit adds to the plain case: the files' origin, and a step inside the inserting transaction. */
+export interface CommitExtra {
+  origin?: FileOrigin;
+  /** Runs in the transaction that inserts the rows, after them; throwing rolls everything back (and discards the blobs). */
+  within?: (trx: Trx, rows: FileRow[]) => Promise<void>;
 }
 
 /** The plaintext range to serve; end is inclusive (an empty file is 0..-1). */
@@ -145,7 +159,7 @@ export class VaultService {
    * Wraps each staged DEK under the active key and inserts all rows in one transaction.
    * On failure the blobs are removed, so a failed request leaves nothing behind.
    */
-  async commit(ownerId: string, staged: StagedFile[], lease?: QuotaLease): Promise<FileRow[]> {
+  async commit(ownerId: string, staged: StagedFile[], lease?: QuotaLease, extra: CommitExtra = {}): Promise<FileRow[]> {
     const key = this.deps.keyring.active;
     const now = this.now();
     try {
@@ -164,6 +178,9 @@ export class VaultService {
         chunkSize: s.chunkSize,
         // Files of one request keep their order when listed newest first.
         createdAt: now + i,
+        requestId: extra.origin?.requestId ?? null,
+        uploaderName: extra.origin?.uploaderName ?? null,
+        uploaderEmail: extra.origin?.uploaderEmail ?? null,
       }));
       // One transaction: the rows go in and the lease goes away together, so the bytes count
       // once (as rows) for every instance's next check; the lease re-checks the quota first.
@@ -172,6 +189,8 @@ export class VaultService {
         const files = new FilesRepo(trx);
         for (const r of rows) await files.insert(r);
         await lease?.commitIn(trx);
+        // E.g. an upload request's counters and lease: the same transaction as the rows.
+        await extra.within?.(trx, rows);
       });
       lease?.committed();
       return rows;
@@ -221,8 +240,9 @@ export class VaultService {
     return row;
   }
 
-  async list(ownerId: string, limit: number, cursor: PageCursor | null): Promise<{ files: FileRow[]; next: PageCursor | null }> {
-    const rows = await this.files.listForOwner(ownerId, limit + 1, cursor);
+  /** One page of the owner's files, newest first; only those that came through `requestId` when given. */
+  async list(ownerId: string, limit: number, cursor: PageCursor | null, requestId?: string): Promise<{ files: FileRow[]; next: PageCursor | null }> {
+    const rows = await this.files.listForOwner(ownerId, limit + 1, cursor, requestId);
     const files = rows.slice(0, limit);
     const last = files.at(-1);
     return { files, next: rows.length > limit && last ? { createdAt: last.createdAt, id: last.id } : null };

@@ -146,6 +146,34 @@ check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/shares/$SHARE_ID"
 check 404 curl -sS -u ':tell them by phone' "$SHARE_URL/content" -o /dev/null
 ok "a revoked link is a 404"
 
+# ---- Ask for files (upload requests) -------------------------------------------------------
+REQ=$(check 201 curl -sS -H "$AUTH" "$BASE/api/v1/requests" --json '{"title":"Your tax documents","message":"The 2025 statements, please.","expiresInSeconds":604800,"password":"read it to them","maxFiles":10,"maxBytes":104857600,"maxFileBytes":20971520,"requireName":true}')
+REQ_URL=$(echo "$REQ" | jq -r .url)
+REQ_ID=$(echo "$REQ" | jq -r .id)
+same "$REQ_URL" "$BASE/r/$(echo "$REQ" | jq -r .token)" "request url"
+ok "upload request created"
+check 201 curl -sS -u ':read it to them' -H 'X-Uploader-Name: Ada Client' -T report.pdf "$REQ_URL/" > out.json
+same "$(jq -r '.files[0] | "\(.name) \(.sha256)"' out.json)" "report.pdf $REPORT_SHA" "request -T receipt"
+ok "an uploader sends a file with curl -T and gets a receipt"
+check 201 curl -sS -u ':read it to them' -F name='Ada Client' -F file=@report.pdf -F file=@scan.png "$REQ_URL" > out.json
+same "$(jq -r '[.files[].name] | join(",")' out.json)" "report.pdf,scan.png" "request -F receipt"
+ok "an uploader sends two files with curl -F"
+check 401 curl -sS -T report.pdf "$REQ_URL/" -o /dev/null
+ok "no password is a 401"
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/requests" > out.json
+same "$(jq -r '.requests[0] | "\(.filesReceived) \(.status)"' out.json)" "3 active" "request list"
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/requests/$REQ_ID" > out.json
+same "$(jq -r '.files | length' out.json)" "3" "request files"
+check 200 curl -sS -H "$AUTH" "$BASE/api/v1/files?requestId=$REQ_ID" > out.json
+same "$(jq -r '[.files[].uploaderName] | unique | join(",")' out.json)" "Ada Client" "uploader name"
+ok "the owner sees the three files and who sent them"
+check 200 curl -sS -H "$AUTH" -X PATCH "$BASE/api/v1/requests/$REQ_ID" --json '{"close":true}' > out.json
+same "$(jq -r .status out.json)" "closed" "request closed"
+check 404 curl -sS -u ':read it to them' -T report.pdf "$REQ_URL/" -o /dev/null
+ok "a closed request is a 404"
+check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/requests/$REQ_ID"
+ok "the request is deleted"
+
 # ---- Delete -------------------------------------------------------------------------------------
 check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/files/$FILE_ID"
 check 404 curl -sS -H "$AUTH" "$BASE/api/v1/files/$FILE_ID" -o /dev/null

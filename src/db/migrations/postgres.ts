@@ -192,6 +192,46 @@ export const PG_MIGRATIONS: PgMigration[] = [
     `,
   },
   {
+    version: 11,
+    name: 'upload requests',
+    sql: `
+      CREATE TABLE upload_requests (
+        id             TEXT PRIMARY KEY,
+        owner_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        token_hash     BYTEA NOT NULL UNIQUE,
+        title          TEXT NOT NULL,
+        message        TEXT NOT NULL,
+        password_hash  TEXT,
+        max_files      INTEGER NOT NULL CHECK (max_files >= 1),
+        max_bytes      BIGINT NOT NULL CHECK (max_bytes >= 1),
+        max_file_bytes BIGINT NOT NULL CHECK (max_file_bytes >= 1),
+        allowed_types  TEXT,
+        require_name   INTEGER NOT NULL CHECK (require_name IN (0, 1)),
+        require_email  INTEGER NOT NULL CHECK (require_email IN (0, 1)),
+        created_at     BIGINT NOT NULL,
+        expires_at     BIGINT NOT NULL,
+        closed_at      BIGINT,
+        files_received INTEGER NOT NULL DEFAULT 0 CHECK (files_received >= 0),
+        bytes_received BIGINT NOT NULL DEFAULT 0 CHECK (bytes_received >= 0)
+      );
+      CREATE INDEX upload_requests_owner ON upload_requests(owner_id, created_at);
+
+      CREATE TABLE upload_request_leases (
+        id         TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL REFERENCES upload_requests(id) ON DELETE CASCADE,
+        files      INTEGER NOT NULL CHECK (files >= 0),
+        bytes      BIGINT NOT NULL CHECK (bytes >= 0),
+        expires_at BIGINT NOT NULL
+      );
+      CREATE INDEX upload_request_leases_request ON upload_request_leases(request_id, expires_at);
+
+      ALTER TABLE files ADD COLUMN request_id TEXT;
+      ALTER TABLE files ADD COLUMN uploader_name TEXT;
+      ALTER TABLE files ADD COLUMN uploader_email TEXT;
+      CREATE INDEX files_request ON files(request_id, created_at);
+    `,
+  },
+  {
     version: 13,
     name: 'resumable (tus) uploads',
     sql: `
@@ -234,6 +274,12 @@ export const PG_MIGRATIONS: PgMigration[] = [
         PRIMARY KEY (issuer, subject)
       );
       CREATE INDEX oidc_identities_user ON oidc_identities(user_id);
+      CREATE TABLE sso_policy (
+        id                       INTEGER PRIMARY KEY CHECK (id = 1),
+        disable_local_passwords  INTEGER NOT NULL CHECK (disable_local_passwords IN (0, 1)),
+        updated_at               BIGINT NOT NULL,
+        row_mac                  BYTEA NOT NULL
+      );
     `,
   },
   {

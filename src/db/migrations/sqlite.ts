@@ -258,6 +258,55 @@ export const MIGRATIONS: Migration[] = [
     `,
   },
   {
+    version: 11,
+    name: 'upload requests',
+    sql: `
+      -- Upload requests (services/requests.ts): outsiders send files to an owner through a
+      -- link. The token is kept only as its keyed hash (like share links). The counters are
+      -- what was committed through the request; they never go down (deleting a received file
+      -- does not reopen a full request).
+      CREATE TABLE upload_requests (
+        id             TEXT PRIMARY KEY,
+        owner_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        token_hash     BLOB NOT NULL UNIQUE,
+        title          TEXT NOT NULL,
+        message        TEXT NOT NULL,
+        password_hash  TEXT,
+        max_files      INTEGER NOT NULL CHECK (max_files >= 1),
+        max_bytes      INTEGER NOT NULL CHECK (max_bytes >= 1),
+        max_file_bytes INTEGER NOT NULL CHECK (max_file_bytes >= 1),
+        allowed_types  TEXT,
+        require_name   INTEGER NOT NULL CHECK (require_name IN (0, 1)),
+        require_email  INTEGER NOT NULL CHECK (require_email IN (0, 1)),
+        created_at     INTEGER NOT NULL,
+        expires_at     INTEGER NOT NULL,
+        closed_at      INTEGER,
+        files_received INTEGER NOT NULL DEFAULT 0 CHECK (files_received >= 0),
+        bytes_received INTEGER NOT NULL DEFAULT 0 CHECK (bytes_received >= 0)
+      ) STRICT;
+      CREATE INDEX upload_requests_owner ON upload_requests(owner_id, created_at);
+
+      -- Files and bytes of uploads to a request still streaming on any instance (like
+      -- quota_leases): counted only until expires_at, renewed while the upload runs.
+      CREATE TABLE upload_request_leases (
+        id         TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL REFERENCES upload_requests(id) ON DELETE CASCADE,
+        files      INTEGER NOT NULL CHECK (files >= 0),
+        bytes      INTEGER NOT NULL CHECK (bytes >= 0),
+        expires_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX upload_request_leases_request ON upload_request_leases(request_id, expires_at);
+
+      -- Which request a file came through, and what the uploader said their name and email are.
+      -- No foreign key: deleting a request clears the column itself (db/requests.ts), and a plain
+      -- column can be dropped again by tools that rebuild older layouts.
+      ALTER TABLE files ADD COLUMN request_id TEXT;
+      ALTER TABLE files ADD COLUMN uploader_name TEXT;
+      ALTER TABLE files ADD COLUMN uploader_email TEXT;
+      CREATE INDEX files_request ON files(request_id, created_at);
+    `,
+  },
+  {
     version: 13,
     name: 'resumable (tus) uploads',
     sql: `
@@ -311,6 +360,14 @@ export const MIGRATIONS: Migration[] = [
         PRIMARY KEY (issuer, subject)
       ) STRICT;
       CREATE INDEX oidc_identities_user ON oidc_identities(user_id);
+      -- The admin page's switch for local passwords of SSO-linked users (one row at most;
+      -- without it OIDC_DISABLE_LOCAL_PASSWORDS applies). row_mac seals the value.
+      CREATE TABLE sso_policy (
+        id                       INTEGER PRIMARY KEY CHECK (id = 1),
+        disable_local_passwords  INTEGER NOT NULL CHECK (disable_local_passwords IN (0, 1)),
+        updated_at               INTEGER NOT NULL,
+        row_mac                  BLOB NOT NULL
+      ) STRICT;
     `,
   },
   {

@@ -88,8 +88,11 @@ export function filePages(d: PagesDeps): Router {
     const raw = typeof req.query.cursor === 'string' ? req.query.cursor : undefined;
     const cursor = raw === undefined ? null : decodeCursor(raw);
     if (raw !== undefined && !cursor) throw new AppError('not_found', 'no such page of files');
-    const page = await d.vault.list(webUser(req).id, PAGE_SIZE, cursor);
-    res.render('files', { title: 'Your files', nav: 'files', files: page.files, nextCursor: encodeCursor(page.next), paged: cursor !== null });
+    // ?request=<id>: only the files that came through one of the owner's upload requests.
+    const requestId = typeof req.query.request === 'string' ? req.query.request : undefined;
+    const fromRequest = requestId === undefined ? null : await d.requests.ownedBy(webUser(req).id, requestId);
+    const page = await d.vault.list(webUser(req).id, PAGE_SIZE, cursor, fromRequest?.id);
+    res.render('files', { title: 'Your files', nav: 'files', files: page.files, nextCursor: encodeCursor(page.next), paged: cursor !== null, fromRequest });
   });
 
   const renderFile = async (req: Request, res: Response, file: FileRow, extra: Record<string, unknown> = {}, status = 200) => {

@@ -10,6 +10,7 @@ import { adminPages } from './admin-pages.js';
 import { loadUser } from './auth.js';
 import { authPages } from './auth-pages.js';
 import { filePages } from './file-pages.js';
+import { requestPages } from './request-pages.js';
 import { sessionMiddleware } from './session.js';
 import { ssoPages } from './sso-pages.js';
 import { MESSAGES, type PagesDeps } from './shared.js';
@@ -56,6 +57,7 @@ export function pageRoutes(d: PagesDeps): Router {
   if (d.sso) r.use(ssoPages(d, d.sso));
   r.use(authPages(d));
   r.use(filePages(d));
+  r.use(requestPages(d));
   r.use(accountPages(d));
   r.use(adminPages(d));
   return r;

@@ -11,6 +11,7 @@ import type { AccountsService, SetupCode } from '../../services/accounts.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
+import type { RequestsService } from '../../services/requests.js';
 import type { SsoService } from '../../services/sso.js';
 import type { VaultService } from '../../services/vault.js';
 import type { Notifier } from '../../services/notify/notifier.js';
@@ -27,6 +28,7 @@ export interface PagesDeps {
   /** Resumable uploads (the upload page's large files go through tus). */
   tus: TusService;
   shares: SharesService;
+  requests: RequestsService;
   audit: AuditLog;
   sessions: WebSessions;
   /** A stored session failed its seal (logged and audited by the app). */
@@ -54,12 +56,16 @@ export const MESSAGES: Record<string, string> = {
   'user-deleted': 'The user was deleted.',
   'link-revoked': 'The link was revoked.',
   'links-revoked': 'Every live link of this user was revoked.',
+  'request-closed': 'The upload request was closed. Its link takes no more files.',
+  'request-extended': 'The upload request now works longer.',
+  'request-deleted': 'The upload request was deleted. The files that came through it are still yours.',
   'notifications-saved': 'Your notification settings were saved.',
   'webhook-removed': 'The webhook was removed.',
   'webhook-test': 'A test event was queued. Its delivery shows in the log below within a few seconds.',
   'sso-linked': 'Your single sign-on identity is linked: you can now sign in with it.',
   'sso-link-taken': 'That single sign-on identity is already linked to another account; nothing was changed.',
   'sso-link-failed': 'The single sign-on identity could not be linked; nothing was changed.',
+  'sso-policy': 'The single sign-on setting was saved.',
 };
 
 /** "password: must be at least 10 characters" -> "The password must be at least 10 characters." */

@@ -10,7 +10,7 @@
  */
 import { Router, type Request, type Response } from 'express';
 import { clientOf } from '../context.js';
-import { requireUser, safeNext, signIn, signOut, webUser } from './auth.js';
+import { requireAdminUser, requireUser, safeNext, signIn, signOut, webUser } from './auth.js';
 import type { PagesDeps } from './shared.js';
 import { SsoError, type PendingSso, type SsoRefusal, type SsoService } from '../../services/sso.js';
 
@@ -133,6 +133,20 @@ export function ssoPages(d: PagesDeps, sso: SsoService): Router {
   r.get('/account', async (req, res, next) => {
     if (req.webUser) res.locals.ssoLinks = await sso.listFor(webUser(req).id);
     next();
+  });
+
+  // The admin's switch for local passwords of linked users, on the users page.
+  r.get('/admin/users', async (req, res, next) => {
+    if (req.webUser?.role === 'admin') res.locals.ssoPasswordsDisabled = await sso.localPasswordsDisabled();
+    next();
+  });
+
+  r.post('/admin/sso-policy', requireUser, requireAdminUser, async (req, res) => {
+    const admin = webUser(req);
+    const disable = (req.body as Record<string, unknown> | undefined)?.localPasswords === 'disabled';
+    await sso.setLocalPasswordsDisabled(disable);
+    await d.audit.record({ actor: admin.id, action: 'sso.policy', outcome: 'success', ...clientOf(req), details: { disableLocalPasswords: disable } });
+    res.redirect(303, '/admin/users?msg=sso-policy');
   });
 
   return r;

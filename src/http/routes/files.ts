@@ -9,7 +9,7 @@ import type { ApiRoutes } from '../api-router.js';
 import { principal } from '../auth.js';
 import { clientOf } from '../context.js';
 import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
-import { listQuery, parse } from '../schemas.js';
+import { fileListQuery, parse } from '../schemas.js';
 import { exemptFromBodyDeadline } from '../body-deadline.js';
 import { acceptBody, leaseOf, multipartUpload, parseDigestHeader, withQuotaLease } from '../upload.js';
 import { recordUploads, sendOwnerDownload } from '../events.js';
@@ -75,10 +75,10 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
   });
 
   r.op('listFiles', async (req, res) => {
-    const q = parse(listQuery, req.query);
+    const q = parse(fileListQuery, req.query);
     const cursor = q.cursor === undefined ? null : decodeCursor(q.cursor);
     if (q.cursor !== undefined && !cursor) throw new AppError('validation_error', 'cursor: not a cursor from this API');
-    const page = await d.vault.list(principal(req).user.id, q.limit, cursor);
+    const page = await d.vault.list(principal(req).user.id, q.limit, cursor, q.requestId);
     res.json({ files: page.files.map(presentFile), nextCursor: encodeCursor(page.next) });
   });
 

@@ -293,12 +293,14 @@ export class TusService {
       const k = payloadKey;
       const d = dek;
 
-      const record = async (cp: Checkpoint): Promise<void> => {
+      const record = async (cp: Checkpoint, last = false): Promise<void> => {
+        // The request's last checkpoint releases the lease: no renewal may run after it.
+        if (last) clearInterval(timer);
         const committed = committedAt(cp.cipherBytes, C);
         if (committed !== done) throw new Error('checkpoint does not match the appended chunks');
         storeState = cp.state;
         const t = this.now();
-        const ok = await this.uploads.checkpoint(id, leaseId, { committed, hashState: sealHashState(d, id, committed, hasher.save()), storeState, leaseUntil: t + this.d.leaseMs, expiresAt: t + this.d.expiryMs });
+        const ok = await this.uploads.checkpoint(id, leaseId, { committed, hashState: sealHashState(d, id, committed, hasher.save()), storeState, leaseUntil: t + this.d.leaseMs, expiresAt: t + this.d.expiryMs, release: last });
         if (!ok) {
           lost = true;
           throw new AppError('not_found', 'the upload was terminated or taken over while this request ran');
@@ -352,14 +354,14 @@ export class TusService {
         // A cut-off body keeps what it brought in whole chunks: they are sealed and appended
         // already, one flush makes them durable. A checksum body keeps nothing.
         if (!lost && !bodyHash && done > row.committed && done < length && !isAppError(err, 'tus_checksum_mismatch')) {
-          await record(await w.flush()).catch(() => {});
+          await record(await w.flush(), true).catch(() => {});
         }
         throw err;
       }
       pending.fill(0);
       if (!completed) {
         // The trailing partial chunk (if any) is dropped: the client resends it from `done`.
-        if (done > row.committed || storeState === null) await record(await w.flush());
+        if (done > row.committed || storeState === null) await record(await w.flush(), true);
         const t = this.now();
         return { offset: done, expiresAt: t + this.d.expiryMs };
       }

@@ -305,13 +305,14 @@ async function leftovers(h: Harness, id: string): Promise<string[]> {
   return out;
 }
 
-async function untilOffset(h: Harness, token: string, id: string, want: (n: number) => boolean): Promise<number> {
-  for (let i = 0; i < 200; i++) {
-    const n = Number((await head(h, token, id)).headers['upload-offset']);
-    if (want(n)) return n;
-    await new Promise((r) => setTimeout(r, 25));
+/** Waits until a PATCH holds the upload's lease (read behind the server's back). */
+async function leaseHeld(h: Harness, id: string): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const [row] = await h.sql<{ lease_id: string | null }>('SELECT lease_id FROM uploads WHERE id = ?', [id]);
+    if (row?.lease_id) return;
+    await new Promise((r) => setTimeout(r, 10));
   }
-  throw new Error('offset never reached');
+  throw new Error('no PATCH took the lease');
 }
 
 describe('hostile requests', () => {
@@ -394,13 +395,8 @@ describe('hostile requests', () => {
     const id = await create(h, token, data.length);
     const running = slowPatch(srv.port, token, id, 0, data.length);
     await running.send(data.subarray(0, C + 5));
-    // Wait until the first PATCH holds the lease (its HEAD offset is still 0; a probe PATCH tells).
-    let second: any;
-    for (let i = 0; i < 100; i++) {
-      second = await patch(other, token, id, 0, data.subarray(0, C));
-      if (second.status === 423) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await leaseHeld(h, id);
+    const second = await patch(other, token, id, 0, data.subarray(0, C));
     expect(second.status).toBe(423);
     expect(second.body.code).toBe('upload_locked');
     expect((await patch(h, token, id, 0, data.subarray(0, C))).status).toBe(423);
@@ -418,11 +414,7 @@ describe('hostile requests', () => {
     const id = await create(h, token, data.length);
     const running = slowPatch(srv.port, token, id, 0, data.length);
     await running.send(data.subarray(0, 3 * C));
-    // The PATCH holds the lease once a probe is refused.
-    for (let i = 0; i < 100; i++) {
-      if ((await patch(h, token, id, 0, data.subarray(0, 1))).status === 423) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await leaseHeld(h, id);
     const del = await h.request.delete(`/api/v1/tus/${id}`).set(T).set('Authorization', `Bearer ${token}`);
     expect(del.status).toBe(204);
     expect((await head(h, token, id)).status).toBe(404);

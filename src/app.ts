@@ -44,6 +44,7 @@ import { AccountsService, SetupCode, type IntegrityFailure } from './services/ac
 import { openIntegrity } from './services/integrity.js';
 import { PasswordHasher } from './services/passwords.js';
 import { VaultService } from './services/vault.js';
+import { LifecycleService, RetentionPolicy } from './services/lifecycle.js';
 import { TusService } from './services/tus.js';
 import { tusRoutes } from './http/routes/tus.js';
 import { WebSessions } from './services/sessions.js';
@@ -79,6 +80,8 @@ export interface AppServices {
   requests: RequestsService;
   audit: AuditLog;
   sessions: WebSessions;
+  /** Legal holds and the purge job (the server schedules runOnce; `sfs purge` runs it by hand). */
+  lifecycle: LifecycleService;
   /** Rate-limit counters in the shared database (swept by the server's housekeeping). */
   rateLimits: DbRateLimitStores;
   /** Notifications: settings, webhooks, the outbox and its worker (started by the server, not here). */
@@ -176,6 +179,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
     expiryMs: config.tusExpiryMs,
     maxOpenUploads: config.tusMaxOpenUploads,
     leaseMs: config.tusLeaseMs,
+    // Resumable uploads take no lifetime of their own yet: their files get the retention default.
+    fileExpiresAt: (now) => new RetentionPolicy({ defaultSeconds: config.fileDefaultRetention, maxSeconds: config.fileMaxRetention }).forUpload(now, undefined),
   });
   const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true, onAppend: (trx, row) => notify.auditAppendedIn(trx, row) });
   // A new, empty database has nothing to upgrade: no noise then.
@@ -231,8 +236,10 @@ export async function createApp(deps: AppDeps): Promise<App> {
 
   // Counters in the shared database, keyed by a keyed hash (never an IP or a name in the clear).
   const rateLimits = new DbRateLimitStores({ db: deps.db, hashKey: deps.keyring.derive(RATE_LIMIT_KEY_LABEL) });
+  const lifecycle = new LifecycleService({ db: deps.db, store: deps.store, audit, logger: deps.logger });
+  const retention = new RetentionPolicy({ defaultSeconds: config.fileDefaultRetention, maxSeconds: config.fileMaxRetention });
   const app = express() as App;
-  app.services = { accounts, vault, tus, shares, requests, audit, sessions, rateLimits, notify };
+  app.services = { accounts, vault, tus, shares, requests, audit, sessions, rateLimits, notify, lifecycle };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -308,6 +315,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     vault,
     shares,
     audit,
+    lifecycle,
     setup: deps.setup,
     auth,
     sessions,
@@ -319,7 +327,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   const routes = new ApiRoutes({ auth, requireAdmin, onContractViolation: deps.onContractViolation });
   publicAccountRoutes(routes, routeDeps);
   accountRoutes(routes, routeDeps);
-  filesRoutes(routes, { vault, audit, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
+  filesRoutes(routes, { vault, audit, retention, lifecycle, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
   shareRoutes(routes, { vault, shares, audit, notify, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
   requestRoutes(routes, { vault, requests, audit, publicUrl: config.publicUrl });
   notifyRoutes(routes, { notify, audit, publicUrl: config.publicUrl });
@@ -347,6 +355,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       vault,
       shares,
       audit,
+      lifecycle,
       csrf: recipientCsrf,
       passwordLimit: { perIp: config.sharePasswordRateLimit, perShare: config.sharePasswordRateLimitPerShare, windowMs: window, stores: rateLimits },
     }),
@@ -381,6 +390,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
       shares,
       requests,
       audit,
+      lifecycle,
+      retention,
       sessions,
       onSessionTampered: (key: string, uid: string | null) => onIntegrityFailure({ table: 'sessions', id: key.slice(0, 16), userId: uid }),
       setup: deps.setup,

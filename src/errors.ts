@@ -19,6 +19,8 @@ export const ERROR_CODES = {
   method_not_allowed: { status: 405, title: 'Method not allowed' },
   body_timeout: { status: 408, title: 'Request body too slow' },
   conflict: { status: 409, title: 'Conflict' },
+  /** The file (or its owner, or its upload request) is under a legal hold: nobody may delete it. */
+  legal_hold: { status: 409, title: 'Under legal hold' },
   file_too_large: { status: 413, title: 'File too large' },
   too_many_files: { status: 413, title: 'Too many files' },
   payload_too_large: { status: 413, title: 'Request body too large' },

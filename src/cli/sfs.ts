@@ -40,6 +40,7 @@ import { KeyMismatchError, checkKeyringAgainstDb } from '../services/key-check.j
 import { PasswordHasher } from '../services/passwords.js';
 import { WebSessions } from '../services/sessions.js';
 import { VaultService } from '../services/vault.js';
+import { LifecycleService } from '../services/lifecycle.js';
 import { DiskBlobStore } from '../storage/disk.js';
 import { auditHeadsFor, createBlobStore } from '../storage/index.js';
 
@@ -689,6 +690,32 @@ const COMMANDS: Record<string, Command> = {
         const shares = (await new SharesRepo(db.kysely, accounts.integrity).listForOwner(user.id)).map(presentShare);
         const lines = shares.map((s) => `${s.id}  ${s.status.padEnd(9)} file ${s.fileId}  expires ${s.expiresAt}  downloads ${s.downloads}/${s.maxDownloads ?? 'unlimited'}`);
         out(lines.join('\n') || `(no links for "${user.username}")`, { user: user.username, shares });
+      } finally {
+        await db.close();
+      }
+    },
+  },
+  purge: {
+    usage: 'sfs purge [--dry-run] [--json]',
+    summary: 'run one pass of the purge job now: crypto-shred every expired file (never a held one); --dry-run lists them',
+    options: { ...JSON_OPT, 'dry-run': { type: 'boolean', default: false } },
+    async run({ values, config, out }) {
+      const { db, keyring } = await open(config, { checkKeys: false });
+      try {
+        const store = await createBlobStore(config);
+        const lifecycle = new LifecycleService({ db, store, audit: new AuditLog({ db, keyring, heads: auditHeadsFor(config, store) }) });
+        const dryRun = values['dry-run'] === true;
+        const r = await lifecycle.runOnce({ dryRun });
+        if (!r.ran) {
+          out('Another instance is running the purge job now; nothing done.', r);
+          throw new Unsuccessful();
+        }
+        const verb = dryRun ? 'Would purge' : 'Purged';
+        const lines = r.purged.map((f) => `${verb} ${f.id}  ${f.name}  (${f.size} bytes, ${f.reason === 'expired' ? `expired ${new Date(f.expiresAt!).toISOString()}` : 'last download done'})`);
+        if (dryRun && r.held) lines.push(`${r.held} due file(s) kept: under a legal hold.`);
+        if (r.resumed) lines.push(`${dryRun ? 'Would finish' : 'Finished'} ${r.resumed} interrupted purge(s) (ciphertext of already shredded files).`);
+        lines.push(`${verb} ${r.purged.length} file(s).`);
+        out(lines.join('\n'), r);
       } finally {
         await db.close();
       }

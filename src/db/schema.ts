@@ -52,6 +52,8 @@ export interface FilesTable {
   wrap_version: Generated<number>;
   /** Which object holds the ciphertext (storage/blob-store.ts blobIdOf). */
   blob_gen: Generated<number>;
+  /** When the purge job crypto-shreds the file (ms); null: kept until deleted. */
+  expires_at: number | null;
   /** The upload request the file arrived through (null for the owner's own uploads). */
   request_id: Generated<string | null>;
   /** Name and email the uploader gave on the request's page (null when not asked or not given). */
@@ -74,6 +76,8 @@ export interface SharesTable {
   revoked_at: number | null;
   expired_at: number | null;
   row_mac: Buffer | null;
+  /** 1: the file is purged once this link's last allowed download completed. */
+  delete_file_after: Generated<number>;
 }
 
 export interface ShareReservationsTable {
@@ -160,6 +164,24 @@ export interface OpLocksTable {
   holder: string;
   acquired_at: number;
   expires_at: number;
+}
+
+/** Active legal holds (db/holds.ts): a held file cannot be deleted or purged by anyone. */
+export interface LegalHoldsTable {
+  scope: 'file' | 'user' | 'request';
+  target_id: string;
+  reason: string;
+  reference: string | null;
+  /** The admin's user id. */
+  placed_by: string;
+  placed_at: number;
+}
+
+/** Ciphertext of purged files still to remove (db/purge-queue.ts): the purge's crash journal. */
+export interface PurgeQueueTable {
+  blob_id: string;
+  file_id: string;
+  queued_at: number;
 }
 
 /** An owner's upload request (services/requests.ts); the token is only its keyed hash. */
@@ -314,6 +336,8 @@ export interface Schema {
   rate_limits: RateLimitsTable;
   setup_code: SetupCodeTable;
   op_locks: OpLocksTable;
+  legal_holds: LegalHoldsTable;
+  purge_queue: PurgeQueueTable;
   upload_requests: UploadRequestsTable;
   upload_request_leases: UploadRequestLeasesTable;
   uploads: UploadsTable;

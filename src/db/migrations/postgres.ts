@@ -283,6 +283,29 @@ export const PG_MIGRATIONS: PgMigration[] = [
     `,
   },
   {
+    version: 16,
+    name: 'retention, legal hold, purge queue',
+    sql: `
+      ALTER TABLE files ADD COLUMN expires_at BIGINT;
+      CREATE INDEX files_expires ON files(expires_at) WHERE expires_at IS NOT NULL;
+      ALTER TABLE shares ADD COLUMN delete_file_after INTEGER NOT NULL DEFAULT 0 CHECK (delete_file_after IN (0, 1));
+      CREATE TABLE legal_holds (
+        scope      TEXT NOT NULL CHECK (scope IN ('file', 'user', 'request')),
+        target_id  TEXT NOT NULL,
+        reason     TEXT NOT NULL,
+        reference  TEXT,
+        placed_by  TEXT NOT NULL,
+        placed_at  BIGINT NOT NULL,
+        PRIMARY KEY (scope, target_id)
+      );
+      CREATE TABLE purge_queue (
+        blob_id   TEXT PRIMARY KEY,
+        file_id   TEXT NOT NULL,
+        queued_at BIGINT NOT NULL
+      );
+    `,
+  },
+  {
     version: 17,
     name: 'notifications: outbox, webhooks, settings, sign-in addresses, link recipients',
     sql: `

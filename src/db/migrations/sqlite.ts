@@ -371,6 +371,35 @@ export const MIGRATIONS: Migration[] = [
     `,
   },
   {
+    version: 16,
+    name: 'retention, legal hold, purge queue',
+    sql: `
+      -- When a file is crypto-shredded by the purge job (ms; NULL: kept until deleted).
+      ALTER TABLE files ADD COLUMN expires_at INTEGER;
+      CREATE INDEX files_expires ON files(expires_at) WHERE expires_at IS NOT NULL;
+      -- "Delete the file after its last allowed download" (needs max_downloads).
+      ALTER TABLE shares ADD COLUMN delete_file_after INTEGER NOT NULL DEFAULT 0 CHECK (delete_file_after IN (0, 1));
+      -- Active legal holds; releasing one deletes its row (the audit log keeps the history).
+      CREATE TABLE legal_holds (
+        scope      TEXT NOT NULL CHECK (scope IN ('file', 'user', 'request')),
+        target_id  TEXT NOT NULL,
+        reason     TEXT NOT NULL,
+        reference  TEXT,
+        placed_by  TEXT NOT NULL,
+        placed_at  INTEGER NOT NULL,
+        PRIMARY KEY (scope, target_id)
+      ) STRICT;
+      -- Ciphertext whose row (and wrapped key) is already gone, written in the purge's
+      -- transaction: a pass that dies before removing the blob leaves it here, and the next
+      -- pass finishes the job, so a crash never leaves an orphan.
+      CREATE TABLE purge_queue (
+        blob_id   TEXT PRIMARY KEY,
+        file_id   TEXT NOT NULL,
+        queued_at INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
+  {
     version: 17,
     name: 'notifications: outbox, webhooks, settings, sign-in addresses, link recipients',
     sql: `

@@ -18,6 +18,7 @@ import type { Notifier } from '../../services/notify/notifier.js';
 import type { Csrf } from '../csrf.js';
 import type { TusService } from '../../services/tus.js';
 import type { PasswordLimits } from '../rate-limit.js';
+import type { LifecycleService, RetentionPolicy } from '../../services/lifecycle.js';
 
 export interface PagesDeps {
   config: Config;
@@ -30,6 +31,8 @@ export interface PagesDeps {
   shares: SharesService;
   requests: RequestsService;
   audit: AuditLog;
+  lifecycle: LifecycleService;
+  retention: RetentionPolicy;
   sessions: WebSessions;
   /** A stored session failed its seal (logged and audited by the app). */
   onSessionTampered?: (key: string, uid: string | null) => void;
@@ -56,6 +59,7 @@ export const MESSAGES: Record<string, string> = {
   'user-deleted': 'The user was deleted.',
   'link-revoked': 'The link was revoked.',
   'links-revoked': 'Every live link of this user was revoked.',
+  'expiry-changed': 'The expiry was changed.',
   'request-closed': 'The upload request was closed. Its link takes no more files.',
   'request-extended': 'The upload request now works longer.',
   'request-deleted': 'The upload request was deleted. The files that came through it are still yours.',
@@ -77,6 +81,6 @@ export function pageText(detail: string): string {
 
 /** Turns a service's validation or conflict error into a message for the form; rethrows anything else. */
 export function formError(err: unknown): string {
-  if (isAppError(err, 'validation_error') || isAppError(err, 'conflict') || isAppError(err, 'forbidden')) return pageText((err as AppError).detail);
+  if (isAppError(err, 'validation_error') || isAppError(err, 'conflict') || isAppError(err, 'legal_hold') || isAppError(err, 'forbidden')) return pageText((err as AppError).detail);
   throw err;
 }

@@ -329,6 +329,24 @@ describe('link-expiry reminders', () => {
   });
 });
 
+describe('file-expiry reminders', () => {
+  it('a file whose retention ends soon and that has a live link gets one reminder; one without live links gets none', async () => {
+    const h = await harness({ NOTIFY_EXPIRY_REMINDER_SECONDS: '3600' });
+    const token = await setupAdmin(h);
+    await h.request.patch('/api/v1/me').set(bearer(token)).send({ email: 'owner@example.test', notifications: { expiringSoon: ['email'] } });
+    const linked = await h.request.put('/api/v1/uploads/linked.txt?expiresInSeconds=1800').set(bearer(token)).send(Buffer.from('a'));
+    const alone = await h.request.put('/api/v1/uploads/alone.txt?expiresInSeconds=1800').set(bearer(token)).send(Buffer.from('b'));
+    expect([linked.status, alone.status]).toEqual([201, 201]);
+    // A link that outlives the reminder window, so only the file's own expiry is due.
+    await h.request.post(`/api/v1/files/${linked.body.file.id}/shares`).set(bearer(token)).send({ expiresInSeconds: 86400 });
+    await h.app.services.notify.remindExpiring();
+    await h.app.services.notify.remindExpiring();
+    await drain(h);
+    expect(smtp.mails.map((m) => m.headers.subject)).toEqual(['"linked.txt" expires soon']);
+    expect(smtp.mails[0]!.text).toContain(`${BASE}/files/${linked.body.file.id}`);
+  });
+});
+
 describe('the webhook address guard', () => {
   it.each([
     ['http://10.1.2.3/hook', 'plain http off loopback'],

@@ -22,6 +22,7 @@ const BOTH_CONFIGS = [
   'test/review-recipient.test.ts',
   'test/review-integrity.test.ts',
   'test/api-accounts.test.ts',
+  'test/mfa.test.ts',
   'test/faults.test.ts',
   'test/audit.test.ts',
   'test/review-accounts.test.ts',

@@ -126,6 +126,16 @@ const setup = folder('1. Setup and token', 'Create the first admin (only on a fr
     auth: NO_AUTH,
     headers: [JSON_HEADER],
     body: json({ username: '{{username}}', password: '{{password}}', name: 'postman', expiresInSeconds: 3600 }),
+    description: 'An account with a second factor also needs `otp`: set the environment variable `otp` to the current code of the authenticator app (or a recovery code) just before the run; without it the answer is 401 otp_required.',
+    prerequest() {
+      // Accounts with two-factor authentication: the current code goes in "otp".
+      const otp = pm.environment.get('otp');
+      if (otp) {
+        const body = JSON.parse(pm.request.body.raw);
+        body.otp = String(otp);
+        pm.request.body.raw = JSON.stringify(body, null, 2);
+      }
+    },
     test() {
       pm.test('status is 201 Created', () => pm.response.to.have.status(201));
       pm.test('Content-Type is JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));

@@ -71,6 +71,10 @@ export interface Config {
   sessionIdleMs: number;
   /** ...and this long after sign-in, whatever happens. */
   sessionMaxMs: number;
+  /** REQUIRE_2FA: who must have a second factor (the admin page's switch overrides it once set). */
+  require2fa: 'off' | 'admins' | 'all';
+  /** How long a password or factor proof lets sensitive actions through (sudo mode). */
+  sudoMs: number;
   /** PEM files for serving HTTPS directly; both or neither. */
   tls: { certFile: string; keyFile: string } | null;
   /** Where ciphertext lives: UPLOADS_DIR (default) or an S3-compatible bucket. */
@@ -481,6 +485,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   const sessionIdle = int(env, 'SESSION_IDLE_TIMEOUT_SECONDS', 2 * 3600, 60, 30 * 86400);
   const sessionMax = int(env, 'SESSION_MAX_AGE_SECONDS', 24 * 3600, 60, 90 * 86400);
   if (sessionIdle > sessionMax) throw new ConfigError('SESSION_IDLE_TIMEOUT_SECONDS', `must not exceed SESSION_MAX_AGE_SECONDS (${sessionMax})`);
+  const require2fa = str(env, 'REQUIRE_2FA', 'off').toLowerCase();
+  if (require2fa !== 'off' && require2fa !== 'admins' && require2fa !== 'all') throw new ConfigError('REQUIRE_2FA', `expected off, admins or all, got "${require2fa}"`);
   const fileMaxRetention = retention(env, 'FILE_MAX_RETENTION');
   const fileDefaultRetention = retention(env, 'FILE_DEFAULT_RETENTION');
   if (fileDefaultRetention !== null && fileMaxRetention !== null && fileDefaultRetention > fileMaxRetention) {
@@ -531,6 +537,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     auditHeadFile: path.join(dataDir, 'audit-head'),
     sessionIdleMs: sessionIdle * 1000,
     sessionMaxMs: sessionMax * 1000,
+    require2fa,
+    sudoMs: int(env, 'SUDO_MODE_SECONDS', 600, 10, 86400) * 1000,
     tls: tlsFiles(env, cwd),
     storage: storageConfig(env),
     database: databaseConfig(env, cwd),

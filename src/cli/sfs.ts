@@ -38,6 +38,7 @@ import { openIntegrity } from '../services/integrity.js';
 import { AuditLog, verifyAuditChain } from '../services/audit.js';
 import { KeyMismatchError, checkKeyringAgainstDb } from '../services/key-check.js';
 import { PasswordHasher } from '../services/passwords.js';
+import { MfaService } from '../services/mfa.js';
 import { WebSessions } from '../services/sessions.js';
 import { VaultService } from '../services/vault.js';
 import { LifecycleService } from '../services/lifecycle.js';
@@ -762,6 +763,26 @@ const COMMANDS: Record<string, Command> = {
       const password = await readPassword();
       const user = await changeUser(config, positionals[0]!, { password });
       out(`Password of "${user.username}" changed; their API tokens were revoked and browser sessions ended.`, { id: user.id });
+    },
+  },
+  'user reset-2fa': {
+    usage: 'sfs user reset-2fa NAME [--json]',
+    summary: "remove a user's second factors (authenticator app, passkeys, recovery codes), e.g. the last admin's lost phone",
+    options: { ...JSON_OPT },
+    positionals: [1, 1],
+    async run({ positionals, config, out }) {
+      const { db, keyring } = await open(config, { checkKeys: false });
+      try {
+        const accounts = await accountsOn(db, config);
+        const user = await findUser(accounts, positionals[0]!);
+        // Host access is the proof here: this is the way back in when no admin can sign in.
+        const mfa = new MfaService({ db, keyring, integrity: accounts.integrity, requireDefault: config.require2fa });
+        const removed = await mfa.resetAll(user.id);
+        await new AuditLog({ db, keyring, heads: auditHeadsFor(config) }).record({ actor: 'cli', action: 'mfa.reset', outcome: 'success', subjectUserId: user.id, details: { by: 'host', ...removed, via: 'cli' } });
+        out(`Second factors of "${user.username}" removed (authenticator app: ${removed.totp ? 'yes' : 'none'}, passkeys: ${removed.passkeys}, recovery codes: ${removed.recoveryCodes}). They are told at their next sign-in.`, { user: user.username, ...removed });
+      } finally {
+        await db.close();
+      }
     },
   },
 };

@@ -166,6 +166,51 @@ export interface OpLocksTable {
   expires_at: number;
 }
 
+/** One TOTP authenticator per user: the secret sealed under a master-key sub-key (services/mfa.ts). */
+export interface MfaTotpTable {
+  user_id: string;
+  key_id: string;
+  sealed: Buffer;
+  confirmed_at: number | null;
+  /** Newest accepted time step (replay guard). */
+  last_step: Generated<number>;
+  created_at: number;
+}
+
+/** Single-use recovery codes, as keyed hashes. */
+export interface MfaRecoveryCodesTable {
+  user_id: string;
+  code_hash: Buffer;
+  created_at: number;
+  used_at: number | null;
+}
+
+/** WebAuthn credentials (public keys), MAC-sealed against planting. */
+export interface MfaPasskeysTable {
+  id: string;
+  user_id: string;
+  name: string;
+  public_key: Buffer;
+  counter: Generated<number>;
+  transports: Generated<string>;
+  row_mac: Buffer;
+  created_at: number;
+  last_used_at: number | null;
+}
+
+/** A pending "your second factors were reset" notice. */
+export interface MfaNoticesTable {
+  user_id: string;
+  reset_at: number;
+}
+
+/** The admin page's REQUIRE_2FA switch (one row at most, id 1). */
+export interface MfaPolicyTable {
+  id: number;
+  require_2fa: 'off' | 'admins' | 'all';
+  updated_at: number;
+}
+
 /** Active legal holds (db/holds.ts): a held file cannot be deleted or purged by anyone. */
 export interface LegalHoldsTable {
   scope: 'file' | 'user' | 'request';
@@ -336,6 +381,11 @@ export interface Schema {
   rate_limits: RateLimitsTable;
   setup_code: SetupCodeTable;
   op_locks: OpLocksTable;
+  mfa_totp: MfaTotpTable;
+  mfa_recovery_codes: MfaRecoveryCodesTable;
+  mfa_passkeys: MfaPasskeysTable;
+  mfa_notices: MfaNoticesTable;
+  mfa_policy: MfaPolicyTable;
   legal_holds: LegalHoldsTable;
   purge_queue: PurgeQueueTable;
   upload_requests: UploadRequestsTable;

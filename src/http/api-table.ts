@@ -104,11 +104,12 @@ export const API = {
     path: '/auth/tokens',
     tag: 'Setup and tokens',
     summary: 'Get an API token with a username and password',
-    description: 'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username (shared with password changes). A disabled account is named as such (403 account_disabled) only after its correct password; so is an account linked to single sign-on while OIDC_DISABLE_LOCAL_PASSWORDS is on (403 sso_required: create tokens on the /tokens page after signing in with the provider).',
+    description:
+      'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username (shared with password changes). A disabled account is named as such (403 account_disabled) only after its correct password; so is an account linked to single sign-on while OIDC_DISABLE_LOCAL_PASSWORDS is on (403 sso_required: create tokens on the /tokens page after signing in with the provider). An account with a second factor also needs `otp` (a TOTP code or a recovery code): without it 401 otp_required, a wrong or reused one 401 otp_invalid (counted like a wrong password). An account REQUIRE_2FA covers that has no factor yet gets 401 mfa_enrolment_required.',
     auth: 'none',
     body: { kind: 'json', schema: tokenCreateBody },
     responses: { 201: { description: 'the new token', schema: M.TokenCreated } },
-    errors: ['validation_error', 'unauthorized', 'account_disabled', 'sso_required', 'rate_limited'],
+    errors: ['validation_error', 'unauthorized', 'account_disabled', 'sso_required', 'rate_limited', 'otp_required', 'otp_invalid', 'mfa_enrolment_required', 'integrity_error'],
   },
   // --- The caller's own account ---
   listTokens: {
@@ -809,7 +810,8 @@ export function openApiPath(op: Pick<ApiOperation, 'path' | 'mount'>): string {
  */
 export function commonErrors(op: ApiOperation): ErrorCode[] {
   const out: ErrorCode[] = ['internal_error'];
-  if (op.auth !== 'none') out.push('unauthorized');
+  // A token of a user REQUIRE_2FA covers who has not enrolled yet is refused on every route.
+  if (op.auth !== 'none') out.push('unauthorized', 'mfa_enrolment_required');
   if (op.auth === 'admin') out.push('forbidden');
   if (op.body?.kind === 'json') out.push('validation_error', 'invalid_json', 'payload_too_large', 'unsupported_media_type', 'body_timeout');
   return out;

@@ -19,6 +19,12 @@ export const tokenCreateBody = z
     password,
     name: z.string().trim().min(1).max(100).default('api'),
     expiresInSeconds: z.number().int().min(60).optional(),
+    otp: z
+      .string()
+      .min(1)
+      .max(64)
+      .optional()
+      .openapi({ description: 'for an account with a second factor: the current code of its authenticator app (6 digits), or one of its recovery codes (used up)' }),
   })
   .strict();
 

@@ -28,7 +28,7 @@ import { newId } from './ids.js';
 import type { IntegrityKeys } from './integrity.js';
 import type { IntegrityFailure } from './accounts.js';
 import type { PasswordHasher } from './passwords.js';
-import { checkPassword } from './accounts.js';
+import { checkPasswordLength } from './accounts.js';
 
 const TICKET_LABEL = 'sfs/v1 share download ticket';
 export const TICKET_TTL_MS = 60 * 60 * 1000;
@@ -126,7 +126,7 @@ export class SharesService {
     }
     let passwordHash: string | null = null;
     if (input.password !== undefined && input.password !== '') {
-      checkPassword(input.password);
+      checkPasswordLength(input.password);
       passwordHash = await this.deps.hasher.hash(input.password);
     }
     const token = randomBytes(32).toString('base64url');

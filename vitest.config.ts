@@ -22,6 +22,7 @@ const BOTH_CONFIGS = [
   'test/review-recipient.test.ts',
   'test/review-integrity.test.ts',
   'test/api-accounts.test.ts',
+  'test/mfa.test.ts',
   'test/faults.test.ts',
   'test/audit.test.ts',
   'test/review-accounts.test.ts',
@@ -31,6 +32,7 @@ const BOTH_CONFIGS = [
   'test/tus.test.ts',
   'test/notify.test.ts',
   'test/sso.test.ts',
+  'test/lifecycle.test.ts',
   // Not test/browser/ui.test.ts for now: in one fresh-clone CI run of four, its link-creation
   // step timed out on PostgreSQL + S3 (the new-link page never showed), undiagnosed; it runs on
   // SQLite + disk, and pages.test.ts covers the same page flows over HTTP on both.

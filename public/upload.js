@@ -145,6 +145,9 @@
     cancel.addEventListener('click', () => xhr.abort());
 
     const data = new FormData();
+    // The "Keep for" choice goes first, so the server sees it before the file part.
+    const keep = form.querySelector('[name="expiresInSeconds"]');
+    if (keep && keep.value) data.append('expiresInSeconds', keep.value);
     data.append('file', file, file.name);
     xhr.open('POST', form.action);
     xhr.setRequestHeader('Accept', 'application/json');

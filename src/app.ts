@@ -44,9 +44,11 @@ import { AccountsService, SetupCode, type IntegrityFailure } from './services/ac
 import { openIntegrity } from './services/integrity.js';
 import { PasswordHasher } from './services/passwords.js';
 import { VaultService } from './services/vault.js';
+import { LifecycleService, RetentionPolicy } from './services/lifecycle.js';
 import { TusService } from './services/tus.js';
 import { tusRoutes } from './http/routes/tus.js';
 import { WebSessions } from './services/sessions.js';
+import { MfaService } from './services/mfa.js';
 import { pageRoutes } from './http/pages/index.js';
 import { exactSize, humanDuration, humanTime, relativeTime, shortHash } from './http/pages/format.js';
 import { createHash } from 'node:crypto';
@@ -66,6 +68,8 @@ export interface AppDeps {
   auditHeads?: AuditHeadStore;
   /** Override the format's chunk size (tests only). */
   chunkSize?: number;
+  /** Tests only: the clock for second factors and sudo mode (TOTP steps, re-authentication expiry). */
+  clock?: () => number;
   /** Tests only: check every API response against the route table and report mismatches here. */
   onContractViolation?: (message: string) => void;
 }
@@ -79,6 +83,9 @@ export interface AppServices {
   requests: RequestsService;
   audit: AuditLog;
   sessions: WebSessions;
+  mfa: MfaService;
+  /** Legal holds and the purge job (the server schedules runOnce; `sfs purge` runs it by hand). */
+  lifecycle: LifecycleService;
   /** Rate-limit counters in the shared database (swept by the server's housekeeping). */
   rateLimits: DbRateLimitStores;
   /** Notifications: settings, webhooks, the outbox and its worker (started by the server, not here). */
@@ -109,6 +116,8 @@ const assetVersions = new Map<string, string>();
 /** Maintained client libraries served from node_modules under /static/vendor/ (no copies in public/). */
 const VENDOR: Record<string, string> = {
   'vendor/tus.min.js': path.join(ROOT, 'node_modules', 'tus-js-client', 'dist', 'tus.min.js'),
+  // The WebAuthn browser library (passkeys), served from its package: the CSP allows only 'self'.
+  'vendor/simplewebauthn-browser.js': path.join(ROOT, 'node_modules', '@simplewebauthn', 'browser', 'dist', 'bundle', 'index.umd.min.js'),
 };
 
 /** Where an asset's bytes are: public/, or node_modules for a vendored library. */
@@ -176,6 +185,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
     expiryMs: config.tusExpiryMs,
     maxOpenUploads: config.tusMaxOpenUploads,
     leaseMs: config.tusLeaseMs,
+    // Resumable uploads take no lifetime of their own yet: their files get the retention default.
+    fileExpiresAt: (now) => new RetentionPolicy({ defaultSeconds: config.fileDefaultRetention, maxSeconds: config.fileMaxRetention }).forUpload(now, undefined),
   });
   const audit = new AuditLog({ db: deps.db, keyring: deps.keyring, heads: deps.auditHeads ?? auditHeadsFor(config, deps.store), logger: deps.logger, asyncHead: true, onAppend: (trx, row) => notify.auditAppendedIn(trx, row) });
   // A new, empty database has nothing to upgrade: no noise then.
@@ -225,14 +236,18 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // Recipients have no session: their form tokens are bound to the share link they opened.
   const recipientCsrf = createCsrf(deps.keyring.derive('sfs/v1 recipient csrf'), 'sfs-share-csrf', (req) => String(req.params.token ?? ''));
 
+  const now = deps.clock ?? Date.now;
+  const mfa = new MfaService({ db: deps.db, keyring: deps.keyring, integrity, requireDefault: config.require2fa, now });
   const sessions = new WebSessions({ db: deps.db, integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
   // Page forms: bound to the session once signed in; before that (sign-in, setup) to the cookie alone.
   const pageCsrf = createCsrf(deps.keyring.derive('sfs/v1 page csrf'), 'sfs-csrf', (req) => (req.session?.uid ? req.sessionID : 'anonymous'));
 
   // Counters in the shared database, keyed by a keyed hash (never an IP or a name in the clear).
   const rateLimits = new DbRateLimitStores({ db: deps.db, hashKey: deps.keyring.derive(RATE_LIMIT_KEY_LABEL) });
+  const lifecycle = new LifecycleService({ db: deps.db, store: deps.store, audit, logger: deps.logger });
+  const retention = new RetentionPolicy({ defaultSeconds: config.fileDefaultRetention, maxSeconds: config.fileMaxRetention });
   const app = express() as App;
-  app.services = { accounts, vault, tus, shares, requests, audit, sessions, rateLimits, notify };
+  app.services = { accounts, vault, tus, shares, requests, audit, sessions, mfa, rateLimits, notify, lifecycle };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -251,7 +266,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   const csp = config.oidc ? { ...PAGE_CSP, directives: { ...PAGE_CSP.directives, formAction: ["'self'", new URL(config.oidc.issuer).origin] } } : PAGE_CSP;
   app.use(helmet({ contentSecurityPolicy: csp, crossOriginEmbedderPolicy: false }));
 
-  // tus-js-client for the upload page's resumable uploads, straight from its package.
+  // tus-js-client (resumable uploads) and @simplewebauthn/browser (passkeys), straight from their packages.
   for (const [name, file] of Object.entries(VENDOR)) {
     app.get(`/static/${name}`, (_req, res) => {
       res.sendFile(file, { maxAge: '365d', immutable: true, headers: { 'Content-Type': 'text/javascript; charset=utf-8' } });
@@ -289,7 +304,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     if (req.is('application/json')) acceptBody(req, res);
     json(req, res, next);
   });
-  const auth = requireToken(accounts);
+  const auth = requireToken(accounts, mfa);
   const window = config.rateLimitWindowMs;
   const onLimited = (scope: string) => (req: Request) =>
     audit.recordSummarised(`${scope}:${req.ip}`, { actor: 'anonymous', action: 'rate_limit.hit', outcome: 'denied', ...clientOf(req), details: { scope } });
@@ -302,15 +317,18 @@ export async function createApp(deps: AppDeps): Promise<App> {
     setup: limiter({ store: rateLimits.for('setup'), windowMs: window, limit: 10, onLimited: onLimited('setup') }),
     login: [limitAccount((req) => (req.body as Record<string, unknown> | undefined)?.username), loginPerIp, loginPerUser],
     passwordCheck: [limitAccount((req) => req.principal?.user.username ?? req.webUser?.username), loginPerIp, loginPerUser],
+    secondFactor: [limitAccount((req) => req.session?.pending?.username ?? req.webUser?.username), loginPerIp, loginPerUser],
   };
   const routeDeps = {
     accounts,
     vault,
     shares,
     audit,
+    lifecycle,
     setup: deps.setup,
     auth,
     sessions,
+    mfa,
     limits: passwordLimits,
     notify,
   };
@@ -319,7 +337,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   const routes = new ApiRoutes({ auth, requireAdmin, onContractViolation: deps.onContractViolation });
   publicAccountRoutes(routes, routeDeps);
   accountRoutes(routes, routeDeps);
-  filesRoutes(routes, { vault, audit, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
+  filesRoutes(routes, { vault, audit, retention, lifecycle, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
   shareRoutes(routes, { vault, shares, audit, notify, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
   requestRoutes(routes, { vault, requests, audit, publicUrl: config.publicUrl });
   notifyRoutes(routes, { notify, audit, publicUrl: config.publicUrl });
@@ -347,6 +365,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       vault,
       shares,
       audit,
+      lifecycle,
       csrf: recipientCsrf,
       passwordLimit: { perIp: config.sharePasswordRateLimit, perShare: config.sharePasswordRateLimitPerShare, windowMs: window, stores: rateLimits },
     }),
@@ -381,11 +400,15 @@ export async function createApp(deps: AppDeps): Promise<App> {
       shares,
       requests,
       audit,
+      lifecycle,
+      retention,
       sessions,
       onSessionTampered: (key: string, uid: string | null) => onIntegrityFailure({ table: 'sessions', id: key.slice(0, 16), userId: uid }),
       setup: deps.setup,
       csrf: pageCsrf,
       limits: passwordLimits,
+      mfa,
+      now,
       notify,
       sso,
     }),

@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import proxyaddr from 'proxy-addr';
+import { Cron } from 'croner';
 
 export class ConfigError extends Error {
   constructor(
@@ -70,12 +71,22 @@ export interface Config {
   sessionIdleMs: number;
   /** ...and this long after sign-in, whatever happens. */
   sessionMaxMs: number;
+  /** REQUIRE_2FA: who must have a second factor (the admin page's switch overrides it once set). */
+  require2fa: 'off' | 'admins' | 'all';
+  /** How long a password or factor proof lets sensitive actions through (sudo mode). */
+  sudoMs: number;
   /** PEM files for serving HTTPS directly; both or neither. */
   tls: { certFile: string; keyFile: string } | null;
   /** Where ciphertext lives: UPLOADS_DIR (default) or an S3-compatible bucket. */
   storage: StorageConfig;
   /** Where metadata lives: the SQLite file `dbFile` (default) or PostgreSQL (DATABASE_URL). */
   database: DatabaseConfig;
+  /** A new file's lifetime in seconds when the upload names none (FILE_DEFAULT_RETENTION); null: kept until deleted. */
+  fileDefaultRetention: number | null;
+  /** The longest lifetime a file may have, counted from its upload (FILE_MAX_RETENTION); null: no ceiling. */
+  fileMaxRetention: number | null;
+  /** When the purge job runs (PURGE_SCHEDULE, a cron pattern; croner syntax); null: never in the server. */
+  purgeSchedule: string | null;
   /** Single sign-on through an OpenID Connect provider (OIDC_ISSUER and friends); null when off. */
   oidc: OidcConfig | null;
   /** Notifications: email (SMTP), webhooks, and the outbox worker (services/notify). */
@@ -296,6 +307,39 @@ export function parseSize(text: string): number | null {
 
 type Env = Record<string, string | undefined>;
 
+const DURATION_UNITS: Record<string, number> = { '': 1, s: 1, m: 60, min: 60, h: 3600, d: 86400, w: 7 * 86400, y: 365 * 86400 };
+
+/** Parses "86400", "90m", "12h", "30d", "2w", "1y" into seconds; null when malformed. */
+export function parseDuration(text: string): number | null {
+  const m = /^(\d{1,12})\s*([a-zA-Z]*)$/.exec(text.trim());
+  if (!m) return null;
+  const unit = DURATION_UNITS[m[2]!.toLowerCase()];
+  if (unit === undefined) return null;
+  const n = Number(m[1]) * unit;
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+/** An optional duration setting: unset, empty or "off" is null; else at least 60 seconds and at most 100 years. */
+function retention(env: Env, name: string): number | null {
+  const v = str(env, name, 'off');
+  if (['off', 'none', 'never', '0'].includes(v.toLowerCase())) return null;
+  const n = parseDuration(v);
+  if (n === null || n < 60 || n > 100 * 365 * 86400) throw new ConfigError(name, `expected seconds or a duration such as 30d, 12h, 2w (at least 60 s), or off, got "${v}"`);
+  return n;
+}
+
+/** PURGE_SCHEDULE: a cron pattern (five or six fields), or off. */
+function purgeSchedule(env: Env): string | null {
+  const v = str(env, 'PURGE_SCHEDULE', '*/5 * * * *');
+  if (v.toLowerCase() === 'off') return null;
+  try {
+    new Cron(v, { paused: true }).stop();
+  } catch {
+    throw new ConfigError('PURGE_SCHEDULE', `expected a cron pattern such as "*/5 * * * *" (every five minutes), or off, got "${v}"`);
+  }
+  return v;
+}
+
 function str(env: Env, name: string, fallback: string): string {
   const v = env[name];
   return v === undefined || v.trim() === '' ? fallback : v.trim();
@@ -441,6 +485,13 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   const sessionIdle = int(env, 'SESSION_IDLE_TIMEOUT_SECONDS', 2 * 3600, 60, 30 * 86400);
   const sessionMax = int(env, 'SESSION_MAX_AGE_SECONDS', 24 * 3600, 60, 90 * 86400);
   if (sessionIdle > sessionMax) throw new ConfigError('SESSION_IDLE_TIMEOUT_SECONDS', `must not exceed SESSION_MAX_AGE_SECONDS (${sessionMax})`);
+  const require2fa = str(env, 'REQUIRE_2FA', 'off').toLowerCase();
+  if (require2fa !== 'off' && require2fa !== 'admins' && require2fa !== 'all') throw new ConfigError('REQUIRE_2FA', `expected off, admins or all, got "${require2fa}"`);
+  const fileMaxRetention = retention(env, 'FILE_MAX_RETENTION');
+  const fileDefaultRetention = retention(env, 'FILE_DEFAULT_RETENTION');
+  if (fileDefaultRetention !== null && fileMaxRetention !== null && fileDefaultRetention > fileMaxRetention) {
+    throw new ConfigError('FILE_DEFAULT_RETENTION', `must not exceed FILE_MAX_RETENTION (${fileMaxRetention} s)`);
+  }
   const quotaText = str(env, 'USER_QUOTA_BYTES', 'unlimited');
   const userQuotaBytes = quotaText.toLowerCase() === 'unlimited' ? null : size(env, 'USER_QUOTA_BYTES', 0, 0);
   return {
@@ -486,9 +537,14 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     auditHeadFile: path.join(dataDir, 'audit-head'),
     sessionIdleMs: sessionIdle * 1000,
     sessionMaxMs: sessionMax * 1000,
+    require2fa,
+    sudoMs: int(env, 'SUDO_MODE_SECONDS', 600, 10, 86400) * 1000,
     tls: tlsFiles(env, cwd),
     storage: storageConfig(env),
     database: databaseConfig(env, cwd),
+    fileDefaultRetention,
+    fileMaxRetention,
+    purgeSchedule: purgeSchedule(env),
     oidc: oidcConfig(env, publicUrl?.replace(/\/+$/, '')),
     notify: notifyConfig(env, cwd),
   };

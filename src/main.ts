@@ -18,6 +18,7 @@ import { KeyMismatchError, checkKeyringAgainstDb, registerActiveKey } from './se
 import { DataDirLockedError, acquireDataDirLock, type DataDirLock } from './ops/dir-lock.js';
 import { createHttpServer } from './server.js';
 import { auditHeadsFor, createBlobStore, describeStore } from './storage/index.js';
+import { startPurgeSchedule } from './services/lifecycle.js';
 
 /** Age after which an object-store blob without a row, or an unfinished upload, is a leftover. */
 const ORPHAN_GRACE_MS = 6 * 3600_000;
@@ -182,6 +183,8 @@ async function main(): Promise<void> {
   // The notification worker: delivers the outbox (claimed with a lease, so any number of
   // instances can run it), retries with backoff, and scans for links about to expire.
   app.services.notify.start();
+  // The purge job: every instance schedules it, the lease row lets one run it at a time.
+  if (config.purgeSchedule) startPurgeSchedule(app.services.lifecycle, config.purgeSchedule, logger);
   const server = createHttpServer(app, { idleTimeoutMs: config.socketIdleTimeoutMs, tls });
 
   server.on('error', (err: NodeJS.ErrnoException) => {

@@ -155,7 +155,7 @@ describe('upload and download', () => {
     } while (cursor);
     expect(seen).toEqual([...ids].reverse());
     const m = await h.request.get(`/api/v1/files/${ids[0]}`).set('Authorization', `Bearer ${other}`);
-    expect(m.body).toEqual({ id: ids[0], name: 'p0.txt', size: 2, mimeType: 'text/plain', sha256: sha(Buffer.from('n0')), createdAt: expect.any(String) });
+    expect(m.body).toEqual({ id: ids[0], name: 'p0.txt', size: 2, mimeType: 'text/plain', sha256: sha(Buffer.from('n0')), createdAt: expect.any(String), expiresAt: null, legalHold: false });
     expect(Object.keys(m.body)).not.toContain('wrappedDek');
     const bad = await h.request.get('/api/v1/files?limit=500').set('Authorization', `Bearer ${other}`);
     expect(bad.status).toBe(400);

@@ -80,7 +80,7 @@ describe('README and walkthrough script stay in step', () => {
   it('"Using curl" has a command for every operation of the API', () => {
     const using = readmeBlocks().filter((b) => b.section === 'Using curl').flatMap((b) => commands(b.code));
     // How curl expresses each method in these commands.
-    const method: Record<string, RegExp> = { get: /^(?!.* -X )(?!.* --json )(?!.* -[FTI] )/, head: / -I /, post: / --json | -F /, put: / -T /, patch: / -X PATCH /, delete: / -X DELETE / };
+    const method: Record<string, RegExp> = { get: /^(?!.* -X )(?!.* --json )(?!.* -[FTI] )/, head: / -I /, post: / --json | -F /, put: / -T | -X PUT /, patch: / -X PATCH /, delete: / -X DELETE / };
     for (const [id, op] of Object.entries(API)) {
       // The path with each :param written as a shell variable; PUT /uploads/:name as curl -T's trailing slash.
       const p = op.path.replace(/:name$/, '').replace(/:\w+/g, '\\$[A-Z_]+').replace(/\./g, '\\.');

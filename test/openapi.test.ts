@@ -239,6 +239,17 @@ describe('responses match the document', () => {
     await check('deleteRequest', r.delete(`/api/v1/requests/${req1.body.id}`).set(auth));
     await check('deleteRequest', r.delete(`/api/v1/requests/${req1.body.id}`).set(auth));
     await check('listAudit', r.get(`/api/v1/audit?fileId=${fid}`).set(auth));
+    await check('updateFile', r.patch(`/api/v1/files/${fid}`).set(auth).send({ expiresInSeconds: 3600 }));
+    await check('updateFile', r.patch(`/api/v1/files/${fid}`).set(auth).send({ expiresInSeconds: 1 }));
+    await check('putFileHold', r.put(`/api/v1/files/${fid}/hold`).set(auth).send({ reason: 'case', reference: 'A-1' }));
+    await check('putFileHold', r.put(`/api/v1/files/${'0'.repeat(32)}/hold`).set(auth).send({ reason: 'case' }));
+    await check('deleteFile', r.delete(`/api/v1/files/${fid}`).set(auth));
+    await check('deleteFileHold', r.delete(`/api/v1/files/${fid}/hold`).set(auth));
+    await check('deleteFileHold', r.delete(`/api/v1/files/${fid}/hold`).set(auth));
+    await check('putUserHold', r.put(`/api/v1/users/${user.body.id}/hold`).set(auth).send({ reason: 'case' }));
+    await check('putUserHold', r.put(`/api/v1/users/${user.body.id}/hold`).set('Authorization', `Bearer ${bobTok.body.token}`).send({ reason: 'case' }));
+    await check('deleteUserHold', r.delete(`/api/v1/users/${user.body.id}/hold`).set(auth));
+    await check('deleteUserHold', r.delete(`/api/v1/users/${user.body.id}/hold`).set(auth));
     await check('deleteFile', r.delete(`/api/v1/files/${multi.body.files[0].id}`).set(auth));
     await check('deleteFile', r.delete(`/api/v1/files/${multi.body.files[0].id}`).set(auth));
     const other = await r.post('/api/v1/auth/tokens').send({ username: 'admin', password: 'admin password 123', name: 'b' });
@@ -261,7 +272,7 @@ describe('responses match the document', () => {
 
   it('the response check itself catches an extra field, a missing field, an undocumented status and an undocumented code', () => {
     const op = TABLE.getFile;
-    const good = { id: 'a'.repeat(32), name: 'n', size: 1, mimeType: 'text/plain', sha256: 'b'.repeat(64), createdAt: new Date().toISOString() };
+    const good = { id: 'a'.repeat(32), name: 'n', size: 1, mimeType: 'text/plain', sha256: 'b'.repeat(64), createdAt: new Date().toISOString(), expiresAt: null };
     expect(checkResponse('getFile', op, 200, 'application/json', good)).toEqual([]);
     expect(checkResponse('getFile', op, 200, 'application/json', { ...good, wrappedKey: 'x' })[0]).toMatch(/wrappedKey/);
     expect(checkResponse('getFile', op, 200, 'application/json', { ...good, sha256: undefined })[0]).toMatch(/sha256/);

@@ -449,15 +449,20 @@ async function downgradeToFirstRelease(target: Harness, known: { tokens: string[
     ['share_reservations', 'yielded'],
     ['share_reservations', 'ticket_id'],
     ['files', 'blob_gen'],
+    ['shares', 'delete_file_after'],
     ['files', 'request_id'],
     ['files', 'uploader_name'],
     ['files', 'uploader_email'],
   ]) {
     db.exec(`ALTER TABLE ${table} DROP COLUMN ${column}`);
   }
+  // Migration 16 (retention): the expiry column and its index, the holds and the purge queue.
+  db.exec('DROP INDEX files_expires');
+  db.exec('ALTER TABLE files DROP COLUMN expires_at');
+  for (const table of ['legal_holds', 'purge_queue']) db.exec(`DROP TABLE ${table}`);
   db.exec('DROP TABLE share_ticket_downloads');
-  // Nor did the tables of later migrations (8: shared state; 10: operation locks; 11: upload requests; 13: resumable uploads; 15: single sign-on; 17: notifications).
-  for (const table of ['quota_leases', 'rate_limits', 'setup_code', 'op_locks', 'upload_request_leases', 'upload_requests', 'uploads', 'oidc_identities', 'sso_policy', 'notification_settings', 'webhooks', 'notification_outbox', 'sign_in_addresses', 'share_recipients']) db.exec(`DROP TABLE ${table}`);
+  // Nor did the tables of later migrations (8: shared state; 10: operation locks; 11: upload requests; 13: resumable uploads; 14: second factors; 15: single sign-on; 17: notifications).
+  for (const table of ['quota_leases', 'rate_limits', 'setup_code', 'op_locks', 'upload_request_leases', 'upload_requests', 'uploads', 'oidc_identities', 'sso_policy', 'notification_settings', 'webhooks', 'notification_outbox', 'sign_in_addresses', 'share_recipients', 'mfa_totp', 'mfa_recovery_codes', 'mfa_passkeys', 'mfa_notices', 'mfa_policy']) db.exec(`DROP TABLE ${table}`);
   db.pragma('user_version = 4');
   db.close();
 }

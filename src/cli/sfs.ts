@@ -39,8 +39,10 @@ import { openIntegrity } from '../services/integrity.js';
 import { AuditLog, verifyAuditChain } from '../services/audit.js';
 import { KeyMismatchError, checkKeyringAgainstDb } from '../services/key-check.js';
 import { PasswordHasher } from '../services/passwords.js';
+import { MfaService } from '../services/mfa.js';
 import { WebSessions } from '../services/sessions.js';
 import { VaultService } from '../services/vault.js';
+import { LifecycleService } from '../services/lifecycle.js';
 import { DiskBlobStore } from '../storage/disk.js';
 import { auditHeadsFor, createBlobStore } from '../storage/index.js';
 
@@ -696,6 +698,32 @@ const COMMANDS: Record<string, Command> = {
       }
     },
   },
+  purge: {
+    usage: 'sfs purge [--dry-run] [--json]',
+    summary: 'run one pass of the purge job now: crypto-shred every expired file (never a held one); --dry-run lists them',
+    options: { ...JSON_OPT, 'dry-run': { type: 'boolean', default: false } },
+    async run({ values, config, out }) {
+      const { db, keyring } = await open(config, { checkKeys: false });
+      try {
+        const store = await createBlobStore(config);
+        const lifecycle = new LifecycleService({ db, store, audit: new AuditLog({ db, keyring, heads: auditHeadsFor(config, store) }) });
+        const dryRun = values['dry-run'] === true;
+        const r = await lifecycle.runOnce({ dryRun });
+        if (!r.ran) {
+          out('Another instance is running the purge job now; nothing done.', r);
+          throw new Unsuccessful();
+        }
+        const verb = dryRun ? 'Would purge' : 'Purged';
+        const lines = r.purged.map((f) => `${verb} ${f.id}  ${f.name}  (${f.size} bytes, ${f.reason === 'expired' ? `expired ${new Date(f.expiresAt!).toISOString()}` : 'last download done'})`);
+        if (dryRun && r.held) lines.push(`${r.held} due file(s) kept: under a legal hold.`);
+        if (r.resumed) lines.push(`${dryRun ? 'Would finish' : 'Finished'} ${r.resumed} interrupted purge(s) (ciphertext of already shredded files).`);
+        lines.push(`${verb} ${r.purged.length} file(s).`);
+        out(lines.join('\n'), r);
+      } finally {
+        await db.close();
+      }
+    },
+  },
   'share revoke': {
     usage: 'sfs share revoke --user NAME (ID | --all) [--json]',
     summary: "revoke one of a user's share links, or all of them",
@@ -737,6 +765,26 @@ const COMMANDS: Record<string, Command> = {
       const password = await readPassword();
       const user = await changeUser(config, positionals[0]!, { password });
       out(`Password of "${user.username}" changed; their API tokens were revoked and browser sessions ended.`, { id: user.id });
+    },
+  },
+  'user reset-2fa': {
+    usage: 'sfs user reset-2fa NAME [--json]',
+    summary: "remove a user's second factors (authenticator app, passkeys, recovery codes), e.g. the last admin's lost phone",
+    options: { ...JSON_OPT },
+    positionals: [1, 1],
+    async run({ positionals, config, out }) {
+      const { db, keyring } = await open(config, { checkKeys: false });
+      try {
+        const accounts = await accountsOn(db, config);
+        const user = await findUser(accounts, positionals[0]!);
+        // Host access is the proof here: this is the way back in when no admin can sign in.
+        const mfa = new MfaService({ db, keyring, integrity: accounts.integrity, requireDefault: config.require2fa });
+        const removed = await mfa.resetAll(user.id);
+        await new AuditLog({ db, keyring, heads: auditHeadsFor(config) }).record({ actor: 'cli', action: 'mfa.reset', outcome: 'success', subjectUserId: user.id, details: { by: 'host', ...removed, via: 'cli' } });
+        out(`Second factors of "${user.username}" removed (authenticator app: ${removed.totp ? 'yes' : 'none'}, passkeys: ${removed.passkeys}, recovery codes: ${removed.recoveryCodes}). They are told at their next sign-in.`, { user: user.username, ...removed });
+      } finally {
+        await db.close();
+      }
     },
   },
 };

@@ -5,6 +5,7 @@ import type { Selectable } from 'kysely';
 import type { FilesTable } from './schema.js';
 import { inTransaction, isPostgres, type Executor } from './database.js';
 import { blobIdOf } from '../storage/blob-store.js';
+import { notHeld } from './holds.js';
 
 export interface FileRow {
   id: string;
@@ -23,6 +24,8 @@ export interface FileRow {
   createdAt: number;
   /** Which object holds the ciphertext (0 when absent: new rows start there). */
   blobGen?: number;
+  /** When the purge job crypto-shreds the file (ms); null or absent: kept until deleted. */
+  expiresAt?: number | null;
   /** The upload request the file came through (services/requests.ts); null or absent for the owner's own uploads. */
   requestId?: string | null;
   /** What the uploader of a request gave as their name and email (never checked: their word). */
@@ -47,6 +50,7 @@ const toRow = (r: RawFile): FileRow => ({
   chunkSize: r.chunk_size,
   createdAt: r.created_at,
   blobGen: r.blob_gen,
+  expiresAt: r.expires_at === null ? null : Number(r.expires_at),
   requestId: r.request_id,
   uploaderName: r.uploader_name,
   uploaderEmail: r.uploader_email,
@@ -76,6 +80,7 @@ export class FilesRepo {
         format_version: f.formatVersion,
         chunk_size: f.chunkSize,
         created_at: f.createdAt,
+        expires_at: f.expiresAt ?? null,
         request_id: f.requestId ?? null,
         uploader_name: f.uploaderName ?? null,
         uploader_email: f.uploaderEmail ?? null,
@@ -123,16 +128,48 @@ export class FilesRepo {
 
   /**
    * Crypto-shreds and removes the owner's file row in one transaction: the wrapped DEK is
-   * overwritten before the row is deleted (and secure_delete zeroes the freed page).
+   * overwritten before the row is deleted (and secure_delete zeroes the freed page). A file
+   * under a legal hold is left alone (the hold is checked in the same statement): false.
    */
   shred(id: string, ownerId: string): Promise<boolean> {
-    return inTransaction(this.db, async (trx) => {
-      const zeros = isPostgres(trx) ? sql`decode(repeat('00', length(wrapped_dek)), 'hex')` : sql`zeroblob(length(wrapped_dek))`;
-      const wiped = await sql`UPDATE files SET wrapped_dek = ${zeros} WHERE id = ${id} AND owner_id = ${ownerId}`.execute(trx);
-      if (Number(wiped.numAffectedRows ?? 0n) !== 1) return false;
-      await trx.deleteFrom('files').where('id', '=', id).where('owner_id', '=', ownerId).execute();
-      return true;
-    });
+    return inTransaction(this.db, (trx) => shredIn(trx, sql`id = ${id} AND owner_id = ${ownerId}`, id));
+  }
+
+  /** Sets (or clears, with null) the owner's file's expiry; false when there is no such file. */
+  async setExpiry(id: string, ownerId: string, expiresAt: number | null): Promise<boolean> {
+    const r = await this.db.updateTable('files').set({ expires_at: expiresAt }).where('id', '=', id).where('owner_id', '=', ownerId).executeTakeFirst();
+    return Number(r.numUpdatedRows) === 1;
+  }
+
+  /**
+   * Files due for the purge job at `now`, oldest due first: expired, or with a "delete after
+   * the last download" link whose last allowed download completed; held files are never due.
+   */
+  async dueForPurge(now: number, limit: number): Promise<FileRow[]> {
+    const rows = await this.db.selectFrom('files').selectAll().where(purgeDue(now)).where(notHeld()).orderBy('expires_at').orderBy('id').limit(limit).execute();
+    return rows.map(toRow);
+  }
+
+  /**
+   * For reminders (the notifications worker): files that expire within (now, now + withinMs]
+   * and still have at least one active link (not revoked, not expired, budget not used up),
+   * soonest first. Held files are left out: they will not expire while held.
+   */
+  async expiringWithActiveLinks(now: number, withinMs: number, limit = 500): Promise<FileRow[]> {
+    const rows = await this.db
+      .selectFrom('files')
+      .selectAll()
+      .where('expires_at', '>', now)
+      .where('expires_at', '<=', now + withinMs)
+      .where(notHeld())
+      .where(
+        sql<boolean>`EXISTS (SELECT 1 FROM shares s WHERE s.file_id = files.id AND s.revoked_at IS NULL AND s.expires_at > ${now} AND (s.max_downloads IS NULL OR s.downloads < s.max_downloads))`,
+      )
+      .orderBy('expires_at')
+      .orderBy('id')
+      .limit(limit)
+      .execute();
+    return rows.map(toRow);
   }
 
   /** The store id of every file's current ciphertext (for orphan checks: an older generation is an orphan). */
@@ -144,6 +181,28 @@ export class FilesRepo {
   async allIds(): Promise<string[]> {
     return (await this.db.selectFrom('files').select('id').execute()).map((r) => r.id);
   }
+}
+
+/**
+ * Why a files row is due for purging at `now` (SQL over the row aliased `files`): its expiry
+ * passed, or one of its links was to delete it after its last allowed download and that
+ * download was counted (the budget rules decide what completed means: db/shares.ts settle).
+ */
+export function purgeDue(now: number) {
+  return sql<boolean>`((files.expires_at IS NOT NULL AND files.expires_at <= ${now}) OR EXISTS (SELECT 1 FROM shares s WHERE s.file_id = files.id AND s.delete_file_after = 1 AND s.max_downloads IS NOT NULL AND s.downloads >= s.max_downloads))`;
+}
+
+/**
+ * The shred in an open transaction: zero the wrapped DEK of the row matching `where` (and no
+ * hold), then delete the row. One conditional UPDATE decides, so two callers racing for the
+ * same file (two instances purging, an owner deleting) shred it exactly once.
+ */
+export async function shredIn(trx: Executor, where: ReturnType<typeof sql>, id: string): Promise<boolean> {
+  const zeros = isPostgres(trx) ? sql`decode(repeat('00', length(wrapped_dek)), 'hex')` : sql`zeroblob(length(wrapped_dek))`;
+  const wiped = await sql`UPDATE files SET wrapped_dek = ${zeros} WHERE ${where} AND ${notHeld()}`.execute(trx);
+  if (Number(wiped.numAffectedRows ?? 0n) !== 1) return false;
+  await trx.deleteFrom('files').where('id', '=', id).execute();
+  return true;
 }
 
 /** What a row's wrapped DEK is bound to (the associated data of its wrap). */

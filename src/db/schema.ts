@@ -52,6 +52,8 @@ export interface FilesTable {
   wrap_version: Generated<number>;
   /** Which object holds the ciphertext (storage/blob-store.ts blobIdOf). */
   blob_gen: Generated<number>;
+  /** When the purge job crypto-shreds the file (ms); null: kept until deleted. */
+  expires_at: number | null;
   /** The upload request the file arrived through (null for the owner's own uploads). */
   request_id: Generated<string | null>;
   /** Name and email the uploader gave on the request's page (null when not asked or not given). */
@@ -74,6 +76,8 @@ export interface SharesTable {
   revoked_at: number | null;
   expired_at: number | null;
   row_mac: Buffer | null;
+  /** 1: the file is purged once this link's last allowed download completed. */
+  delete_file_after: Generated<number>;
 }
 
 export interface ShareReservationsTable {
@@ -160,6 +164,69 @@ export interface OpLocksTable {
   holder: string;
   acquired_at: number;
   expires_at: number;
+}
+
+/** One TOTP authenticator per user: the secret sealed under a master-key sub-key (services/mfa.ts). */
+export interface MfaTotpTable {
+  user_id: string;
+  key_id: string;
+  sealed: Buffer;
+  confirmed_at: number | null;
+  /** Newest accepted time step (replay guard). */
+  last_step: Generated<number>;
+  created_at: number;
+}
+
+/** Single-use recovery codes, as keyed hashes. */
+export interface MfaRecoveryCodesTable {
+  user_id: string;
+  code_hash: Buffer;
+  created_at: number;
+  used_at: number | null;
+}
+
+/** WebAuthn credentials (public keys), MAC-sealed against planting. */
+export interface MfaPasskeysTable {
+  id: string;
+  user_id: string;
+  name: string;
+  public_key: Buffer;
+  counter: Generated<number>;
+  transports: Generated<string>;
+  row_mac: Buffer;
+  created_at: number;
+  last_used_at: number | null;
+}
+
+/** A pending "your second factors were reset" notice. */
+export interface MfaNoticesTable {
+  user_id: string;
+  reset_at: number;
+}
+
+/** The admin page's REQUIRE_2FA switch (one row at most, id 1). */
+export interface MfaPolicyTable {
+  id: number;
+  require_2fa: 'off' | 'admins' | 'all';
+  updated_at: number;
+}
+
+/** Active legal holds (db/holds.ts): a held file cannot be deleted or purged by anyone. */
+export interface LegalHoldsTable {
+  scope: 'file' | 'user' | 'request';
+  target_id: string;
+  reason: string;
+  reference: string | null;
+  /** The admin's user id. */
+  placed_by: string;
+  placed_at: number;
+}
+
+/** Ciphertext of purged files still to remove (db/purge-queue.ts): the purge's crash journal. */
+export interface PurgeQueueTable {
+  blob_id: string;
+  file_id: string;
+  queued_at: number;
 }
 
 /** An owner's upload request (services/requests.ts); the token is only its keyed hash. */
@@ -314,6 +381,13 @@ export interface Schema {
   rate_limits: RateLimitsTable;
   setup_code: SetupCodeTable;
   op_locks: OpLocksTable;
+  mfa_totp: MfaTotpTable;
+  mfa_recovery_codes: MfaRecoveryCodesTable;
+  mfa_passkeys: MfaPasskeysTable;
+  mfa_notices: MfaNoticesTable;
+  mfa_policy: MfaPolicyTable;
+  legal_holds: LegalHoldsTable;
+  purge_queue: PurgeQueueTable;
   upload_requests: UploadRequestsTable;
   upload_request_leases: UploadRequestLeasesTable;
   uploads: UploadsTable;

@@ -20,6 +20,8 @@ export interface ShareRow {
   bytesServed: number;
   revokedAt: number | null;
   expiredAt: number | null;
+  /** Purge the file once this link's last allowed download completed (absent: false). */
+  deleteFileAfter?: boolean;
 }
 
 interface RawShare {
@@ -35,6 +37,7 @@ interface RawShare {
   bytes_served: number;
   revoked_at: number | null;
   expired_at: number | null;
+  delete_file_after: number;
 }
 
 const toRow = (r: RawShare): ShareRow => ({
@@ -50,6 +53,7 @@ const toRow = (r: RawShare): ShareRow => ({
   bytesServed: r.bytes_served,
   revokedAt: r.revoked_at,
   expiredAt: r.expired_at,
+  deleteFileAfter: r.delete_file_after === 1,
 });
 
 const SELECTED = [
@@ -65,6 +69,7 @@ const SELECTED = [
   'bytes_served',
   'revoked_at',
   'expired_at',
+  'delete_file_after',
 ] as const;
 
 export class SharesRepo {
@@ -87,6 +92,7 @@ export class SharesRepo {
         created_at: s.createdAt,
         expires_at: s.expiresAt,
         max_downloads: s.maxDownloads,
+        delete_file_after: s.deleteFileAfter ? 1 : 0,
         row_mac: this.keys.rowMac('shares', shareMacFields(s)),
       })
       .execute();

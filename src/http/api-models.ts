@@ -19,12 +19,26 @@ export const FileMeta = z
     mimeType: z.string().openapi({ example: 'application/pdf' }),
     sha256: sha256Hex,
     createdAt: time,
+    expiresAt: time.nullable().openapi({ description: 'when the purge job crypto-shreds the file; null = kept until deleted' }),
+    legalHold: z.boolean().optional().openapi({ description: 'true while the file (or its owner) is under a legal hold: it cannot be deleted and does not expire' }),
     requestId: id.optional().openapi({ description: 'only on files that came through an upload request: its id' }),
     uploaderName: z.string().nullable().optional().openapi({ description: 'only on request files: the name the uploader gave (their word)' }),
     uploaderEmail: z.string().nullable().optional().openapi({ description: 'only on request files: the email the uploader gave (their word)' }),
   })
   .strict()
   .openapi('FileMeta');
+
+export const Hold = z
+  .object({
+    scope: z.enum(['file', 'user', 'request']),
+    targetId: id,
+    reason: z.string(),
+    reference: z.string().nullable(),
+    placedBy: id.openapi({ description: 'the admin who placed it' }),
+    placedAt: time,
+  })
+  .strict()
+  .openapi('LegalHold');
 
 // Objects that add fields to another are built from its field list, not with .extend():
 // extending a closed (strict) registered schema is rendered as allOf of two closed
@@ -95,6 +109,7 @@ const shareFields = {
   createdAt: time,
   revokedAt: time.nullable(),
   status: z.enum(['active', 'revoked', 'expired', 'exhausted']),
+  deleteFileAfterLastDownload: z.boolean().openapi({ description: 'the file is purged once the last allowed download completed' }),
   recipients: z
     .array(z.object({ address: z.string(), status: z.enum(['pending', 'sent', 'failed']), sentAt: time.nullable() }).strict())
     .optional()

@@ -7,7 +7,7 @@
  */
 import type { ErrorCode } from '../errors.js';
 import * as M from './api-models.js';
-import { auditQuery, fileListQuery, idParam, listQuery, mePatchBody, requestCreateBody, requestPatchBody, setupBody, shareCreateBody, tokenCreateBody, userCreateBody, userPatchBody, webhookBody } from './schemas.js';
+import { auditQuery, fileListQuery, filePatchBody, holdBody, idParam, listQuery, mePatchBody, requestCreateBody, requestPatchBody, setupBody, shareCreateBody, tokenCreateBody, userCreateBody, userPatchBody, webhookBody } from './schemas.js';
 import { z } from './zod.js';
 
 type Schema = z.ZodTypeAny;
@@ -66,8 +66,22 @@ const multipartFiles = z
       .optional()
       .openapi({ description: 'hex SHA-256 of the file part that FOLLOWS this field; a mismatch is 422 and stores nothing' }),
     file: z.array(z.string().openapi({ format: 'binary' })).min(1).openapi({ description: 'one or more file parts (MAX_FILES_PER_REQUEST, default 20)' }),
+    expiresInSeconds: z
+      .string()
+      .regex(/^\d+$/)
+      .optional()
+      .openapi({ description: 'lifetime of the uploaded files in seconds (default FILE_DEFAULT_RETENTION, at most FILE_MAX_RETENTION); also as a query parameter' }),
   })
   .openapi('MultipartFiles');
+
+const retentionQuery = z.object({
+  expiresInSeconds: z
+    .string()
+    .regex(/^\d+$/)
+    .optional()
+    .openapi({ description: 'lifetime of the file in seconds (default FILE_DEFAULT_RETENTION; over FILE_MAX_RETENTION is 400 and stores nothing)' }),
+});
+const holdResponses = { 200: { description: 'the hold as stored (placing it again replaces reason and reference)', schema: M.Hold } };
 
 const uploadErrors: ErrorCode[] = ['file_too_large', 'quota_exceeded', 'checksum_mismatch', 'insufficient_storage', 'validation_error', 'bad_request'];
 
@@ -90,11 +104,12 @@ export const API = {
     path: '/auth/tokens',
     tag: 'Setup and tokens',
     summary: 'Get an API token with a username and password',
-    description: 'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username (shared with password changes). A disabled account is named as such (403 account_disabled) only after its correct password; so is an account linked to single sign-on while OIDC_DISABLE_LOCAL_PASSWORDS is on (403 sso_required: create tokens on the /tokens page after signing in with the provider).',
+    description:
+      'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username (shared with password changes). A disabled account is named as such (403 account_disabled) only after its correct password; so is an account linked to single sign-on while OIDC_DISABLE_LOCAL_PASSWORDS is on (403 sso_required: create tokens on the /tokens page after signing in with the provider). An account with a second factor also needs `otp` (a TOTP code or a recovery code): without it 401 otp_required, a wrong or reused one 401 otp_invalid (counted like a wrong password). An account REQUIRE_2FA covers that has no factor yet gets 401 mfa_enrolment_required.',
     auth: 'none',
     body: { kind: 'json', schema: tokenCreateBody },
     responses: { 201: { description: 'the new token', schema: M.TokenCreated } },
-    errors: ['validation_error', 'unauthorized', 'account_disabled', 'sso_required', 'rate_limited'],
+    errors: ['validation_error', 'unauthorized', 'account_disabled', 'sso_required', 'rate_limited', 'otp_required', 'otp_invalid', 'mfa_enrolment_required', 'integrity_error'],
   },
   // --- The caller's own account ---
   listTokens: {
@@ -289,6 +304,7 @@ export const API = {
       'Each part is encrypted as it streams. Over MAX_FILE_SIZE or the quota the upload is stopped at once with 413 and ' +
       '`Connection: close`; a failed upload leaves nothing behind.',
     auth: 'token',
+    query: retentionQuery,
     body: { kind: 'multipart', schema: multipartFiles },
     responses: { 201: { description: 'stored', schema: M.FilesUploaded } },
     errors: [...uploadErrors, 'too_many_files', 'payload_too_large', 'unsupported_media_type', 'checksum_field_order'],
@@ -304,6 +320,7 @@ export const API = {
       '`Content-Range` is refused with 400 `partial_put_unsupported` and stores nothing.',
     auth: 'token',
     params: z.object({ name: z.string().min(1).openapi({ description: 'file name (cleaned, never used as a path)' }) }),
+    query: retentionQuery,
     headers: z.object({
       'Content-Digest': z.string().optional().openapi({ description: 'sha-256=:<base64>: checked against the received bytes (422 on mismatch)' }),
       'Repr-Digest': z.string().optional().openapi({ description: 'same as Content-Digest' }),
@@ -366,14 +383,75 @@ export const API = {
     // key_unavailable (503): the file is wrapped under a master key the server does not hold yet.
     errors: ['not_found', 'range_not_satisfiable', 'integrity_error', 'key_unavailable'],
   },
+  updateFile: {
+    method: 'patch',
+    path: '/files/:id',
+    tag: 'Files',
+    summary: "Change a file's expiry",
+    description:
+      'The purge job crypto-shreds the file at `expiresAt`. The new expiry counts from now and may be at most FILE_MAX_RETENTION after ' +
+      'the upload; `null` (keep until deleted) only when no FILE_MAX_RETENTION is set.',
+    auth: 'token',
+    params: fileIdParams,
+    body: { kind: 'json', schema: filePatchBody },
+    responses: { 200: { description: 'the file with its new expiry', schema: M.FileMeta } },
+    errors: ['not_found', 'validation_error'],
+  },
   deleteFile: {
     method: 'delete',
     path: '/files/:id',
     tag: 'Files',
     summary: 'Delete a file (its key is destroyed with the row) and revoke its links',
+    description: 'A file under a legal hold (its own, or its owner\'s) cannot be deleted by anyone: 409 `legal_hold`.',
     auth: 'token',
     params: fileIdParams,
     responses: { 204: { description: 'deleted' } },
+    errors: ['not_found', 'legal_hold'],
+  },
+  // --- Legal holds (admin) ---
+  putFileHold: {
+    method: 'put',
+    path: '/files/:id/hold',
+    tag: 'Legal holds (admin)',
+    summary: 'Put a file under legal hold',
+    description: 'A held file cannot be deleted by anyone and does not expire (the purge job skips it); its links can still be revoked. Audited (hold.place).',
+    auth: 'admin',
+    params: fileIdParams,
+    body: { kind: 'json', schema: holdBody },
+    responses: holdResponses,
+    errors: ['not_found'],
+  },
+  deleteFileHold: {
+    method: 'delete',
+    path: '/files/:id/hold',
+    tag: 'Legal holds (admin)',
+    summary: "Release a file's legal hold",
+    description: 'Audited (hold.release). A file past its expiry is purged at the next pass.',
+    auth: 'admin',
+    params: fileIdParams,
+    responses: { 204: { description: 'released' } },
+    errors: ['not_found'],
+  },
+  putUserHold: {
+    method: 'put',
+    path: '/users/:id/hold',
+    tag: 'Legal holds (admin)',
+    summary: "Put all of a user's files under legal hold",
+    description: 'Holds every file the user owns now or uploads later; the user cannot be deleted meanwhile. Audited (hold.place).',
+    auth: 'admin',
+    params: z.object({ id: idParam.openapi({ description: 'user id' }) }),
+    body: { kind: 'json', schema: holdBody },
+    responses: holdResponses,
+    errors: ['not_found'],
+  },
+  deleteUserHold: {
+    method: 'delete',
+    path: '/users/:id/hold',
+    tag: 'Legal holds (admin)',
+    summary: "Release a user's legal hold",
+    auth: 'admin',
+    params: z.object({ id: idParam.openapi({ description: 'user id' }) }),
+    responses: { 204: { description: 'released' } },
     errors: ['not_found'],
   },
   // --- Sharing ---
@@ -732,7 +810,8 @@ export function openApiPath(op: Pick<ApiOperation, 'path' | 'mount'>): string {
  */
 export function commonErrors(op: ApiOperation): ErrorCode[] {
   const out: ErrorCode[] = ['internal_error'];
-  if (op.auth !== 'none') out.push('unauthorized');
+  // A token of a user REQUIRE_2FA covers who has not enrolled yet is refused on every route.
+  if (op.auth !== 'none') out.push('unauthorized', 'mfa_enrolment_required');
   if (op.auth === 'admin') out.push('forbidden');
   if (op.body?.kind === 'json') out.push('validation_error', 'invalid_json', 'payload_too_large', 'unsupported_media_type', 'body_timeout');
   return out;

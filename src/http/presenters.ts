@@ -5,7 +5,8 @@
 import type { FileRow } from '../db/files.js';
 import type { TokenRow } from '../db/tokens.js';
 import type { UserRow } from '../db/users.js';
-import type { FileMeta, Token, UploadRequest, User } from './api-models.js';
+import type { FileMeta, Hold, Token, UploadRequest, User } from './api-models.js';
+import type { HoldRow } from '../db/holds.js';
 import type { UploadRequestRow } from '../db/requests.js';
 import { requestStatus } from '../services/requests.js';
 import type { z } from './zod.js';
@@ -17,12 +18,26 @@ function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
 }
 
-/** FileMeta for the API. */
-export function presentFile(f: FileRow): z.infer<typeof FileMeta> {
-  const out: z.infer<typeof FileMeta> = { id: f.id, name: f.name, size: f.size, mimeType: f.mimeType, sha256: f.sha256.toString('hex'), createdAt: iso(f.createdAt) };
+/** FileMeta for the API; `legalHold` only where the caller looked it up. */
+export function presentFile(f: FileRow, legalHold?: boolean): z.infer<typeof FileMeta> {
+  const out: z.infer<typeof FileMeta> = {
+    id: f.id,
+    name: f.name,
+    size: f.size,
+    mimeType: f.mimeType,
+    sha256: f.sha256.toString('hex'),
+    createdAt: iso(f.createdAt),
+    expiresAt: iso(f.expiresAt ?? null),
+    ...(legalHold === undefined ? {} : { legalHold }),
+  };
   // Only files that came through an upload request carry where from (and what the uploader said).
   if (f.requestId) Object.assign(out, { requestId: f.requestId, uploaderName: f.uploaderName ?? null, uploaderEmail: f.uploaderEmail ?? null });
   return out;
+}
+
+/** A legal hold for the API. */
+export function presentHold(h: HoldRow): z.infer<typeof Hold> {
+  return { scope: h.scope, targetId: h.targetId, reason: h.reason, reference: h.reference, placedBy: h.placedBy, placedAt: iso(h.placedAt) };
 }
 
 /** An upload request for its owner: never the token hash or password hash. */

@@ -19,6 +19,12 @@ export const tokenCreateBody = z
     password,
     name: z.string().trim().min(1).max(100).default('api'),
     expiresInSeconds: z.number().int().min(60).optional(),
+    otp: z
+      .string()
+      .min(1)
+      .max(64)
+      .optional()
+      .openapi({ description: 'for an account with a second factor: the current code of its authenticator app (6 digits), or one of its recovery codes (used up)' }),
   })
   .strict();
 
@@ -83,6 +89,28 @@ export const shareCreateBody = z
     note: z.string().max(500).optional(),
     recipients: z.array(emailAddress).max(20).optional().openapi({ description: 'addresses the server emails the link to (never the password)' }),
     message: z.string().max(2000).optional().openapi({ description: 'a message for the recipients, in the email' }),
+    deleteFileAfterLastDownload: z
+      .boolean()
+      .optional()
+      .openapi({ description: 'purge the file once the last allowed download completed (needs maxDownloads; an interrupted download does not count)' }),
+  })
+  .strict();
+
+export const filePatchBody = z
+  .object({
+    expiresInSeconds: z
+      .number()
+      .int()
+      .min(60)
+      .nullable()
+      .openapi({ description: 'new lifetime from now; null keeps the file until deleted (refused under FILE_MAX_RETENTION). At most FILE_MAX_RETENTION after the upload' }),
+  })
+  .strict();
+
+export const holdBody = z
+  .object({
+    reason: z.string().trim().min(1).max(500).openapi({ description: 'why the data must be kept (shown to admins and in the audit log)' }),
+    reference: z.string().trim().max(200).optional().openapi({ description: 'case or matter number' }),
   })
   .strict();
 

@@ -89,3 +89,55 @@ export async function withOpLock<T>(db: Database, what: string, fn: (lock: OpLoc
     await lock.release();
   }
 }
+
+/**
+ * Takes the named job lease (e.g. the purge job's) if nobody holds it, in ONE statement: an
+ * insert that, on a row already there, takes it over only when that row has expired. So of
+ * any number of instances trying at once exactly one gets it, on SQLite and on PostgreSQL
+ * alike, and a holder that died (SIGKILL) is replaced once its row expires. Null when held.
+ * The holder renews it every ttl/3 until release().
+ */
+export async function tryLease(db: Database, name: string, what: string, ttlMs: number): Promise<OpLock | null> {
+  const token = randomBytes(16).toString('hex');
+  const now = Date.now();
+  const holder = `${what} (pid ${process.pid} on ${os.hostname()}, since ${new Date(now).toISOString()})`;
+  const taken = await db.kysely
+    .insertInto('op_locks')
+    .values({ name, token, holder, acquired_at: now, expires_at: now + ttlMs })
+    .onConflict((oc) =>
+      oc
+        .column('name')
+        .doUpdateSet({ token, holder, acquired_at: now, expires_at: now + ttlMs })
+        .where('op_locks.expires_at', '<=', now),
+    )
+    .returning('token')
+    .executeTakeFirst();
+  if (taken?.token !== token) return null;
+  let held = true;
+  let released = false;
+  const timer = setInterval(() => {
+    void db.kysely
+      .updateTable('op_locks')
+      .set({ expires_at: Date.now() + ttlMs })
+      .where('name', '=', name)
+      .where('token', '=', token)
+      .executeTakeFirst()
+      .then((r) => {
+        if (Number(r.numUpdatedRows) !== 1) held = false;
+      })
+      .catch(() => {
+        /* retried at the next tick; expiry decides */
+      });
+  }, Math.max(1000, Math.floor(ttlMs / 3)));
+  timer.unref();
+  return {
+    holder,
+    held: () => held && !released,
+    async release() {
+      if (released) return;
+      released = true;
+      clearInterval(timer);
+      await db.kysely.deleteFrom('op_locks').where('name', '=', name).where('token', '=', token).execute();
+    },
+  };
+}

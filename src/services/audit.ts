@@ -150,54 +150,70 @@ export class AuditLog {
    * transaction, so concurrent appends, in this process or another, form one chain.
    */
   async record(e: AuditInput): Promise<AuditRow> {
-    const { db, keyring } = this.deps;
-    if (!this.key) {
-      const root = await new SecretsRepo(db.kysely).obtain(AUDIT_ROOT_SECRET, keyring);
-      this.key ??= auditKeyFrom(root);
-      root.fill(0);
-    }
-    const keyId = this.key.id;
-    const key = this.key.mac;
-    const row = await db.transaction(async (trx): Promise<AuditRow> => {
-        const last = await trx.selectFrom('audit_events').select(['seq', 'mac']).orderBy('seq', 'desc').limit(1).executeTakeFirst();
-        const base: Omit<AuditRow, 'mac'> = {
-          seq: (last?.seq ?? 0) + 1,
-          at: this.now(),
-          actor: e.actor,
-          action: e.action,
-          subjectUserId: e.subjectUserId ?? null,
-          fileId: e.fileId ?? null,
-          shareId: e.shareId ?? null,
-          ip: e.ip ?? null,
-          userAgent: e.userAgent ? e.userAgent.slice(0, 300) : null,
-          outcome: e.outcome,
-          details: e.details ?? {},
-          keyId,
-        };
-        const mac = macOf(key, last?.mac ?? GENESIS, base);
-        await trx
-          .insertInto('audit_events')
-          .values({
-            seq: base.seq,
-            at: base.at,
-            actor: base.actor,
-            action: base.action,
-            subject_user_id: base.subjectUserId,
-            file_id: base.fileId,
-            share_id: base.shareId,
-            ip: base.ip,
-            user_agent: base.userAgent,
-            outcome: base.outcome,
-            details: JSON.stringify(base.details),
-            key_id: base.keyId,
-            mac,
-          })
-          .execute();
-        await this.deps.onAppend?.(trx, base);
-        return { ...base, mac };
-      });
+    await this.ready();
+    const row = await this.deps.db.transaction((trx) => this.appendIn(trx, e));
     await this.publishHead(row);
     return row;
+  }
+
+  /** Loads the audit key (may write its wrapped root on first use): call before appendIn, outside any transaction. */
+  async ready(): Promise<void> {
+    if (this.key) return;
+    const root = await new SecretsRepo(this.deps.db.kysely).obtain(AUDIT_ROOT_SECRET, this.deps.keyring);
+    this.key ??= auditKeyFrom(root);
+    root.fill(0);
+  }
+
+  /**
+   * Appends one event inside the caller's open transaction, so the event and the change it
+   * describes commit together or not at all (the purge: exactly one file.purge row per file,
+   * whatever crashes). Call ready() first; hand the row to committed() after the commit.
+   */
+  async appendIn(trx: Trx, e: AuditInput): Promise<AuditRow> {
+    if (!this.key) throw new Error('AuditLog.ready() must be awaited before appendIn');
+    const keyId = this.key.id;
+    const key = this.key.mac;
+    const last = await trx.selectFrom('audit_events').select(['seq', 'mac']).orderBy('seq', 'desc').limit(1).executeTakeFirst();
+    const base: Omit<AuditRow, 'mac'> = {
+      seq: (last?.seq ?? 0) + 1,
+      at: this.now(),
+      actor: e.actor,
+      action: e.action,
+      subjectUserId: e.subjectUserId ?? null,
+      fileId: e.fileId ?? null,
+      shareId: e.shareId ?? null,
+      ip: e.ip ?? null,
+      userAgent: e.userAgent ? e.userAgent.slice(0, 300) : null,
+      outcome: e.outcome,
+      details: e.details ?? {},
+      keyId,
+    };
+    const mac = macOf(key, last?.mac ?? GENESIS, base);
+    await trx
+      .insertInto('audit_events')
+      .values({
+        seq: base.seq,
+        at: base.at,
+        actor: base.actor,
+        action: base.action,
+        subject_user_id: base.subjectUserId,
+        file_id: base.fileId,
+        share_id: base.shareId,
+        ip: base.ip,
+        user_agent: base.userAgent,
+        outcome: base.outcome,
+        details: JSON.stringify(base.details),
+        key_id: base.keyId,
+        mac,
+      })
+      .execute();
+    await this.deps.onAppend?.(trx, base);
+    return { ...base, mac };
+  }
+
+  /** Publishes the head after the transaction holding an appendIn row committed. */
+  async committed(row: AuditRow): Promise<void> {
+    await this.publishHead(row);
   }
 
   /**

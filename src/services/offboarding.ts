@@ -11,6 +11,7 @@ import { AppError } from '../errors.js';
 import type { AccountsService } from './accounts.js';
 import type { AuditInput } from './audit.js';
 import type { VaultService } from './vault.js';
+import { HoldsRepo } from '../db/holds.js';
 
 export interface OffboardingDeps {
   db: Database;
@@ -64,6 +65,10 @@ export async function deleteUser(d: OffboardingDeps, userId: string, decision: F
       if (page.length < PAGE) break;
       cursor = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
     }
+  }
+  // Held data may not go: neither the user's files nor (so nothing is orphaned) the user.
+  if (await new HoldsRepo(d.db.kysely).userHasHeldFiles(user.id)) {
+    throw new AppError('legal_hold', `"${user.username}" or one of their files is under a legal hold; an administrator must release it before the user can be deleted`);
   }
   // Throws conflict for the last active admin, before anything is changed.
   const { revokedTokens, revokedShares } = await d.accounts.adminUpdate(user.id, { disabled: true });

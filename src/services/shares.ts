@@ -21,13 +21,14 @@ import type { Database, Executor, Trx } from '../db/database.js';
 import type { Notifier } from './notify/notifier.js';
 import type { FileRow } from '../db/files.js';
 import { SharesRepo, type ShareRow } from '../db/shares.js';
+import { HoldsRepo } from '../db/holds.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { AppError } from '../errors.js';
 import { newId } from './ids.js';
 import type { IntegrityKeys } from './integrity.js';
 import type { IntegrityFailure } from './accounts.js';
 import type { PasswordHasher } from './passwords.js';
-import { checkPassword } from './accounts.js';
+import { checkPasswordLength } from './accounts.js';
 
 const TICKET_LABEL = 'sfs/v1 share download ticket';
 export const TICKET_TTL_MS = 60 * 60 * 1000;
@@ -61,6 +62,8 @@ export interface ShareInput {
   maxDownloads?: number | null;
   password?: string;
   note?: string;
+  /** Purge the file once the last allowed download completed (needs maxDownloads). */
+  deleteFileAfterLastDownload?: boolean;
 }
 
 /** A download ticket whose signature and expiry have been checked. */
@@ -118,9 +121,12 @@ export class SharesService {
     if (ttl > this.deps.maxTtlSeconds) {
       throw new AppError('validation_error', `expiresInSeconds: must be at most ${this.deps.maxTtlSeconds}`);
     }
+    if (input.deleteFileAfterLastDownload && (input.maxDownloads === undefined || input.maxDownloads === null)) {
+      throw new AppError('validation_error', 'deleteFileAfterLastDownload: needs maxDownloads (the last allowed download is what deletes the file)');
+    }
     let passwordHash: string | null = null;
     if (input.password !== undefined && input.password !== '') {
-      checkPassword(input.password);
+      checkPasswordLength(input.password);
       passwordHash = await this.deps.hasher.hash(input.password);
     }
     const token = randomBytes(32).toString('base64url');
@@ -138,6 +144,7 @@ export class SharesService {
       bytesServed: 0,
       revokedAt: null,
       expiredAt: null,
+      deleteFileAfter: input.deleteFileAfterLastDownload === true,
     };
     await this.deps.db.transaction(async (trx) => {
       // The password hash above is slow: an admin may have disabled the owner (revoking their
@@ -187,6 +194,9 @@ export class SharesService {
     const repeat = ticket !== null && (await this.repo.ticketCounted(share.id, ticket.id, now));
     const reason = SharesService.unavailableReason(share, file.size, now);
     if (reason && !(reason === 'exhausted' && repeat)) return null;
+    // A file past its expiry is gone for recipients at once, not only when the purge job gets
+    // to it; unless a legal hold keeps it (a held file does not expire).
+    if (file.expiresAt != null && file.expiresAt <= now && (await new HoldsRepo(this.deps.db.kysely).holdsOnFile(file)).length === 0) return null;
     return { share, file, ticket, repeat };
   }
 

@@ -50,6 +50,8 @@ export interface TusDeps {
   maxOpenUploads: number;
   leaseMs: number;
   chunkSize?: number;
+  /** The expiry a completed upload's file gets (the retention default, services/lifecycle.ts); none when absent. */
+  fileExpiresAt?: (createdAt: number) => number | null;
   now?: () => number;
 }
 
@@ -401,6 +403,7 @@ export class TusService {
       formatVersion: FORMAT_VERSION,
       chunkSize: row.chunk_size,
       createdAt: now,
+      expiresAt: this.d.fileExpiresAt?.(now) ?? null,
     };
     try {
       // The upload's bytes stop counting as an open upload and start counting as the file in

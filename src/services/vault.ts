@@ -73,6 +73,8 @@ export interface FileOrigin {
 /** What a commit adds to the plain case: the files' origin, and a step inside the inserting transaction. */
 export interface CommitExtra {
   origin?: FileOrigin;
+  /** The files' expiry (ms; services/lifecycle.ts RetentionPolicy); null or absent: none. */
+  expiresAt?: number | null;
   /** Runs in the transaction that inserts the rows, after them; throwing rolls everything back (and discards the blobs). */
   within?: (trx: Trx, rows: FileRow[]) => Promise<void>;
 }
@@ -178,6 +180,7 @@ export class VaultService {
         chunkSize: s.chunkSize,
         // Files of one request keep their order when listed newest first.
         createdAt: now + i,
+        expiresAt: extra.expiresAt ?? null,
         requestId: extra.origin?.requestId ?? null,
         uploaderName: extra.origin?.uploaderName ?? null,
         uploaderEmail: extra.origin?.uploaderEmail ?? null,
@@ -248,10 +251,16 @@ export class VaultService {
     return { files, next: rows.length > limit && last ? { createdAt: last.createdAt, id: last.id } : null };
   }
 
-  /** Crypto-shreds the row (wrapped DEK gone in the same transaction), then removes the blob. */
+  /**
+   * Crypto-shreds the row (wrapped DEK gone in the same transaction), then removes the blob.
+   * A file under a legal hold is refused with legal_hold (checked in the shred's statement).
+   */
   async delete(ownerId: string, id: string): Promise<FileRow> {
     const row = await this.get(ownerId, id);
-    if (!(await this.files.shred(id, ownerId))) throw new AppError('not_found', 'no such file');
+    if (!(await this.files.shred(id, ownerId))) {
+      if (await this.files.byIdForOwner(id, ownerId)) throw new AppError('legal_hold', 'this file is under a legal hold and cannot be deleted; an administrator must release the hold first');
+      throw new AppError('not_found', 'no such file');
+    }
     if (this.deps.db.dialect === 'sqlite') {
       try {
         // sqlite-only: push the freed pages out of the WAL so the old wrapped key does not linger there.

@@ -173,6 +173,25 @@ check 404 curl -sS -u ':read it to them' -T report.pdf "$REQ_URL/" -o /dev/null
 ok "a closed request is a 404"
 check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/requests/$REQ_ID"
 ok "the request is deleted"
+# ---- Expiry and legal hold ------------------------------------------------------------------------
+check 201 curl -sS -H "$AUTH" -T scan.png "$BASE/api/v1/uploads/scan.png?expiresInSeconds=604800" > out.json
+[ "$(jq -r '.file.expiresAt | sub("\\.[0-9]+Z$"; "Z") | fromdateiso8601' out.json)" -gt "$(( $(date +%s) + 604000 ))" ] || fail "upload expiry: $(jq -r .file.expiresAt out.json)"
+check 201 curl -sS -H "$AUTH" -F expiresInSeconds=86400 -F file=@scan.png "$BASE/api/v1/files" > out.json
+[ "$(jq -r '.files[0].expiresAt' out.json)" != null ] || fail "multipart upload expiry"
+ok "uploads with an expiry"
+check 200 curl -sS -H "$AUTH" -X PATCH "$BASE/api/v1/files/$FILE_ID" --json '{"expiresInSeconds":2592000}' > out.json
+[ "$(jq -r .expiresAt out.json)" != null ] || fail "PATCH expiry"
+ok "expiry changed"
+check 201 curl -sS -H "$AUTH" "$BASE/api/v1/files/$FILE_ID/shares" --json '{"maxDownloads":1,"deleteFileAfterLastDownload":true}' > out.json
+same "$(jq -r .deleteFileAfterLastDownload out.json)" true "delete-after link"
+check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/shares/$(jq -r .id out.json)"
+ok "a link that deletes the file after its last download"
+check 200 curl -sS -H "$AUTH" -X PUT "$BASE/api/v1/files/$FILE_ID/hold" --json '{"reason":"Smith v. Jones","reference":"CASE-17"}' > out.json
+same "$(jq -r .reference out.json)" CASE-17 "hold placed"
+check 409 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/files/$FILE_ID" > out.json
+same "$(jq -r .code out.json)" legal_hold "delete under hold"
+check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/files/$FILE_ID/hold"
+ok "a held file cannot be deleted; the hold is released"
 
 # ---- Delete -------------------------------------------------------------------------------------
 check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/files/$FILE_ID"
@@ -197,6 +216,10 @@ check 200 curl -sS -H "$AUTH" "$BASE/api/v1/users" > out.json
 same "$(jq -r '[.users[].username] | sort | join(",")' out.json)" "admin,bob" "users"
 check 200 curl -sS -H "$AUTH" -X PATCH "$BASE/api/v1/users/$USER_ID" --json '{"quotaBytes":1073741824}' > out.json
 same "$(jq -r .quotaBytes out.json)" 1073741824 "quota"
+check 200 curl -sS -H "$AUTH" -X PUT "$BASE/api/v1/users/$USER_ID/hold" --json '{"reason":"custodian in Smith v. Jones"}' > out.json
+same "$(jq -r .scope out.json)" user "user hold"
+check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/users/$USER_ID/hold"
+ok "a user's legal hold placed and released"
 BOB_FILE_ID=$(check 201 curl -sS -H "Authorization: Bearer $BOB" -T report.pdf "$BASE/api/v1/uploads/" | jq -r .file.id)
 check 201 curl -sS -H "Authorization: Bearer $BOB" "$BASE/api/v1/files/$BOB_FILE_ID/shares" --json '{}' -o /dev/null
 check 201 curl -sS -H "Authorization: Bearer $BOB" "$BASE/api/v1/files/$BOB_FILE_ID/shares" --json '{}' -o /dev/null

@@ -283,6 +283,29 @@ export const PG_MIGRATIONS: PgMigration[] = [
     `,
   },
   {
+    version: 16,
+    name: 'retention, legal hold, purge queue',
+    sql: `
+      ALTER TABLE files ADD COLUMN expires_at BIGINT;
+      CREATE INDEX files_expires ON files(expires_at) WHERE expires_at IS NOT NULL;
+      ALTER TABLE shares ADD COLUMN delete_file_after INTEGER NOT NULL DEFAULT 0 CHECK (delete_file_after IN (0, 1));
+      CREATE TABLE legal_holds (
+        scope      TEXT NOT NULL CHECK (scope IN ('file', 'user', 'request')),
+        target_id  TEXT NOT NULL,
+        reason     TEXT NOT NULL,
+        reference  TEXT,
+        placed_by  TEXT NOT NULL,
+        placed_at  BIGINT NOT NULL,
+        PRIMARY KEY (scope, target_id)
+      );
+      CREATE TABLE purge_queue (
+        blob_id   TEXT PRIMARY KEY,
+        file_id   TEXT NOT NULL,
+        queued_at BIGINT NOT NULL
+      );
+    `,
+  },
+  {
     version: 17,
     name: 'notifications: outbox, webhooks, settings, sign-in addresses, link recipients',
     sql: `
@@ -338,18 +361,61 @@ export const PG_MIGRATIONS: PgMigration[] = [
       );
     `,
   },
+  {
+    version: 14,
+    name: 'second factors: TOTP, recovery codes, passkeys, reset notices, the 2FA policy',
+    sql: `
+      CREATE TABLE mfa_totp (
+        user_id      TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        key_id       TEXT NOT NULL,
+        sealed       BYTEA NOT NULL,
+        confirmed_at BIGINT,
+        last_step    BIGINT NOT NULL DEFAULT 0,
+        created_at   BIGINT NOT NULL
+      );
+      CREATE TABLE mfa_recovery_codes (
+        user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        code_hash  BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        used_at    BIGINT,
+        PRIMARY KEY (user_id, code_hash)
+      );
+      CREATE TABLE mfa_passkeys (
+        id           TEXT PRIMARY KEY,
+        user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        public_key   BYTEA NOT NULL,
+        counter      BIGINT NOT NULL DEFAULT 0,
+        transports   TEXT NOT NULL DEFAULT '',
+        row_mac      BYTEA NOT NULL,
+        created_at   BIGINT NOT NULL,
+        last_used_at BIGINT
+      );
+      CREATE INDEX mfa_passkeys_user ON mfa_passkeys(user_id);
+      CREATE TABLE mfa_notices (
+        user_id  TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        reset_at BIGINT NOT NULL
+      );
+      CREATE TABLE mfa_policy (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        require_2fa TEXT NOT NULL CHECK (require_2fa IN ('off', 'admins', 'all')),
+        updated_at  BIGINT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** Applies every migration newer than schema_version in one transaction under the migration lock. */
 export async function migrate(db: Database, migrations: PgMigration[] = PG_MIGRATIONS): Promise<number> {
-  const latest = migrations.at(-1)?.version ?? 0;
+  const latest = Math.max(0, ...migrations.map((m) => m.version));
   return db.transaction(async (trx) => {
     await sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`.execute(trx);
     await sql`CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`.execute(trx);
     const { rows } = await sql<{ version: number }>`SELECT version FROM schema_version`.execute(trx);
     let current = rows[0]?.version ?? 0;
     if (current > latest) throw new Error(`database schema version ${current} is newer than this server knows (${latest}); upgrade the server`);
-    for (const m of migrations) {
+    // In version order whatever order the list was merged in (several branches append to it).
+  for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
       if (m.version <= current) continue;
       await sql.raw(m.sql).execute(trx);
       current = m.version;

@@ -371,6 +371,35 @@ export const MIGRATIONS: Migration[] = [
     `,
   },
   {
+    version: 16,
+    name: 'retention, legal hold, purge queue',
+    sql: `
+      -- When a file is crypto-shredded by the purge job (ms; NULL: kept until deleted).
+      ALTER TABLE files ADD COLUMN expires_at INTEGER;
+      CREATE INDEX files_expires ON files(expires_at) WHERE expires_at IS NOT NULL;
+      -- "Delete the file after its last allowed download" (needs max_downloads).
+      ALTER TABLE shares ADD COLUMN delete_file_after INTEGER NOT NULL DEFAULT 0 CHECK (delete_file_after IN (0, 1));
+      -- Active legal holds; releasing one deletes its row (the audit log keeps the history).
+      CREATE TABLE legal_holds (
+        scope      TEXT NOT NULL CHECK (scope IN ('file', 'user', 'request')),
+        target_id  TEXT NOT NULL,
+        reason     TEXT NOT NULL,
+        reference  TEXT,
+        placed_by  TEXT NOT NULL,
+        placed_at  INTEGER NOT NULL,
+        PRIMARY KEY (scope, target_id)
+      ) STRICT;
+      -- Ciphertext whose row (and wrapped key) is already gone, written in the purge's
+      -- transaction: a pass that dies before removing the blob leaves it here, and the next
+      -- pass finishes the job, so a crash never leaves an orphan.
+      CREATE TABLE purge_queue (
+        blob_id   TEXT PRIMARY KEY,
+        file_id   TEXT NOT NULL,
+        queued_at INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
+  {
     version: 17,
     name: 'notifications: outbox, webhooks, settings, sign-in addresses, link recipients',
     sql: `
@@ -437,6 +466,58 @@ export const MIGRATIONS: Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 14,
+    name: 'second factors: TOTP, recovery codes, passkeys, reset notices, the 2FA policy',
+    sql: `
+      -- One TOTP authenticator per user (services/mfa.ts). The secret is sealed (AES-256-GCM
+      -- under an HKDF sub-key of the master key named by key_id, bound to the user), never
+      -- stored in clear; confirmed_at is null until the first code is confirmed. last_step is
+      -- the newest time step accepted: a code is accepted only by the one UPDATE that raises it,
+      -- so a code cannot be used twice, whichever instance it reaches.
+      CREATE TABLE mfa_totp (
+        user_id      TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        key_id       TEXT NOT NULL,
+        sealed       BLOB NOT NULL,
+        confirmed_at INTEGER,
+        last_step    INTEGER NOT NULL DEFAULT 0,
+        created_at   INTEGER NOT NULL
+      ) STRICT;
+      -- Single-use recovery codes as keyed hashes (HMAC under a key from the integrity root).
+      CREATE TABLE mfa_recovery_codes (
+        user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        code_hash  BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        used_at    INTEGER,
+        PRIMARY KEY (user_id, code_hash)
+      ) STRICT;
+      -- WebAuthn credentials (public keys only); row_mac binds id, user and key so a database
+      -- writer cannot plant a credential of their own.
+      CREATE TABLE mfa_passkeys (
+        id           TEXT PRIMARY KEY,
+        user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        public_key   BLOB NOT NULL,
+        counter      INTEGER NOT NULL DEFAULT 0,
+        transports   TEXT NOT NULL DEFAULT '',
+        row_mac      BLOB NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_used_at INTEGER
+      ) STRICT;
+      CREATE INDEX mfa_passkeys_user ON mfa_passkeys(user_id);
+      -- "An administrator reset your second factors": shown once at the next sign-in.
+      CREATE TABLE mfa_notices (
+        user_id  TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        reset_at INTEGER NOT NULL
+      ) STRICT;
+      -- The admin page's REQUIRE_2FA switch (one row at most); without it the setting applies.
+      CREATE TABLE mfa_policy (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        require_2fa TEXT NOT NULL CHECK (require_2fa IN ('off', 'admins', 'all')),
+        updated_at  INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
 ];
 
 /**
@@ -446,11 +527,12 @@ export const MIGRATIONS: Migration[] = [
  */
 export function migrate(db: Database, migrations: Migration[] = MIGRATIONS): number {
   let current = db.pragma('user_version', { simple: true }) as number;
-  const latest = migrations.at(-1)?.version ?? 0;
+  const latest = Math.max(0, ...migrations.map((m) => m.version));
   if (current > latest) {
     throw new Error(`database schema version ${current} is newer than this server knows (${latest}); upgrade the server`);
   }
-  for (const m of migrations) {
+  // In version order whatever order the list was merged in (several branches append to it).
+  for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
     if (m.version <= current) continue;
     db.transaction(() => {
       db.exec(m.sql);

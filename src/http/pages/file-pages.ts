@@ -13,6 +13,7 @@ import { requireUser, wantsJson, webUser } from './auth.js';
 import { humanDuration } from './format.js';
 import { OneTimeView } from './one-time.js';
 import { formError, type PagesDeps } from './shared.js';
+import { parseExpiresField } from '../../services/lifecycle.js';
 import { tusRoutes } from '../routes/tus.js';
 
 const PAGE_SIZE = 20;
@@ -25,6 +26,14 @@ interface NewShare {
   /** Addresses the link was emailed to. */
   emailedTo?: string[];
 }
+/** File lifetimes offered on the upload and file pages (those above FILE_MAX_RETENTION are left out). */
+const RETENTION_CHOICES = [86400, 7 * 86400, 30 * 86400, 90 * 86400, 365 * 86400];
+
+/** Whole days from now until `ms` (at least 0), for "expires in N days". */
+export function daysUntil(ms: number, now = Date.now()): number {
+  return Math.max(0, Math.ceil((ms - now) / 86400_000));
+}
+
 /** Link lifetimes offered on the share form (those above SHARE_MAX_TTL are left out). */
 const EXPIRY_CHOICES = [3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400, 90 * 86400];
 
@@ -41,6 +50,15 @@ export function filePages(d: PagesDeps): Router {
 
   const uploaded = (req: Request, rows: FileRow[]) => recordUploads(d.audit, req, rows, 'page');
 
+  /** The "Keep for" choices within the ceiling ("" = until deleted, only without one), the default first chosen. */
+  const retentionChoices = (maxSeconds: number | null) => {
+    const choices: { value: string; label: string }[] = [];
+    if (d.retention.maxSeconds === null) choices.push({ value: '', label: d.retention.defaultSeconds === null ? 'Until I delete it' : `Default (${humanDuration(d.retention.defaultSeconds)})` });
+    for (const s of RETENTION_CHOICES) if (maxSeconds === null || s <= maxSeconds) choices.push({ value: String(s), label: humanDuration(s) });
+    if (maxSeconds !== null && !RETENTION_CHOICES.includes(maxSeconds) && maxSeconds >= 60) choices.push({ value: String(maxSeconds), label: `${humanDuration(maxSeconds)} (the longest allowed)` });
+    return choices;
+  };
+
   r.get('/', async (req, res) => {
     if (await d.accounts.setupOpen()) return void res.redirect(303, '/setup');
     if (!req.webUser) return void res.redirect(303, '/login');
@@ -56,6 +74,8 @@ export function filePages(d: PagesDeps): Router {
       quota: await d.vault.quota.limitOf(user.id),
       maxFileSize: config.maxFileSize,
       maxFiles: config.maxFilesPerRequest,
+      retentionChoices: retentionChoices(d.retention.maxSeconds),
+      defaultRetention: d.retention.defaultSeconds === null ? '' : String(d.retention.defaultSeconds),
       tusThreshold: config.tusPageThreshold,
       // multer has not read the body when the CSRF check runs, so the token rides in the URL.
       uploadAction: `/upload?_csrf=${encodeURIComponent(String(res.locals.csrfToken))}`,
@@ -74,12 +94,14 @@ export function filePages(d: PagesDeps): Router {
     withLease,
     multipartUpload(d.vault, { maxFileSize: config.maxFileSize, maxFiles: config.maxFilesPerRequest, lease: leaseOf }),
     async (req, res) => {
+      // A bad lifetime throws while the parts are still in req.staged: they are discarded.
+      const expiresAt = d.retention.forUpload(Date.now(), parseExpiresField((req.body as Record<string, unknown> | undefined)?.expiresInSeconds));
       const staged = (req.staged ?? []).sort((a, b) => a.seq - b.seq);
       req.staged = [];
       if (staged.length === 0) throw new AppError('validation_error', 'choose at least one file to upload');
-      const rows = await d.vault.commit(webUser(req).id, staged, leaseOf(res));
+      const rows = await d.vault.commit(webUser(req).id, staged, leaseOf(res), { expiresAt });
       await uploaded(req, rows);
-      if (wantsJson(req)) return void res.status(201).json({ files: rows.map(presentFile) });
+      if (wantsJson(req)) return void res.status(201).json({ files: rows.map((f) => presentFile(f)) });
       res.redirect(303, `/?uploaded=${rows.map((f) => f.id).join(',')}`);
     },
   );
@@ -92,7 +114,8 @@ export function filePages(d: PagesDeps): Router {
     const requestId = typeof req.query.request === 'string' ? req.query.request : undefined;
     const fromRequest = requestId === undefined ? null : await d.requests.ownedBy(webUser(req).id, requestId);
     const page = await d.vault.list(webUser(req).id, PAGE_SIZE, cursor, fromRequest?.id);
-    res.render('files', { title: 'Your files', nav: 'files', files: page.files, nextCursor: encodeCursor(page.next), paged: cursor !== null, fromRequest });
+    const held = await d.lifecycle.holds.heldAmong(webUser(req).id, page.files.map((f) => f.id));
+    res.render('files', { title: 'Your files', nav: 'files', files: page.files, held, daysUntil, nextCursor: encodeCursor(page.next), paged: cursor !== null, fromRequest });
   });
 
   const renderFile = async (req: Request, res: Response, file: FileRow, extra: Record<string, unknown> = {}, status = 200) => {
@@ -104,15 +127,23 @@ export function filePages(d: PagesDeps): Router {
       expiryChoices.push({ seconds: config.shareDefaultTtl, label: humanDuration(config.shareDefaultTtl) });
       expiryChoices.sort((a, b) => a.seconds - b.seconds);
     }
+    const holds = await d.lifecycle.holds.holdsOnFile(file);
+    const max = d.retention.maxSeconds;
+    // What is left of the ceiling (it counts from the upload) bounds the choices of a change.
+    const left = max === null ? null : Math.floor((file.createdAt + max * 1000 - Date.now()) / 1000);
     res.status(status).render('file', {
       title: file.name,
       nav: 'files',
       file,
+      holds,
+      daysUntil,
+      expiryChoices2: retentionChoices(left).filter((c) => c.value !== '' || max === null).map((c) => (c.value === '' ? { ...c, label: 'Until I delete it' } : c)),
+      expiryError: null,
       sha256: file.sha256.toString('hex'),
       shares,
       expiryChoices,
       defaultExpiry: config.shareDefaultTtl,
-      form: { maxDownloads: '', note: '', expires: String(config.shareDefaultTtl), recipients: '', message: '' },
+      form: { maxDownloads: '', note: '', expires: String(config.shareDefaultTtl), recipients: '', message: '', deleteAfter: false },
       emailEnabled: d.notify.emailEnabled,
       formError: null,
       newShare: null,
@@ -128,7 +159,14 @@ export function filePages(d: PagesDeps): Router {
   r.post('/files/:id/shares', requireUser, async (req, res) => {
     const user = webUser(req);
     const file = await d.vault.get(user.id, String(req.params.id));
-    const form = { expires: field(req, 'expires'), maxDownloads: field(req, 'maxDownloads').trim(), note: field(req, 'note').trim(), recipients: field(req, 'recipients').trim(), message: field(req, 'message').trim() };
+    const form = {
+      expires: field(req, 'expires'),
+      maxDownloads: field(req, 'maxDownloads').trim(),
+      note: field(req, 'note').trim(),
+      recipients: field(req, 'recipients').trim(),
+      message: field(req, 'message').trim(),
+      deleteAfter: field(req, 'deleteAfter') === 'yes',
+    };
     const fail = (message: string) => renderFile(req, res, file, { form, formError: message }, 400);
     const expires = Number(form.expires);
     if (!Number.isInteger(expires) || expires < 60 || expires > config.shareMaxTtl) return void (await fail('Choose how long the link should work.'));
@@ -140,6 +178,7 @@ export function filePages(d: PagesDeps): Router {
       }
     }
     if (form.note.length > 500) return void (await fail('The note can have at most 500 characters.'));
+    if (form.deleteAfter && maxDownloads === null) return void (await fail('To delete the file after the last download, set a maximum number of downloads.'));
     // One address per line or separated by commas; each checked as the API checks it.
     const recipients = [...new Set(form.recipients.split(/[\s,;]+/).filter(Boolean).map((a) => a.toLowerCase()))];
     if (recipients.length > 20) return void (await fail('Send the link to at most 20 addresses at once.'));
@@ -150,7 +189,7 @@ export function filePages(d: PagesDeps): Router {
     const base = publicBase(req, config.publicUrl);
     let created;
     try {
-      created = await d.shares.create(user.id, file, { expiresInSeconds: expires, maxDownloads, password: field(req, 'password'), note: form.note || undefined }, (trx, s, t) =>
+      created = await d.shares.create(user.id, file, { expiresInSeconds: expires, maxDownloads, password: field(req, 'password'), note: form.note || undefined, deleteFileAfterLastDownload: form.deleteAfter }, (trx, s, t) =>
         d.notify.linkEmailsIn(trx, {
           shareId: s.id,
           ownerId: user.id,
@@ -199,6 +238,21 @@ export function filePages(d: PagesDeps): Router {
       await d.audit.record({ actor: user.id, action: 'share.revoke', outcome: 'success', subjectUserId: user.id, fileId: share.fileId, shareId: share.id, ...clientOf(req), details: { via: 'page' } });
     }
     res.redirect(303, `/files/${share.fileId}?msg=revoked`);
+  });
+
+  r.post('/files/:id/expiry', requireUser, async (req, res) => {
+    const user = webUser(req);
+    const file = await d.vault.get(user.id, String(req.params.id));
+    const raw = field(req, 'expiresInSeconds');
+    let expiresAt: number | null;
+    try {
+      expiresAt = d.retention.forChange(file.createdAt, Date.now(), raw === '' ? null : (parseExpiresField(raw) ?? null));
+    } catch (err) {
+      return void (await renderFile(req, res, file, { expiryError: formError(err) }, 400));
+    }
+    await d.vault.files.setExpiry(file.id, user.id, expiresAt);
+    await d.audit.record({ actor: user.id, action: 'file.expiry', outcome: 'success', subjectUserId: user.id, fileId: file.id, ...clientOf(req), details: { from: file.expiresAt ?? null, to: expiresAt, via: 'page' } });
+    res.redirect(303, `/files/${file.id}?msg=expiry-changed`);
   });
 
   r.post('/files/:id/delete', requireUser, async (req, res) => {

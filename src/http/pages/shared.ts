@@ -9,6 +9,7 @@ import type { Database } from '../../db/database.js';
 import { isAppError, type AppError } from '../../errors.js';
 import type { AccountsService, SetupCode } from '../../services/accounts.js';
 import type { AuditLog } from '../../services/audit.js';
+import type { MfaService } from '../../services/mfa.js';
 import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
 import type { RequestsService } from '../../services/requests.js';
@@ -18,6 +19,7 @@ import type { Notifier } from '../../services/notify/notifier.js';
 import type { Csrf } from '../csrf.js';
 import type { TusService } from '../../services/tus.js';
 import type { PasswordLimits } from '../rate-limit.js';
+import type { LifecycleService, RetentionPolicy } from '../../services/lifecycle.js';
 
 export interface PagesDeps {
   config: Config;
@@ -30,12 +32,18 @@ export interface PagesDeps {
   shares: SharesService;
   requests: RequestsService;
   audit: AuditLog;
+  lifecycle: LifecycleService;
+  retention: RetentionPolicy;
   sessions: WebSessions;
   /** A stored session failed its seal (logged and audited by the app). */
   onSessionTampered?: (key: string, uid: string | null) => void;
   setup: SetupCode;
   csrf: Csrf;
   limits: PasswordLimits;
+  /** Second factors and the REQUIRE_2FA policy. */
+  mfa: MfaService;
+  /** The clock for sudo mode and second steps (tests move it). */
+  now: () => number;
   /** Notification settings, webhooks, and sending links by email. */
   notify: Notifier;
   /** Single sign-on (OIDC_ISSUER), or null when not configured. */
@@ -56,6 +64,16 @@ export const MESSAGES: Record<string, string> = {
   'user-deleted': 'The user was deleted.',
   'link-revoked': 'The link was revoked.',
   'links-revoked': 'Every live link of this user was revoked.',
+  'mfa-enrolled': 'Your authenticator app is set up.',
+  'mfa-removed': 'The authenticator app was removed.',
+  'mfa-reset': 'An administrator reset your second factors. Set up a new one below, on the two-factor page.',
+  'mfa-user-reset': "The user's second factors were reset. They are told at their next sign-in.",
+  'recovery-used': 'You signed in with a recovery code; it cannot be used again. Make new codes if you are running low.',
+  'passkey-added': 'The passkey was added.',
+  'passkey-renamed': 'The passkey was renamed.',
+  'passkey-removed': 'The passkey was removed.',
+  'policy-updated': 'The two-factor policy was changed.',
+  'expiry-changed': 'The expiry was changed.',
   'request-closed': 'The upload request was closed. Its link takes no more files.',
   'request-extended': 'The upload request now works longer.',
   'request-deleted': 'The upload request was deleted. The files that came through it are still yours.',
@@ -77,6 +95,6 @@ export function pageText(detail: string): string {
 
 /** Turns a service's validation or conflict error into a message for the form; rethrows anything else. */
 export function formError(err: unknown): string {
-  if (isAppError(err, 'validation_error') || isAppError(err, 'conflict') || isAppError(err, 'forbidden')) return pageText((err as AppError).detail);
+  if (isAppError(err, 'validation_error') || isAppError(err, 'conflict') || isAppError(err, 'legal_hold') || isAppError(err, 'forbidden')) return pageText((err as AppError).detail);
   throw err;
 }

@@ -9,7 +9,10 @@ import type { ApiRoutes } from '../api-router.js';
 import { principal } from '../auth.js';
 import { clientOf } from '../context.js';
 import { decodeCursor, encodeCursor, presentFile } from '../presenters.js';
-import { fileListQuery, parse } from '../schemas.js';
+import { fileListQuery, filePatchBody, holdBody, parse } from '../schemas.js';
+import { parseExpiresField, type LifecycleService, type RetentionPolicy } from '../../services/lifecycle.js';
+import type { HoldScope } from '../../db/holds.js';
+import { presentHold } from '../presenters.js';
 import { exemptFromBodyDeadline } from '../body-deadline.js';
 import { acceptBody, leaseOf, multipartUpload, parseDigestHeader, withQuotaLease } from '../upload.js';
 import { recordUploads, sendOwnerDownload } from '../events.js';
@@ -17,6 +20,8 @@ import { recordUploads, sendOwnerDownload } from '../events.js';
 export interface FilesRoutesDeps {
   vault: VaultService;
   audit: AuditLog;
+  retention: RetentionPolicy;
+  lifecycle: LifecycleService;
   maxFileSize: number;
   maxFilesPerRequest: number;
 }
@@ -26,17 +31,27 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
   const uploaded = (req: Request, rows: FileRow[], via: string) => recordUploads(d.audit, req, rows, via);
   const withLease = withQuotaLease(d.vault, (req) => principal(req).user.id);
 
+  // The lifetime is checked before a byte of the body is read when it comes in the query.
+  const retentionFirst = (req: Request, _res: Response, next: (err?: unknown) => void) => {
+    d.retention.forUpload(Date.now(), parseExpiresField(req.query.expiresInSeconds));
+    next();
+  };
+
   r.op(
     'uploadFiles',
+    retentionFirst,
     withLease,
     multipartUpload(d.vault, { maxFileSize: d.maxFileSize, maxFiles: d.maxFilesPerRequest, lease: leaseOf }),
     async (req, res) => {
+      // A bad lifetime throws while the parts are still in req.staged: they are discarded.
+      const field = (req.body as Record<string, unknown> | undefined)?.expiresInSeconds;
+      const expiresAt = d.retention.forUpload(Date.now(), parseExpiresField(field) ?? parseExpiresField(req.query.expiresInSeconds));
       const staged = (req.staged ?? []).sort((a, b) => a.seq - b.seq);
       req.staged = [];
       if (staged.length === 0) throw new AppError('validation_error', 'file: no file part; send one or more parts named "file"');
-      const rows = await d.vault.commit(principal(req).user.id, staged, leaseOf(res));
+      const rows = await d.vault.commit(principal(req).user.id, staged, leaseOf(res), { expiresAt });
       await uploaded(req, rows, 'multipart');
-      res.status(201).json({ files: rows.map(presentFile) });
+      res.status(201).json({ files: rows.map((f) => presentFile(f)) });
     },
   );
 
@@ -47,6 +62,8 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
       // or any byte of the body is read, and the connection closes so the body is not read either.
       throw new AppError('partial_put_unsupported', 'Content-Range on PUT is not supported: send the whole file in one request', {}, true);
     }
+    const requested = parseExpiresField(req.query.expiresInSeconds);
+    d.retention.forUpload(Date.now(), requested);
     const declared = req.headers['content-length'];
     if (declared !== undefined && Number(declared) > d.maxFileSize) {
       // Refuse before reading (and instead of 100 Continue).
@@ -66,7 +83,7 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
       exemptFromBodyDeadline(req);
       acceptBody(req, res);
       const staged = await d.vault.ingest(req, { name, mimeType, maxBytes: d.maxFileSize, expectedSha256: expected, lease });
-      const [row] = await d.vault.commit(principal(req).user.id, [staged], lease);
+      const [row] = await d.vault.commit(principal(req).user.id, [staged], lease, { expiresAt: d.retention.forUpload(Date.now(), requested) });
       await uploaded(req, [row!], 'put');
       res.status(201).location(`/api/v1/files/${row!.id}`).json({ file: presentFile(row!) });
     } finally {
@@ -79,12 +96,40 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
     const cursor = q.cursor === undefined ? null : decodeCursor(q.cursor);
     if (q.cursor !== undefined && !cursor) throw new AppError('validation_error', 'cursor: not a cursor from this API');
     const page = await d.vault.list(principal(req).user.id, q.limit, cursor, q.requestId);
-    res.json({ files: page.files.map(presentFile), nextCursor: encodeCursor(page.next) });
+    const held = await d.lifecycle.holds.heldAmong(principal(req).user.id, page.files.map((f) => f.id));
+    res.json({ files: page.files.map((f) => presentFile(f, held.has(f.id))), nextCursor: encodeCursor(page.next) });
   });
 
+  const withHold = async (f: FileRow) => presentFile(f, (await d.lifecycle.holds.holdsOnFile(f)).length > 0);
+
   r.op('getFile', async (req, res) => {
-    res.json(presentFile(await d.vault.get(principal(req).user.id, String(req.params.id))));
+    res.json(await withHold(await d.vault.get(principal(req).user.id, String(req.params.id))));
   });
+
+  r.op('updateFile', async (req, res) => {
+    const { user } = principal(req);
+    const body = parse(filePatchBody, req.body);
+    const file = await d.vault.get(user.id, String(req.params.id));
+    const expiresAt = d.retention.forChange(file.createdAt, Date.now(), body.expiresInSeconds);
+    if (!(await d.vault.files.setExpiry(file.id, user.id, expiresAt))) throw new AppError('not_found', 'no such file');
+    await d.audit.record({ actor: user.id, action: 'file.expiry', outcome: 'success', subjectUserId: user.id, fileId: file.id, ...clientOf(req), details: { from: file.expiresAt ?? null, to: expiresAt } });
+    res.json(await withHold({ ...file, expiresAt }));
+  });
+
+  // Legal holds (admin only: the route table enforces it).
+  const holdOps = (scope: HoldScope, put: 'putFileHold' | 'putUserHold', del: 'deleteFileHold' | 'deleteUserHold') => {
+    r.op(put, async (req, res) => {
+      const body = parse(holdBody, req.body);
+      const hold = await d.lifecycle.placeHold(principal(req).user.id, scope, String(req.params.id), body.reason, body.reference || null);
+      res.json(presentHold(hold));
+    });
+    r.op(del, async (req, res) => {
+      await d.lifecycle.releaseHold(principal(req).user.id, scope, String(req.params.id));
+      res.status(204).end();
+    });
+  };
+  holdOps('file', 'putFileHold', 'deleteFileHold');
+  holdOps('user', 'putUserHold', 'deleteUserHold');
 
   // HEAD has its own handler so Express does not run GET (and decrypt the whole file).
   const content = async (req: Request, res: Response) => {

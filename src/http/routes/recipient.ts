@@ -14,11 +14,14 @@ import { clientOf } from '../context.js';
 import type { Csrf } from '../csrf.js';
 import { limiter } from '../rate-limit.js';
 import { PLACEHOLDER_NAME, verifyCommands } from '../shell-quote.js';
+import type { LifecycleService } from '../../services/lifecycle.js';
 
 export interface RecipientDeps {
   vault: VaultService;
   shares: SharesService;
   audit: AuditLog;
+  /** Purges a file after the completed last download of a "delete after" link. */
+  lifecycle: LifecycleService;
   csrf: Csrf;
   passwordLimit: { perIp: number; perShare: number; windowMs: number; stores: DbRateLimitStores };
 }
@@ -158,6 +161,7 @@ export function recipientRoutes(d: RecipientDeps): Router {
         }
       }
     }
+    let counted = false;
     const result = await sendFileContent(req, res, d.vault, s.file, {
       begin: async (range, length, deliversLastByte) => {
         const reservation = await d.shares.reserve(s, length, deliversLastByte);
@@ -165,7 +169,11 @@ export function recipientRoutes(d: RecipientDeps): Router {
         return {
           heartbeatMs: d.shares.heartbeatMs,
           heartbeat: (bytesSent) => d.shares.refresh(reservation, bytesSent),
-          end: (bytesSent, completed) => d.shares.settle(reservation, bytesSent, completed, { ip: req.ip ?? null }),
+          end: async (bytesSent, completed) => {
+            // Only a download the budget counted (completed, holding its slot) can be the last one.
+            counted = await d.shares.settle(reservation, bytesSent, completed, { ip: req.ip ?? null });
+            return counted;
+          },
         };
       },
     });
@@ -180,6 +188,11 @@ export function recipientRoutes(d: RecipientDeps): Router {
         ...clientOf(req),
         details: { start: result.range.start, end: result.range.end, bytesSent: result.bytesSent, completed: result.completed, integrityError: result.integrityError ?? false, repeat: s.repeat },
       });
+    }
+    // "Delete the file after its last allowed download": purged now if this was it (a missed
+    // one, e.g. a crash here, is found by the purge job, which selects such files too).
+    if (counted && s.share.deleteFileAfter) {
+      await d.lifecycle.afterDownload(s.file.id).catch((err: unknown) => req.log?.warn({ err, fileId: s.file.id }, 'purge after last download failed; the purge job retries'));
     }
   };
   r.head('/s/:token/content', perIp, perShare, content);

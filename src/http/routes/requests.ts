@@ -77,7 +77,7 @@ export function requestRoutes(r: ApiRoutes, d: RequestRoutesDeps): void {
     const request = await d.requests.ownedBy(user.id, String(req.params.id));
     // What has arrived and is still stored (a deleted file is gone from here too).
     const page = await d.vault.list(user.id, 1000, null, request.id);
-    res.json({ ...presentRequest(request), files: page.files.map(presentFile) });
+    res.json({ ...presentRequest(request), files: page.files.map((f) => presentFile(f)) });
   });
 
   r.op('updateRequest', async (req, res) => {

@@ -38,6 +38,7 @@ export function presentShare(s: ShareRow): z.infer<typeof Share> {
     note: s.note,
     createdAt: new Date(s.createdAt).toISOString(),
     revokedAt: s.revokedAt === null ? null : new Date(s.revokedAt).toISOString(),
+    deleteFileAfterLastDownload: s.deleteFileAfter === true,
     status: s.revokedAt !== null ? 'revoked' : s.expiresAt <= Date.now() ? 'expired' : s.maxDownloads !== null && s.downloads >= s.maxDownloads ? 'exhausted' : 'active',
   };
 }

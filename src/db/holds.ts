@@ -1,0 +1,89 @@
+/**
+ * Repository for legal holds. A file is held when it, its owner or the upload request it came
+ * through has a row here; `notHeld` is the one SQL condition every delete and purge statement
+ * carries, so the check and the deletion are one statement and no release can slip between.
+ */
+import type { RawBuilder } from 'kysely';
+import { sql } from './kysely.js';
+import type { Executor } from './database.js';
+
+export type HoldScope = 'file' | 'user' | 'request';
+
+export interface HoldRow {
+  scope: HoldScope;
+  targetId: string;
+  reason: string;
+  reference: string | null;
+  placedBy: string;
+  placedAt: number;
+}
+
+/**
+ * The SQL condition "the files row aliased `files` is under no hold" (by file or by owner).
+ * Upload requests add their scope here once files record the request they arrived through.
+ */
+export function notHeld(): RawBuilder<boolean> {
+  return sql<boolean>`NOT EXISTS (SELECT 1 FROM legal_holds h WHERE (h.scope = 'file' AND h.target_id = files.id) OR (h.scope = 'user' AND h.target_id = files.owner_id))`;
+}
+
+export class HoldsRepo {
+  constructor(private readonly db: Executor) {}
+
+  /** Places or replaces the hold on one target (one statement); returns the hold as stored. */
+  async put(h: HoldRow): Promise<HoldRow> {
+    await this.db
+      .insertInto('legal_holds')
+      .values({ scope: h.scope, target_id: h.targetId, reason: h.reason, reference: h.reference, placed_by: h.placedBy, placed_at: h.placedAt })
+      .onConflict((oc) => oc.columns(['scope', 'target_id']).doUpdateSet({ reason: h.reason, reference: h.reference, placed_by: h.placedBy, placed_at: h.placedAt }))
+      .execute();
+    return h;
+  }
+
+  /** Releases the hold on one target; the released hold, or undefined when there was none. */
+  async release(scope: HoldScope, targetId: string): Promise<HoldRow | undefined> {
+    const r = await this.db.deleteFrom('legal_holds').where('scope', '=', scope).where('target_id', '=', targetId).returningAll().executeTakeFirst();
+    return r && toHold(r);
+  }
+
+  async get(scope: HoldScope, targetId: string): Promise<HoldRow | undefined> {
+    const r = await this.db.selectFrom('legal_holds').selectAll().where('scope', '=', scope).where('target_id', '=', targetId).executeTakeFirst();
+    return r && toHold(r);
+  }
+
+  /** The holds that keep this file (its own and its owner's), file scope first. */
+  async holdsOnFile(file: { id: string; ownerId: string }): Promise<HoldRow[]> {
+    const rows = await this.db
+      .selectFrom('legal_holds')
+      .selectAll()
+      .where((eb) => eb.or([eb.and([eb('scope', '=', 'file'), eb('target_id', '=', file.id)]), eb.and([eb('scope', '=', 'user'), eb('target_id', '=', file.ownerId)])]))
+      .orderBy('scope')
+      .execute();
+    return rows.map(toHold);
+  }
+
+  /** Of these files (all owned by `ownerId`), the ids under a hold. */
+  async heldAmong(ownerId: string, fileIds: string[]): Promise<Set<string>> {
+    if (fileIds.length === 0) return new Set();
+    if (await this.get('user', ownerId)) return new Set(fileIds);
+    const rows = await this.db.selectFrom('legal_holds').select('target_id').where('scope', '=', 'file').where('target_id', 'in', fileIds).execute();
+    return new Set(rows.map((r) => r.target_id));
+  }
+
+  /** Whether any file of this user is held, or the user is (a user with held files cannot be deleted). */
+  async userHasHeldFiles(userId: string): Promise<boolean> {
+    if (await this.get('user', userId)) return true;
+    const r = await this.db
+      .selectFrom('legal_holds as h')
+      .innerJoin('files as f', 'f.id', 'h.target_id')
+      .select('h.target_id')
+      .where('h.scope', '=', 'file')
+      .where('f.owner_id', '=', userId)
+      .limit(1)
+      .executeTakeFirst();
+    return r !== undefined;
+  }
+}
+
+function toHold(r: { scope: HoldScope; target_id: string; reason: string; reference: string | null; placed_by: string; placed_at: number }): HoldRow {
+  return { scope: r.scope, targetId: r.target_id, reason: r.reason, reference: r.reference, placedBy: r.placed_by, placedAt: Number(r.placed_at) };
+}

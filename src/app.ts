@@ -356,7 +356,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   });
   // Resumable uploads (tus 1.0) with bearer tokens; documented in OUTSIDE_API (tus speaks in
   // headers and its own statuses, so it is not served by the JSON route table's router).
-  app.use('/api/v1/tus', tusRoutes({ tus, audit, maxFileSize: config.maxFileSize, authenticate: [auth], ownerOf: (req) => principal(req).user.id, via: 'tus' }));
+  app.use('/api/v1/tus', tusRoutes({ tus, audit, maxFileSize: config.maxFileSize, authenticate: [auth], ownerOf: (req) => principal(req).user.id, via: 'tus', onContractViolation: deps.onContractViolation }));
   app.use('/api/v1', api);
   app.use('/api/docs', apiDocsRoutes(config.publicUrl));
   app.use('/api', () => {

@@ -190,6 +190,7 @@ export function adminPages(d: PagesDeps): Router {
           accounts: d.accounts,
           vault: d.vault,
           endSessions: (id) => d.sessions.endAllForUser(id),
+          dropUploads: (id) => d.tus.terminateAllFor(id),
           record: (e) => d.audit.record({ ...e, actor: admin.id, ...clientOf(req), details: { ...e.details, via: 'page' } }),
         },
         target.id,

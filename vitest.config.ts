@@ -14,6 +14,7 @@ import { pgCanRun, s3CanRun } from './test/services/global-setup.js';
 const BOTH_CONFIGS = [
   'test/api-files.test.ts',
   'test/api-shares.test.ts',
+  'test/bundles.test.ts',
   'test/hostile.test.ts',
   'test/quota.test.ts',
   'test/tampering.test.ts',

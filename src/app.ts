@@ -42,6 +42,7 @@ import { ssoFor } from './services/sso.js';
 import { OidcIdentitiesRepo } from './db/oidc-identities.js';
 import { AccountsService, SetupCode, type IntegrityFailure } from './services/accounts.js';
 import { openIntegrity } from './services/integrity.js';
+import { BundlesService } from './services/bundles.js';
 import { PasswordHasher } from './services/passwords.js';
 import { VaultService } from './services/vault.js';
 import { LifecycleService, RetentionPolicy } from './services/lifecycle.js';
@@ -220,6 +221,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     slowReader: { minBytesPerSecond: config.shareMinRate, graceMs: config.shareSlowGraceMs },
     notifier: notify,
   });
+  const bundles = new BundlesService({ db: deps.db, shares, vault, integrity, forceZip64: config.bundleForceZip64 });
   const requests = new RequestsService({
     db: deps.db,
     integrity,
@@ -323,6 +325,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     accounts,
     vault,
     shares,
+    bundles,
     audit,
     lifecycle,
     setup: deps.setup,
@@ -338,7 +341,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   publicAccountRoutes(routes, routeDeps);
   accountRoutes(routes, routeDeps);
   filesRoutes(routes, { vault, audit, retention, lifecycle, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
-  shareRoutes(routes, { vault, shares, audit, notify, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
+  shareRoutes(routes, { vault, shares, bundles, audit, notify, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl, bundleMaxFiles: config.bundleMaxFiles });
   requestRoutes(routes, { vault, requests, audit, publicUrl: config.publicUrl });
   notifyRoutes(routes, { notify, audit, publicUrl: config.publicUrl });
   auditRoutes(routes, audit);
@@ -353,7 +356,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   });
   // Resumable uploads (tus 1.0) with bearer tokens; documented in OUTSIDE_API (tus speaks in
   // headers and its own statuses, so it is not served by the JSON route table's router).
-  app.use('/api/v1/tus', tusRoutes({ tus, audit, maxFileSize: config.maxFileSize, authenticate: [auth], ownerOf: (req) => principal(req).user.id, via: 'tus' }));
+  app.use('/api/v1/tus', tusRoutes({ tus, audit, maxFileSize: config.maxFileSize, authenticate: [auth], ownerOf: (req) => principal(req).user.id, via: 'tus', onContractViolation: deps.onContractViolation }));
   app.use('/api/v1', api);
   app.use('/api/docs', apiDocsRoutes(config.publicUrl));
   app.use('/api', () => {
@@ -364,6 +367,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     recipientRoutes({
       vault,
       shares,
+      bundles,
       audit,
       lifecycle,
       csrf: recipientCsrf,
@@ -398,6 +402,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       vault,
       tus,
       shares,
+      bundles,
       requests,
       audit,
       lifecycle,

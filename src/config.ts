@@ -45,6 +45,10 @@ export interface Config {
   shutdownGraceMs: number;
   shareDefaultTtl: number;
   shareMaxTtl: number;
+  /** Most files one bundle link may hold (BUNDLE_MAX_FILES). */
+  bundleMaxFiles: number;
+  /** Write every bundle zip in ZIP64 form, not only when an entry or offset needs it (BUNDLE_ZIP64=always). */
+  bundleForceZip64: boolean;
   userQuotaBytes: number | null;
   /** How long an upload's quota lease counts without renewal (a killed instance's uploads stop counting after this). */
   quotaLeaseMs: number;
@@ -396,6 +400,13 @@ function tlsFiles(env: Env, cwd: string): Config['tls'] {
   return { certFile: path.resolve(cwd, cert), keyFile: path.resolve(cwd, key) };
 }
 
+/** BUNDLE_ZIP64: `auto` (ZIP64 records only where a size or offset needs them) or `always`. */
+function zip64Mode(env: Env): boolean {
+  const v = str(env, 'BUNDLE_ZIP64', 'auto').toLowerCase();
+  if (v !== 'auto' && v !== 'always') throw new ConfigError('BUNDLE_ZIP64', `expected auto or always, got "${v}"`);
+  return v === 'always';
+}
+
 function bool(env: Env, name: string, fallback: boolean): boolean {
   const v = str(env, name, String(fallback)).toLowerCase();
   if (['true', '1', 'on', 'yes'].includes(v)) return true;
@@ -521,6 +532,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS', 10000, 0, 600000),
     shareDefaultTtl,
     shareMaxTtl,
+    bundleMaxFiles: int(env, 'BUNDLE_MAX_FILES', 100, 1, 1000),
+    bundleForceZip64: zip64Mode(env),
     userQuotaBytes,
     quotaLeaseMs: int(env, 'QUOTA_LEASE_SECONDS', 120, 5, 3600) * 1000,
     tusExpiryMs: int(env, 'TUS_EXPIRY_SECONDS', 86400, 60, 30 * 86400) * 1000,

@@ -437,8 +437,13 @@ async function downgradeToFirstRelease(target: Harness, known: { tokens: string[
     db.prepare("DELETE FROM secrets WHERE name = 'integrity-root'").run();
   })();
   // The first release's schema, schema version 4: none of the columns and tables of migrations 5-7.
+  // Migration 12 (bundles): its trigger and table go first, they name the columns below.
+  db.exec('DROP TRIGGER files_bundle_anchor');
+  db.exec('DROP TABLE share_files');
   db.exec('DROP INDEX files_request');
   for (const [table, column] of [
+    ['files', 'crc32'],
+    ['shares', 'bundle'],
     ['files', 'wrap_version'],
     ['users', 'integrity_mac'],
     ['api_tokens', 'row_mac'],

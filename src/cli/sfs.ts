@@ -32,8 +32,10 @@ import { AccountsService, normalizeUsername } from '../services/accounts.js';
 import type { UserRow } from '../db/users.js';
 import { SharesRepo } from '../db/shares.js';
 import { adminAction } from '../http/routes/accounts.js';
-import { presentShare } from '../http/routes/shares.js';
+import { presentShares } from '../http/routes/shares.js';
+import { ShareFilesRepo } from '../db/share-files.js';
 import { deleteUser } from '../services/offboarding.js';
+import { removeUploadsOf } from '../services/tus.js';
 import { openIntegrity } from '../services/integrity.js';
 import { AuditLog, verifyAuditChain } from '../services/audit.js';
 import { KeyMismatchError, checkKeyringAgainstDb } from '../services/key-check.js';
@@ -661,11 +663,12 @@ const COMMANDS: Record<string, Command> = {
         const accounts = await accountsOn(db, config);
         const user = await findUser(accounts, positionals[0]!);
         const receiver = transferTo === undefined ? undefined : await findUser(accounts, transferTo);
-        const vault = new VaultService({ db, store: await createBlobStore(config), keyring, defaultQuota: config.userQuotaBytes });
+        const store = await createBlobStore(config);
+        const vault = new VaultService({ db, store, keyring, defaultQuota: config.userQuotaBytes });
         const log = new AuditLog({ db, keyring, heads: auditHeadsFor(config) });
         const sessions = new WebSessions({ db, integrity: accounts.integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
         const r = await deleteUser(
-          { db, accounts, vault, endSessions: (id) => sessions.endAllForUser(id), record: (e) => log.record({ ...e, actor: 'cli', details: { ...e.details, via: 'cli' } }) },
+          { db, accounts, vault, endSessions: (id) => sessions.endAllForUser(id), dropUploads: (id) => removeUploadsOf(db, store, id), record: (e) => log.record({ ...e, actor: 'cli', details: { ...e.details, via: 'cli' } }) },
           user.id,
           receiver ? { transferTo: receiver.id } : { deleteFiles: true },
         );
@@ -688,7 +691,7 @@ const COMMANDS: Record<string, Command> = {
       try {
         const accounts = await accountsOn(db, config);
         const user = await findUser(accounts, name);
-        const shares = (await new SharesRepo(db.kysely, accounts.integrity).listForOwner(user.id)).map(presentShare);
+        const shares = await presentShares({ members: new ShareFilesRepo(db.kysely, accounts.integrity) }, await new SharesRepo(db.kysely, accounts.integrity).listForOwner(user.id));
         const lines = shares.map((s) => `${s.id}  ${s.status.padEnd(9)} file ${s.fileId}  expires ${s.expiresAt}  downloads ${s.downloads}/${s.maxDownloads ?? 'unlimited'}`);
         out(lines.join('\n') || `(no links for "${user.username}")`, { user: user.username, shares });
       } finally {

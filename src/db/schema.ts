@@ -52,6 +52,8 @@ export interface FilesTable {
   wrap_version: Generated<number>;
   /** Which object holds the ciphertext (storage/blob-store.ts blobIdOf). */
   blob_gen: Generated<number>;
+  /** Unsigned CRC-32 of the plaintext (zip entries); null for files uploaded before migration 12. */
+  crc32: number | null;
   /** When the purge job crypto-shreds the file (ms); null: kept until deleted. */
   expires_at: number | null;
   /** The upload request the file arrived through (null for the owner's own uploads). */
@@ -76,8 +78,18 @@ export interface SharesTable {
   revoked_at: number | null;
   expired_at: number | null;
   row_mac: Buffer | null;
+  /** 1: a link to several files (share_files); file_id is then only an anchor. */
+  bundle: Generated<number>;
   /** 1: the file is purged once this link's last allowed download completed. */
   delete_file_after: Generated<number>;
+}
+
+/** The files of a bundle link, in order; file_id is null once that file was deleted. */
+export interface ShareFilesTable {
+  share_id: string;
+  position: number;
+  file_id: string | null;
+  row_mac: Buffer;
 }
 
 export interface ShareReservationsTable {
@@ -374,6 +386,7 @@ export interface Schema {
   shares: SharesTable;
   share_reservations: ShareReservationsTable;
   share_ticket_downloads: ShareTicketDownloadsTable;
+  share_files: ShareFilesTable;
   audit_events: AuditEventsTable;
   secrets: SecretsTable;
   sessions: SessionsTable;

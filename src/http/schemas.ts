@@ -114,6 +114,20 @@ export const holdBody = z
   })
   .strict();
 
+/** A bundle: one link to several of the caller's files (their order is the zip's order). */
+export const bundleCreateBody = shareCreateBody
+  // Sending a bundle by email and deleting its files after the last download are not built
+  // yet: refused as unknown fields rather than ignored.
+  .omit({ recipients: true, message: true, deleteFileAfterLastDownload: true })
+  .extend({
+    fileIds: z
+      .array(idParam.openapi({ description: 'a file id' }))
+      .min(1)
+      .max(1000)
+      .refine((ids) => new Set(ids).size === ids.length, 'each file may appear only once'),
+  })
+  .strict();
+
 export const requestCreateBody = z
   .object({
     title: z.string().trim().min(1).max(200),

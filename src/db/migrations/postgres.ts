@@ -232,6 +232,35 @@ export const PG_MIGRATIONS: PgMigration[] = [
     `,
   },
   {
+    version: 12,
+    name: 'bundles: several files behind one link, CRC-32 for zip entries',
+    sql: `
+      ALTER TABLE files ADD COLUMN crc32 BIGINT CHECK (crc32 IS NULL OR (crc32 >= 0 AND crc32 <= 4294967295));
+      ALTER TABLE shares ADD COLUMN bundle INTEGER NOT NULL DEFAULT 0 CHECK (bundle IN (0, 1));
+      CREATE TABLE share_files (
+        share_id TEXT NOT NULL REFERENCES shares(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL CHECK (position >= 0),
+        file_id  TEXT REFERENCES files(id) ON DELETE SET NULL,
+        row_mac  BYTEA NOT NULL,
+        PRIMARY KEY (share_id, position)
+      );
+      CREATE INDEX share_files_file ON share_files(file_id);
+      -- Same as SQLite's trigger: a deleted anchor file moves a bundle's anchor to another of its files.
+      CREATE FUNCTION sfs_bundle_anchor() RETURNS trigger LANGUAGE plpgsql AS $fn$
+      BEGIN
+        UPDATE shares SET file_id = (
+            SELECT sf.file_id FROM share_files sf
+             WHERE sf.share_id = shares.id AND sf.file_id IS NOT NULL AND sf.file_id <> OLD.id
+             ORDER BY sf.position LIMIT 1)
+         WHERE file_id = OLD.id AND bundle = 1
+           AND EXISTS (SELECT 1 FROM share_files sf WHERE sf.share_id = shares.id AND sf.file_id IS NOT NULL AND sf.file_id <> OLD.id);
+        RETURN OLD;
+      END
+      $fn$;
+      CREATE TRIGGER files_bundle_anchor BEFORE DELETE ON files FOR EACH ROW EXECUTE FUNCTION sfs_bundle_anchor();
+    `,
+  },
+  {
     version: 13,
     name: 'resumable (tus) uploads',
     sql: `

@@ -307,6 +307,40 @@ export const MIGRATIONS: Migration[] = [
     `,
   },
   {
+    version: 12,
+    name: 'bundles: several files behind one link, CRC-32 for zip entries',
+    sql: `
+      -- CRC-32 of the plaintext (unsigned), computed while uploading: a bundle's zip needs it
+      -- before streaming so its bytes (Content-Length, ETag, Range) are known up front. Null
+      -- for files uploaded earlier; the first zip Range request computes it once (verified).
+      ALTER TABLE files ADD COLUMN crc32 INTEGER CHECK (crc32 IS NULL OR (crc32 >= 0 AND crc32 <= 4294967295));
+      -- 1 for a link to several files (share_files). Its file_id is only an anchor that keeps
+      -- the row alive (the trigger below moves it when that file goes); its MAC covers the flag.
+      ALTER TABLE shares ADD COLUMN bundle INTEGER NOT NULL DEFAULT 0 CHECK (bundle IN (0, 1));
+      -- The files of a bundle, in order. A deleted file leaves its row with file_id NULL, so the
+      -- recipient page can say a file was withdrawn (and name nothing about it). row_mac binds
+      -- share, position and file under the integrity key: a database writer cannot add a file.
+      CREATE TABLE share_files (
+        share_id TEXT NOT NULL REFERENCES shares(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL CHECK (position >= 0),
+        file_id  TEXT REFERENCES files(id) ON DELETE SET NULL,
+        row_mac  BLOB NOT NULL,
+        PRIMARY KEY (share_id, position)
+      ) STRICT;
+      CREATE INDEX share_files_file ON share_files(file_id);
+      -- Deleting a bundle's anchor file moves the anchor to another file of the bundle first,
+      -- so the link keeps its other files; with none left the cascade removes the link.
+      CREATE TRIGGER files_bundle_anchor BEFORE DELETE ON files BEGIN
+        UPDATE shares SET file_id = (
+            SELECT sf.file_id FROM share_files sf
+             WHERE sf.share_id = shares.id AND sf.file_id IS NOT NULL AND sf.file_id <> OLD.id
+             ORDER BY sf.position LIMIT 1)
+         WHERE file_id = OLD.id AND bundle = 1
+           AND EXISTS (SELECT 1 FROM share_files sf WHERE sf.share_id = shares.id AND sf.file_id IS NOT NULL AND sf.file_id <> OLD.id);
+      END;
+    `,
+  },
+  {
     version: 13,
     name: 'resumable (tus) uploads',
     sql: `

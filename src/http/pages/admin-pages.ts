@@ -5,7 +5,7 @@ import type { Role } from '../../db/users.js';
 import { AppError } from '../../errors.js';
 import { clientOf } from '../context.js';
 import { adminAction } from '../routes/accounts.js';
-import { presentShare } from '../routes/shares.js';
+import { presentShares } from '../routes/shares.js';
 import { deleteUser } from '../../services/offboarding.js';
 import { requireAdminUser, requireUser, webUser } from './auth.js';
 import { requireSudo } from './second-step.js';
@@ -148,7 +148,7 @@ export function adminPages(d: PagesDeps): Router {
       nav: 'users',
       target,
       self: target.id === webUser(req).id,
-      shares: (await d.shares.repo.listForOwner(target.id)).map(presentShare),
+      shares: await presentShares(d.bundles, await d.shares.repo.listForOwner(target.id)),
       fileCount: await d.vault.files.countForOwner(target.id),
       usage: await d.vault.quota.usageOf(target.id),
       others: (await d.accounts.users.list()).filter((u) => u.id !== target.id && !u.disabled),
@@ -190,6 +190,7 @@ export function adminPages(d: PagesDeps): Router {
           accounts: d.accounts,
           vault: d.vault,
           endSessions: (id) => d.sessions.endAllForUser(id),
+          dropUploads: (id) => d.tus.terminateAllFor(id),
           record: (e) => d.audit.record({ ...e, actor: admin.id, ...clientOf(req), details: { ...e.details, via: 'page' } }),
         },
         target.id,

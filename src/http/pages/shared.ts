@@ -12,6 +12,7 @@ import type { AuditLog } from '../../services/audit.js';
 import type { MfaService } from '../../services/mfa.js';
 import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
+import type { BundlesService } from '../../services/bundles.js';
 import type { RequestsService } from '../../services/requests.js';
 import type { SsoService } from '../../services/sso.js';
 import type { VaultService } from '../../services/vault.js';
@@ -30,6 +31,7 @@ export interface PagesDeps {
   /** Resumable uploads (the upload page's large files go through tus). */
   tus: TusService;
   shares: SharesService;
+  bundles: BundlesService;
   requests: RequestsService;
   audit: AuditLog;
   lifecycle: LifecycleService;

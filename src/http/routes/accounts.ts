@@ -4,7 +4,8 @@ import { AppError, isAppError } from '../../errors.js';
 import { normalizeUsername, type AccountsService, type SetupCode } from '../../services/accounts.js';
 import type { VaultService } from '../../services/vault.js';
 import type { SharesService } from '../../services/shares.js';
-import { presentShare } from './shares.js';
+import { presentShares } from './shares.js';
+import type { BundlesService } from '../../services/bundles.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { ApiRoutes } from '../api-router.js';
 import type { WebSessions } from '../../services/sessions.js';
@@ -22,6 +23,8 @@ export interface AccountsRoutesDeps {
   vault: VaultService;
   /** Share links, for admins revoking another user's links. */
   shares: SharesService;
+  /** A bundle's files, for listing its links. */
+  bundles: Pick<BundlesService, 'members'>;
   setup: SetupCode;
   auth: RequestHandler;
   /** Browser sessions, ended on a password change or when a user is disabled. */
@@ -177,7 +180,7 @@ export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
   };
 
   r.op('listUserShares', async (req, res) => {
-    res.json({ shares: (await d.shares.repo.listForOwner((await targetUser(req)).id)).map(presentShare) });
+    res.json({ shares: await presentShares(d.bundles, await d.shares.repo.listForOwner((await targetUser(req)).id)) });
   });
 
   r.op('revokeUserShares', async (req, res) => {

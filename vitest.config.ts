@@ -14,6 +14,7 @@ import { pgCanRun, s3CanRun } from './test/services/global-setup.js';
 const BOTH_CONFIGS = [
   'test/api-files.test.ts',
   'test/api-shares.test.ts',
+  'test/bundles.test.ts',
   'test/hostile.test.ts',
   'test/quota.test.ts',
   'test/tampering.test.ts',
@@ -22,6 +23,7 @@ const BOTH_CONFIGS = [
   'test/review-recipient.test.ts',
   'test/review-integrity.test.ts',
   'test/api-accounts.test.ts',
+  'test/mfa.test.ts',
   'test/faults.test.ts',
   'test/audit.test.ts',
   'test/review-accounts.test.ts',

@@ -126,6 +126,16 @@ const setup = folder('1. Setup and token', 'Create the first admin (only on a fr
     auth: NO_AUTH,
     headers: [JSON_HEADER],
     body: json({ username: '{{username}}', password: '{{password}}', name: 'postman', expiresInSeconds: 3600 }),
+    description: 'An account with a second factor also needs `otp`: set the environment variable `otp` to the current code of the authenticator app (or a recovery code) just before the run; without it the answer is 401 otp_required.',
+    prerequest() {
+      // Accounts with two-factor authentication: the current code goes in "otp".
+      const otp = pm.environment.get('otp');
+      if (otp) {
+        const body = JSON.parse(pm.request.body.raw);
+        body.otp = String(otp);
+        pm.request.body.raw = JSON.stringify(body, null, 2);
+      }
+    },
     test() {
       pm.test('status is 201 Created', () => pm.response.to.have.status(201));
       pm.test('Content-Type is JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
@@ -318,7 +328,7 @@ const files = folder('2. Files', 'Upload (multipart and raw), list, metadata, fu
   }),
 ]);
 
-const sharing = folder('3. Sharing', 'A link with a password and one download; the recipient side; revocation.', [
+const sharing = folder('3. Sharing', 'A link with a password and one download; the recipient side; revocation; a bundle of two files as a resumable zip.', [
   req('Create a share link (password, 1 download)', {
     method: 'POST',
     path: '/api/v1/files/{{fileId}}/shares',
@@ -434,6 +444,80 @@ const sharing = folder('3. Sharing', 'A link with a password and one download; t
     test() {
       const body = sfs.problem(404, 'not_found');
       pm.test('indistinguishable from a used-up link', () => pm.expect(body.detail).to.equal(pm.collectionVariables.get('goneDetail')));
+    },
+  }),
+  req('Create a bundle: one link to two files (1 download)', {
+    method: 'POST',
+    path: '/api/v1/shares',
+    headers: [JSON_HEADER],
+    body: json({ fileIds: ['{{fileId}}', '{{rawFileId}}'], maxDownloads: 1 }),
+    test() {
+      pm.test('status is 201 Created', () => pm.response.to.have.status(201));
+      pm.test('Content-Type is JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
+      const body = pm.response.json();
+      pm.test('a bundle of both files, in order', () => {
+        pm.expect(body.bundle).to.equal(true);
+        pm.expect(body.fileIds).to.eql([pm.collectionVariables.get('fileId'), pm.collectionVariables.get('rawFileId')]);
+        pm.expect(body.url).to.match(/\/s\/[A-Za-z0-9_-]{43}$/);
+      });
+      pm.collectionVariables.set('bundleToken', body.token);
+    },
+  }),
+  req("Recipient: the bundle's zip (HEAD): exact length and a strong ETag", {
+    method: 'HEAD',
+    path: '/s/{{bundleToken}}/zip',
+    auth: NO_AUTH,
+    test() {
+      pm.test('status is 200', () => pm.response.to.have.status(200));
+      pm.test('a zip with a length and a strong ETag, resumable', () => {
+        pm.expect(pm.response.headers.get('Content-Type')).to.equal('application/zip');
+        pm.expect(pm.response.headers.get('ETag')).to.match(/^"zip-[A-Za-z0-9_-]{32}"$/);
+        pm.expect(pm.response.headers.get('Accept-Ranges')).to.equal('bytes');
+        pm.expect(Number(pm.response.headers.get('Content-Length'))).to.be.above(1024);
+      });
+      pm.test('no body', () => pm.expect(pm.response.text()).to.equal(''));
+      pm.collectionVariables.set('zipLength', pm.response.headers.get('Content-Length'));
+      pm.collectionVariables.set('zipEtag', pm.response.headers.get('ETag'));
+    },
+  }),
+  req('Recipient: the first 100 bytes of the zip (not a download yet)', {
+    path: '/s/{{bundleToken}}/zip',
+    auth: NO_AUTH,
+    headers: [{ key: 'Range', value: 'bytes=0-99' }],
+    test() {
+      pm.test('status is 206 Partial Content', () => pm.response.to.have.status(206));
+      pm.test('Content-Range names the whole length', () => pm.expect(pm.response.headers.get('Content-Range')).to.equal(`bytes 0-99/${pm.collectionVariables.get('zipLength')}`));
+      pm.test('a zip local file header first', () => {
+        const b = pm.response.stream;
+        pm.expect(b.length).to.equal(100);
+        pm.expect([b[0], b[1], b[2], b[3]]).to.eql([0x50, 0x4b, 0x03, 0x04]);
+      });
+    },
+  }),
+  req('Recipient: resume the zip (bytes=100-, If-Range)', {
+    path: '/s/{{bundleToken}}/zip',
+    auth: NO_AUTH,
+    headers: [
+      { key: 'Range', value: 'bytes=100-' },
+      { key: 'If-Range', value: '{{zipEtag}}' },
+    ],
+    test() {
+      const len = Number(pm.collectionVariables.get('zipLength'));
+      pm.test('status is 206 Partial Content', () => pm.response.to.have.status(206));
+      pm.test('the rest of the zip, to its last byte', () => pm.expect(pm.response.headers.get('Content-Range')).to.equal(`bytes 100-${len - 1}/${len}`));
+      pm.test('ends with the end of central directory record', () => {
+        const b = pm.response.stream;
+        pm.expect(b.length).to.equal(len - 100);
+        pm.expect([b[b.length - 22], b[b.length - 21], b[b.length - 20], b[b.length - 19]]).to.eql([0x50, 0x4b, 0x05, 0x06]);
+      });
+    },
+  }),
+  req('Recipient: the resumed zip was the one download', {
+    path: '/s/{{bundleToken}}/zip',
+    auth: NO_AUTH,
+    test() {
+      const body = sfs.problem(404, 'not_found');
+      pm.test('the same 404 as any used-up link', () => pm.expect(body.detail).to.equal(pm.collectionVariables.get('goneDetail')));
     },
   }),
 ]);
@@ -801,7 +885,7 @@ const collection = {
     { listen: 'prerequest', script: { type: 'text/javascript', exec: collectionPrerequest } },
     { listen: 'test', script: { type: 'text/javascript', exec: collectionTest } },
   ],
-  variable: ['token', 'tokenId', 'fileId', 'rawFileId', 'nextCursor', 'shareId', 'shareToken', 'share2Id', 'share2Token', 'goneDetail', 'usageBefore', 'requestId', 'requestToken', 'requestFileId', 'requestFileSha'].map((key) => ({ key, value: '' })),
+  variable: ['token', 'tokenId', 'fileId', 'rawFileId', 'nextCursor', 'shareId', 'shareToken', 'share2Id', 'share2Token', 'goneDetail', 'bundleToken', 'zipLength', 'zipEtag', 'usageBefore', 'requestId', 'requestToken', 'requestFileId', 'requestFileSha'].map((key) => ({ key, value: '' })),
   item: [setup, files, sharing, errors, notifications, requests, cleanup],
 };
 

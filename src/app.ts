@@ -42,12 +42,14 @@ import { ssoFor } from './services/sso.js';
 import { OidcIdentitiesRepo } from './db/oidc-identities.js';
 import { AccountsService, SetupCode, type IntegrityFailure } from './services/accounts.js';
 import { openIntegrity } from './services/integrity.js';
+import { BundlesService } from './services/bundles.js';
 import { PasswordHasher } from './services/passwords.js';
 import { VaultService } from './services/vault.js';
 import { LifecycleService, RetentionPolicy } from './services/lifecycle.js';
 import { TusService } from './services/tus.js';
 import { tusRoutes } from './http/routes/tus.js';
 import { WebSessions } from './services/sessions.js';
+import { MfaService } from './services/mfa.js';
 import { pageRoutes } from './http/pages/index.js';
 import { exactSize, humanDuration, humanTime, relativeTime, shortHash } from './http/pages/format.js';
 import { createHash } from 'node:crypto';
@@ -67,6 +69,8 @@ export interface AppDeps {
   auditHeads?: AuditHeadStore;
   /** Override the format's chunk size (tests only). */
   chunkSize?: number;
+  /** Tests only: the clock for second factors and sudo mode (TOTP steps, re-authentication expiry). */
+  clock?: () => number;
   /** Tests only: check every API response against the route table and report mismatches here. */
   onContractViolation?: (message: string) => void;
 }
@@ -80,6 +84,7 @@ export interface AppServices {
   requests: RequestsService;
   audit: AuditLog;
   sessions: WebSessions;
+  mfa: MfaService;
   /** Legal holds and the purge job (the server schedules runOnce; `sfs purge` runs it by hand). */
   lifecycle: LifecycleService;
   /** Rate-limit counters in the shared database (swept by the server's housekeeping). */
@@ -112,6 +117,8 @@ const assetVersions = new Map<string, string>();
 /** Maintained client libraries served from node_modules under /static/vendor/ (no copies in public/). */
 const VENDOR: Record<string, string> = {
   'vendor/tus.min.js': path.join(ROOT, 'node_modules', 'tus-js-client', 'dist', 'tus.min.js'),
+  // The WebAuthn browser library (passkeys), served from its package: the CSP allows only 'self'.
+  'vendor/simplewebauthn-browser.js': path.join(ROOT, 'node_modules', '@simplewebauthn', 'browser', 'dist', 'bundle', 'index.umd.min.js'),
 };
 
 /** Where an asset's bytes are: public/, or node_modules for a vendored library. */
@@ -214,6 +221,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     slowReader: { minBytesPerSecond: config.shareMinRate, graceMs: config.shareSlowGraceMs },
     notifier: notify,
   });
+  const bundles = new BundlesService({ db: deps.db, shares, vault, integrity, forceZip64: config.bundleForceZip64 });
   const requests = new RequestsService({
     db: deps.db,
     integrity,
@@ -231,6 +239,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
   // Recipients have no session: their form tokens are bound to the share link they opened.
   const recipientCsrf = createCsrf(deps.keyring.derive('sfs/v1 recipient csrf'), 'sfs-share-csrf', (req) => String(req.params.token ?? ''));
 
+  const now = deps.clock ?? Date.now;
+  const mfa = new MfaService({ db: deps.db, keyring: deps.keyring, integrity, requireDefault: config.require2fa, now });
   const sessions = new WebSessions({ db: deps.db, integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
   // Page forms: bound to the session once signed in; before that (sign-in, setup) to the cookie alone.
   const pageCsrf = createCsrf(deps.keyring.derive('sfs/v1 page csrf'), 'sfs-csrf', (req) => (req.session?.uid ? req.sessionID : 'anonymous'));
@@ -240,7 +250,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   const lifecycle = new LifecycleService({ db: deps.db, store: deps.store, audit, logger: deps.logger });
   const retention = new RetentionPolicy({ defaultSeconds: config.fileDefaultRetention, maxSeconds: config.fileMaxRetention });
   const app = express() as App;
-  app.services = { accounts, vault, tus, shares, requests, audit, sessions, rateLimits, notify, lifecycle };
+  app.services = { accounts, vault, tus, shares, requests, audit, sessions, mfa, rateLimits, notify, lifecycle };
   app.disable('x-powered-by');
   // Off unless configured: a forged X-Forwarded-For must not change rate-limit identity.
   app.set('trust proxy', config.trustProxy);
@@ -259,7 +269,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   const csp = config.oidc ? { ...PAGE_CSP, directives: { ...PAGE_CSP.directives, formAction: ["'self'", new URL(config.oidc.issuer).origin] } } : PAGE_CSP;
   app.use(helmet({ contentSecurityPolicy: csp, crossOriginEmbedderPolicy: false }));
 
-  // tus-js-client for the upload page's resumable uploads, straight from its package.
+  // tus-js-client (resumable uploads) and @simplewebauthn/browser (passkeys), straight from their packages.
   for (const [name, file] of Object.entries(VENDOR)) {
     app.get(`/static/${name}`, (_req, res) => {
       res.sendFile(file, { maxAge: '365d', immutable: true, headers: { 'Content-Type': 'text/javascript; charset=utf-8' } });
@@ -297,7 +307,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     if (req.is('application/json')) acceptBody(req, res);
     json(req, res, next);
   });
-  const auth = requireToken(accounts);
+  const auth = requireToken(accounts, mfa);
   const window = config.rateLimitWindowMs;
   const onLimited = (scope: string) => (req: Request) =>
     audit.recordSummarised(`${scope}:${req.ip}`, { actor: 'anonymous', action: 'rate_limit.hit', outcome: 'denied', ...clientOf(req), details: { scope } });
@@ -310,16 +320,19 @@ export async function createApp(deps: AppDeps): Promise<App> {
     setup: limiter({ store: rateLimits.for('setup'), windowMs: window, limit: 10, onLimited: onLimited('setup') }),
     login: [limitAccount((req) => (req.body as Record<string, unknown> | undefined)?.username), loginPerIp, loginPerUser],
     passwordCheck: [limitAccount((req) => req.principal?.user.username ?? req.webUser?.username), loginPerIp, loginPerUser],
+    secondFactor: [limitAccount((req) => req.session?.pending?.username ?? req.webUser?.username), loginPerIp, loginPerUser],
   };
   const routeDeps = {
     accounts,
     vault,
     shares,
+    bundles,
     audit,
     lifecycle,
     setup: deps.setup,
     auth,
     sessions,
+    mfa,
     limits: passwordLimits,
     notify,
   };
@@ -329,7 +342,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   publicAccountRoutes(routes, routeDeps);
   accountRoutes(routes, routeDeps);
   filesRoutes(routes, { vault, audit, retention, lifecycle, maxFileSize: config.maxFileSize, maxFilesPerRequest: config.maxFilesPerRequest });
-  shareRoutes(routes, { vault, shares, audit, notify, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl });
+  shareRoutes(routes, { vault, shares, bundles, audit, notify, publicUrl: config.publicUrl, maxTtlSeconds: config.shareMaxTtl, bundleMaxFiles: config.bundleMaxFiles });
   requestRoutes(routes, { vault, requests, audit, publicUrl: config.publicUrl });
   notifyRoutes(routes, { notify, audit, publicUrl: config.publicUrl });
   auditRoutes(routes, audit);
@@ -344,7 +357,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
   });
   // Resumable uploads (tus 1.0) with bearer tokens; documented in OUTSIDE_API (tus speaks in
   // headers and its own statuses, so it is not served by the JSON route table's router).
-  app.use('/api/v1/tus', tusRoutes({ tus, audit, maxFileSize: config.maxFileSize, authenticate: [auth], ownerOf: (req) => principal(req).user.id, via: 'tus' }));
+  app.use('/api/v1/tus', tusRoutes({ tus, audit, maxFileSize: config.maxFileSize, authenticate: [auth], ownerOf: (req) => principal(req).user.id, via: 'tus', onContractViolation: deps.onContractViolation }));
   app.use('/api/v1', api);
   app.use('/api/docs', apiDocsRoutes(config.publicUrl));
   app.use('/api', () => {
@@ -355,6 +368,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
     recipientRoutes({
       vault,
       shares,
+      bundles,
       audit,
       lifecycle,
       csrf: recipientCsrf,
@@ -389,6 +403,7 @@ export async function createApp(deps: AppDeps): Promise<App> {
       vault,
       tus,
       shares,
+      bundles,
       requests,
       audit,
       lifecycle,
@@ -398,6 +413,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
       setup: deps.setup,
       csrf: pageCsrf,
       limits: passwordLimits,
+      mfa,
+      now,
       notify,
       sso,
     }),

@@ -45,6 +45,10 @@ export interface Config {
   shutdownGraceMs: number;
   shareDefaultTtl: number;
   shareMaxTtl: number;
+  /** Most files one bundle link may hold (BUNDLE_MAX_FILES). */
+  bundleMaxFiles: number;
+  /** Write every bundle zip in ZIP64 form, not only when an entry or offset needs it (BUNDLE_ZIP64=always). */
+  bundleForceZip64: boolean;
   userQuotaBytes: number | null;
   /** How long an upload's quota lease counts without renewal (a killed instance's uploads stop counting after this). */
   quotaLeaseMs: number;
@@ -71,6 +75,10 @@ export interface Config {
   sessionIdleMs: number;
   /** ...and this long after sign-in, whatever happens. */
   sessionMaxMs: number;
+  /** REQUIRE_2FA: who must have a second factor (the admin page's switch overrides it once set). */
+  require2fa: 'off' | 'admins' | 'all';
+  /** How long a password or factor proof lets sensitive actions through (sudo mode). */
+  sudoMs: number;
   /** PEM files for serving HTTPS directly; both or neither. */
   tls: { certFile: string; keyFile: string } | null;
   /** Where ciphertext lives: UPLOADS_DIR (default) or an S3-compatible bucket. */
@@ -392,6 +400,13 @@ function tlsFiles(env: Env, cwd: string): Config['tls'] {
   return { certFile: path.resolve(cwd, cert), keyFile: path.resolve(cwd, key) };
 }
 
+/** BUNDLE_ZIP64: `auto` (ZIP64 records only where a size or offset needs them) or `always`. */
+function zip64Mode(env: Env): boolean {
+  const v = str(env, 'BUNDLE_ZIP64', 'auto').toLowerCase();
+  if (v !== 'auto' && v !== 'always') throw new ConfigError('BUNDLE_ZIP64', `expected auto or always, got "${v}"`);
+  return v === 'always';
+}
+
 function bool(env: Env, name: string, fallback: boolean): boolean {
   const v = str(env, name, String(fallback)).toLowerCase();
   if (['true', '1', 'on', 'yes'].includes(v)) return true;
@@ -481,6 +496,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   const sessionIdle = int(env, 'SESSION_IDLE_TIMEOUT_SECONDS', 2 * 3600, 60, 30 * 86400);
   const sessionMax = int(env, 'SESSION_MAX_AGE_SECONDS', 24 * 3600, 60, 90 * 86400);
   if (sessionIdle > sessionMax) throw new ConfigError('SESSION_IDLE_TIMEOUT_SECONDS', `must not exceed SESSION_MAX_AGE_SECONDS (${sessionMax})`);
+  const require2fa = str(env, 'REQUIRE_2FA', 'off').toLowerCase();
+  if (require2fa !== 'off' && require2fa !== 'admins' && require2fa !== 'all') throw new ConfigError('REQUIRE_2FA', `expected off, admins or all, got "${require2fa}"`);
   const fileMaxRetention = retention(env, 'FILE_MAX_RETENTION');
   const fileDefaultRetention = retention(env, 'FILE_DEFAULT_RETENTION');
   if (fileDefaultRetention !== null && fileMaxRetention !== null && fileDefaultRetention > fileMaxRetention) {
@@ -515,6 +532,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS', 10000, 0, 600000),
     shareDefaultTtl,
     shareMaxTtl,
+    bundleMaxFiles: int(env, 'BUNDLE_MAX_FILES', 100, 1, 1000),
+    bundleForceZip64: zip64Mode(env),
     userQuotaBytes,
     quotaLeaseMs: int(env, 'QUOTA_LEASE_SECONDS', 120, 5, 3600) * 1000,
     tusExpiryMs: int(env, 'TUS_EXPIRY_SECONDS', 86400, 60, 30 * 86400) * 1000,
@@ -531,6 +550,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     auditHeadFile: path.join(dataDir, 'audit-head'),
     sessionIdleMs: sessionIdle * 1000,
     sessionMaxMs: sessionMax * 1000,
+    require2fa,
+    sudoMs: int(env, 'SUDO_MODE_SECONDS', 600, 10, 86400) * 1000,
     tls: tlsFiles(env, cwd),
     storage: storageConfig(env),
     database: databaseConfig(env, cwd),

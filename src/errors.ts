@@ -9,7 +9,14 @@ export const ERROR_CODES = {
   partial_put_unsupported: { status: 400, title: 'Partial PUT is not supported' },
   checksum_field_order: { status: 400, title: 'Checksum field after its file' },
   unauthorized: { status: 401, title: 'Authentication required' },
+  /** The account has a second factor: send `otp` (a TOTP code or a recovery code). */
+  otp_required: { status: 401, title: 'One-time code required' },
+  otp_invalid: { status: 401, title: 'One-time code not accepted' },
+  /** REQUIRE_2FA covers the account and it has no second factor yet: enrol on the web page first. */
+  mfa_enrolment_required: { status: 401, title: 'Second factor enrolment required' },
   forbidden: { status: 403, title: 'Forbidden' },
+  /** A sensitive action needs a fresh password or factor proof (sudo mode). */
+  reauth_required: { status: 403, title: 'Re-authentication required' },
   account_disabled: { status: 403, title: 'Account disabled' },
   /** The account is linked to single sign-on and local passwords are disabled for such accounts. */
   sso_required: { status: 403, title: 'Single sign-on required' },

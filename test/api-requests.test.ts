@@ -419,6 +419,24 @@ describe('bytes in flight count', () => {
   });
 });
 
+describe('notifications', () => {
+  it("an upload through a request tells the owner (their requestUpload choice), in the commit's transaction, without the link token", async () => {
+    await init({ SMTP_URL: 'smtp://127.0.0.1:9' });
+    const me = await h.request.patch('/api/v1/me').set(auth()).send({ email: 'owner@example.org', notifications: { requestUpload: ['email'] } });
+    expect(me.status, JSON.stringify(me.body)).toBe(200);
+    const r = await createRequest();
+    expect((await put(r, 'a.txt', Buffer.from('a'))).status).toBe(201);
+    const rows = await h.sql<{ type: string; payload: string }>('SELECT type, payload FROM notification_outbox');
+    const ev = rows.filter((x) => x.type === 'request.upload');
+    expect(ev).toHaveLength(1);
+    expect(JSON.parse(ev[0]!.payload).data).toMatchObject({ requestId: r.id, count: 1, requestName: 'Your tax documents' });
+    expect(JSON.stringify(rows)).not.toContain(r.token);
+    // A refused upload sends nothing.
+    expect((await put(r, 'b.txt', pattern(10, 1), { 'Content-Range': 'bytes 0-9/10' })).status).toBe(400);
+    expect((await h.sql('SELECT type FROM notification_outbox')).filter((x) => (x as { type: string }).type === 'request.upload')).toHaveLength(1);
+  });
+});
+
 describe('rate limits', () => {
   it('uploads are limited per address and per request (429)', async () => {
     await init({ REQUEST_UPLOAD_RATE_LIMIT: '2' });
@@ -429,5 +447,21 @@ describe('rate limits', () => {
     expect(third.status).toBe(429);
     expect(third.body.code).toBe('rate_limited');
     expect(await leftovers(r.id)).toMatchObject({ files: 2, leases: 0 });
+    // Another request from the same address: the per-address budget is spent for it too.
+    const other = await createRequest();
+    expect((await put(other, '4.txt', Buffer.from('4'))).status).toBe(429);
+  });
+
+  it('and per request, whatever the address (429)', async () => {
+    await init({ REQUEST_UPLOAD_RATE_LIMIT_PER_REQUEST: '1', TRUST_PROXY: 'true' });
+    const r = await createRequest();
+    expect((await put(r, '1.txt', Buffer.from('1'), { 'X-Forwarded-For': '203.0.113.1' })).status).toBe(201);
+    const second = await put(r, '2.txt', Buffer.from('2'), { 'X-Forwarded-For': '203.0.113.2' });
+    expect(second.status).toBe(429);
+    documented(second as never);
+    // Another request is not affected.
+    const other = await createRequest();
+    expect((await put(other, '3.txt', Buffer.from('3'), { 'X-Forwarded-For': '203.0.113.3' })).status).toBe(201);
+    expect(await leftovers(r.id)).toMatchObject({ files: 1, leases: 0 });
   });
 });

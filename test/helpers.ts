@@ -144,7 +144,7 @@ async function readAllStream(r: NodeJS.ReadableStream): Promise<Buffer> {
 export async function makeHarness(
   env: Record<string, string> = {},
   /** `setupCode`: the code this app proposes (a second instance on the same database proposes its own). */
-  opts: { masterKey?: Buffer; dir?: string; setupCode?: string } = {},
+  opts: { masterKey?: Buffer; dir?: string; setupCode?: string; clock?: () => number } = {},
 ): Promise<Harness> {
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'sfs-test-'));
   const fullEnv = { NODE_ENV: 'test', DATA_DIR: 'data', UPLOADS_DIR: 'uploads', LOG_LEVEL: 'debug', ...storageEnv(env, dir), ...(await databaseEnv(env, dir)), ...env };
@@ -172,7 +172,7 @@ export async function makeHarness(
   const logger = createLogger(config.logLevel, sink);
   // Every API response in every supertest suite is checked against the OpenAPI route table.
   const contractViolations: string[] = [];
-  const app = await createApp({ config, db: database, store: blobs, keyring, logger, setup: new SetupCode(opts.setupCode ?? SETUP_CODE), onContractViolation: (m) => contractViolations.push(m) });
+  const app = await createApp({ config, db: database, store: blobs, keyring, logger, setup: new SetupCode(opts.setupCode ?? SETUP_CODE), clock: opts.clock, onContractViolation: (m) => contractViolations.push(m) });
   const harness: Harness = {
     dir,
     config,

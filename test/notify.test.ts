@@ -253,6 +253,36 @@ describe('notifications by email and webhook', () => {
   });
 });
 
+describe('upload requests', () => {
+  it('files arriving through an upload request notify its owner by email and webhook, with names and counts only', async () => {
+    const receiver = await startReceiver();
+    try {
+      const h = await harness();
+      const token = await setupAdmin(h);
+      await h.request.patch('/api/v1/me').set(bearer(token)).send({ email: 'owner@example.test', notifications: { requestUpload: ['email', 'webhook'] } });
+      const hook = await h.request.put('/api/v1/me/webhook').set(bearer(token)).send({ url: receiver.url });
+      const req = await h.request.post('/api/v1/requests').set(bearer(token)).send({ title: 'Tax documents 2025' });
+      expect(req.status).toBe(201);
+      const up = await h.request.post(`/r/${req.body.token}`).field('name', 'Ada Client').attach('file', Buffer.from('secret statement'), 'a.txt').attach('file', Buffer.from('more'), 'b.txt');
+      expect(up.status).toBe(201);
+      await drain(h);
+      expect(smtp.mails).toHaveLength(1);
+      const m = smtp.mails[0]!;
+      expect(m.headers.subject).toBe('Files arrived through your upload request');
+      expect(m.text).toContain('2 file(s) arrived through your upload request "Tax documents 2025"');
+      expect(m.text).toContain(`${BASE}/requests/${req.body.id}`);
+      expect(everything(m)).not.toContain(req.body.token);
+      expect(everything(m)).not.toContain('secret statement');
+      expect(receiver.received).toHaveLength(1);
+      expect(verifySignature(hook.body.secret, receiver.received[0]!.headers['sfs-signature'] as string, receiver.received[0]!.body)).toBe(true);
+      expect(JSON.parse(receiver.received[0]!.body)).toMatchObject({ type: 'request.upload', data: { requestId: req.body.id, requestName: 'Tax documents 2025', count: 2 } });
+      expect(receiver.received[0]!.body).not.toContain(req.body.token);
+    } finally {
+      await receiver.close();
+    }
+  });
+});
+
 describe('changes made with the CLI', () => {
   it('sfs user disable tells the user and feeds the admin-wide stream, through the same outbox', async () => {
     const receiver = await startReceiver();
@@ -296,6 +326,24 @@ describe('link-expiry reminders', () => {
     expect(smtp.mails[0]!.headers.subject).toBe('A link to "soon.txt" expires soon');
     expect(smtp.mails[0]!.text).toContain(new Date(Date.parse(soon.body.expiresAt)).toISOString().slice(0, 16).replace('T', ' '));
     expect(everything(smtp.mails[0]!)).not.toContain(soon.body.token);
+  });
+});
+
+describe('file-expiry reminders', () => {
+  it('a file whose retention ends soon and that has a live link gets one reminder; one without live links gets none', async () => {
+    const h = await harness({ NOTIFY_EXPIRY_REMINDER_SECONDS: '3600' });
+    const token = await setupAdmin(h);
+    await h.request.patch('/api/v1/me').set(bearer(token)).send({ email: 'owner@example.test', notifications: { expiringSoon: ['email'] } });
+    const linked = await h.request.put('/api/v1/uploads/linked.txt?expiresInSeconds=1800').set(bearer(token)).send(Buffer.from('a'));
+    const alone = await h.request.put('/api/v1/uploads/alone.txt?expiresInSeconds=1800').set(bearer(token)).send(Buffer.from('b'));
+    expect([linked.status, alone.status]).toEqual([201, 201]);
+    // A link that outlives the reminder window, so only the file's own expiry is due.
+    await h.request.post(`/api/v1/files/${linked.body.file.id}/shares`).set(bearer(token)).send({ expiresInSeconds: 86400 });
+    await h.app.services.notify.remindExpiring();
+    await h.app.services.notify.remindExpiring();
+    await drain(h);
+    expect(smtp.mails.map((m) => m.headers.subject)).toEqual(['"linked.txt" expires soon']);
+    expect(smtp.mails[0]!.text).toContain(`${BASE}/files/${linked.body.file.id}`);
   });
 });
 

@@ -218,6 +218,9 @@ describe('responses match the document', () => {
     await check('getFileContent', r.get(`/api/v1/files/${fid}/content`).set(auth).set('Range', 'bytes=500-'));
     const share = await check('createShare', r.post(`/api/v1/files/${fid}/shares`).set(auth).send({ maxDownloads: 2, password: 'pw pw pw pw', note: 'n' }));
     await check('createShare', r.post(`/api/v1/files/${fid}/shares`).set(auth).send({ maxDownloads: 0 }));
+    await check('createBundle', r.post('/api/v1/shares').set(auth).send({ fileIds: [fid, multi.body.files[1].id], maxDownloads: 2 }));
+    await check('createBundle', r.post('/api/v1/shares').set(auth).send({ fileIds: [] }));
+    await check('createBundle', r.post('/api/v1/shares').set(auth).send({ fileIds: ['0'.repeat(32)] }));
     await check('listShares', r.get(`/api/v1/files/${fid}/shares`).set(auth));
     await check('revokeShare', r.delete(`/api/v1/shares/${share.body.id}`).set(auth));
     await check('revokeShare', r.delete(`/api/v1/shares/${share.body.id}`).set(auth).set('Authorization', 'Bearer nope'));

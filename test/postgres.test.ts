@@ -89,7 +89,7 @@ describe.runIf(URL_BASE)('the application on PostgreSQL', () => {
     const second = await makeHarness({ DATABASE_URL: db.url }, { masterKey });
     try {
       const { rows } = await second.database.pool!.query('SELECT version FROM schema_version');
-      expect(rows).toEqual([{ version: PG_MIGRATIONS.at(-1)!.version }]);
+      expect(rows).toEqual([{ version: Math.max(...PG_MIGRATIONS.map((m) => m.version)) }]);
     } finally {
       second.cleanup();
       await second.database.close();

@@ -437,8 +437,13 @@ async function downgradeToFirstRelease(target: Harness, known: { tokens: string[
     db.prepare("DELETE FROM secrets WHERE name = 'integrity-root'").run();
   })();
   // The first release's schema, schema version 4: none of the columns and tables of migrations 5-7.
+  // Migration 12 (bundles): its trigger and table go first, they name the columns below.
+  db.exec('DROP TRIGGER files_bundle_anchor');
+  db.exec('DROP TABLE share_files');
   db.exec('DROP INDEX files_request');
   for (const [table, column] of [
+    ['files', 'crc32'],
+    ['shares', 'bundle'],
     ['files', 'wrap_version'],
     ['users', 'integrity_mac'],
     ['api_tokens', 'row_mac'],
@@ -461,8 +466,8 @@ async function downgradeToFirstRelease(target: Harness, known: { tokens: string[
   db.exec('ALTER TABLE files DROP COLUMN expires_at');
   for (const table of ['legal_holds', 'purge_queue']) db.exec(`DROP TABLE ${table}`);
   db.exec('DROP TABLE share_ticket_downloads');
-  // Nor did the tables of later migrations (8: shared state; 10: operation locks; 11: upload requests; 13: resumable uploads; 15: single sign-on; 17: notifications).
-  for (const table of ['quota_leases', 'rate_limits', 'setup_code', 'op_locks', 'upload_request_leases', 'upload_requests', 'uploads', 'oidc_identities', 'sso_policy', 'notification_settings', 'webhooks', 'notification_outbox', 'sign_in_addresses', 'share_recipients']) db.exec(`DROP TABLE ${table}`);
+  // Nor did the tables of later migrations (8: shared state; 10: operation locks; 11: upload requests; 13: resumable uploads; 14: second factors; 15: single sign-on; 17: notifications).
+  for (const table of ['quota_leases', 'rate_limits', 'setup_code', 'op_locks', 'upload_request_leases', 'upload_requests', 'uploads', 'oidc_identities', 'sso_policy', 'notification_settings', 'webhooks', 'notification_outbox', 'sign_in_addresses', 'share_recipients', 'mfa_totp', 'mfa_recovery_codes', 'mfa_passkeys', 'mfa_notices', 'mfa_policy']) db.exec(`DROP TABLE ${table}`);
   db.pragma('user_version = 4');
   db.close();
 }

@@ -14,6 +14,7 @@ import path from 'node:path';
 import * as tus from 'tus-js-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { makeHarness, makeUser, setupAdmin, serve, type Harness } from './helpers.js';
+import { deleteUser } from '../src/services/offboarding.js';
 
 const C = 64 * 1024;
 const T = { 'Tus-Resumable': '1.0.0' };
@@ -304,13 +305,14 @@ async function leftovers(h: Harness, id: string): Promise<string[]> {
   return out;
 }
 
-async function untilOffset(h: Harness, token: string, id: string, want: (n: number) => boolean): Promise<number> {
-  for (let i = 0; i < 200; i++) {
-    const n = Number((await head(h, token, id)).headers['upload-offset']);
-    if (want(n)) return n;
-    await new Promise((r) => setTimeout(r, 25));
+/** Waits until a PATCH holds the upload's lease (read behind the server's back). */
+async function leaseHeld(h: Harness, id: string): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const [row] = await h.sql<{ lease_id: string | null }>('SELECT lease_id FROM uploads WHERE id = ?', [id]);
+    if (row?.lease_id) return;
+    await new Promise((r) => setTimeout(r, 10));
   }
-  throw new Error('offset never reached');
+  throw new Error('no PATCH took the lease');
 }
 
 describe('hostile requests', () => {
@@ -393,13 +395,8 @@ describe('hostile requests', () => {
     const id = await create(h, token, data.length);
     const running = slowPatch(srv.port, token, id, 0, data.length);
     await running.send(data.subarray(0, C + 5));
-    // Wait until the first PATCH holds the lease (its HEAD offset is still 0; a probe PATCH tells).
-    let second: any;
-    for (let i = 0; i < 100; i++) {
-      second = await patch(other, token, id, 0, data.subarray(0, C));
-      if (second.status === 423) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await leaseHeld(h, id);
+    const second = await patch(other, token, id, 0, data.subarray(0, C));
     expect(second.status).toBe(423);
     expect(second.body.code).toBe('upload_locked');
     expect((await patch(h, token, id, 0, data.subarray(0, C))).status).toBe(423);
@@ -417,11 +414,7 @@ describe('hostile requests', () => {
     const id = await create(h, token, data.length);
     const running = slowPatch(srv.port, token, id, 0, data.length);
     await running.send(data.subarray(0, 3 * C));
-    // The PATCH holds the lease once a probe is refused.
-    for (let i = 0; i < 100; i++) {
-      if ((await patch(h, token, id, 0, data.subarray(0, 1))).status === 423) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await leaseHeld(h, id);
     const del = await h.request.delete(`/api/v1/tus/${id}`).set(T).set('Authorization', `Bearer ${token}`);
     expect(del.status).toBe(204);
     expect((await head(h, token, id)).status).toBe(404);
@@ -437,6 +430,22 @@ describe('hostile requests', () => {
     expect((await leftovers(h, idle)).length).toBeGreaterThan(0);
     expect((await h.request.delete(`/api/v1/tus/${idle}`).set(T).set('Authorization', `Bearer ${token}`)).status).toBe(204);
     expect(await leftovers(h, idle)).toEqual([]);
+  });
+
+  it("deleting a user removes their open uploads' ciphertext too", async () => {
+    const h = await harness();
+    const admin = await setupAdmin(h);
+    const user = await makeUser(h, admin, 'leaver');
+    const data = randomBytes(3 * C);
+    const id = await create(h, user, data.length);
+    expect((await patch(h, user, id, 0, data.subarray(0, 2 * C))).status).toBe(204);
+    expect((await leftovers(h, id)).length).toBeGreaterThan(0);
+    const users = await h.request.get('/api/v1/users').set('Authorization', `Bearer ${admin}`);
+    const uid = users.body.users.find((u: any) => u.username === 'leaver').id;
+    const s = h.app.services;
+    await deleteUser({ db: h.database, accounts: s.accounts, vault: s.vault, dropUploads: (u) => s.tus.terminateAllFor(u), record: () => {} }, uid, { deleteFiles: true });
+    expect(await h.sql('SELECT id FROM uploads')).toEqual([]);
+    expect(await leftovers(h, id)).toEqual([]);
   });
 
   it('expiry during a pause: the upload answers 410, the sweep removes row and ciphertext, the quota is free again', async () => {
@@ -460,5 +469,14 @@ describe('hostile requests', () => {
     expect(await h.sql('SELECT id FROM uploads')).toEqual([]);
     expect(await leftovers(h, id)).toEqual([]);
     expect((await head(h, token, id)).status).toBe(404);
+
+    // An upload whose stored part is gone (a restore from a backup holds none) ends the same way.
+    const lost = await create(h, token, data.length);
+    expect((await patch(h, token, lost, 0, data.subarray(0, 2 * C))).status).toBe(204);
+    await h.blobs.partials().remove(lost, (await h.sql<{ store_state: string | null }>('SELECT store_state FROM uploads WHERE id = ?', [lost]))[0]!.store_state);
+    const gone = await patch(h, token, lost, 2 * C, data.subarray(2 * C));
+    expect(gone.status).toBe(410);
+    expect(gone.body.code).toBe('upload_expired');
+    expect((await head(h, token, lost)).status).toBe(404);
   });
 });

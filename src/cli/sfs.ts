@@ -32,12 +32,15 @@ import { AccountsService, normalizeUsername } from '../services/accounts.js';
 import type { UserRow } from '../db/users.js';
 import { SharesRepo } from '../db/shares.js';
 import { adminAction } from '../http/routes/accounts.js';
-import { presentShare } from '../http/routes/shares.js';
+import { presentShares } from '../http/routes/shares.js';
+import { ShareFilesRepo } from '../db/share-files.js';
 import { deleteUser } from '../services/offboarding.js';
+import { removeUploadsOf } from '../services/tus.js';
 import { openIntegrity } from '../services/integrity.js';
 import { AuditLog, verifyAuditChain } from '../services/audit.js';
 import { KeyMismatchError, checkKeyringAgainstDb } from '../services/key-check.js';
 import { PasswordHasher } from '../services/passwords.js';
+import { MfaService } from '../services/mfa.js';
 import { WebSessions } from '../services/sessions.js';
 import { VaultService } from '../services/vault.js';
 import { LifecycleService } from '../services/lifecycle.js';
@@ -660,11 +663,12 @@ const COMMANDS: Record<string, Command> = {
         const accounts = await accountsOn(db, config);
         const user = await findUser(accounts, positionals[0]!);
         const receiver = transferTo === undefined ? undefined : await findUser(accounts, transferTo);
-        const vault = new VaultService({ db, store: await createBlobStore(config), keyring, defaultQuota: config.userQuotaBytes });
+        const store = await createBlobStore(config);
+        const vault = new VaultService({ db, store, keyring, defaultQuota: config.userQuotaBytes });
         const log = new AuditLog({ db, keyring, heads: auditHeadsFor(config) });
         const sessions = new WebSessions({ db, integrity: accounts.integrity, idleMs: config.sessionIdleMs, maxMs: config.sessionMaxMs });
         const r = await deleteUser(
-          { db, accounts, vault, endSessions: (id) => sessions.endAllForUser(id), record: (e) => log.record({ ...e, actor: 'cli', details: { ...e.details, via: 'cli' } }) },
+          { db, accounts, vault, endSessions: (id) => sessions.endAllForUser(id), dropUploads: (id) => removeUploadsOf(db, store, id), record: (e) => log.record({ ...e, actor: 'cli', details: { ...e.details, via: 'cli' } }) },
           user.id,
           receiver ? { transferTo: receiver.id } : { deleteFiles: true },
         );
@@ -687,7 +691,7 @@ const COMMANDS: Record<string, Command> = {
       try {
         const accounts = await accountsOn(db, config);
         const user = await findUser(accounts, name);
-        const shares = (await new SharesRepo(db.kysely, accounts.integrity).listForOwner(user.id)).map(presentShare);
+        const shares = await presentShares({ members: new ShareFilesRepo(db.kysely, accounts.integrity) }, await new SharesRepo(db.kysely, accounts.integrity).listForOwner(user.id));
         const lines = shares.map((s) => `${s.id}  ${s.status.padEnd(9)} file ${s.fileId}  expires ${s.expiresAt}  downloads ${s.downloads}/${s.maxDownloads ?? 'unlimited'}`);
         out(lines.join('\n') || `(no links for "${user.username}")`, { user: user.username, shares });
       } finally {
@@ -762,6 +766,26 @@ const COMMANDS: Record<string, Command> = {
       const password = await readPassword();
       const user = await changeUser(config, positionals[0]!, { password });
       out(`Password of "${user.username}" changed; their API tokens were revoked and browser sessions ended.`, { id: user.id });
+    },
+  },
+  'user reset-2fa': {
+    usage: 'sfs user reset-2fa NAME [--json]',
+    summary: "remove a user's second factors (authenticator app, passkeys, recovery codes), e.g. the last admin's lost phone",
+    options: { ...JSON_OPT },
+    positionals: [1, 1],
+    async run({ positionals, config, out }) {
+      const { db, keyring } = await open(config, { checkKeys: false });
+      try {
+        const accounts = await accountsOn(db, config);
+        const user = await findUser(accounts, positionals[0]!);
+        // Host access is the proof here: this is the way back in when no admin can sign in.
+        const mfa = new MfaService({ db, keyring, integrity: accounts.integrity, requireDefault: config.require2fa });
+        const removed = await mfa.resetAll(user.id);
+        await new AuditLog({ db, keyring, heads: auditHeadsFor(config) }).record({ actor: 'cli', action: 'mfa.reset', outcome: 'success', subjectUserId: user.id, details: { by: 'host', ...removed, via: 'cli' } });
+        out(`Second factors of "${user.username}" removed (authenticator app: ${removed.totp ? 'yes' : 'none'}, passkeys: ${removed.passkeys}, recovery codes: ${removed.recoveryCodes}). They are told at their next sign-in.`, { user: user.username, ...removed });
+      } finally {
+        await db.close();
+      }
     },
   },
 };

@@ -24,6 +24,8 @@ export interface FileRow {
   createdAt: number;
   /** Which object holds the ciphertext (0 when absent: new rows start there). */
   blobGen?: number;
+  /** Unsigned CRC-32 of the plaintext, for zip entries; null for files uploaded before it was recorded. */
+  crc32?: number | null;
   /** When the purge job crypto-shreds the file (ms); null or absent: kept until deleted. */
   expiresAt?: number | null;
   /** The upload request the file came through (services/requests.ts); null or absent for the owner's own uploads. */
@@ -50,6 +52,7 @@ const toRow = (r: RawFile): FileRow => ({
   chunkSize: r.chunk_size,
   createdAt: r.created_at,
   blobGen: r.blob_gen,
+  crc32: r.crc32 === null || r.crc32 === undefined ? null : Number(r.crc32),
   expiresAt: r.expires_at === null ? null : Number(r.expires_at),
   requestId: r.request_id,
   uploaderName: r.uploader_name,
@@ -80,12 +83,21 @@ export class FilesRepo {
         format_version: f.formatVersion,
         chunk_size: f.chunkSize,
         created_at: f.createdAt,
+        crc32: f.crc32 ?? null,
         expires_at: f.expiresAt ?? null,
         request_id: f.requestId ?? null,
         uploader_name: f.uploaderName ?? null,
         uploader_email: f.uploaderEmail ?? null,
       })
       .execute();
+  }
+
+  /**
+   * Records a CRC-32 computed later from the verified plaintext (files uploaded before it was
+   * kept); only where none is recorded, so a concurrent writer of the same value is harmless.
+   */
+  async recordCrc32(id: string, crc32: number): Promise<void> {
+    await this.db.updateTable('files').set({ crc32 }).where('id', '=', id).where('crc32', 'is', null).execute();
   }
 
   /** The file if it exists and belongs to `ownerId`; another user's file is indistinguishable from none. */

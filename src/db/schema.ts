@@ -52,6 +52,8 @@ export interface FilesTable {
   wrap_version: Generated<number>;
   /** Which object holds the ciphertext (storage/blob-store.ts blobIdOf). */
   blob_gen: Generated<number>;
+  /** Unsigned CRC-32 of the plaintext (zip entries); null for files uploaded before migration 12. */
+  crc32: number | null;
   /** When the purge job crypto-shreds the file (ms); null: kept until deleted. */
   expires_at: number | null;
   /** The upload request the file arrived through (null for the owner's own uploads). */
@@ -76,8 +78,18 @@ export interface SharesTable {
   revoked_at: number | null;
   expired_at: number | null;
   row_mac: Buffer | null;
+  /** 1: a link to several files (share_files); file_id is then only an anchor. */
+  bundle: Generated<number>;
   /** 1: the file is purged once this link's last allowed download completed. */
   delete_file_after: Generated<number>;
+}
+
+/** The files of a bundle link, in order; file_id is null once that file was deleted. */
+export interface ShareFilesTable {
+  share_id: string;
+  position: number;
+  file_id: string | null;
+  row_mac: Buffer;
 }
 
 export interface ShareReservationsTable {
@@ -164,6 +176,51 @@ export interface OpLocksTable {
   holder: string;
   acquired_at: number;
   expires_at: number;
+}
+
+/** One TOTP authenticator per user: the secret sealed under a master-key sub-key (services/mfa.ts). */
+export interface MfaTotpTable {
+  user_id: string;
+  key_id: string;
+  sealed: Buffer;
+  confirmed_at: number | null;
+  /** Newest accepted time step (replay guard). */
+  last_step: Generated<number>;
+  created_at: number;
+}
+
+/** Single-use recovery codes, as keyed hashes. */
+export interface MfaRecoveryCodesTable {
+  user_id: string;
+  code_hash: Buffer;
+  created_at: number;
+  used_at: number | null;
+}
+
+/** WebAuthn credentials (public keys), MAC-sealed against planting. */
+export interface MfaPasskeysTable {
+  id: string;
+  user_id: string;
+  name: string;
+  public_key: Buffer;
+  counter: Generated<number>;
+  transports: Generated<string>;
+  row_mac: Buffer;
+  created_at: number;
+  last_used_at: number | null;
+}
+
+/** A pending "your second factors were reset" notice. */
+export interface MfaNoticesTable {
+  user_id: string;
+  reset_at: number;
+}
+
+/** The admin page's REQUIRE_2FA switch (one row at most, id 1). */
+export interface MfaPolicyTable {
+  id: number;
+  require_2fa: 'off' | 'admins' | 'all';
+  updated_at: number;
 }
 
 /** Active legal holds (db/holds.ts): a held file cannot be deleted or purged by anyone. */
@@ -329,6 +386,7 @@ export interface Schema {
   shares: SharesTable;
   share_reservations: ShareReservationsTable;
   share_ticket_downloads: ShareTicketDownloadsTable;
+  share_files: ShareFilesTable;
   audit_events: AuditEventsTable;
   secrets: SecretsTable;
   sessions: SessionsTable;
@@ -336,6 +394,11 @@ export interface Schema {
   rate_limits: RateLimitsTable;
   setup_code: SetupCodeTable;
   op_locks: OpLocksTable;
+  mfa_totp: MfaTotpTable;
+  mfa_recovery_codes: MfaRecoveryCodesTable;
+  mfa_passkeys: MfaPasskeysTable;
+  mfa_notices: MfaNoticesTable;
+  mfa_policy: MfaPolicyTable;
   legal_holds: LegalHoldsTable;
   purge_queue: PurgeQueueTable;
   upload_requests: UploadRequestsTable;

@@ -20,6 +20,8 @@ export interface ShareRow {
   bytesServed: number;
   revokedAt: number | null;
   expiredAt: number | null;
+  /** A link to several files (share_files); fileId is then only the anchor row. */
+  bundle: boolean;
   /** Purge the file once this link's last allowed download completed (absent: false). */
   deleteFileAfter?: boolean;
 }
@@ -37,6 +39,7 @@ interface RawShare {
   bytes_served: number;
   revoked_at: number | null;
   expired_at: number | null;
+  bundle: number;
   delete_file_after: number;
 }
 
@@ -53,6 +56,7 @@ const toRow = (r: RawShare): ShareRow => ({
   bytesServed: r.bytes_served,
   revokedAt: r.revoked_at,
   expiredAt: r.expired_at,
+  bundle: r.bundle === 1,
   deleteFileAfter: r.delete_file_after === 1,
 });
 
@@ -69,6 +73,7 @@ const SELECTED = [
   'bytes_served',
   'revoked_at',
   'expired_at',
+  'bundle',
   'delete_file_after',
 ] as const;
 
@@ -92,6 +97,7 @@ export class SharesRepo {
         created_at: s.createdAt,
         expires_at: s.expiresAt,
         max_downloads: s.maxDownloads,
+        bundle: s.bundle ? 1 : 0,
         delete_file_after: s.deleteFileAfter ? 1 : 0,
         row_mac: this.keys.rowMac('shares', shareMacFields(s)),
       })
@@ -121,8 +127,20 @@ export class SharesRepo {
     return r && toRow(r);
   }
 
+  /** The file's links: its own single-file links and every bundle that holds it (not a bundle merely anchored on it). */
   async listForFile(fileId: string): Promise<ShareRow[]> {
-    const rows = await this.db.selectFrom('shares').select(SELECTED).where('file_id', '=', fileId).orderBy('created_at', 'desc').orderBy('id').execute();
+    const rows = await this.db
+      .selectFrom('shares')
+      .select(SELECTED)
+      .where((eb) =>
+        eb.or([
+          eb.and([eb('file_id', '=', fileId), eb('bundle', '=', 0)]),
+          eb('id', 'in', eb.selectFrom('share_files').select('share_id').where('file_id', '=', fileId)),
+        ]),
+      )
+      .orderBy('created_at', 'desc')
+      .orderBy('id')
+      .execute();
     return rows.map(toRow);
   }
 
@@ -149,7 +167,11 @@ export class SharesRepo {
   private revokeWhere(column: 'owner_id' | 'file_id', value: string, now: number): Promise<number> {
     return inTransaction(this.db, async (trx) => {
       const repo = new SharesRepo(trx, this.keys);
-      const ids = await trx.selectFrom('shares').select('id').where(column, '=', value).where('revoked_at', 'is', null).execute();
+      // A file's links include the bundles that hold it.
+      const ids =
+        column === 'file_id'
+          ? (await repo.listForFile(value)).filter((s) => s.revokedAt === null)
+          : await trx.selectFrom('shares').select('id').where(column, '=', value).where('revoked_at', 'is', null).execute();
       let n = 0;
       for (const { id } of ids) if (await repo.write(id, { revokedAt: now })) n++;
       return n;

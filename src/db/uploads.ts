@@ -53,10 +53,13 @@ export class UploadsRepo {
   }
 
   /** Records a durable point under our lease (one statement); false when the lease is gone. */
-  async checkpoint(id: string, leaseId: string, c: { committed: number; hashState: Buffer; storeState: string | null; leaseUntil: number; expiresAt: number }): Promise<boolean> {
+  async checkpoint(id: string, leaseId: string, c: { committed: number; hashState: Buffer; storeState: string | null; leaseUntil: number; expiresAt: number; release?: boolean }): Promise<boolean> {
+    // The last checkpoint of a request gives the lease back in the same statement, so a client
+    // that sees the new offset (HEAD) can PATCH from it at once.
+    const lease = c.release ? { lease_id: null, lease_expires_at: null } : { lease_expires_at: c.leaseUntil };
     const r = await this.db
       .updateTable('uploads')
-      .set({ committed: c.committed, hash_state: c.hashState, store_state: c.storeState, lease_expires_at: c.leaseUntil, expires_at: c.expiresAt })
+      .set({ committed: c.committed, hash_state: c.hashState, store_state: c.storeState, expires_at: c.expiresAt, ...lease })
       .where('id', '=', id)
       .where('lease_id', '=', leaseId)
       .executeTakeFirst();

@@ -99,7 +99,9 @@ export const TokenCreated = z
 
 const shareFields = {
   id,
-  fileId: id,
+  fileId: id.openapi({ description: "the shared file; for a bundle, its first file that is still in it" }),
+  bundle: z.boolean().openapi({ description: 'true for a link to several files (createBundle)' }),
+  fileIds: z.array(id).openapi({ description: 'the files behind the link, in order (one for a single-file link); deleted files are left out' }),
   expiresAt: time,
   maxDownloads: z.number().int().min(1).nullable().openapi({ description: 'null = unlimited' }),
   downloads: z.number().int().min(0).openapi({ description: 'completed downloads' }),

@@ -73,7 +73,7 @@ export function checkResponse(id: string, spec: ApiOperation, status: number, co
 }
 
 /** Test-time middleware: reports responses that differ from the table (see onContractViolation). */
-function contractCheck(id: OperationId, spec: ApiOperation, report: (message: string) => void): RequestHandler {
+export function contractCheck(id: string, spec: ApiOperation, report: (message: string) => void): RequestHandler {
   return (_req, res, next) => {
     let checked = false;
     const send = res.send.bind(res);

@@ -7,7 +7,7 @@
  */
 import type { ErrorCode } from '../errors.js';
 import * as M from './api-models.js';
-import { auditQuery, fileListQuery, filePatchBody, holdBody, idParam, listQuery, mePatchBody, requestCreateBody, requestPatchBody, setupBody, shareCreateBody, tokenCreateBody, userCreateBody, userPatchBody, webhookBody } from './schemas.js';
+import { auditQuery, bundleCreateBody, fileListQuery, filePatchBody, holdBody, idParam, listQuery, mePatchBody, requestCreateBody, requestPatchBody, setupBody, shareCreateBody, tokenCreateBody, userCreateBody, userPatchBody, webhookBody } from './schemas.js';
 import { z } from './zod.js';
 
 type Schema = z.ZodTypeAny;
@@ -104,11 +104,12 @@ export const API = {
     path: '/auth/tokens',
     tag: 'Setup and tokens',
     summary: 'Get an API token with a username and password',
-    description: 'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username (shared with password changes). A disabled account is named as such (403 account_disabled) only after its correct password; so is an account linked to single sign-on while OIDC_DISABLE_LOCAL_PASSWORDS is on (403 sso_required: create tokens on the /tokens page after signing in with the provider).',
+    description:
+      'The token is shown only in this response (the server keeps a hash). Rate-limited per IP and per IP+username (shared with password changes). A disabled account is named as such (403 account_disabled) only after its correct password; so is an account linked to single sign-on while OIDC_DISABLE_LOCAL_PASSWORDS is on (403 sso_required: create tokens on the /tokens page after signing in with the provider). An account with a second factor also needs `otp` (a TOTP code or a recovery code): without it 401 otp_required, a wrong or reused one 401 otp_invalid (counted like a wrong password). An account REQUIRE_2FA covers that has no factor yet gets 401 mfa_enrolment_required.',
     auth: 'none',
     body: { kind: 'json', schema: tokenCreateBody },
     responses: { 201: { description: 'the new token', schema: M.TokenCreated } },
-    errors: ['validation_error', 'unauthorized', 'account_disabled', 'sso_required', 'rate_limited'],
+    errors: ['validation_error', 'unauthorized', 'account_disabled', 'sso_required', 'rate_limited', 'otp_required', 'otp_invalid', 'mfa_enrolment_required', 'integrity_error'],
   },
   // --- The caller's own account ---
   listTokens: {
@@ -479,6 +480,22 @@ export const API = {
     responses: { 200: { description: 'the links', schema: M.ShareList } },
     errors: ['not_found'],
   },
+  createBundle: {
+    method: 'post',
+    path: '/shares',
+    tag: 'Sharing',
+    summary: 'Create one link to several files (a bundle), with the same expiry, download limit and password options',
+    description:
+      'The recipient page lists each file (name, size, SHA-256) with its own download (`GET /s/{token}/files/{fileId}`) and ' +
+      '"Download all (.zip)" (`GET /s/{token}/zip`: stored entries, ZIP64 where needed, Content-Length, strong ETag, Range). ' +
+      'A bundle has one budget: a completed zip, or a completed file, is one download; downloads under one ticket (the page\'s links) ' +
+      'count once together. At most BUNDLE_MAX_FILES files; every id must be one of your files (else 404 not_found). ' +
+      'Deleting a file removes it from the bundle; the link keeps the others.',
+    auth: 'token',
+    body: { kind: 'json', schema: bundleCreateBody },
+    responses: { 201: { description: 'the link; `url` and `token` are shown only here', schema: M.ShareCreated } },
+    errors: ['not_found', 'validation_error'],
+  },
   revokeShare: {
     method: 'delete',
     path: '/shares/:id',
@@ -595,6 +612,16 @@ export type OperationId = keyof typeof API;
 
 const shareTokenParams = z.object({ token: z.string().openapi({ description: 'the link secret (43 characters) from createShare' }) });
 const health = z.object({ status: z.literal('ok') }).strict().openapi('Health');
+const bundleFileParams = shareTokenParams.extend({ fileId: idParam.openapi({ description: 'a file id from the bundle page' }) });
+const zipHeaders = z.object({
+  'Content-Disposition': z.string().openapi({ description: 'attachment; filename="shared-files.zip"' }),
+  'Content-Length': z.string(),
+  ETag: z.string().openapi({ description: 'a strong validator of the zip\'s bytes: changes when a file leaves the bundle' }),
+  'Accept-Ranges': z.literal('bytes'),
+  'Content-Security-Policy': z.string().openapi({ description: "sandbox; default-src 'none'" }),
+  'Cache-Control': z.string(),
+});
+const zipPartialHeaders = zipHeaders.extend({ 'Content-Range': z.string().openapi({ description: 'bytes START-END/SIZE' }) });
 const shareContentDescription =
   'No account needed. A link with a password takes it as HTTP Basic auth with any user name (`curl -u :PASSWORD -OJ URL`); ' +
   'without it, or with a wrong one, the answer is 401 with `WWW-Authenticate: Basic`, and wrong passwords are rate-limited ' +
@@ -688,6 +715,74 @@ export const OUTSIDE_API = {
     responses: {
       200: { description: 'headers of the whole file', headers: downloadHeaders },
       206: { description: 'headers of the range', headers: partialHeaders },
+    },
+    errors: ['not_found', 'unauthorized', 'rate_limited', 'range_not_satisfiable'],
+  },
+  getShareFile: {
+    method: 'get',
+    mount: '',
+    path: '/s/:token/files/:fileId',
+    tag: 'Recipients',
+    summary: 'Download one file of a bundle link (Range supported)',
+    description: shareContentDescription + ' A file deleted by its owner since answers 404.',
+    auth: 'none',
+    params: bundleFileParams,
+    headers: rangeHeaders,
+    responses: {
+      200: { description: 'the whole file', binary: true, headers: downloadHeaders },
+      206: { description: 'the requested range', binary: true, headers: partialHeaders },
+    },
+    errors: ['not_found', 'unauthorized', 'rate_limited', 'range_not_satisfiable', 'integrity_error', 'key_unavailable'],
+  },
+  headShareFile: {
+    method: 'head',
+    mount: '',
+    path: '/s/:token/files/:fileId',
+    tag: 'Recipients',
+    summary: 'Download headers of one file of a bundle link (nothing is decrypted, no download is counted)',
+    description: shareContentDescription,
+    auth: 'none',
+    params: bundleFileParams,
+    headers: rangeHeaders,
+    responses: {
+      200: { description: 'headers of the whole file', headers: downloadHeaders },
+      206: { description: 'headers of the range', headers: partialHeaders },
+    },
+    errors: ['not_found', 'unauthorized', 'rate_limited', 'range_not_satisfiable'],
+  },
+  getShareZip: {
+    method: 'get',
+    mount: '',
+    path: '/s/:token/zip',
+    tag: 'Recipients',
+    summary: 'Download every file of a bundle link as one zip (Range supported: `curl -C -` resumes)',
+    description:
+      shareContentDescription +
+      ' The zip is streamed from the decrypted, verified files, never stored: entries are stored (no compression) with UTF-8 names, ' +
+      'ZIP64 where a size or offset needs it (or always with BUNDLE_ZIP64=always), and fixed dates, so its bytes are known before ' +
+      'streaming. A Range answer decrypts only the chunks of the files it covers. Damage found after the headers cuts the connection.',
+    auth: 'none',
+    params: shareTokenParams,
+    headers: rangeHeaders,
+    responses: {
+      200: { description: 'the whole zip', binary: true, headers: zipHeaders },
+      206: { description: 'the requested range of the zip', binary: true, headers: zipPartialHeaders },
+    },
+    errors: ['not_found', 'unauthorized', 'rate_limited', 'range_not_satisfiable', 'integrity_error', 'key_unavailable'],
+  },
+  headShareZip: {
+    method: 'head',
+    mount: '',
+    path: '/s/:token/zip',
+    tag: 'Recipients',
+    summary: "Headers of a bundle's zip: its exact length and ETag (nothing is decrypted, no download is counted)",
+    description: shareContentDescription,
+    auth: 'none',
+    params: shareTokenParams,
+    headers: rangeHeaders,
+    responses: {
+      200: { description: 'headers of the whole zip', headers: zipHeaders },
+      206: { description: 'headers of the range', headers: zipPartialHeaders },
     },
     errors: ['not_found', 'unauthorized', 'rate_limited', 'range_not_satisfiable'],
   },
@@ -831,7 +926,8 @@ export function openApiPath(op: Pick<ApiOperation, 'path' | 'mount'>): string {
  */
 export function commonErrors(op: ApiOperation): ErrorCode[] {
   const out: ErrorCode[] = ['internal_error'];
-  if (op.auth !== 'none') out.push('unauthorized');
+  // A token of a user REQUIRE_2FA covers who has not enrolled yet is refused on every route.
+  if (op.auth !== 'none') out.push('unauthorized', 'mfa_enrolment_required');
   if (op.auth === 'admin') out.push('forbidden');
   if (op.body?.kind === 'json') out.push('validation_error', 'invalid_json', 'payload_too_large', 'unsupported_media_type', 'body_timeout');
   return out;

@@ -67,12 +67,17 @@ export function setDownloadHeaders(res: Response, row: FileRow): void {
 
 /** Resolves which bytes to send, honouring If-Range (a stale validator means the full file). */
 function decideRange(req: Request, row: FileRow): RangeDecision {
+  return decideRangeFor(req, `"${row.sha256.toString('hex')}"`, row.size);
+}
+
+/** Which bytes of a representation with this strong ETag and size to send: If-Range with another validator means all of them. */
+export function decideRangeFor(req: Request, etag: string, size: number): RangeDecision {
   const ifRange = req.headers['if-range'];
-  // An overlong If-Range is not our ETag (72 characters) either: the full file, as for a stale one.
-  if (typeof ifRange === 'string' && (ifRange.length > MAX_RANGE_HEADER_LENGTH || ifRange.trim() !== `"${row.sha256.toString('hex')}"`)) {
+  // An overlong If-Range is not our ETag either: the full representation, as for a stale one.
+  if (typeof ifRange === 'string' && (ifRange.length > MAX_RANGE_HEADER_LENGTH || ifRange.trim() !== etag)) {
     return { kind: 'full' };
   }
-  return parseRange(req.headers.range, row.size);
+  return parseRange(req.headers.range, size);
 }
 
 export interface SendResult {
@@ -122,6 +127,27 @@ export async function sendFileContent(req: Request, res: Response, vault: VaultS
     return { bytesSent: 0, completed: true, range };
   }
   const hold = await opts.begin?.(range, length, range.end === row.size - 1);
+  return streamBody(req, res, hold, { fileId: row.id }, async () => {
+    const plaintext = await vault.open(row, range);
+    req.log?.debug({ fileId: row.id, keyId: row.keyId, start: range.start, end: range.end }, 'first chunk verified; streaming');
+    writeHead(res, row, decision, range, length);
+    return Readable.from(plaintext, { objectMode: false, highWaterMark: 256 * 1024 });
+  }).then((r) => ({ ...r, range }));
+}
+
+/**
+ * Streams a response body under a hold: heartbeats (a hold taken away cuts the response), a
+ * stall watchdog, and a byte count. `open` produces the body and writes the status line;
+ * anything it throws reaches the caller as a clean error answer. A failure after the headers
+ * destroys the connection. The hold's end() is called exactly once with what was sent.
+ */
+export async function streamBody(
+  req: Request,
+  res: Response,
+  hold: TransferHold | undefined,
+  logMeta: Record<string, unknown>,
+  open: () => Promise<Readable>,
+): Promise<Omit<SendResult, 'range'>> {
   let bytesSent = 0;
   let completed = false;
   let integrityError = false;
@@ -130,11 +156,11 @@ export async function sendFileContent(req: Request, res: Response, vault: VaultS
         void Promise.resolve(hold.heartbeat!(bytesSent)).then(
           (ok) => {
             if (ok === false && !res.writableFinished) {
-              req.log?.info({ fileId: row.id, bytesSent }, 'download gave way to another request; closing the connection');
+              req.log?.info({ ...logMeta, bytesSent }, 'download gave way to another request; closing the connection');
               res.destroy();
             }
           },
-          (err: unknown) => req.log?.warn({ err, fileId: row.id }, 'download heartbeat failed'),
+          (err: unknown) => req.log?.warn({ err, ...logMeta }, 'download heartbeat failed'),
         );
       }, hold.heartbeatMs ?? 60_000)
     : undefined;
@@ -145,16 +171,14 @@ export async function sendFileContent(req: Request, res: Response, vault: VaultS
   let mark = 0;
   const watchdog = setInterval(() => {
     if (bytesSent - mark < STALL_MIN_PROGRESS && !res.writableFinished) {
-      req.log?.info({ fileId: row.id, bytesSent }, 'download stalled; closing the connection');
+      req.log?.info({ ...logMeta, bytesSent }, 'download stalled; closing the connection');
       res.destroy();
     }
     mark = bytesSent;
   }, stallMs);
   watchdog.unref();
   try {
-    const plaintext = await vault.open(row, range);
-    req.log?.debug({ fileId: row.id, keyId: row.keyId, start: range.start, end: range.end }, 'first chunk verified; streaming');
-    writeHead(res, row, decision, range, length);
+    const body = await open();
     const counter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         bytesSent += chunk.length;
@@ -162,18 +186,18 @@ export async function sendFileContent(req: Request, res: Response, vault: VaultS
       },
     });
     try {
-      await pipeline(Readable.from(plaintext, { objectMode: false, highWaterMark: 256 * 1024 }), counter, res);
+      await pipeline(body, counter, res);
       completed = true;
     } catch (err) {
       // pipeline has destroyed the response (and so the socket): the client sees a broken transfer.
       if ((err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
-        req.log?.info({ fileId: row.id, bytesSent }, 'client closed the download early');
+        req.log?.info({ ...logMeta, bytesSent }, 'client closed the download early');
       } else {
         integrityError = true;
-        req.log?.error({ err, fileId: row.id, bytesSent, code: 'integrity_error' }, 'download failed after headers were sent');
+        req.log?.error({ err, ...logMeta, bytesSent, code: 'integrity_error' }, 'download failed after headers were sent');
       }
     }
-    return { bytesSent, completed, range, integrityError };
+    return { bytesSent, completed, integrityError };
   } finally {
     clearInterval(watchdog);
     if (timer) clearInterval(timer);

@@ -55,6 +55,8 @@ export interface PasswordLimits {
   login: RequestHandler[];
   /** Before a password change: the account is the signed-in caller; same budgets as login. */
   passwordCheck: RequestHandler[];
+  /** Before a second-factor code or passkey: the account is the half-signed-in (or signed-in) user; same budgets as login. */
+  secondFactor: RequestHandler[];
 }
 
 /** A limiter answering 429 rate_limited with Retry-After. */

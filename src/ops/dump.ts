@@ -22,7 +22,7 @@ const NOT_DUMPED = new Set(['schema_version', 'op_locks']);
  * Load order: referenced tables before the tables referencing them. Tables this list does
  * not name (added by later migrations) load after it, in name order.
  */
-const LOAD_ORDER = ['master_keys', 'secrets', 'users', 'api_tokens', 'upload_requests', 'files', 'shares', 'share_reservations', 'share_ticket_downloads', 'audit_events', 'sessions', 'notification_settings', 'webhooks', 'notification_outbox', 'sign_in_addresses', 'share_recipients'];
+const LOAD_ORDER = ['master_keys', 'secrets', 'users', 'api_tokens', 'upload_requests', 'files', 'shares', 'share_files', 'share_reservations', 'share_ticket_downloads', 'audit_events', 'sessions', 'notification_settings', 'webhooks', 'notification_outbox', 'sign_in_addresses', 'share_recipients'];
 
 export type Row = Record<string, unknown>;
 

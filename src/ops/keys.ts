@@ -11,6 +11,8 @@ import { sql } from '../db/kysely.js';
 import type { Database } from '../db/database.js';
 import { MasterKeysRepo } from '../db/master-keys.js';
 import { SecretsRepo } from '../db/secrets.js';
+import { TotpRepo } from '../db/mfa-totp.js';
+import { rewrapTotpSecrets } from '../services/mfa.js';
 
 export interface KeyStatus {
   keyId: string;
@@ -141,7 +143,13 @@ export async function rotate(
     });
     opts.onProgress?.({ done: result.rewrapped + result.skipped + result.failed.length, total });
   }
-  if (!result.interrupted) result.secrets = await rotateSecrets(db, keyring, result);
+  if (!result.interrupted) {
+    result.secrets = await rotateSecrets(db, keyring, result);
+    // TOTP secrets are sealed under a sub-key of the master key: they move with it.
+    const totp = await rewrapTotpSecrets(db, keyring);
+    result.secrets += totp.rewrapped;
+    result.failed.push(...totp.failed);
+  }
   await checkpointWal(db);
   return result;
 }
@@ -196,7 +204,7 @@ export class KeyInUseError extends Error {
 export function retire(db: Database, keyId: string): Promise<boolean> {
   return db.transaction(async (trx) => {
     const files = (await new MasterKeysRepo(trx).fileCounts()).get(keyId) ?? 0;
-    const secrets = await new SecretsRepo(trx).countUnderKey(keyId);
+    const secrets = (await new SecretsRepo(trx).countUnderKey(keyId)) + (await new TotpRepo(trx).countUnderKey(keyId));
     if (files || secrets) throw new KeyInUseError(keyId, files, secrets);
     return new MasterKeysRepo(trx).delete(keyId);
   });

@@ -1,6 +1,7 @@
 /** Users, passwords, the first-run setup and API tokens. */
 import { createCipheriv, createDecipheriv, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import type { Database, Executor, Trx } from '../db/database.js';
 import { deriveSubkey, type Keyring } from '../crypto/keyring.js';
 import { SharesRepo } from '../db/shares.js';
@@ -86,7 +87,7 @@ export class AccountsService {
     role: Role,
     opts: { onlyIfNoUsers?: boolean; claim?: (trx: Trx) => Promise<void> } = {},
   ): Promise<UserRow> {
-    checkPassword(password);
+    checkPassword(password, username);
     const passwordHash = await this.deps.hasher.hash(password);
     const now = this.now();
     const user: UserRow = { id: newId(), username, passwordHash, role, disabled: false, quotaBytes: null, passwordResetAt: null, createdAt: now, updatedAt: now };
@@ -188,7 +189,7 @@ export class AccountsService {
   async changePassword(p: Principal, currentPassword: string, newPassword: string): Promise<{ revokedTokens: number }> {
     const ok = await this.deps.hasher.verify(p.user.passwordHash, currentPassword);
     if (!ok) throw new AppError('forbidden', 'current password is wrong');
-    checkPassword(newPassword);
+    checkPassword(newPassword, p.user.username);
     const hash = await this.deps.hasher.hash(newPassword);
     const now = this.now();
     return this.deps.db.transaction(async (trx) => {
@@ -207,10 +208,11 @@ export class AccountsService {
     id: string,
     changes: { disabled?: boolean; role?: Role; password?: string; quotaBytes?: number | null },
   ): Promise<AdminUpdateResult> {
-    if (!(await this.users.byId(id))) throw new AppError('not_found', 'no such user');
+    const before = await this.users.byId(id);
+    if (!before) throw new AppError('not_found', 'no such user');
     let passwordHash: string | undefined;
     if (changes.password !== undefined) {
-      checkPassword(changes.password);
+      checkPassword(changes.password, before.username);
       passwordHash = await this.deps.hasher.hash(changes.password);
     }
     const now = this.now();
@@ -266,8 +268,30 @@ export async function setupOpenIn(db: Executor): Promise<boolean> {
   return Number(r.n) === 0;
 }
 
-/** Enforces the password policy (length only, per NIST 800-63B). */
-export function checkPassword(password: string): void {
+let commonList: { test(password: string): boolean } | undefined;
+
+/** True for a password on the bundled list of the commonest ones (fxa-common-password-list, loaded on first use). */
+export function isCommonPassword(password: string): boolean {
+  commonList ??= createRequire(import.meta.url)('fxa-common-password-list') as { test(password: string): boolean };
+  return commonList.test(password) || commonList.test(password.toLowerCase());
+}
+
+/**
+ * Enforces the password policy (NIST 800-63B): at least 10 characters, not one of the
+ * commonest passwords, and not the username itself (in any case).
+ */
+export function checkPassword(password: string, username?: string): void {
+  checkPasswordLength(password);
+  if (username !== undefined && normalizeUsername(password) === normalizeUsername(username)) {
+    throw new AppError('validation_error', 'password: must not be the username');
+  }
+  if (isCommonPassword(password)) {
+    throw new AppError('validation_error', 'password: is one of the most common passwords; choose another');
+  }
+}
+
+/** The length rule alone (share link passwords: the common-password list is for accounts). */
+export function checkPasswordLength(password: string): void {
   if (password.length < MIN_PASSWORD_LENGTH) {
     throw new AppError('validation_error', `password: must be at least ${MIN_PASSWORD_LENGTH} characters`);
   }

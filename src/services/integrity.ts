@@ -136,8 +136,11 @@ export function shareMacFields(s: {
   downloads: number;
   bytesServed: number;
   revokedAt: number | null;
+  /** A bundle link: its file_id is only an anchor that moves when that file is deleted (share_files holds the files). */
+  bundle?: boolean;
 }): MacField[] {
-  return [s.id, s.fileId, s.ownerId, s.tokenHash.toString('hex'), s.passwordHash, s.expiresAt, s.maxDownloads, s.downloads, s.bytesServed, s.revokedAt];
+  // A bundle seals the flag instead of the anchor: flipping it either way breaks the MAC.
+  return [s.id, s.bundle ? '*bundle' : s.fileId, s.ownerId, s.tokenHash.toString('hex'), s.passwordHash, s.expiresAt, s.maxDownloads, s.downloads, s.bytesServed, s.revokedAt];
 }
 
 /** What a session's seal covers: the store key (so a seal cannot move to another row), the user and the sign-in time. */
@@ -212,7 +215,7 @@ async function upgradeRows(db: Trx, keyring: Keyring, keys: IntegrityKeys): Prom
   }
   const shares = await db
     .selectFrom('shares')
-    .select(['id', 'file_id', 'owner_id', 'token_hash', 'password_hash', 'expires_at', 'max_downloads', 'downloads', 'bytes_served', 'revoked_at'])
+    .select(['id', 'file_id', 'owner_id', 'token_hash', 'password_hash', 'expires_at', 'max_downloads', 'downloads', 'bytes_served', 'revoked_at', 'bundle'])
     .execute();
   for (const s of shares) {
     const tokenHash = keys.rekey(s.token_hash);
@@ -229,6 +232,7 @@ async function upgradeRows(db: Trx, keyring: Keyring, keys: IntegrityKeys): Prom
         downloads: s.downloads,
         bytesServed: s.bytes_served,
         revokedAt: s.revoked_at,
+        bundle: s.bundle === 1,
       }),
     );
     out.shares += n(await db.updateTable('shares').set({ token_hash: tokenHash, row_mac: mac }).where('id', '=', s.id).executeTakeFirst());

@@ -21,6 +21,8 @@ export interface OffboardingDeps {
   endSessions?: (userId: string) => Promise<unknown> | void;
   /** Records one audit event; `base` (actor, client) is merged in by the caller. */
   record: (event: Omit<AuditInput, 'actor'>) => Promise<unknown> | void;
+  /** Removes the user's resumable uploads with their stored ciphertext (services/tus.ts removeUploadsOf). */
+  dropUploads?: (userId: string) => Promise<unknown>;
 }
 
 export type FilesDecision = { transferTo: string } | { deleteFiles: true };
@@ -93,6 +95,8 @@ export async function deleteUser(d: OffboardingDeps, userId: string, decision: F
       bytes += f.size;
     }
   }
+  // Incomplete resumable uploads go with their ciphertext (the row cascade alone would leave it).
+  await d.dropUploads?.(user.id);
   // Database work only in here: the blobs were removed above, outside any transaction.
   await d.db.transaction(async (trx) => {
     // An upload that was already streaming when the user was disabled may have landed.

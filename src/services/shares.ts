@@ -21,6 +21,7 @@ import type { Database, Executor, Trx } from '../db/database.js';
 import type { Notifier } from './notify/notifier.js';
 import type { FileRow } from '../db/files.js';
 import { SharesRepo, type ShareRow } from '../db/shares.js';
+import { ShareFilesRepo } from '../db/share-files.js';
 import { HoldsRepo } from '../db/holds.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { AppError } from '../errors.js';
@@ -28,7 +29,7 @@ import { newId } from './ids.js';
 import type { IntegrityKeys } from './integrity.js';
 import type { IntegrityFailure } from './accounts.js';
 import type { PasswordHasher } from './passwords.js';
-import { checkPassword } from './accounts.js';
+import { checkPasswordLength } from './accounts.js';
 
 const TICKET_LABEL = 'sfs/v1 share download ticket';
 export const TICKET_TTL_MS = 60 * 60 * 1000;
@@ -110,13 +111,33 @@ export class SharesService {
   }
 
   /** Creates a link for the owner's file; the token is returned only here. */
-  async create(
+  create(
     ownerId: string,
     file: FileRow,
     input: ShareInput,
     /** Runs inside the insert's transaction with the new link and its token (sending the link by email). */
     alsoIn?: (trx: Trx, share: ShareRow, token: string) => Promise<void>,
   ): Promise<{ share: ShareRow; token: string }> {
+    return this.createLink(ownerId, [file], input, false, alsoIn);
+  }
+
+  /**
+   * Creates one link to several of the owner's files (a bundle), in the given order; the
+   * token is returned only here. The files are recorded in share_files, each row sealed.
+   */
+  createBundle(ownerId: string, files: FileRow[], input: ShareInput): Promise<{ share: ShareRow; token: string }> {
+    if (files.length === 0) throw new AppError('validation_error', 'fileIds: choose at least one file');
+    return this.createLink(ownerId, files, input, true);
+  }
+
+  private async createLink(
+    ownerId: string,
+    files: FileRow[],
+    input: ShareInput,
+    bundle: boolean,
+    alsoIn?: (trx: Trx, share: ShareRow, token: string) => Promise<void>,
+  ): Promise<{ share: ShareRow; token: string }> {
+    const file = files[0]!;
     const ttl = input.expiresInSeconds ?? this.deps.defaultTtlSeconds;
     if (ttl > this.deps.maxTtlSeconds) {
       throw new AppError('validation_error', `expiresInSeconds: must be at most ${this.deps.maxTtlSeconds}`);
@@ -126,7 +147,7 @@ export class SharesService {
     }
     let passwordHash: string | null = null;
     if (input.password !== undefined && input.password !== '') {
-      checkPassword(input.password);
+      checkPasswordLength(input.password);
       passwordHash = await this.deps.hasher.hash(input.password);
     }
     const token = randomBytes(32).toString('base64url');
@@ -144,6 +165,7 @@ export class SharesService {
       bytesServed: 0,
       revokedAt: null,
       expiredAt: null,
+      bundle,
       deleteFileAfter: input.deleteFileAfterLastDownload === true,
     };
     await this.deps.db.transaction(async (trx) => {
@@ -152,6 +174,12 @@ export class SharesService {
       const owner = await trx.selectFrom('users').select('disabled').where('id', '=', ownerId).executeTakeFirst();
       if (!owner || owner.disabled) throw new AppError('unauthorized', 'this account was disabled; sign in again');
       await new SharesRepo(trx, this.deps.integrity).insert({ ...share, tokenHash: this.deps.integrity.lookup(token) });
+      if (bundle) {
+        // The files must still be the owner's (one could have been deleted meanwhile).
+        const found = await trx.selectFrom('files').select('id').where('owner_id', '=', ownerId).where('id', 'in', files.map((f) => f.id)).execute();
+        if (found.length !== files.length) throw new AppError('not_found', 'no such file');
+        await new ShareFilesRepo(trx, this.deps.integrity).insert(share.id, files.map((f) => f.id));
+      }
       await alsoIn?.(trx, share, token);
     });
     return { share, token };
@@ -183,21 +211,40 @@ export class SharesService {
    * own download was counted.
    */
   async resolve(token: string, files: { byId(id: string): Promise<FileRow | undefined> }, ticketText?: string): Promise<ResolvedShare | null> {
+    const found = await this.lookup(token, ticketText);
+    // A bundle is served by services/bundles.ts (its page, its files, its zip), never as one file.
+    if (!found || found.share.bundle) return null;
+    const { share, ticket, repeat } = found;
+    const file = await files.byId(share.fileId);
+    if (!file) return null;
+    const now = this.now();
+    const reason = SharesService.unavailableReason(share, file.size, now);
+    if (reason && !(reason === 'exhausted' && repeat)) return null;
+    if (await this.expired(file, now)) return null;
+    return { share, file, ticket, repeat };
+  }
+
+  /**
+   * True when the file is past its expiry and no legal hold keeps it: gone for recipients at
+   * once, not only when the purge job gets to it (single links and bundles alike).
+   */
+  async expired(file: FileRow, now = this.now()): Promise<boolean> {
+    return file.expiresAt != null && file.expiresAt <= now && (await new HoldsRepo(this.deps.db.kysely).holdsOnFile(file)).length === 0;
+  }
+
+  /**
+   * The intact link row of a token (its owner enabled) with the request's ticket, before any
+   * availability check; null for a malformed or unknown token or a row that fails its MAC.
+   */
+  async lookup(token: string, ticketText?: string): Promise<{ share: ShareRow; ticket: Ticket | null; repeat: boolean } | null> {
     if (!/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
     const found = await this.repo.byTokenHash(this.deps.integrity.lookup(token));
     if (found && !found.intact) await this.deps.onIntegrityFailure?.({ table: 'shares', id: found.share.id, userId: found.share.ownerId });
     const share = found?.intact ? found.share : undefined;
-    const file = share && (await files.byId(share.fileId));
-    if (!share || !file) return null;
-    const now = this.now();
+    if (!share) return null;
     const ticket = ticketText === undefined ? null : this.checkTicket(share, ticketText);
-    const repeat = ticket !== null && (await this.repo.ticketCounted(share.id, ticket.id, now));
-    const reason = SharesService.unavailableReason(share, file.size, now);
-    if (reason && !(reason === 'exhausted' && repeat)) return null;
-    // A file past its expiry is gone for recipients at once, not only when the purge job gets
-    // to it; unless a legal hold keeps it (a held file does not expire).
-    if (file.expiresAt != null && file.expiresAt <= now && (await new HoldsRepo(this.deps.db.kysely).holdsOnFile(file)).length === 0) return null;
-    return { share, file, ticket, repeat };
+    const repeat = ticket !== null && (await this.repo.ticketCounted(share.id, ticket.id, this.now()));
+    return { share, ticket, repeat };
   }
 
   /** Checks a share password (constant work whether or not it matches). */
@@ -245,8 +292,10 @@ export class SharesService {
    * same transaction. Null when it still cannot. A repeat of a counted ticket download holds
    * nothing.
    */
-  reserve(resolved: ResolvedShare, bytes: number, deliversLastByte: boolean): Promise<Reservation | null> {
-    const { share, file, ticket } = resolved;
+  reserve(resolved: Pick<ResolvedShare, 'share' | 'ticket'> & { file?: FileRow }, bytes: number, deliversLastByte: boolean, size = resolved.file?.size ?? 0): Promise<Reservation | null> {
+    const { share, ticket } = resolved;
+    // `size` is what the byte ceiling multiplies: the file, or a bundle's zip (services/bundles.ts).
+    const file = { size };
     const now = this.now();
     const base = { id: newId(), shareId: share.id, bytes, completionSlot: deliversLastByte, ticket, lastBytes: 0, lastAt: now };
     return this.deps.db.transaction(async (trx): Promise<Reservation | null> => {

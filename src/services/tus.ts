@@ -33,7 +33,7 @@ import {
 } from '../crypto/format.js';
 import type { Keyring } from '../crypto/keyring.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import type { Checkpoint, PartialWriter } from '../storage/partial.js';
+import { PartialMissingError, type Checkpoint, type PartialWriter } from '../storage/partial.js';
 import { AppError } from '../errors.js';
 import { newId } from './ids.js';
 import type { VaultService } from './vault.js';
@@ -274,7 +274,16 @@ export class TusService {
         state.fill(0);
       } else hasher.init();
       const partials = this.d.store.partials();
-      writer = await partials.open(id, row.store_state, cipherBytesAt(row.committed, C), row.header);
+      try {
+        writer = await partials.open(id, row.store_state, cipherBytesAt(row.committed, C), row.header);
+      } catch (err) {
+        if (!(err instanceof PartialMissingError)) throw err;
+        // The stored bytes are gone (e.g. a restore from a backup, which holds no incomplete
+        // uploads): the upload cannot go on, so it ends as if expired and the client starts again.
+        await this.uploads.deleteForOwner(id, ownerId);
+        await partials.remove(id, row.store_state).catch(() => {});
+        throw new AppError('upload_expired', 'the stored part of this upload is gone; start it again');
+      }
       const length = row.length;
       let done = row.committed; // plaintext sealed and appended
       storeState = row.store_state;
@@ -286,12 +295,14 @@ export class TusService {
       const k = payloadKey;
       const d = dek;
 
-      const record = async (cp: Checkpoint): Promise<void> => {
+      const record = async (cp: Checkpoint, last = false): Promise<void> => {
+        // The request's last checkpoint releases the lease: no renewal may run after it.
+        if (last) clearInterval(timer);
         const committed = committedAt(cp.cipherBytes, C);
         if (committed !== done) throw new Error('checkpoint does not match the appended chunks');
         storeState = cp.state;
         const t = this.now();
-        const ok = await this.uploads.checkpoint(id, leaseId, { committed, hashState: sealHashState(d, id, committed, hasher.save()), storeState, leaseUntil: t + this.d.leaseMs, expiresAt: t + this.d.expiryMs });
+        const ok = await this.uploads.checkpoint(id, leaseId, { committed, hashState: sealHashState(d, id, committed, hasher.save()), storeState, leaseUntil: t + this.d.leaseMs, expiresAt: t + this.d.expiryMs, release: last });
         if (!ok) {
           lost = true;
           throw new AppError('not_found', 'the upload was terminated or taken over while this request ran');
@@ -345,14 +356,14 @@ export class TusService {
         // A cut-off body keeps what it brought in whole chunks: they are sealed and appended
         // already, one flush makes them durable. A checksum body keeps nothing.
         if (!lost && !bodyHash && done > row.committed && done < length && !isAppError(err, 'tus_checksum_mismatch')) {
-          await record(await w.flush()).catch(() => {});
+          await record(await w.flush(), true).catch(() => {});
         }
         throw err;
       }
       pending.fill(0);
       if (!completed) {
         // The trailing partial chunk (if any) is dropped: the client resends it from `done`.
-        if (done > row.committed || storeState === null) await record(await w.flush());
+        if (done > row.committed || storeState === null) await record(await w.flush(), true);
         const t = this.now();
         return { offset: done, expiresAt: t + this.d.expiryMs };
       }
@@ -421,6 +432,11 @@ export class TusService {
     if (row.file_id === null) await this.d.store.partials().remove(id, row.store_state);
   }
 
+  /** Terminates every upload of a user (account deletion); returns how many. */
+  terminateAllFor(userId: string): Promise<number> {
+    return removeUploadsOf(this.d.db, this.d.store, userId);
+  }
+
   /** Removes expired uploads (rows and their stored ciphertext); returns how many. */
   async sweep(): Promise<number> {
     const now = this.now();
@@ -432,6 +448,23 @@ export class TusService {
     }
     return n;
   }
+}
+
+/**
+ * Removes every upload of a user, rows and stored ciphertext (before the user row goes: its
+ * ON DELETE CASCADE would drop the rows but leave part files and staging objects behind).
+ */
+export async function removeUploadsOf(db: Database, store: BlobStore, userId: string): Promise<number> {
+  const repo = new UploadsRepo(db.kysely);
+  const rows = await db.kysely.selectFrom('uploads').select('id').where('owner_id', '=', userId).execute();
+  let n = 0;
+  for (const { id } of rows) {
+    const row = await repo.deleteForOwner(id, userId);
+    if (!row) continue;
+    if (row.file_id === null) await store.partials().remove(id, row.store_state);
+    n++;
+  }
+  return n;
 }
 
 function isAppError(err: unknown, code: string): boolean {

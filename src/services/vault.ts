@@ -5,6 +5,7 @@
  * release → (full reads) verify SHA-256 before the last chunk is released.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { sql } from '../db/kysely.js';
 import type { Database, Trx } from '../db/database.js';
 import { FilesRepo, bindingOf, type FileRow, type PageCursor } from '../db/files.js';
@@ -48,6 +49,8 @@ export interface StagedFile {
   mimeType: string;
   size: number;
   sha256: Buffer;
+  /** Unsigned CRC-32 of the plaintext (zip entries of bundles need it before streaming). */
+  crc32: number;
   chunkSize: number;
   dek: Buffer;
 }
@@ -116,6 +119,7 @@ export class VaultService {
       chunkSize: this.chunkSize,
     });
     const hash = createHash('sha256');
+    let crc = 0;
     let size = 0;
     async function* ciphertext(): AsyncGenerator<Buffer[]> {
       yield [sealer.header];
@@ -133,6 +137,7 @@ export class VaultService {
         }
         await opts.lease?.grow(data.length);
         hash.update(data);
+        crc = crc32(data, crc);
         yield sealer.update(data);
       }
       const digest = hash.digest();
@@ -146,7 +151,7 @@ export class VaultService {
     try {
       const { bytes } = await this.deps.store.put(id, ciphertext());
       if (bytes !== ciphertextSize(size, this.chunkSize)) throw new Error('blob store wrote an unexpected length');
-      return { id, name: opts.name, mimeType: opts.mimeType, size, sha256: sha256!, chunkSize: this.chunkSize, dek };
+      return { id, name: opts.name, mimeType: opts.mimeType, size, sha256: sha256!, crc32: crc, chunkSize: this.chunkSize, dek };
     } catch (err) {
       sealer.destroy();
       dek.fill(0);
@@ -178,6 +183,7 @@ export class VaultService {
         wrapVersion: CURRENT_WRAP_VERSION,
         formatVersion: FORMAT_VERSION,
         chunkSize: s.chunkSize,
+        crc32: s.crc32,
         // Files of one request keep their order when listed newest first.
         createdAt: now + i,
         expiresAt: extra.expiresAt ?? null,

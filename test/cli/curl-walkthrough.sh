@@ -146,6 +146,27 @@ check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/shares/$SHARE_ID"
 check 404 curl -sS -u ':tell them by phone' "$SHARE_URL/content" -o /dev/null
 ok "a revoked link is a 404"
 
+# ---- Share several files (a bundle) --------------------------------------------------------------
+SCAN_ID=$(check 201 curl -sS -H "$AUTH" -T scan.png "$BASE/api/v1/uploads/" | jq -r .file.id)
+BUNDLE_URL=$(check 201 curl -sS -H "$AUTH" "$BASE/api/v1/shares" --json "{\"fileIds\":[\"$FILE_ID\",\"$SCAN_ID\"],\"maxDownloads\":3}" | jq -r .url)
+[[ $BUNDLE_URL =~ ^$BASE/s/[A-Za-z0-9_-]{43}$ ]] || fail "bundle url '$BUNDLE_URL'"
+ok "bundle link created"
+cd "$WORK/recipient"
+check 200 curl -sS -OJ "$BUNDLE_URL/zip"
+unzip -t shared-files.zip > /dev/null || fail "unzip -t failed"
+unzip -p shared-files.zip report.pdf | cmp - ../owner/report.pdf || fail "zip entry differs"
+ok "bundle zip downloaded and tested"
+cp shared-files.zip whole.zip
+head -c 100000 whole.zip > shared-files.zip
+check 206 curl -sS -C - -o shared-files.zip "$BUNDLE_URL/zip"
+cmp shared-files.zip whole.zip || fail "resumed zip differs"
+ok "bundle zip resumed with -C -"
+check 200 curl -sS -OJ "$BUNDLE_URL/files/$SCAN_ID"
+cmp scan.png ../owner/scan.png || fail "bundle file differs"
+ok "one file of the bundle"
+check 404 curl -sS "$BUNDLE_URL/zip" -o /dev/null
+ok "the bundle's three downloads are used up"
+cd "$WORK/owner"
 # ---- Ask for files (upload requests) -------------------------------------------------------
 REQ=$(check 201 curl -sS -H "$AUTH" "$BASE/api/v1/requests" --json '{"title":"Your tax documents","message":"The 2025 statements, please.","expiresInSeconds":604800,"password":"read it to them","maxFiles":10,"maxBytes":104857600,"maxFileBytes":20971520,"requireName":true}')
 REQ_URL=$(echo "$REQ" | jq -r .url)

@@ -232,6 +232,35 @@ export const PG_MIGRATIONS: PgMigration[] = [
     `,
   },
   {
+    version: 12,
+    name: 'bundles: several files behind one link, CRC-32 for zip entries',
+    sql: `
+      ALTER TABLE files ADD COLUMN crc32 BIGINT CHECK (crc32 IS NULL OR (crc32 >= 0 AND crc32 <= 4294967295));
+      ALTER TABLE shares ADD COLUMN bundle INTEGER NOT NULL DEFAULT 0 CHECK (bundle IN (0, 1));
+      CREATE TABLE share_files (
+        share_id TEXT NOT NULL REFERENCES shares(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL CHECK (position >= 0),
+        file_id  TEXT REFERENCES files(id) ON DELETE SET NULL,
+        row_mac  BYTEA NOT NULL,
+        PRIMARY KEY (share_id, position)
+      );
+      CREATE INDEX share_files_file ON share_files(file_id);
+      -- Same as SQLite's trigger: a deleted anchor file moves a bundle's anchor to another of its files.
+      CREATE FUNCTION sfs_bundle_anchor() RETURNS trigger LANGUAGE plpgsql AS $fn$
+      BEGIN
+        UPDATE shares SET file_id = (
+            SELECT sf.file_id FROM share_files sf
+             WHERE sf.share_id = shares.id AND sf.file_id IS NOT NULL AND sf.file_id <> OLD.id
+             ORDER BY sf.position LIMIT 1)
+         WHERE file_id = OLD.id AND bundle = 1
+           AND EXISTS (SELECT 1 FROM share_files sf WHERE sf.share_id = shares.id AND sf.file_id IS NOT NULL AND sf.file_id <> OLD.id);
+        RETURN OLD;
+      END
+      $fn$;
+      CREATE TRIGGER files_bundle_anchor BEFORE DELETE ON files FOR EACH ROW EXECUTE FUNCTION sfs_bundle_anchor();
+    `,
+  },
+  {
     version: 13,
     name: 'resumable (tus) uploads',
     sql: `
@@ -361,18 +390,61 @@ export const PG_MIGRATIONS: PgMigration[] = [
       );
     `,
   },
+  {
+    version: 14,
+    name: 'second factors: TOTP, recovery codes, passkeys, reset notices, the 2FA policy',
+    sql: `
+      CREATE TABLE mfa_totp (
+        user_id      TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        key_id       TEXT NOT NULL,
+        sealed       BYTEA NOT NULL,
+        confirmed_at BIGINT,
+        last_step    BIGINT NOT NULL DEFAULT 0,
+        created_at   BIGINT NOT NULL
+      );
+      CREATE TABLE mfa_recovery_codes (
+        user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        code_hash  BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        used_at    BIGINT,
+        PRIMARY KEY (user_id, code_hash)
+      );
+      CREATE TABLE mfa_passkeys (
+        id           TEXT PRIMARY KEY,
+        user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        public_key   BYTEA NOT NULL,
+        counter      BIGINT NOT NULL DEFAULT 0,
+        transports   TEXT NOT NULL DEFAULT '',
+        row_mac      BYTEA NOT NULL,
+        created_at   BIGINT NOT NULL,
+        last_used_at BIGINT
+      );
+      CREATE INDEX mfa_passkeys_user ON mfa_passkeys(user_id);
+      CREATE TABLE mfa_notices (
+        user_id  TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        reset_at BIGINT NOT NULL
+      );
+      CREATE TABLE mfa_policy (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        require_2fa TEXT NOT NULL CHECK (require_2fa IN ('off', 'admins', 'all')),
+        updated_at  BIGINT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** Applies every migration newer than schema_version in one transaction under the migration lock. */
 export async function migrate(db: Database, migrations: PgMigration[] = PG_MIGRATIONS): Promise<number> {
-  const latest = migrations.at(-1)?.version ?? 0;
+  const latest = Math.max(0, ...migrations.map((m) => m.version));
   return db.transaction(async (trx) => {
     await sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`.execute(trx);
     await sql`CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`.execute(trx);
     const { rows } = await sql<{ version: number }>`SELECT version FROM schema_version`.execute(trx);
     let current = rows[0]?.version ?? 0;
     if (current > latest) throw new Error(`database schema version ${current} is newer than this server knows (${latest}); upgrade the server`);
-    for (const m of migrations) {
+    // In version order whatever order the list was merged in (several branches append to it).
+  for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
       if (m.version <= current) continue;
       await sql.raw(m.sql).execute(trx);
       current = m.version;

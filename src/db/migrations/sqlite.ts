@@ -307,6 +307,40 @@ export const MIGRATIONS: Migration[] = [
     `,
   },
   {
+    version: 12,
+    name: 'bundles: several files behind one link, CRC-32 for zip entries',
+    sql: `
+      -- CRC-32 of the plaintext (unsigned), computed while uploading: a bundle's zip needs it
+      -- before streaming so its bytes (Content-Length, ETag, Range) are known up front. Null
+      -- for files uploaded earlier; the first zip Range request computes it once (verified).
+      ALTER TABLE files ADD COLUMN crc32 INTEGER CHECK (crc32 IS NULL OR (crc32 >= 0 AND crc32 <= 4294967295));
+      -- 1 for a link to several files (share_files). Its file_id is only an anchor that keeps
+      -- the row alive (the trigger below moves it when that file goes); its MAC covers the flag.
+      ALTER TABLE shares ADD COLUMN bundle INTEGER NOT NULL DEFAULT 0 CHECK (bundle IN (0, 1));
+      -- The files of a bundle, in order. A deleted file leaves its row with file_id NULL, so the
+      -- recipient page can say a file was withdrawn (and name nothing about it). row_mac binds
+      -- share, position and file under the integrity key: a database writer cannot add a file.
+      CREATE TABLE share_files (
+        share_id TEXT NOT NULL REFERENCES shares(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL CHECK (position >= 0),
+        file_id  TEXT REFERENCES files(id) ON DELETE SET NULL,
+        row_mac  BLOB NOT NULL,
+        PRIMARY KEY (share_id, position)
+      ) STRICT;
+      CREATE INDEX share_files_file ON share_files(file_id);
+      -- Deleting a bundle's anchor file moves the anchor to another file of the bundle first,
+      -- so the link keeps its other files; with none left the cascade removes the link.
+      CREATE TRIGGER files_bundle_anchor BEFORE DELETE ON files BEGIN
+        UPDATE shares SET file_id = (
+            SELECT sf.file_id FROM share_files sf
+             WHERE sf.share_id = shares.id AND sf.file_id IS NOT NULL AND sf.file_id <> OLD.id
+             ORDER BY sf.position LIMIT 1)
+         WHERE file_id = OLD.id AND bundle = 1
+           AND EXISTS (SELECT 1 FROM share_files sf WHERE sf.share_id = shares.id AND sf.file_id IS NOT NULL AND sf.file_id <> OLD.id);
+      END;
+    `,
+  },
+  {
     version: 13,
     name: 'resumable (tus) uploads',
     sql: `
@@ -466,6 +500,58 @@ export const MIGRATIONS: Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 14,
+    name: 'second factors: TOTP, recovery codes, passkeys, reset notices, the 2FA policy',
+    sql: `
+      -- One TOTP authenticator per user (services/mfa.ts). The secret is sealed (AES-256-GCM
+      -- under an HKDF sub-key of the master key named by key_id, bound to the user), never
+      -- stored in clear; confirmed_at is null until the first code is confirmed. last_step is
+      -- the newest time step accepted: a code is accepted only by the one UPDATE that raises it,
+      -- so a code cannot be used twice, whichever instance it reaches.
+      CREATE TABLE mfa_totp (
+        user_id      TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        key_id       TEXT NOT NULL,
+        sealed       BLOB NOT NULL,
+        confirmed_at INTEGER,
+        last_step    INTEGER NOT NULL DEFAULT 0,
+        created_at   INTEGER NOT NULL
+      ) STRICT;
+      -- Single-use recovery codes as keyed hashes (HMAC under a key from the integrity root).
+      CREATE TABLE mfa_recovery_codes (
+        user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        code_hash  BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        used_at    INTEGER,
+        PRIMARY KEY (user_id, code_hash)
+      ) STRICT;
+      -- WebAuthn credentials (public keys only); row_mac binds id, user and key so a database
+      -- writer cannot plant a credential of their own.
+      CREATE TABLE mfa_passkeys (
+        id           TEXT PRIMARY KEY,
+        user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        public_key   BLOB NOT NULL,
+        counter      INTEGER NOT NULL DEFAULT 0,
+        transports   TEXT NOT NULL DEFAULT '',
+        row_mac      BLOB NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_used_at INTEGER
+      ) STRICT;
+      CREATE INDEX mfa_passkeys_user ON mfa_passkeys(user_id);
+      -- "An administrator reset your second factors": shown once at the next sign-in.
+      CREATE TABLE mfa_notices (
+        user_id  TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        reset_at INTEGER NOT NULL
+      ) STRICT;
+      -- The admin page's REQUIRE_2FA switch (one row at most); without it the setting applies.
+      CREATE TABLE mfa_policy (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        require_2fa TEXT NOT NULL CHECK (require_2fa IN ('off', 'admins', 'all')),
+        updated_at  INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
 ];
 
 /**
@@ -475,11 +561,12 @@ export const MIGRATIONS: Migration[] = [
  */
 export function migrate(db: Database, migrations: Migration[] = MIGRATIONS): number {
   let current = db.pragma('user_version', { simple: true }) as number;
-  const latest = migrations.at(-1)?.version ?? 0;
+  const latest = Math.max(0, ...migrations.map((m) => m.version));
   if (current > latest) {
     throw new Error(`database schema version ${current} is newer than this server knows (${latest}); upgrade the server`);
   }
-  for (const m of migrations) {
+  // In version order whatever order the list was merged in (several branches append to it).
+  for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
     if (m.version <= current) continue;
     db.transaction(() => {
       db.exec(m.sql);

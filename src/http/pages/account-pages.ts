@@ -8,6 +8,7 @@ import { CHANNELS, NOTIFICATION_KINDS, type Channel, type NotificationKind } fro
 import { emailAddress } from '../schemas.js';
 import { humanDuration } from './format.js';
 import { OneTimeView } from './one-time.js';
+import { requireSudo } from './second-step.js';
 import { formError, type PagesDeps } from './shared.js';
 import { MIN_PASSWORD_LENGTH } from '../../services/passwords.js';
 
@@ -40,6 +41,16 @@ export function accountPages(d: PagesDeps): Router {
   const r = Router();
   const { config } = d;
   const oneTime = new OneTimeView(d.keyring);
+  const sudo = (back: string) => requireSudo({ sudoMs: config.sudoMs, now: d.now }, back);
+
+  /** The user's recent sign-ins, from the audit log (time, address, browser, method). */
+  const signIns = async (userId: string) =>
+    (await d.audit.list({ viewerId: userId, action: 'auth.login', outcome: 'success', limit: 20 }))
+      .filter((e) => e.subjectUserId === userId)
+      .map((e) => {
+        const method = typeof e.details.method === 'string' ? e.details.method : 'password';
+        return { at: e.at, ip: e.ip, userAgent: e.userAgent, method: e.details.via === 'token' ? `API token (${method})` : method };
+      });
 
   const renderAccount = async (req: Request, res: Response, status = 200, passwordError: string | null = null, extra: Record<string, unknown> = {}) => {
     const user = webUser(req);
@@ -65,13 +76,15 @@ export function accountPages(d: PagesDeps): Router {
       currentKey: res.locals.sessionKey,
       passwordError,
       minPassword: MIN_PASSWORD_LENGTH,
+      factors: await d.mfa.summary(user.id),
+      signIns: await signIns(user.id),
     });
   };
 
   r.get('/account', requireUser, (req, res) => renderAccount(req, res));
 
   // The current password is guessed against the same budgets as a sign-in of this account.
-  r.post('/account/password', requireUser, ...d.limits.passwordCheck, async (req, res) => {
+  r.post('/account/password', requireUser, sudo('/account'), ...d.limits.passwordCheck, async (req, res) => {
     const user = webUser(req);
     if (field(req, 'newPassword') !== field(req, 'confirm')) return void (await renderAccount(req, res, 400, 'The two new passwords do not match.'));
     let result;
@@ -89,6 +102,7 @@ export function accountPages(d: PagesDeps): Router {
       const now = await d.accounts.users.byId(user.id);
       return !!now && (await d.accounts.stillValid(now));
     });
+    req.session.sudoAt = d.now();
     await d.audit.record({
       actor: user.id,
       action: 'user.password_change',
@@ -188,7 +202,7 @@ export function accountPages(d: PagesDeps): Router {
 
   r.get('/tokens', requireUser, (req, res) => renderTokens(req, res));
 
-  r.post('/tokens', requireUser, async (req, res) => {
+  r.post('/tokens', requireUser, sudo('/tokens'), async (req, res) => {
     const user = webUser(req);
     const name = field(req, 'name').trim() || 'api';
     const expires = Number(field(req, 'expires'));

@@ -5,9 +5,10 @@ import type { Role } from '../../db/users.js';
 import { AppError } from '../../errors.js';
 import { clientOf } from '../context.js';
 import { adminAction } from '../routes/accounts.js';
-import { presentShare } from '../routes/shares.js';
+import { presentShares } from '../routes/shares.js';
 import { deleteUser } from '../../services/offboarding.js';
 import { requireAdminUser, requireUser, webUser } from './auth.js';
+import { requireSudo } from './second-step.js';
 import { formError, type PagesDeps } from './shared.js';
 
 const AUDIT_PAGE = 50;
@@ -26,11 +27,42 @@ const query = (req: Request, name: string): string => {
 export function adminPages(d: PagesDeps): Router {
   const r = Router();
   r.use('/admin', requireUser, requireAdminUser);
+  // Every change an admin makes to users (and the 2FA policy) needs a fresh proof (sudo mode).
+  const sudo = requireSudo({ sudoMs: d.config.sudoMs, now: d.now }, (req) => (req.path.startsWith('/admin/users/') ? `/admin/users/${String(req.path.split('/')[3] ?? '')}` : '/admin/users'));
+  r.post('/admin/*path', sudo);
+
+  r.post('/admin/policy', async (req, res) => {
+    const value = field(req, 'require2fa');
+    if (value !== 'off' && value !== 'admins' && value !== 'all') return void (await renderUsers(req, res, 400, 'Choose off, admins or all.'));
+    await d.mfa.setPolicy(value);
+    await d.audit.record({ actor: webUser(req).id, action: 'mfa.policy', outcome: 'success', ...clientOf(req), details: { require2fa: value, via: 'page' } });
+    res.redirect(303, '/admin/users?msg=policy-updated');
+  });
+
+  r.post('/admin/users/:id/mfa/reset', async (req, res) => {
+    const admin = webUser(req);
+    const target = await targetOf(req);
+    // Your own factors are yours to change on /account/2fa; this is for someone else's lost phone.
+    if (target.id === admin.id) return void (await renderUser(req, res, 400, 'Manage your own second factors on the two-factor page of your account.'));
+    const removed = await d.mfa.resetAll(target.id);
+    await d.audit.record({ actor: admin.id, action: 'mfa.reset', outcome: 'success', subjectUserId: target.id, ...clientOf(req), details: { by: 'admin', totp: removed.totp, passkeys: removed.passkeys, recoveryCodes: removed.recoveryCodes, via: 'page' } });
+    res.redirect(303, `/admin/users/${target.id}?msg=mfa-user-reset`);
+  });
 
   const renderUsers = async (req: Request, res: Response, status = 200, error: string | null = null, form = { username: '', role: 'user' }) => {
     const users = [];
-    for (const u of await d.accounts.users.list()) users.push({ ...u, usage: await d.vault.quota.usageOf(u.id), limit: await d.vault.quota.limitOf(u.id) });
-    res.status(status).render('admin-users', { title: 'Users', nav: 'users', users, error, form, defaultQuota: d.config.userQuotaBytes, me: webUser(req).id });
+    for (const u of await d.accounts.users.list()) users.push({ ...u, usage: await d.vault.quota.usageOf(u.id), limit: await d.vault.quota.limitOf(u.id), twoFactor: await d.mfa.hasFactor(u.id) });
+    res.status(status).render('admin-users', {
+      title: 'Users',
+      nav: 'users',
+      users,
+      error,
+      form,
+      defaultQuota: d.config.userQuotaBytes,
+      me: webUser(req).id,
+      policy: await d.mfa.policy(),
+      policySetting: d.config.require2fa,
+    });
   };
 
   r.get('/admin/users', (req, res) => renderUsers(req, res));
@@ -116,10 +148,11 @@ export function adminPages(d: PagesDeps): Router {
       nav: 'users',
       target,
       self: target.id === webUser(req).id,
-      shares: (await d.shares.repo.listForOwner(target.id)).map(presentShare),
+      shares: await presentShares(d.bundles, await d.shares.repo.listForOwner(target.id)),
       fileCount: await d.vault.files.countForOwner(target.id),
       usage: await d.vault.quota.usageOf(target.id),
       others: (await d.accounts.users.list()).filter((u) => u.id !== target.id && !u.disabled),
+      factors: await d.mfa.summary(target.id),
       error,
     });
   };
@@ -157,6 +190,7 @@ export function adminPages(d: PagesDeps): Router {
           accounts: d.accounts,
           vault: d.vault,
           endSessions: (id) => d.sessions.endAllForUser(id),
+          dropUploads: (id) => d.tus.terminateAllFor(id),
           record: (e) => d.audit.record({ ...e, actor: admin.id, ...clientOf(req), details: { ...e.details, via: 'page' } }),
         },
         target.id,

@@ -5,6 +5,7 @@ import { normalizeUsername } from '../../services/accounts.js';
 import { MIN_PASSWORD_LENGTH } from '../../services/passwords.js';
 import { clientOf } from '../context.js';
 import { safeNext, signIn, signOut } from './auth.js';
+import { firstFactorProven } from './second-step.js';
 import { pageText, type PagesDeps } from './shared.js';
 
 const USERNAME = /^[A-Za-z0-9._-]{1,64}$/;
@@ -48,11 +49,13 @@ export function authPages(d: PagesDeps): Router {
     await d.audit.record({ actor: user.id, action: 'setup', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, via: 'page' } });
     req.log?.info({ userId: user.id }, 'setup completed from the setup page');
     await signIn(req, user, () => d.accounts.stillValid(user));
+    // The password was just set: a fresh proof for sudo mode.
+    req.session.sudoAt = d.now();
     res.redirect(303, '/?msg=welcome');
   });
 
   const renderLogin = (req: Request, res: Response, status: number, error: string | null, username = '') =>
-    res.status(status).render('login', { title: 'Sign in', error, username, next: safeNext(req.query.next ?? field(req, 'next')) });
+    res.status(status).render('login', { title: 'Sign in', error, username, next: safeNext(req.query.next ?? field(req, 'next')), scripts: ['vendor/simplewebauthn-browser.js', 'passkeys.js'] });
 
   r.get('/login', async (req, res) => {
     if (await d.accounts.setupOpen()) return void res.redirect(303, '/setup');
@@ -83,16 +86,16 @@ export function authPages(d: PagesDeps): Router {
       if (disabled) return void renderLogin(req, res, 403, 'This account is disabled. Ask an administrator to enable it.', username);
       return void renderLogin(req, res, 401, 'Wrong username or password.', username);
     }
+    let to;
     try {
-      await signIn(req, user, () => d.accounts.stillValid(user));
+      // The password is the first factor; a user with a second one continues on /login/2fa (second-step.ts).
+      to = await firstFactorProven(req, { accounts: d.accounts, audit: d.audit, mfa: d.mfa, sudoMs: d.config.sudoMs, now: d.now, notify: d.notify }, user, 'password', field(req, 'next'));
     } catch (err) {
       // Disabled (or the password reset) while the password was being checked.
       if (!isAppError(err, 'unauthorized')) throw err;
       return void renderLogin(req, res, 401, 'Wrong username or password.', username);
     }
-    await d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'page' } });
-    await d.notify.signedIn(user.id, req.ip ?? null, 'browser');
-    res.redirect(303, safeNext(field(req, 'next')));
+    res.redirect(303, to);
   });
 
   r.post('/logout', async (req, res) => {

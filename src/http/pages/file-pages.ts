@@ -240,6 +240,81 @@ export function filePages(d: PagesDeps): Router {
     res.redirect(303, `/files/${share.fileId}?msg=revoked`);
   });
 
+  // --- Bundles: "Share selected" on the files page, one link to several files ---
+  const selectedIds = (req: Request): string[] => {
+    const v = (req.body as Record<string, unknown> | undefined)?.fileIds;
+    const list = Array.isArray(v) ? v : v === undefined ? [] : [v];
+    return [...new Set(list.filter((x): x is string => typeof x === 'string' && /^[0-9a-f]{32}$/.test(x)))];
+  };
+  const expiryChoicesNow = () => EXPIRY_CHOICES.filter((s) => s <= config.shareMaxTtl).map((s) => ({ seconds: s, label: humanDuration(s) }));
+  const renderBundleForm = async (req: Request, res: Response, files: FileRow[], extra: Record<string, unknown> = {}, status = 200) => {
+    res.status(status).render('bundle-new', {
+      title: 'Share selected files',
+      nav: 'files',
+      files,
+      expiryChoices: expiryChoicesNow(),
+      form: { maxDownloads: '', note: '', expires: String(config.shareDefaultTtl) },
+      formError: null,
+      newShare: null,
+      newShareGone: false,
+      ...extra,
+    });
+  };
+  const ownedFiles = async (req: Request): Promise<FileRow[]> => {
+    const ids = selectedIds(req);
+    if (ids.length === 0) throw new AppError('validation_error', 'choose at least one file to share');
+    if (ids.length > config.bundleMaxFiles) throw new AppError('validation_error', `choose at most ${config.bundleMaxFiles} files for one link`);
+    const files: FileRow[] = [];
+    for (const id of ids) files.push(await d.vault.get(webUser(req).id, id));
+    return files;
+  };
+
+  // Step 1: the files page's checkboxes arrive here; the options form follows.
+  r.post('/files/share-selected', requireUser, async (req, res) => {
+    await renderBundleForm(req, res, await ownedFiles(req));
+  });
+
+  // Step 2: create the bundle link.
+  r.post('/bundles', requireUser, async (req, res) => {
+    const user = webUser(req);
+    const files = await ownedFiles(req);
+    const form = { expires: field(req, 'expires'), maxDownloads: field(req, 'maxDownloads').trim(), note: field(req, 'note').trim() };
+    const fail = (message: string) => renderBundleForm(req, res, files, { form, formError: message }, 400);
+    const expires = Number(form.expires);
+    if (!Number.isInteger(expires) || expires < 60 || expires > config.shareMaxTtl) return void (await fail('Choose how long the link should work.'));
+    let maxDownloads: number | null = null;
+    if (form.maxDownloads !== '') {
+      maxDownloads = Number(form.maxDownloads);
+      if (!Number.isInteger(maxDownloads) || maxDownloads < 1 || maxDownloads > 1_000_000) {
+        return void (await fail('Maximum downloads must be a whole number from 1 to 1,000,000, or empty for no limit.'));
+      }
+    }
+    if (form.note.length > 500) return void (await fail('The note can have at most 500 characters.'));
+    let created;
+    try {
+      created = await d.shares.createBundle(user.id, files, { expiresInSeconds: expires, maxDownloads, password: field(req, 'password'), note: form.note || undefined });
+    } catch (err) {
+      return void (await fail(formError(err)));
+    }
+    const { share, token } = created;
+    await recordShareCreated(d.audit, req, user.id, share, 'page');
+    const url = `${publicBase(req, config.publicUrl)}/s/${token}`;
+    // Shown once, as for single-file links (POST-redirect-GET through a one-time view).
+    oneTime.put(req, 'bundle', share.id, { url, passwordProtected: share.passwordHash !== null, expiresAt: share.expiresAt } satisfies NewShare);
+    res.redirect(303, `/bundles/${share.id}/new-link`);
+  });
+
+  r.get('/bundles/:id/new-link', requireUser, async (req, res) => {
+    const share = await d.shares.ownedBy(webUser(req).id, String(req.params.id));
+    const { files } = await d.bundles.members.members(share.id, share.ownerId);
+    const shown = oneTime.take<NewShare>(req, 'bundle', share.id);
+    if (!shown) return void (await renderBundleForm(req, res, files, { newShareGone: true }));
+    const { default: QRCode } = await import('qrcode');
+    const svg = await QRCode.toString(shown.url, { type: 'svg', errorCorrectionLevel: 'M', margin: 1 });
+    const qrSvg = svg.replace('<svg ', '<svg role="img" aria-label="QR code of the new link" class="qr-code" ');
+    await renderBundleForm(req, res, files, { newShare: { ...shown, qrSvg } });
+  });
+
   r.post('/files/:id/expiry', requireUser, async (req, res) => {
     const user = webUser(req);
     const file = await d.vault.get(user.id, String(req.params.id));

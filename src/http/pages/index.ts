@@ -7,7 +7,8 @@ import express, { Router } from 'express';
 import { AppError } from '../../errors.js';
 import { accountPages } from './account-pages.js';
 import { adminPages } from './admin-pages.js';
-import { loadUser } from './auth.js';
+import { loadUser, wantsJson } from './auth.js';
+import { enrolmentPath, mfaPages } from './mfa-pages.js';
 import { authPages } from './auth-pages.js';
 import { filePages } from './file-pages.js';
 import { requestPages } from './request-pages.js';
@@ -55,7 +56,15 @@ export function pageRoutes(d: PagesDeps): Router {
   });
   // Before the sign-in pages: it takes over sign-out for sessions that signed in through SSO.
   if (d.sso) r.use(ssoPages(d, d.sso));
+  // REQUIRE_2FA: a signed-in user it covers who has no factor yet may only enrol (or sign out).
+  // Read on every request, so the policy and an enrolment take effect at once.
+  r.use(async (req, res, next) => {
+    if (!req.webUser || enrolmentPath(req.method, req.path) || !(await d.mfa.mustEnrol(req.webUser))) return next();
+    if (wantsJson(req)) throw new AppError('mfa_enrolment_required', 'set up a second factor on /account/2fa first');
+    res.redirect(303, '/account/2fa?required=1');
+  });
   r.use(authPages(d));
+  r.use(mfaPages(d));
   r.use(filePages(d));
   r.use(requestPages(d));
   r.use(accountPages(d));

@@ -9,8 +9,10 @@ import type { Database } from '../../db/database.js';
 import { isAppError, type AppError } from '../../errors.js';
 import type { AccountsService, SetupCode } from '../../services/accounts.js';
 import type { AuditLog } from '../../services/audit.js';
+import type { MfaService } from '../../services/mfa.js';
 import type { WebSessions } from '../../services/sessions.js';
 import type { SharesService } from '../../services/shares.js';
+import type { BundlesService } from '../../services/bundles.js';
 import type { RequestsService } from '../../services/requests.js';
 import type { SsoService } from '../../services/sso.js';
 import type { VaultService } from '../../services/vault.js';
@@ -29,6 +31,7 @@ export interface PagesDeps {
   /** Resumable uploads (the upload page's large files go through tus). */
   tus: TusService;
   shares: SharesService;
+  bundles: BundlesService;
   requests: RequestsService;
   audit: AuditLog;
   lifecycle: LifecycleService;
@@ -39,6 +42,10 @@ export interface PagesDeps {
   setup: SetupCode;
   csrf: Csrf;
   limits: PasswordLimits;
+  /** Second factors and the REQUIRE_2FA policy. */
+  mfa: MfaService;
+  /** The clock for sudo mode and second steps (tests move it). */
+  now: () => number;
   /** Notification settings, webhooks, and sending links by email. */
   notify: Notifier;
   /** Single sign-on (OIDC_ISSUER), or null when not configured. */
@@ -59,6 +66,15 @@ export const MESSAGES: Record<string, string> = {
   'user-deleted': 'The user was deleted.',
   'link-revoked': 'The link was revoked.',
   'links-revoked': 'Every live link of this user was revoked.',
+  'mfa-enrolled': 'Your authenticator app is set up.',
+  'mfa-removed': 'The authenticator app was removed.',
+  'mfa-reset': 'An administrator reset your second factors. Set up a new one below, on the two-factor page.',
+  'mfa-user-reset': "The user's second factors were reset. They are told at their next sign-in.",
+  'recovery-used': 'You signed in with a recovery code; it cannot be used again. Make new codes if you are running low.',
+  'passkey-added': 'The passkey was added.',
+  'passkey-renamed': 'The passkey was renamed.',
+  'passkey-removed': 'The passkey was removed.',
+  'policy-updated': 'The two-factor policy was changed.',
   'expiry-changed': 'The expiry was changed.',
   'request-closed': 'The upload request was closed. Its link takes no more files.',
   'request-extended': 'The upload request now works longer.',

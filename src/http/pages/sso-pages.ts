@@ -106,6 +106,9 @@ export function ssoPages(d: PagesDeps, sso: SsoService): Router {
         throw new SsoError('disabled', 'disabled while signing in');
       }
       req.session.viaSso = true;
+      // Signing in at the provider is a fresh proof for sudo mode (an SSO user may have no password here).
+      req.session.sudoAt = Date.now();
+      req.session.method = 'sso';
       if (created) {
         await d.audit.record({ actor: user.id, action: 'user.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, role: user.role, via: 'sso' } });
       }

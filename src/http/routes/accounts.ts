@@ -4,10 +4,12 @@ import { AppError, isAppError } from '../../errors.js';
 import { normalizeUsername, type AccountsService, type SetupCode } from '../../services/accounts.js';
 import type { VaultService } from '../../services/vault.js';
 import type { SharesService } from '../../services/shares.js';
-import { presentShare } from './shares.js';
+import { presentShares } from './shares.js';
+import type { BundlesService } from '../../services/bundles.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { ApiRoutes } from '../api-router.js';
 import type { WebSessions } from '../../services/sessions.js';
+import type { MfaService } from '../../services/mfa.js';
 import { principal } from '../auth.js';
 import { clientOf } from '../context.js';
 import type { PasswordLimits } from '../rate-limit.js';
@@ -21,10 +23,14 @@ export interface AccountsRoutesDeps {
   vault: VaultService;
   /** Share links, for admins revoking another user's links. */
   shares: SharesService;
+  /** A bundle's files, for listing its links. */
+  bundles: Pick<BundlesService, 'members'>;
   setup: SetupCode;
   auth: RequestHandler;
   /** Browser sessions, ended on a password change or when a user is disabled. */
   sessions?: WebSessions;
+  /** Second factors: token creation asks for `otp` when the user has one. */
+  mfa: MfaService;
   limits: PasswordLimits;
   /** Notification settings (PATCH /me) and the new-sign-in check. */
   notify: Notifier;
@@ -57,8 +63,28 @@ export function publicAccountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
       await d.audit.record({ actor: 'anonymous', action: 'auth.login', outcome: 'failure', subjectUserId: known?.id ?? null, ...clientOf(req), details: { username: body.username.slice(0, 64), ...reason } });
       throw err;
     }
+    // A token issued now would be refused on every call: say so here instead.
+    if (await d.mfa.mustEnrol(user)) {
+      await d.audit.record({ actor: 'anonymous', action: 'auth.login', outcome: 'failure', subjectUserId: user.id, ...clientOf(req), details: { reason: 'mfa enrolment required' } });
+      throw new AppError('mfa_enrolment_required', 'this account must set up a second factor (REQUIRE_2FA): sign in on the web page and enrol one first');
+    }
+    let method = 'password';
+    if (await d.mfa.hasFactor(user.id)) {
+      // The password is right, but it is not enough: the second factor comes in `otp`.
+      if (!body.otp) {
+        await d.audit.record({ actor: 'anonymous', action: 'auth.login', outcome: 'failure', subjectUserId: user.id, ...clientOf(req), details: { reason: 'otp required' } });
+        throw new AppError('otp_required', 'this account has a second factor: send "otp" (a code from the authenticator app, or a recovery code)');
+      }
+      const used = await d.mfa.verifyCode(user.id, body.otp);
+      if (!used) {
+        await d.audit.record({ actor: 'anonymous', action: 'mfa.failure', outcome: 'failure', subjectUserId: user.id, ...clientOf(req), details: { purpose: 'token' } });
+        throw new AppError('otp_invalid', 'that one-time code is not right or was used already');
+      }
+      await d.audit.record({ actor: user.id, action: used === 'recovery' ? 'mfa.recovery_used' : 'mfa.verify', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { method: used, purpose: 'token', ...(used === 'recovery' ? { remaining: await d.mfa.recovery.remaining(user.id) } : {}) } });
+      method = `password+${used}`;
+    }
     const { row, token } = await d.accounts.issueToken(user, body.name, body.expiresInSeconds);
-    await d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'token' } });
+    await d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'token', method } });
     await d.notify.signedIn(user.id, req.ip ?? null, 'API token');
     await d.audit.record({ actor: user.id, action: 'token.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { tokenId: row.id, name: row.name, expiresAt: row.expiresAt } });
     res.status(201).json({ ...presentToken(row), token });
@@ -154,7 +180,7 @@ export function accountRoutes(r: ApiRoutes, d: AccountsRoutesDeps): void {
   };
 
   r.op('listUserShares', async (req, res) => {
-    res.json({ shares: (await d.shares.repo.listForOwner((await targetUser(req)).id)).map(presentShare) });
+    res.json({ shares: await presentShares(d.bundles, await d.shares.repo.listForOwner((await targetUser(req)).id)) });
   });
 
   r.op('revokeUserShares', async (req, res) => {

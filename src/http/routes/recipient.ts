@@ -9,7 +9,11 @@ import { AppError } from '../../errors.js';
 import type { AuditLog } from '../../services/audit.js';
 import type { ResolvedShare, SharesService } from '../../services/shares.js';
 import type { VaultService } from '../../services/vault.js';
-import { sendFileContent } from '../content.js';
+import { decideRangeFor, sendFileContent, streamBody, type TransferHold } from '../content.js';
+import type { BundlesService, ResolvedBundle } from '../../services/bundles.js';
+import type { Reservation } from '../../services/shares.js';
+import { zipRange, zipStream } from '../../services/zip.js';
+import { Readable } from 'node:stream';
 import { clientOf } from '../context.js';
 import type { Csrf } from '../csrf.js';
 import { limiter } from '../rate-limit.js';
@@ -19,6 +23,7 @@ import type { LifecycleService } from '../../services/lifecycle.js';
 export interface RecipientDeps {
   vault: VaultService;
   shares: SharesService;
+  bundles: BundlesService;
   audit: AuditLog;
   /** Purges a file after the completed last download of a "delete after" link. */
   lifecycle: LifecycleService;
@@ -108,20 +113,63 @@ export function recipientRoutes(d: RecipientDeps): Router {
     });
   };
 
-  const passwordFailure = (req: Request, s: ResolvedShare) =>
+  const passwordFailure = (req: Request, share: ResolvedShare['share'], fileId: string | null) =>
     d.audit.record({
-      actor: `share:${s.share.id}`,
+      actor: `share:${share.id}`,
       action: 'share.password_failure',
       outcome: 'failure',
-      subjectUserId: s.share.ownerId,
-      fileId: s.file.id,
-      shareId: s.share.id,
+      subjectUserId: share.ownerId,
+      fileId,
+      shareId: share.id,
       ...clientOf(req),
     });
 
+  /** Lets a download of a protected link through with its ticket or the right password (HTTP Basic); else 401. */
+  const checkAccess = async (req: Request, s: { share: ResolvedShare['share']; ticket: ResolvedShare['ticket'] }, fileId: string | null) => {
+    if (!s.share.passwordHash || s.ticket) return;
+    const password = passwordOf(req);
+    const challenge = { 'WWW-Authenticate': 'Basic realm="shared file", charset="UTF-8"' };
+    if (password === undefined) throw new AppError('unauthorized', 'this link needs a password (HTTP Basic auth, any user name)', challenge);
+    if (!(await d.shares.checkPassword(s.share, password))) {
+      await passwordFailure(req, s.share, fileId);
+      throw new AppError('unauthorized', 'wrong password for this link', challenge);
+    }
+  };
+
+  const resolveBundle = (req: Request, ticket?: string): Promise<ResolvedBundle | null> => d.bundles.resolve(String(req.params.token), ticket);
+
+  // A bundle's page: every file with its own button, and the zip; all links carry the ticket.
+  const renderBundle = (req: Request, res: Response, b: ResolvedBundle, ticket: string) => {
+    const base = `/s/${encodeURIComponent(String(req.params.token))}`;
+    const q = `?ticket=${encodeURIComponent(ticket)}`;
+    res.setHeader('Cache-Control', 'no-store');
+    res.render('share-bundle', {
+      files: b.files.map((f) => ({ id: f.id, name: f.name, size: f.size, mimeType: f.mimeType, sha256: f.sha256.toString('hex'), href: `${base}/files/${f.id}${q}` })),
+      withdrawn: b.withdrawn,
+      zipHref: `${base}/zip${q}`,
+      zipSize: b.layout.size,
+      humanSize,
+      expiresIso: new Date(b.share.expiresAt).toISOString(),
+      expiresHuman: new Date(b.share.expiresAt).toUTCString(),
+      remaining: b.share.maxDownloads === null ? null : Math.max(0, b.share.maxDownloads - b.share.downloads),
+    });
+  };
+
+  /** The transfer hold of a bundle reservation (the same heartbeat and settle as single files). */
+  const holdOf = (reservation: Reservation): TransferHold => ({
+    heartbeatMs: d.shares.heartbeatMs,
+    heartbeat: (bytesSent) => d.shares.refresh(reservation, bytesSent),
+    end: (bytesSent, completed) => d.shares.settle(reservation, bytesSent, completed),
+  });
+
   r.get('/s/:token', async (req, res) => {
     const s = await resolve(req, ticketOf(req));
-    if (!s) return void missingPage(res);
+    if (!s) {
+      const b = await resolveBundle(req, ticketOf(req));
+      if (!b) return void missingPage(res);
+      if (b.share.passwordHash && !b.ticket) return void renderPasswordForm(req, res, 200, null);
+      return void renderBundle(req, res, b, b.ticket ? ticketOf(req)! : d.shares.issueTicket(b.share));
+    }
     if (s.share.passwordHash && !s.ticket) {
       // Name, size and checksum are not shown before the password is given.
       return void renderPasswordForm(req, res, 200, null);
@@ -135,10 +183,18 @@ export function recipientRoutes(d: RecipientDeps): Router {
   }, perIp, perShare, async (req, res) => {
     // No ticket here: a new password entry is a new recipient, who gets a new ticket.
     const s = await resolve(req);
-    if (!s) return void missingPage(res);
+    if (!s) {
+      const b = await resolveBundle(req);
+      if (!b) return void missingPage(res);
+      if (!(await d.shares.checkPassword(b.share, passwordOf(req) ?? ''))) {
+        await passwordFailure(req, b.share, null);
+        return void renderPasswordForm(req, res, 401, 'That password is not right. Try again.');
+      }
+      return void renderBundle(req, res, b, d.shares.issueTicket(b.share));
+    }
     const password = passwordOf(req) ?? '';
     if (!(await d.shares.checkPassword(s.share, password))) {
-      await passwordFailure(req, s);
+      await passwordFailure(req, s.share, s.file.id);
       return void renderPasswordForm(req, res, 401, 'That password is not right. Try again.');
     }
     // The details page (name, size, SHA-256, expiry), whose Download button carries a signed
@@ -150,17 +206,7 @@ export function recipientRoutes(d: RecipientDeps): Router {
   const content: RequestHandler = async (req, res) => {
     const s = await resolve(req, ticketOf(req));
     if (!s) throw new AppError('not_found', GONE);
-    if (s.share.passwordHash) {
-      if (!s.ticket) {
-        const password = passwordOf(req);
-        const challenge = { 'WWW-Authenticate': 'Basic realm="shared file", charset="UTF-8"' };
-        if (password === undefined) throw new AppError('unauthorized', 'this link needs a password (HTTP Basic auth, any user name)', challenge);
-        if (!(await d.shares.checkPassword(s.share, password))) {
-          await passwordFailure(req, s);
-          throw new AppError('unauthorized', 'wrong password for this link', challenge);
-        }
-      }
-    }
+    await checkAccess(req, s, s.file.id);
     let counted = false;
     const result = await sendFileContent(req, res, d.vault, s.file, {
       begin: async (range, length, deliversLastByte) => {
@@ -197,6 +243,85 @@ export function recipientRoutes(d: RecipientDeps): Router {
   };
   r.head('/s/:token/content', perIp, perShare, content);
   r.get('/s/:token/content', perIp, perShare, content);
+
+  const recordDownload = (req: Request, b: ResolvedBundle, fileId: string | null, details: Record<string, unknown>) =>
+    d.audit.record({
+      actor: `share:${b.share.id}`,
+      action: 'share.download',
+      outcome: details.completed ? 'success' : 'failure',
+      subjectUserId: b.share.ownerId,
+      fileId,
+      shareId: b.share.id,
+      ...clientOf(req),
+      details: { ...details, bundle: true, repeat: b.repeat },
+    });
+
+  // One file of a bundle: the same Range, ticket and password rules as a single-file link.
+  const bundleFile: RequestHandler = async (req, res) => {
+    const b = await resolveBundle(req, ticketOf(req));
+    if (!b) throw new AppError('not_found', GONE);
+    await checkAccess(req, b, null);
+    const file = b.files.find((f) => f.id === req.params.fileId);
+    if (!file) throw new AppError('not_found', 'this file is not (or no longer) in this link');
+    const result = await sendFileContent(req, res, d.vault, file, {
+      begin: async (_range, length, deliversLastByte) => {
+        const reservation = await d.bundles.reserve(b, length, deliversLastByte);
+        if (!reservation) throw new AppError('not_found', GONE);
+        return holdOf(reservation);
+      },
+    });
+    if (req.method === 'GET') {
+      await recordDownload(req, b, file.id, { start: result.range.start, end: result.range.end, bytesSent: result.bytesSent, completed: result.completed, integrityError: result.integrityError ?? false });
+    }
+  };
+  r.head('/s/:token/files/:fileId', perIp, perShare, bundleFile);
+  r.get('/s/:token/files/:fileId', perIp, perShare, bundleFile);
+
+  // The whole bundle as one zip: its bytes are known before streaming, so it has a length, a
+  // strong ETag and Range (decrypting only the covering chunks of the covering files).
+  const bundleZip: RequestHandler = async (req, res) => {
+    const b = await resolveBundle(req, ticketOf(req));
+    if (!b) throw new AppError('not_found', GONE);
+    await checkAccess(req, b, null);
+    const { layout, etag } = b;
+    const decision = decideRangeFor(req, etag, layout.size);
+    if (decision.kind === 'unsatisfiable') {
+      throw new AppError('range_not_satisfiable', `the zip has ${layout.size} bytes`, { 'Content-Range': `bytes */${layout.size}` });
+    }
+    const start = decision.kind === 'partial' ? decision.start : 0;
+    const end = decision.kind === 'partial' ? decision.end : layout.size - 1;
+    const writeHead = () => {
+      res.status(decision.kind === 'partial' ? 206 : 200);
+      res.setHeader('Content-Type', 'application/zip');
+      res.setHeader('Content-Disposition', 'attachment; filename="shared-files.zip"');
+      res.setHeader('ETag', etag);
+      res.setHeader('Accept-Ranges', 'bytes');
+      res.setHeader('X-Content-Type-Options', 'nosniff');
+      res.setHeader('Content-Security-Policy', "sandbox; default-src 'none'");
+      res.setHeader('Cache-Control', 'private, no-store');
+      res.setHeader('Content-Length', String(end - start + 1));
+      if (decision.kind === 'partial') res.setHeader('Content-Range', `bytes ${start}-${end}/${layout.size}`);
+    };
+    if (req.method === 'HEAD') {
+      writeHead();
+      return void res.end();
+    }
+    // A range needs every CRC up front; files from before CRCs were recorded get theirs once.
+    if (decision.kind === 'partial') await d.bundles.ensureCrcs(b);
+    const reservation = await d.bundles.reserve(b, end - start + 1, end === layout.size - 1);
+    if (!reservation) throw new AppError('not_found', GONE);
+    const result = await streamBody(req, res, holdOf(reservation), { shareId: b.share.id, zip: true }, async () => {
+      const body =
+        decision.kind === 'partial'
+          ? Readable.from(zipRange(layout, b.entries, start, end, (i, a, z) => d.vault.open(b.files[i]!, { start: a, end: z })), { objectMode: false })
+          : zipStream(b.entries, d.bundles.forceZip64, (i) => Promise.resolve(d.bundles.fullEntry(b, i)));
+      writeHead();
+      return body;
+    });
+    await recordDownload(req, b, null, { zip: true, start, end, bytesSent: result.bytesSent, completed: result.completed, integrityError: result.integrityError ?? false });
+  };
+  r.head('/s/:token/zip', perIp, perShare, bundleZip);
+  r.get('/s/:token/zip', perIp, perShare, bundleZip);
 
   return r;
 }

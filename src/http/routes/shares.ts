@@ -11,25 +11,34 @@ import { principal } from '../auth.js';
 import { clientOf, publicBase } from '../context.js';
 import { recordShareCreated } from '../events.js';
 import type { z } from '../zod.js';
-import { parse, shareCreateBody } from '../schemas.js';
+import { bundleCreateBody, parse, shareCreateBody } from '../schemas.js';
+import type { BundlesService } from '../../services/bundles.js';
 
 export { shareCreateBody };
 
 export interface ShareRoutesDeps {
   vault: VaultService;
   shares: SharesService;
+  bundles: BundlesService;
   audit: AuditLog;
   /** Sends links by email (recipients) and shows who was sent what. */
   notify: Notifier;
   publicUrl: string | undefined;
   maxTtlSeconds: number;
+  /** Most files one bundle may hold (BUNDLE_MAX_FILES). */
+  bundleMaxFiles: number;
 }
 
-/** Share JSON for its owner: never the token hash or password hash. */
-export function presentShare(s: ShareRow): z.infer<typeof Share> {
+/**
+ * Share JSON for its owner: never the token hash or password hash. `fileIds` are a bundle's
+ * files still in it (from BundlesService.members.fileIdsOf); a single-file link has its one file.
+ */
+export function presentShare(s: ShareRow, fileIds?: string[]): z.infer<typeof Share> {
   return {
     id: s.id,
     fileId: s.fileId,
+    bundle: s.bundle,
+    fileIds: fileIds ?? [s.fileId],
     expiresAt: new Date(s.expiresAt).toISOString(),
     maxDownloads: s.maxDownloads,
     downloads: s.downloads,
@@ -84,12 +93,30 @@ export function shareRoutes(r: ApiRoutes, d: ShareRoutesDeps): void {
     res.status(201).json({ ...presentShare(share), ...(sent.length ? { recipients: sent } : {}), url, token });
   });
 
+  r.op('createBundle', async (req, res) => {
+    const { user } = principal(req);
+    const body = parse(bundleCreateBody, req.body);
+    if (body.fileIds.length > d.bundleMaxFiles) throw new AppError('validation_error', `fileIds: at most ${d.bundleMaxFiles} files in one link`);
+    if (body.expiresInSeconds !== undefined && body.expiresInSeconds > d.maxTtlSeconds) {
+      throw new AppError('validation_error', `expiresInSeconds: must be at most ${d.maxTtlSeconds}`);
+    }
+    // Another user's file is indistinguishable from none (vault.get answers not_found for both).
+    const files = [];
+    for (const id of body.fileIds) files.push(await d.vault.get(user.id, id));
+    const { fileIds: _ids, ...options } = body;
+    const { share, token } = await d.shares.createBundle(user.id, files, options);
+    await recordShareCreated(d.audit, req, user.id, share);
+    const url = `${publicBase(req, d.publicUrl)}/s/${token}`;
+    res.status(201).json({ ...presentShare(share, body.fileIds), url, token });
+  });
+
   r.op('listShares', async (req, res) => {
     const { user } = principal(req);
     const file = await d.vault.get(user.id, String(req.params.id));
     const list = await d.shares.repo.listForFile(file.id);
     const sentTo = await d.notify.recipientsOf(list.map((s) => s.id));
-    res.json({ shares: list.map((s) => withRecipients(presentShare(s), sentTo.get(s.id))) });
+    const presented = await presentShares(d.bundles, list);
+    res.json({ shares: presented.map((s) => withRecipients(s, sentTo.get(s.id))) });
   });
 
   r.op('revokeShare', async (req, res) => {
@@ -99,4 +126,10 @@ export function shareRoutes(r: ApiRoutes, d: ShareRoutesDeps): void {
     await d.audit.record({ actor: user.id, action: 'share.revoke', outcome: 'success', subjectUserId: user.id, fileId: share.fileId, shareId: share.id, ...clientOf(req) });
     res.status(204).end();
   });
+}
+
+/** Share JSON for a list of links, with each bundle's current files. */
+export async function presentShares(bundles: Pick<BundlesService, 'members'>, list: ShareRow[]): Promise<z.infer<typeof Share>[]> {
+  const ids = await bundles.members.fileIdsOf(list.filter((s) => s.bundle).map((s) => s.id));
+  return list.map((s) => presentShare(s, s.bundle ? (ids.get(s.id) ?? []) : [s.fileId]));
 }

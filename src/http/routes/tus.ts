@@ -12,6 +12,8 @@ import type { FileRow } from '../../db/files.js';
 import { exemptFromBodyDeadline } from '../body-deadline.js';
 import { recordUploads } from '../events.js';
 import { acceptBody } from '../upload.js';
+import { contractCheck } from '../api-router.js';
+import { OUTSIDE_API } from '../api-table.js';
 
 export const TUS_VERSION = '1.0.0';
 export const TUS_EXTENSIONS = 'creation,creation-with-upload,termination,expiration,checksum';
@@ -27,6 +29,8 @@ export interface TusRoutesDeps {
   ownerOf: (req: Request) => string;
   /** `via` of the file.upload audit event. */
   via: string;
+  /** Tests: check every answer against the documented operation (OUTSIDE_API tus entries). */
+  onContractViolation?: (message: string) => void;
 }
 
 /** A non-negative integer header (digits only, within 2^53), or undefined when absent. */
@@ -91,6 +95,9 @@ export function tusRoutes(d: TusRoutesDeps): Router {
     }
     next();
   });
+  // Tests: each route's answers are checked against its documented operation.
+  const doc = (id: 'tusOptions' | 'tusCreate' | 'tusHead' | 'tusPatch' | 'tusDelete'): RequestHandler[] =>
+    d.onContractViolation ? [contractCheck(id, OUTSIDE_API[id], d.onContractViolation)] : [];
   const discovery = (_req: Request, res: Response) => {
     res.setHeader('Tus-Version', TUS_VERSION);
     res.setHeader('Tus-Extension', TUS_EXTENSIONS);
@@ -98,7 +105,7 @@ export function tusRoutes(d: TusRoutesDeps): Router {
     res.setHeader('Tus-Checksum-Algorithm', 'sha256');
     res.status(204).end();
   };
-  r.options('/', discovery);
+  r.options('/', ...doc('tusOptions'), discovery);
   r.options('/:id', discovery);
 
   const finished = async (req: Request, res: Response, result: PatchResult) => {
@@ -112,7 +119,7 @@ export function tusRoutes(d: TusRoutesDeps): Router {
     return d.tus.patch(d.ownerOf(req), id, offset, req, { checksum: parseChecksum(req), contentLength: intHeader(req, 'Content-Length') }, () => req.destroy());
   };
 
-  r.post('/', ...d.authenticate, async (req: Request, res: Response) => {
+  r.post('/', ...doc('tusCreate'), ...d.authenticate, async (req: Request, res: Response) => {
     if (req.headers['upload-defer-length'] !== undefined) {
       throw new AppError('validation_error', 'Upload-Defer-Length is not supported: send Upload-Length (the quota is reserved at creation)', {}, true);
     }
@@ -138,14 +145,14 @@ export function tusRoutes(d: TusRoutesDeps): Router {
     res.status(201).end();
   });
 
-  r.head('/:id', ...d.authenticate, async (req: Request, res: Response) => {
+  r.head('/:id', ...doc('tusHead'), ...d.authenticate, async (req: Request, res: Response) => {
     const s = await d.tus.status(d.ownerOf(req), String(req.params.id));
     res.setHeader('Upload-Length', String(s.length));
     setResultHeaders(res, s, s.fileId && s.sha256 ? { id: s.fileId, sha256: s.sha256 } : null);
     res.status(200).end();
   });
 
-  r.patch('/:id', ...d.authenticate, async (req: Request, res: Response) => {
+  r.patch('/:id', ...doc('tusPatch'), ...d.authenticate, async (req: Request, res: Response) => {
     if (req.headers['content-type'] !== OFFSET_TYPE) throw new AppError('unsupported_media_type', `PATCH bodies must be ${OFFSET_TYPE}`, {}, true);
     const offset = intHeader(req, 'Upload-Offset');
     if (offset === undefined) throw new AppError('validation_error', 'Upload-Offset: required', {}, true);
@@ -153,7 +160,7 @@ export function tusRoutes(d: TusRoutesDeps): Router {
     res.status(204).end();
   });
 
-  r.delete('/:id', ...d.authenticate, async (req: Request, res: Response) => {
+  r.delete('/:id', ...doc('tusDelete'), ...d.authenticate, async (req: Request, res: Response) => {
     await d.tus.terminate(d.ownerOf(req), String(req.params.id));
     res.status(204).end();
   });

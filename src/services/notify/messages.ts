@@ -60,7 +60,7 @@ export function renderEmail(ev: StoredEvent, linkUrl?: string): RenderedEmail {
     case 'request.upload':
       subject = `Files arrived through your upload request`;
       lines = [`${str(d.count, 'Some')} file(s) arrived through your upload request "${str(d.requestName)}" at ${when(d.at)}.`];
-      page = ev.base ? `${ev.base}/requests` : null;
+      page = ev.base ? (typeof d.requestId === 'string' ? `${ev.base}/requests/${d.requestId}` : `${ev.base}/requests`) : null;
       break;
     case 'sign_in.new':
       subject = 'New sign-in to your account';

@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 import type { NotifyConfig } from '../../config.js';
 import { deriveSubkey, type Keyring } from '../../crypto/keyring.js';
 import type { Database, Executor, Trx } from '../../db/database.js';
+import { FilesRepo } from '../../db/files.js';
 import { NotificationSettingsRepo } from '../../db/notification-settings.js';
 import { OutboxRepo, type NewDelivery, type OutboxRow } from '../../db/outbox.js';
 import { SecretsRepo } from '../../db/secrets.js';
@@ -395,8 +396,9 @@ export class Notifier {
   }
 
   /**
-   * Link-expiry reminders: a live link expiring within NOTIFY_EXPIRY_REMINDER_SECONDS gets one
-   * `share.expiring` event (a deterministic event id, so every instance's scan emits it once).
+   * Expiry reminders: a live link expiring within NOTIFY_EXPIRY_REMINDER_SECONDS gets one
+   * `share.expiring` event, and a file with live links expiring within it (its retention) one
+   * `file.expiring` event; deterministic event ids, so every instance's scan emits each once.
    */
   async remindExpiring(): Promise<number> {
     const now = this.now();
@@ -417,6 +419,17 @@ export class Notifier {
         const already = await trx.selectFrom('notification_outbox').select('id').where('event_id', '=', eventId).limit(1).executeTakeFirst();
         if (already) return;
         await this.emitIn(trx, { kind: 'expiringSoon', type: 'share.expiring', userId: s.ownerId, eventId, data: { shareId: s.id, fileId: s.fileId, fileName: s.fileName, expiresAt: new Date(Number(s.expiresAt)).toISOString() } });
+        n++;
+      });
+    }
+    // Files under retention that still have live links (held files never expire: left out).
+    for (const f of await new FilesRepo(this.deps.db.kysely).expiringWithActiveLinks(now, this.deps.config.reminderMs)) {
+      if (f.expiresAt === null || f.expiresAt === undefined) continue;
+      const eventId = createHmac('sha256', 'sfs file expiring').update(`${f.id}|${f.expiresAt}`).digest('hex').slice(0, 32);
+      await this.deps.db.transaction(async (trx) => {
+        const already = await trx.selectFrom('notification_outbox').select('id').where('event_id', '=', eventId).limit(1).executeTakeFirst();
+        if (already) return;
+        await this.emitIn(trx, { kind: 'expiringSoon', type: 'file.expiring', userId: f.ownerId, eventId, data: { fileId: f.id, fileName: f.name, expiresAt: new Date(Number(f.expiresAt)).toISOString() } });
         n++;
       });
     }

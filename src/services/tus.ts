@@ -291,6 +291,7 @@ export class TusService {
     let payloadKey: Buffer | undefined;
     let writer: PartialWriter | undefined;
     let storeState: string | null = null;
+    let refused = false;
     try {
       const row = (await this.uploads.byIdForOwner(id, ownerId, requestId))!;
       if (offset !== row.committed) throw new AppError('upload_offset_mismatch', `Upload-Offset ${offset} is not the upload's offset ${row.committed}; ask with HEAD`);
@@ -345,8 +346,15 @@ export class TusService {
         }
       };
       const seal = async (plain: Buffer, last: boolean): Promise<void> => {
-        // Before the first chunk exists anywhere: a refusal leaves nothing stored.
-        if (done === 0) opts.inspect?.(plain, row);
+        // Before the first chunk exists anywhere: a refusal ends the upload (below).
+        if (done === 0 && opts.inspect) {
+          try {
+            opts.inspect(plain, row);
+          } catch (err) {
+            refused = true;
+            throw err;
+          }
+        }
         const [ct, tag] = sealChunk(k, noncePrefix, done / C, last, plain);
         hasher.update(plain);
         done += plain.length;
@@ -409,6 +417,13 @@ export class TusService {
       writer = undefined;
       return { offset: length, expiresAt: row.expires_at, file };
     } catch (err) {
+      if (refused && writer) {
+        // The caller refused the content: the upload ends here, with whatever the store began
+        // for it (S3: the multipart upload opened for the first chunk, found through a flush).
+        await this.uploads.deleteForOwner(id, ownerId, requestId).catch(() => {});
+        const cp = await writer.flush().catch(() => null);
+        await this.d.store.partials().remove(id, cp?.state ?? storeState).catch(() => {});
+      }
       if (lost && !(await this.uploads.exists(id).catch(() => true))) {
         // Terminated while we wrote: whatever this request re-created goes too.
         await this.d.store.partials().remove(id, storeState).catch(() => {});

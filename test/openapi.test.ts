@@ -239,6 +239,11 @@ describe('responses match the document', () => {
     await check('listFiles', r.get(`/api/v1/files?requestId=${req1.body.id}`).set(auth));
     await check('updateRequest', r.patch(`/api/v1/requests/${req1.body.id}`).set(auth).send({ close: true }));
     await check('updateRequest', r.patch(`/api/v1/requests/${req1.body.id}`).set(auth).send({}));
+    await check('putRequestHold', r.put(`/api/v1/requests/${req1.body.id}/hold`).set(auth).send({ reason: 'matter' }));
+    await check('deleteRequest', r.delete(`/api/v1/requests/${req1.body.id}`).set(auth));
+    await check('deleteRequestHold', r.delete(`/api/v1/requests/${req1.body.id}/hold`).set(auth));
+    await check('deleteRequestHold', r.delete(`/api/v1/requests/${req1.body.id}/hold`).set(auth));
+    await check('putRequestHold', r.put(`/api/v1/requests/${'0'.repeat(32)}/hold`).set(auth).send({ reason: 'matter' }));
     await check('deleteRequest', r.delete(`/api/v1/requests/${req1.body.id}`).set(auth));
     await check('deleteRequest', r.delete(`/api/v1/requests/${req1.body.id}`).set(auth));
     await check('listAudit', r.get(`/api/v1/audit?fileId=${fid}`).set(auth));

@@ -19,11 +19,11 @@ export interface HoldRow {
 }
 
 /**
- * The SQL condition "the files row aliased `files` is under no hold" (by file or by owner).
- * Upload requests add their scope here once files record the request they arrived through.
+ * The SQL condition "the files row aliased `files` is under no hold": none on the file, on its
+ * owner, or on the upload request it arrived through.
  */
 export function notHeld(): RawBuilder<boolean> {
-  return sql<boolean>`NOT EXISTS (SELECT 1 FROM legal_holds h WHERE (h.scope = 'file' AND h.target_id = files.id) OR (h.scope = 'user' AND h.target_id = files.owner_id))`;
+  return sql<boolean>`NOT EXISTS (SELECT 1 FROM legal_holds h WHERE (h.scope = 'file' AND h.target_id = files.id) OR (h.scope = 'user' AND h.target_id = files.owner_id) OR (h.scope = 'request' AND h.target_id = files.request_id))`;
 }
 
 export class HoldsRepo {
@@ -50,36 +50,34 @@ export class HoldsRepo {
     return r && toHold(r);
   }
 
-  /** The holds that keep this file (its own and its owner's), file scope first. */
-  async holdsOnFile(file: { id: string; ownerId: string }): Promise<HoldRow[]> {
+  /** The holds that keep this file (its own, its owner's, its request's). */
+  async holdsOnFile(file: { id: string; ownerId: string; requestId?: string | null }): Promise<HoldRow[]> {
     const rows = await this.db
       .selectFrom('legal_holds')
       .selectAll()
-      .where((eb) => eb.or([eb.and([eb('scope', '=', 'file'), eb('target_id', '=', file.id)]), eb.and([eb('scope', '=', 'user'), eb('target_id', '=', file.ownerId)])]))
+      .where((eb) =>
+        eb.or([
+          eb.and([eb('scope', '=', 'file'), eb('target_id', '=', file.id)]),
+          eb.and([eb('scope', '=', 'user'), eb('target_id', '=', file.ownerId)]),
+          ...(file.requestId ? [eb.and([eb('scope', '=', 'request'), eb('target_id', '=', file.requestId)])] : []),
+        ]),
+      )
       .orderBy('scope')
       .execute();
     return rows.map(toHold);
   }
 
-  /** Of these files (all owned by `ownerId`), the ids under a hold. */
+  /** Of these files (all owned by `ownerId`), the ids under a hold (one query, the same condition deletes use). */
   async heldAmong(ownerId: string, fileIds: string[]): Promise<Set<string>> {
     if (fileIds.length === 0) return new Set();
-    if (await this.get('user', ownerId)) return new Set(fileIds);
-    const rows = await this.db.selectFrom('legal_holds').select('target_id').where('scope', '=', 'file').where('target_id', 'in', fileIds).execute();
-    return new Set(rows.map((r) => r.target_id));
+    const rows = await this.db.selectFrom('files').select('id').where('owner_id', '=', ownerId).where('id', 'in', fileIds).where(sql<boolean>`NOT ${notHeld()}`).execute();
+    return new Set(rows.map((r) => r.id));
   }
 
-  /** Whether any file of this user is held, or the user is (a user with held files cannot be deleted). */
+  /** Whether the user, or any file of theirs, is held (such a user cannot be deleted). */
   async userHasHeldFiles(userId: string): Promise<boolean> {
     if (await this.get('user', userId)) return true;
-    const r = await this.db
-      .selectFrom('legal_holds as h')
-      .innerJoin('files as f', 'f.id', 'h.target_id')
-      .select('h.target_id')
-      .where('h.scope', '=', 'file')
-      .where('f.owner_id', '=', userId)
-      .limit(1)
-      .executeTakeFirst();
+    const r = await this.db.selectFrom('files').select('id').where('owner_id', '=', userId).where(sql<boolean>`NOT ${notHeld()}`).limit(1).executeTakeFirst();
     return r !== undefined;
   }
 }

@@ -163,13 +163,13 @@ export class LifecycleService {
   }
 
   private async requireTarget(scope: HoldScope, id: string): Promise<void> {
-    const table = scope === 'file' ? 'files' : scope === 'user' ? 'users' : null;
-    if (table === null) throw new AppError('not_found', 'no such request');
+    const table = scope === 'file' ? 'files' : scope === 'user' ? 'users' : 'upload_requests';
     const r = await this.d.db.kysely.selectFrom(table).select('id').where('id', '=', id).executeTakeFirst();
     if (!r) throw new AppError('not_found', `no such ${scope}`);
   }
 
   private async ownerOf(scope: HoldScope, id: string): Promise<string | null> {
+    if (scope === 'request') return (await this.d.db.kysely.selectFrom('upload_requests').select('owner_id').where('id', '=', id).executeTakeFirst())?.owner_id ?? null;
     if (scope !== 'file') return null;
     return (await this.files.byId(id))?.ownerId ?? null;
   }

@@ -24,6 +24,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Database, Trx } from '../db/database.js';
 import type { FileRow } from '../db/files.js';
 import { UploadRequestsRepo, type UploadRequestRow } from '../db/requests.js';
+import { HoldsRepo } from '../db/holds.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { AppError } from '../errors.js';
 import { checkPassword } from './accounts.js';
@@ -57,6 +58,8 @@ export interface RequestsDeps {
   leaseMs: number;
   /** Tells the owner (their `requestUpload` choice) in the commit's transaction. */
   notifier?: Notifier;
+  /** The expiry of a file arriving now (the retention default, services/lifecycle.ts); none when absent. */
+  fileExpiresAt?: (createdAt: number) => number | null;
   now?: () => number;
 }
 
@@ -518,6 +521,8 @@ export class RequestsService {
     const rows = await this.deps.vault
       .commit(target.ownerId, staged, quota, {
         origin: { ...origin, requestId: target.requestId },
+        // What arrives through a request gets the retention default (a per-request lifetime is not built yet).
+        expiresAt: this.deps.fileExpiresAt?.(this.now()) ?? null,
         within: (trx, inserted) => lease.commitIn(trx, inserted),
       })
       .catch(hideQuota);
@@ -550,7 +555,13 @@ export class RequestsService {
   /** Deletes the owner's request; the files that came through it stay theirs. */
   async delete(ownerId: string, id: string): Promise<UploadRequestRow> {
     const r = await this.ownedBy(ownerId, id);
-    if (!(await this.repo.delete(r.id, ownerId))) throw new AppError('not_found', 'no such upload request');
+    // Deleting the request unlinks its files, which would end a hold on it: refused while held
+    // (checked in the deleting transaction, so a hold placed meanwhile is seen).
+    const deleted = await this.deps.db.transaction(async (trx) => {
+      if (await new HoldsRepo(trx).get('request', r.id)) throw new AppError('legal_hold', 'this upload request is under a legal hold and cannot be deleted; an administrator must release the hold first');
+      return new UploadRequestsRepo(trx).delete(r.id, ownerId);
+    });
+    if (!deleted) throw new AppError('not_found', 'no such upload request');
     return r;
   }
 

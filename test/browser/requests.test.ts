@@ -3,11 +3,15 @@
  * once, with its QR code); an outsider in a fresh context (no account, no cookies) opens the
  * link, gives a name, sends three files with per-file progress and gets a receipt with each
  * file's name, size and SHA-256; the owner then sees the three files on the request's page
- * and in their files list, filtered by the request.
+ * and in their files list, filtered by the request, shares two of them on as one bundle link,
+ * and a second outsider downloads the zip and one file, and resumes the zip byte-exact (the
+ * issue's end-to-end flow).
  */
 /// <reference lib="dom" />
 import { AxeBuilder } from '@axe-core/playwright';
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN, makeHarness, serve, setupAdmin, type Harness } from '../helpers.js';
@@ -109,6 +113,54 @@ describe.runIf(browserAvailable('upload requests browser suite'))('upload reques
     await axe(owner);
     await owner.getByRole('link', { name: 'See them in your files' }).click();
     expect(await owner.locator('.files-table tbody tr').count()).toBe(3);
+    expect(problems).toEqual([]);
+  });
+
+  it('the owner shares two of them as a bundle; a second outsider gets the zip and one file, and a resumed zip is byte-exact', async () => {
+    // The owner is on the files list filtered by the request (the previous step ends there).
+    const [pdf, jpg] = [files[0]!, files[1]!];
+    await owner.getByRole('checkbox', { name: `Select ${pdf.name}` }).check();
+    await owner.getByRole('checkbox', { name: `Select ${jpg.name}` }).check();
+    await owner.getByRole('button', { name: 'Share selected' }).click();
+    await owner.getByRole('button', { name: 'Create link' }).click();
+    const bundleLink = await owner.getByRole('textbox', { name: 'New link' }).inputValue();
+    expect(bundleLink).toMatch(new RegExp(`^${base}/s/[A-Za-z0-9_-]{43}$`));
+
+    const second = await browser.newContext();
+    second.on('page', (p) => p.on('pageerror', (e) => problems.push(e.message)));
+    const p = await second.newPage();
+    await p.goto(bundleLink);
+    const text = await p.locator('main').innerText();
+    for (const f of [pdf, jpg]) {
+      expect(text).toContain(f.name);
+      expect(text).toContain(sha(f.buffer));
+    }
+    // Nothing about the third upload or the request reaches this recipient.
+    expect(text).not.toContain(files[2]!.name);
+    expect(text).not.toContain('Ada Client');
+    await axe(p);
+    const [zipDownload] = await Promise.all([p.waitForEvent('download'), p.getByRole('link', { name: 'Download all (.zip)' }).click()]);
+    const zipPath = (await zipDownload.path())!;
+    const zip = fs.readFileSync(zipPath);
+    execFileSync('unzip', ['-tq', zipPath]);
+    for (const f of [pdf, jpg]) expect(execFileSync('unzip', ['-p', zipPath, f.name], { maxBuffer: 16 * 1024 * 1024 }).equals(f.buffer), f.name).toBe(true);
+    const [one] = await Promise.all([p.waitForEvent('download'), p.getByRole('link', { name: `Download ${pdf.name}` }).click()]);
+    expect(fs.readFileSync((await one.path())!).equals(pdf.buffer)).toBe(true);
+    // A download manager's resume: the rest from an offset inside the first entry, guarded by the ETag.
+    const from = 123_457;
+    const zipHref = (await p.getByRole('link', { name: 'Download all (.zip)' }).getAttribute('href'))!;
+    const resumed = await p.evaluate(async ([href, start]) => {
+      const head = await fetch(href, { method: 'HEAD' });
+      const r = await fetch(href, { headers: { Range: `bytes=${start}-`, 'If-Range': head.headers.get('ETag')! } });
+      const bytes = new Uint8Array(await r.arrayBuffer());
+      let bin = '';
+      for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+      return { status: r.status, range: r.headers.get('Content-Range'), body: btoa(bin) };
+    }, [zipHref, from] as const);
+    expect(resumed.status).toBe(206);
+    expect(resumed.range).toBe(`bytes ${from}-${zip.length - 1}/${zip.length}`);
+    expect(Buffer.concat([zip.subarray(0, from), Buffer.from(resumed.body, 'base64')]).equals(zip)).toBe(true);
+    await second.close();
     expect(problems).toEqual([]);
   });
 });

@@ -192,6 +192,11 @@ check 200 curl -sS -H "$AUTH" -X PATCH "$BASE/api/v1/requests/$REQ_ID" --json '{
 same "$(jq -r .status out.json)" "closed" "request closed"
 check 404 curl -sS -u ':read it to them' -T report.pdf "$REQ_URL/" -o /dev/null
 ok "a closed request is a 404"
+check 200 curl -sS -H "$AUTH" -X PUT "$BASE/api/v1/requests/$REQ_ID/hold" --json '{"reason":"Smith v. Jones"}' > out.json
+same "$(jq -r .scope out.json)" request "request hold"
+check 409 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/requests/$REQ_ID" -o /dev/null
+check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/requests/$REQ_ID/hold"
+ok "a held request cannot be deleted; the hold is released"
 check 204 curl -sS -H "$AUTH" -X DELETE "$BASE/api/v1/requests/$REQ_ID"
 ok "the request is deleted"
 # ---- Expiry and legal hold ------------------------------------------------------------------------

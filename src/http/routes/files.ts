@@ -117,7 +117,7 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
   });
 
   // Legal holds (admin only: the route table enforces it).
-  const holdOps = (scope: HoldScope, put: 'putFileHold' | 'putUserHold', del: 'deleteFileHold' | 'deleteUserHold') => {
+  const holdOps = (scope: HoldScope, put: 'putFileHold' | 'putUserHold' | 'putRequestHold', del: 'deleteFileHold' | 'deleteUserHold' | 'deleteRequestHold') => {
     r.op(put, async (req, res) => {
       const body = parse(holdBody, req.body);
       const hold = await d.lifecycle.placeHold(principal(req).user.id, scope, String(req.params.id), body.reason, body.reference || null);
@@ -130,6 +130,7 @@ export function filesRoutes(r: ApiRoutes, d: FilesRoutesDeps): void {
   };
   holdOps('file', 'putFileHold', 'deleteFileHold');
   holdOps('user', 'putUserHold', 'deleteUserHold');
+  holdOps('request', 'putRequestHold', 'deleteRequestHold');
 
   // HEAD has its own handler so Express does not run GET (and decrypt the whole file).
   const content = async (req: Request, res: Response) => {

@@ -397,6 +397,63 @@ describe('legal hold', () => {
   });
 });
 
+describe('per-request retention', () => {
+  it('a request sets the lifetime of what arrives through it: within FILE_MAX_RETENTION (else retention_exceeded, no request left), "30d"-style too, PATCH applies to later arrivals', async () => {
+    const h = await harness({ FILE_DEFAULT_RETENTION: '3d', FILE_MAX_RETENTION: '30d' });
+    const admin = await setupAdmin(h);
+    const bob = await makeUser(h, admin, 'bob');
+    // Over the ceiling, as seconds and as a duration: refused with the stable code, nothing stored.
+    for (const over of [31 * DAY, '31d', '5w']) {
+      const r = await h.request.post('/api/v1/requests').set(bearer(bob)).send({ title: 'Too long', fileRetentionSeconds: over });
+      expect(r.status, JSON.stringify(r.body)).toBe(400);
+      expect(r.body.code).toBe('retention_exceeded');
+    }
+    for (const bad of [59, 'soon', '0d']) {
+      const r = await h.request.post('/api/v1/requests').set(bearer(bob)).send({ title: 'Bad', fileRetentionSeconds: bad });
+      expect(r.status, JSON.stringify(r.body)).toBe(400);
+      expect(r.body.code).toBe('validation_error');
+    }
+    expect(await h.sql('SELECT id FROM upload_requests')).toEqual([]);
+
+    const made = await h.request.post('/api/v1/requests').set(bearer(bob)).send({ title: 'Your documents', fileRetentionSeconds: '10d' });
+    expect(made.status, JSON.stringify(made.body)).toBe(201);
+    expect(made.body.fileRetentionSeconds).toBe(10 * DAY);
+    expect((await h.request.get(`/api/v1/requests/${made.body.id}`).set(bearer(bob))).body.fileRetentionSeconds).toBe(10 * DAY);
+    const path = new URL(made.body.url).pathname;
+    const arrive = async (name: string) => {
+      const before = Date.now();
+      const sent = await h.request.put(`${path}/${name}`).send(Buffer.from(`content of ${name}`));
+      expect(sent.status, JSON.stringify(sent.body)).toBe(201);
+      const after = Date.now();
+      const files = (await h.request.get(`/api/v1/files?requestId=${made.body.id}`).set(bearer(bob))).body.files as { name: string; createdAt: string; expiresAt: string }[];
+      const f = files.find((x) => x.name === name)!;
+      return { expiresAt: Date.parse(f.expiresAt), createdAt: Date.parse(f.createdAt), before, after };
+    };
+    const first = await arrive('a.txt');
+    // The request's 10 days, not the 3-day default: upload time + retention (within a second).
+    expect(Math.abs(first.expiresAt - first.createdAt - 10 * DAY * 1000)).toBeLessThanOrEqual(1000);
+    expect(first.expiresAt).toBeGreaterThanOrEqual(first.before + 10 * DAY * 1000 - 1000);
+    expect(first.expiresAt).toBeLessThanOrEqual(first.after + 10 * DAY * 1000 + 1000);
+
+    // PATCH: over the ceiling refused (the stored setting stays), then 20 days for later arrivals only.
+    const over = await h.request.patch(`/api/v1/requests/${made.body.id}`).set(bearer(bob)).send({ fileRetentionSeconds: 40 * DAY });
+    expect(over.body.code).toBe('retention_exceeded');
+    const patched = await h.request.patch(`/api/v1/requests/${made.body.id}`).set(bearer(bob)).send({ fileRetentionSeconds: 20 * DAY });
+    expect(patched.status, JSON.stringify(patched.body)).toBe(200);
+    expect(patched.body.fileRetentionSeconds).toBe(20 * DAY);
+    const second = await arrive('b.txt');
+    expect(Math.abs(second.expiresAt - second.createdAt - 20 * DAY * 1000)).toBeLessThanOrEqual(1000);
+    // What arrived before the change keeps its expiry.
+    const again = (await h.request.get(`/api/v1/files?requestId=${made.body.id}`).set(bearer(bob))).body.files as { name: string; expiresAt: string }[];
+    expect(Date.parse(again.find((x) => x.name === 'a.txt')!.expiresAt)).toBe(first.expiresAt);
+    // null: back to the server default.
+    expect((await h.request.patch(`/api/v1/requests/${made.body.id}`).set(bearer(bob)).send({ fileRetentionSeconds: null })).body.fileRetentionSeconds).toBe(null);
+    const third = await arrive('c.txt');
+    expect(Math.abs(third.expiresAt - third.createdAt - 3 * DAY * 1000)).toBeLessThanOrEqual(1000);
+    expect((await auditOf(h, 'request.update')).map((a) => JSON.parse(a.details).fileRetentionSeconds)).toEqual([20 * DAY, null]);
+  });
+});
+
 describe('delete the file after its last allowed download', () => {
   it('needs maxDownloads; an aborted download deletes nothing; the completed last one purges the file', async () => {
     const h = await harness();

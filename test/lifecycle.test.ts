@@ -563,6 +563,104 @@ describe('pages', () => {
     expect((await fileRows(h, f.id)).length).toBe(1);
   });
 
+  async function signInAgent(h: Harness, username: string, password: string) {
+    const agent = supertest.agent(h.app);
+    const loginCsrf = await csrfFrom(agent, '/login');
+    expect((await agent.post('/login').type('form').set(HTML).send({ _csrf: loginCsrf, username, password, next: '/files' })).status).toBe(303);
+    return agent;
+  }
+  const holdForms = (html: string) => [...html.matchAll(/action="(\/admin\/holds\/[^"]+)"/g)].map((m) => m[1]);
+
+  it('an admin places and releases holds from the file, admin user and request pages (audited like the API); a non-admin sees the hold but no controls; forged posts are 403', async () => {
+    const h = await harness({ FILE_MAX_RETENTION: '30d' });
+    const admin = await setupAdmin(h);
+    const bob = await makeUser(h, admin, 'bob');
+    const bobId = (await h.sql<{ id: string }>("SELECT id FROM users WHERE username = 'bob'"))[0]!.id;
+    const file = await put(h, admin, 'contract.pdf', Buffer.from('%PDF-1.4 a contract'));
+    const req = await h.request.post('/api/v1/requests').set(bearer(admin)).send({ title: 'Evidence', fileRetentionSeconds: 12 * DAY });
+    expect(req.status).toBe(201);
+    const agent = await signInAgent(h, 'admin', 'admin password 123');
+
+    const cases = [
+      { scope: 'file', id: file.id, page: `/files/${file.id}` },
+      { scope: 'user', id: bobId, page: `/admin/users/${bobId}` },
+      { scope: 'request', id: req.body.id as string, page: `/requests/${req.body.id}` },
+    ];
+    for (const c of cases) {
+      const before = await agent.get(c.page).set(HTML);
+      expect(before.status).toBe(200);
+      expect(holdForms(before.text)).toEqual([`/admin/holds/${c.scope}/${c.id}`]);
+      const csrf = /name="_csrf" value="([^"]+)"/.exec(before.text)![1]!;
+      // No CSRF token: refused, nothing held.
+      const forged = await agent.post(`/admin/holds/${c.scope}/${c.id}`).type('form').set(HTML).send({ reason: 'Matter 7' });
+      expect(forged.status).toBe(403);
+      expect(await h.sql('SELECT scope FROM legal_holds')).toEqual([]);
+      const placed = await agent.post(`/admin/holds/${c.scope}/${c.id}`).type('form').set(HTML).send({ _csrf: csrf, reason: 'Matter 7', reference: 'M-7' });
+      expect(placed.status).toBe(303);
+      expect(placed.headers.location).toBe(`${c.page}?msg=hold-placed`);
+      expect(await h.sql('SELECT scope, target_id AS "targetId", reason, reference FROM legal_holds')).toEqual([{ scope: c.scope, targetId: c.id, reason: 'Matter 7', reference: 'M-7' }]);
+      const held = await agent.get(c.page).set(HTML);
+      expect(held.text).toContain('Matter 7');
+      expect(held.text).toContain('reference M-7');
+      expect(holdForms(held.text)).toEqual([`/admin/holds/${c.scope}/${c.id}/release`]);
+      const released = await agent.post(`/admin/holds/${c.scope}/${c.id}/release`).type('form').set(HTML).send({ _csrf: csrf });
+      expect(released.status).toBe(303);
+      expect(released.headers.location).toBe(`${c.page}?msg=hold-released`);
+      expect(await h.sql('SELECT scope FROM legal_holds')).toEqual([]);
+    }
+    // Audited as the API does it: one place and one release per target, by the admin.
+    const adminId = (await h.sql<{ id: string }>("SELECT id FROM users WHERE username = 'admin'"))[0]!.id;
+    for (const action of ['hold.place', 'hold.release']) {
+      const rows = await auditOf(h, action);
+      expect(rows.map((a) => [a.actor, JSON.parse(a.details).scope, JSON.parse(a.details).targetId])).toEqual(cases.map((c) => [adminId, c.scope, c.id]));
+    }
+    // A reason is required.
+    const csrf = await csrfFrom(agent, `/files/${file.id}`);
+    expect((await agent.post(`/admin/holds/file/${file.id}`).type('form').set(HTML).send({ _csrf: csrf, reason: '' })).status).toBe(400);
+    expect(await h.sql('SELECT scope FROM legal_holds')).toEqual([]);
+    // The request page shows its retention.
+    expect((await agent.get(`/requests/${req.body.id}`).set(HTML)).text).toMatch(/id="request-retention">12 days after they arrive/);
+
+    // Bob: his request and file under holds placed through the API; he sees them, but no controls.
+    const bobReq = await h.request.post('/api/v1/requests').set(bearer(bob)).send({ title: 'Bob asks' });
+    const bobFile = await put(h, bob, 'notes.txt', Buffer.from('notes'));
+    expect((await h.request.put(`/api/v1/requests/${bobReq.body.id}/hold`).set(bearer(admin)).send({ reason: 'Matter 8' })).status).toBe(200);
+    expect((await h.request.put(`/api/v1/files/${bobFile.id}/hold`).set(bearer(admin)).send({ reason: 'Matter 9' })).status).toBe(200);
+    const bobAgent = await signInAgent(h, 'bob', 'bob password 123');
+    for (const [p, reason] of [[`/requests/${bobReq.body.id}`, 'Matter 8'], [`/files/${bobFile.id}`, 'Matter 9']] as const) {
+      const page = await bobAgent.get(p).set(HTML);
+      expect(page.status).toBe(200);
+      expect(page.text).toContain(reason);
+      expect(holdForms(page.text)).toEqual([]);
+    }
+    // Even with his own valid CSRF token, the hold routes are for admins.
+    const bobCsrf = await csrfFrom(bobAgent, `/files/${bobFile.id}`);
+    expect((await bobAgent.post(`/admin/holds/file/${bobFile.id}/release`).type('form').set(HTML).send({ _csrf: bobCsrf })).status).toBe(403);
+    expect((await bobAgent.post(`/admin/holds/user/${bobId}`).type('form').set(HTML).send({ _csrf: bobCsrf, reason: 'mine' })).status).toBe(403);
+    expect((await h.sql<{ scope: string }>('SELECT scope FROM legal_holds ORDER BY scope')).map((r) => r.scope)).toEqual(['file', 'request']);
+  });
+
+  it('the create-request page sets the retention of arriving files ("30d"-style), refused above FILE_MAX_RETENTION; the request page changes it', async () => {
+    const h = await harness({ FILE_MAX_RETENTION: '30d' });
+    await setupAdmin(h);
+    const agent = await signInAgent(h, 'admin', 'admin password 123');
+    const list = await agent.get('/requests').set(HTML);
+    expect(list.text).toContain('name="fileRetention"');
+    const csrf = /name="_csrf" value="([^"]+)"/.exec(list.text)![1]!;
+    const form = { _csrf: csrf, title: 'Receipts', message: '', expires: String(7 * DAY), maxFiles: '10', maxMiB: '10', maxFileMiB: '1', allowedTypes: '' };
+    const over = await agent.post('/requests').type('form').set(HTML).send({ ...form, fileRetention: '31d' });
+    expect(over.status).toBe(400);
+    expect(over.text).toContain('at most 2592000');
+    expect(await h.sql('SELECT id FROM upload_requests')).toEqual([]);
+    const made = await agent.post('/requests').type('form').set(HTML).send({ ...form, fileRetention: '2w' });
+    expect(made.status).toBe(303);
+    const [row] = await h.sql<{ id: string; s: number }>('SELECT id, file_retention_seconds AS s FROM upload_requests');
+    expect(Number(row!.s)).toBe(14 * DAY);
+    const changed = await agent.post(`/requests/${row!.id}/retention`).type('form').set(HTML).send({ _csrf: csrf, fileRetention: '' });
+    expect(changed.status).toBe(303);
+    expect((await h.sql<{ s: number | null }>('SELECT file_retention_seconds AS s FROM upload_requests'))[0]!.s).toBe(null);
+  });
+
   it('the link form has "delete the file after the last download", which needs a download limit', async () => {
     const h = await harness();
     const admin = await setupAdmin(h);

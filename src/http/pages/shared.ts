@@ -100,6 +100,6 @@ export function pageText(detail: string): string {
 
 /** Turns a service's validation or conflict error into a message for the form; rethrows anything else. */
 export function formError(err: unknown): string {
-  if (isAppError(err, 'validation_error') || isAppError(err, 'conflict') || isAppError(err, 'legal_hold') || isAppError(err, 'forbidden')) return pageText((err as AppError).detail);
+  if (isAppError(err, 'validation_error') || isAppError(err, 'retention_exceeded') || isAppError(err, 'conflict') || isAppError(err, 'legal_hold') || isAppError(err, 'forbidden')) return pageText((err as AppError).detail);
   throw err;
 }

@@ -261,6 +261,8 @@ export interface UploadRequestsTable {
   closed_at: number | null;
   files_received: Generated<number>;
   bytes_received: Generated<number>;
+  /** Seconds the arriving files are kept (migration 19); null: the retention default. */
+  file_retention_seconds: Generated<number | null>;
 }
 
 /** Files and bytes of uploads to a request still streaming on any instance; counted until expires_at (ms). */
@@ -298,6 +300,10 @@ export interface UploadsTable {
   /** Set when the upload became a file. */
   file_id: string | null;
   sha256: Buffer | null;
+  /** The upload request it goes to (null: the owner's own upload), and what its uploader gave. */
+  request_id: string | null;
+  uploader_name: string | null;
+  uploader_email: string | null;
 }
 
 /** Per-user notification choices (services/notify/settings.ts). `prefs` is JSON: event type -> channels. */

@@ -335,6 +335,13 @@ export const PG_MIGRATIONS: PgMigration[] = [
     `,
   },
   {
+    version: 19,
+    name: 'upload requests: retention of the files that arrive through them',
+    sql: `
+      ALTER TABLE upload_requests ADD COLUMN file_retention_seconds BIGINT;
+    `,
+  },
+  {
     version: 17,
     name: 'notifications: outbox, webhooks, settings, sign-in addresses, link recipients',
     sql: `
@@ -430,6 +437,15 @@ export const PG_MIGRATIONS: PgMigration[] = [
         require_2fa TEXT NOT NULL CHECK (require_2fa IN ('off', 'admins', 'all')),
         updated_at  BIGINT NOT NULL
       );
+    `,
+  },
+  {
+    version: 18,
+    name: 'tus uploads through upload requests',
+    sql: `
+      ALTER TABLE uploads ADD COLUMN request_id TEXT REFERENCES upload_requests(id) ON DELETE CASCADE;
+      ALTER TABLE uploads ADD COLUMN uploader_name TEXT;
+      ALTER TABLE uploads ADD COLUMN uploader_email TEXT;
     `,
   },
 ];

@@ -434,6 +434,15 @@ export const MIGRATIONS: Migration[] = [
     `,
   },
   {
+    version: 19,
+    name: 'upload requests: retention of the files that arrive through them',
+    sql: `
+      -- Files arriving through the request expire this long after their upload (seconds,
+      -- within FILE_MAX_RETENTION); null: the retention default.
+      ALTER TABLE upload_requests ADD COLUMN file_retention_seconds INTEGER;
+    `,
+  },
+  {
     version: 17,
     name: 'notifications: outbox, webhooks, settings, sign-in addresses, link recipients',
     sql: `
@@ -550,6 +559,19 @@ export const MIGRATIONS: Migration[] = [
         require_2fa TEXT NOT NULL CHECK (require_2fa IN ('off', 'admins', 'all')),
         updated_at  INTEGER NOT NULL
       ) STRICT;
+    `,
+  },
+  {
+    version: 18,
+    name: 'tus uploads through upload requests',
+    sql: `
+      -- A resumable upload to an upload request (services/tus.ts with routes/request-tus.ts):
+      -- the request it goes to and what the uploader gave as name and email, copied to the
+      -- file on completion. Its files/bytes reservation on the request is the
+      -- upload_request_leases row whose id is the upload id.
+      ALTER TABLE uploads ADD COLUMN request_id TEXT REFERENCES upload_requests(id) ON DELETE CASCADE;
+      ALTER TABLE uploads ADD COLUMN uploader_name TEXT;
+      ALTER TABLE uploads ADD COLUMN uploader_email TEXT;
     `,
   },
 ];

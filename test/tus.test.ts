@@ -196,10 +196,10 @@ describe('tus discovery and the basic flow', () => {
   });
 });
 
-// 256 MiB rather than the issue's 1 GiB: on two shared cores 1 GiB (upload, then a verified
-// download) takes well over the 30 s this suite may spend; the cuts and the resume logic are
-// the same at any size past a few parts.
-const BIG = process.env.SFS_TEST_STORAGE === 's3' ? 64 * 1024 * 1024 : 256 * 1024 * 1024;
+// The issue's 1 GiB on disk; 64 MiB on the object store (Swift on the same two cores makes
+// 1 GiB take minutes there; the cuts and the resume logic are the same at any size past a few
+// parts, and the S3 run still crosses many 5 MiB part boundaries).
+const BIG = process.env.SFS_TEST_STORAGE === 's3' ? 64 * 1024 * 1024 : 1024 * 1024 * 1024;
 
 describe('tus-js-client against the running server', () => {
   it(`a ${BIG >> 20} MiB upload cut three times at random bytes resumes each time and is byte-exact`, async () => {
@@ -220,7 +220,7 @@ describe('tus-js-client against the running server', () => {
     expect(run.sha256).toBe(src.sha256);
     const got = await downloadSha(srv.port, token, run.fileId);
     expect(got).toEqual({ status: 200, sha256: src.sha256, bytes: BIG });
-  });
+  }, 180_000);
 
   it('after a PATCH cut mid-chunk, HEAD gives a multiple of 64 KiB and resuming from it is byte-exact', async () => {
     const h = await harness();

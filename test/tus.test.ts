@@ -15,6 +15,8 @@ import * as tus from 'tus-js-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { makeHarness, makeUser, setupAdmin, serve, type Harness } from './helpers.js';
 import { deleteUser } from '../src/services/offboarding.js';
+import { Keyring } from '../src/crypto/keyring.js';
+import { retire, rotate } from '../src/ops/keys.js';
 
 const C = 64 * 1024;
 const T = { 'Tus-Resumable': '1.0.0' };
@@ -478,5 +480,33 @@ describe('hostile requests', () => {
     expect(gone.status).toBe(410);
     expect(gone.body.code).toBe('upload_expired');
     expect((await head(h, token, lost)).status).toBe(404);
+  });
+});
+
+describe('key rotation and open uploads', () => {
+  it('an upload begun under the old key is rewrapped by rotate, the old key retires, and the upload completes with only the new key', async () => {
+    const oldKey = randomBytes(32);
+    const newKey = randomBytes(32);
+    const h = await harness({}, { masterKey: oldKey });
+    const token = await setupAdmin(h);
+    const data = randomBytes(2 * C + 99);
+    const id = await create(h, token, data.length);
+    expect((await patch(h, token, id, 0, data.subarray(0, C))).headers['upload-offset']).toBe(String(C));
+    const before = (await h.sql<{ wrapped_dek: Buffer }>('SELECT wrapped_dek FROM uploads WHERE id = ?', [id]))[0]!.wrapped_dek;
+    const result = await rotate(h.database, new Keyring(newKey, [oldKey]));
+    expect(result.failed).toEqual([]);
+    expect(result.uploads).toBe(1);
+    const row = (await h.sql<{ key_id: string; wrapped_dek: Buffer }>('SELECT key_id, wrapped_dek FROM uploads WHERE id = ?', [id]))[0]!;
+    expect(row.key_id).toBe(new Keyring(newKey).active.id);
+    expect(Buffer.from(row.wrapped_dek).equals(Buffer.from(before))).toBe(false);
+    // Nothing wraps under the old key any more, so it can be retired.
+    expect(await retire(h.database, new Keyring(oldKey).active.id)).toBe(true);
+    await h.database.close();
+    const next = await makeHarness({}, { masterKey: newKey, dir: h.dir });
+    closers.push(() => next.database.close());
+    const done = await patch(next, token, id, C, data.subarray(C));
+    expect(done.status).toBe(204);
+    expect(done.headers['upload-file-sha256']).toBe(sha(data));
+    h.contractViolations.push(...next.contractViolations);
   });
 });

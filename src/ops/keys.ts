@@ -5,7 +5,7 @@
  * row MACs) is a service secret, so rotation carries it along and nothing else changes.
  */
 import { randomBytes } from 'node:crypto';
-import { CURRENT_WRAP_VERSION, unwrapDek, unwrapSecret, wrapDek, wrapSecret, type WrapVersion } from '../crypto/envelope.js';
+import { CURRENT_WRAP_VERSION, unwrapDek, unwrapSecret, unwrapUploadDek, wrapDek, wrapSecret, wrapUploadDek, type WrapVersion } from '../crypto/envelope.js';
 import { Keyring } from '../crypto/keyring.js';
 import { sql } from '../db/kysely.js';
 import type { Database } from '../db/database.js';
@@ -56,6 +56,8 @@ export interface RotateResult {
   /** Files whose old key is not loaded, or whose wrapped DEK did not unwrap. */
   failed: { id: string; reason: string }[];
   secrets: number;
+  /** Incomplete (tus) uploads whose DEK was rewrapped under the active key. */
+  uploads?: number;
   interrupted: boolean;
 }
 
@@ -149,6 +151,7 @@ export async function rotate(
     const totp = await rewrapTotpSecrets(db, keyring);
     result.secrets += totp.rewrapped;
     result.failed.push(...totp.failed);
+    result.uploads = await rewrapOpenUploads(db, keyring, result);
   }
   await checkpointWal(db);
   return result;
@@ -168,6 +171,49 @@ export async function checkpointWal(db: Database): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * Rewraps the DEKs of incomplete (tus) uploads under the active key, so an upload begun before a
+ * rotation still completes after the old key is retired. Same compare-and-swap as file rows:
+ * a PATCH that completed the upload meanwhile (the wrap is zeroed then) simply loses the race.
+ */
+async function rewrapOpenUploads(db: Database, keyring: Keyring, result: RotateResult): Promise<number> {
+  const active = keyring.active;
+  const rows = await db.kysely
+    .selectFrom('uploads')
+    .select(['id', 'owner_id', 'key_id', 'wrapped_dek', 'length', 'chunk_size'])
+    .where('file_id', 'is', null)
+    .where('key_id', '!=', active.id)
+    .execute();
+  let n = 0;
+  for (const r of rows) {
+    const old = keyring.get(r.key_id);
+    if (!old) {
+      result.failed.push({ id: `upload:${r.id}`, reason: `key ${r.key_id} is not loaded` });
+      continue;
+    }
+    const binding = { uploadId: r.id, ownerId: r.owner_id, length: r.length, chunkSize: r.chunk_size };
+    let dek: Buffer;
+    try {
+      dek = unwrapUploadDek(old, r.wrapped_dek, binding);
+    } catch {
+      result.failed.push({ id: `upload:${r.id}`, reason: 'wrapped upload key does not unwrap (row altered?)' });
+      continue;
+    }
+    const wrapped = wrapUploadDek(active, dek, binding, randomBytes(12));
+    dek.fill(0);
+    const u = await db.kysely
+      .updateTable('uploads')
+      .set({ key_id: active.id, wrapped_dek: wrapped })
+      .where('id', '=', r.id)
+      .where('key_id', '=', r.key_id)
+      .where('wrapped_dek', '=', r.wrapped_dek)
+      .where('file_id', 'is', null)
+      .executeTakeFirst();
+    if (Number(u.numUpdatedRows) === 1) n++;
+  }
+  return n;
 }
 
 /** Rewraps service secrets (e.g. the audit MAC root) under the active key. */
@@ -204,7 +250,11 @@ export class KeyInUseError extends Error {
 export function retire(db: Database, keyId: string): Promise<boolean> {
   return db.transaction(async (trx) => {
     const files = (await new MasterKeysRepo(trx).fileCounts()).get(keyId) ?? 0;
-    const secrets = (await new SecretsRepo(trx).countUnderKey(keyId)) + (await new TotpRepo(trx).countUnderKey(keyId));
+    // Open uploads count as secrets here: their wrapped DEKs need the key until rotated.
+    const openUploads = Number(
+      (await trx.selectFrom('uploads').select((eb) => eb.fn.countAll<number>().as('n')).where('key_id', '=', keyId).where('file_id', 'is', null).executeTakeFirstOrThrow()).n,
+    );
+    const secrets = (await new SecretsRepo(trx).countUnderKey(keyId)) + (await new TotpRepo(trx).countUnderKey(keyId)) + openUploads;
     if (files || secrets) throw new KeyInUseError(keyId, files, secrets);
     return new MasterKeysRepo(trx).delete(keyId);
   });

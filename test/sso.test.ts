@@ -444,6 +444,8 @@ describe('single sign-on and second factors', () => {
     expect(files.status).toBe(303);
     expect(files.headers.location).toMatch(/^\/login/);
     expect(await whoAmI(agent)).toBeNull();
+    const step = await agent.get('/login/2fa').set(HTML);
+    expect(step.text).toContain('You signed in with Test IdP. Now prove it is you with your second factor.');
     const _csrf = await csrfFrom(agent, '/login/2fa');
     const done = await agent.post('/login/2fa').type('form').set(HTML).send({ _csrf, code: await nextCode(secret) });
     expect(done.status, done.text.slice(0, 3000)).toBe(303);

@@ -515,6 +515,21 @@ describe('single sign-on and second factors', () => {
     const page = await agent.get('/account').set(HTML);
     expect(page.text).toContain('<td data-label="Method">sso</td>');
   });
+
+  it('a just-in-time SSO user sees no "current password" form; a local user (linked or not) does', async () => {
+    await harness({ OIDC_AUTO_CREATE: 'true' });
+    op.login = { sub: 'yan-sub', email: 'yan@example.com', email_verified: true, preferred_username: 'yan' };
+    const jit = await (await ssoSignIn()).agent.get('/account').set(HTML);
+    expect(jit.text).toContain('data-no-local-password');
+    expect(jit.text).not.toContain('name="currentPassword"');
+    await makeUser(h, adminToken, 'zoe');
+    const local = supertest.agent(h.app);
+    const _csrf = await csrfFrom(local, '/login');
+    await local.post('/login').type('form').set(HTML).send({ _csrf, username: 'zoe', password: 'zoe password 123' });
+    const own = await local.get('/account').set(HTML);
+    expect(own.text).toContain('name="currentPassword"');
+    expect(own.text).not.toContain('data-no-local-password');
+  });
 });
 
 describe('OIDC settings', () => {

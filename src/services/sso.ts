@@ -188,6 +188,16 @@ export class SsoService {
   }
 
   /**
+   * True when nobody knows this user's local password: the account was created by a sign-in
+   * here (its identity row is as old as the user, and a JIT password is random) and no admin
+   * has set one since (passwordResetAt). The account page then offers no "current password" form.
+   */
+  async noKnownPassword(user: UserRow): Promise<boolean> {
+    if (user.passwordResetAt !== null) return false;
+    return (await this.identities.listForUser(user.id)).some((r) => r.createdAt === user.createdAt);
+  }
+
+  /**
    * True when this sign-in counts as both factors: only with OIDC_TRUST_PROVIDER_MFA on, and
    * only when the validated ID token says the provider checked a second factor (amr names one,
    * or acr is a configured OIDC_MFA_ACR value). Anything else gets the local second step.

@@ -137,7 +137,11 @@ export function ssoPages(d: PagesDeps, sso: SsoService): Router {
 
   // The account page lists the linked identities and offers to link one.
   r.get('/account', async (req, res, next) => {
-    if (req.webUser) res.locals.ssoLinks = await sso.listFor(webUser(req).id);
+    if (req.webUser) {
+      res.locals.ssoLinks = await sso.listFor(webUser(req).id);
+      // A just-in-time account has a random password nobody knows: no "current password" form for it.
+      res.locals.ssoNoPassword = await sso.noKnownPassword(webUser(req));
+    }
     next();
   });
 

@@ -689,11 +689,11 @@ const notifications = folder('5. Notifications', 'Notification settings on PATCH
 ]);
 
 const requests = folder('6. Upload requests', 'Ask for files: a request with a password and limits; an uploader without an account sends a file; what the owner sees; closing.', [
-  req('Create an upload request (password, 2 files, .txt only)', {
+  req('Create an upload request (password, 2 files, .txt only, files kept 30 days)', {
     method: 'POST',
     path: '/api/v1/requests',
     headers: [JSON_HEADER],
-    body: json({ title: 'Send me your notes', message: 'Text files only, please.', expiresInSeconds: 3600, password: '{{sharePassword}}', maxFiles: 2, maxBytes: 100000, maxFileBytes: 50000, allowedTypes: ['txt'], requireName: true }),
+    body: json({ title: 'Send me your notes', message: 'Text files only, please.', expiresInSeconds: 3600, password: '{{sharePassword}}', maxFiles: 2, maxBytes: 100000, maxFileBytes: 50000, allowedTypes: ['txt'], requireName: true, fileRetentionSeconds: '30d' }),
     test() {
       pm.test('status is 201 Created', () => pm.response.to.have.status(201));
       pm.test('Content-Type is JSON', () => pm.expect(pm.response.headers.get('Content-Type')).to.match(/^application\/json/));
@@ -701,7 +701,7 @@ const requests = folder('6. Upload requests', 'Ask for files: a request with a p
       pm.test('the link, its token and its limits', () => {
         pm.expect(body.token).to.match(/^[A-Za-z0-9_-]{43}$/);
         pm.expect(body.url).to.match(new RegExp(`/r/${body.token}$`));
-        pm.expect(body).to.include({ maxFiles: 2, maxBytes: 100000, maxFileBytes: 50000, passwordProtected: true, requireName: true, status: 'active', filesReceived: 0 });
+        pm.expect(body).to.include({ maxFiles: 2, maxBytes: 100000, maxFileBytes: 50000, passwordProtected: true, requireName: true, status: 'active', filesReceived: 0, fileRetentionSeconds: 2592000 });
         pm.expect(body.allowedTypes).to.eql(['txt']);
         pm.expect(pm.response.text()).not.to.include(pm.environment.get('sharePassword'));
       });

@@ -232,7 +232,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
     maxFileSize: config.maxFileSize,
     leaseMs: config.quotaLeaseMs,
     notifier: notify,
-    fileExpiresAt: (now) => new RetentionPolicy({ defaultSeconds: config.fileDefaultRetention, maxSeconds: config.fileMaxRetention }).forUpload(now, undefined),
+    fileExpiresAt: (now, seconds) => new RetentionPolicy({ defaultSeconds: config.fileDefaultRetention, maxSeconds: config.fileMaxRetention }).forUpload(now, seconds),
+    maxRetentionSeconds: config.fileMaxRetention,
   });
   // Uploaders have no session either: their form tokens are bound to the request link they opened.
   const requestCsrf = createCsrf(deps.keyring.derive('sfs/v1 upload request csrf'), 'sfs-request-csrf', (req) => String(req.params.token ?? ''));

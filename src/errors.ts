@@ -4,6 +4,8 @@
  */
 export const ERROR_CODES = {
   validation_error: { status: 400, title: 'Invalid request' },
+  /** A retention (an upload request's fileRetentionSeconds) above FILE_MAX_RETENTION. */
+  retention_exceeded: { status: 400, title: 'Retention above FILE_MAX_RETENTION' },
   invalid_json: { status: 400, title: 'Malformed JSON body' },
   bad_request: { status: 400, title: 'Bad request' },
   partial_put_unsupported: { status: 400, title: 'Partial PUT is not supported' },

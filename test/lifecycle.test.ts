@@ -397,6 +397,63 @@ describe('legal hold', () => {
   });
 });
 
+describe('per-request retention', () => {
+  it('a request sets the lifetime of what arrives through it: within FILE_MAX_RETENTION (else retention_exceeded, no request left), "30d"-style too, PATCH applies to later arrivals', async () => {
+    const h = await harness({ FILE_DEFAULT_RETENTION: '3d', FILE_MAX_RETENTION: '30d' });
+    const admin = await setupAdmin(h);
+    const bob = await makeUser(h, admin, 'bob');
+    // Over the ceiling, as seconds and as a duration: refused with the stable code, nothing stored.
+    for (const over of [31 * DAY, '31d', '5w']) {
+      const r = await h.request.post('/api/v1/requests').set(bearer(bob)).send({ title: 'Too long', fileRetentionSeconds: over });
+      expect(r.status, JSON.stringify(r.body)).toBe(400);
+      expect(r.body.code).toBe('retention_exceeded');
+    }
+    for (const bad of [59, 'soon', '0d']) {
+      const r = await h.request.post('/api/v1/requests').set(bearer(bob)).send({ title: 'Bad', fileRetentionSeconds: bad });
+      expect(r.status, JSON.stringify(r.body)).toBe(400);
+      expect(r.body.code).toBe('validation_error');
+    }
+    expect(await h.sql('SELECT id FROM upload_requests')).toEqual([]);
+
+    const made = await h.request.post('/api/v1/requests').set(bearer(bob)).send({ title: 'Your documents', fileRetentionSeconds: '10d' });
+    expect(made.status, JSON.stringify(made.body)).toBe(201);
+    expect(made.body.fileRetentionSeconds).toBe(10 * DAY);
+    expect((await h.request.get(`/api/v1/requests/${made.body.id}`).set(bearer(bob))).body.fileRetentionSeconds).toBe(10 * DAY);
+    const path = new URL(made.body.url).pathname;
+    const arrive = async (name: string) => {
+      const before = Date.now();
+      const sent = await h.request.put(`${path}/${name}`).send(Buffer.from(`content of ${name}`));
+      expect(sent.status, JSON.stringify(sent.body)).toBe(201);
+      const after = Date.now();
+      const files = (await h.request.get(`/api/v1/files?requestId=${made.body.id}`).set(bearer(bob))).body.files as { name: string; createdAt: string; expiresAt: string }[];
+      const f = files.find((x) => x.name === name)!;
+      return { expiresAt: Date.parse(f.expiresAt), createdAt: Date.parse(f.createdAt), before, after };
+    };
+    const first = await arrive('a.txt');
+    // The request's 10 days, not the 3-day default: upload time + retention (within a second).
+    expect(Math.abs(first.expiresAt - first.createdAt - 10 * DAY * 1000)).toBeLessThanOrEqual(1000);
+    expect(first.expiresAt).toBeGreaterThanOrEqual(first.before + 10 * DAY * 1000 - 1000);
+    expect(first.expiresAt).toBeLessThanOrEqual(first.after + 10 * DAY * 1000 + 1000);
+
+    // PATCH: over the ceiling refused (the stored setting stays), then 20 days for later arrivals only.
+    const over = await h.request.patch(`/api/v1/requests/${made.body.id}`).set(bearer(bob)).send({ fileRetentionSeconds: 40 * DAY });
+    expect(over.body.code).toBe('retention_exceeded');
+    const patched = await h.request.patch(`/api/v1/requests/${made.body.id}`).set(bearer(bob)).send({ fileRetentionSeconds: 20 * DAY });
+    expect(patched.status, JSON.stringify(patched.body)).toBe(200);
+    expect(patched.body.fileRetentionSeconds).toBe(20 * DAY);
+    const second = await arrive('b.txt');
+    expect(Math.abs(second.expiresAt - second.createdAt - 20 * DAY * 1000)).toBeLessThanOrEqual(1000);
+    // What arrived before the change keeps its expiry.
+    const again = (await h.request.get(`/api/v1/files?requestId=${made.body.id}`).set(bearer(bob))).body.files as { name: string; expiresAt: string }[];
+    expect(Date.parse(again.find((x) => x.name === 'a.txt')!.expiresAt)).toBe(first.expiresAt);
+    // null: back to the server default.
+    expect((await h.request.patch(`/api/v1/requests/${made.body.id}`).set(bearer(bob)).send({ fileRetentionSeconds: null })).body.fileRetentionSeconds).toBe(null);
+    const third = await arrive('c.txt');
+    expect(Math.abs(third.expiresAt - third.createdAt - 3 * DAY * 1000)).toBeLessThanOrEqual(1000);
+    expect((await auditOf(h, 'request.update')).map((a) => JSON.parse(a.details).fileRetentionSeconds)).toEqual([20 * DAY, null]);
+  });
+});
+
 describe('delete the file after its last allowed download', () => {
   it('needs maxDownloads; an aborted download deletes nothing; the completed last one purges the file', async () => {
     const h = await harness();
@@ -504,6 +561,104 @@ describe('pages', () => {
     const del = await agent.post(`/files/${f.id}/delete`).type('form').set(HTML).send({ _csrf: csrf, confirm: 'yes' });
     expect(del.status).toBe(409);
     expect((await fileRows(h, f.id)).length).toBe(1);
+  });
+
+  async function signInAgent(h: Harness, username: string, password: string) {
+    const agent = supertest.agent(h.app);
+    const loginCsrf = await csrfFrom(agent, '/login');
+    expect((await agent.post('/login').type('form').set(HTML).send({ _csrf: loginCsrf, username, password, next: '/files' })).status).toBe(303);
+    return agent;
+  }
+  const holdForms = (html: string) => [...html.matchAll(/action="(\/admin\/holds\/[^"]+)"/g)].map((m) => m[1]);
+
+  it('an admin places and releases holds from the file, admin user and request pages (audited like the API); a non-admin sees the hold but no controls; forged posts are 403', async () => {
+    const h = await harness({ FILE_MAX_RETENTION: '30d' });
+    const admin = await setupAdmin(h);
+    const bob = await makeUser(h, admin, 'bob');
+    const bobId = (await h.sql<{ id: string }>("SELECT id FROM users WHERE username = 'bob'"))[0]!.id;
+    const file = await put(h, admin, 'contract.pdf', Buffer.from('%PDF-1.4 a contract'));
+    const req = await h.request.post('/api/v1/requests').set(bearer(admin)).send({ title: 'Evidence', fileRetentionSeconds: 12 * DAY });
+    expect(req.status).toBe(201);
+    const agent = await signInAgent(h, 'admin', 'admin password 123');
+
+    const cases = [
+      { scope: 'file', id: file.id, page: `/files/${file.id}` },
+      { scope: 'user', id: bobId, page: `/admin/users/${bobId}` },
+      { scope: 'request', id: req.body.id as string, page: `/requests/${req.body.id}` },
+    ];
+    for (const c of cases) {
+      const before = await agent.get(c.page).set(HTML);
+      expect(before.status).toBe(200);
+      expect(holdForms(before.text)).toEqual([`/admin/holds/${c.scope}/${c.id}`]);
+      const csrf = /name="_csrf" value="([^"]+)"/.exec(before.text)![1]!;
+      // No CSRF token: refused, nothing held.
+      const forged = await agent.post(`/admin/holds/${c.scope}/${c.id}`).type('form').set(HTML).send({ reason: 'Matter 7' });
+      expect(forged.status).toBe(403);
+      expect(await h.sql('SELECT scope FROM legal_holds')).toEqual([]);
+      const placed = await agent.post(`/admin/holds/${c.scope}/${c.id}`).type('form').set(HTML).send({ _csrf: csrf, reason: 'Matter 7', reference: 'M-7' });
+      expect(placed.status).toBe(303);
+      expect(placed.headers.location).toBe(`${c.page}?msg=hold-placed`);
+      expect(await h.sql('SELECT scope, target_id AS "targetId", reason, reference FROM legal_holds')).toEqual([{ scope: c.scope, targetId: c.id, reason: 'Matter 7', reference: 'M-7' }]);
+      const held = await agent.get(c.page).set(HTML);
+      expect(held.text).toContain('Matter 7');
+      expect(held.text).toContain('reference M-7');
+      expect(holdForms(held.text)).toEqual([`/admin/holds/${c.scope}/${c.id}/release`]);
+      const released = await agent.post(`/admin/holds/${c.scope}/${c.id}/release`).type('form').set(HTML).send({ _csrf: csrf });
+      expect(released.status).toBe(303);
+      expect(released.headers.location).toBe(`${c.page}?msg=hold-released`);
+      expect(await h.sql('SELECT scope FROM legal_holds')).toEqual([]);
+    }
+    // Audited as the API does it: one place and one release per target, by the admin.
+    const adminId = (await h.sql<{ id: string }>("SELECT id FROM users WHERE username = 'admin'"))[0]!.id;
+    for (const action of ['hold.place', 'hold.release']) {
+      const rows = await auditOf(h, action);
+      expect(rows.map((a) => [a.actor, JSON.parse(a.details).scope, JSON.parse(a.details).targetId])).toEqual(cases.map((c) => [adminId, c.scope, c.id]));
+    }
+    // A reason is required.
+    const csrf = await csrfFrom(agent, `/files/${file.id}`);
+    expect((await agent.post(`/admin/holds/file/${file.id}`).type('form').set(HTML).send({ _csrf: csrf, reason: '' })).status).toBe(400);
+    expect(await h.sql('SELECT scope FROM legal_holds')).toEqual([]);
+    // The request page shows its retention.
+    expect((await agent.get(`/requests/${req.body.id}`).set(HTML)).text).toMatch(/id="request-retention">12 days after they arrive/);
+
+    // Bob: his request and file under holds placed through the API; he sees them, but no controls.
+    const bobReq = await h.request.post('/api/v1/requests').set(bearer(bob)).send({ title: 'Bob asks' });
+    const bobFile = await put(h, bob, 'notes.txt', Buffer.from('notes'));
+    expect((await h.request.put(`/api/v1/requests/${bobReq.body.id}/hold`).set(bearer(admin)).send({ reason: 'Matter 8' })).status).toBe(200);
+    expect((await h.request.put(`/api/v1/files/${bobFile.id}/hold`).set(bearer(admin)).send({ reason: 'Matter 9' })).status).toBe(200);
+    const bobAgent = await signInAgent(h, 'bob', 'bob password 123');
+    for (const [p, reason] of [[`/requests/${bobReq.body.id}`, 'Matter 8'], [`/files/${bobFile.id}`, 'Matter 9']] as const) {
+      const page = await bobAgent.get(p).set(HTML);
+      expect(page.status).toBe(200);
+      expect(page.text).toContain(reason);
+      expect(holdForms(page.text)).toEqual([]);
+    }
+    // Even with his own valid CSRF token, the hold routes are for admins.
+    const bobCsrf = await csrfFrom(bobAgent, `/files/${bobFile.id}`);
+    expect((await bobAgent.post(`/admin/holds/file/${bobFile.id}/release`).type('form').set(HTML).send({ _csrf: bobCsrf })).status).toBe(403);
+    expect((await bobAgent.post(`/admin/holds/user/${bobId}`).type('form').set(HTML).send({ _csrf: bobCsrf, reason: 'mine' })).status).toBe(403);
+    expect((await h.sql<{ scope: string }>('SELECT scope FROM legal_holds ORDER BY scope')).map((r) => r.scope)).toEqual(['file', 'request']);
+  });
+
+  it('the create-request page sets the retention of arriving files ("30d"-style), refused above FILE_MAX_RETENTION; the request page changes it', async () => {
+    const h = await harness({ FILE_MAX_RETENTION: '30d' });
+    await setupAdmin(h);
+    const agent = await signInAgent(h, 'admin', 'admin password 123');
+    const list = await agent.get('/requests').set(HTML);
+    expect(list.text).toContain('name="fileRetention"');
+    const csrf = /name="_csrf" value="([^"]+)"/.exec(list.text)![1]!;
+    const form = { _csrf: csrf, title: 'Receipts', message: '', expires: String(7 * DAY), maxFiles: '10', maxMiB: '10', maxFileMiB: '1', allowedTypes: '' };
+    const over = await agent.post('/requests').type('form').set(HTML).send({ ...form, fileRetention: '31d' });
+    expect(over.status).toBe(400);
+    expect(over.text).toContain('at most 2592000');
+    expect(await h.sql('SELECT id FROM upload_requests')).toEqual([]);
+    const made = await agent.post('/requests').type('form').set(HTML).send({ ...form, fileRetention: '2w' });
+    expect(made.status).toBe(303);
+    const [row] = await h.sql<{ id: string; s: number }>('SELECT id, file_retention_seconds AS s FROM upload_requests');
+    expect(Number(row!.s)).toBe(14 * DAY);
+    const changed = await agent.post(`/requests/${row!.id}/retention`).type('form').set(HTML).send({ _csrf: csrf, fileRetention: '' });
+    expect(changed.status).toBe(303);
+    expect((await h.sql<{ s: number | null }>('SELECT file_retention_seconds AS s FROM upload_requests'))[0]!.s).toBe(null);
   });
 
   it('the link form has "delete the file after the last download", which needs a download limit', async () => {

@@ -24,6 +24,8 @@ export interface UploadRequestRow {
   closedAt: number | null;
   filesReceived: number;
   bytesReceived: number;
+  /** How long files that arrive through the request are kept (seconds); null: the retention default. */
+  fileRetentionSeconds: number | null;
 }
 
 type Raw = Selectable<UploadRequestsTable>;
@@ -47,6 +49,7 @@ export function toRequestRow(r: Omit<Raw, 'token_hash'>): UploadRequestRow {
     closedAt: r.closed_at === null ? null : Number(r.closed_at),
     filesReceived: Number(r.files_received),
     bytesReceived: Number(r.bytes_received),
+    fileRetentionSeconds: r.file_retention_seconds === null || r.file_retention_seconds === undefined ? null : Number(r.file_retention_seconds),
   };
 }
 
@@ -67,6 +70,7 @@ const COLUMNS = [
   'closed_at',
   'files_received',
   'bytes_received',
+  'file_retention_seconds',
 ] as const;
 
 export class UploadRequestsRepo {
@@ -92,6 +96,7 @@ export class UploadRequestsRepo {
         created_at: r.createdAt,
         expires_at: r.expiresAt,
         closed_at: null,
+        file_retention_seconds: r.fileRetentionSeconds,
       })
       .execute();
   }
@@ -113,10 +118,11 @@ export class UploadRequestsRepo {
     return rows.map(toRequestRow);
   }
 
-  /** Sets the expiry and/or closes; false when the row is not the owner's. */
-  async update(id: string, ownerId: string, set: { expiresAt?: number; closedAt?: number | null }): Promise<boolean> {
-    const values: { expires_at?: number; closed_at?: number | null } = {};
+  /** Sets the expiry, the arriving files' retention and/or closes; false when the row is not the owner's. */
+  async update(id: string, ownerId: string, set: { expiresAt?: number; closedAt?: number | null; fileRetentionSeconds?: number | null }): Promise<boolean> {
+    const values: { expires_at?: number; closed_at?: number | null; file_retention_seconds?: number | null } = {};
     if (set.expiresAt !== undefined) values.expires_at = set.expiresAt;
+    if (set.fileRetentionSeconds !== undefined) values.file_retention_seconds = set.fileRetentionSeconds;
     if (set.closedAt !== undefined) values.closed_at = set.closedAt;
     if (Object.keys(values).length === 0) return (await this.byId(id))?.ownerId === ownerId;
     const r = await this.db.updateTable('upload_requests').set(values).where('id', '=', id).where('owner_id', '=', ownerId).executeTakeFirst();

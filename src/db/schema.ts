@@ -261,6 +261,8 @@ export interface UploadRequestsTable {
   closed_at: number | null;
   files_received: Generated<number>;
   bytes_received: Generated<number>;
+  /** Seconds the arriving files are kept (migration 19); null: the retention default. */
+  file_retention_seconds: Generated<number | null>;
 }
 
 /** Files and bytes of uploads to a request still streaming on any instance; counted until expires_at (ms). */

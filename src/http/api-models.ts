@@ -144,6 +144,7 @@ const uploadRequestFields = {
   requireEmail: z.boolean(),
   filesReceived: z.number().int().min(0),
   bytesReceived: z.number().int().min(0),
+  fileRetentionSeconds: z.number().int().min(60).nullable().openapi({ description: 'seconds files arriving through it are kept; null = the retention default' }),
   status: z.enum(['active', 'closed', 'expired', 'full']),
 };
 export const UploadRequest = z.object(uploadRequestFields).strict().openapi('UploadRequest');

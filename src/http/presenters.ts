@@ -58,6 +58,7 @@ export function presentRequest(r: UploadRequestRow, now = Date.now()): z.infer<t
     requireEmail: r.requireEmail,
     filesReceived: r.filesReceived,
     bytesReceived: r.bytesReceived,
+    fileRetentionSeconds: r.fileRetentionSeconds,
     status: requestStatus(r, now),
   };
 }

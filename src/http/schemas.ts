@@ -128,6 +128,12 @@ export const bundleCreateBody = shareCreateBody
   })
   .strict();
 
+const retentionField = z
+  .union([z.number().int().min(60), z.string().max(20)])
+  .nullable()
+  .optional()
+  .openapi({ description: 'how long files arriving through the request are kept: seconds or "30d"-style, at most FILE_MAX_RETENTION (else 400 retention_exceeded); null = the retention default; a change applies to later arrivals' });
+
 export const requestCreateBody = z
   .object({
     title: z.string().trim().min(1).max(200),
@@ -140,6 +146,7 @@ export const requestCreateBody = z
     allowedTypes: z.array(z.string().max(20)).max(50).nullable().optional().openapi({ description: 'file extensions ("pdf", ".docx"); the content must match the extension too; absent or null = any' }),
     requireName: z.boolean().optional(),
     requireEmail: z.boolean().optional(),
+    fileRetentionSeconds: retentionField,
   })
   .strict();
 
@@ -147,9 +154,10 @@ export const requestPatchBody = z
   .object({
     close: z.literal(true).optional().openapi({ description: 'close the request now (for good)' }),
     expiresInSeconds: z.number().int().min(60).optional().openapi({ description: 'new expiry, counted from now' }),
+    fileRetentionSeconds: retentionField,
   })
   .strict()
-  .refine((o) => o.close !== undefined || o.expiresInSeconds !== undefined, 'give close or expiresInSeconds');
+  .refine((o) => o.close !== undefined || o.expiresInSeconds !== undefined || o.fileRetentionSeconds !== undefined, 'give close, expiresInSeconds or fileRetentionSeconds');
 
 export const fileListQuery = listQuery.extend({
   requestId: z.string().regex(/^[0-9a-f]{32}$/, 'not a request id').optional().openapi({ description: 'only files that came through this upload request' }),

@@ -26,6 +26,7 @@ import type { FileRow } from '../db/files.js';
 import { UploadRequestsRepo, type UploadRequestRow } from '../db/requests.js';
 import { HoldsRepo } from '../db/holds.js';
 import type { Keyring } from '../crypto/keyring.js';
+import { parseDuration } from '../config.js';
 import { AppError } from '../errors.js';
 import { checkPassword } from './accounts.js';
 import { newId } from './ids.js';
@@ -58,8 +59,10 @@ export interface RequestsDeps {
   leaseMs: number;
   /** Tells the owner (their `requestUpload` choice) in the commit's transaction. */
   notifier?: Notifier;
-  /** The expiry of a file arriving now (the retention default, services/lifecycle.ts); none when absent. */
-  fileExpiresAt?: (createdAt: number) => number | null;
+  /** The expiry of a file arriving now: `seconds` (the request's own retention) or the retention default (services/lifecycle.ts); none when absent. */
+  fileExpiresAt?: (createdAt: number, seconds?: number) => number | null;
+  /** FILE_MAX_RETENTION in seconds: a request's fileRetentionSeconds may not exceed it; null or absent: no ceiling. */
+  maxRetentionSeconds?: number | null;
   now?: () => number;
 }
 
@@ -74,6 +77,8 @@ export interface RequestInput {
   allowedTypes?: string[] | null;
   requireName?: boolean;
   requireEmail?: boolean;
+  /** Seconds (or "30d"-style) that arriving files are kept; null/absent: the retention default. */
+  fileRetentionSeconds?: number | string | null;
 }
 
 /** What an upload to a live request works with (see the comment at the top). */
@@ -94,6 +99,24 @@ export function requestStatus(r: UploadRequestRow, now: number): 'active' | 'clo
   if (r.expiresAt <= now) return 'expired';
   if (r.filesReceived >= r.maxFiles || r.bytesReceived >= r.maxBytes) return 'full';
   return 'active';
+}
+
+/**
+ * Reads a request's fileRetentionSeconds (a number of seconds, or "30d"-style like
+ * FILE_DEFAULT_RETENTION): null stays null (the default). Refused before anything is stored,
+ * with retention_exceeded above FILE_MAX_RETENTION, so an owner cannot keep what outsiders send
+ * longer than the server's ceiling allows.
+ */
+export function requestRetention(value: number | string | null | undefined, maxSeconds: number | null | undefined): number | null | undefined {
+  if (value === undefined || value === null) return value;
+  const seconds = typeof value === 'number' ? value : parseDuration(value);
+  if (seconds === null || !Number.isSafeInteger(seconds) || seconds < 60) {
+    throw new AppError('validation_error', 'fileRetentionSeconds: expected whole seconds or a duration such as 30d, 12h, 2w (at least 60 s)');
+  }
+  if (maxSeconds !== null && maxSeconds !== undefined && seconds > maxSeconds) {
+    throw new AppError('retention_exceeded', `fileRetentionSeconds: must be at most ${maxSeconds} (FILE_MAX_RETENTION)`);
+  }
+  return seconds;
 }
 
 const GONE = 'this upload link does not exist or is no longer available';
@@ -375,6 +398,7 @@ export class RequestsService {
   async create(ownerId: string, input: RequestInput): Promise<{ request: UploadRequestRow; token: string }> {
     const ttl = input.expiresInSeconds ?? Math.min(7 * 86400, this.deps.maxTtlSeconds);
     if (ttl > this.deps.maxTtlSeconds) throw new AppError('validation_error', `expiresInSeconds: must be at most ${this.deps.maxTtlSeconds}`);
+    const fileRetentionSeconds = requestRetention(input.fileRetentionSeconds, this.deps.maxRetentionSeconds) ?? null;
     const maxFileBytes = input.maxFileBytes ?? this.deps.maxFileSize;
     if (maxFileBytes > this.deps.maxFileSize) throw new AppError('validation_error', `maxFileBytes: must be at most ${this.deps.maxFileSize} (MAX_FILE_SIZE)`);
     let passwordHash: string | null = null;
@@ -401,6 +425,7 @@ export class RequestsService {
       closedAt: null,
       filesReceived: 0,
       bytesReceived: 0,
+      fileRetentionSeconds,
     };
     await this.db.transaction(async (trx) => {
       // The password hash above is slow: the owner may have been disabled meanwhile.
@@ -517,8 +542,9 @@ export class RequestsService {
     const rows = await this.deps.vault
       .commit(target.ownerId, staged, quota, {
         origin: { ...origin, requestId: target.requestId },
-        // What arrives through a request gets the retention default (a per-request lifetime is not built yet).
-        expiresAt: this.deps.fileExpiresAt?.(this.now()) ?? null,
+        // What arrives through a request gets the request's retention (re-read at resolve time,
+        // so a PATCH applies to later arrivals), else the retention default.
+        expiresAt: this.deps.fileExpiresAt?.(this.now(), target.request.fileRetentionSeconds ?? undefined) ?? null,
         within: (trx, inserted) => lease.commitIn(trx, inserted),
       })
       .catch(hideQuota);
@@ -533,9 +559,10 @@ export class RequestsService {
     return r;
   }
 
-  /** Closes early and/or moves the expiry (from now); returns the updated row. */
-  async update(ownerId: string, id: string, change: { close?: boolean; expiresInSeconds?: number }): Promise<{ request: UploadRequestRow; closed: boolean }> {
+  /** Closes early, moves the expiry (from now) and/or sets the arriving files' retention; returns the updated row. */
+  async update(ownerId: string, id: string, change: { close?: boolean; expiresInSeconds?: number; fileRetentionSeconds?: number | string | null }): Promise<{ request: UploadRequestRow; closed: boolean }> {
     const before = await this.ownedBy(ownerId, id);
+    const fileRetentionSeconds = requestRetention(change.fileRetentionSeconds, this.deps.maxRetentionSeconds);
     if (change.expiresInSeconds !== undefined && change.expiresInSeconds > this.deps.maxTtlSeconds) {
       throw new AppError('validation_error', `expiresInSeconds: must be at most ${this.deps.maxTtlSeconds}`);
     }
@@ -543,6 +570,7 @@ export class RequestsService {
     const ok = await this.repo.update(before.id, ownerId, {
       expiresAt: change.expiresInSeconds === undefined ? undefined : this.now() + change.expiresInSeconds * 1000,
       closedAt: closing ? this.now() : undefined,
+      fileRetentionSeconds,
     });
     if (!ok) throw new AppError('not_found', 'no such upload request');
     return { request: await this.ownedBy(ownerId, id), closed: closing };

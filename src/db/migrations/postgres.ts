@@ -335,6 +335,13 @@ export const PG_MIGRATIONS: PgMigration[] = [
     `,
   },
   {
+    version: 19,
+    name: 'upload requests: retention of the files that arrive through them',
+    sql: `
+      ALTER TABLE upload_requests ADD COLUMN file_retention_seconds BIGINT;
+    `,
+  },
+  {
     version: 17,
     name: 'notifications: outbox, webhooks, settings, sign-in addresses, link recipients',
     sql: `

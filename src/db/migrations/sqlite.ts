@@ -434,6 +434,15 @@ export const MIGRATIONS: Migration[] = [
     `,
   },
   {
+    version: 19,
+    name: 'upload requests: retention of the files that arrive through them',
+    sql: `
+      -- Files arriving through the request expire this long after their upload (seconds,
+      -- within FILE_MAX_RETENTION); null: the retention default.
+      ALTER TABLE upload_requests ADD COLUMN file_retention_seconds INTEGER;
+    `,
+  },
+  {
     version: 17,
     name: 'notifications: outbox, webhooks, settings, sign-in addresses, link recipients',
     sql: `

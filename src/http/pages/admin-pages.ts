@@ -10,8 +10,14 @@ import { deleteUser } from '../../services/offboarding.js';
 import { requireAdminUser, requireUser, webUser } from './auth.js';
 import { requireSudo } from './second-step.js';
 import { formError, type PagesDeps } from './shared.js';
+import type { HoldScope } from '../../db/holds.js';
+import { isId } from '../../services/ids.js';
+import { holdBody } from '../schemas.js';
 
 const AUDIT_PAGE = 50;
+const HOLD_SCOPES: HoldScope[] = ['file', 'user', 'request'];
+/** The page a hold's controls are on (where the form comes back to). */
+const holdPage = (scope: HoldScope, id: string): string => (scope === 'file' ? `/files/${id}` : scope === 'user' ? `/admin/users/${id}` : `/requests/${id}`);
 const USERNAME = /^[A-Za-z0-9._-]{1,64}$/;
 
 const field = (req: Request, name: string): string => {
@@ -28,8 +34,34 @@ export function adminPages(d: PagesDeps): Router {
   const r = Router();
   r.use('/admin', requireUser, requireAdminUser);
   // Every change an admin makes to users (and the 2FA policy) needs a fresh proof (sudo mode).
-  const sudo = requireSudo({ sudoMs: d.config.sudoMs, now: d.now }, (req) => (req.path.startsWith('/admin/users/') ? `/admin/users/${String(req.path.split('/')[3] ?? '')}` : '/admin/users'));
+  const sudo = requireSudo({ sudoMs: d.config.sudoMs, now: d.now }, (req) => {
+    // A hold form comes back to the page it is on (the file, the user or the request).
+    const hold = /^\/admin\/holds\/(file|user|request)\/([0-9a-f]{32})(?:\/release)?$/.exec(req.path);
+    if (hold) return holdPage(hold[1] as HoldScope, hold[2]!);
+    return req.path.startsWith('/admin/users/') ? `/admin/users/${String(req.path.split('/')[3] ?? '')}` : '/admin/users';
+  });
   r.post('/admin/*path', sudo);
+
+  // Legal holds from the pages: the same LifecycleService calls (and hold.place/hold.release
+  // audit rows) as the API, behind the admin check, CSRF and sudo mode above.
+  const holdTarget = (req: Request): { scope: HoldScope; id: string } => {
+    const scope = String(req.params.scope);
+    const id = String(req.params.id);
+    if (!HOLD_SCOPES.includes(scope as HoldScope) || !isId(id)) throw new AppError('not_found', 'no such hold target');
+    return { scope: scope as HoldScope, id };
+  };
+  r.post('/admin/holds/:scope/:id', async (req, res) => {
+    const { scope, id } = holdTarget(req);
+    const body = holdBody.safeParse({ reason: field(req, 'reason'), reference: field(req, 'reference') || undefined });
+    if (!body.success) throw new AppError('validation_error', 'Give the reason for the hold (1-500 characters) and, if any, a reference of at most 200 characters.');
+    await d.lifecycle.placeHold(webUser(req).id, scope, id, body.data.reason, body.data.reference || null);
+    res.redirect(303, `${holdPage(scope, id)}?msg=hold-placed`);
+  });
+  r.post('/admin/holds/:scope/:id/release', async (req, res) => {
+    const { scope, id } = holdTarget(req);
+    await d.lifecycle.releaseHold(webUser(req).id, scope, id);
+    res.redirect(303, `${holdPage(scope, id)}?msg=hold-released`);
+  });
 
   r.post('/admin/policy', async (req, res) => {
     const value = field(req, 'require2fa');
@@ -153,6 +185,7 @@ export function adminPages(d: PagesDeps): Router {
       usage: await d.vault.quota.usageOf(target.id),
       others: (await d.accounts.users.list()).filter((u) => u.id !== target.id && !u.disabled),
       factors: await d.mfa.summary(target.id),
+      hold: (await d.lifecycle.holds.get('user', target.id)) ?? null,
       error,
     });
   };

@@ -20,6 +20,9 @@ interface NewRequestLink {
 const EXPIRY_CHOICES = [86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 90 * 86400];
 const MIB = 1024 * 1024;
 
+/** The retention field of a form: empty is the server default (null); digits are seconds; else "30d"-style (checked by the service). */
+const retentionOf = (v: string): number | string | null => (v === '' ? null : /^\d+$/.test(v) ? Number(v) : v);
+
 const field = (req: Request, name: string): string => {
   const v = (req.body as Record<string, unknown> | undefined)?.[name];
   return typeof v === 'string' ? v : '';
@@ -32,11 +35,11 @@ export function requestPages(d: PagesDeps): Router {
   const oneTime = new OneTimeView(d.keyring);
   const expiryChoices = () => EXPIRY_CHOICES.filter((s) => s <= config.requestMaxTtl).map((s) => ({ seconds: s, label: humanDuration(s) }));
   const maxFileMiB = Math.max(1, Math.floor(config.maxFileSize / MIB));
-  const emptyForm = () => ({ title: '', message: '', expires: String(Math.min(7 * 86400, config.requestMaxTtl)), maxFiles: '10', maxMiB: String(Math.min(maxFileMiB * 10, 10 * 1024)), maxFileMiB: String(maxFileMiB), allowedTypes: '', requireName: false, requireEmail: false });
+  const emptyForm = () => ({ title: '', message: '', expires: String(Math.min(7 * 86400, config.requestMaxTtl)), maxFiles: '10', maxMiB: String(Math.min(maxFileMiB * 10, 10 * 1024)), maxFileMiB: String(maxFileMiB), allowedTypes: '', requireName: false, requireEmail: false, fileRetention: '' });
 
   const renderList = async (req: Request, res: Response, form = emptyForm(), error: string | null = null, status = 200) => {
     const rows = await d.requests.repo.listForOwner(webUser(req).id);
-    res.status(status).render('requests', { title: 'Upload requests', nav: 'requests', requests: rows.map((x) => presentRequest(x)), form, formError: error, expiryChoices: expiryChoices(), maxFileMiB });
+    res.status(status).render('requests', { title: 'Upload requests', nav: 'requests', requests: rows.map((x) => presentRequest(x)), form, formError: error, expiryChoices: expiryChoices(), maxFileMiB, retentionMax: config.fileMaxRetention, humanDuration });
   };
 
   r.get('/requests', requireUser, async (req, res) => {
@@ -55,6 +58,7 @@ export function requestPages(d: PagesDeps): Router {
       allowedTypes: field(req, 'allowedTypes').trim(),
       requireName: field(req, 'requireName') === 'on',
       requireEmail: field(req, 'requireEmail') === 'on',
+      fileRetention: field(req, 'fileRetention').trim(),
     };
     const fail = (message: string) => renderList(req, res, form, message, 400);
     const whole = (v: string, min: number, max: number) => (/^\d{1,9}$/.test(v) && Number(v) >= min && Number(v) <= max ? Number(v) : null);
@@ -82,6 +86,7 @@ export function requestPages(d: PagesDeps): Router {
         allowedTypes: types,
         requireName: form.requireName,
         requireEmail: form.requireEmail,
+        fileRetentionSeconds: retentionOf(form.fileRetention),
       });
     } catch (err) {
       return void (await fail(formError(err)));
@@ -95,7 +100,19 @@ export function requestPages(d: PagesDeps): Router {
 
   const renderOne = async (req: Request, res: Response, request: UploadRequestRow, extra: Record<string, unknown> = {}) => {
     const page = await d.vault.list(webUser(req).id, 1000, null, request.id);
-    res.render('request', { title: request.title, nav: 'requests', request: presentRequest(request), files: page.files, expiryChoices: expiryChoices(), newLink: null, newLinkGone: false, ...extra });
+    res.render('request', {
+      title: request.title,
+      nav: 'requests',
+      request: presentRequest(request),
+      files: page.files,
+      expiryChoices: expiryChoices(),
+      newLink: null,
+      newLinkGone: false,
+      hold: (await d.lifecycle.holds.get('request', request.id)) ?? null,
+      retentionDefault: config.fileDefaultRetention ?? config.fileMaxRetention,
+      humanDuration,
+      ...extra,
+    });
   };
 
   r.get('/requests/:id', requireUser, async (req, res) => {
@@ -126,6 +143,13 @@ export function requestPages(d: PagesDeps): Router {
     const { request } = await d.requests.update(user.id, String(req.params.id), { expiresInSeconds: seconds });
     await d.audit.record({ actor: user.id, action: 'request.update', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { requestId: request.id, expiresAt: request.expiresAt, via: 'page' } });
     res.redirect(303, `/requests/${request.id}?msg=request-extended`);
+  });
+
+  r.post('/requests/:id/retention', requireUser, async (req, res) => {
+    const user = webUser(req);
+    const { request } = await d.requests.update(user.id, String(req.params.id), { fileRetentionSeconds: retentionOf(field(req, 'fileRetention').trim()) });
+    await d.audit.record({ actor: user.id, action: 'request.update', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { requestId: request.id, expiresAt: request.expiresAt, fileRetentionSeconds: request.fileRetentionSeconds, via: 'page' } });
+    res.redirect(303, `/requests/${request.id}?msg=request-retention`);
   });
 
   r.post('/requests/:id/delete', requireUser, async (req, res) => {

@@ -78,6 +78,9 @@ export const MESSAGES: Record<string, string> = {
   'expiry-changed': 'The expiry was changed.',
   'request-closed': 'The upload request was closed. Its link takes no more files.',
   'request-extended': 'The upload request now works longer.',
+  'request-retention': 'Files that arrive from now on are kept as chosen.',
+  'hold-placed': 'The legal hold is in place.',
+  'hold-released': 'The legal hold was released.',
   'request-deleted': 'The upload request was deleted. The files that came through it are still yours.',
   'notifications-saved': 'Your notification settings were saved.',
   'webhook-removed': 'The webhook was removed.',
@@ -97,6 +100,6 @@ export function pageText(detail: string): string {
 
 /** Turns a service's validation or conflict error into a message for the form; rethrows anything else. */
 export function formError(err: unknown): string {
-  if (isAppError(err, 'validation_error') || isAppError(err, 'conflict') || isAppError(err, 'legal_hold') || isAppError(err, 'forbidden')) return pageText((err as AppError).detail);
+  if (isAppError(err, 'validation_error') || isAppError(err, 'retention_exceeded') || isAppError(err, 'conflict') || isAppError(err, 'legal_hold') || isAppError(err, 'forbidden')) return pageText((err as AppError).detail);
   throw err;
 }

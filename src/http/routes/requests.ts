@@ -32,6 +32,7 @@ export async function recordRequestCreated(audit: AuditLog, req: Request, userId
       maxFileBytes: r.maxFileBytes,
       allowedTypes: r.allowedTypes,
       passwordProtected: r.passwordHash !== null,
+      fileRetentionSeconds: r.fileRetentionSeconds,
       ...(via ? { via } : {}),
     },
   });
@@ -85,8 +86,8 @@ export function requestRoutes(r: ApiRoutes, d: RequestRoutesDeps): void {
     const body = parse(requestPatchBody, req.body);
     const { request, closed } = await d.requests.update(user.id, String(req.params.id), body);
     if (closed) await recordRequestClosed(d.audit, req, user.id, request);
-    if (body.expiresInSeconds !== undefined) {
-      await d.audit.record({ actor: user.id, action: 'request.update', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { requestId: request.id, expiresAt: request.expiresAt } });
+    if (body.expiresInSeconds !== undefined || body.fileRetentionSeconds !== undefined) {
+      await d.audit.record({ actor: user.id, action: 'request.update', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { requestId: request.id, expiresAt: request.expiresAt, fileRetentionSeconds: request.fileRetentionSeconds } });
     }
     res.json(presentRequest(request));
   });

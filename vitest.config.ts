@@ -31,6 +31,7 @@ const BOTH_CONFIGS = [
   'test/review-probe.test.ts',
   'test/api-requests.test.ts',
   'test/tus.test.ts',
+  'test/tus-requests.test.ts',
   'test/notify.test.ts',
   'test/sso.test.ts',
   'test/lifecycle.test.ts',

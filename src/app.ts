@@ -384,6 +384,8 @@ export async function createApp(deps: AppDeps): Promise<App> {
       audit,
       csrf: requestCsrf,
       maxFilesPerRequest: config.maxFilesPerRequest,
+      tus,
+      onContractViolation: deps.onContractViolation,
       limits: {
         uploadsPerIp: config.requestUploadRateLimit,
         uploadsPerRequest: config.requestUploadRateLimitPerRequest,

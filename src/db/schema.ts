@@ -300,6 +300,10 @@ export interface UploadsTable {
   /** Set when the upload became a file. */
   file_id: string | null;
   sha256: Buffer | null;
+  /** The upload request it goes to (null: the owner's own upload), and what its uploader gave. */
+  request_id: string | null;
+  uploader_name: string | null;
+  uploader_email: string | null;
 }
 
 /** Per-user notification choices (services/notify/settings.ts). `prefs` is JSON: event type -> channels. */

@@ -5,16 +5,32 @@ import type { UploadsTable } from './schema.js';
 
 export type UploadRow = Selectable<UploadsTable>;
 
+/**
+ * Which uploads a caller may see: the owner's own (null), those of one upload request (its
+ * id), or every upload of the owner ('any', account deletion). Why: an owner's bearer token
+ * must not write into an outsider's upload to their request, nor the reverse.
+ */
+export type RequestScope = string | null | 'any';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function scoped<Q extends { where: (...a: any[]) => Q }>(q: Q, requestId: RequestScope): Q {
+  if (requestId === 'any') return q;
+  return requestId === null ? q.where('request_id', 'is', null) : q.where('request_id', '=', requestId);
+}
+
 export class UploadsRepo {
   constructor(private readonly db: Executor) {}
 
-  async insert(r: Omit<UploadRow, 'committed' | 'hash_state' | 'store_state' | 'lease_id' | 'lease_expires_at' | 'file_id' | 'sha256'>): Promise<void> {
+  async insert(
+    r: Omit<UploadRow, 'committed' | 'hash_state' | 'store_state' | 'lease_id' | 'lease_expires_at' | 'file_id' | 'sha256' | 'request_id' | 'uploader_name' | 'uploader_email'> &
+      Partial<Pick<UploadRow, 'request_id' | 'uploader_name' | 'uploader_email'>>,
+  ): Promise<void> {
     await this.db.insertInto('uploads').values(r).execute();
   }
 
   /** The owner's upload, or undefined (also for another user's: no existence oracle). */
-  async byIdForOwner(id: string, ownerId: string): Promise<UploadRow | undefined> {
-    return this.db.selectFrom('uploads').selectAll().where('id', '=', id).where('owner_id', '=', ownerId).executeTakeFirst();
+  async byIdForOwner(id: string, ownerId: string, requestId: RequestScope = null): Promise<UploadRow | undefined> {
+    return scoped(this.db.selectFrom('uploads').selectAll().where('id', '=', id).where('owner_id', '=', ownerId), requestId).executeTakeFirst();
   }
 
   /** Open (not completed, not expired) uploads of a user: how many and how many bytes they declared. */
@@ -23,6 +39,7 @@ export class UploadsRepo {
       .selectFrom('uploads')
       .select((eb) => [eb.fn.countAll<number>().as('n'), eb.fn.coalesce(eb.fn.sum<number>('length'), eb.lit(0)).as('bytes')])
       .where('owner_id', '=', ownerId)
+      .where('request_id', 'is', null)
       .where('file_id', 'is', null)
       .where('expires_at', '>', now)
       .executeTakeFirstOrThrow();
@@ -33,9 +50,8 @@ export class UploadsRepo {
    * Takes the upload's lease for one PATCH, in one statement: only when the row is the
    * owner's, open, not expired, and no live lease (of any instance) holds it. True when taken.
    */
-  async acquire(id: string, ownerId: string, leaseId: string, now: number, until: number): Promise<boolean> {
-    const r = await this.db
-      .updateTable('uploads')
+  async acquire(id: string, ownerId: string, leaseId: string, now: number, until: number, requestId: RequestScope = null): Promise<boolean> {
+    const r = await scoped(this.db.updateTable('uploads'), requestId)
       .set({ lease_id: leaseId, lease_expires_at: until })
       .where('id', '=', id)
       .where('owner_id', '=', ownerId)
@@ -86,8 +102,8 @@ export class UploadsRepo {
   }
 
   /** Deletes the owner's upload (termination); returns the row as it was, or undefined. */
-  async deleteForOwner(id: string, ownerId: string): Promise<UploadRow | undefined> {
-    const row = await this.byIdForOwner(id, ownerId);
+  async deleteForOwner(id: string, ownerId: string, requestId: RequestScope = null): Promise<UploadRow | undefined> {
+    const row = await this.byIdForOwner(id, ownerId, requestId);
     if (!row) return undefined;
     const r = await this.db.deleteFrom('uploads').where('id', '=', id).where('owner_id', '=', ownerId).executeTakeFirst();
     return Number(r.numDeletedRows) === 1 ? row : undefined;

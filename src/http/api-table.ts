@@ -675,6 +675,10 @@ const tusResult = z.object({
   'Upload-File-Sha256': z.string().optional().openapi({ description: 'once complete: hex SHA-256 of the whole file' }),
 });
 const tusPatchErrors: ErrorCode[] = ['upload_offset_mismatch', 'upload_locked', 'upload_expired', 'upload_length_exceeded', 'tus_checksum_mismatch', 'insufficient_storage', 'integrity_error', 'key_unavailable'];
+const requestTusErrors: ErrorCode[] = ['not_found', 'unauthorized', 'rate_limited', 'file_too_large', 'file_type_not_allowed', 'request_limit_exceeded', 'tus_version_unsupported'];
+const requestTusDescription =
+  'tus 1.0 (as /api/v1/tus/) for outsiders: no account, the password of a protected request as HTTP Basic (any user name) or ' +
+  "the page's ticket (`X-Upload-Ticket`). Unknown, expired, closed and full requests, and another request's upload, are all the same 404.";
 const tusDescription =
   'tus 1.0 with the creation, creation-with-upload, termination, expiration and checksum (sha256) extensions, for any tus ' +
   'client (tus-js-client, Uppy, tus-py-client, curl). Every other request needs `Tus-Resumable: 1.0.0` (412 otherwise) and a ' +
@@ -811,6 +815,86 @@ export const OUTSIDE_API = {
     body: { kind: 'binary' },
     responses: { 201: { description: 'stored', schema: M.UploadReceipt } },
     errors: [...requestUploadErrors, 'partial_put_unsupported'],
+  },
+  // --- The same tus endpoint for uploaders of an upload request, at /r/<token>/tus/ ---
+  requestTusOptions: {
+    method: 'options',
+    mount: '',
+    path: '/r/:token/tus/',
+    tag: 'Uploaders',
+    summary: "tus discovery for an upload request's resumable endpoint",
+    auth: 'none',
+    params: requestTokenParams,
+    responses: { 204: { description: 'what this server speaks', headers: tusDiscovery } },
+    errors: [],
+  },
+  requestTusCreate: {
+    method: 'post',
+    mount: '',
+    path: '/r/:token/tus/',
+    tag: 'Uploaders',
+    summary: 'Create a resumable upload to an upload request',
+    description:
+      requestTusDescription +
+      ' At creation the Upload-Length is checked against maxFileBytes (413) and the name in Upload-Metadata against the ' +
+      "allowed types (415); one file slot and the whole length are then held against the request's maxFiles/maxBytes " +
+      '(413 too_many_files or request_limit_exceeded) until the upload completes, is terminated or expires. Name and ' +
+      'email go in `X-Uploader-Name` and `X-Uploader-Email`.',
+    auth: 'none',
+    params: requestTokenParams,
+    headers: tusRequestHeaders.extend({
+      'Upload-Length': z.string().openapi({ description: 'the whole file size in bytes' }),
+      'Upload-Metadata': z.string().optional().openapi({ description: '`filename <base64>,filetype <base64>`' }),
+    }),
+    body: { kind: 'binary' },
+    responses: { 201: { description: 'created; Location is the upload URL', headers: tusResult.extend({ Location: z.string().openapi({ description: '/r/{token}/tus/{id}' }) }) } },
+    errors: [...requestTusErrors, 'validation_error', 'too_many_files', 'unsupported_media_type', ...tusPatchErrors],
+  },
+  requestTusHead: {
+    method: 'head',
+    mount: '',
+    path: '/r/:token/tus/:id',
+    tag: 'Uploaders',
+    summary: "An upload request's resumable upload: its committed offset",
+    description: requestTusDescription,
+    auth: 'none',
+    params: requestTokenParams.merge(tusIdParams),
+    headers: tusRequestHeaders,
+    responses: { 200: { description: 'the offset', headers: tusResult.extend({ 'Upload-Length': z.string() }) } },
+    errors: [...requestTusErrors, 'upload_expired'],
+  },
+  requestTusPatch: {
+    method: 'patch',
+    mount: '',
+    path: '/r/:token/tus/:id',
+    tag: 'Uploaders',
+    summary: "Append bytes to an upload request's resumable upload",
+    description:
+      requestTusDescription +
+      ' The first chunk is checked against the allowed types by its content before anything of it is stored (415, and the ' +
+      'upload is dropped). The last byte commits the file to the request in one transaction that re-checks that the request ' +
+      'is still open; if it closed or expired meanwhile the answer is 404, nothing is stored and the upload is dropped.',
+    auth: 'none',
+    params: requestTokenParams.merge(tusIdParams),
+    headers: tusRequestHeaders.extend({
+      'Upload-Offset': z.string().openapi({ description: 'must equal the committed offset (HEAD)' }),
+      'Upload-Checksum': z.string().optional().openapi({ description: 'sha256 <base64 of the SHA-256 of this body>' }),
+    }),
+    body: { kind: 'binary' },
+    responses: { 204: { description: 'appended; the new offset', headers: tusResult } },
+    errors: [...requestTusErrors, 'validation_error', 'too_many_files', 'unsupported_media_type', ...tusPatchErrors],
+  },
+  requestTusDelete: {
+    method: 'delete',
+    mount: '',
+    path: '/r/:token/tus/:id',
+    tag: 'Uploaders',
+    summary: "Terminate an upload request's resumable upload (its hold on the request goes too)",
+    auth: 'none',
+    params: requestTokenParams.merge(tusIdParams),
+    headers: tusRequestHeaders,
+    responses: { 204: { description: 'terminated' } },
+    errors: requestTusErrors,
   },
   // --- Resumable uploads (tus 1.0), served by http/routes/tus.ts at /api/v1/tus/ ---
   tusOptions: {

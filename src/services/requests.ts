@@ -212,7 +212,7 @@ export function checkTypeByContent(name: string, head: Buffer, allowed: string[]
  * at most a quarter of the headroom) so most chunks need no database step.
  */
 export class RequestLease {
-  readonly id = newId();
+  readonly id: string;
   private files = 0;
   private used = 0;
   private reserved = 0;
@@ -226,7 +226,11 @@ export class RequestLease {
   constructor(
     private readonly svc: RequestsService,
     readonly requestId: string,
-  ) {}
+    /** A resumable upload's hold is the lease row with the upload's id (see reserveUploadIn). */
+    id?: string,
+  ) {
+    this.id = id ?? newId();
+  }
 
   /** Takes one more file slot; throws too_many_files when the request has none left (not_found when it closed or expired). */
   addFile(): Promise<void> {
@@ -587,6 +591,45 @@ export class RequestsService {
     });
     if (!deleted) throw new AppError('not_found', 'no such upload request');
     return r;
+  }
+
+  /**
+   * A resumable upload's durable hold on the request (inside the transaction that creates the
+   * upload row): one file slot and its whole declared length, as the lease row whose id is the
+   * upload id, living as long as the upload does. Why durable: the upload's PATCHes come hours
+   * apart, and the request must not hand the same room to another uploader meanwhile.
+   */
+  async reserveUploadIn(trx: Trx, requestId: string, uploadId: string, length: number, expiresAt: number): Promise<void> {
+    const repo = new UploadRequestsRepo(trx);
+    const now = this.now();
+    const row = await repo.byId(requestId);
+    if (!row || row.closedAt !== null || row.expiresAt <= now) throw gone();
+    const other = await repo.leased(row.id, now, uploadId);
+    if (row.filesReceived + other.files + 1 > row.maxFiles) throw tooManyFiles(row);
+    if (length > row.maxBytes - row.bytesReceived - other.bytes) throw overLimit(row);
+    await repo.putLease(uploadId, row.id, 1, length, expiresAt);
+  }
+
+  /** Completes a resumable upload into the request (inside the file's transaction): re-checks, counts, notifies, drops the hold. */
+  commitUploadIn(trx: Trx, requestId: string, uploadId: string, file: FileRow): Promise<void> {
+    return new RequestLease(this, requestId, uploadId).commitIn(trx, [file]);
+  }
+
+  /** Moves a resumable upload's hold to the upload's own expiry (it moves on with each PATCH). */
+  async holdUploadUntil(uploadId: string, expiresAt: number): Promise<void> {
+    await this.repo.renewLease(uploadId, expiresAt);
+  }
+
+  /** Gives a resumable upload's hold back (termination, refusal). */
+  async dropUploadHold(uploadId: string): Promise<void> {
+    await this.repo.deleteLease(uploadId);
+  }
+
+  /** The request a token names whatever its state (to drop uploads of a closed request), or null. */
+  async requestOfToken(token: string): Promise<{ id: string; ownerId: string } | null> {
+    if (!/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
+    const r = await this.repo.byTokenHash(this.deps.integrity.lookup(token));
+    return r ? { id: r.id, ownerId: r.ownerId } : null;
   }
 
   /** Removes lapsed leases (housekeeping: they no longer count anyway). */

@@ -13,7 +13,7 @@
  */
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createSHA256, type IHasher } from 'hash-wasm';
-import type { Database } from '../db/database.js';
+import type { Database, Trx } from '../db/database.js';
 import { FilesRepo, type FileRow } from '../db/files.js';
 import { MasterKeysRepo } from '../db/master-keys.js';
 import { UploadsRepo, type UploadRow } from '../db/uploads.js';
@@ -55,6 +55,29 @@ export interface TusDeps {
   now?: () => number;
 }
 
+/**
+ * Whose upload: a user's own (a bare owner id), or one to an upload request, which belongs to
+ * the request's owner but is reachable only through that request (routes/request-tus.ts).
+ */
+export interface UploadScope {
+  ownerId: string;
+  requestId: string | null;
+}
+
+function scopeOf(o: string | UploadScope): UploadScope {
+  return typeof o === 'string' ? { ownerId: o, requestId: null } : o;
+}
+
+/** What a caller plugs into a creation: an upload request's reservation and its uploader. */
+export interface CreateHooks {
+  /** Runs inside the creating transaction (e.g. the request's files/bytes reservation); throw to refuse. */
+  within?: (trx: Trx, upload: { id: string; length: number; expiresAt: number }) => Promise<void>;
+  /** Copied to the file on completion. */
+  origin?: { uploaderName: string | null; uploaderEmail: string | null };
+  /** For an empty upload, which completes at once. */
+  patch?: Pick<PatchOptions, 'inspect' | 'within'>;
+}
+
 /** What HEAD reports about an upload. */
 export interface UploadStatus {
   id: string;
@@ -73,6 +96,10 @@ export interface PatchOptions {
   checksum?: Buffer;
   /** The declared Content-Length, when sent (checked against Upload-Length before reading). */
   contentLength?: number;
+  /** Sees the plaintext of the upload's first chunk before it is sealed or stored; throw to refuse it. */
+  inspect?: (head: Buffer, upload: { name: string }) => void;
+  /** Runs inside the transaction that inserts the finished file (e.g. the request's counters); throw to refuse. */
+  within?: (trx: Trx, file: FileRow) => Promise<void>;
 }
 
 export interface PatchResult {
@@ -155,7 +182,8 @@ export class TusService {
    * open-upload bound (429) in the same transaction that inserts the row, so parallel creations
    * on any instance cannot overshoot. An empty upload is complete at once.
    */
-  async create(ownerId: string, o: { length: number; name: string; mimeType: string }): Promise<{ row: UploadRow; file?: FileRow }> {
+  async create(owner: string | UploadScope, o: { length: number; name: string; mimeType: string }, hooks: CreateHooks = {}): Promise<{ row: UploadRow; file?: FileRow }> {
+    const { ownerId, requestId } = scopeOf(owner);
     if (o.length > this.d.maxFileSize) throw new AppError('file_too_large', `Upload-Length exceeds the limit of ${this.d.maxFileSize} bytes`);
     const id = newId();
     const dek = randomBytes(32);
@@ -169,7 +197,8 @@ export class TusService {
       await this.d.db.transaction(async (trx) => {
         const repo = new UploadsRepo(trx);
         const open = await repo.openOf(ownerId, now);
-        if (open.count >= this.d.maxOpenUploads) throw new AppError('too_many_uploads', `you have ${open.count} resumable uploads open (at most ${this.d.maxOpenUploads}); finish or delete one`);
+        // A request's uploads are bounded by its maxFiles instead (hooks.within reserves them).
+        if (requestId === null && open.count >= this.d.maxOpenUploads) throw new AppError('too_many_uploads', `you have ${open.count} resumable uploads open (at most ${this.d.maxOpenUploads}); finish or delete one`);
         if (limit !== null) {
           // usageIn counts files and open uploads; leases are ordinary uploads still streaming.
           const taken = (await quota.usageIn(trx, ownerId)) + (await quota.leasedIn(trx, ownerId, now));
@@ -188,21 +217,26 @@ export class TusService {
           wrapped_dek: wrapped,
           created_at: now,
           expires_at: now + this.d.expiryMs,
+          request_id: requestId,
+          uploader_name: hooks.origin?.uploaderName ?? null,
+          uploader_email: hooks.origin?.uploaderEmail ?? null,
         });
+        await hooks.within?.(trx, { id, length: o.length, expiresAt: now + this.d.expiryMs });
       });
+      const scope = { ownerId, requestId };
       if (o.length === 0) {
-        const r = await this.patch(ownerId, id, 0, emptySource(), {});
-        return { row: (await this.uploads.byIdForOwner(id, ownerId))!, file: r.file };
+        const r = await this.patch(scope, id, 0, emptySource(), hooks.patch ?? {});
+        return { row: (await this.uploads.byIdForOwner(id, ownerId, requestId))!, file: r.file };
       }
-      return { row: (await this.uploads.byIdForOwner(id, ownerId))! };
+      return { row: (await this.uploads.byIdForOwner(id, ownerId, requestId))! };
     } finally {
       dek.fill(0);
     }
   }
 
   /** The owner's upload, or not_found (also another user's); upload_expired past its expiry. */
-  async status(ownerId: string, id: string): Promise<UploadStatus> {
-    const row = await this.rowOf(ownerId, id);
+  async status(owner: string | UploadScope, id: string): Promise<UploadStatus> {
+    const row = await this.rowOf(owner, id);
     return {
       id: row.id,
       length: row.length,
@@ -215,8 +249,9 @@ export class TusService {
     };
   }
 
-  private async rowOf(ownerId: string, id: string): Promise<UploadRow> {
-    const row = /^[0-9a-f]{32}$/.test(id) ? await this.uploads.byIdForOwner(id, ownerId) : undefined;
+  private async rowOf(owner: string | UploadScope, id: string): Promise<UploadRow> {
+    const { ownerId, requestId } = scopeOf(owner);
+    const row = /^[0-9a-f]{32}$/.test(id) ? await this.uploads.byIdForOwner(id, ownerId, requestId) : undefined;
     if (!row) throw new AppError('not_found', 'no such upload');
     if (row.expires_at <= this.now() && row.file_id === null) throw new AppError('upload_expired', 'this upload expired; start it again');
     return row;
@@ -229,12 +264,13 @@ export class TusService {
    * arrives. A body cut off mid-way still commits its whole chunks (unless it carried a
    * checksum) and then rethrows.
    */
-  async patch(ownerId: string, id: string, offset: number, body: AsyncIterable<Buffer>, opts: PatchOptions, onLost?: () => void): Promise<PatchResult> {
+  async patch(owner: string | UploadScope, id: string, offset: number, body: AsyncIterable<Buffer>, opts: PatchOptions, onLost?: () => void): Promise<PatchResult> {
+    const { ownerId, requestId } = scopeOf(owner);
     if (!/^[0-9a-f]{32}$/.test(id)) throw new AppError('not_found', 'no such upload');
     const leaseId = newId();
     const now = this.now();
-    if (!(await this.uploads.acquire(id, ownerId, leaseId, now, now + this.d.leaseMs))) {
-      const row = await this.rowOf(ownerId, id);
+    if (!(await this.uploads.acquire(id, ownerId, leaseId, now, now + this.d.leaseMs, requestId))) {
+      const row = await this.rowOf(owner, id);
       if (row.file_id !== null) throw new AppError('upload_offset_mismatch', `the upload is complete (offset ${row.length})`);
       throw new AppError('upload_locked', 'another request is writing this upload; try again shortly', { 'Retry-After': '1' });
     }
@@ -255,8 +291,9 @@ export class TusService {
     let payloadKey: Buffer | undefined;
     let writer: PartialWriter | undefined;
     let storeState: string | null = null;
+    let refused = false;
     try {
-      const row = (await this.uploads.byIdForOwner(id, ownerId))!;
+      const row = (await this.uploads.byIdForOwner(id, ownerId, requestId))!;
       if (offset !== row.committed) throw new AppError('upload_offset_mismatch', `Upload-Offset ${offset} is not the upload's offset ${row.committed}; ask with HEAD`);
       if (opts.contentLength !== undefined && offset + opts.contentLength > row.length) {
         throw new AppError('upload_length_exceeded', `the body would take the upload past its Upload-Length of ${row.length}`, {}, true);
@@ -280,7 +317,7 @@ export class TusService {
         if (!(err instanceof PartialMissingError)) throw err;
         // The stored bytes are gone (e.g. a restore from a backup, which holds no incomplete
         // uploads): the upload cannot go on, so it ends as if expired and the client starts again.
-        await this.uploads.deleteForOwner(id, ownerId);
+        await this.uploads.deleteForOwner(id, ownerId, requestId);
         await partials.remove(id, row.store_state).catch(() => {});
         throw new AppError('upload_expired', 'the stored part of this upload is gone; start it again');
       }
@@ -309,6 +346,15 @@ export class TusService {
         }
       };
       const seal = async (plain: Buffer, last: boolean): Promise<void> => {
+        // Before the first chunk exists anywhere: a refusal ends the upload (below).
+        if (done === 0 && opts.inspect) {
+          try {
+            opts.inspect(plain, row);
+          } catch (err) {
+            refused = true;
+            throw err;
+          }
+        }
         const [ct, tag] = sealChunk(k, noncePrefix, done / C, last, plain);
         hasher.update(plain);
         done += plain.length;
@@ -367,10 +413,17 @@ export class TusService {
         const t = this.now();
         return { offset: done, expiresAt: t + this.d.expiryMs };
       }
-      const file = await this.complete(row, leaseId, d, Buffer.from(hasher.digest('binary')), w);
+      const file = await this.complete(row, leaseId, d, Buffer.from(hasher.digest('binary')), w, opts.within);
       writer = undefined;
       return { offset: length, expiresAt: row.expires_at, file };
     } catch (err) {
+      if (refused && writer) {
+        // The caller refused the content: the upload ends here, with whatever the store began
+        // for it (S3: the multipart upload opened for the first chunk, found through a flush).
+        await this.uploads.deleteForOwner(id, ownerId, requestId).catch(() => {});
+        const cp = await writer.flush().catch(() => null);
+        await this.d.store.partials().remove(id, cp?.state ?? storeState).catch(() => {});
+      }
       if (lost && !(await this.uploads.exists(id).catch(() => true))) {
         // Terminated while we wrote: whatever this request re-created goes too.
         await this.d.store.partials().remove(id, storeState).catch(() => {});
@@ -386,7 +439,7 @@ export class TusService {
   }
 
   /** Makes the ciphertext the file's blob and swaps the upload for a file row in one transaction. */
-  private async complete(row: UploadRow, leaseId: string, dek: Buffer, sha256: Buffer, writer: PartialWriter): Promise<FileRow> {
+  private async complete(row: UploadRow, leaseId: string, dek: Buffer, sha256: Buffer, writer: PartialWriter, within?: PatchOptions['within']): Promise<FileRow> {
     await writer.finish();
     const key = this.d.keyring.active;
     const now = this.now();
@@ -404,6 +457,9 @@ export class TusService {
       chunkSize: row.chunk_size,
       createdAt: now,
       expiresAt: this.d.fileExpiresAt?.(now) ?? null,
+      requestId: row.request_id,
+      uploaderName: row.uploader_name,
+      uploaderEmail: row.uploader_email,
     };
     try {
       // The upload's bytes stop counting as an open upload and start counting as the file in
@@ -414,6 +470,7 @@ export class TusService {
         if (!(await new UploadsRepo(trx).complete(row.id, leaseId, row.id, sha256, row.length))) {
           throw new AppError('not_found', 'the upload was terminated while it completed');
         }
+        await within?.(trx, file);
       });
     } catch (err) {
       await this.d.store.delete(row.id).catch(() => {});
@@ -426,8 +483,9 @@ export class TusService {
    * Termination: the row goes (one statement), then its stored ciphertext. A PATCH running on
    * any instance notices at its next checkpoint or lease renewal and stops.
    */
-  async terminate(ownerId: string, id: string): Promise<void> {
-    const row = /^[0-9a-f]{32}$/.test(id) ? await this.uploads.deleteForOwner(id, ownerId) : undefined;
+  async terminate(owner: string | UploadScope, id: string): Promise<void> {
+    const { ownerId, requestId } = scopeOf(owner);
+    const row = /^[0-9a-f]{32}$/.test(id) ? await this.uploads.deleteForOwner(id, ownerId, requestId) : undefined;
     if (!row) throw new AppError('not_found', 'no such upload');
     if (row.file_id === null) await this.d.store.partials().remove(id, row.store_state);
   }
@@ -459,7 +517,7 @@ export async function removeUploadsOf(db: Database, store: BlobStore, userId: st
   const rows = await db.kysely.selectFrom('uploads').select('id').where('owner_id', '=', userId).execute();
   let n = 0;
   for (const { id } of rows) {
-    const row = await repo.deleteForOwner(id, userId);
+    const row = await repo.deleteForOwner(id, userId, 'any');
     if (!row) continue;
     if (row.file_id === null) await store.partials().remove(id, row.store_state);
     n++;

@@ -439,6 +439,15 @@ export const PG_MIGRATIONS: PgMigration[] = [
       );
     `,
   },
+  {
+    version: 18,
+    name: 'tus uploads through upload requests',
+    sql: `
+      ALTER TABLE uploads ADD COLUMN request_id TEXT REFERENCES upload_requests(id) ON DELETE CASCADE;
+      ALTER TABLE uploads ADD COLUMN uploader_name TEXT;
+      ALTER TABLE uploads ADD COLUMN uploader_email TEXT;
+    `,
+  },
 ];
 
 /** Applies every migration newer than schema_version in one transaction under the migration lock. */

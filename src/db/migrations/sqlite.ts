@@ -561,6 +561,19 @@ export const MIGRATIONS: Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 18,
+    name: 'tus uploads through upload requests',
+    sql: `
+      -- A resumable upload to an upload request (services/tus.ts with routes/request-tus.ts):
+      -- the request it goes to and what the uploader gave as name and email, copied to the
+      -- file on completion. Its files/bytes reservation on the request is the
+      -- upload_request_leases row whose id is the upload id.
+      ALTER TABLE uploads ADD COLUMN request_id TEXT REFERENCES upload_requests(id) ON DELETE CASCADE;
+      ALTER TABLE uploads ADD COLUMN uploader_name TEXT;
+      ALTER TABLE uploads ADD COLUMN uploader_email TEXT;
+    `,
+  },
 ];
 
 /**

@@ -12,7 +12,9 @@ import { AppError } from '../../errors.js';
 import type { AuditLog } from '../../services/audit.js';
 import { chooseMimeType, cleanFileName } from '../../services/filenames.js';
 import type { QuotaLease } from '../../services/quota.js';
-import { checkTypeByName, type RequestLease, type RequestsService, type RequestUploadTarget } from '../../services/requests.js';
+import { SNIFF_BYTES, checkTypeByContent, checkTypeByName, type RequestLease, type RequestsService, type RequestUploadTarget } from '../../services/requests.js';
+import type { TusService } from '../../services/tus.js';
+import { tusRoutes } from './tus.js';
 import type { VaultService } from '../../services/vault.js';
 import { exemptFromBodyDeadline } from '../body-deadline.js';
 import { clientOf } from '../context.js';
@@ -29,6 +31,10 @@ export interface RequestUploadDeps {
   audit: AuditLog;
   csrf: Csrf;
   maxFilesPerRequest: number;
+  /** Resumable uploads at /r/<token>/tus/ (the owner's tus service, scoped to the request). */
+  tus?: TusService;
+  /** Tests: check tus answers against the documented operations. */
+  onContractViolation?: (message: string) => void;
   limits: {
     /** Upload attempts per client address and per request, per window. */
     uploadsPerIp: number;
@@ -275,6 +281,102 @@ export function requestUploadRoutes(d: RequestUploadDeps): Router {
       answer(req, res, target, rows);
     },
   );
+
+  if (d.tus) {
+    const tus = d.tus;
+    const targetOf = (res: Response) => res.locals.tusTarget as RequestUploadTarget;
+    const scopeOf = (res: Response) => ({ ownerId: targetOf(res).ownerId, requestId: targetOf(res).requestId });
+    /**
+     * Before every tus method but OPTIONS: the request is live and the password (or ticket) is
+     * right. No CSRF token: a tus request carries Tus-Resumable, which no form can send and
+     * which needs a CORS preflight this server never grants, so another site cannot forge one.
+     * A PATCH (or HEAD) to a request that closed or expired drops the upload with its hold.
+     */
+    const tusAuth: RequestHandler = async (req, res, next) => {
+      const token = String(req.params.token);
+      const t = await d.requests.resolveTarget(token);
+      if (!t) {
+        const id = req.params.id === undefined ? '' : String(req.params.id);
+        const owner = /^[0-9a-f]{32}$/.test(id) ? await d.requests.requestOfToken(token) : null;
+        if (owner) {
+          const dropped = await tus.terminate({ ownerId: owner.ownerId, requestId: owner.id }, id).then(() => true, () => false);
+          if (dropped) await d.requests.dropUploadHold(id).catch(() => {});
+        }
+        throw new AppError('not_found', GONE, {}, true);
+      }
+      if (t.request.passwordHash) {
+        const ticket = ticketOf(req);
+        if (!(ticket !== undefined && d.requests.checkTicket(t.request, ticket))) {
+          const password = passwordOf(req);
+          const challenge = { 'WWW-Authenticate': 'Basic realm="upload request", charset="UTF-8"' };
+          if (password === undefined) throw new AppError('unauthorized', 'this upload link needs a password (HTTP Basic auth, any user name)', challenge, true);
+          if (!(await d.requests.checkPassword(t.request, password))) {
+            await passwordFailure(req, t);
+            throw new AppError('unauthorized', 'wrong password for this upload link', challenge, true);
+          }
+        }
+      }
+      res.locals.tusTarget = t;
+      next();
+    };
+    // Refusals that end the upload: its stored part and its hold on the request go at once.
+    const ENDS = new Set(['file_type_not_allowed', 'not_found', 'too_many_files', 'request_limit_exceeded', 'file_too_large']);
+    r.use(
+      '/r/:token/tus',
+      tusRoutes({
+        tus,
+        audit: d.audit,
+        maxFileSize: d.requests.maxFileSize,
+        authenticate: [passwordPerIp, passwordPerRequest, tusAuth],
+        ownerOf: (req) => scopeOf(req.res!),
+        via: 'tus',
+        onContractViolation: d.onContractViolation,
+        plug: {
+          createGuards: [uploadsPerIp, uploadsPerRequest],
+          docs: { tusOptions: 'requestTusOptions', tusCreate: 'requestTusCreate', tusHead: 'requestTusHead', tusPatch: 'requestTusPatch', tusDelete: 'requestTusDelete' },
+          create: (req, o) => {
+            const t = targetOf(req.res!);
+            if (o.length > t.limits.maxFileBytes) throw new AppError('file_too_large', `this request takes files of at most ${t.limits.maxFileBytes} bytes`, {}, true);
+            checkTypeByName(o.name, t.limits.allowedTypes);
+            const origin = identityOf(t, req.headers['x-uploader-name'], req.headers['x-uploader-email']);
+            return {
+              origin,
+              within: (trx, u) => d.requests.reserveUploadIn(trx, t.requestId, u.id, u.length, u.expiresAt),
+              patch: plugPatch(req),
+            };
+          },
+          patch: (req) => plugPatch(req),
+          finished: (req, file) => recordUploads(req, targetOf(req.res!), [file], file.uploaderName ?? null, 'tus'),
+          settle: async (req, id, err) => {
+            const scope = scopeOf(req.res!);
+            if (id !== null) {
+              if (err instanceof AppError && ENDS.has(err.code)) {
+                await tus.terminate(scope, id).catch(() => {});
+                await d.requests.dropUploadHold(id).catch(() => {});
+              } else {
+                // The hold lives exactly as long as the upload, whose expiry each PATCH moves on.
+                const s = await tus.status(scope, id).catch(() => null);
+                if (s && s.fileId === null) await d.requests.holdUploadUntil(id, s.expiresAt).catch(() => {});
+              }
+            }
+            // The owner's quota is not the uploader's business (as for the other ways in).
+            if (err instanceof AppError && err.code === 'quota_exceeded') {
+              return new AppError('request_limit_exceeded', 'this request cannot take more files now; nothing of this upload was stored', {}, true);
+            }
+            return err;
+          },
+          terminated: (_req, id) => d.requests.dropUploadHold(id),
+        },
+      }),
+    );
+    const plugPatch = (req: Request) => {
+      const t = targetOf(req.res!);
+      return {
+        inspect: (head: Buffer, u: { name: string }) => checkTypeByContent(u.name, head.subarray(0, SNIFF_BYTES), t.limits.allowedTypes),
+        within: (trx: Parameters<RequestsService['commitUploadIn']>[0], file: FileRow) => d.requests.commitUploadIn(trx, t.requestId, file.id, file),
+      };
+    };
+  }
 
   r.put('/r/:token/:name', uploadsPerIp, uploadsPerRequest, passwordPerIp, passwordPerRequest, async (req: Request, res: Response, next: NextFunction) => {
     // As for PUT /api/v1/uploads: a partial PUT would be stored as a whole file.

@@ -7,7 +7,7 @@ import { Router, type NextFunction, type Request, type RequestHandler, type Resp
 import { AppError } from '../../errors.js';
 import type { AuditLog } from '../../services/audit.js';
 import { chooseMimeType, cleanFileName } from '../../services/filenames.js';
-import type { TusService, PatchResult } from '../../services/tus.js';
+import type { CreateHooks, PatchOptions, TusService, PatchResult, UploadScope } from '../../services/tus.js';
 import type { FileRow } from '../../db/files.js';
 import { exemptFromBodyDeadline } from '../body-deadline.js';
 import { recordUploads } from '../events.js';
@@ -25,12 +25,33 @@ export interface TusRoutesDeps {
   maxFileSize: number;
   /** Authentication (and CSRF for sessions) run before every method but OPTIONS. */
   authenticate: RequestHandler[];
-  /** The user the authenticated request acts for. */
-  ownerOf: (req: Request) => string;
+  /** The user (or upload request) the authenticated request acts for. */
+  ownerOf: (req: Request) => string | UploadScope;
+  /** What an upload request plugs in (routes/request-upload.ts); the owner's endpoint has none. */
+  plug?: TusPlug;
   /** `via` of the file.upload audit event. */
   via: string;
   /** Tests: check every answer against the documented operation (OUTSIDE_API tus entries). */
   onContractViolation?: (message: string) => void;
+}
+
+type TusDocId = 'tusOptions' | 'tusCreate' | 'tusHead' | 'tusPatch' | 'tusDelete';
+
+/**
+ * The same tus endpoint for another kind of owner (an upload request at /r/<token>/tus/): its
+ * checks before creation, its hooks into the service, what a finished file records, and what
+ * follows every write (keeping the request's hold in step, dropping a refused upload).
+ */
+export interface TusPlug {
+  /** Run before authentication on creation only (rate limits on new uploads). */
+  createGuards: RequestHandler[];
+  create(req: Request, o: { length: number; name: string; mimeType: string }): CreateHooks;
+  patch(req: Request): Pick<PatchOptions, 'inspect' | 'within'>;
+  finished(req: Request, file: FileRow): Promise<void>;
+  /** After a write to upload `id` (null: the creation failed before a row existed); returns the error to answer with, if any. */
+  settle(req: Request, id: string | null, err: unknown): Promise<unknown>;
+  terminated(req: Request, id: string): Promise<void>;
+  docs: Record<TusDocId, string>;
 }
 
 /** A non-negative integer header (digits only, within 2^53), or undefined when absent. */
@@ -83,7 +104,8 @@ function setResultHeaders(res: Response, r: { offset: number; expiresAt: number 
 
 /** The tus router (mount it at the endpoint's path; Location headers are relative to it). */
 export function tusRoutes(d: TusRoutesDeps): Router {
-  const r = Router();
+  // mergeParams: mounted at /r/:token/tus the token stays visible to the plug's handlers.
+  const r = Router({ mergeParams: true });
   r.use((req: Request, res: Response, next: NextFunction) => {
     res.setHeader('Tus-Resumable', TUS_VERSION);
     // Browsers must not cache offsets (tus core: HEAD responses are not cacheable).
@@ -96,8 +118,23 @@ export function tusRoutes(d: TusRoutesDeps): Router {
     next();
   });
   // Tests: each route's answers are checked against its documented operation.
-  const doc = (id: 'tusOptions' | 'tusCreate' | 'tusHead' | 'tusPatch' | 'tusDelete'): RequestHandler[] =>
-    d.onContractViolation ? [contractCheck(id, OUTSIDE_API[id], d.onContractViolation)] : [];
+  const doc = (id: TusDocId): RequestHandler[] => {
+    const docId = (d.plug?.docs[id] ?? id) as keyof typeof OUTSIDE_API;
+    return d.onContractViolation ? [contractCheck(docId, OUTSIDE_API[docId], d.onContractViolation)] : [];
+  };
+  // Without a plug: run as is. With one: every outcome goes through settle (which may swap the error).
+  const settled = async <T>(req: Request, id: string | null, fn: () => Promise<T>): Promise<T> => {
+    if (!d.plug) return fn();
+    let out: T;
+    try {
+      out = await fn();
+    } catch (err) {
+      throw await d.plug.settle(req, id, err);
+    }
+    const late = await d.plug.settle(req, id, undefined);
+    if (late) throw late;
+    return out;
+  };
   const discovery = (_req: Request, res: Response) => {
     res.setHeader('Tus-Version', TUS_VERSION);
     res.setHeader('Tus-Extension', TUS_EXTENSIONS);
@@ -109,17 +146,18 @@ export function tusRoutes(d: TusRoutesDeps): Router {
   r.options('/:id', discovery);
 
   const finished = async (req: Request, res: Response, result: PatchResult) => {
-    if (result.file) await recordUploads(d.audit, req, [result.file], d.via);
+    if (result.file) await (d.plug ? d.plug.finished(req, result.file) : recordUploads(d.audit, req, [result.file], d.via));
     setResultHeaders(res, result, result.file);
   };
 
   const patchBody = async (req: Request, id: string, offset: number): Promise<PatchResult> => {
     exemptFromBodyDeadline(req);
     acceptBody(req, req.res!);
-    return d.tus.patch(d.ownerOf(req), id, offset, req, { checksum: parseChecksum(req), contentLength: intHeader(req, 'Content-Length') }, () => req.destroy());
+    const plugged = d.plug?.patch(req) ?? {};
+    return d.tus.patch(d.ownerOf(req), id, offset, req, { checksum: parseChecksum(req), contentLength: intHeader(req, 'Content-Length'), ...plugged }, () => req.destroy());
   };
 
-  r.post('/', ...doc('tusCreate'), ...d.authenticate, async (req: Request, res: Response) => {
+  r.post('/', ...doc('tusCreate'), ...(d.plug?.createGuards ?? []), ...d.authenticate, async (req: Request, res: Response) => {
     if (req.headers['upload-defer-length'] !== undefined) {
       throw new AppError('validation_error', 'Upload-Defer-Length is not supported: send Upload-Length (the quota is reserved at creation)', {}, true);
     }
@@ -130,7 +168,8 @@ export function tusRoutes(d: TusRoutesDeps): Router {
     const withBody = req.headers['content-type'] !== undefined && (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined);
     if (withBody && req.headers['content-type'] !== OFFSET_TYPE) throw new AppError('unsupported_media_type', `a creation body must be ${OFFSET_TYPE}`, {}, true);
     const owner = d.ownerOf(req);
-    const created = await d.tus.create(owner, { length, name: meta.name, mimeType: chooseMimeType(meta.type, meta.name) });
+    const o = { length, name: meta.name, mimeType: chooseMimeType(meta.type, meta.name) };
+    const created = await settled(req, null, () => d.tus.create(owner, o, d.plug?.create(req, o)));
     const id = created.row.id;
     res.location(`${req.baseUrl}/${id}`);
     if (created.file) {
@@ -138,7 +177,7 @@ export function tusRoutes(d: TusRoutesDeps): Router {
     } else if (withBody) {
       // creation-with-upload: the body is the first PATCH. An error answer still carries the
       // Location set above, so the client can ask for the offset and go on.
-      await finished(req, res, await patchBody(req, id, 0));
+      await finished(req, res, await settled(req, id, () => patchBody(req, id, 0)));
     } else {
       setResultHeaders(res, { offset: 0, expiresAt: created.row.expires_at });
     }
@@ -156,12 +195,14 @@ export function tusRoutes(d: TusRoutesDeps): Router {
     if (req.headers['content-type'] !== OFFSET_TYPE) throw new AppError('unsupported_media_type', `PATCH bodies must be ${OFFSET_TYPE}`, {}, true);
     const offset = intHeader(req, 'Upload-Offset');
     if (offset === undefined) throw new AppError('validation_error', 'Upload-Offset: required', {}, true);
-    await finished(req, res, await patchBody(req, String(req.params.id), offset));
+    const id = String(req.params.id);
+    await finished(req, res, await settled(req, id, () => patchBody(req, id, offset)));
     res.status(204).end();
   });
 
   r.delete('/:id', ...doc('tusDelete'), ...d.authenticate, async (req: Request, res: Response) => {
     await d.tus.terminate(d.ownerOf(req), String(req.params.id));
+    await d.plug?.terminated(req, String(req.params.id));
     res.status(204).end();
   });
   return r;

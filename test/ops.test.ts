@@ -77,8 +77,12 @@ describe('sfs key', () => {
     const ciphertextBefore = files.map((f) => fs.readFileSync(h.store.pathOf(f.id)));
     const rot = sfs(h, [newKey, oldKey], ['key', 'rotate', '--json', '--batch', '3']);
     expect(rot.status, rot.stderr).toBe(0);
-    // Two service secrets: the audit MAC root and the integrity root (token, link and session lookups, row MACs).
-    expect(rot.json()).toMatchObject({ activeKey: newId, rewrapped: 4, skipped: 0, failed: [], secrets: 2, interrupted: false });
+    // Every wrapped service secret is carried: the audit MAC root, the integrity root (token, link
+    // and session lookups, row MACs), the notification seal key; counted from the table.
+    const secretNames = (h.db.prepare('SELECT name FROM secrets ORDER BY name').all() as { name: string }[]).map((r) => r.name);
+    expect(secretNames).toEqual(expect.arrayContaining(['integrity-root', 'notify seal']));
+    expect(rot.json()).toMatchObject({ activeKey: newId, rewrapped: 4, skipped: 0, failed: [], secrets: secretNames.length, interrupted: false });
+    expect(h.db.prepare('SELECT DISTINCT key_id FROM secrets').all()).toEqual([{ key_id: newId }]);
     // Ciphertext is never touched.
     files.forEach((f, i) => expect(fs.readFileSync(h.store.pathOf(f.id)).equals(ciphertextBefore[i]!)).toBe(true));
     expect(sfs(h, [newKey, oldKey], ['key', 'rotate', '--json']).json()).toMatchObject({ rewrapped: 0, failed: [] });

@@ -144,7 +144,10 @@ describe('1. hostile headers and names are answered at once, and the event loop 
       const blockedMs = loop.max / 1e6;
       expect.soft(hostile.status, name).toBe(status);
       expect.soft(health.status, name).toBe(200);
-      if (answeredFast) expect.soft(hostile.ms, `${name}: ${hostile.ms.toFixed(1)} ms`).toBeLessThan(100);
+      // The answer itself includes the route's database round trips (an admin POST on PostgreSQL
+      // under a loaded CI machine takes ~170 ms), so its bound is looser than the event loop's;
+      // the quadratic patterns this guards against took seconds at a tenth of these lengths.
+      if (answeredFast) expect.soft(hostile.ms, `${name}: ${hostile.ms.toFixed(1)} ms`).toBeLessThan(500);
       expect.soft(health.ms, `${name}: /healthz took ${health.ms.toFixed(1)} ms`).toBeLessThan(100);
       expect.soft(blockedMs, `${name}: the event loop was blocked for ${blockedMs.toFixed(1)} ms`).toBeLessThan(100);
     }

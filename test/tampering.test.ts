@@ -111,11 +111,13 @@ describe('tampered files never leak unverified bytes', () => {
     }
     expect(r.received.length === SIZE && r.clean).toBe(false);
     // Logged as an integrity error with the request id.
-    await new Promise((res) => setTimeout(res, 20));
-    expect(h.logLines.some((l) => l.includes('integrity_error') && l.includes(r.requestId))).toBe(true);
+    // The log line and the audit row are written after the connection is cut, so the client can
+    // only wait for them (on PostgreSQL the audit append takes a few round trips).
+    await expect.poll(() => h.logLines.some((l) => l.includes('integrity_error') && l.includes(r.requestId)), { timeout: 5000 }).toBe(true);
     // An audit event records the failed download.
-    const [ev] = await h.sql<{ outcome: string; details: string }>("SELECT outcome, details FROM audit_events WHERE action = 'file.download' AND file_id = ? ORDER BY seq DESC LIMIT 1", [target.id]);
-    expect(ev!.outcome).toBe('failure');
+    const failed = async () => (await h.sql<{ outcome: string; details: string }>("SELECT outcome, details FROM audit_events WHERE action = 'file.download' AND file_id = ? ORDER BY seq DESC LIMIT 1", [target.id]))[0];
+    await expect.poll(async () => (await failed())?.outcome, { timeout: 5000 }).toBe('failure');
+    const ev = await failed();
     expect(JSON.parse(ev!.details).integrityError).toBe(true);
     // The scrub reports the same file as corrupt, and the untouched one as ok.
     const report = await scrub(h.app.services.vault, h.blobs, { fileId: target.id });

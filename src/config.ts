@@ -117,9 +117,23 @@ export interface OidcConfig {
   disableLocalPasswords: boolean;
   /** Where the provider sends the browser back: PUBLIC_URL + /login/sso/callback. */
   redirectUri: string;
+  /**
+   * OIDC_TRUST_PROVIDER_MFA: a provider sign-in whose ID token says it used a second factor
+   * (amr mfa/otp/hwk/swk, or acr in mfaAcr) counts as both factors; off: the local second step always.
+   */
+  trustProviderMfa: boolean;
+  /** OIDC_MFA_ACR: acr values that mean the provider checked a second factor (with trustProviderMfa). */
+  mfaAcr: string[];
 }
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/** An off|on setting (default off); anything else is a configuration error. */
+function onOff(env: Env, name: string): boolean {
+  const v = (env[name]?.trim() || 'off').toLowerCase();
+  if (v !== 'off' && v !== 'on') throw new ConfigError(name, `expected off or on, got "${v}"`);
+  return v === 'on';
+}
 
 /** OIDC_*: all off unless OIDC_ISSUER is set; then the client id and secret and PUBLIC_URL are required. */
 function oidcConfig(env: Env, publicUrl: string | undefined): OidcConfig | null {
@@ -169,6 +183,10 @@ function oidcConfig(env: Env, publicUrl: string | undefined): OidcConfig | null 
     name,
     disableLocalPasswords: bool(env, 'OIDC_DISABLE_LOCAL_PASSWORDS', false),
     redirectUri: `${publicUrl}/login/sso/callback`,
+    trustProviderMfa: onOff(env, 'OIDC_TRUST_PROVIDER_MFA'),
+    mfaAcr: str(env, 'OIDC_MFA_ACR', '')
+      .split(/[\s,]+/)
+      .filter(Boolean),
   };
 }
 

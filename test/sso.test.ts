@@ -4,10 +4,11 @@
  * for the provider). What each case checks is what the client received: the redirect, the
  * page's status, whether the session works, and the rows and audit events left behind.
  */
+import { generate } from 'otplib';
 import supertest from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
-import { ADMIN, makeHarness, makeUser, setupAdmin, type Harness } from './helpers.js';
+import { ADMIN, SETUP_CODE, makeHarness, makeUser, setupAdmin, type Harness } from './helpers.js';
 import { CLIENT, startOp, throughProvider, type TestOp } from './oidc-op.js';
 
 const APP = 'http://sfs.test';
@@ -28,7 +29,11 @@ afterEach(() => {
 
 async function harness(extra: Record<string, string> = {}): Promise<Harness> {
   h = await makeHarness(op.env(APP, extra));
-  adminToken = await setupAdmin(h);
+  if (extra.REQUIRE_2FA) {
+    // Under the policy a factorless admin gets no token by password: set up only.
+    const s = await h.request.post('/api/v1/setup').send({ setupCode: SETUP_CODE, ...ADMIN });
+    expect(s.status).toBe(201);
+  } else adminToken = await setupAdmin(h);
   return h;
 }
 
@@ -404,6 +409,129 @@ describe('local passwords and sign-out', () => {
   });
 });
 
+/** Enrols TOTP on the pages for a signed-in agent; returns the secret. */
+async function enrolTotp(agent: Agent): Promise<string> {
+  const _csrf = await csrfFrom(agent, '/account/2fa');
+  expect((await agent.post('/account/2fa/totp').type('form').set(HTML).send({ _csrf })).headers.location).toBe('/account/2fa/totp');
+  const page = await agent.get('/account/2fa/totp').set(HTML);
+  const secret = /data-totp-secret>([A-Z2-7]+)</.exec(page.text)![1]!;
+  const c = /name="_csrf" value="([^"]+)"/.exec(page.text)![1]!;
+  const confirm = await agent.post('/account/2fa/totp/confirm').type('form').set(HTML).send({ _csrf: c, code: await generate({ secret }) });
+  expect(confirm.headers.location).toBe('/account/2fa/recovery-codes');
+  return secret;
+}
+
+/** A code for the next 30-second step: within the accepted drift, and never the step the enrolment used. */
+const nextCode = (secret: string) => generate({ secret, epoch: Math.floor(Date.now() / 1000) + 30 });
+
+describe('single sign-on and second factors', () => {
+  /** An SSO user (created just in time) who has enrolled TOTP here; returns the secret. */
+  async function ssoUserWithTotp(sub: string, name: string): Promise<string> {
+    op.login = { sub, email: `${name}@example.com`, email_verified: true, preferred_username: name };
+    const { agent, r } = await ssoSignIn();
+    expect(r.headers.location).toBe('/files');
+    return enrolTotp(agent);
+  }
+
+  it('asks an SSO user with TOTP for the code (no full session before it); logout still goes to the provider after it', async () => {
+    await harness({ OIDC_AUTO_CREATE: 'true' });
+    const secret = await ssoUserWithTotp('tina-sub', 'tina');
+    const { agent, r } = await ssoSignIn();
+    expect(r.status).toBe(303);
+    expect(r.headers.location).toBe('/login/2fa');
+    // Half signed in: nothing treats the session as signed in.
+    const files = await agent.get('/files').set(HTML);
+    expect(files.status).toBe(303);
+    expect(files.headers.location).toMatch(/^\/login/);
+    expect(await whoAmI(agent)).toBeNull();
+    const step = await agent.get('/login/2fa').set(HTML);
+    expect(step.text).toContain('You signed in with Test IdP. Now prove it is you with your second factor.');
+    const _csrf = await csrfFrom(agent, '/login/2fa');
+    const done = await agent.post('/login/2fa').type('form').set(HTML).send({ _csrf, code: await nextCode(secret) });
+    expect(done.status, done.text.slice(0, 3000)).toBe(303);
+    expect(done.headers.location).toBe('/files');
+    expect(await whoAmI(agent)).toBe('tina');
+    // The sign-in list names the method.
+    const account = await agent.get('/account').set(HTML);
+    expect(account.text).toContain('<td data-label="Method">sso+totp</td>');
+    // The SSO marker survived the second step's new session id: sign-out goes to the provider.
+    const c = await csrfFrom(agent, '/account');
+    const out = await agent.post('/logout').type('form').set(HTML).send({ _csrf: c });
+    expect(new URL(out.headers.location!).origin).toBe(op.issuer);
+    expect(await whoAmI(agent)).toBeNull();
+  });
+
+  it('REQUIRE_2FA=all sends an SSO user without a factor to enrolment, and nowhere else', async () => {
+    await harness({ OIDC_AUTO_CREATE: 'true', REQUIRE_2FA: 'all' });
+    op.login = { sub: 'una-sub', email: 'una@example.com', email_verified: true, preferred_username: 'una' };
+    const { agent, r } = await ssoSignIn();
+    expect(r.headers.location).toBe('/account/2fa?required=1');
+    const files = await agent.get('/files').set(HTML);
+    expect(files.status).toBe(303);
+    expect(files.headers.location).toBe('/account/2fa?required=1');
+  });
+
+  it.each([
+    ['amr mfa', { OIDC_TRUST_PROVIDER_MFA: 'on' }, { amr: ['pwd', 'mfa'] }, true],
+    ['amr hwk', { OIDC_TRUST_PROVIDER_MFA: 'on' }, { amr: ['hwk'] }, true],
+    ['a configured acr', { OIDC_TRUST_PROVIDER_MFA: 'on', OIDC_MFA_ACR: 'gold, urn:mace:incommon:iap:silver' }, { acr: 'gold' }, true],
+    ['no amr', { OIDC_TRUST_PROVIDER_MFA: 'on' }, {}, false],
+    ['amr pwd only and another acr', { OIDC_TRUST_PROVIDER_MFA: 'on', OIDC_MFA_ACR: 'gold' }, { amr: ['pwd'], acr: 'bronze' }, false],
+    ['the setting off, amr mfa', {}, { amr: ['mfa'] }, false],
+  ])('OIDC_TRUST_PROVIDER_MFA with %s: provider trusted = %s', async (_name, env, claims, trusted) => {
+    await harness({ OIDC_AUTO_CREATE: 'true', ...env });
+    const secret = await ssoUserWithTotp('vic-sub', 'vic');
+    op.tamper = { claims: (c) => ({ ...c, ...claims }) };
+    const { agent, r } = await ssoSignIn();
+    expect(r.status).toBe(303);
+    if (trusted) {
+      expect(r.headers.location).toBe('/files');
+      expect(await whoAmI(agent)).toBe('vic');
+      expect((await agent.get('/account').set(HTML)).text).toContain('<td data-label="Method">sso+provider-mfa</td>');
+    } else {
+      expect(r.headers.location).toBe('/login/2fa');
+      expect(await whoAmI(agent)).toBeNull();
+      const _csrf = await csrfFrom(agent, '/login/2fa');
+      expect((await agent.post('/login/2fa').type('form').set(HTML).send({ _csrf, code: await nextCode(secret) })).headers.location).toBe('/files');
+      expect(await whoAmI(agent)).toBe('vic');
+    }
+    const logins = await events('sso.login');
+    expect(JSON.parse(logins.at(-1)!.details).providerMfa).toBe(trusted);
+  });
+
+  it('a trusted provider sign-in meets REQUIRE_2FA for a user without a local factor', async () => {
+    await harness({ OIDC_AUTO_CREATE: 'true', REQUIRE_2FA: 'all', OIDC_TRUST_PROVIDER_MFA: 'on' });
+    op.login = { sub: 'wes-sub', email: 'wes@example.com', email_verified: true, preferred_username: 'wes' };
+    op.tamper = { claims: (c) => ({ ...c, amr: ['otp'] }) };
+    const { agent, r } = await ssoSignIn();
+    expect(r.headers.location).toBe('/files');
+    expect((await agent.get('/files').set(HTML)).status).toBe(200);
+  });
+
+  it('the sign-in list on /account shows an SSO sign-in with method "sso"', async () => {
+    await harness({ OIDC_AUTO_CREATE: 'true' });
+    op.login = { sub: 'xena-sub', email: 'xena@example.com', email_verified: true, preferred_username: 'xena' };
+    const { agent } = await ssoSignIn();
+    const page = await agent.get('/account').set(HTML);
+    expect(page.text).toContain('<td data-label="Method">sso</td>');
+  });
+
+  it('a just-in-time SSO user sees no "current password" form; a local user (linked or not) does', async () => {
+    await harness({ OIDC_AUTO_CREATE: 'true' });
+    op.login = { sub: 'yan-sub', email: 'yan@example.com', email_verified: true, preferred_username: 'yan' };
+    const jit = await (await ssoSignIn()).agent.get('/account').set(HTML);
+    expect(jit.text).toContain('data-no-local-password');
+    expect(jit.text).not.toContain('name="currentPassword"');
+    await makeUser(h, adminToken, 'zoe');
+    const local = supertest.agent(h.app);
+    const _csrf = await csrfFrom(local, '/login');
+    await local.post('/login').type('form').set(HTML).send({ _csrf, username: 'zoe', password: 'zoe password 123' });
+    const own = await local.get('/account').set(HTML);
+    expect(own.text).toContain('name="currentPassword"');
+    expect(own.text).not.toContain('data-no-local-password');
+  });
+});
+
 describe('OIDC settings', () => {
   const base = { OIDC_ISSUER: 'https://id.example.com/realms/staff', OIDC_CLIENT_ID: 'sfs', OIDC_CLIENT_SECRET: 's3cret', PUBLIC_URL: 'https://files.example.com/' };
   it('builds the redirect URI from PUBLIC_URL and reads every setting', () => {
@@ -416,7 +544,10 @@ describe('OIDC settings', () => {
       autoCreate: true,
       disableLocalPasswords: false,
       name: 'Keycloak',
+      trustProviderMfa: false,
+      mfaAcr: [],
     });
+    expect(loadConfig({ ...base, OIDC_TRUST_PROVIDER_MFA: 'on', OIDC_MFA_ACR: 'gold silver' }, '/tmp').oidc).toMatchObject({ trustProviderMfa: true, mfaAcr: ['gold', 'silver'] });
     expect(loadConfig({}, '/tmp').oidc).toBeNull();
   });
   it.each([
@@ -426,6 +557,7 @@ describe('OIDC settings', () => {
     [{ OIDC_CLIENT_ID: '' }, 'OIDC_CLIENT_ID'],
     [{ OIDC_ADMIN_CLAIM: 'groups' }, 'OIDC_ADMIN_VALUE'],
     [{ OIDC_AUTO_CREATE: 'maybe' }, 'OIDC_AUTO_CREATE'],
+    [{ OIDC_TRUST_PROVIDER_MFA: 'yes' }, 'OIDC_TRUST_PROVIDER_MFA'],
     [{ OIDC_ISSUER: '', OIDC_CLIENT_ID: 'x' }, 'OIDC_CLIENT_ID'],
   ])('%o is refused naming %s', (change, variable) => {
     expect(() => loadConfig({ ...base, ...change }, '/tmp')).toThrow(new RegExp(`^${variable}:`));

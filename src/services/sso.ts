@@ -72,6 +72,9 @@ export interface SsoDeps {
 /** How long a started sign-in may take at the provider before its state is refused. */
 export const PENDING_MAX_MS = 10 * 60 * 1000;
 
+/** RFC 8176 amr values that mean a second factor was used (mfa itself, a one-time code, a hardware or software key). */
+const MFA_AMR = new Set(['mfa', 'otp', 'hwk', 'swk']);
+
 const USERNAME_CHARS = /[^A-Za-z0-9._-]+/g;
 
 export class SsoService {
@@ -182,6 +185,29 @@ export class SsoService {
     if (!claims) throw new SsoError('token_invalid', 'no ID token');
     const email = typeof claims.email === 'string' ? claims.email.toLowerCase() : null;
     return { issuer: claims.iss, subject: claims.sub, email, claims: claims as Record<string, unknown> };
+  }
+
+  /**
+   * True when nobody knows this user's local password: the account was created by a sign-in
+   * here (its identity row is as old as the user, and a JIT password is random) and no admin
+   * has set one since (passwordResetAt). The account page then offers no "current password" form.
+   */
+  async noKnownPassword(user: UserRow): Promise<boolean> {
+    if (user.passwordResetAt !== null) return false;
+    return (await this.identities.listForUser(user.id)).some((r) => r.createdAt === user.createdAt);
+  }
+
+  /**
+   * True when this sign-in counts as both factors: only with OIDC_TRUST_PROVIDER_MFA on, and
+   * only when the validated ID token says the provider checked a second factor (amr names one,
+   * or acr is a configured OIDC_MFA_ACR value). Anything else gets the local second step.
+   */
+  providerProvedMfa(id: SsoIdentity): boolean {
+    const c = this.deps.oidc;
+    if (!c.trustProviderMfa) return false;
+    const amr = Array.isArray(id.claims.amr) ? id.claims.amr.filter((v): v is string => typeof v === 'string') : [];
+    if (amr.some((m) => MFA_AMR.has(m))) return true;
+    return typeof id.claims.acr === 'string' && c.mfaAcr.includes(id.claims.acr);
   }
 
   /** True when `email` may sign in under OIDC_ALLOWED_DOMAINS (a verified email is needed when domains are set). */

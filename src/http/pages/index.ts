@@ -59,7 +59,8 @@ export function pageRoutes(d: PagesDeps): Router {
   // REQUIRE_2FA: a signed-in user it covers who has no factor yet may only enrol (or sign out).
   // Read on every request, so the policy and an enrolment take effect at once.
   r.use(async (req, res, next) => {
-    if (!req.webUser || enrolmentPath(req.method, req.path) || !(await d.mfa.mustEnrol(req.webUser))) return next();
+    // A provider sign-in trusted as both factors (OIDC_TRUST_PROVIDER_MFA, with mfa in its ID token) meets the policy.
+    if (!req.webUser || req.session.providerMfa || enrolmentPath(req.method, req.path) || !(await d.mfa.mustEnrol(req.webUser))) return next();
     if (wantsJson(req)) throw new AppError('mfa_enrolment_required', 'set up a second factor on /account/2fa first');
     res.redirect(303, '/account/2fa?required=1');
   });

@@ -40,7 +40,7 @@ export function mfaPages(d: PagesDeps): Router {
   const renderStep = async (req: Request, res: Response, status: number, error: string | null) => {
     const user = (await pendingUser(req, steps))!;
     const s = await mfa.summary(user.id);
-    res.status(status).render('login-2fa', { title: 'Second step', error, hasTotp: s.totp, hasPasskeys: s.passkeys.length > 0, scripts: ['vendor/simplewebauthn-browser.js', 'passkeys.js'] });
+    res.status(status).render('login-2fa', { title: 'Second step', error, viaSso: req.session.pending?.method === 'sso', hasTotp: s.totp, hasPasskeys: s.passkeys.length > 0, scripts: ['vendor/simplewebauthn-browser.js', 'passkeys.js'] });
   };
 
   r.get('/login/2fa', async (req, res) => {

@@ -1,8 +1,7 @@
 /**
  * The sign-in steps every sign-in method goes through, in one place:
  *
- *   first factor proven (a password today; single sign-on plugs in here too: call
- *   firstFactorProven with its own method name)
+ *   first factor proven (a password, or a sign-in at the OpenID provider: method 'sso')
  *     -> the user has a second factor: a half-signed-in session (`pending`, no `uid`, so no page
  *        and no API treats it as signed in) that only /login/2fa and the passkey step accept,
  *        for at most PENDING_MS
@@ -29,10 +28,20 @@ declare module 'express-session' {
     sudoAt?: number;
     /** How this session signed in (shown in the sign-in list through the audit log). */
     method?: string;
+    /** This session signed in through the provider (sign-out then goes there too); survives the second step. */
+    viaSso?: boolean;
+    /** The provider's sign-in counted as both factors (OIDC_TRUST_PROVIDER_MFA): REQUIRE_2FA is met for this session. */
+    providerMfa?: boolean;
     /** The WebAuthn challenge this session is answering, and what for. */
     webauthn?: { challenge: string; purpose: 'login' | 'register' | 'sudo'; at: number };
   }
 }
+
+/** The method name of a provider sign-in that counted as both factors (OIDC_TRUST_PROVIDER_MFA). */
+export const SSO_PROVIDER_MFA = 'sso+provider-mfa';
+
+/** True for every method that began at the OpenID provider ('sso', 'sso+totp', ...). */
+export const viaProvider = (method: string): boolean => method === 'sso' || method.startsWith('sso+');
 
 /** How long the second step may take after the password. */
 export const PENDING_MS = 5 * 60 * 1000;
@@ -89,9 +98,15 @@ export async function completeSignIn(req: Request, d: SecondStepDeps, user: User
   await signIn(req, user, () => d.accounts.stillValid(user));
   req.session.sudoAt = d.now();
   req.session.method = method;
+  // The markers are set on the fresh session: the half-signed-in one (if any) is gone by now.
+  // viaSso sends sign-out to the provider (RP-initiated logout) whatever the second step was.
+  if (viaProvider(method)) req.session.viaSso = true;
+  const providerMfa = method === SSO_PROVIDER_MFA;
+  if (providerMfa) req.session.providerMfa = true;
   await d.audit.record({ actor: user.id, action: 'auth.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { via: 'page', method } });
-  await d.notify?.signedIn(user.id, req.ip ?? null, method.includes('passkey') && !method.includes('password') ? 'passkey' : 'browser');
-  if (await d.mfa.mustEnrol(user)) return '/account/2fa?required=1';
+  const via = viaProvider(method) ? 'single sign-on' : method.includes('passkey') && !method.includes('password') ? 'passkey' : 'browser';
+  await d.notify?.signedIn(user.id, req.ip ?? null, via);
+  if (!providerMfa && (await d.mfa.mustEnrol(user))) return '/account/2fa?required=1';
   if ((await d.mfa.notices.take(user.id)) !== null) return '/account?msg=mfa-reset';
   return safeNext(next);
 }

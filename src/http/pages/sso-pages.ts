@@ -10,16 +10,16 @@
  */
 import { Router, type Request, type Response } from 'express';
 import { clientOf } from '../context.js';
+import { isAppError } from '../../errors.js';
 import { requireAdminUser, requireUser, safeNext, signIn, signOut, webUser } from './auth.js';
 import type { PagesDeps } from './shared.js';
+import { completeSignIn, firstFactorProven, SSO_PROVIDER_MFA } from './second-step.js';
 import { SsoError, type PendingSso, type SsoRefusal, type SsoService } from '../../services/sso.js';
 
 declare module 'express-session' {
   interface SessionData {
     /** A sign-in started at the provider and not yet come back (single use). */
     ssoPending?: PendingSso;
-    /** This session signed in through the provider (sign-out then goes there too). */
-    viaSso?: boolean;
   }
 }
 
@@ -100,21 +100,24 @@ export function ssoPages(d: PagesDeps, sso: SsoService): Router {
         return void res.redirect(303, '/account?msg=sso-linked');
       }
       const { user, created } = await sso.signInAs(id);
-      try {
-        await signIn(req, user, () => d.accounts.stillValid(user));
-      } catch {
-        throw new SsoError('disabled', 'disabled while signing in');
-      }
-      req.session.viaSso = true;
-      // Signing in at the provider is a fresh proof for sudo mode (an SSO user may have no password here).
-      req.session.sudoAt = Date.now();
-      req.session.method = 'sso';
       if (created) {
         await d.audit.record({ actor: user.id, action: 'user.create', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { username: user.username, role: user.role, via: 'sso' } });
       }
-      await d.audit.record({ actor: user.id, action: 'sso.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { issuer: id.issuer, email: id.email, created, role: user.role } });
-      await d.notify.signedIn(user.id, req.ip ?? null, 'single sign-on');
-      res.redirect(303, safeNext(pending?.next));
+      // The provider proved the first factor. A second one is asked for here exactly as after a
+      // password, unless OIDC_TRUST_PROVIDER_MFA is on and the ID token says the provider used one.
+      const providerMfa = sso.providerProvedMfa(id);
+      await d.audit.record({ actor: user.id, action: 'sso.login', outcome: 'success', subjectUserId: user.id, ...clientOf(req), details: { issuer: id.issuer, email: id.email, created, role: user.role, providerMfa } });
+      const steps = { accounts: d.accounts, audit: d.audit, mfa: d.mfa, sudoMs: d.config.sudoMs, now: d.now, notify: d.notify };
+      const next = safeNext(pending?.next);
+      let to: string;
+      try {
+        // The second step's pending session (or the full one) is a fresh session id either way.
+        to = providerMfa ? await completeSignIn(req, steps, user, SSO_PROVIDER_MFA, next) : await firstFactorProven(req, steps, user, 'sso', next);
+      } catch (err) {
+        if (isAppError(err, 'unauthorized')) throw new SsoError('disabled', 'disabled while signing in');
+        throw err;
+      }
+      res.redirect(303, to);
     } catch (err) {
       await refuse(req, res, err, mode, req.webUser?.id ?? null);
     }
@@ -134,7 +137,11 @@ export function ssoPages(d: PagesDeps, sso: SsoService): Router {
 
   // The account page lists the linked identities and offers to link one.
   r.get('/account', async (req, res, next) => {
-    if (req.webUser) res.locals.ssoLinks = await sso.listFor(webUser(req).id);
+    if (req.webUser) {
+      res.locals.ssoLinks = await sso.listFor(webUser(req).id);
+      // A just-in-time account has a random password nobody knows: no "current password" form for it.
+      res.locals.ssoNoPassword = await sso.noKnownPassword(webUser(req));
+    }
     next();
   });
 

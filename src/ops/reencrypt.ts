@@ -22,7 +22,8 @@ import type { Database, Trx } from '../db/database.js';
 import type { FileRow } from '../db/files.js';
 import type { VaultService } from '../services/vault.js';
 import { blobIdOf, type BlobStore } from '../storage/blob-store.js';
-import { DiskBlobStore, syncDir } from '../storage/disk.js';
+import { DiskBlobStore } from '../storage/disk.js';
+import { syncDir, writeAll } from '../storage/fs-io.js';
 
 export interface ReencryptResult {
   reencrypted: number;
@@ -310,11 +311,4 @@ function openProgress(file: string): Progress {
     },
     close: () => fs.closeSync(fd),
   };
-}
-
-async function writeAll(fh: fsp.FileHandle, pieces: Buffer[]): Promise<void> {
-  for (const p of pieces) {
-    let off = 0;
-    while (off < p.length) off += (await fh.write(p, off, p.length - off)).bytesWritten;
-  }
 }

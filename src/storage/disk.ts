@@ -7,6 +7,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { BLOB_ID_PATTERN, type BlobStat, type BlobStore, type StoreEntry } from './blob-store.js';
+import { syncDir, writeAll } from './fs-io.js';
 import { DiskPartials, PARTIAL_DIR, type PartialStore } from './partial.js';
 
 const ID_PATTERN = BLOB_ID_PATTERN;
@@ -179,37 +180,5 @@ export class DiskBlobStore implements BlobStore {
       }
     }
     return removed;
-  }
-}
-
-async function writeAll(fh: fsp.FileHandle, buffers: Buffer[]): Promise<void> {
-  let pending = buffers;
-  while (pending.length) {
-    const { bytesWritten } = await fh.writev(pending);
-    // writev may write short; drop what was written and retry the rest.
-    let left = bytesWritten;
-    const rest: Buffer[] = [];
-    for (const b of pending) {
-      if (left >= b.length) left -= b.length;
-      else {
-        rest.push(left > 0 ? b.subarray(left) : b);
-        left = 0;
-      }
-    }
-    pending = rest;
-  }
-}
-
-/** Makes renames in `dir` durable (fsync of the directory; best effort where a platform cannot). */
-export async function syncDir(dir: string): Promise<void> {
-  // Make the rename durable; not all platforms allow fsync on a directory.
-  let fh: fsp.FileHandle | undefined;
-  try {
-    fh = await fsp.open(dir, 'r');
-    await fh.sync();
-  } catch {
-    /* best effort */
-  } finally {
-    await fh?.close().catch(() => {});
   }
 }

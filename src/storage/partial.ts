@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { BLOB_ID_PATTERN } from './blob-store.js';
+import { syncDir, writeAll } from './fs-io.js';
 
 /** A durable point of an incomplete upload: this many ciphertext bytes survive a crash. */
 export interface Checkpoint {
@@ -93,7 +94,7 @@ export class DiskPartials implements PartialStore {
       if (cipherBytes <= header.length) {
         // Nothing durable yet past the header: start the file afresh.
         await fh.truncate(0);
-        await writeAt(fh, [header], 0);
+        await writeAll(fh, [header], 0);
         pos = header.length;
       } else {
         if (size < cipherBytes) throw new PartialMissingError(`incomplete upload ${id} holds ${size} bytes, its row says ${cipherBytes}`);
@@ -128,7 +129,7 @@ class DiskPartialWriter implements PartialWriter {
   ) {}
 
   async append(pieces: Buffer[]): Promise<Checkpoint | null> {
-    const n = await writeAt(this.fh, pieces, this.pos);
+    const n = await writeAll(this.fh, pieces, this.pos);
     this.pos += n;
     this.sinceSync += n;
     if (this.sinceSync < DISK_CHECKPOINT_BYTES) return null;
@@ -156,38 +157,5 @@ class DiskPartialWriter implements PartialWriter {
     if (this.closed) return;
     this.closed = true;
     await this.fh.close().catch(() => {});
-  }
-}
-
-async function writeAt(fh: fsp.FileHandle, pieces: Buffer[], pos: number): Promise<number> {
-  let written = 0;
-  let pending = pieces.filter((p) => p.length > 0);
-  while (pending.length) {
-    const { bytesWritten } = await fh.writev(pending, pos + written);
-    written += bytesWritten;
-    let left = bytesWritten;
-    const rest: Buffer[] = [];
-    for (const b of pending) {
-      if (left >= b.length) left -= b.length;
-      else {
-        rest.push(left > 0 ? b.subarray(left) : b);
-        left = 0;
-      }
-    }
-    pending = rest;
-  }
-  return written;
-}
-
-/** fsync of a directory, so a rename in it is durable (best effort where a platform cannot). */
-async function syncDir(dir: string): Promise<void> {
-  let fh: fsp.FileHandle | undefined;
-  try {
-    fh = await fsp.open(dir, 'r');
-    await fh.sync();
-  } catch {
-    /* best effort */
-  } finally {
-    await fh?.close().catch(() => {});
   }
 }

@@ -168,16 +168,9 @@ export function filePages(d: PagesDeps): Router {
       deleteAfter: field(req, 'deleteAfter') === 'yes',
     };
     const fail = (message: string) => renderFile(req, res, file, { form, formError: message }, 400);
-    const expires = Number(form.expires);
-    if (!Number.isInteger(expires) || expires < 60 || expires > config.shareMaxTtl) return void (await fail('Choose how long the link should work.'));
-    let maxDownloads: number | null = null;
-    if (form.maxDownloads !== '') {
-      maxDownloads = Number(form.maxDownloads);
-      if (!Number.isInteger(maxDownloads) || maxDownloads < 1 || maxDownloads > 1_000_000) {
-        return void (await fail('Maximum downloads must be a whole number from 1 to 1,000,000, or empty for no limit.'));
-      }
-    }
-    if (form.note.length > 500) return void (await fail('The note can have at most 500 characters.'));
+    const options = linkOptions(form, config.shareMaxTtl);
+    if ('error' in options) return void (await fail(options.error));
+    const { expires, maxDownloads } = options;
     if (form.deleteAfter && maxDownloads === null) return void (await fail('To delete the file after the last download, set a maximum number of downloads.'));
     // One address per line or separated by commas; each checked as the API checks it.
     const recipients = [...new Set(form.recipients.split(/[\s,;]+/).filter(Boolean).map((a) => a.toLowerCase()))];
@@ -280,16 +273,9 @@ export function filePages(d: PagesDeps): Router {
     const files = await ownedFiles(req);
     const form = { expires: field(req, 'expires'), maxDownloads: field(req, 'maxDownloads').trim(), note: field(req, 'note').trim() };
     const fail = (message: string) => renderBundleForm(req, res, files, { form, formError: message }, 400);
-    const expires = Number(form.expires);
-    if (!Number.isInteger(expires) || expires < 60 || expires > config.shareMaxTtl) return void (await fail('Choose how long the link should work.'));
-    let maxDownloads: number | null = null;
-    if (form.maxDownloads !== '') {
-      maxDownloads = Number(form.maxDownloads);
-      if (!Number.isInteger(maxDownloads) || maxDownloads < 1 || maxDownloads > 1_000_000) {
-        return void (await fail('Maximum downloads must be a whole number from 1 to 1,000,000, or empty for no limit.'));
-      }
-    }
-    if (form.note.length > 500) return void (await fail('The note can have at most 500 characters.'));
+    const options = linkOptions(form, config.shareMaxTtl);
+    if ('error' in options) return void (await fail(options.error));
+    const { expires, maxDownloads } = options;
     let created;
     try {
       created = await d.shares.createBundle(user.id, files, { expiresInSeconds: expires, maxDownloads, password: field(req, 'password'), note: form.note || undefined });
@@ -348,4 +334,19 @@ export function filePages(d: PagesDeps): Router {
   r.get('/files/:id/download', requireUser, download);
 
   return r;
+}
+
+/** Checks the options both link forms share (lifetime, download limit, note): the values, or the message the form shows. */
+function linkOptions(form: { expires: string; maxDownloads: string; note: string }, shareMaxTtl: number): { expires: number; maxDownloads: number | null } | { error: string } {
+  const expires = Number(form.expires);
+  if (!Number.isInteger(expires) || expires < 60 || expires > shareMaxTtl) return { error: 'Choose how long the link should work.' };
+  let maxDownloads: number | null = null;
+  if (form.maxDownloads !== '') {
+    maxDownloads = Number(form.maxDownloads);
+    if (!Number.isInteger(maxDownloads) || maxDownloads < 1 || maxDownloads > 1_000_000) {
+      return { error: 'Maximum downloads must be a whole number from 1 to 1,000,000, or empty for no limit.' };
+    }
+  }
+  if (form.note.length > 500) return { error: 'The note can have at most 500 characters.' };
+  return { expires, maxDownloads };
 }

@@ -411,3 +411,36 @@ describe('CSRF and page errors', () => {
     expect(self.text).toContain('last active admin');
   });
 });
+
+describe('link forms refuse bad options', () => {
+  // One row per refusal; each is posted to the single-file link form and to the bundle form,
+  // which share the check, and neither may create a link.
+  const bad: [string, Record<string, string>, string][] = [
+    ['lifetime below a minute', { expires: '59' }, 'Choose how long the link should work.'],
+    ['lifetime not a number', { expires: 'soon' }, 'Choose how long the link should work.'],
+    ['downloads zero', { maxDownloads: '0' }, 'Maximum downloads must be a whole number from 1 to 1,000,000'],
+    ['downloads fractional', { maxDownloads: '1.5' }, 'Maximum downloads must be a whole number from 1 to 1,000,000'],
+    ['note too long', { note: 'x'.repeat(501) }, 'The note can have at most 500 characters.'],
+  ];
+  it.each(bad)('%s: 400 with the form message on both forms, no link', async (_name, fields, message) => {
+    h = await makeHarness();
+    const token = await setupAdmin(h);
+    const ids: string[] = [];
+    for (const name of ['a.txt', 'b.txt']) {
+      const up = await h.request.put(`/api/v1/uploads/${name}`).set('Authorization', `Bearer ${token}`).send(Buffer.from(name));
+      ids.push(up.body.file.id as string);
+    }
+    const { agent } = await signIn();
+    const good = { expires: '3600', maxDownloads: '', note: '' };
+    // Each form's token first: a GET may renew the CSRF cookie, and a request takes the jar's cookies when built.
+    const fileCsrf = await csrfFrom(agent, `/files/${ids[0]}`);
+    const single = await agent.post(`/files/${ids[0]}/shares`).type('form').set(HTML).send({ _csrf: fileCsrf, ...good, ...fields });
+    expect(single.status).toBe(400);
+    expect(single.text).toContain(message);
+    const filesCsrf = await csrfFrom(agent, '/files');
+    const bundle = await agent.post('/bundles').type('form').set(HTML).send(`${new URLSearchParams({ _csrf: filesCsrf, ...good, ...fields })}&fileIds=${ids[0]}&fileIds=${ids[1]}`);
+    expect(bundle.status).toBe(400);
+    expect(bundle.text).toContain(message);
+    expect(await h.sql('SELECT id FROM shares')).toEqual([]);
+  });
+});

@@ -121,6 +121,23 @@ export function requestUploadRoutes(d: RequestUploadDeps): Router {
   const passwordFailure = (req: Request, t: RequestUploadTarget) =>
     d.audit.record({ actor: `request:${t.requestId}`, action: 'request.password_failure', outcome: 'failure', subjectUserId: t.ownerId, ...clientOf(req), details: { requestId: t.requestId } });
 
+  /**
+   * Lets a request through a password-protected link only with a valid page ticket or the right
+   * Basic-auth password (a wrong one is audited); one check for the multipart, PUT and tus routes.
+   */
+  const requirePassword = async (req: Request, t: RequestUploadTarget): Promise<void> => {
+    if (!t.request.passwordHash) return;
+    const ticket = ticketOf(req);
+    if (ticket !== undefined && d.requests.checkTicket(t.request, ticket)) return;
+    const password = passwordOf(req);
+    const challenge = { 'WWW-Authenticate': 'Basic realm="upload request", charset="UTF-8"' };
+    if (password === undefined) throw new AppError('unauthorized', 'this upload link needs a password (HTTP Basic auth, any user name)', challenge, true);
+    if (!(await d.requests.checkPassword(t.request, password))) {
+      await passwordFailure(req, t);
+      throw new AppError('unauthorized', 'wrong password for this upload link', challenge, true);
+    }
+  };
+
   const missingPage = (res: Response) => res.status(404).render('request-missing');
 
   const renderPage = (req: Request, res: Response, t: RequestUploadTarget, ticket: string | null) => {
@@ -195,18 +212,7 @@ export function requestUploadRoutes(d: RequestUploadDeps): Router {
         throw err;
       }
     }
-    if (t.request.passwordHash) {
-      const ticket = ticketOf(req);
-      if (!(ticket !== undefined && d.requests.checkTicket(t.request, ticket))) {
-        const password = passwordOf(req);
-        const challenge = { 'WWW-Authenticate': 'Basic realm="upload request", charset="UTF-8"' };
-        if (password === undefined) throw new AppError('unauthorized', 'this upload link needs a password (HTTP Basic auth, any user name)', challenge, true);
-        if (!(await d.requests.checkPassword(t.request, password))) {
-          await passwordFailure(req, t);
-          throw new AppError('unauthorized', 'wrong password for this upload link', challenge, true);
-        }
-      }
-    }
+    await requirePassword(req, t);
     const quota = await d.vault.quota.lease(t.ownerId);
     const lease = t.openLease();
     res.locals.requestUpload = { target: t, lease, quota } satisfies Upload;
@@ -304,18 +310,7 @@ export function requestUploadRoutes(d: RequestUploadDeps): Router {
         }
         throw new AppError('not_found', GONE, {}, true);
       }
-      if (t.request.passwordHash) {
-        const ticket = ticketOf(req);
-        if (!(ticket !== undefined && d.requests.checkTicket(t.request, ticket))) {
-          const password = passwordOf(req);
-          const challenge = { 'WWW-Authenticate': 'Basic realm="upload request", charset="UTF-8"' };
-          if (password === undefined) throw new AppError('unauthorized', 'this upload link needs a password (HTTP Basic auth, any user name)', challenge, true);
-          if (!(await d.requests.checkPassword(t.request, password))) {
-            await passwordFailure(req, t);
-            throw new AppError('unauthorized', 'wrong password for this upload link', challenge, true);
-          }
-        }
-      }
+      await requirePassword(req, t);
       res.locals.tusTarget = t;
       next();
     };
